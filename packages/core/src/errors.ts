@@ -1,0 +1,268 @@
+/**
+ * Errors shared by every shoal package. Each error has a stable `code`, a `name`, and a message that
+ * carries the values that caused it. Classes are branded with Symbol.for so `instanceof` works across two
+ * copies of the package, and errors that crossed a process boundary are rebuilt into their class by
+ * {@link rebuildError}.
+ */
+const BRAND = Symbol.for('shoal.error');
+
+export type ErrorCode =
+  | 'ERR_INVALID_OPTION'
+  | 'ERR_USER_CODE'
+  | 'ERR_PEER_GONE'
+  | 'ERR_PROTOCOL'
+  | 'ERR_PROTOCOL_VERSION'
+  | 'ERR_FRAME_TOO_LARGE'
+  | 'ERR_UNAUTHORIZED'
+  | 'ERR_NOT_FOUND'
+  | 'ERR_NO_REPLICA'
+  | 'ERR_QUEUE_FULL'
+  | 'ERR_REQUEST_TOO_LARGE'
+  | 'ERR_DEADLINE_EXCEEDED'
+  | 'ERR_CANCELLED'
+  | 'ERR_ILLEGAL_STATE'
+  | 'ERR_BATCH_SIZE_MISMATCH'
+  | 'ERR_SHAPE_MISMATCH'
+  | 'ERR_REPLICA_UNAVAILABLE'
+  | 'ERR_DEPLOY_FAILED'
+  | 'ERR_INSUFFICIENT_RESOURCES'
+  | 'ERR_BAD_REQUEST'
+  | 'ERR_BACKEND'
+  | 'ERR_OUT_OF_MEMORY'
+  | 'ERR_INTERNAL';
+
+export class ShoalError extends Error {
+  readonly code: ErrorCode;
+  /** HTTP status the ingress answers with when this error ends a request. */
+  readonly httpStatus: number;
+  /** Extra values that travel with the error across processes (numbers that caused it, remedy, ...). */
+  readonly details: Record<string, unknown> | undefined;
+
+  constructor(code: ErrorCode, message: string, opts: { httpStatus?: number; details?: Record<string, unknown>; cause?: unknown } = {}) {
+    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    this.code = code;
+    this.httpStatus = opts.httpStatus ?? 500;
+    this.details = opts.details;
+    this.name = new.target.name;
+  }
+
+  static [Symbol.hasInstance](value: unknown): boolean {
+    if (typeof value !== 'object' || value === null) return false;
+    const brand = (value as { [BRAND]?: string })[BRAND];
+    if (brand === undefined) return false;
+    // ShoalError itself matches every branded error; subclasses match their own name (and theirs' subclasses).
+    if (this === ShoalError) return true;
+    let proto: unknown = Object.getPrototypeOf(value);
+    while (proto !== null && proto !== undefined) {
+      if ((proto as { constructor?: { name?: string } }).constructor?.name === this.name && Object.prototype.hasOwnProperty.call(proto, BRAND)) return true;
+      proto = Object.getPrototypeOf(proto);
+    }
+    return false;
+  }
+}
+Object.defineProperty(ShoalError.prototype, BRAND, { value: 'ShoalError' });
+
+function brand(cls: { prototype: object; name: string }): void {
+  Object.defineProperty(cls.prototype, BRAND, { value: cls.name });
+}
+
+/** An option had the wrong type or value. The message names the full option path. */
+export class InvalidOptionError extends ShoalError {
+  constructor(path: string, problem: string, value?: unknown) {
+    super('ERR_INVALID_OPTION', `invalid option ${path}: ${problem}${value === undefined ? '' : ` (got ${describe(value)})`}`, { httpStatus: 400, details: { path } });
+  }
+}
+brand(InvalidOptionError);
+
+/** User code threw. The message is the user's message; `userName` the class of what was thrown. */
+export class UserCodeError extends ShoalError {
+  constructor(message: string, opts: { userName?: string; userStack?: string; deployment?: string } = {}) {
+    super('ERR_USER_CODE', message, { httpStatus: 500, details: { userName: opts.userName, userStack: opts.userStack, deployment: opts.deployment } });
+  }
+}
+brand(UserCodeError);
+
+/** The peer of a connection went away while a request was pending. */
+export class PeerGoneError extends ShoalError {
+  constructor(message: string) {
+    super('ERR_PEER_GONE', message, { httpStatus: 503 });
+  }
+}
+brand(PeerGoneError);
+
+/** A malformed or unexpected message on the wire. */
+export class ProtocolError extends ShoalError {
+  constructor(message: string, code: 'ERR_PROTOCOL' | 'ERR_PROTOCOL_VERSION' | 'ERR_FRAME_TOO_LARGE' = 'ERR_PROTOCOL') {
+    super(code, message, { httpStatus: code === 'ERR_FRAME_TOO_LARGE' ? 413 : 400 });
+  }
+}
+brand(ProtocolError);
+
+/** Missing or wrong cluster token. */
+export class UnauthorizedError extends ShoalError {
+  constructor(message: string) {
+    super('ERR_UNAUTHORIZED', message, { httpStatus: 401 });
+  }
+}
+brand(UnauthorizedError);
+
+export class NotFoundError extends ShoalError {
+  constructor(message: string) {
+    super('ERR_NOT_FOUND', message, { httpStatus: 404 });
+  }
+}
+brand(NotFoundError);
+
+/** No replica of a deployment is running (yet), or all are gone. */
+export class NoReplicaError extends ShoalError {
+  constructor(message: string) {
+    super('ERR_NO_REPLICA', message, { httpStatus: 503 });
+  }
+}
+brand(NoReplicaError);
+
+/** A bounded queue is full. Retry-After is in `details.retryAfterMs`. */
+export class QueueFullError extends ShoalError {
+  constructor(message: string, details: Record<string, unknown> = {}) {
+    super('ERR_QUEUE_FULL', message, { httpStatus: 503, details });
+  }
+}
+brand(QueueFullError);
+
+export class RequestTooLargeError extends ShoalError {
+  constructor(message: string, details: Record<string, unknown> = {}) {
+    super('ERR_REQUEST_TOO_LARGE', message, { httpStatus: 413, details });
+  }
+}
+brand(RequestTooLargeError);
+
+export class DeadlineExceededError extends ShoalError {
+  constructor(message: string) {
+    super('ERR_DEADLINE_EXCEEDED', message, { httpStatus: 504 });
+  }
+}
+brand(DeadlineExceededError);
+
+export class CancelledError extends ShoalError {
+  constructor(message: string) {
+    // 499 is nginx's "client closed request"; nobody reads it since the client is gone.
+    super('ERR_CANCELLED', message, { httpStatus: 499 });
+  }
+}
+brand(CancelledError);
+
+/** A lifecycle transition that is not allowed from the current state. */
+export class IllegalStateError extends ShoalError {
+  constructor(message: string) {
+    super('ERR_ILLEGAL_STATE', message, { httpStatus: 500 });
+  }
+}
+brand(IllegalStateError);
+
+export class BatchSizeMismatchError extends ShoalError {
+  constructor(message: string) {
+    super('ERR_BATCH_SIZE_MISMATCH', message, { httpStatus: 500 });
+  }
+}
+brand(BatchSizeMismatchError);
+
+export class ShapeMismatchError extends ShoalError {
+  constructor(message: string) {
+    super('ERR_SHAPE_MISMATCH', message, { httpStatus: 400 });
+  }
+}
+brand(ShapeMismatchError);
+
+export class ReplicaUnavailableError extends ShoalError {
+  constructor(message: string) {
+    super('ERR_REPLICA_UNAVAILABLE', message, { httpStatus: 503 });
+  }
+}
+brand(ReplicaUnavailableError);
+
+export class DeployError extends ShoalError {
+  constructor(message: string, httpStatus = 400) {
+    super('ERR_DEPLOY_FAILED', message, { httpStatus });
+  }
+}
+brand(DeployError);
+
+export class InsufficientResourcesError extends ShoalError {
+  constructor(message: string, details: Record<string, unknown> = {}) {
+    super('ERR_INSUFFICIENT_RESOURCES', message, { httpStatus: 503, details });
+  }
+}
+brand(InsufficientResourcesError);
+
+/** The request itself is malformed (wrong shape, datatype, JSON...). */
+export class BadRequestError extends ShoalError {
+  constructor(message: string, details: Record<string, unknown> = {}) {
+    super('ERR_BAD_REQUEST', message, { httpStatus: 400, details });
+  }
+}
+brand(BadRequestError);
+
+/** A model backend (onnxruntime, native addon) failed. */
+export class BackendError extends ShoalError {
+  constructor(message: string, details: Record<string, unknown> = {}) {
+    super('ERR_BACKEND', message, { httpStatus: 500, details });
+  }
+}
+brand(BackendError);
+
+/** An allocation past a memory budget. */
+export class OutOfMemoryError extends ShoalError {
+  constructor(message: string, details: Record<string, unknown> = {}) {
+    super('ERR_OUT_OF_MEMORY', message, { httpStatus: 507, details });
+  }
+}
+brand(OutOfMemoryError);
+
+/** The plain-object form of an error on the wire. */
+export interface WireError {
+  code: string;
+  name: string;
+  message: string;
+  httpStatus?: number;
+  details?: Record<string, unknown>;
+}
+
+const CLASSES: Record<string, new (...args: never[]) => ShoalError> = {
+  InvalidOptionError, UserCodeError, PeerGoneError, ProtocolError, UnauthorizedError, NotFoundError, NoReplicaError,
+  QueueFullError, RequestTooLargeError, DeadlineExceededError, CancelledError, IllegalStateError,
+  BatchSizeMismatchError, ShapeMismatchError, ReplicaUnavailableError, DeployError, InsufficientResourcesError,
+  BadRequestError, BackendError, OutOfMemoryError,
+};
+
+/** Turns any thrown value into its wire form. Non-shoal errors become ERR_USER_CODE with the user's message. */
+export function toWireError(err: unknown): WireError {
+  if (err instanceof ShoalError) {
+    return { code: err.code, name: err.name, message: err.message, httpStatus: err.httpStatus, details: err.details };
+  }
+  if (err instanceof Error) {
+    return { code: 'ERR_USER_CODE', name: 'UserCodeError', message: err.message, httpStatus: 500, details: { userName: err.name, userStack: err.stack } };
+  }
+  return { code: 'ERR_USER_CODE', name: 'UserCodeError', message: String(err), httpStatus: 500, details: {} };
+}
+
+/** Rebuilds a wire error into its class, so callers can `instanceof` and read `code`. */
+export function rebuildError(wire: WireError): ShoalError {
+  const cls = CLASSES[wire.name];
+  const err: ShoalError = cls === undefined
+    ? new ShoalError((wire.code as ErrorCode) ?? 'ERR_INTERNAL', wire.message, { httpStatus: wire.httpStatus ?? 500, details: wire.details })
+    : Object.create(cls.prototype) as ShoalError;
+  if (cls !== undefined) {
+    // Constructors format their messages; the wire message is already formatted, so set fields directly.
+    Object.assign(err, { message: wire.message, code: wire.code, name: wire.name, httpStatus: wire.httpStatus ?? 500, details: wire.details });
+    Object.defineProperty(err, 'stack', { value: `${wire.name}: ${wire.message}\n    at <remote>`, writable: true, configurable: true });
+  }
+  return err;
+}
+
+export function describe(value: unknown): string {
+  if (typeof value === 'string') return JSON.stringify(value.length > 80 ? `${value.slice(0, 77)}...` : value);
+  if (typeof value === 'number' || typeof value === 'boolean' || value === null || value === undefined) return String(value);
+  if (Array.isArray(value)) return `array(${value.length})`;
+  if (typeof value === 'function') return 'function';
+  return typeof value;
+}
