@@ -29,6 +29,7 @@ export type ErrorCode =
   | 'ERR_BAD_REQUEST'
   | 'ERR_BACKEND'
   | 'ERR_OUT_OF_MEMORY'
+  | 'ERR_HTTP'
   | 'ERR_INTERNAL';
 
 export class ShoalError extends Error {
@@ -46,15 +47,12 @@ export class ShoalError extends Error {
     this.name = new.target.name;
   }
 
-  static [Symbol.hasInstance](value: unknown): boolean {
-    if (typeof value !== 'object' || value === null) return false;
-    const brand = (value as { [BRAND]?: string })[BRAND];
-    if (brand === undefined) return false;
-    // ShoalError itself matches every branded error; subclasses match their own name (and theirs' subclasses).
-    if (this === ShoalError) return true;
-    let proto: unknown = Object.getPrototypeOf(value);
+  /** Matches by brand along the prototype chain, so two loaded copies of this package agree. */
+  static override [Symbol.hasInstance](value: unknown): boolean {
+    const want = (this.prototype as { [BRAND]?: string })[BRAND];
+    let proto: unknown = typeof value === 'object' && value !== null ? Object.getPrototypeOf(value) : null;
     while (proto !== null && proto !== undefined) {
-      if ((proto as { constructor?: { name?: string } }).constructor?.name === this.name && Object.prototype.hasOwnProperty.call(proto, BRAND)) return true;
+      if (Object.prototype.hasOwnProperty.call(proto, BRAND) && (proto as { [BRAND]: string })[BRAND] === want) return true;
       proto = Object.getPrototypeOf(proto);
     }
     return false;

@@ -1,1 +1,20 @@
+/**
+ * shoal: serve many ML models as replicated actors.
+ *
+ *   import { deployment, type Handle, type ShoalRequest } from '@shoal/core';
+ *   class Doubler { double(x: number) { return 2 * x; } }
+ *   class Api {
+ *     constructor(private doubler: Handle<Doubler>) {}
+ *     async fetch(req: ShoalRequest) { return { y: await this.doubler.double(Number(req.query.get('x'))) }; }
+ *   }
+ *   export default deployment(Api).bind(deployment(Doubler, { numReplicas: 2 }).bind());
+ *   // shoal run app.ts  ->  curl 'localhost:8000/?x=21'  ->  {"y":42}
+ */
 export * from './errors.ts';
+export { deployment, Deployment, Application, type Handle, type CallOptions, type BindArgs, type FunctionInstance, type AppSpec, type DeploymentSpec, type DeploymentKind, type LifecycleHook, LIFECYCLE_HOOKS, buildAppSpec, collectGraph, forEachApplication, checkAppName } from './deployment.ts';
+export { type DeploymentOptions, type ResourceOptions, type CompiledDeploymentOptions, type CompiledResources, compileDeploymentOptions, checkInt, checkNumber, checkName } from './options.ts';
+export { ShoalRequest, HttpResponse, HttpError, response, toWireResponse, type WireHttpRequest, type WireHttpResponse } from './http.ts';
+export { requestContext, contextStorage, type RequestContext } from './context.ts';
+export { env } from './constants.ts';
+export { createLogger, silentLogger, type Logger, type LogLevel } from './log.ts';
+export { realClock, FakeClock, type Clock, type TimerHandle } from './clock.ts';

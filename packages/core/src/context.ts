@@ -1,0 +1,25 @@
+/**
+ * The context of the request a replica is running: its AbortSignal (aborted when the caller disconnects, the
+ * deadline passes, or the call is cancelled) and its deadline. Read it with `requestContext()` from user code.
+ */
+import { AsyncLocalStorage } from 'node:async_hooks';
+
+export interface RequestContext {
+  /** Aborted when the request is cancelled or its deadline passes. */
+  readonly signal: AbortSignal;
+  /** Absolute deadline (Date.now() ms), or undefined for none. */
+  readonly deadline: number | undefined;
+  readonly app: string;
+  readonly deployment: string;
+  readonly replicaId: string;
+}
+
+const KEY = Symbol.for('shoal.requestContext');
+const g = globalThis as unknown as Record<symbol, AsyncLocalStorage<RequestContext> | undefined>;
+/** One storage per process even if two copies of this package are loaded. */
+export const contextStorage: AsyncLocalStorage<RequestContext> = g[KEY] ??= new AsyncLocalStorage<RequestContext>();
+
+/** The context of the request running now, or undefined outside a request. */
+export function requestContext(): RequestContext | undefined {
+  return contextStorage.getStore();
+}

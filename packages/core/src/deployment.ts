@@ -1,0 +1,185 @@
+/**
+ * Declaring deployments and composing them into application graphs.
+ *
+ *   class Model { predict(x: number) { return x * 2; } }
+ *   class Ingress {
+ *     constructor(private model: Handle<Model>) {}
+ *     async fetch(req: ShoalRequest) { return { y: await this.model.predict(Number(req.query.get('x'))) }; }
+ *   }
+ *   export default deployment(Ingress).bind(deployment(Model, { numReplicas: 2 }).bind());
+ */
+import { InvalidOptionError, DeployError } from './errors.ts';
+import { compileDeploymentOptions, type CompiledDeploymentOptions, type DeploymentOptions } from './options.ts';
+
+/** Per-call options of a handle call. */
+export interface CallOptions {
+  /** Deadline for this call, in ms from now. @default the deployment's requestTimeoutMs */
+  timeoutMs?: number;
+  /** Aborting cancels the call: dropped if queued, signalled to user code if running. */
+  signal?: AbortSignal;
+  /** Batch priority (higher first) for batched methods. @default 0 */
+  priority?: number;
+}
+
+type AnyFn = (...args: never[]) => unknown;
+/** Methods the runtime calls on a replica; they are not reachable through handles. */
+export type LifecycleHook = 'init' | 'reconfigure' | 'checkHealth' | 'shutdown' | 'constructor';
+export const LIFECYCLE_HOOKS: readonly string[] = ['init', 'reconfigure', 'checkHealth', 'shutdown', 'constructor'];
+type MethodKeys<T> = { [K in keyof T]-?: T[K] extends AnyFn ? (K extends LifecycleHook ? never : K) : never }[keyof T];
+
+/** A typed reference to another deployment, usable inside a replica: `await handle.method(...args)`. */
+export type Handle<T> = {
+  readonly [K in MethodKeys<T>]: T[K] extends (...args: infer A) => infer R ? (...args: A) => Promise<Awaited<R>> : never;
+} & {
+  /** The same handle with per-call options applied to every call made through it. */
+  withOptions(opts: CallOptions): Handle<T>;
+};
+
+const APP_BRAND = Symbol.for('shoal.application');
+const DEPLOYMENT_BRAND = Symbol.for('shoal.deployment');
+
+/** A deployment with its constructor arguments bound: a node of an application graph. */
+export class Application<T = unknown> {
+  readonly [APP_BRAND] = true;
+  /** Phantom field carrying the instance type; never set. */
+  declare readonly __instance?: T;
+  constructor(readonly deployment: Deployment<T, never[]>, readonly args: readonly unknown[]) {}
+
+  static isApplication(v: unknown): v is Application {
+    return typeof v === 'object' && v !== null && (v as Record<symbol, unknown>)[APP_BRAND] === true;
+  }
+}
+
+/** A constructor argument accepts, in place of a Handle<T>, a bound deployment of T. */
+export type BindArgs<A extends readonly unknown[]> = { [K in keyof A]: A[K] extends Handle<infer T> ? Application<T> | A[K] : A[K] };
+
+export type DeploymentKind = 'class' | 'function';
+
+export class Deployment<T, A extends readonly unknown[]> {
+  readonly [DEPLOYMENT_BRAND] = true;
+  constructor(
+    readonly kind: DeploymentKind,
+    /** For class deployments the class; for function deployments a class wrapping the function as `call`. */
+    readonly factory: new (...args: A) => T,
+    readonly options: CompiledDeploymentOptions,
+    /** Options exactly as the user wrote them, kept so `.options()` can override some of them. */
+    readonly rawOptions: DeploymentOptions,
+  ) {}
+
+  /** Binds constructor arguments; bound deployments among them become handles inside the replica. */
+  bind(...args: BindArgs<A>): Application<T> {
+    return new Application<T>(this as unknown as Deployment<T, never[]>, args);
+  }
+
+  /** A copy of this deployment with some options replaced. */
+  withOptions(overrides: DeploymentOptions): Deployment<T, A> {
+    const raw = { ...this.rawOptions, ...overrides };
+    return new Deployment(this.kind, this.factory, compileDeploymentOptions(raw, this.options.name), raw);
+  }
+
+  static isDeployment(v: unknown): v is Deployment<unknown, unknown[]> {
+    return typeof v === 'object' && v !== null && (v as Record<symbol, unknown>)[DEPLOYMENT_BRAND] === true;
+  }
+}
+
+function isClass(fn: unknown): boolean {
+  return typeof fn === 'function' && /^class[\s{]/.test(Function.prototype.toString.call(fn));
+}
+
+/** The instance type of a function deployment: one method, `call`. */
+export interface FunctionInstance<F extends (...args: never[]) => unknown> { call: F }
+
+export function deployment<C extends new (...args: never[]) => object>(cls: C, options?: DeploymentOptions): Deployment<InstanceType<C>, ConstructorParameters<C>>;
+export function deployment<F extends (...args: never[]) => unknown>(fn: F, options?: DeploymentOptions): Deployment<FunctionInstance<F>, []>;
+export function deployment(target: unknown, options: DeploymentOptions = {}): Deployment<unknown, never[]> {
+  if (typeof target !== 'function') throw new InvalidOptionError('deployment(target)', 'must be a class or a function', target);
+  const defaultName = (target as { name?: string }).name || 'deployment';
+  const compiled = compileDeploymentOptions(options, defaultName);
+  if (isClass(target)) return new Deployment('class', target as new (...args: never[]) => unknown, compiled, options);
+  const fn = target as (...args: unknown[]) => unknown;
+  const Wrapped = class { call(...args: unknown[]): unknown { return fn(...args); } };
+  Object.defineProperty(Wrapped, 'name', { value: defaultName });
+  return new Deployment('function', Wrapped as unknown as new (...args: never[]) => unknown, compiled, options);
+}
+
+/** The serialisable description of an application graph that the head stores and workers rebuild. */
+export interface DeploymentSpec {
+  name: string;
+  kind: DeploymentKind;
+  options: CompiledDeploymentOptions;
+  /** Names of deployments this one holds handles to. */
+  dependencies: string[];
+  /** Methods reachable through handles (lifecycle hooks excluded). HTTP goes to `fetch`, else to `call`. */
+  methods: string[];
+}
+
+export interface AppSpec {
+  name: string;
+  /** URL prefix the ingress serves, or null for no HTTP route. */
+  routePrefix: string | null;
+  ingress: string;
+  /** Absolute path (or URL) of the module workers import to rebuild the graph. */
+  modulePath: string;
+  /** Which export of the module holds the application. */
+  exportName: string;
+  deployments: DeploymentSpec[];
+}
+
+function methodNames(factory: new (...args: never[]) => unknown): string[] {
+  const names = new Set<string>();
+  let proto: object | null = factory.prototype as object;
+  while (proto !== null && proto !== Object.prototype) {
+    for (const key of Object.getOwnPropertyNames(proto)) {
+      if (!LIFECYCLE_HOOKS.includes(key) && typeof Object.getOwnPropertyDescriptor(proto, key)?.value === 'function') names.add(key);
+    }
+    proto = Object.getPrototypeOf(proto) as object | null;
+  }
+  return [...names].sort();
+}
+
+/** Visits every Application reachable from a value (through arrays and plain objects). */
+export function forEachApplication(value: unknown, visit: (app: Application) => void, seen = new Set<unknown>()): void {
+  if (Application.isApplication(value)) { visit(value); return; }
+  if (typeof value !== 'object' || value === null || seen.has(value)) return;
+  seen.add(value);
+  if (Array.isArray(value)) { for (const v of value) forEachApplication(v, visit, seen); return; }
+  if (Object.getPrototypeOf(value) === Object.prototype) for (const v of Object.values(value)) forEachApplication(v, visit, seen);
+}
+
+/** Walks the graph from its ingress, checks deployment names are unique, and returns every node by name. */
+export function collectGraph(root: Application): Map<string, Application> {
+  const nodes = new Map<string, Application>();
+  const walk = (app: Application): void => {
+    const name = app.deployment.options.name;
+    const existing = nodes.get(name);
+    if (existing !== undefined) {
+      if (existing === app) return;
+      if (existing.deployment.factory !== app.deployment.factory) {
+        throw new DeployError(`two different deployments are named "${name}" in one application; give one of them another name`);
+      }
+      return;
+    }
+    nodes.set(name, app);
+    for (const arg of app.args) forEachApplication(arg, walk);
+  };
+  walk(root);
+  return nodes;
+}
+
+export function buildAppSpec(root: Application, opts: { name: string; routePrefix: string | null; modulePath: string; exportName: string }): AppSpec {
+  if (!Application.isApplication(root)) throw new DeployError(`export "${opts.exportName}" of ${opts.modulePath} is not an application: call .bind() on a deployment`);
+  if (opts.routePrefix !== null && !opts.routePrefix.startsWith('/')) throw new InvalidOptionError('routePrefix', 'must start with "/"', opts.routePrefix);
+  checkAppName(opts.name);
+  const nodes = collectGraph(root);
+  const deployments: DeploymentSpec[] = [];
+  for (const [name, app] of nodes) {
+    const deps = new Set<string>();
+    for (const arg of app.args) forEachApplication(arg, (d) => deps.add(d.deployment.options.name));
+    deployments.push({ name, kind: app.deployment.kind, options: app.deployment.options, dependencies: [...deps], methods: methodNames(app.deployment.factory) });
+  }
+  return { name: opts.name, routePrefix: opts.routePrefix, ingress: root.deployment.options.name, modulePath: opts.modulePath, exportName: opts.exportName, deployments };
+}
+
+export function checkAppName(name: string): void {
+  if (!/^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$/.test(name)) throw new InvalidOptionError('app.name', 'must be 1-64 characters of letters, digits, _ . -', name);
+}

@@ -1,0 +1,129 @@
+/**
+ * The HTTP ingress: each application mounts at its route prefix; a request goes through the router straight to
+ * the worker hosting the chosen replica of the application's ingress deployment. Also /-/healthz (liveness) and
+ * /-/ready (readiness: every application's replicas running).
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { CancelledError, InvalidOptionError, NotFoundError, type AppSpec, type Logger, type WireHttpRequest } from '@shoal/core';
+import type { Router } from '@shoal/router';
+import { readBody, sendError, sendJson } from './http-util.ts';
+
+interface Mount { prefix: string; key: string; app: string; maxRequestBytes: number; requestTimeoutMs: number }
+
+export interface IngressOptions {
+  router: Router;
+  logger: Logger;
+  isReady: () => boolean;
+  /** Extra routes tried before application prefixes (the KServe v2 protocol mounts here). Return true if handled. */
+  extraRoutes?: Array<(req: IncomingMessage, res: ServerResponse) => boolean>;
+}
+
+/** Header that sets a request's deadline in ms from arrival. */
+export const TIMEOUT_HEADER = 'x-shoal-timeout-ms';
+
+export class Ingress {
+  private mounts: Mount[] = [];
+  private server: Server | undefined;
+  private readonly opts: IngressOptions;
+
+  constructor(opts: IngressOptions) {
+    this.opts = opts;
+  }
+
+  /** Re-mounts every application (longest prefix first). */
+  setApps(apps: readonly AppSpec[]): void {
+    const mounts: Mount[] = [];
+    for (const a of apps) {
+      if (a.routePrefix === null) continue;
+      const ingress = a.deployments.find((d) => d.name === a.ingress);
+      if (ingress === undefined) continue;
+      mounts.push({ prefix: a.routePrefix.replace(/\/+$/, ''), key: `${a.name}/${a.ingress}`, app: a.name, maxRequestBytes: ingress.options.maxRequestBytes, requestTimeoutMs: ingress.options.requestTimeoutMs });
+    }
+    mounts.sort((x, y) => y.prefix.length - x.prefix.length);
+    this.mounts = mounts;
+  }
+
+  listen(port: number, host: string): Promise<{ port: number; host: string }> {
+    const server = createServer({ keepAliveTimeout: 65_000 }, (req, res) => this.handle(req, res));
+    this.server = server;
+    return new Promise((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, host, () => {
+        const addr = server.address();
+        resolve({ port: typeof addr === 'object' && addr !== null ? addr.port : port, host });
+      });
+    });
+  }
+
+  close(): Promise<void> {
+    const server = this.server;
+    if (server === undefined) return Promise.resolve();
+    server.closeAllConnections();
+    return new Promise((resolve) => server.close(() => resolve()));
+  }
+
+  private match(pathname: string): { mount: Mount; rest: string } | undefined {
+    for (const m of this.mounts) {
+      if (m.prefix === '') return { mount: m, rest: pathname };
+      if (pathname === m.prefix || pathname.startsWith(`${m.prefix}/`)) return { mount: m, rest: pathname.slice(m.prefix.length) || '/' };
+    }
+    return undefined;
+  }
+
+  private handle(req: IncomingMessage, res: ServerResponse): void {
+    const url = req.url ?? '/';
+    const q = url.indexOf('?');
+    const pathname = q < 0 ? url : url.slice(0, q);
+    if (pathname.startsWith('/-/')) { this.builtin(pathname, res); return; }
+    for (const extra of this.opts.extraRoutes ?? []) if (extra(req, res)) return;
+    const hit = this.match(pathname);
+    if (hit === undefined) {
+      req.resume();
+      sendError(res, new NotFoundError(`no application serves ${pathname}`));
+      return;
+    }
+    void this.forward(req, res, hit.mount, hit.rest, q < 0 ? '' : url.slice(q + 1));
+  }
+
+  private async forward(req: IncomingMessage, res: ServerResponse, mount: Mount, path: string, query: string): Promise<void> {
+    const arrived = Date.now();
+    let deadline: number | undefined;
+    try {
+      const header = req.headers[TIMEOUT_HEADER];
+      if (header !== undefined) {
+        const ms = Number(header);
+        if (!Number.isFinite(ms) || ms <= 0) throw new InvalidOptionError(`header ${TIMEOUT_HEADER}`, 'must be a positive number of milliseconds', header);
+        deadline = arrived + ms;
+      } else if (mount.requestTimeoutMs > 0) {
+        deadline = arrived + mount.requestTimeoutMs;
+      }
+      const body = await readBody(req, mount.maxRequestBytes, `deployment "${mount.key}"`);
+      const wire: WireHttpRequest = { method: req.method ?? 'GET', path, query, headers: req.headers, body };
+      const controller = new AbortController();
+      const onClose = (): void => { if (!res.writableFinished) controller.abort(new CancelledError('HTTP client disconnected')); };
+      res.once('close', onClose);
+      const out = await this.opts.router.http(mount.key, wire, { deadline, signal: controller.signal });
+      res.removeListener('close', onClose);
+      if (res.destroyed) return;
+      const headers = out.headers;
+      headers['content-length'] = String(out.body.byteLength);
+      res.writeHead(out.status, headers);
+      res.end(out.body);
+    } catch (err) {
+      if (res.destroyed) return;
+      if (req.readable && !req.readableEnded) { res.setHeader('connection', 'close'); req.resume(); }
+      sendError(res, err);
+    }
+  }
+
+  private builtin(pathname: string, res: ServerResponse): void {
+    if (pathname === '/-/healthz') { sendJson(res, 200, { status: 'ok' }); return; }
+    if (pathname === '/-/ready') {
+      const ready = this.opts.isReady();
+      sendJson(res, ready ? 200 : 503, { status: ready ? 'ready' : 'not ready' });
+      return;
+    }
+    if (pathname === '/-/routes') { sendJson(res, 200, Object.fromEntries(this.mounts.map((m) => [m.prefix || '/', m.app]))); return; }
+    sendError(res, new NotFoundError(`no built-in endpoint ${pathname}`));
+  }
+}

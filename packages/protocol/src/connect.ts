@@ -1,0 +1,106 @@
+/**
+ * Connection set-up on both sides: the client sends `hello` (protocol version and cluster token) as its first
+ * frame; the server answers `welcome` or `refuse` and closes. Only after that does either side build a Peer.
+ */
+import { timingSafeEqual, createHash } from 'node:crypto';
+import { WebSocket } from 'ws';
+import { PeerGoneError, ProtocolError, UnauthorizedError, type Logger } from '@shoal/core';
+import { decodeFrame, encodeMessage } from './codec.ts';
+import { PROTOCOL_VERSION, type HelloMessage, type Message, type WelcomeMessage } from './messages.ts';
+import { Peer, type PeerOptions } from './peer.ts';
+
+export interface ConnectOptions extends Omit<PeerOptions, 'name'> {
+  /** ws://host:port/path */
+  address: string;
+  hello: Omit<HelloMessage, 't' | 'v'>;
+  /** How long to wait for the connection and the answer to hello. @default 10000 */
+  timeoutMs?: number;
+  /** Name of the remote side, for logs. @default the address */
+  name?: string;
+}
+
+/** Opens a connection and completes the handshake; rejects with the server's reason if refused. */
+export function connectPeer(opts: ConnectOptions): Promise<{ peer: Peer; welcome: WelcomeMessage }> {
+  const ws = new WebSocket(opts.address, { maxPayload: opts.maxFrameBytes, perMessageDeflate: false, handshakeTimeout: opts.timeoutMs ?? 10_000 });
+  return new Promise((resolve, reject) => {
+    let settled = false;
+    const timer = setTimeout(() => finish(new PeerGoneError(`no answer to hello from ${opts.address} within ${opts.timeoutMs ?? 10_000} ms`)), opts.timeoutMs ?? 10_000);
+    const finish = (err: Error | undefined, value?: { peer: Peer; welcome: WelcomeMessage }): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      if (err !== undefined) { ws.terminate(); reject(err); } else resolve(value!);
+    };
+    ws.once('open', () => ws.send(encodeMessage({ t: 'hello', v: PROTOCOL_VERSION, ...opts.hello } as HelloMessage)));
+    ws.once('error', (err) => finish(new PeerGoneError(`cannot connect to ${opts.address}: ${err.message}`)));
+    ws.once('close', (code, reason) => finish(new PeerGoneError(`${opts.address} closed the connection during hello (code ${code}${reason.length ? `: ${reason.toString()}` : ''})`)));
+    ws.once('message', (data: Buffer) => {
+      let first: Message | undefined;
+      try { first = decodeFrame(data)[0]; } catch (err) { finish(err as Error); return; }
+      if (first?.t === 'refuse') {
+        finish(first.code === 'ERR_UNAUTHORIZED' ? new UnauthorizedError(first.message) : new ProtocolError(first.message, first.code === 'ERR_PROTOCOL_VERSION' ? 'ERR_PROTOCOL_VERSION' : 'ERR_PROTOCOL'));
+        return;
+      }
+      if (first?.t !== 'welcome') { finish(new ProtocolError(`expected welcome from ${opts.address}, got ${first?.t}`)); return; }
+      ws.removeAllListeners('error');
+      ws.removeAllListeners('close');
+      const peer = new Peer(ws, { ...opts, name: opts.name ?? opts.address });
+      finish(undefined, { peer, welcome: first });
+    });
+  });
+}
+
+function digest(s: string): Buffer {
+  return createHash('sha256').update(s).digest();
+}
+
+/** Compares tokens in constant time. */
+export function tokenMatches(expected: string, given: unknown): boolean {
+  if (typeof given !== 'string') return false;
+  return timingSafeEqual(digest(expected), digest(given));
+}
+
+export interface AcceptOptions {
+  token: string;
+  logger: Logger;
+  /** Remote address for the log line of a refusal. */
+  remote: string;
+  timeoutMs?: number;
+}
+
+/**
+ * Server side of the handshake: waits for hello, checks version and token. Resolves with the hello, after
+ * which the caller sends welcome and builds a Peer; on refusal, sends `refuse`, logs, closes, and rejects.
+ */
+export function acceptHello(ws: WebSocket, opts: AcceptOptions): Promise<HelloMessage> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => refuse('ERR_PROTOCOL', `no hello within ${opts.timeoutMs ?? 10_000} ms`), opts.timeoutMs ?? 10_000);
+    const refuse = (code: string, message: string): void => {
+      clearTimeout(timer);
+      opts.logger.warn('connection refused', { remote: opts.remote, code, reason: message });
+      if (ws.readyState === ws.OPEN) {
+        ws.send(encodeMessage({ t: 'refuse', code, message }));
+        ws.close(code === 'ERR_UNAUTHORIZED' ? 4001 : 4002, message.slice(0, 100));
+      }
+      reject(code === 'ERR_UNAUTHORIZED' ? new UnauthorizedError(message) : new ProtocolError(message));
+    };
+    ws.once('close', () => { clearTimeout(timer); reject(new PeerGoneError(`${opts.remote} left during hello`)); });
+    ws.once('message', (data: Buffer) => {
+      let hello: Message | undefined;
+      try { hello = decodeFrame(data)[0]; } catch (err) { refuse('ERR_PROTOCOL', (err as Error).message); return; }
+      if (hello?.t !== 'hello') { refuse('ERR_PROTOCOL', `first message must be hello, got ${hello?.t}`); return; }
+      if (hello.v !== PROTOCOL_VERSION) { refuse('ERR_PROTOCOL_VERSION', `protocol version mismatch: peer speaks ${hello.v}, this side speaks ${PROTOCOL_VERSION}`); return; }
+      if (!tokenMatches(opts.token, hello.token)) {
+        refuse('ERR_UNAUTHORIZED', hello.token ? 'wrong cluster token' : 'missing cluster token');
+        return;
+      }
+      clearTimeout(timer);
+      ws.removeAllListeners('close');
+      resolve(hello);
+    });
+  });
+}
+
+export function sendWelcome(ws: WebSocket, welcome: Omit<WelcomeMessage, 't' | 'v'>): void {
+  ws.send(encodeMessage({ t: 'welcome', v: PROTOCOL_VERSION, ...welcome }));
+}

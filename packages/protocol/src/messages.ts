@@ -1,0 +1,93 @@
+/**
+ * The wire protocol between head and workers, and between workers. Every WebSocket frame is a msgpack array of
+ * messages (all messages queued in one event-loop tick travel in one frame). Messages are discriminated by `t`.
+ * Requests carry an `id` unique per connection and direction; the answer is a `reply` with the same id.
+ */
+import type { AppSpec, WireError, WireHttpRequest, WireHttpResponse } from '@shoal/core';
+
+/** Bumped on any incompatible change; checked in `hello`. */
+export const PROTOCOL_VERSION = 1;
+
+export type ReplicaState = 'STARTING' | 'RUNNING' | 'DRAINING' | 'STOPPED' | 'FAILED';
+
+export interface DeviceInfo {
+  index: number;
+  name: string;
+  kind: 'cuda' | 'host';
+  totalBytes: number;
+  freeBytes: number;
+  computeCapability?: string;
+}
+
+export interface WorkerResources {
+  cpus: number;
+  /** Bytes of host memory. */
+  memory: number;
+  gpus: number;
+  devices: DeviceInfo[];
+}
+
+// ---- worker -> head (control connection) ----
+export interface HelloMessage {
+  t: 'hello';
+  v: number;
+  token: string;
+  role: 'worker' | 'peer';
+  /** Worker name chosen by the worker (hostname-pid) so logs on both sides agree. */
+  name: string;
+  resources?: WorkerResources;
+  /** ws://host:port where this worker accepts data connections from other workers. */
+  dataAddress?: string;
+  pid?: number;
+}
+export interface HeartbeatMessage { t: 'hb'; at: number; replicas: ReplicaLoad[] }
+export interface ReplicaLoad { replicaId: string; ongoing: number; queued: number }
+export interface ReplicaStateMessage { t: 'replicaState'; replicaId: string; state: ReplicaState; error?: string }
+
+// ---- head -> worker (control connection) ----
+export interface WelcomeMessage { t: 'welcome'; v: number; workerId: string; heartbeatMs: number }
+export interface RefuseMessage { t: 'refuse'; code: string; message: string }
+export interface StartReplicaMessage { t: 'start'; id: number; replicaId: string; app: AppSpec; deployment: string }
+export interface StopReplicaMessage { t: 'stop'; id: number; replicaId: string; timeoutMs: number }
+export interface ReconfigureMessage { t: 'reconfigure'; id: number; replicaId: string; userConfig: unknown }
+export interface HealthMessage { t: 'health'; id: number; replicaId: string; timeoutMs: number }
+export interface RoutesMessage { t: 'routes'; version: number; table: RouteTable }
+
+/** Where the replicas of each deployment run; key `${app}/${deployment}`. Only RUNNING replicas are listed. */
+export interface RouteTable {
+  [deploymentKey: string]: RouteEntry;
+}
+export interface RouteEntry {
+  maxOngoingRequests: number;
+  maxQueuedRequests: number;
+  requestTimeoutMs: number;
+  replicas: Array<{ replicaId: string; workerId: string; dataAddress: string }>;
+}
+
+// ---- data plane: any caller -> worker hosting the replica ----
+export interface CallMessage {
+  t: 'call';
+  id: number;
+  replicaId: string;
+  method: string;
+  args: unknown[];
+  /** Absolute deadline in Date.now() ms. */
+  deadline?: number;
+  priority?: number;
+}
+export interface HttpMessage { t: 'http'; id: number; replicaId: string; req: WireHttpRequest; deadline?: number }
+export interface CancelMessage { t: 'cancel'; id: number }
+
+export interface ReplyOk { t: 'reply'; id: number; ok: true; value: unknown; q?: number }
+export interface ReplyErr { t: 'reply'; id: number; ok: false; error: WireError; q?: number }
+export type ReplyMessage = ReplyOk | ReplyErr;
+
+export type WorkerToHead = HelloMessage | HeartbeatMessage | ReplicaStateMessage | ReplyMessage;
+export type HeadToWorker = WelcomeMessage | RefuseMessage | StartReplicaMessage | StopReplicaMessage | ReconfigureMessage | HealthMessage | RoutesMessage | CallMessage | HttpMessage | CancelMessage | ReplyMessage;
+export type PeerToWorker = HelloMessage | CallMessage | HttpMessage | CancelMessage | ReplyMessage;
+export type Message = WorkerToHead | HeadToWorker | PeerToWorker;
+
+/** Messages that expect a reply. */
+export type RequestMessage = StartReplicaMessage | StopReplicaMessage | ReconfigureMessage | HealthMessage | CallMessage | HttpMessage;
+
+export type { WireHttpRequest, WireHttpResponse };

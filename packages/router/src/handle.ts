@@ -1,0 +1,48 @@
+/** Handles: typed proxies that turn `handle.method(...args)` into a router call. */
+import { InvalidOptionError, type CallOptions, type Handle } from '@shoal/core';
+import type { Router } from './router.ts';
+
+export interface HandleTarget {
+  router: Router;
+  /** `${app}/${deployment}` */
+  key: string;
+  /** Method names the deployment defines; calling another is a TypeError at run time too. */
+  methods: readonly string[];
+  /** Deadline inherited from the caller's request (Date.now ms), so cancellation reaches downstream calls. */
+  inheritedDeadline?: () => number | undefined;
+  inheritedSignal?: () => AbortSignal | undefined;
+}
+
+export function createHandle<T>(target: HandleTarget, opts: CallOptions = {}): Handle<T> {
+  const methods = new Set(target.methods);
+  const cache = new Map<string, (...args: unknown[]) => Promise<unknown>>();
+  return new Proxy({} as Handle<T>, {
+    get(_obj, prop) {
+      if (prop === 'withOptions') return (o: CallOptions) => createHandle<T>(target, { ...opts, ...o });
+      if (prop === 'then' || typeof prop === 'symbol') return undefined; // not a thenable
+      let fn = cache.get(prop);
+      if (fn !== undefined) return fn;
+      if (!methods.has(prop)) {
+        throw new TypeError(`deployment "${target.key}" has no method "${prop}" (it has: ${[...methods].join(', ') || 'none'})`);
+      }
+      fn = (...args: unknown[]) => {
+        const timeoutMs = opts.timeoutMs;
+        if (timeoutMs !== undefined && (!Number.isFinite(timeoutMs) || timeoutMs <= 0)) {
+          return Promise.reject(new InvalidOptionError('handle.withOptions.timeoutMs', 'must be a positive number', timeoutMs));
+        }
+        let deadline = timeoutMs === undefined ? undefined : Date.now() + timeoutMs;
+        const inherited = target.inheritedDeadline?.();
+        if (inherited !== undefined) deadline = deadline === undefined ? inherited : Math.min(deadline, inherited);
+        if (deadline === undefined) {
+          const def = target.router.requestTimeoutMs(target.key);
+          if (def > 0) deadline = Date.now() + def;
+        }
+        const signals = [opts.signal, target.inheritedSignal?.()].filter((s): s is AbortSignal => s !== undefined);
+        const signal = signals.length === 0 ? undefined : signals.length === 1 ? signals[0] : AbortSignal.any(signals);
+        return target.router.call(target.key, prop, args, { deadline, signal, priority: opts.priority });
+      };
+      cache.set(prop, fn);
+      return fn;
+    },
+  });
+}

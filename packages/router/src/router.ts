@@ -1,0 +1,213 @@
+/**
+ * Sends calls and HTTP requests to replicas. One Router lives in the head (for the HTTP ingress) and one in every
+ * worker (for handle calls made by its replicas), so a handle call goes worker to worker, never through the head.
+ * When every replica is full, requests wait in a bounded per-deployment queue; past it, QueueFullError (503).
+ */
+import {
+  CancelledError, DeadlineExceededError, NoReplicaError, QueueFullError, rebuildError, toWireError,
+  type Clock, type Logger, type TimerHandle, type WireHttpRequest, type WireHttpResponse,
+} from '@shoal/core';
+import type { NewRequest, ReplyMessage, RouteTable } from '@shoal/protocol';
+import { ReplicaSet, type ReplicaRef } from './replica-set.ts';
+
+/** One request in flight, with a way to cancel it at the replica. */
+export interface Dispatch {
+  reply: Promise<ReplyMessage>;
+  cancel(): void;
+}
+
+/** How a router reaches a replica: over a connection to its worker, or in process when it is local. */
+export interface Transport {
+  dispatch(replica: ReplicaRef, message: NewRequest): Dispatch;
+}
+
+export interface RouteOptions {
+  /** Absolute deadline, Date.now() ms. */
+  deadline?: number;
+  signal?: AbortSignal;
+  priority?: number;
+}
+
+export interface RouterOptions {
+  transport: Transport;
+  clock: Clock;
+  logger: Logger;
+  /** How long a request waits for a deployment that has no running replica before NoReplicaError. @default 30000 */
+  noReplicaTimeoutMs?: number;
+  random?: () => number;
+  /** Date.now, injectable for tests. */
+  wallNow?: () => number;
+}
+
+interface Waiter {
+  wake: () => void;
+  fail: (err: Error) => void;
+}
+
+export class Router {
+  private readonly sets = new Map<string, ReplicaSet>();
+  private readonly waiters = new Map<string, Waiter[]>();
+  private readonly opts: Required<Omit<RouterOptions, 'random'>> & { random: () => number };
+  private routesVersion = -1;
+  private closed = false;
+
+  constructor(opts: RouterOptions) {
+    this.opts = { noReplicaTimeoutMs: 30_000, random: Math.random, wallNow: Date.now, ...opts };
+  }
+
+  updateRoutes(table: RouteTable, version: number): void {
+    if (version <= this.routesVersion) return;
+    this.routesVersion = version;
+    for (const [key, entry] of Object.entries(table)) {
+      let set = this.sets.get(key);
+      if (set === undefined) { set = new ReplicaSet(key, this.opts.random); this.sets.set(key, set); }
+      set.update(entry);
+      this.wake(key);
+    }
+    for (const key of [...this.sets.keys()]) {
+      if (!(key in table)) {
+        this.sets.delete(key);
+        const queue = this.waiters.get(key) ?? [];
+        for (const w of [...queue]) w.fail(new NoReplicaError(`deployment "${key}" was removed while a request waited for it`));
+      }
+    }
+  }
+
+  /** Drops replicas of a worker known to be gone, before the head's next route table arrives. */
+  dropWorker(workerId: string): void {
+    for (const set of this.sets.values()) set.replicas = set.replicas.filter((r) => r.workerId !== workerId);
+  }
+
+  /** Counts, for metrics and tests: requests in flight and waiting, per deployment. */
+  stats(): Record<string, { inflight: number; waiting: number; replicas: number }> {
+    const out: Record<string, { inflight: number; waiting: number; replicas: number }> = {};
+    for (const [key, set] of this.sets) {
+      out[key] = { inflight: set.replicas.reduce((s, r) => s + r.inflight, 0), waiting: this.waiters.get(key)?.length ?? 0, replicas: set.replicas.length };
+    }
+    for (const [key, ws] of this.waiters) if (!(key in out) && ws.length > 0) out[key] = { inflight: 0, waiting: ws.length, replicas: 0 };
+    return out;
+  }
+
+  requestTimeoutMs(key: string): number {
+    return this.sets.get(key)?.requestTimeoutMs ?? 0;
+  }
+
+  async call(key: string, method: string, args: unknown[], opts: RouteOptions = {}): Promise<unknown> {
+    const reply = await this.route(key, opts, (replicaId) => ({ t: 'call', replicaId, method, args, deadline: opts.deadline, priority: opts.priority }));
+    if (reply.ok) return reply.value;
+    throw rebuildError(reply.error);
+  }
+
+  async http(key: string, req: WireHttpRequest, opts: RouteOptions = {}): Promise<WireHttpResponse> {
+    const reply = await this.route(key, opts, (replicaId) => ({ t: 'http', replicaId, req, deadline: opts.deadline }));
+    if (reply.ok) return reply.value as WireHttpResponse;
+    throw rebuildError(reply.error);
+  }
+
+  close(): void {
+    this.closed = true;
+    for (const [key, ws] of this.waiters) {
+      this.waiters.delete(key);
+      for (const w of ws) w.fail(new NoReplicaError(`router closed while a request for "${key}" waited`));
+    }
+  }
+
+  private async route(key: string, opts: RouteOptions, build: (replicaId: string) => NewRequest): Promise<ReplyMessage> {
+    if (opts.signal?.aborted) throw new CancelledError(`call to "${key}" cancelled before it was sent`);
+    if (opts.deadline !== undefined && this.opts.wallNow() >= opts.deadline) throw new DeadlineExceededError(`deadline passed before the call to "${key}" was sent`);
+    let set = this.sets.get(key);
+    let ref = set?.choose();
+    while (ref === undefined || set === undefined) {
+      await this.waitForSlot(key, opts);
+      set = this.sets.get(key);
+      ref = set?.choose();
+    }
+    ref.inflight++;
+    try {
+      const dispatch = this.opts.transport.dispatch(ref, build(ref.replicaId));
+      const reply = opts.signal === undefined && opts.deadline === undefined ? await dispatch.reply : await this.guard(key, dispatch, opts);
+      set.report(ref, reply.q);
+      return reply;
+    } catch (err) {
+      if (toWireError(err).code === 'ERR_PEER_GONE') set.remove(ref.replicaId);
+      throw err;
+    } finally {
+      ref.inflight--;
+      this.wake(key);
+    }
+  }
+
+  /** Races a dispatched request against its signal and deadline, cancelling it at the replica on either. */
+  private guard(key: string, dispatch: Dispatch, opts: RouteOptions): Promise<ReplyMessage> {
+    return new Promise<ReplyMessage>((resolve, reject) => {
+      let timer: TimerHandle | undefined;
+      const cleanup = (): void => {
+        if (timer !== undefined) this.opts.clock.clearTimeout(timer);
+        opts.signal?.removeEventListener('abort', onAbort);
+      };
+      const onAbort = (): void => {
+        cleanup();
+        dispatch.cancel();
+        reject(new CancelledError(`call to "${key}" cancelled by the caller`));
+      };
+      if (opts.deadline !== undefined) {
+        timer = this.opts.clock.setTimeout(() => {
+          cleanup();
+          dispatch.cancel();
+          reject(new DeadlineExceededError(`deadline exceeded waiting for "${key}" to answer`));
+        }, Math.max(0, opts.deadline - this.opts.wallNow()));
+      }
+      opts.signal?.addEventListener('abort', onAbort, { once: true });
+      dispatch.reply.then((r) => { cleanup(); resolve(r); }, (e: unknown) => { cleanup(); reject(e); });
+    });
+  }
+
+  private waitForSlot(key: string, opts: RouteOptions): Promise<void> {
+    if (this.closed) return Promise.reject(new NoReplicaError(`router closed; cannot call "${key}"`));
+    const set = this.sets.get(key);
+    const queue = this.waiters.get(key) ?? [];
+    const hasReplicas = set !== undefined && set.replicas.length > 0;
+    if (hasReplicas && queue.length >= set.maxQueuedRequests) {
+      throw new QueueFullError(
+        `queue full: queued=${queue.length}, maxQueuedRequests=${set.maxQueuedRequests} for deployment "${key}" (${set.replicas.length} replicas, each at maxOngoingRequests=${set.maxOngoingRequests})`,
+        { queued: queue.length, limit: set.maxQueuedRequests, deployment: key, retryAfterMs: 1000 },
+      );
+    }
+    this.waiters.set(key, queue);
+    return new Promise<void>((resolve, reject) => {
+      const timers: TimerHandle[] = [];
+      const done = (): void => {
+        for (const t of timers) this.opts.clock.clearTimeout(t);
+        opts.signal?.removeEventListener('abort', onAbort);
+        const q = this.waiters.get(key);
+        const i = q?.indexOf(waiter) ?? -1;
+        if (i >= 0) q!.splice(i, 1);
+      };
+      const waiter: Waiter = {
+        wake: () => { done(); resolve(); },
+        fail: (err) => { done(); reject(err); },
+      };
+      const onAbort = (): void => waiter.fail(new CancelledError(`call to "${key}" cancelled while queued`));
+      opts.signal?.addEventListener('abort', onAbort, { once: true });
+      if (opts.deadline !== undefined) {
+        timers.push(this.opts.clock.setTimeout(() => waiter.fail(new DeadlineExceededError(`deadline exceeded while queued for "${key}"`)), Math.max(0, opts.deadline - this.opts.wallNow())));
+      }
+      if (!hasReplicas) {
+        timers.push(this.opts.clock.setTimeout(() => waiter.fail(new NoReplicaError(`no running replica of "${key}" within ${this.opts.noReplicaTimeoutMs} ms`)), this.opts.noReplicaTimeoutMs));
+      }
+      queue.push(waiter);
+    });
+  }
+
+  /** Hands freed slots to waiters in arrival order. */
+  private wake(key: string): void {
+    const queue = this.waiters.get(key);
+    if (queue === undefined || queue.length === 0) return;
+    const set = this.sets.get(key);
+    if (set === undefined) return;
+    let room = 0;
+    for (const r of set.replicas) room += Math.max(0, set.maxOngoingRequests - r.inflight);
+    // Each woken waiter re-runs choose(); wake no more than there is room for.
+    while (room-- > 0 && queue.length > 0) queue[0]!.wake();
+  }
+}

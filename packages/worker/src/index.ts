@@ -1,0 +1,3 @@
+export { Worker, type WorkerOptions } from './worker.ts';
+export { Replica, type ReplicaInstance, type ReplicaInit } from './replica.ts';
+export { buildInstance, loadApplication, importAppModule } from './module-loader.ts';

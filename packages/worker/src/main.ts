@@ -1,0 +1,53 @@
+/** Entry of a worker process: `shoal worker --address ws://HOST:PORT` and the head's local workers. */
+import { parseArgs } from 'node:util';
+import { createLogger, env, InvalidOptionError } from '@shoal/core';
+import { Worker } from './worker.ts';
+
+export async function runWorker(argv: string[]): Promise<Worker> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      address: { type: 'string' },
+      token: { type: 'string' },
+      host: { type: 'string' },
+      'advertise-host': { type: 'string' },
+      cpus: { type: 'string' },
+      memory: { type: 'string' },
+    },
+    allowPositionals: false,
+  });
+  const address = values.address ?? env.address();
+  if (address === undefined) throw new InvalidOptionError('--address', 'is required (ws://HOST:PORT of the head), or set SHOAL_ADDRESS');
+  const token = values.token ?? env.token();
+  if (token === undefined) throw new InvalidOptionError('--token', 'is required (the cluster token printed by `shoal start`), or set SHOAL_TOKEN');
+  const cpus = values.cpus === undefined ? undefined : Number(values.cpus);
+  if (cpus !== undefined && !(cpus > 0)) throw new InvalidOptionError('--cpus', 'must be a positive number', values.cpus);
+  const memory = values.memory === undefined ? undefined : Number(values.memory);
+  if (memory !== undefined && !(memory > 0)) throw new InvalidOptionError('--memory', 'must be a positive number of bytes', values.memory);
+  const logger = createLogger(`worker ${process.pid}`);
+  const worker = new Worker({
+    address: address.replace(/^http/, 'ws'), token, logger, maxFrameBytes: env.maxFrameBytes(),
+    ...(values.host ? { host: values.host } : {}),
+    ...(values['advertise-host'] ? { advertiseHost: values['advertise-host'] } : {}),
+    ...(cpus !== undefined ? { cpus } : {}),
+    ...(memory !== undefined ? { memory } : {}),
+    onHeadLost: (reason) => { logger.error('head connection lost; exiting', { reason }); process.exit(1); },
+  });
+  let stopping = false;
+  const stop = (): void => {
+    if (stopping) return;
+    stopping = true;
+    worker.stop().finally(() => process.exit(0));
+  };
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
+  await worker.start();
+  return worker;
+}
+
+if (process.argv[1] !== undefined && import.meta.url.endsWith(process.argv[1].replace(/\\/g, '/'))) {
+  runWorker(process.argv.slice(2)).catch((err: unknown) => {
+    process.stderr.write(`shoal worker: ${(err as Error).message}\n`);
+    process.exit(1);
+  });
+}

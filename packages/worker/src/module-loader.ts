@@ -1,0 +1,56 @@
+/**
+ * Rebuilds a replica's user instance from the application module: imports the module, finds the graph node by
+ * deployment name, and constructs it with bound deployments replaced by handles.
+ */
+import { pathToFileURL } from 'node:url';
+import { Application, DeployError, collectGraph, requestContext, type AppSpec, type Handle } from '@shoal/core';
+import { createHandle, type Router } from '@shoal/router';
+import type { ReplicaInstance } from './replica.ts';
+
+const modules = new Map<string, Promise<Record<string, unknown>>>();
+
+export async function importAppModule(modulePath: string): Promise<Record<string, unknown>> {
+  let p = modules.get(modulePath);
+  if (p === undefined) {
+    const url = /^[a-z]+:/i.test(modulePath) ? modulePath : pathToFileURL(modulePath).href;
+    p = import(url) as Promise<Record<string, unknown>>;
+    modules.set(modulePath, p);
+    p.catch(() => modules.delete(modulePath));
+  }
+  return p;
+}
+
+export async function loadApplication(spec: Pick<AppSpec, 'modulePath' | 'exportName'>): Promise<Application> {
+  const mod = await importAppModule(spec.modulePath);
+  const app = mod[spec.exportName];
+  if (!Application.isApplication(app)) {
+    throw new DeployError(`export "${spec.exportName}" of ${spec.modulePath} is not an application (call .bind() on a deployment); exports: ${Object.keys(mod).join(', ')}`);
+  }
+  return app;
+}
+
+export async function buildInstance(spec: AppSpec, deploymentName: string, router: Router): Promise<ReplicaInstance> {
+  const root = await loadApplication(spec);
+  const node = collectGraph(root).get(deploymentName);
+  if (node === undefined) throw new DeployError(`application "${spec.name}" has no deployment "${deploymentName}"`);
+  const methodsOf = new Map(spec.deployments.map((d) => [d.name, d.methods]));
+  const toHandle = (app: Application): Handle<unknown> => createHandle({
+    router,
+    key: `${spec.name}/${app.deployment.options.name}`,
+    methods: methodsOf.get(app.deployment.options.name) ?? [],
+    inheritedDeadline: () => requestContext()?.deadline,
+    inheritedSignal: () => requestContext()?.signal,
+  });
+  const args = node.args.map((a) => replaceApplications(a, toHandle));
+  const Factory = node.deployment.factory as unknown as new (...a: unknown[]) => ReplicaInstance;
+  return new Factory(...args);
+}
+
+function replaceApplications(value: unknown, toHandle: (app: Application) => unknown): unknown {
+  if (Application.isApplication(value)) return toHandle(value);
+  if (Array.isArray(value)) return value.map((v) => replaceApplications(v, toHandle));
+  if (typeof value === 'object' && value !== null && Object.getPrototypeOf(value) === Object.prototype) {
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, replaceApplications(v, toHandle)]));
+  }
+  return value;
+}

@@ -1,0 +1,221 @@
+/**
+ * One replica actor: a user instance plus its lifecycle and its concurrency limit. At most maxOngoingRequests
+ * run at once; more wait here in arrival order (other routers may not see this router's load). User exceptions
+ * become typed errors for the caller; they never crash the worker.
+ */
+import {
+  CancelledError, DeadlineExceededError, IllegalStateError, NotFoundError, QueueFullError, ShoalError, ShoalRequest,
+  UserCodeError, contextStorage, toWireResponse, type CompiledDeploymentOptions, type Logger, type WireHttpRequest,
+  type WireHttpResponse,
+} from '@shoal/core';
+import type { ReplicaState } from '@shoal/protocol';
+
+const TRANSITIONS: Record<ReplicaState, readonly ReplicaState[]> = {
+  STARTING: ['RUNNING', 'FAILED', 'STOPPED'],
+  RUNNING: ['DRAINING', 'FAILED', 'STOPPED'],
+  DRAINING: ['STOPPED', 'FAILED'],
+  STOPPED: [],
+  FAILED: ['STOPPED'],
+};
+
+export interface ReplicaInstance {
+  init?(): unknown;
+  reconfigure?(userConfig: unknown): unknown;
+  checkHealth?(): unknown;
+  shutdown?(): unknown;
+  [method: string]: unknown;
+}
+
+export interface ReplicaInit {
+  replicaId: string;
+  app: string;
+  deployment: string;
+  options: CompiledDeploymentOptions;
+  logger: Logger;
+  onState?: (state: ReplicaState, error?: string) => void;
+}
+
+interface Waiting {
+  run: () => void;
+  reject: (err: Error) => void;
+  signal: AbortSignal;
+  onAbort: () => void;
+}
+
+/** How many requests may wait inside one replica beyond maxOngoingRequests before it refuses. */
+const LOCAL_QUEUE_FACTOR = 4;
+
+export class Replica {
+  readonly replicaId: string;
+  readonly app: string;
+  readonly deployment: string;
+  private stateValue: ReplicaState = 'STARTING';
+  private instance: ReplicaInstance | undefined;
+  private ongoing = 0;
+  private readonly waiting: Waiting[] = [];
+  private idleWaiters: Array<() => void> = [];
+  private options: CompiledDeploymentOptions;
+  private readonly logger: Logger;
+  private readonly onState: ((state: ReplicaState, error?: string) => void) | undefined;
+  private httpMethod: string | undefined;
+
+  constructor(init: ReplicaInit) {
+    this.replicaId = init.replicaId;
+    this.app = init.app;
+    this.deployment = init.deployment;
+    this.options = init.options;
+    this.logger = init.logger;
+    this.onState = init.onState;
+  }
+
+  get state(): ReplicaState { return this.stateValue; }
+  /** Running plus waiting requests: the queue length reported to routers. */
+  get load(): number { return this.ongoing + this.waiting.length; }
+  get ongoingCount(): number { return this.ongoing; }
+  get queuedCount(): number { return this.waiting.length; }
+
+  transition(to: ReplicaState, error?: string): void {
+    const from = this.stateValue;
+    if (from === to) return;
+    if (!TRANSITIONS[from].includes(to)) throw new IllegalStateError(`replica ${this.replicaId} cannot go from ${from} to ${to}`);
+    this.stateValue = to;
+    this.logger.info('replica state', { replica: this.replicaId, from, to, ...(error ? { error } : {}) });
+    this.onState?.(to, error);
+  }
+
+  /** Builds the user instance (construct, init, reconfigure) and moves to RUNNING, or FAILED with the reason. */
+  async start(build: () => ReplicaInstance | Promise<ReplicaInstance>): Promise<void> {
+    try {
+      const instance = await build();
+      if (typeof instance.init === 'function') await instance.init();
+      if (typeof instance.reconfigure === 'function' && this.options.userConfig !== undefined) await instance.reconfigure(this.options.userConfig);
+      this.instance = instance;
+      this.httpMethod = typeof instance.fetch === 'function' ? 'fetch' : typeof instance.call === 'function' ? 'call' : undefined;
+      this.transition('RUNNING');
+    } catch (err) {
+      const message = err instanceof Error ? err.message : String(err);
+      this.transition('FAILED', message);
+      throw new UserCodeError(`replica ${this.replicaId} of "${this.deployment}" failed to start: ${message}`, { deployment: this.deployment, userName: (err as Error)?.name });
+    }
+  }
+
+  async reconfigure(userConfig: unknown): Promise<void> {
+    this.options = { ...this.options, userConfig };
+    if (this.instance !== undefined && typeof this.instance.reconfigure === 'function') await this.instance.reconfigure(userConfig);
+  }
+
+  /** Runs the user's health check with a timeout; throws if it fails or is slow. */
+  async checkHealth(timeoutMs: number): Promise<void> {
+    if (this.stateValue !== 'RUNNING') throw new IllegalStateError(`replica ${this.replicaId} is ${this.stateValue}, not RUNNING`);
+    const fn = this.instance?.checkHealth;
+    if (typeof fn !== 'function') return;
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      await Promise.race([
+        Promise.resolve(fn.call(this.instance)),
+        new Promise((_, reject) => { timer = setTimeout(() => reject(new DeadlineExceededError(`health check of ${this.replicaId} took over ${timeoutMs} ms`)), timeoutMs); }),
+      ]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** Calls a method; `signal` aborts it (dropped if waiting, signalled to user code if running). */
+  async call(method: string, args: unknown[], signal: AbortSignal, deadline: number | undefined): Promise<unknown> {
+    const instance = this.instance;
+    const fn = instance?.[method];
+    if (typeof fn !== 'function' || method.startsWith('_') || ['init', 'reconfigure', 'checkHealth', 'shutdown', 'constructor'].includes(method)) {
+      throw new NotFoundError(`deployment "${this.deployment}" has no method "${method}"`);
+    }
+    await this.acquire(signal);
+    try {
+      return await contextStorage.run({ signal, deadline, app: this.app, deployment: this.deployment, replicaId: this.replicaId }, () => (fn as (...a: unknown[]) => unknown).apply(instance, args));
+    } catch (err) {
+      throw asCallerError(err, this.deployment);
+    } finally {
+      this.release();
+    }
+  }
+
+  async http(req: WireHttpRequest, signal: AbortSignal, deadline: number | undefined): Promise<WireHttpResponse> {
+    if (this.httpMethod === undefined) throw new NotFoundError(`deployment "${this.deployment}" takes no HTTP requests: define fetch(request)`);
+    const value = await this.call(this.httpMethod, [new ShoalRequest(req)], signal, deadline);
+    return toWireResponse(value);
+  }
+
+  /** Stops taking requests, waits up to timeoutMs for ongoing ones, then calls shutdown() and stops. */
+  async drain(timeoutMs: number): Promise<void> {
+    if (this.stateValue === 'STOPPED') return;
+    if (this.stateValue === 'RUNNING') this.transition('DRAINING');
+    if (this.load > 0) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        new Promise<void>((resolve) => this.idleWaiters.push(resolve)),
+        new Promise<void>((resolve) => { timer = setTimeout(resolve, timeoutMs); }),
+      ]);
+      clearTimeout(timer);
+    }
+    for (const w of this.waiting.splice(0)) { w.signal.removeEventListener('abort', w.onAbort); w.reject(new CancelledError(`replica ${this.replicaId} stopped before the request ran`)); }
+    try {
+      if (typeof this.instance?.shutdown === 'function') await this.instance.shutdown();
+    } catch (err) {
+      this.logger.warn('shutdown hook threw', { replica: this.replicaId, error: (err as Error).message });
+    }
+    this.transition('STOPPED');
+  }
+
+  private acquire(signal: AbortSignal): Promise<void> {
+    if (this.stateValue !== 'RUNNING') {
+      return Promise.reject(new ShoalError('ERR_REPLICA_UNAVAILABLE', `replica ${this.replicaId} of "${this.deployment}" is ${this.stateValue}`, { httpStatus: 503 }));
+    }
+    if (signal.aborted) return Promise.reject(abortReason(signal, this.deployment));
+    if (this.ongoing < this.options.maxOngoingRequests) { this.ongoing++; return Promise.resolve(); }
+    const limit = this.options.maxOngoingRequests * LOCAL_QUEUE_FACTOR;
+    if (this.waiting.length >= limit) {
+      return Promise.reject(new QueueFullError(`replica queue full: queued=${this.waiting.length}, limit=${limit} for deployment "${this.deployment}"`, { queued: this.waiting.length, limit, deployment: this.deployment, retryAfterMs: 1000 }));
+    }
+    return new Promise<void>((resolve, reject) => {
+      const entry: Waiting = {
+        run: () => { signal.removeEventListener('abort', entry.onAbort); this.ongoing++; resolve(); },
+        reject,
+        signal,
+        onAbort: () => {
+          const i = this.waiting.indexOf(entry);
+          if (i >= 0) this.waiting.splice(i, 1);
+          reject(abortReason(signal, this.deployment));
+          this.maybeIdle();
+        },
+      };
+      signal.addEventListener('abort', entry.onAbort, { once: true });
+      this.waiting.push(entry);
+    });
+  }
+
+  private release(): void {
+    this.ongoing--;
+    const next = this.waiting.shift();
+    if (next !== undefined) next.run();
+    else this.maybeIdle();
+  }
+
+  private maybeIdle(): void {
+    if (this.load === 0 && this.idleWaiters.length > 0) {
+      const ws = this.idleWaiters;
+      this.idleWaiters = [];
+      for (const w of ws) w();
+    }
+  }
+}
+
+function abortReason(signal: AbortSignal, deployment: string): Error {
+  const r: unknown = signal.reason;
+  if (r instanceof ShoalError) return r;
+  return new CancelledError(`request to "${deployment}" was cancelled`);
+}
+
+/** Errors from user code keep the user's message; shoal's own errors pass through unchanged. */
+function asCallerError(err: unknown, deployment: string): Error {
+  if (err instanceof ShoalError) return err;
+  if (err instanceof Error) return new UserCodeError(err.message, { userName: err.name, userStack: err.stack, deployment });
+  return new UserCodeError(String(err), { deployment });
+}

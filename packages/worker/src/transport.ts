@@ -1,0 +1,82 @@
+/**
+ * How a worker's router reaches replicas: in process when the replica lives in this worker, else over a
+ * data connection to the hosting worker, opened on first use and shared by all calls.
+ */
+import { PeerGoneError, toWireError, type Logger } from '@shoal/core';
+import { connectPeer, type NewRequest, type Peer, type ReplyMessage } from '@shoal/protocol';
+import type { Dispatch, ReplicaRef, Transport } from '@shoal/router';
+
+export interface LocalDispatcher {
+  /** Runs a request against a replica in this process. */
+  dispatchLocal(message: NewRequest, controller: AbortController): Promise<ReplyMessage>;
+}
+
+export interface WorkerTransportOptions {
+  workerId: () => string;
+  token: string;
+  name: string;
+  maxFrameBytes: number;
+  logger: Logger;
+  local: LocalDispatcher;
+  /** Messages (other than replies) that arrive on outgoing data connections. */
+  onMessage: (message: import('@shoal/protocol').Message, peer: Peer) => void;
+}
+
+export class WorkerTransport implements Transport {
+  private readonly peers = new Map<string, Promise<Peer>>();
+
+  constructor(private readonly opts: WorkerTransportOptions) {}
+
+  dispatch(replica: ReplicaRef, message: NewRequest): Dispatch {
+    if (replica.workerId === this.opts.workerId()) {
+      const controller = new AbortController();
+      return { reply: this.opts.local.dispatchLocal(message, controller), cancel: () => controller.abort() };
+    }
+    let id: number | undefined;
+    let peerRef: Peer | undefined;
+    let cancelled = false;
+    const reply = this.peer(replica.dataAddress).then((peer) => {
+      if (cancelled) throw new PeerGoneError('cancelled before the connection was ready');
+      peerRef = peer;
+      const sent = peer.requestWithId(message);
+      id = sent.id;
+      return sent.reply;
+    });
+    return {
+      reply,
+      cancel: () => {
+        cancelled = true;
+        if (peerRef !== undefined && id !== undefined && !peerRef.closed) {
+          peerRef.forget(id);
+          peerRef.send({ t: 'cancel', id });
+        }
+      },
+    };
+  }
+
+  private peer(address: string): Promise<Peer> {
+    let p = this.peers.get(address);
+    if (p === undefined) {
+      p = connectPeer({
+        address,
+        name: `worker at ${address}`,
+        hello: { token: this.opts.token, role: 'peer', name: this.opts.name },
+        maxFrameBytes: this.opts.maxFrameBytes,
+        logger: this.opts.logger,
+        onMessage: this.opts.onMessage,
+        onClose: () => this.peers.delete(address),
+      }).then(({ peer }) => peer);
+      this.peers.set(address, p);
+      p.catch((err: unknown) => {
+        this.peers.delete(address);
+        this.opts.logger.warn('data connection failed', { address, error: toWireError(err).message });
+      });
+    }
+    return p;
+  }
+
+  async close(): Promise<void> {
+    for (const p of this.peers.values()) p.then((peer) => peer.close(1001, 'worker stopping'), () => undefined);
+    this.peers.clear();
+  }
+}

@@ -1,0 +1,259 @@
+/**
+ * A worker process: joins a head, reports its resources, hosts replica actors, heartbeats, and serves data
+ * connections from other workers so handle calls go worker to worker.
+ */
+import { hostname, cpus, totalmem } from 'node:os';
+import { createServer, type Server } from 'node:http';
+import { WebSocketServer, type WebSocket } from 'ws';
+import {
+  CancelledError, DeadlineExceededError, ReplicaUnavailableError, realClock, toWireError, type Logger, type WireError,
+} from '@shoal/core';
+import {
+  acceptHello, connectPeer, sendWelcome, Peer, type DeviceInfo, type Message, type NewRequest, type ReplyMessage,
+  type WorkerResources,
+  type CallMessage, type HttpMessage,
+} from '@shoal/protocol';
+import { Router } from '@shoal/router';
+import { Replica } from './replica.ts';
+import { buildInstance } from './module-loader.ts';
+import { WorkerTransport } from './transport.ts';
+
+export interface WorkerOptions {
+  /** Head cluster address, ws://host:port. */
+  address: string;
+  token: string;
+  logger: Logger;
+  /** Interface the data server listens on. @default '127.0.0.1' */
+  host?: string;
+  /** Host other workers use to reach this one. @default host */
+  advertiseHost?: string;
+  /** Data port. @default 0 (any free port) */
+  dataPort?: number;
+  /** CPU cores offered to replicas. @default os.cpus().length */
+  cpus?: number;
+  /** Memory bytes offered to replicas. @default os.totalmem() */
+  memory?: number;
+  /** GPU devices (filled by the native addon when present). @default [] */
+  devices?: DeviceInfo[];
+  maxFrameBytes: number;
+  /** Called when the head connection is lost for good (the CLI exits the process). */
+  onHeadLost?: (reason: string) => void;
+}
+
+export class Worker {
+  readonly name: string;
+  workerId = '';
+  private readonly replicas = new Map<string, Replica>();
+  private readonly inflight = new WeakMap<Peer, Map<number, AbortController>>();
+  private head: Peer | undefined;
+  private heartbeat: NodeJS.Timeout | undefined;
+  private server: Server | undefined;
+  private wss: WebSocketServer | undefined;
+  private dataAddress = '';
+  private readonly router: Router;
+  private readonly transport: WorkerTransport;
+  private stopping = false;
+
+  constructor(private readonly opts: WorkerOptions) {
+    this.name = `${hostname()}-${process.pid}`;
+    this.transport = new WorkerTransport({
+      workerId: () => this.workerId,
+      token: opts.token,
+      name: this.name,
+      maxFrameBytes: opts.maxFrameBytes,
+      logger: opts.logger,
+      local: { dispatchLocal: (m, c) => this.dispatchLocal(m, c) },
+      onMessage: (m, p) => this.onDataMessage(m, p),
+    });
+    this.router = new Router({ transport: this.transport, clock: realClock, logger: opts.logger });
+  }
+
+  async start(): Promise<void> {
+    await this.listenData();
+    const resources: WorkerResources = {
+      cpus: this.opts.cpus ?? cpus().length,
+      memory: this.opts.memory ?? totalmem(),
+      gpus: (this.opts.devices ?? []).filter((d) => d.kind === 'cuda').length,
+      devices: this.opts.devices ?? [],
+    };
+    const { peer, welcome } = await connectPeer({
+      address: this.opts.address,
+      name: 'head',
+      hello: { token: this.opts.token, role: 'worker', name: this.name, resources, dataAddress: this.dataAddress, pid: process.pid },
+      maxFrameBytes: this.opts.maxFrameBytes,
+      logger: this.opts.logger,
+      onMessage: (m, p) => this.onHeadMessage(m, p),
+      onClose: (err) => this.onHeadClosed(err.message),
+    });
+    this.head = peer;
+    this.workerId = welcome.workerId;
+    this.opts.logger.info('joined head', { workerId: this.workerId, head: this.opts.address, data: this.dataAddress });
+    this.heartbeat = setInterval(() => this.sendHeartbeat(), welcome.heartbeatMs);
+    this.heartbeat.unref();
+  }
+
+  /** Drains every replica and leaves the head. */
+  async stop(): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    clearInterval(this.heartbeat);
+    await Promise.all([...this.replicas.values()].map((r) => r.drain(2000).catch(() => undefined)));
+    this.router.close();
+    await this.transport.close();
+    this.head?.close(1000, 'worker stopping');
+    for (const c of this.wss?.clients ?? []) c.terminate();
+    this.wss?.close();
+    await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
+  }
+
+  private onHeadClosed(reason: string): void {
+    clearInterval(this.heartbeat);
+    if (this.stopping) return;
+    this.opts.logger.warn('lost the head', { reason });
+    this.opts.onHeadLost?.(reason);
+  }
+
+  private sendHeartbeat(): void {
+    if (this.head === undefined || this.head.closed) return;
+    this.head.send({ t: 'hb', at: Date.now(), replicas: [...this.replicas.values()].map((r) => ({ replicaId: r.replicaId, ongoing: r.ongoingCount, queued: r.queuedCount })) });
+  }
+
+  private listenData(): Promise<void> {
+    const host = this.opts.host ?? '127.0.0.1';
+    this.server = createServer((_req, res) => { res.writeHead(426).end('WebSocket only'); });
+    this.wss = new WebSocketServer({ server: this.server, maxPayload: this.opts.maxFrameBytes, perMessageDeflate: false });
+    this.wss.on('connection', (ws: WebSocket, req) => { void this.acceptData(ws, `${req.socket.remoteAddress}:${req.socket.remotePort}`); });
+    return new Promise((resolve, reject) => {
+      this.server!.once('error', reject);
+      this.server!.listen(this.opts.dataPort ?? 0, host, () => {
+        const addr = this.server!.address();
+        const port = typeof addr === 'object' && addr !== null ? addr.port : 0;
+        this.dataAddress = `ws://${this.opts.advertiseHost ?? host}:${port}`;
+        resolve();
+      });
+    });
+  }
+
+  private async acceptData(ws: WebSocket, remote: string): Promise<void> {
+    try {
+      const hello = await acceptHello(ws, { token: this.opts.token, logger: this.opts.logger, remote });
+      sendWelcome(ws, { workerId: this.workerId, heartbeatMs: 0 });
+      const peer = new Peer(ws, {
+        name: `peer ${hello.name}`,
+        maxFrameBytes: this.opts.maxFrameBytes,
+        logger: this.opts.logger,
+        onMessage: (m, p) => this.onDataMessage(m, p),
+        onClose: (_e, p) => this.abortAll(p, 'caller connection closed'),
+      });
+      void peer;
+    } catch {
+      // acceptHello logged the refusal.
+    }
+  }
+
+  private onHeadMessage(m: Message, peer: Peer): void {
+    switch (m.t) {
+      case 'start': void this.startReplica(m.id, m.replicaId, m.app, m.deployment, peer); return;
+      case 'stop': void this.stopReplica(m.id, m.replicaId, m.timeoutMs, peer); return;
+      case 'reconfigure': {
+        const r = this.replicas.get(m.replicaId);
+        if (r === undefined) { peer.replyError(m.id, toWireError(new ReplicaUnavailableError(`no replica ${m.replicaId} on worker ${this.workerId}`))); return; }
+        r.reconfigure(m.userConfig).then(() => peer.reply(m.id, null), (e: unknown) => peer.replyError(m.id, toWireError(e)));
+        return;
+      }
+      case 'health': {
+        const r = this.replicas.get(m.replicaId);
+        if (r === undefined) { peer.replyError(m.id, toWireError(new ReplicaUnavailableError(`no replica ${m.replicaId} on worker ${this.workerId}`))); return; }
+        r.checkHealth(m.timeoutMs).then(() => peer.reply(m.id, null), (e: unknown) => peer.replyError(m.id, toWireError(e)));
+        return;
+      }
+      case 'routes': this.router.updateRoutes(m.table, m.version); return;
+      default: this.onDataMessage(m, peer);
+    }
+  }
+
+  private async startReplica(id: number, replicaId: string, app: import('@shoal/core').AppSpec, deployment: string, head: Peer): Promise<void> {
+    const spec = app.deployments.find((d) => d.name === deployment);
+    if (spec === undefined) { head.replyError(id, toWireError(new ReplicaUnavailableError(`application "${app.name}" has no deployment "${deployment}"`))); return; }
+    const replica = new Replica({
+      replicaId, app: app.name, deployment, options: spec.options, logger: this.opts.logger,
+      onState: (state, error) => { if (!head.closed) head.send({ t: 'replicaState', replicaId, state, ...(error ? { error } : {}) }); },
+    });
+    this.replicas.set(replicaId, replica);
+    try {
+      await replica.start(() => buildInstance(app, deployment, this.router));
+      head.reply(id, null);
+    } catch (err) {
+      this.replicas.delete(replicaId);
+      head.replyError(id, toWireError(err));
+    }
+  }
+
+  private async stopReplica(id: number, replicaId: string, timeoutMs: number, head: Peer): Promise<void> {
+    const r = this.replicas.get(replicaId);
+    if (r === undefined) { head.reply(id, null); return; }
+    await r.drain(timeoutMs);
+    this.replicas.delete(replicaId);
+    head.reply(id, null);
+  }
+
+  /** call / http / cancel, from the head's ingress or another worker. */
+  private onDataMessage(m: Message, peer: Peer): void {
+    if (m.t === 'cancel') {
+      const c = this.inflight.get(peer)?.get(m.id);
+      c?.abort(new CancelledError('cancelled by the caller'));
+      return;
+    }
+    if (m.t !== 'call' && m.t !== 'http') return;
+    let table = this.inflight.get(peer);
+    if (table === undefined) { table = new Map(); this.inflight.set(peer, table); }
+    const controller = new AbortController();
+    table.set(m.id, controller);
+    const t = table;
+    this.run(m, controller).then((reply) => {
+      t.delete(m.id);
+      if (!peer.closed) peer.send({ ...reply, id: m.id });
+    });
+  }
+
+  private dispatchLocal(message: NewRequest, controller: AbortController): Promise<ReplyMessage> {
+    return this.run({ ...message, id: 0 } as CallMessage | HttpMessage, controller);
+  }
+
+  /** Runs a call or HTTP request on a local replica; always resolves with a reply (never rejects). */
+  private async run(m: CallMessage | HttpMessage, controller: AbortController): Promise<ReplyMessage> {
+    const replica = this.replicas.get(m.replicaId);
+    if (replica === undefined) {
+      return { t: 'reply', id: 0, ok: false, error: toWireError(new ReplicaUnavailableError(`replica ${m.replicaId} is not on worker ${this.workerId || this.name}`)) };
+    }
+    let timer: NodeJS.Timeout | undefined;
+    if (m.deadline !== undefined) {
+      const left = m.deadline - Date.now();
+      if (left <= 0) return { t: 'reply', id: 0, ok: false, error: toWireError(new DeadlineExceededError(`deadline passed before "${replica.deployment}" ran the request`)), q: replica.load };
+      timer = setTimeout(() => controller.abort(new DeadlineExceededError(`deadline exceeded in "${replica.deployment}"`)), left);
+    }
+    try {
+      const value = m.t === 'http'
+        ? await replica.http(m.req, controller.signal, m.deadline)
+        : await replica.call(m.method, m.args, controller.signal, m.deadline);
+      return { t: 'reply', id: 0, ok: true, value, q: replica.load };
+    } catch (err) {
+      const wire: WireError = toWireError(err);
+      return { t: 'reply', id: 0, ok: false, error: wire, q: replica.load };
+    } finally {
+      if (timer !== undefined) clearTimeout(timer);
+    }
+  }
+
+  private abortAll(peer: Peer, reason: string): void {
+    const table = this.inflight.get(peer);
+    if (table === undefined) return;
+    for (const c of table.values()) c.abort(new CancelledError(reason));
+    table.clear();
+  }
+
+  /** For tests and status: replica ids and states. */
+  replicaStates(): Array<{ replicaId: string; state: string; load: number }> {
+    return [...this.replicas.values()].map((r) => ({ replicaId: r.replicaId, state: r.state, load: r.load }));
+  }
+}
