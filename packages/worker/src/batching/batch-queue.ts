@@ -1,0 +1,499 @@
+/**
+ * One replica's dynamic batcher: callers submit single items and get single results; the queue forms batches
+ * (by size, preferred size or wait), runs at most maxConcurrentBatches of them at once through the batch
+ * function, and fans the results back out. Items only share a batch with items of the same shape key (or padded
+ * bucket). Cancellation, deadlines and queue timeouts remove items from the queue at once, and every gauge is
+ * kept in try/finally so none of them can drift.
+ */
+import {
+  BatchSizeMismatchError, CancelledError, DeadlineExceededError, IllegalStateError, InvalidOptionError, QueueFullError,
+  ShapeMismatchError, describe,
+} from '@shoal/core';
+import { AdaptiveBatchController, type AdaptiveSnapshot, type EffectiveBatchLimits } from './adaptive.ts';
+import { systemClock, type Clock, type TimerHandle } from './clock.ts';
+import { ItemError } from './item-error.ts';
+import { compileBatchOptions, type BatchOptions, type CompiledBatchOptions } from './options.ts';
+import { PendingQueue, type GroupView, type QueueNode } from './pending-queue.ts';
+
+export interface SubmitOptions {
+  /** Priority level, 0 the highest. @default options.defaultPriority */
+  priority?: number;
+  /** Absolute time on the queue's clock after which the caller gets DeadlineExceededError, queued or running. */
+  deadlineMs?: number;
+  /** Aborting it cancels the item: removed at once if queued, its batch signal aborted if running. */
+  signal?: AbortSignal;
+  /** Dims after the batch dim, e.g. "3x48x320". Only items with equal keys (or padded buckets) share a batch. @default '' */
+  shapeKey?: string;
+}
+
+/** What the batch function learns about the batch besides the items. */
+export interface BatchContext {
+  readonly batchId: number;
+  readonly batchSize: number;
+  /** Per item: aborted when that caller cancels or its deadline passes while the batch runs. */
+  readonly signals: readonly AbortSignal[];
+  /** Aborted when every item of the batch has been abandoned, so the work may stop early. */
+  readonly signal: AbortSignal;
+  /** The batch's shape key: the bucket key when padding, else the items' common shape key. */
+  readonly shapeKey: string;
+  /** Each item's own shape key (they differ only when padding). */
+  readonly shapeKeys: readonly string[];
+}
+
+/**
+ * Runs one batch. Must return one result per item, in order; an {@link ItemError} at an index fails only that
+ * item. A throw or rejection fails every item of the batch with that error.
+ */
+export type BatchFunction<I, O> = (items: I[], ctx: BatchContext) => Promise<Array<O | ItemError>>;
+
+export type BatchQueueState = 'open' | 'closing' | 'closed';
+
+export interface BatchQueueStats {
+  readonly state: BatchQueueState;
+  /** Items waiting in the queue. */
+  readonly queued: number;
+  readonly queuedByPriority: readonly number[];
+  readonly runningBatches: number;
+  /** Items in running batches (a caller that cancels while running stays counted until its batch returns). */
+  readonly inFlight: number;
+  /** Dispatched batches per batch size. */
+  readonly batchSizeCounts: Readonly<Record<number, number>>;
+  readonly totals: {
+    readonly submitted: number;
+    readonly succeeded: number;
+    readonly failed: number;
+    readonly cancelled: number;
+    readonly deadlineExceeded: number;
+    readonly queueTimedOut: number;
+    readonly delayed: number;
+    readonly rejectedQueueFull: number;
+  };
+  /** Limits in force: the options' own, or the adaptive controller's. */
+  readonly effective: EffectiveBatchLimits;
+  readonly adaptive: AdaptiveSnapshot | undefined;
+}
+
+type EntryState = 'queued' | 'running' | 'settled';
+type Outcome = 'succeeded' | 'failed' | 'cancelled' | 'deadlineExceeded' | 'queueTimedOut';
+
+interface Entry<I, O> {
+  readonly item: I;
+  readonly shapeKey: string;
+  /** The priority asked for; the level used is capped by the current priorityLevels. */
+  readonly priority: number;
+  readonly enqueuedAt: number;
+  readonly deadlineMs: number | undefined;
+  readonly signal: AbortSignal | undefined;
+  readonly resolve: (value: O) => void;
+  readonly reject: (err: unknown) => void;
+  state: EntryState;
+  node: QueueNode<Entry<I, O>> | undefined;
+  timeoutTimer: TimerHandle | undefined;
+  deadlineTimer: TimerHandle | undefined;
+  onAbort: (() => void) | undefined;
+  /** Set while running: the signal the batch function sees for this item. */
+  run: AbortController | undefined;
+}
+
+export class BatchQueue<I, O> {
+  private options: CompiledBatchOptions<I>;
+  private adaptive: AdaptiveBatchController | undefined;
+  private pending: PendingQueue<Entry<I, O>>;
+  private lifecycle: BatchQueueState = 'open';
+  private running = 0;
+  private inFlight = 0;
+  private nextBatchId = 1;
+  private pumpScheduled = false;
+  private waitTimer: TimerHandle | undefined;
+  private waitTimerAt = Infinity;
+  private readonly sizeCounts = new Map<number, number>();
+  private readonly totals = {
+    submitted: 0, succeeded: 0, failed: 0, cancelled: 0, deadlineExceeded: 0, queueTimedOut: 0, delayed: 0, rejectedQueueFull: 0,
+  };
+  private readonly idleWaiters: Array<() => void> = [];
+  private readonly label: string;
+
+  /**
+   * @param options raw or compiled batch options (compiled here; throws InvalidOptionError)
+   * @param runBatch the batch function
+   * @param clock time source; tests pass a FakeClock
+   * @param name used in error messages, e.g. the deployment name
+   */
+  constructor(
+    options: BatchOptions<I> | CompiledBatchOptions<I> | undefined,
+    private readonly runBatch: BatchFunction<I, O>,
+    private readonly clock: Clock = systemClock,
+    name?: string,
+  ) {
+    this.options = compileBatchOptions(options);
+    this.adaptive = this.makeController(undefined);
+    this.pending = new PendingQueue(this.options.priorityLevels);
+    this.label = name === undefined ? '' : ` for ${JSON.stringify(name)}`;
+  }
+
+  get state(): BatchQueueState {
+    return this.lifecycle;
+  }
+
+  /** The max batch size and wait in force now. */
+  get effective(): EffectiveBatchLimits {
+    return this.adaptive?.effective() ?? { maxBatchSize: this.options.maxBatchSize, maxWaitMs: this.options.maxWaitMs };
+  }
+
+  /**
+   * Queues one item and resolves with its result. Never throws: bad arguments, a full queue, a closed queue, a
+   * passed deadline or an aborted signal all come back as a rejected promise.
+   */
+  submit(item: I, opts: SubmitOptions = {}): Promise<O> {
+    try {
+      return this.enqueue(item, opts);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  /**
+   * Applies new options at run time. Queued items are kept (regrouped and reprioritised under the new options);
+   * a smaller maxQueueSize keeps the items already queued and refuses new ones until below it. Throws
+   * InvalidOptionError, changing nothing, if the options are bad.
+   */
+  reconfigure(input: BatchOptions<I> | CompiledBatchOptions<I>): void {
+    const next = compileBatchOptions(input);
+    const nodes = this.pending.drain();
+    this.options = next;
+    this.adaptive = this.makeController(this.adaptive);
+    this.pending = new PendingQueue(next.priorityLevels);
+    for (const node of nodes) {
+      const entry = node.value;
+      entry.node = undefined;
+      let groupKey: string;
+      try {
+        groupKey = this.groupKeyOf(entry.shapeKey);
+      } catch (err) {
+        this.finish(entry, 'failed', err);
+        continue;
+      }
+      entry.node = this.pending.add(entry, groupKey, this.levelOf(entry.priority), entry.enqueuedAt, node.delayed);
+      if (!node.delayed) this.armQueueTimeout(entry);
+    }
+    this.schedulePump();
+  }
+
+  /**
+   * Stops accepting items and rejects every queued one (with `reason`, else CancelledError). Running batches
+   * finish and deliver their results; the promise resolves when none is left.
+   */
+  close(reason?: unknown): Promise<void> {
+    if (this.lifecycle === 'open') {
+      this.lifecycle = 'closing';
+      this.clearWaitTimer();
+      const nodes = this.pending.drain();
+      const err = reason ?? new CancelledError(`batch queue${this.label} closed with ${nodes.length} requests queued`);
+      for (const node of nodes) {
+        node.value.node = undefined;
+        this.finish(node.value, 'cancelled', err);
+      }
+      this.settleIfIdle();
+    }
+    if (this.lifecycle === 'closed') return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  stats(): BatchQueueStats {
+    return {
+      state: this.lifecycle,
+      queued: this.pending.size,
+      queuedByPriority: this.pending.sizeByLevel(),
+      runningBatches: this.running,
+      inFlight: this.inFlight,
+      batchSizeCounts: Object.fromEntries([...this.sizeCounts].sort(([a], [b]) => a - b)),
+      totals: { ...this.totals },
+      effective: this.effective,
+      adaptive: this.adaptive?.snapshot(),
+    };
+  }
+
+  private enqueue(item: I, opts: SubmitOptions): Promise<O> {
+    if (this.lifecycle !== 'open') throw new IllegalStateError(`batch queue${this.label} is ${this.lifecycle}; submit refused`);
+    const { priority = this.options.defaultPriority, deadlineMs, signal, shapeKey = '' } = opts;
+    if (!Number.isInteger(priority) || priority < 0 || priority >= this.options.priorityLevels) {
+      throw new InvalidOptionError('submit.priority', `must be an integer in [0, ${this.options.priorityLevels - 1}] (0 is the highest)`, priority);
+    }
+    if (deadlineMs !== undefined && (typeof deadlineMs !== 'number' || Number.isNaN(deadlineMs))) throw new InvalidOptionError('submit.deadlineMs', 'must be a number', deadlineMs);
+    if (typeof shapeKey !== 'string') throw new InvalidOptionError('submit.shapeKey', 'must be a string', shapeKey);
+    this.totals.submitted++;
+    const now = this.clock.now();
+    if (signal?.aborted === true) {
+      this.totals.cancelled++;
+      throw new CancelledError('request cancelled before it was queued');
+    }
+    if (deadlineMs !== undefined && deadlineMs <= now) {
+      this.totals.deadlineExceeded++;
+      throw new DeadlineExceededError(`deadline passed before the request was queued (deadline was ${now - deadlineMs}ms ago)`);
+    }
+    const queued = this.pending.size;
+    if (queued >= this.options.maxQueueSize) {
+      this.totals.rejectedQueueFull++;
+      throw new QueueFullError(`batch queue full${this.label}: queued=${queued}, maxQueueSize=${this.options.maxQueueSize}`, { queued, maxQueueSize: this.options.maxQueueSize });
+    }
+    const groupKey = this.groupKeyOf(shapeKey);
+
+    let resolve!: (value: O) => void;
+    let reject!: (err: unknown) => void;
+    const promise = new Promise<O>((res, rej) => {
+      resolve = res;
+      reject = rej;
+    });
+    const entry: Entry<I, O> = {
+      item, shapeKey, priority, enqueuedAt: now, deadlineMs: Number.isFinite(deadlineMs) ? deadlineMs : undefined, signal, resolve, reject,
+      state: 'queued', node: undefined, timeoutTimer: undefined, deadlineTimer: undefined, onAbort: undefined, run: undefined,
+    };
+    entry.node = this.pending.add(entry, groupKey, this.levelOf(priority), now);
+    this.armQueueTimeout(entry);
+    if (entry.deadlineMs !== undefined) entry.deadlineTimer = this.clock.setTimeout(() => this.onDeadline(entry), entry.deadlineMs - now);
+    if (signal !== undefined) {
+      entry.onAbort = () => this.onAbort(entry);
+      signal.addEventListener('abort', entry.onAbort, { once: true });
+    }
+    this.schedulePump();
+    return promise;
+  }
+
+  private groupKeyOf(shapeKey: string): string {
+    const pad = this.options.pad;
+    if (pad === undefined) return shapeKey;
+    let bucket: unknown;
+    try {
+      bucket = pad.bucket(shapeKey);
+    } catch (err) {
+      throw Object.assign(new ShapeMismatchError(`pad.bucket failed for shape ${JSON.stringify(shapeKey)}: ${err instanceof Error ? err.message : String(err)}`), { cause: err });
+    }
+    if (typeof bucket !== 'string') throw new ShapeMismatchError(`pad.bucket returned ${describe(bucket)} for shape ${JSON.stringify(shapeKey)}; expected a string bucket key`);
+    return bucket;
+  }
+
+  private levelOf(priority: number): number {
+    // After priorityLevels shrinks, items asked for a level that no longer exists go to the lowest one.
+    return Math.min(priority, this.options.priorityLevels - 1);
+  }
+
+  private makeController(previous: AdaptiveBatchController | undefined): AdaptiveBatchController | undefined {
+    const objective = this.options.latencyObjective;
+    if (objective === undefined) return undefined;
+    const limits = { maxBatchSize: this.options.maxBatchSize, maxWaitMs: this.options.maxWaitMs };
+    if (previous === undefined) return new AdaptiveBatchController(limits, objective);
+    previous.reconfigure(limits, objective);
+    return previous;
+  }
+
+  private armQueueTimeout(entry: Entry<I, O>): void {
+    if (entry.timeoutTimer !== undefined) this.clock.clearTimeout(entry.timeoutTimer);
+    entry.timeoutTimer = undefined;
+    const timeoutMs = this.options.queueTimeoutMs;
+    if (timeoutMs === undefined) return;
+    entry.timeoutTimer = this.clock.setTimeout(() => this.onQueueTimeout(entry), entry.enqueuedAt + timeoutMs - this.clock.now());
+  }
+
+  private onQueueTimeout(entry: Entry<I, O>): void {
+    entry.timeoutTimer = undefined;
+    if (entry.state !== 'queued' || entry.node === undefined) return;
+    const timeoutMs = this.options.queueTimeoutMs ?? 0;
+    if (this.options.timeoutAction === 'DELAY') {
+      this.pending.delay(entry.node);
+      this.totals.delayed++;
+      return;
+    }
+    this.unqueue(entry);
+    const waited = this.clock.now() - entry.enqueuedAt;
+    this.finish(entry, 'queueTimedOut', new DeadlineExceededError(`queue timeout${this.label}: waited ${waited}ms in queue, queueTimeoutMs=${timeoutMs}`));
+    this.schedulePump();
+  }
+
+  private onDeadline(entry: Entry<I, O>): void {
+    entry.deadlineTimer = undefined;
+    const waited = this.clock.now() - entry.enqueuedAt;
+    const budget = (entry.deadlineMs ?? entry.enqueuedAt) - entry.enqueuedAt;
+    if (entry.state === 'queued') {
+      this.unqueue(entry);
+      this.finish(entry, 'deadlineExceeded', new DeadlineExceededError(`deadline exceeded while queued${this.label}: waited ${waited}ms, deadline was ${budget}ms after submit`));
+      this.schedulePump();
+    } else if (entry.state === 'running') {
+      const err = new DeadlineExceededError(`deadline exceeded while running${this.label}: ${waited}ms since submit, deadline was ${budget}ms after submit`);
+      entry.run?.abort(err);
+      this.finish(entry, 'deadlineExceeded', err);
+    }
+  }
+
+  private onAbort(entry: Entry<I, O>): void {
+    const waited = this.clock.now() - entry.enqueuedAt;
+    if (entry.state === 'queued') {
+      this.unqueue(entry);
+      this.finish(entry, 'cancelled', new CancelledError(`request cancelled while queued${this.label} (waited ${waited}ms)`), entry.signal?.reason);
+      this.schedulePump();
+    } else if (entry.state === 'running') {
+      entry.run?.abort(entry.signal?.reason);
+      this.finish(entry, 'cancelled', new CancelledError(`request cancelled while its batch was running${this.label} (${waited}ms since submit)`), entry.signal?.reason);
+    }
+  }
+
+  private unqueue(entry: Entry<I, O>): void {
+    if (entry.node !== undefined) this.pending.remove(entry.node);
+    entry.node = undefined;
+  }
+
+  /** Settles a caller once and releases everything it holds; later calls for the same entry do nothing. */
+  private finish(entry: Entry<I, O>, outcome: Outcome, result: unknown, cause?: unknown): void {
+    if (entry.state === 'settled') return;
+    entry.state = 'settled';
+    if (entry.timeoutTimer !== undefined) this.clock.clearTimeout(entry.timeoutTimer);
+    if (entry.deadlineTimer !== undefined) this.clock.clearTimeout(entry.deadlineTimer);
+    entry.timeoutTimer = undefined;
+    entry.deadlineTimer = undefined;
+    if (entry.onAbort !== undefined) entry.signal?.removeEventListener('abort', entry.onAbort);
+    entry.onAbort = undefined;
+    this.totals[outcome]++;
+    if (outcome === 'succeeded') {
+      entry.resolve(result as O);
+      return;
+    }
+    if (cause !== undefined && result instanceof Error && result.cause === undefined) Object.assign(result, { cause });
+    entry.reject(result);
+  }
+
+  private schedulePump(): void {
+    if (this.pumpScheduled) return;
+    this.pumpScheduled = true;
+    // Dispatch at the end of the tick, so items submitted together batch together even with no wait, and the
+    // batch function never runs inside a caller's submit().
+    queueMicrotask(() => {
+      this.pumpScheduled = false;
+      this.pump();
+    });
+  }
+
+  private pump(): void {
+    if (this.lifecycle !== 'open') return;
+    const now = this.clock.now();
+    let nextReadyAt = Infinity;
+    while (this.running < this.options.maxConcurrentBatches && this.pending.size > 0) {
+      let best: { view: GroupView; size: number } | undefined;
+      nextReadyAt = Infinity;
+      for (const view of this.pending.groupViews()) {
+        const decision = this.readiness(view, now);
+        if (decision.size === 0) {
+          nextReadyAt = Math.min(nextReadyAt, decision.readyAt);
+        } else if (best === undefined || view.headLane < best.view.headLane || (view.headLane === best.view.headLane && view.headSeq < best.view.headSeq)) {
+          best = { view, size: decision.size };
+        }
+      }
+      if (best === undefined) break;
+      this.dispatch(best.view.key, best.size, now);
+    }
+    if (this.running >= this.options.maxConcurrentBatches || this.pending.size === 0) nextReadyAt = Infinity;
+    this.armWaitTimer(nextReadyAt, now);
+  }
+
+  /** How many items of a group to dispatch now (0: not yet, until readyAt). */
+  private readiness(view: GroupView, now: number): { size: number; readyAt: number } {
+    const { maxBatchSize, maxWaitMs } = this.effective;
+    const fits = Math.min(view.size, maxBatchSize);
+    const preferred = this.options.preferredBatchSizes;
+    for (let i = preferred.length - 1; i >= 0; i--) {
+      const size = preferred[i] as number;
+      if (size <= fits) return { size, readyAt: now };
+    }
+    if (view.size >= maxBatchSize) return { size: maxBatchSize, readyAt: now };
+    const readyAt = view.oldestEnqueuedAt + maxWaitMs;
+    return now >= readyAt ? { size: view.size, readyAt } : { size: 0, readyAt };
+  }
+
+  private armWaitTimer(at: number, now: number): void {
+    if (at === this.waitTimerAt) return;
+    this.clearWaitTimer();
+    if (at === Infinity) return;
+    this.waitTimerAt = at;
+    this.waitTimer = this.clock.setTimeout(() => {
+      this.waitTimer = undefined;
+      this.waitTimerAt = Infinity;
+      this.pump();
+    }, at - now);
+  }
+
+  private clearWaitTimer(): void {
+    if (this.waitTimer !== undefined) this.clock.clearTimeout(this.waitTimer);
+    this.waitTimer = undefined;
+    this.waitTimerAt = Infinity;
+  }
+
+  private dispatch(groupKey: string, size: number, now: number): void {
+    const entries = this.pending.take(groupKey, size).map((node) => node.value);
+    for (const entry of entries) {
+      entry.node = undefined;
+      entry.state = 'running';
+      entry.run = new AbortController();
+      if (entry.timeoutTimer !== undefined) this.clock.clearTimeout(entry.timeoutTimer);
+      entry.timeoutTimer = undefined;
+    }
+    void this.execute(entries, groupKey, now);
+  }
+
+  private async execute(entries: Entry<I, O>[], groupKey: string, dispatchedAt: number): Promise<void> {
+    const size = entries.length;
+    const epoch = this.adaptive?.epoch ?? 0;
+    const backlog = this.pending.size;
+    this.sizeCounts.set(size, (this.sizeCounts.get(size) ?? 0) + 1);
+    const batchAbort = new AbortController();
+    const signals = entries.map((entry) => (entry.run as AbortController).signal);
+    let abandoned = 0;
+    const onItemAbort = (): void => {
+      if (++abandoned === size) batchAbort.abort(new CancelledError(`every item of batch of ${size} was abandoned`));
+    };
+    for (const signal of signals) {
+      if (signal.aborted) onItemAbort();
+      else signal.addEventListener('abort', onItemAbort, { once: true });
+    }
+    let answered = false;
+    this.running++;
+    this.inFlight += size;
+    try {
+      const shapeKeys = entries.map((entry) => entry.shapeKey);
+      let items = entries.map((entry) => entry.item);
+      const apply = this.options.pad?.apply;
+      if (apply !== undefined) {
+        items = apply(items, groupKey, shapeKeys);
+        if (!Array.isArray(items) || items.length !== size) {
+          throw new BatchSizeMismatchError(`pad.apply returned ${Array.isArray(items) ? `${items.length} items` : describe(items)} for ${size} inputs`);
+        }
+      }
+      const ctx: BatchContext = { batchId: this.nextBatchId++, batchSize: size, signals, signal: batchAbort.signal, shapeKey: groupKey, shapeKeys };
+      const results: unknown = await this.runBatch(items, ctx);
+      answered = true;
+      if (!Array.isArray(results)) throw new BatchSizeMismatchError(`batch method returned ${describe(results)} instead of an array for ${size} inputs`);
+      if (results.length !== size) throw new BatchSizeMismatchError(`batch method returned ${results.length} results for ${size} inputs`);
+      entries.forEach((entry, i) => {
+        const result: unknown = results[i];
+        if (result instanceof ItemError) this.finish(entry, 'failed', result.error);
+        else this.finish(entry, 'succeeded', result);
+      });
+    } catch (err) {
+      for (const entry of entries) this.finish(entry, 'failed', err);
+    } finally {
+      this.running--;
+      this.inFlight -= size;
+      for (const signal of signals) signal.removeEventListener('abort', onItemAbort);
+      for (const entry of entries) entry.run = undefined;
+      if (answered && this.adaptive !== undefined) {
+        const end = this.clock.now();
+        this.adaptive.observe({ size, serviceMs: end - dispatchedAt, latenciesMs: entries.map((entry) => end - entry.enqueuedAt), backlog, epoch });
+      }
+      if (this.lifecycle === 'open') this.schedulePump();
+      else this.settleIfIdle();
+    }
+  }
+
+  private settleIfIdle(): void {
+    if (this.lifecycle !== 'closing' || this.running > 0) return;
+    this.lifecycle = 'closed';
+    for (const resolve of this.idleWaiters.splice(0)) resolve();
+  }
+}
