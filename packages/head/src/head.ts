@@ -31,7 +31,7 @@ export interface HeadOptions {
   httpPort?: number;
   /** Local worker processes to spawn (embedded default). @default 0 */
   workers?: number;
-  /** CPUs each local worker offers. @default os.cpus().length / workers, at least 1 */
+  /** Logical CPUs each local worker offers (each is a whole process that may use every core). @default os.cpus().length */
   workerCpus?: number;
   logger: Logger;
   maxFrameBytes?: number;
@@ -210,6 +210,7 @@ export class Head {
       onMessage: (m) => this.onWorkerMessage(rec.workerId, m),
       onClose: (err) => {
         this.peers.delete(rec.workerId);
+        if (this.stopped) return; // the head is going away: nothing to re-place
         this.router.dropWorker(rec.workerId);
         this.controller.workerDead(rec.workerId, err.message);
         void this.controller.reconcile();

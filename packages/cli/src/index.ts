@@ -1,0 +1,1 @@
+export { main, loadAppSpec, control, formatStatus } from './main.ts';

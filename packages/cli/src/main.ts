@@ -1,0 +1,267 @@
+/**
+ * `shoal start | worker | run | deploy | status | shutdown`. Every command that reaches a running head presents the
+ * cluster token (flag --token or SHOAL_TOKEN); `shoal start` and `shoal run` generate one when none is given and
+ * print it.
+ */
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { resolve, basename } from 'node:path';
+import { existsSync } from 'node:fs';
+import { cpus as osCpus } from 'node:os';
+import { pathToFileURL } from 'node:url';
+import { buildAppSpec, createLogger, env, InvalidOptionError, ReplicaUnavailableError, ShoalError, type AppSpec } from '@shoal/core';
+import { Head } from '@shoal/head';
+import { runWorker } from '@shoal/worker/main';
+
+const USAGE = `usage: shoal <command> [options]
+
+commands:
+  start                 run a head: controller, cluster endpoint, HTTP ingress (and --workers local workers)
+  worker                join a head as a worker: --address ws://HOST:PORT --token TOKEN
+  run APP.ts            start a head (or use --address), deploy the module's application, serve until Ctrl-C
+  deploy APP.ts         deploy an application to a running head
+  status                applications, deployments, replicas and workers of a running head
+  shutdown              stop a running head and its local workers
+
+common options:
+  --address ws://HOST:PORT   a running head (default $SHOAL_ADDRESS)
+  --token TOKEN              the cluster token (default $SHOAL_TOKEN)
+start/run options:
+  --host 127.0.0.1  --port 7450      cluster endpoint and control API
+  --http-host 127.0.0.1 --http-port 8000   HTTP ingress
+  --workers N                         local worker processes (default 2)
+run/deploy options:
+  --export NAME (default: default)  --name APP (default: default)  --route-prefix /PATH (default: /)
+`;
+
+const headFlags = {
+  host: { type: 'string' },
+  port: { type: 'string' },
+  'http-host': { type: 'string' },
+  'http-port': { type: 'string' },
+  workers: { type: 'string' },
+  token: { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+} satisfies ParseArgsConfig['options'];
+
+const appFlags = {
+  export: { type: 'string' },
+  name: { type: 'string' },
+  'route-prefix': { type: 'string' },
+  address: { type: 'string' },
+  wait: { type: 'string' },
+} satisfies ParseArgsConfig['options'];
+
+/** Exit code for a command; a thrown error prints its message and exits 1. */
+export async function main(argv: string[]): Promise<number | undefined> {
+  const [command, ...rest] = argv;
+  switch (command) {
+    case undefined: case '-h': case '--help': case 'help':
+      process.stdout.write(USAGE);
+      return command === undefined ? 2 : 0;
+    case 'start': return start(rest);
+    case 'worker': await runWorker(rest); return undefined;
+    case 'run': return run(rest);
+    case 'deploy': return deploy(rest);
+    case 'status': return status(rest);
+    case 'shutdown': return shutdown(rest);
+    default:
+      process.stderr.write(`shoal: unknown command "${command}"\n${USAGE}`);
+      return 2;
+  }
+}
+
+function intFlag(name: string, raw: string | undefined, fallback: number, min: number): number {
+  if (raw === undefined) return fallback;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < min) throw new InvalidOptionError(`--${name}`, `must be an integer >= ${min}`, raw);
+  return n;
+}
+
+async function startHead(values: Record<string, string | boolean | undefined>, defaultWorkers: number): Promise<Head> {
+  const workers = intFlag('workers', values.workers as string | undefined, defaultWorkers, 0);
+  const logger = createLogger('head');
+  let head: Head | undefined;
+  const token = (values.token as string | undefined) ?? env.token();
+  head = new Head({
+    ...(token !== undefined ? { token } : {}),
+    host: (values.host as string | undefined) ?? '127.0.0.1',
+    port: intFlag('port', values.port as string | undefined, 7450, 0),
+    httpHost: (values['http-host'] as string | undefined) ?? '127.0.0.1',
+    httpPort: intFlag('http-port', values['http-port'] as string | undefined, 8000, 0),
+    workers,
+    workerCpus: osCpus().length,
+    logger,
+    heartbeatMs: env.heartbeatMs(),
+    workerTimeoutMs: env.workerTimeoutMs(),
+    maxFrameBytes: env.maxFrameBytes(),
+    onShutdownRequest: () => { void stopAndExit(head!, 0); },
+  });
+  await head.start();
+  installSignalHandlers(head);
+  return head;
+}
+
+let exiting = false;
+async function stopAndExit(head: Head, code: number): Promise<void> {
+  if (exiting) return;
+  exiting = true;
+  process.stderr.write('shoal: stopping head and local workers\n');
+  const force = setTimeout(() => process.exit(code), 10_000);
+  force.unref();
+  try { await head.stop(); } finally { process.exit(code); }
+}
+
+function installSignalHandlers(head: Head): void {
+  process.once('SIGINT', () => { void stopAndExit(head, 130); });
+  process.once('SIGTERM', () => { void stopAndExit(head, 143); });
+  process.once('SIGHUP', () => { void stopAndExit(head, 129); });
+}
+
+function printHead(head: Head, tokenGiven: boolean): void {
+  process.stdout.write([
+    `shoal head running`,
+    `  cluster:  ${head.clusterAddress}   (workers: shoal worker --address ${head.clusterAddress})`,
+    `  http:     ${head.httpAddress}`,
+    tokenGiven ? `  token:    (as given)` : `  token:    ${head.token}   (export SHOAL_TOKEN=${head.token})`,
+    '',
+  ].join('\n'));
+}
+
+async function start(argv: string[]): Promise<number | undefined> {
+  const { values } = parseArgs({ args: argv, options: headFlags, allowPositionals: false });
+  if (values.help) { process.stdout.write(USAGE); return 0; }
+  const head = await startHead(values, 2);
+  printHead(head, values.token !== undefined || env.token() !== undefined);
+  return undefined; // keeps serving until a signal or `shoal shutdown`
+}
+
+/** Imports an app module (TypeScript is fine: tsx is registered) and builds the spec the head deploys. */
+export async function loadAppSpec(file: string, opts: { exportName?: string; name?: string; routePrefix?: string }): Promise<AppSpec> {
+  const modulePath = resolve(file);
+  if (!existsSync(modulePath)) throw new InvalidOptionError('APP', 'no such file', file);
+  const mod = await import(pathToFileURL(modulePath).href) as Record<string, unknown>;
+  const exportName = opts.exportName ?? 'default';
+  if (!(exportName in mod)) {
+    throw new InvalidOptionError('--export', `${basename(file)} has no export "${exportName}" (exports: ${Object.keys(mod).join(', ') || 'none'})`);
+  }
+  return buildAppSpec(mod[exportName] as never, { name: opts.name ?? 'default', routePrefix: opts.routePrefix ?? '/', modulePath, exportName });
+}
+
+async function run(argv: string[]): Promise<number | undefined> {
+  const { values, positionals } = parseArgs({ args: argv, options: { ...headFlags, ...appFlags }, allowPositionals: true });
+  if (values.help) { process.stdout.write(USAGE); return 0; }
+  const file = positionals[0];
+  if (file === undefined) throw new InvalidOptionError('APP', 'shoal run needs an application file, e.g. shoal run examples/hello/app.ts');
+  const spec = await loadAppSpec(file, { ...(values.export ? { exportName: values.export } : {}), ...(values.name ? { name: values.name } : {}), ...(values['route-prefix'] ? { routePrefix: values['route-prefix'] } : {}) });
+  const address = values.address ?? env.address();
+  if (address !== undefined) {
+    const res = await control(address, values.token, 'POST', `/api/apps?wait=${intFlag('wait', values.wait, 120_000, 0)}`, spec);
+    process.stdout.write(`deployed "${spec.name}" to ${address}; serving at ${String((res as { http?: string }).http ?? '')}${spec.routePrefix ?? ''}\n`);
+    return 0;
+  }
+  const head = await startHead(values, 2);
+  printHead(head, values.token !== undefined || env.token() !== undefined);
+  try {
+    await head.deploy(spec);
+    await head.waitReady(spec.name, intFlag('wait', values.wait, 120_000, 0));
+  } catch (err) {
+    process.stderr.write(`shoal: ${(err as Error).message}\n`);
+    await stopAndExit(head, 1);
+    return 1;
+  }
+  const prefix = spec.routePrefix === '/' ? '/' : `${spec.routePrefix ?? ''}`;
+  process.stdout.write(`application "${spec.name}" ready: ${head.httpAddress}${prefix}   (Ctrl-C stops everything)\n`);
+  return undefined;
+}
+
+function controlUrl(address: string, path: string): string {
+  const base = address.replace(/^ws(s?):\/\//, 'http$1://').replace(/\/+$/, '');
+  if (!/^https?:\/\//.test(base)) throw new InvalidOptionError('--address', 'must look like ws://HOST:PORT', address);
+  return `${base}${path}`;
+}
+
+/** One control API call, with the token; errors carry the head's message. */
+export async function control(address: string, tokenFlag: string | undefined, method: string, path: string, body?: unknown): Promise<unknown> {
+  const token = tokenFlag ?? env.token();
+  if (token === undefined) throw new InvalidOptionError('--token', 'is required to talk to a head (or set SHOAL_TOKEN); `shoal start` prints it');
+  let res: Response;
+  try {
+    res = await fetch(controlUrl(address, path), {
+      method,
+      headers: { authorization: `Bearer ${token}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
+      ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+    });
+  } catch (err) {
+    throw new ReplicaUnavailableError(`cannot reach the head at ${address}: ${((err as Error).cause as Error | undefined)?.message ?? (err as Error).message}`);
+  }
+  const text = await res.text();
+  let json: unknown;
+  try { json = JSON.parse(text); } catch { json = { error: text }; }
+  if (!res.ok) throw new ShoalError(res.status === 401 ? 'ERR_UNAUTHORIZED' : 'ERR_INTERNAL', `head answered ${res.status}: ${(json as { error?: string }).error ?? text}`, { httpStatus: res.status });
+  return json;
+}
+
+function requireAddress(flag: string | undefined): string {
+  const a = flag ?? env.address();
+  if (a === undefined) throw new InvalidOptionError('--address', 'is required (ws://HOST:PORT of the head), or set SHOAL_ADDRESS');
+  return a;
+}
+
+async function deploy(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({ args: argv, options: { ...appFlags, token: { type: 'string' } }, allowPositionals: true });
+  const address = requireAddress(values.address);
+  const file = positionals[0];
+  if (file === undefined) throw new InvalidOptionError('APP', 'shoal deploy needs an application file');
+  const spec = await loadAppSpec(file, { ...(values.export ? { exportName: values.export } : {}), ...(values.name ? { name: values.name } : {}), ...(values['route-prefix'] ? { routePrefix: values['route-prefix'] } : {}) });
+  const res = await control(address, values.token, 'POST', `/api/apps?wait=${intFlag('wait', values.wait, 120_000, 0)}`, spec) as { http?: string };
+  process.stdout.write(`deployed "${spec.name}": ${res.http ?? ''}${spec.routePrefix ?? ''}\n`);
+  return 0;
+}
+
+interface StatusJson {
+  applications: Array<{ name: string; routePrefix: string | null; ingress: string; deployments: Array<{ name: string; status: string; message: string; numReplicas: number; running: number }> }>;
+  replicas: Array<{ replicaId: string; app: string; deployment: string; state: string; workerId: string; error?: string }>;
+  workers: Array<{ workerId: string; name: string; state: string; pid?: number; dataAddress: string; resources: { cpus: number; gpus: number; memory: number; devices?: Array<{ name: string; totalBytes: number; freeBytes: number }> }; used: { cpus: number; gpus: number; memory: number }; replicas: number }>;
+  cluster: string;
+  http: string;
+}
+
+function table(rows: string[][]): string {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
+  return rows.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n');
+}
+
+const gib = (b: number): string => `${(b / 2 ** 30).toFixed(1)}G`;
+
+export function formatStatus(s: StatusJson): string {
+  const out: string[] = [`head: cluster ${s.cluster}  http ${s.http}`, ''];
+  out.push('APPLICATIONS');
+  const appRows = [['APP', 'ROUTE', 'DEPLOYMENT', 'STATUS', 'REPLICAS', 'MESSAGE']];
+  for (const a of s.applications) for (const d of a.deployments) appRows.push([a.name, a.routePrefix ?? '-', d.name + (d.name === a.ingress ? ' (ingress)' : ''), d.status, `${d.running}/${d.numReplicas}`, d.message]);
+  out.push(appRows.length > 1 ? table(appRows) : '  (none)', '', 'REPLICAS');
+  const repRows = [['REPLICA', 'APP', 'DEPLOYMENT', 'STATE', 'WORKER', 'ERROR']];
+  for (const r of s.replicas) repRows.push([r.replicaId, r.app, r.deployment, r.state, r.workerId, r.error ?? '']);
+  out.push(repRows.length > 1 ? table(repRows) : '  (none)', '', 'WORKERS');
+  const wRows = [['WORKER', 'NAME', 'STATE', 'PID', 'CPUS used/total', 'GPUS used/total', 'MEMORY', 'REPLICAS', 'DEVICES']];
+  for (const w of s.workers) {
+    const devices = (w.resources.devices ?? []).map((d) => `${d.name} ${gib(d.freeBytes)}/${gib(d.totalBytes)} free`).join('; ');
+    wRows.push([w.workerId, w.name, w.state, String(w.pid ?? '-'), `${w.used.cpus}/${w.resources.cpus}`, `${w.used.gpus}/${w.resources.gpus}`, `${gib(w.used.memory)}/${gib(w.resources.memory)}`, String(w.replicas), devices || '-']);
+  }
+  out.push(wRows.length > 1 ? table(wRows) : '  (none)');
+  return `${out.join('\n')}\n`;
+}
+
+async function status(argv: string[]): Promise<number> {
+  const { values } = parseArgs({ args: argv, options: { address: { type: 'string' }, token: { type: 'string' }, json: { type: 'boolean' } }, allowPositionals: false });
+  const s = await control(requireAddress(values.address), values.token, 'GET', '/api/status') as StatusJson;
+  process.stdout.write(values.json ? `${JSON.stringify(s, null, 2)}\n` : formatStatus(s));
+  return 0;
+}
+
+async function shutdown(argv: string[]): Promise<number> {
+  const { values } = parseArgs({ args: argv, options: { address: { type: 'string' }, token: { type: 'string' } }, allowPositionals: false });
+  const address = requireAddress(values.address);
+  await control(address, values.token, 'POST', '/api/shutdown');
+  process.stdout.write(`asked the head at ${address} to shut down\n`);
+  return 0;
+}

@@ -1,0 +1,149 @@
+/**
+ * Integration: a real head in this process, real worker processes on 127.0.0.1 port 0, applications deployed from
+ * a TypeScript module, called over HTTP and through handles.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { spawn } from 'node:child_process';
+import { PeerGoneError, ShoalError, type AppSpec } from '@shoal/core';
+import { workerCommand, type Head } from '@shoal/head';
+import { deployFixture, handleFor, isAlive, startCluster, waitFor } from './helpers.ts';
+import type { Counter } from './fixtures/apps.ts';
+
+let head: Head;
+let spec: AppSpec;
+const url = (p: string): string => `${head.httpAddress}${p}`;
+
+beforeAll(async () => {
+  // Small frames, so that the oversized-frame test needs only a few MiB.
+  process.env.SHOAL_MAX_FRAME_BYTES = String(1024 * 1024);
+  head = await startCluster({ maxFrameBytes: 1024 * 1024 });
+  spec = await deployFixture(head);
+});
+afterAll(async () => {
+  delete process.env.SHOAL_MAX_FRAME_BYTES;
+  await head?.stop();
+});
+
+describe('a real cluster', () => {
+  it('serves HTTP through the ingress deployment and a downstream handle', async () => {
+    const res = await fetch(url('/incr?by=2'));
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-type')).toMatch(/application\/json/);
+    const body = await res.json() as { n: number; pid: number };
+    expect(body.n).toBeGreaterThanOrEqual(2);
+    expect(head.localWorkerPids()).toContain(body.pid);
+  });
+
+  it('passes method, path, query, headers and body to the ingress', async () => {
+    const res = await fetch(url('/echo?a=1&b=two'), { method: 'PUT', body: 'payload', headers: { 'x-test': 'yes' } });
+    expect(await res.json()).toEqual({ method: 'PUT', path: '/echo', query: { a: '1', b: 'two' }, body: 'payload', header: 'yes' });
+  });
+
+  it('spreads handle calls over the replicas of a deployment', async () => {
+    const counter = handleFor<Counter>(head, spec, 'Counter');
+    const pids = new Set<number>();
+    for (let i = 0; i < 40; i++) pids.add((await counter.incr(1)).pid);
+    expect(pids.size).toBe(2);
+    const results = await Promise.all(Array.from({ length: 200 }, () => counter.incr(1)));
+    expect(results).toHaveLength(200);
+  });
+
+  it('carries typed arrays as binary through the graph', async () => {
+    const counter = handleFor<Counter>(head, spec, 'Counter');
+    expect(await counter.sum(new Float32Array([1.5, 2.5, 3]))).toBe(7);
+    const blob = await counter.blob(1000);
+    expect(blob).toBeInstanceOf(Uint8Array);
+    expect(blob.byteLength).toBe(1000);
+    const res = await fetch(url('/sum'), { method: 'POST', body: JSON.stringify([1, 2, 3.5]) });
+    expect(await res.json()).toEqual({ sum: 6.5 });
+  });
+
+  it('returns a user exception as HTTP 500 with the message, from the ingress or downstream', async () => {
+    const down = await fetch(url('/fail?msg=kaput'));
+    expect(down.status).toBe(500);
+    expect(await down.json()).toMatchObject({ error: 'kaput', code: 'ERR_USER_CODE' });
+    const here = await fetch(url('/fail-here?msg=oops'));
+    expect(here.status).toBe(500);
+    expect(await here.json()).toMatchObject({ error: 'front failed: oops', code: 'ERR_USER_CODE' });
+    // the workers survived
+    expect((await fetch(url('/incr'))).status).toBe(200);
+  });
+
+  it('gives a typed error to a handle caller when user code throws', async () => {
+    const counter = handleFor<Counter>(head, spec, 'Counter');
+    const err = await counter.fail('handle-side').catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ShoalError);
+    expect((err as ShoalError).message).toBe('handle-side');
+    expect((err as ShoalError).code).toBe('ERR_USER_CODE');
+  });
+
+  it('refuses an oversized frame with a clear error and keeps serving', async () => {
+    const res = await fetch(url('/blob-raw?bytes=3000000'));
+    expect(res.status).toBeGreaterThanOrEqual(400);
+    expect((await res.json() as { error: string }).error).toMatch(/exceeds maxFrameBytes=1048576/);
+    const counter = handleFor<Counter>(head, spec, 'Counter');
+    const err = await counter.sum(new Float32Array(400_000)).catch((e: unknown) => e);
+    expect((err as Error).message).toMatch(/exceeds maxFrameBytes/);
+    expect((await fetch(url('/incr'))).status).toBe(200);
+  });
+
+  it('serves liveness and readiness', async () => {
+    expect((await fetch(url('/-/healthz'))).status).toBe(200);
+    expect((await fetch(url('/-/ready'))).status).toBe(200);
+  });
+
+  it('refuses control calls without the right token, and a worker with a wrong token', async () => {
+    const control = head.clusterAddress.replace('ws://', 'http://');
+    const missing = await fetch(`${control}/api/status`);
+    expect(missing.status).toBe(401);
+    expect((await missing.json() as { error: string }).error).toMatch(/missing cluster token/);
+    const wrong = await fetch(`${control}/api/apps`, { method: 'POST', headers: { authorization: 'Bearer nope' }, body: '{}' });
+    expect(wrong.status).toBe(401);
+    expect((await wrong.json() as { error: string }).error).toMatch(/wrong cluster token/);
+    const ok = await fetch(`${control}/api/status`, { headers: { authorization: `Bearer ${head.token}` } });
+    expect(ok.status).toBe(200);
+
+    const { command, args } = workerCommand();
+    const before = head.controller.aliveWorkers().length;
+    const child = spawn(command, [...args, '--address', head.clusterAddress, '--token', 'not-the-token'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
+    const code = await new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
+    expect(code).not.toBe(0);
+    expect(stderr).toMatch(/token/i);
+    expect(head.controller.aliveWorkers().length).toBe(before);
+  });
+
+  it('re-places the replicas of a SIGKILLed worker and serves again', async () => {
+    const counter = handleFor<Counter>(head, spec, 'Counter');
+    const victim = (await counter.incr(1)).pid;
+    const victimWorker = head.controller.status().workers.find((w) => w.pid === victim)!;
+    process.kill(victim, 'SIGKILL');
+    await waitFor('the dead worker to be declared dead', () => head.controller.status().workers.find((w) => w.workerId === victimWorker.workerId)?.state !== 'ALIVE', 10_000);
+    // calls in the gap either succeed on the other replica or fail with a typed error; none hangs
+    const gap = await Promise.allSettled(Array.from({ length: 20 }, () => counter.incr(1)));
+    for (const r of gap) if (r.status === 'rejected') expect(r.reason).toBeInstanceOf(ShoalError);
+    await waitFor('Counter back to two running replicas', () => {
+      const reps = head.controller.status().replicas.filter((r) => r.deployment === 'Counter' && r.state === 'RUNNING');
+      return reps.length === 2 && reps.every((r) => r.workerId !== victimWorker.workerId);
+    }, 20_000);
+    await waitFor('HTTP to answer again', async () => (await fetch(url('/incr'))).status === 200, 10_000);
+    const pids = new Set<number>();
+    for (let i = 0; i < 40; i++) pids.add((await counter.incr(1)).pid);
+    expect(pids.has(victim)).toBe(false);
+    expect(isAlive(victim)).toBe(false);
+  });
+
+  it('rejects pending calls with PeerGoneError when a worker dies mid-call', async () => {
+    const counter = handleFor<Counter>(head, spec, 'Counter');
+    await waitFor('two Counter replicas', () => head.controller.status().replicas.filter((r) => r.deployment === 'Counter' && r.state === 'RUNNING').length === 2);
+    const calls = Array.from({ length: 6 }, () => counter.sleep(5000));
+    await new Promise((r) => setTimeout(r, 300));
+    const pid = head.controller.status().workers.find((w) => w.state === 'ALIVE' && w.replicas > 0 && head.controller.status().replicas.some((r) => r.workerId === w.workerId && r.deployment === 'Counter'))!.pid!;
+    process.kill(pid, 'SIGKILL');
+    const settled = await Promise.allSettled(calls);
+    const rejected = settled.filter((s): s is PromiseRejectedResult => s.status === 'rejected');
+    expect(rejected.length).toBeGreaterThan(0);
+    for (const r of rejected) expect(r.reason).toBeInstanceOf(PeerGoneError);
+  });
+});

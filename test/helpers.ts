@@ -1,0 +1,41 @@
+/** Starts a real head in the test process with real worker processes on 127.0.0.1, port 0. */
+import { resolve } from 'node:path';
+import { createLogger, silentLogger, type AppSpec, type Handle } from '@shoal/core';
+import { Head, type HeadOptions } from '@shoal/head';
+import { createHandle } from '@shoal/router';
+import { loadAppSpec } from '../packages/cli/src/main.ts';
+
+export const FIXTURE_APP = resolve(import.meta.dirname, 'fixtures/apps.ts');
+
+export async function startCluster(opts: Partial<HeadOptions> & { workers?: number } = {}): Promise<Head> {
+  const logger = process.env.SHOAL_TEST_LOGS === '1' ? createLogger('test-head', 'debug') : silentLogger;
+  const head = new Head({ port: 0, httpPort: 0, workers: 2, workerCpus: 4, heartbeatMs: 200, workerTimeoutMs: 1500, logger, ...opts });
+  await head.start();
+  await head.waitForWorkers(opts.workers ?? 2);
+  return head;
+}
+
+export async function deployFixture(head: Head, opts: { exportName?: string; name?: string; routePrefix?: string } = {}): Promise<AppSpec> {
+  const spec = await loadAppSpec(FIXTURE_APP, opts);
+  await head.deploy(spec);
+  await head.waitReady(spec.name, 30_000);
+  return spec;
+}
+
+export function handleFor<T>(head: Head, spec: AppSpec, deployment: string): Handle<T> {
+  const d = spec.deployments.find((x) => x.name === deployment);
+  if (d === undefined) throw new Error(`no deployment ${deployment}`);
+  return createHandle({ router: head.router, key: `${spec.name}/${deployment}`, methods: d.methods }) as Handle<T>;
+}
+
+export async function waitFor(what: string, cond: () => boolean | Promise<boolean>, timeoutMs = 20_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!(await cond())) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+export function isAlive(pid: number): boolean {
+  try { process.kill(pid, 0); return true; } catch { return false; }
+}
