@@ -232,17 +232,27 @@ export class Controller {
           const victims = [...current].sort((a, b) => (a.state === b.state ? b.startedAt - a.startedAt : a.state === 'STARTING' ? -1 : 1)).slice(0, current.length - want);
           for (const v of victims) work.push(this.stop(v));
         }
-        // Rolling update: outdated replicas stop once enough current ones run.
-        const runningCurrent = current.filter((r) => r.state === 'RUNNING').length;
-        if (outdated.length > 0 && runningCurrent >= Math.min(want, current.length) && current.every((r) => r.state === 'RUNNING')) {
-          for (const v of outdated) work.push(this.stop(v));
-        }
         // Scale up, unless backing off after failures.
+        let placedNow = 0;
+        let blocked = false;
         if (current.length < want && now >= d.status.retryAt) {
           for (let i = current.length; i < want; i++) {
             const placed = this.place(appName, app.spec, depName, d.version, d.spec);
-            if (placed === undefined) break;
+            if (placed === undefined) { blocked = true; break; }
+            placedNow++;
             work.push(this.start(placed, app.spec, d.status));
+          }
+        }
+        // Rolling update: outdated replicas stop only once the current version runs at full count, so callers never
+        // have fewer replicas than asked for. When the new version has no room beside the old one, retire one
+        // outdated replica at a time, and only while nothing new is starting, to make room.
+        if (outdated.length > 0) {
+          const runningCurrent = current.filter((r) => r.state === 'RUNNING').length;
+          if (runningCurrent >= want) {
+            for (const v of outdated) work.push(this.stop(v));
+          } else if (blocked && placedNow === 0 && current.every((r) => r.state === 'RUNNING')) {
+            work.push(this.stop(outdated[0]!));
+            this.again = true;
           }
         }
         this.updateStatus(appName, depName);
@@ -279,12 +289,15 @@ export class Controller {
       status.message = '';
     } catch (err) {
       const message = toWireError(err).message;
-      if (this.replicas.get(r.replicaId) === r) this.replicas.delete(r.replicaId);
-      status.failures++;
-      const backoff = Math.min(this.opts.maxBackoffMs, 250 * 2 ** Math.min(status.failures, 10));
-      status.retryAt = this.opts.clock.now() + backoff;
-      status.message = `replica failed to start (${status.failures} in a row, retry in ${backoff} ms): ${message}`;
-      this.opts.logger.warn('replica failed to start', { replica: r.replicaId, error: message, retryInMs: backoff });
+      // A replica lost with its worker or stopped meanwhile is not a failure of the deployment: no backoff.
+      if (this.replicas.get(r.replicaId) === r && r.state === 'STARTING') {
+        this.replicas.delete(r.replicaId);
+        status.failures++;
+        const backoff = Math.min(this.opts.maxBackoffMs, 250 * 2 ** Math.min(status.failures, 10));
+        status.retryAt = this.opts.clock.now() + backoff;
+        status.message = `replica failed to start (${status.failures} in a row, retry in ${backoff} ms): ${message}`;
+        this.opts.logger.warn('replica failed to start', { replica: r.replicaId, error: message, retryInMs: backoff });
+      }
     }
     this.updateStatus(r.app, r.deployment);
     this.publishRoutes();

@@ -4,8 +4,9 @@
  * /-/ready (readiness: every application's replicas running).
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import { CancelledError, InvalidOptionError, NotFoundError, type AppSpec, type Logger, type WireHttpRequest } from '@shoal/core';
-import type { Router } from '@shoal/router';
+import { CancelToken, type Router } from '@shoal/router';
 import { readBody, sendError, sendJson } from './http-util.ts';
 
 interface Mount { prefix: string; key: string; app: string; maxRequestBytes: number; requestTimeoutMs: number }
@@ -19,6 +20,12 @@ export interface IngressOptions {
 }
 
 /** Header that sets a request's deadline in ms from arrival. */
+const EMPTY = Buffer.alloc(0);
+const INFLIGHT = Symbol('shoal.inflight');
+/** Marks a connection whose close listener is installed but has no request in flight. */
+const DONE = new CancelToken();
+DONE.cancel(new CancelledError('done'));
+
 export const TIMEOUT_HEADER = 'x-shoal-timeout-ms';
 
 export class Ingress {
@@ -97,13 +104,21 @@ export class Ingress {
       } else if (mount.requestTimeoutMs > 0) {
         deadline = arrived + mount.requestTimeoutMs;
       }
-      const body = await readBody(req, mount.maxRequestBytes, `deployment "${mount.key}"`);
+      // No content-length and no transfer-encoding: HTTP/1.1 says there is no body, so do not wait for 'end'.
+      const hasBody = req.headers['content-length'] !== undefined || req.headers['transfer-encoding'] !== undefined;
+      const body = hasBody ? await readBody(req, mount.maxRequestBytes, `deployment "${mount.key}"`) : EMPTY;
       const wire: WireHttpRequest = { method: req.method ?? 'GET', path, query, headers: req.headers, body };
-      const controller = new AbortController();
-      const onClose = (): void => { if (!res.writableFinished) controller.abort(new CancelledError('HTTP client disconnected')); };
-      res.once('close', onClose);
-      const out = await this.opts.router.http(mount.key, wire, { deadline, signal: controller.signal });
-      res.removeListener('close', onClose);
+      // One 'close' listener per connection (not per request) cancels the request in flight on it.
+      const cancel = new CancelToken();
+      const socket = req.socket as Socket & { [INFLIGHT]?: CancelToken };
+      if (socket[INFLIGHT] === undefined) socket.once('close', () => socket[INFLIGHT]?.cancel(new CancelledError('HTTP client disconnected')));
+      socket[INFLIGHT] = cancel;
+      let out;
+      try {
+        out = await this.opts.router.http(mount.key, wire, { deadline, cancel });
+      } finally {
+        if (socket[INFLIGHT] === cancel) socket[INFLIGHT] = DONE;
+      }
       if (res.destroyed) return;
       const headers = out.headers;
       headers['content-length'] = String(out.body.byteLength);

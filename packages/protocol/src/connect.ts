@@ -82,7 +82,7 @@ export function acceptHello(ws: WebSocket, opts: AcceptOptions): Promise<HelloMe
         ws.send(encodeMessage({ t: 'refuse', code, message }));
         ws.close(code === 'ERR_UNAUTHORIZED' ? 4001 : 4002, message.slice(0, 100));
       }
-      reject(code === 'ERR_UNAUTHORIZED' ? new UnauthorizedError(message) : new ProtocolError(message));
+      reject(code === 'ERR_UNAUTHORIZED' ? new UnauthorizedError(message) : new ProtocolError(message, code === 'ERR_PROTOCOL_VERSION' ? code : 'ERR_PROTOCOL'));
     };
     ws.once('close', () => { clearTimeout(timer); reject(new PeerGoneError(`${opts.remote} left during hello`)); });
     ws.once('message', (data: Buffer) => {

@@ -78,6 +78,7 @@ export interface CallMessage {
 export interface HttpMessage { t: 'http'; id: number; replicaId: string; req: WireHttpRequest; deadline?: number }
 export interface CancelMessage { t: 'cancel'; id: number }
 
+/** `q`: the replica's load (running + queued) right after answering, not counting the request answered. */
 export interface ReplyOk { t: 'reply'; id: number; ok: true; value: unknown; q?: number }
 export interface ReplyErr { t: 'reply'; id: number; ok: false; error: WireError; q?: number }
 export type ReplyMessage = ReplyOk | ReplyErr;

@@ -27,6 +27,9 @@ interface Pending {
   reject: (err: Error) => void;
 }
 
+/** Messages after which the outbox is flushed without waiting for the end of the tick. */
+const EAGER_FLUSH_MESSAGES = 16;
+
 export class Peer {
   readonly name: string;
   private readonly ws: WebSocket;
@@ -62,6 +65,9 @@ export class Peer {
   send(message: Message): void {
     if (this.closedError !== undefined) throw this.closedError;
     this.outbox.push(message);
+    // A full outbox goes now, so the peer starts on it while this side is still busy: that breaks the lockstep
+    // of "one side works while the other waits" under load, and still sends few frames.
+    if (this.outbox.length >= EAGER_FLUSH_MESSAGES) { this.flush(); return; }
     if (!this.flushScheduled) {
       this.flushScheduled = true;
       setImmediate(this.flush);

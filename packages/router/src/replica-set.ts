@@ -59,7 +59,7 @@ export class ReplicaSet {
     return best;
   }
 
-  /** Records the queue length a replica reported in a reply. */
+  /** Records the queue length a replica reported in a reply; `ref.inflight` must no longer count the answered request. */
   report(ref: ReplicaRef, q: number | undefined): void {
     if (q !== undefined) ref.others = Math.max(0, q - ref.inflight);
   }

@@ -21,10 +21,30 @@ export interface Transport {
   dispatch(replica: ReplicaRef, message: NewRequest): Dispatch;
 }
 
+/**
+ * A cheaper stand-in for an AbortSignal on the hot path: the ingress makes one per HTTP request. One listener at a
+ * time (the router's), which is all the router needs.
+ */
+export class CancelToken {
+  reason: Error | undefined;
+  private listener: ((reason: Error) => void) | undefined;
+  get aborted(): boolean { return this.reason !== undefined; }
+  cancel(reason: Error): void {
+    if (this.reason !== undefined) return;
+    this.reason = reason;
+    const l = this.listener;
+    this.listener = undefined;
+    l?.(reason);
+  }
+  listen(fn: ((reason: Error) => void) | undefined): void { this.listener = fn; }
+}
+
 export interface RouteOptions {
   /** Absolute deadline, Date.now() ms. */
   deadline?: number;
   signal?: AbortSignal;
+  /** Like signal, for callers that make one per request. */
+  cancel?: CancelToken;
   priority?: number;
 }
 
@@ -42,6 +62,8 @@ export interface RouterOptions {
 interface Waiter {
   wake: () => void;
   fail: (err: Error) => void;
+  /** Starts the no-replica timeout of a waiter that queued while replicas existed and that now are all gone. */
+  armNoReplicaTimer: () => void;
 }
 
 export class Router {
@@ -75,7 +97,10 @@ export class Router {
 
   /** Drops replicas of a worker known to be gone, before the head's next route table arrives. */
   dropWorker(workerId: string): void {
-    for (const set of this.sets.values()) set.replicas = set.replicas.filter((r) => r.workerId !== workerId);
+    for (const [key, set] of this.sets) {
+      set.replicas = set.replicas.filter((r) => r.workerId !== workerId);
+      this.wake(key);
+    }
   }
 
   /** Counts, for metrics and tests: requests in flight and waiting, per deployment. */
@@ -113,7 +138,7 @@ export class Router {
   }
 
   private async route(key: string, opts: RouteOptions, build: (replicaId: string) => NewRequest): Promise<ReplyMessage> {
-    if (opts.signal?.aborted) throw new CancelledError(`call to "${key}" cancelled before it was sent`);
+    if (opts.signal?.aborted || opts.cancel?.aborted) throw new CancelledError(`call to "${key}" cancelled before it was sent`);
     if (opts.deadline !== undefined && this.opts.wallNow() >= opts.deadline) throw new DeadlineExceededError(`deadline passed before the call to "${key}" was sent`);
     let set = this.sets.get(key);
     let ref = set?.choose();
@@ -122,12 +147,14 @@ export class Router {
       set = this.sets.get(key);
       ref = set?.choose();
     }
+    // An abort that lands between a waiter's wake-up and this line removed no listener yet to be added: check it
+    // here, or the call would be sent and never cancelled.
+    if (opts.signal?.aborted || opts.cancel?.aborted) throw new CancelledError(`call to "${key}" cancelled while queued`);
     ref.inflight++;
+    let reply: ReplyMessage;
     try {
       const dispatch = this.opts.transport.dispatch(ref, build(ref.replicaId));
-      const reply = opts.signal === undefined && opts.deadline === undefined ? await dispatch.reply : await this.guard(key, dispatch, opts);
-      set.report(ref, reply.q);
-      return reply;
+      reply = opts.signal === undefined && opts.deadline === undefined && opts.cancel === undefined ? await dispatch.reply : await this.guard(key, dispatch, opts);
     } catch (err) {
       if (toWireError(err).code === 'ERR_PEER_GONE') set.remove(ref.replicaId);
       throw err;
@@ -135,6 +162,10 @@ export class Router {
       ref.inflight--;
       this.wake(key);
     }
+    // `q` is the replica's load after it answered, which no longer counts this request: compare it with what this
+    // router still has there, so after the decrement.
+    set.report(ref, reply.q);
+    return reply;
   }
 
   /** Races a dispatched request against its signal and deadline, cancelling it at the replica on either. */
@@ -144,6 +175,7 @@ export class Router {
       const cleanup = (): void => {
         if (timer !== undefined) this.opts.clock.clearTimeout(timer);
         opts.signal?.removeEventListener('abort', onAbort);
+        opts.cancel?.listen(undefined);
       };
       const onAbort = (): void => {
         cleanup();
@@ -158,6 +190,7 @@ export class Router {
         }, Math.max(0, opts.deadline - this.opts.wallNow()));
       }
       opts.signal?.addEventListener('abort', onAbort, { once: true });
+      opts.cancel?.listen(onAbort);
       dispatch.reply.then((r) => { cleanup(); resolve(r); }, (e: unknown) => { cleanup(); reject(e); });
     });
   }
@@ -179,22 +212,28 @@ export class Router {
       const done = (): void => {
         for (const t of timers) this.opts.clock.clearTimeout(t);
         opts.signal?.removeEventListener('abort', onAbort);
+        opts.cancel?.listen(undefined);
         const q = this.waiters.get(key);
         const i = q?.indexOf(waiter) ?? -1;
         if (i >= 0) q!.splice(i, 1);
       };
+      let noReplicaTimer: TimerHandle | undefined;
       const waiter: Waiter = {
         wake: () => { done(); resolve(); },
         fail: (err) => { done(); reject(err); },
+        armNoReplicaTimer: () => {
+          if (noReplicaTimer !== undefined) return;
+          noReplicaTimer = this.opts.clock.setTimeout(() => waiter.fail(new NoReplicaError(`no running replica of "${key}" within ${this.opts.noReplicaTimeoutMs} ms`)), this.opts.noReplicaTimeoutMs);
+          timers.push(noReplicaTimer);
+        },
       };
       const onAbort = (): void => waiter.fail(new CancelledError(`call to "${key}" cancelled while queued`));
       opts.signal?.addEventListener('abort', onAbort, { once: true });
+      opts.cancel?.listen(onAbort);
       if (opts.deadline !== undefined) {
         timers.push(this.opts.clock.setTimeout(() => waiter.fail(new DeadlineExceededError(`deadline exceeded while queued for "${key}"`)), Math.max(0, opts.deadline - this.opts.wallNow())));
       }
-      if (!hasReplicas) {
-        timers.push(this.opts.clock.setTimeout(() => waiter.fail(new NoReplicaError(`no running replica of "${key}" within ${this.opts.noReplicaTimeoutMs} ms`)), this.opts.noReplicaTimeoutMs));
-      }
+      if (!hasReplicas) waiter.armNoReplicaTimer();
       queue.push(waiter);
     });
   }
@@ -205,6 +244,8 @@ export class Router {
     if (queue === undefined || queue.length === 0) return;
     const set = this.sets.get(key);
     if (set === undefined) return;
+    // Waiters that queued for room would wait forever once no replica is left: bound their wait like any other.
+    if (set.replicas.length === 0) { for (const w of queue) w.armNoReplicaTimer(); return; }
     let room = 0;
     for (const r of set.replicas) room += Math.max(0, set.maxOngoingRequests - r.inflight);
     // Each woken waiter re-runs choose(); wake no more than there is room for.

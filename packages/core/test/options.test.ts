@@ -1,0 +1,73 @@
+import { describe, expect, it } from 'vitest';
+import { compileDeploymentOptions, InvalidOptionError, type DeploymentOptions } from '../src/index.ts';
+
+function errorFor(input: unknown): InvalidOptionError {
+  try {
+    compileDeploymentOptions(input as DeploymentOptions, 'Model');
+  } catch (err) {
+    expect(err).toBeInstanceOf(InvalidOptionError);
+    return err as InvalidOptionError;
+  }
+  throw new Error(`accepted ${JSON.stringify(input)}`);
+}
+
+describe('compileDeploymentOptions', () => {
+  it('fills every default', () => {
+    expect(compileDeploymentOptions({}, 'Model')).toEqual({
+      name: 'Model', numReplicas: 1, maxOngoingRequests: 100, maxQueuedRequests: 1000, maxRequestBytes: 16 * 1024 * 1024,
+      requestTimeoutMs: 0, resources: { cpus: 1, gpus: 0, memory: 0 }, userConfig: undefined,
+      healthCheckPeriodMs: 10_000, healthCheckTimeoutMs: 30_000, gracefulShutdownTimeoutMs: 20_000,
+    });
+  });
+
+  it('keeps the values it is given', () => {
+    const c = compileDeploymentOptions({ name: 'm2', numReplicas: 3, maxOngoingRequests: 8, resources: { cpus: 0.5, gpus: 0.25, memory: 1 << 30 }, userConfig: { a: 1 } }, 'Model');
+    expect(c).toMatchObject({ name: 'm2', numReplicas: 3, maxOngoingRequests: 8, resources: { cpus: 0.5, gpus: 0.25, memory: 1 << 30 }, userConfig: { a: 1 } });
+    expect(compileDeploymentOptions({ resources: { gpus: 2 } }, 'M').resources.gpus).toBe(2);
+  });
+
+  // numReplicas 0 is accepted on purpose: the controller supports scaling a deployment to zero.
+  it('accepts numReplicas 0', () => {
+    expect(compileDeploymentOptions({ numReplicas: 0 }, 'M').numReplicas).toBe(0);
+  });
+
+  it.each<[string, DeploymentOptions | Record<string, unknown>, string, string]>([
+    ['numReplicas -1', { numReplicas: -1 }, 'deployment.numReplicas', 'must be between 0 and 10000 (got -1)'],
+    ['numReplicas 1.5', { numReplicas: 1.5 }, 'deployment.numReplicas', 'must be an integer (got 1.5)'],
+    ['numReplicas "2"', { numReplicas: '2' }, 'deployment.numReplicas', 'must be an integer (got "2")'],
+    ['numReplicas NaN', { numReplicas: Number.NaN }, 'deployment.numReplicas', 'must be an integer'],
+    ['maxOngoingRequests 0', { maxOngoingRequests: 0 }, 'deployment.maxOngoingRequests', 'must be between 1 and'],
+    ['maxQueuedRequests -1', { maxQueuedRequests: -1 }, 'deployment.maxQueuedRequests', 'must be between 0 and'],
+    ['requestTimeoutMs 1.5', { requestTimeoutMs: 1.5 }, 'deployment.requestTimeoutMs', 'must be an integer'],
+    ['healthCheckPeriodMs 0', { healthCheckPeriodMs: 0 }, 'deployment.healthCheckPeriodMs', 'must be between 1 and'],
+    ['resources.gpus -1', { resources: { gpus: -1 } }, 'deployment.resources.gpus', 'must be >= 0 (got -1)'],
+    ['resources.gpus 1.5', { resources: { gpus: 1.5 } }, 'deployment.resources.gpus', 'above 1 must be a whole number (got 1.5)'],
+    ['resources.gpus Infinity', { resources: { gpus: Infinity } }, 'deployment.resources.gpus', 'must be a finite number'],
+    ['resources.cpus -0.5', { resources: { cpus: -0.5 } }, 'deployment.resources.cpus', 'must be >= 0'],
+    ['resources.memory 1.5', { resources: { memory: 1.5 } }, 'deployment.resources.memory', 'must be an integer'],
+    ['resources 5', { resources: 5 }, 'deployment.resources', 'must be an object (got 5)'],
+    ['an unknown resource', { resources: { tpus: 1 } }, 'deployment.resources.tpus', 'is not a resource (cpus, gpus, memory)'],
+    ['an unknown key', { numReplica: 2 }, 'deployment.numReplica', 'is not a deployment option'],
+    ['another unknown key', { replicas: 2, name: 'ok' }, 'deployment.replicas', 'is not a deployment option'],
+    ['a bad name', { name: '1abc' }, 'deployment.name', 'must be 1-128 characters'],
+    ['an empty name', { name: '' }, 'deployment.name', 'must be 1-128 characters'],
+  ])('rejects %s, naming the option', (_what, input, path, problem) => {
+    const err = errorFor(input);
+    expect(err.code).toBe('ERR_INVALID_OPTION');
+    expect(err.httpStatus).toBe(400);
+    expect(err.message).toContain(`invalid option ${path}: `);
+    expect(err.message).toContain(problem);
+    expect(err.details).toEqual({ path });
+  });
+
+  it('rejects a non-object', () => {
+    expect(errorFor(null).message).toContain('invalid option deployment: must be an object');
+    expect(errorFor(5).message).toContain('invalid option deployment: must be an object');
+  });
+
+  it('names the full path given by the caller', () => {
+    let err: unknown;
+    try { compileDeploymentOptions({ numReplicas: -1 }, 'M', 'app.deployments.Model'); } catch (e) { err = e; }
+    expect((err as Error).message).toContain('invalid option app.deployments.Model.numReplicas');
+  });
+});

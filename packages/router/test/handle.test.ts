@@ -1,0 +1,107 @@
+import { describe, expect, it } from 'vitest';
+import { CancelledError, InvalidOptionError, type Handle } from '@shoal/core';
+import { createHandle } from '../src/index.ts';
+import { entry, errorOf, flush, rig, track } from './fakes.ts';
+
+class Model {
+  predict(x: number): number { return x * 2; }
+  async embed(s: string): Promise<number[]> { return [s.length]; }
+}
+
+const KEY = 'app/Model';
+
+/** Handles compute deadlines from Date.now(), so this router's wall clock is the real one; its timers stay fake. */
+function handleRig(opts: { requestTimeoutMs?: number; inheritedDeadline?: number; inheritedSignal?: AbortSignal } = {}) {
+  const r = rig({ wallNow: Date.now });
+  r.routes({ [KEY]: entry([['r1', 'w1']], { requestTimeoutMs: opts.requestTimeoutMs ?? 0 }) });
+  const handle = createHandle<Model>({
+    router: r.router, key: KEY, methods: ['embed', 'predict'],
+    inheritedDeadline: () => opts.inheritedDeadline, inheritedSignal: () => opts.inheritedSignal,
+  });
+  return { ...r, handle };
+}
+
+describe('createHandle', () => {
+  it('turns handle.method(...args) into a router call and returns the value', async () => {
+    const { handle, transport } = handleRig();
+    const p = handle.predict(21);
+    await flush();
+    expect(transport.sent[0]!.message).toMatchObject({ t: 'call', replicaId: 'r1', method: 'predict', args: [21] });
+    expect(transport.sent[0]!.message).not.toHaveProperty('deadline', expect.any(Number));
+    transport.sent[0]!.answer(42);
+    expect(await p).toBe(42);
+  });
+
+  it('throws a TypeError naming the method and the ones that exist for an unknown method', () => {
+    const { handle } = handleRig();
+    expect(() => (handle as unknown as Record<string, unknown>).nope).toThrow(TypeError);
+    expect(() => (handle as unknown as Record<string, unknown>).nope).toThrow('deployment "app/Model" has no method "nope" (it has: embed, predict)');
+  });
+
+  it('is not a thenable, so it can be returned from async code', async () => {
+    const { handle } = handleRig();
+    const same = await Promise.resolve(handle);
+    expect(same).toBe(handle);
+  });
+
+  it('withOptions applies a timeout as an absolute deadline', async () => {
+    const { handle, transport } = handleRig();
+    const before = Date.now();
+    void handle.withOptions({ timeoutMs: 5000, priority: 2 }).predict(1);
+    const after = Date.now();
+    await flush();
+    const m = transport.sent[0]!.message as { deadline: number; priority: number };
+    expect(m.priority).toBe(2);
+    expect(m.deadline).toBeGreaterThanOrEqual(before + 5000);
+    expect(m.deadline).toBeLessThanOrEqual(after + 5000);
+  });
+
+  it('falls back to the deployment\'s requestTimeoutMs, and takes the earlier of its own and the inherited deadline', async () => {
+    const inherited = Date.now() + 1000;
+    const a = handleRig({ requestTimeoutMs: 60_000 });
+    void a.handle.predict(1);
+    await flush();
+    expect((a.transport.sent[0]!.message as { deadline: number }).deadline).toBeGreaterThan(Date.now() + 50_000);
+
+    const b = handleRig({ inheritedDeadline: inherited, requestTimeoutMs: 60_000 });
+    void b.handle.withOptions({ timeoutMs: 60_000 }).predict(1);
+    void b.handle.predict(2);
+    await flush();
+    expect(b.transport.sent.map((s) => (s.message as { deadline: number }).deadline)).toEqual([inherited, inherited]);
+  });
+
+  it.each([0, -1, Number.NaN, Infinity])('rejects timeoutMs=%s with InvalidOptionError', async (timeoutMs) => {
+    const { handle, transport } = handleRig();
+    const err = await handle.withOptions({ timeoutMs }).predict(1).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(InvalidOptionError);
+    expect((err as Error).message).toContain('timeoutMs');
+    expect(transport.sent).toHaveLength(0);
+  });
+
+  it('cancels a call when either its own signal or the inherited one aborts', async () => {
+    const inheritedAc = new AbortController();
+    const { handle, transport } = handleRig({ inheritedSignal: inheritedAc.signal });
+    const own = new AbortController();
+    const t1 = track(handle.withOptions({ signal: own.signal }).predict(1));
+    const t2 = track(handle.predict(2));
+    await flush();
+    own.abort();
+    await flush();
+    expect(errorOf(t1)).toBeInstanceOf(CancelledError);
+    expect(t2.outcome).toBeUndefined();
+    inheritedAc.abort();
+    await flush();
+    expect(errorOf(t2)).toBeInstanceOf(CancelledError);
+    expect(transport.sent.map((s) => s.cancels)).toEqual([1, 1]);
+  });
+
+  it('has the types of the deployment\'s methods, with results wrapped in a promise', () => {
+    const { handle } = handleRig();
+    const check = (h: Handle<Model>): void => {
+      const p: Promise<number> = h.predict(1);
+      const q: Promise<number[]> = h.embed('x');
+      void p.catch(() => {}); void q.catch(() => {});
+    };
+    check(handle);
+  });
+});
