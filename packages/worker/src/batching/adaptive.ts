@@ -1,19 +1,19 @@
 /**
  * Adaptive batching: learns the model's batch-latency curve online and picks the effective max batch size and
- * wait that keep p99 latency (queue wait + service) within an objective at the best throughput.
+ * wait that keep a latency percentile (queue wait + service, e.g. p99) within an objective at the best throughput.
  *
  * The core is Clipper's AIMD on batch size (additive increase while the objective holds, multiplicative decrease
- * on a violation), with three changes that make it converge where plain AIMD on end-to-end latency does not:
+ * on a violation), with changes that make it converge where plain AIMD on end-to-end latency does not:
  *  1. Slow start (as TCP): the size doubles until the first violation, then grows by one.
  *  2. Window validation (as TCP's cwnd validation): the size only grows while it is binding, i.e. batches were
  *     full or left items behind. A lightly loaded replica never inflates a limit it does not use.
- *  3. Backlog awareness: a violation while batches are full and items are left behind is a throughput problem
- *     (the queue grows), and shrinking batches would make it worse when batching pays; then the size grows up to
- *     the feasible cap instead. A violation with spare room is a batch-size problem and shrinks it.
+ *  3. Cause of a violation: when batching pays, a violation with full batches is queueing (smaller batches would
+ *     lower throughput and lengthen the queue), so the size grows up to the feasible cap; one with batches not
+ *     full is time spent waiting, so the wait shrinks (AIMD on a wait scale). Only when batching does not pay
+ *     does the size shrink.
  * The learned curve (EWMA of service time per batch size, plus a weighted linear fit service(b) = a + b*slope)
- * gives a feasibility cap (largest b whose service fits half the objective: an item may wait for one running
- * batch and then run in its own) and decides whether batching pays at all: if per-item time does not fall with
- * batch size (a ~ 0), waiting only adds latency, so the wait drops to 0.
+ * gives a feasibility cap (largest b whose service alone fits the objective) and decides whether batching pays
+ * at all: if per-item time does not fall with batch size (a ~ 0), waiting only adds latency, so the wait is 0.
  */
 import type { LatencyObjective } from './options.ts';
 
@@ -42,8 +42,8 @@ export interface EffectiveBatchLimits {
 export interface AdaptiveSnapshot extends EffectiveBatchLimits {
   readonly phase: 'slow-start' | 'steady';
   readonly batchingPays: BatchingPays;
-  /** p99 latency of the last decision window; undefined before the first decision. */
-  readonly lastP99Ms: number | undefined;
+  /** Latency at the objective's percentile over the last decision window; undefined before the first decision. */
+  readonly lastTailMs: number | undefined;
   readonly decisions: number;
   /** Learned service time per batch size. */
   readonly curve: ReadonlyArray<{ size: number; serviceMs: number; samples: number }>;
@@ -53,6 +53,8 @@ export interface AdaptiveSnapshot extends EffectiveBatchLimits {
 const MIN_BATCHING_GAIN = 1.15;
 /** EWMA weight of a new service-time sample once a size has a few samples (earlier ones average evenly). */
 const EWMA_ALPHA = 0.2;
+/** Additive step of the wait scale per decision that met the objective. */
+const WAIT_SCALE_STEP = 0.1;
 /** Bound on latency samples kept for one decision window. */
 const MAX_WINDOW_SAMPLES = 4096;
 /** A size's samples count at most this much in the linear fit, so one hot size does not drown the others. */
@@ -71,7 +73,12 @@ export class AdaptiveBatchController {
   private phase: 'slow-start' | 'steady' = 'slow-start';
   private currentEpoch = 0;
   private decisions = 0;
-  private lastP99Ms: number | undefined;
+  private lastTailMs: number | undefined;
+  /** Mean size of the last decision window's batches. */
+  private typicalSize: number | undefined;
+  private windowSizeSum = 0;
+  /** Fraction of the objective's slack spent waiting for a batch to fill; AIMD like the size. */
+  private waitScale = 1;
   private readonly curve = new Map<number, CurvePoint>();
   private window: number[] = [];
   private windowBatches = 0;
@@ -113,6 +120,7 @@ export class AdaptiveBatchController {
     }
     this.windowBatches++;
     this.windowMaxSize = Math.max(this.windowMaxSize, obs.size);
+    this.windowSizeSum += obs.size;
     if (obs.size >= this.size || obs.backlog > 0) this.windowLimited++;
     if (this.windowBatches >= this.objective.windowBatches) this.decide();
   }
@@ -123,7 +131,7 @@ export class AdaptiveBatchController {
       maxWaitMs: this.waitMs,
       phase: this.phase,
       batchingPays: this.batchingPays(),
-      lastP99Ms: this.lastP99Ms,
+      lastTailMs: this.lastTailMs,
       decisions: this.decisions,
       curve: [...this.curve.entries()].sort(([a], [b]) => a - b).map(([size, p]) => ({ size, serviceMs: p.serviceMs, samples: p.samples })),
     };
@@ -162,26 +170,31 @@ export class AdaptiveBatchController {
   }
 
   private decide(): void {
-    const p99 = quantile(this.window, 0.99);
-    this.lastP99Ms = p99;
+    const tail = quantile(this.window, this.objective.percentile / 100);
+    this.lastTailMs = tail;
     this.decisions++;
+    this.typicalSize = this.windowSizeSum / this.windowBatches;
     const cap = Math.min(this.limits.maxBatchSize, this.feasibleCap());
     const pays = this.batchingPays();
     const limited = this.windowLimited * 2 >= this.windowBatches;
-    if (p99 !== undefined && p99 > this.objective.p99Ms) {
-      if (limited && pays !== 'no' && this.size < cap) {
-        this.grow(cap);
-      } else if (!limited || pays === 'no') {
-        // Shrink from what was actually used; the limit may be far above the batches that formed.
+    if (tail !== undefined && tail > this.objective.ms) {
+      this.phase = 'steady';
+      if (pays === 'no') {
+        // Without a batching gain a big batch only delays its first items: shrink from what was actually used
+        // (the limit may be far above the batches that formed).
         const used = Math.min(this.size, this.windowMaxSize);
         this.size = Math.max(1, Math.floor(used * this.objective.decreaseFactor));
-        this.phase = 'steady';
+      } else if (limited) {
+        // Queueing: smaller batches would lower throughput and lengthen the queue. At the cap nothing here helps;
+        // shedding load is the queue bounds' job.
+        if (this.size < cap) this.grow(cap);
       } else {
-        // Throughput-bound at the largest feasible size: nothing here helps; shedding is for queue bounds.
-        this.phase = 'steady';
+        // Batches are not full, so the time spent waiting for them is what to cut.
+        this.waitScale *= this.objective.decreaseFactor;
       }
-    } else if (this.windowLimited > 0) {
-      this.grow(cap);
+    } else {
+      if (this.windowLimited > 0) this.grow(cap);
+      this.waitScale = Math.min(1, this.waitScale + WAIT_SCALE_STEP);
     }
     this.size = Math.max(1, Math.min(this.size, cap));
     this.waitMs = this.chooseWait();
@@ -194,9 +207,14 @@ export class AdaptiveBatchController {
     this.size = Math.min(next, cap);
   }
 
-  /** Largest size whose predicted service time fits half the objective (unknown sizes are allowed, to explore). */
+  /**
+   * Largest size whose predicted service time alone fits the objective. A tighter cap would split a backlog into
+   * more batches and serve it later, which a burst's tail pays for. Where not even one item fits, the objective
+   * cannot be met by sizing, so batches may take up to twice a single item's time, for throughput.
+   */
   private feasibleCap(): number {
-    const budget = this.objective.p99Ms / 2;
+    const single = this.predictServiceMs(1);
+    const budget = Math.max(this.objective.ms, 2 * (single ?? 0));
     let cap = 1;
     for (let b = 1; b <= this.limits.maxBatchSize; b++) {
       const predicted = this.predictServiceMs(b);
@@ -206,11 +224,17 @@ export class AdaptiveBatchController {
     return cap;
   }
 
+  /**
+   * Wait only while batching pays, and only as long as the objective leaves room for after a running batch and
+   * this item's own (waitScale, AIMD, trims it when waiting itself breaks the objective).
+   */
   private chooseWait(): number {
     if (this.batchingPays() === 'no') return 0;
-    const service = this.predictServiceMs(this.size) ?? 0;
-    const slack = this.objective.p99Ms - 2 * service;
-    return Math.max(0, Math.min(this.limits.maxWaitMs, slack));
+    // Sized on the batches that actually form (the cap is only reached under a backlog, when nobody waits).
+    const typical = this.typicalSize === undefined ? this.size : Math.max(1, Math.round(this.typicalSize));
+    const service = this.predictServiceMs(Math.min(this.size, typical)) ?? 0;
+    const slack = this.objective.ms - 2 * service;
+    return Math.max(0, Math.min(this.limits.maxWaitMs, slack) * this.waitScale);
   }
 
   /** Weighted least squares of service time on batch size; needs two distinct sizes. */
@@ -246,6 +270,7 @@ export class AdaptiveBatchController {
     this.windowBatches = 0;
     this.windowLimited = 0;
     this.windowMaxSize = 0;
+    this.windowSizeSum = 0;
   }
 }
 

@@ -12,17 +12,26 @@ import {
 import { AdaptiveBatchController, type AdaptiveSnapshot, type EffectiveBatchLimits } from './adaptive.ts';
 import { systemClock, type Clock, type TimerHandle } from './clock.ts';
 import { ItemError } from './item-error.ts';
-import { compileBatchOptions, type BatchOptions, type CompiledBatchOptions } from './options.ts';
+import { compileBatchOptions, mergeBatchOptions, type BatchOptions, type CompiledBatchOptions } from './options.ts';
 import { PendingQueue, type GroupView, type QueueNode } from './pending-queue.ts';
 
 export interface SubmitOptions {
-  /** Priority level, 0 the highest. @default options.defaultPriority */
+  /** Priority level in [0, priorityLevels - 1]; higher is dequeued first. @default options.defaultPriority */
   priority?: number;
-  /** Absolute time on the queue's clock after which the caller gets DeadlineExceededError, queued or running. */
+  /**
+   * Absolute time on the queue's clock (Date.now() ms with the default clock) after which the caller gets
+   * DeadlineExceededError, whether queued or running; a running item's signal is aborted.
+   * @default undefined (none)
+   */
   deadlineMs?: number;
+  /** This request's queue timeout, overriding options.queueTimeoutMs; options.timeoutAction applies. @default options.queueTimeoutMs */
+  queueTimeoutMs?: number;
   /** Aborting it cancels the item: removed at once if queued, its batch signal aborted if running. */
   signal?: AbortSignal;
-  /** Dims after the batch dim, e.g. "3x48x320". Only items with equal keys (or padded buckets) share a batch. @default '' */
+  /**
+   * Dims after the batch dim, e.g. "3x48x320" (see shapeKeyOf). Only items with equal keys (or padded buckets)
+   * share a batch. @default options.shapeOf(item), else ''
+   */
   shapeKey?: string;
 }
 
@@ -44,17 +53,21 @@ export interface BatchContext {
  * Runs one batch. Must return one result per item, in order; an {@link ItemError} at an index fails only that
  * item. A throw or rejection fails every item of the batch with that error.
  */
-export type BatchFunction<I, O> = (items: I[], ctx: BatchContext) => Promise<Array<O | ItemError>>;
+export type BatchFunction<I, O> = (items: I[], ctx: BatchContext) => Promise<Array<O | ItemError>> | Array<O | ItemError>;
 
 export type BatchQueueState = 'open' | 'closing' | 'closed';
 
+/** Gauges and counters of one queue. Every gauge returns to 0 when the queue is idle, whatever was cancelled. */
 export interface BatchQueueStats {
   readonly state: BatchQueueState;
   /** Items waiting in the queue. */
   readonly queued: number;
+  /** Queued items per priority level (index = priority). */
   readonly queuedByPriority: readonly number[];
+  /** Items in running batches (one whose caller cancelled stays counted until its batch returns). */
+  readonly running: number;
   readonly runningBatches: number;
-  /** Items in running batches (a caller that cancels while running stays counted until its batch returns). */
+  /** Callers still waiting for an answer, queued or running: what a maxOngoingRequests bound counts. */
   readonly inFlight: number;
   /** Dispatched batches per batch size. */
   readonly batchSizeCounts: Readonly<Record<number, number>>;
@@ -83,6 +96,8 @@ interface Entry<I, O> {
   readonly priority: number;
   readonly enqueuedAt: number;
   readonly deadlineMs: number | undefined;
+  /** The submit's own queue timeout; undefined follows the options. */
+  readonly queueTimeoutMs: number | undefined;
   readonly signal: AbortSignal | undefined;
   readonly resolve: (value: O) => void;
   readonly reject: (err: unknown) => void;
@@ -100,8 +115,11 @@ export class BatchQueue<I, O> {
   private adaptive: AdaptiveBatchController | undefined;
   private pending: PendingQueue<Entry<I, O>>;
   private lifecycle: BatchQueueState = 'open';
-  private running = 0;
-  private inFlight = 0;
+  private runningBatches = 0;
+  private runningItems = 0;
+  private unsettled = 0;
+  /** Mean service time of recent batches, for the Retry-After estimate of a full queue. */
+  private serviceEwmaMs: number | undefined;
   private nextBatchId = 1;
   private pumpScheduled = false;
   private waitTimer: TimerHandle | undefined;
@@ -112,23 +130,29 @@ export class BatchQueue<I, O> {
   };
   private readonly idleWaiters: Array<() => void> = [];
   private readonly label: string;
+  private readonly clock: Clock;
 
   /**
-   * @param options raw or compiled batch options (compiled here; throws InvalidOptionError)
+   * @param options raw or compiled batch options (compiled here; throws InvalidOptionError naming `batch.<field>`)
    * @param runBatch the batch function
-   * @param clock time source; tests pass a FakeClock
-   * @param name used in error messages, e.g. the deployment name
+   * @param env.clock time source; tests pass a FakeClock. @default systemClock (Date.now()-compatible ms)
+   * @param env.name used in error messages, e.g. the deployment and method name
    */
   constructor(
     options: BatchOptions<I> | CompiledBatchOptions<I> | undefined,
     private readonly runBatch: BatchFunction<I, O>,
-    private readonly clock: Clock = systemClock,
-    name?: string,
+    env: { clock?: Clock; name?: string } = {},
   ) {
     this.options = compileBatchOptions(options);
+    this.clock = env.clock ?? systemClock;
     this.adaptive = this.makeController(undefined);
     this.pending = new PendingQueue(this.options.priorityLevels);
-    this.label = name === undefined ? '' : ` for ${JSON.stringify(name)}`;
+    this.label = env.name === undefined ? '' : ` for ${JSON.stringify(env.name)}`;
+  }
+
+  /** The options in force, compiled. */
+  get config(): CompiledBatchOptions<I> {
+    return this.options;
   }
 
   get state(): BatchQueueState {
@@ -153,12 +177,14 @@ export class BatchQueue<I, O> {
   }
 
   /**
-   * Applies new options at run time. Queued items are kept (regrouped and reprioritised under the new options);
-   * a smaller maxQueueSize keeps the items already queued and refuses new ones until below it. Throws
-   * InvalidOptionError, changing nothing, if the options are bad.
+   * Changes options at run time: `change` is merged over the options in force (a key set to `undefined` goes back
+   * to its default). Queued items are kept, regrouped and reprioritised under the new options, and their queue
+   * timeouts re-armed from their arrival; running batches are untouched. A smaller maxQueueSize keeps the items
+   * already queued and refuses new ones until below it. The adaptive controller keeps its learned curve.
+   * Throws InvalidOptionError, changing nothing, if the result is invalid.
    */
-  reconfigure(input: BatchOptions<I> | CompiledBatchOptions<I>): void {
-    const next = compileBatchOptions(input);
+  reconfigure(change: BatchOptions<I>): void {
+    const next = mergeBatchOptions(this.options, change);
     const nodes = this.pending.drain();
     this.options = next;
     this.adaptive = this.makeController(this.adaptive);
@@ -170,6 +196,7 @@ export class BatchQueue<I, O> {
       try {
         groupKey = this.groupKeyOf(entry.shapeKey);
       } catch (err) {
+        // The new pad.bucket refuses a shape the old options accepted: only that caller fails.
         this.finish(entry, 'failed', err);
         continue;
       }
@@ -203,9 +230,10 @@ export class BatchQueue<I, O> {
     return {
       state: this.lifecycle,
       queued: this.pending.size,
-      queuedByPriority: this.pending.sizeByLevel(),
-      runningBatches: this.running,
-      inFlight: this.inFlight,
+      queuedByPriority: this.pending.sizeByLevel().reverse(),
+      running: this.runningItems,
+      runningBatches: this.runningBatches,
+      inFlight: this.unsettled,
       batchSizeCounts: Object.fromEntries([...this.sizeCounts].sort(([a], [b]) => a - b)),
       totals: { ...this.totals },
       effective: this.effective,
@@ -215,12 +243,15 @@ export class BatchQueue<I, O> {
 
   private enqueue(item: I, opts: SubmitOptions): Promise<O> {
     if (this.lifecycle !== 'open') throw new IllegalStateError(`batch queue${this.label} is ${this.lifecycle}; submit refused`);
-    const { priority = this.options.defaultPriority, deadlineMs, signal, shapeKey = '' } = opts;
+    const { priority = this.options.defaultPriority, deadlineMs, queueTimeoutMs, signal } = opts;
     if (!Number.isInteger(priority) || priority < 0 || priority >= this.options.priorityLevels) {
-      throw new InvalidOptionError('submit.priority', `must be an integer in [0, ${this.options.priorityLevels - 1}] (0 is the highest)`, priority);
+      throw new InvalidOptionError('submit.priority', `must be an integer in [0, ${this.options.priorityLevels - 1}] (higher is served first)`, priority);
     }
     if (deadlineMs !== undefined && (typeof deadlineMs !== 'number' || Number.isNaN(deadlineMs))) throw new InvalidOptionError('submit.deadlineMs', 'must be a number', deadlineMs);
-    if (typeof shapeKey !== 'string') throw new InvalidOptionError('submit.shapeKey', 'must be a string', shapeKey);
+    if (queueTimeoutMs !== undefined && (typeof queueTimeoutMs !== 'number' || !(queueTimeoutMs > 0))) {
+      throw new InvalidOptionError('submit.queueTimeoutMs', 'must be a number > 0', queueTimeoutMs);
+    }
+    const shapeKey = this.shapeKeyOf(item, opts.shapeKey);
     this.totals.submitted++;
     const now = this.clock.now();
     if (signal?.aborted === true) {
@@ -234,7 +265,11 @@ export class BatchQueue<I, O> {
     const queued = this.pending.size;
     if (queued >= this.options.maxQueueSize) {
       this.totals.rejectedQueueFull++;
-      throw new QueueFullError(`batch queue full${this.label}: queued=${queued}, maxQueueSize=${this.options.maxQueueSize}`, { queued, maxQueueSize: this.options.maxQueueSize });
+      const retryAfterMs = this.retryAfterEstimateMs();
+      throw new QueueFullError(
+        `batch queue full${this.label}: queued=${queued}, maxQueueSize=${this.options.maxQueueSize}`,
+        retryAfterMs === undefined ? { queued, maxQueueSize: this.options.maxQueueSize } : { queued, maxQueueSize: this.options.maxQueueSize, retryAfterMs },
+      );
     }
     const groupKey = this.groupKeyOf(shapeKey);
 
@@ -245,10 +280,11 @@ export class BatchQueue<I, O> {
       reject = rej;
     });
     const entry: Entry<I, O> = {
-      item, shapeKey, priority, enqueuedAt: now, deadlineMs: Number.isFinite(deadlineMs) ? deadlineMs : undefined, signal, resolve, reject,
+      item, shapeKey, priority, enqueuedAt: now, deadlineMs: Number.isFinite(deadlineMs) ? deadlineMs : undefined, queueTimeoutMs, signal, resolve, reject,
       state: 'queued', node: undefined, timeoutTimer: undefined, deadlineTimer: undefined, onAbort: undefined, run: undefined,
     };
     entry.node = this.pending.add(entry, groupKey, this.levelOf(priority), now);
+    this.unsettled++;
     this.armQueueTimeout(entry);
     if (entry.deadlineMs !== undefined) entry.deadlineTimer = this.clock.setTimeout(() => this.onDeadline(entry), entry.deadlineMs - now);
     if (signal !== undefined) {
@@ -257,6 +293,23 @@ export class BatchQueue<I, O> {
     }
     this.schedulePump();
     return promise;
+  }
+
+  private shapeKeyOf(item: I, given: unknown): string {
+    if (given !== undefined) {
+      if (typeof given !== 'string') throw new InvalidOptionError('submit.shapeKey', 'must be a string', given);
+      return given;
+    }
+    const shapeOf = this.options.shapeOf;
+    if (shapeOf === undefined) return '';
+    let key: unknown;
+    try {
+      key = shapeOf(item);
+    } catch (err) {
+      throw Object.assign(new ShapeMismatchError(`shapeOf failed${this.label}: ${err instanceof Error ? err.message : String(err)}`), { cause: err });
+    }
+    if (typeof key !== 'string') throw new ShapeMismatchError(`shapeOf returned ${describe(key)}${this.label}; expected a string shape key`);
+    return key;
   }
 
   private groupKeyOf(shapeKey: string): string {
@@ -272,9 +325,19 @@ export class BatchQueue<I, O> {
     return bucket;
   }
 
+  /** The PendingQueue level (0 served first) of a priority (higher served first). */
   private levelOf(priority: number): number {
-    // After priorityLevels shrinks, items asked for a level that no longer exists go to the lowest one.
-    return Math.min(priority, this.options.priorityLevels - 1);
+    // After priorityLevels shrinks, an item asked for a level that no longer exists goes to the highest one left.
+    const levels = this.options.priorityLevels;
+    return levels - 1 - Math.min(priority, levels - 1);
+  }
+
+  /** How long until the queue has likely room again: the batches ahead of a new item times their service time. */
+  private retryAfterEstimateMs(): number | undefined {
+    if (this.serviceEwmaMs === undefined) return undefined;
+    const { maxBatchSize } = this.effective;
+    const rounds = Math.ceil(Math.max(1, this.pending.size - this.options.maxQueueSize + 1) / maxBatchSize / this.options.maxConcurrentBatches);
+    return Math.max(1, Math.ceil(rounds * this.serviceEwmaMs));
   }
 
   private makeController(previous: AdaptiveBatchController | undefined): AdaptiveBatchController | undefined {
@@ -289,7 +352,7 @@ export class BatchQueue<I, O> {
   private armQueueTimeout(entry: Entry<I, O>): void {
     if (entry.timeoutTimer !== undefined) this.clock.clearTimeout(entry.timeoutTimer);
     entry.timeoutTimer = undefined;
-    const timeoutMs = this.options.queueTimeoutMs;
+    const timeoutMs = entry.queueTimeoutMs ?? this.options.queueTimeoutMs;
     if (timeoutMs === undefined) return;
     entry.timeoutTimer = this.clock.setTimeout(() => this.onQueueTimeout(entry), entry.enqueuedAt + timeoutMs - this.clock.now());
   }
@@ -297,7 +360,7 @@ export class BatchQueue<I, O> {
   private onQueueTimeout(entry: Entry<I, O>): void {
     entry.timeoutTimer = undefined;
     if (entry.state !== 'queued' || entry.node === undefined) return;
-    const timeoutMs = this.options.queueTimeoutMs ?? 0;
+    const timeoutMs = entry.queueTimeoutMs ?? this.options.queueTimeoutMs ?? 0;
     if (this.options.timeoutAction === 'DELAY') {
       this.pending.delay(entry.node);
       this.totals.delayed++;
@@ -352,6 +415,7 @@ export class BatchQueue<I, O> {
     if (entry.onAbort !== undefined) entry.signal?.removeEventListener('abort', entry.onAbort);
     entry.onAbort = undefined;
     this.totals[outcome]++;
+    this.unsettled--;
     if (outcome === 'succeeded') {
       entry.resolve(result as O);
       return;
@@ -375,7 +439,7 @@ export class BatchQueue<I, O> {
     if (this.lifecycle !== 'open') return;
     const now = this.clock.now();
     let nextReadyAt = Infinity;
-    while (this.running < this.options.maxConcurrentBatches && this.pending.size > 0) {
+    while (this.runningBatches < this.options.maxConcurrentBatches && this.pending.size > 0) {
       let best: { view: GroupView; size: number } | undefined;
       nextReadyAt = Infinity;
       for (const view of this.pending.groupViews()) {
@@ -389,7 +453,7 @@ export class BatchQueue<I, O> {
       if (best === undefined) break;
       this.dispatch(best.view.key, best.size, now);
     }
-    if (this.running >= this.options.maxConcurrentBatches || this.pending.size === 0) nextReadyAt = Infinity;
+    if (this.runningBatches >= this.options.maxConcurrentBatches || this.pending.size === 0) nextReadyAt = Infinity;
     this.armWaitTimer(nextReadyAt, now);
   }
 
@@ -453,8 +517,8 @@ export class BatchQueue<I, O> {
       else signal.addEventListener('abort', onItemAbort, { once: true });
     }
     let answered = false;
-    this.running++;
-    this.inFlight += size;
+    this.runningBatches++;
+    this.runningItems += size;
     try {
       const shapeKeys = entries.map((entry) => entry.shapeKey);
       let items = entries.map((entry) => entry.item);
@@ -478,13 +542,15 @@ export class BatchQueue<I, O> {
     } catch (err) {
       for (const entry of entries) this.finish(entry, 'failed', err);
     } finally {
-      this.running--;
-      this.inFlight -= size;
+      this.runningBatches--;
+      this.runningItems -= size;
       for (const signal of signals) signal.removeEventListener('abort', onItemAbort);
       for (const entry of entries) entry.run = undefined;
-      if (answered && this.adaptive !== undefined) {
+      if (answered) {
         const end = this.clock.now();
-        this.adaptive.observe({ size, serviceMs: end - dispatchedAt, latenciesMs: entries.map((entry) => end - entry.enqueuedAt), backlog, epoch });
+        const serviceMs = end - dispatchedAt;
+        this.serviceEwmaMs = this.serviceEwmaMs === undefined ? serviceMs : this.serviceEwmaMs + 0.2 * (serviceMs - this.serviceEwmaMs);
+        this.adaptive?.observe({ size, serviceMs, latenciesMs: entries.map((entry) => end - entry.enqueuedAt), backlog, epoch });
       }
       if (this.lifecycle === 'open') this.schedulePump();
       else this.settleIfIdle();
@@ -492,7 +558,7 @@ export class BatchQueue<I, O> {
   }
 
   private settleIfIdle(): void {
-    if (this.lifecycle !== 'closing' || this.running > 0) return;
+    if (this.lifecycle !== 'closing' || this.runningBatches > 0) return;
     this.lifecycle = 'closed';
     for (const resolve of this.idleWaiters.splice(0)) resolve();
   }

@@ -3,18 +3,10 @@
  * tests drive time with {@link FakeClock} and never sleep.
  */
 
-declare const timerHandleBrand: unique symbol;
-/** Opaque handle returned by {@link Clock.setTimeout}; only meaningful to the clock that made it. */
-export type TimerHandle = { readonly [timerHandleBrand]: true };
+import type { Clock, TimerHandle } from '@shoal/core';
 
-export interface Clock {
-  /** Milliseconds on this clock's time line. Deadlines given to the batcher are absolute times on it. */
-  now(): number;
-  /** Calls `fn` once, `ms` milliseconds from now (negative or NaN means as soon as possible). */
-  setTimeout(fn: () => void, ms: number): TimerHandle;
-  /** Cancels a timer; a handle that already fired or was cleared is ignored. */
-  clearTimeout(handle: TimerHandle): void;
-}
+// The batcher takes core's Clock, so the replica host can hand it the same clock as the rest of the worker.
+export type { Clock, TimerHandle };
 
 /**
  * The real clock. `now()` is epoch milliseconds read from the monotonic clock (timeOrigin + performance.now()),
@@ -23,7 +15,12 @@ export interface Clock {
  */
 export const systemClock: Clock = {
   now: () => performance.timeOrigin + performance.now(),
-  setTimeout: (fn, ms) => setTimeout(fn, Number.isFinite(ms) && ms > 0 ? ms : 0) as unknown as TimerHandle,
+  setTimeout: (fn, ms) => {
+    const timer = setTimeout(fn, Number.isFinite(ms) && ms > 0 ? ms : 0);
+    // A queued request's timers must not keep a draining process alive; the pending promises say what is left.
+    timer.unref();
+    return timer as unknown as TimerHandle;
+  },
   clearTimeout: (handle) => clearTimeout(handle as unknown as NodeJS.Timeout),
 };
 
@@ -34,7 +31,8 @@ interface FakeTimer {
 }
 
 /**
- * A manual clock for tests. Time moves only in {@link advance} / {@link advanceAsync}, which fire due timers in
+ * A manual clock for tests (core's FakeClock plus {@link advanceAsync} and {@link sleep}, which async batch
+ * functions need). Time moves only in {@link advance} / {@link advanceAsync}, which fire due timers in
  * order of due time (ties in creation order) with `now()` set to each timer's due time while it runs. Timers
  * that a firing timer schedules inside the advanced window fire in the same call.
  */

@@ -18,7 +18,7 @@ export class ItemError {
 }
 Object.defineProperty(ItemError.prototype, BRAND, { value: true });
 
-/** Marks one item of a batch as failed: `return items.map((x) => ok(x) ? run(x) : failItem(new Error('bad')))`. */
-export function failItem(error: unknown): ItemError {
+/** Marks one item of a batch as failed: `return items.map((x) => ok(x) ? run(x) : itemError(new Error('bad')))`. */
+export function itemError(error: unknown): ItemError {
   return new ItemError(error);
 }

@@ -28,15 +28,20 @@ export interface PadOptions<I = unknown> {
 
 /** Turns on adaptive batching: the batcher learns the model's latency curve and sizes batches to meet it. */
 export interface LatencyObjective {
-  /** Target 99th-percentile latency of one item, queue wait plus service, in milliseconds. */
-  p99Ms: number;
   /**
-   * Factor the effective max batch size is multiplied by when the objective is violated.
+   * Which percentile of per-item latency (queue wait plus service) the objective bounds, in (0, 100].
+   * @default 99
+   */
+  percentile?: number;
+  /** The bound on that percentile, in milliseconds (e.g. `{ percentile: 99, ms: 50 }` is p99 <= 50 ms). */
+  ms: number;
+  /**
+   * Factor the effective max batch size is multiplied by when the objective is violated, in (0, 1).
    * @default 0.75
    */
   decreaseFactor?: number;
   /**
-   * Batches per control decision; the p99 of one decision is taken over the items of these batches.
+   * Batches per control decision; the percentile of one decision is taken over the items of these batches.
    * @default 8
    */
   windowBatches?: number;
@@ -68,23 +73,25 @@ export interface BatchOptions<I = unknown> {
    */
   maxConcurrentBatches?: number;
   /**
-   * Number of priority levels. Priority 0 is the highest: a lower number is dequeued first.
+   * Number of priority levels; a submit's priority is an integer in [0, priorityLevels - 1]. A higher priority
+   * is dequeued first; within one level, first in first out.
    * @default 1
    */
   priorityLevels?: number;
   /**
    * Priority of a submit that names none; an integer in [0, priorityLevels - 1].
-   * @default 0 (the highest)
+   * @default 0 (the lowest)
    */
   defaultPriority?: number;
   /**
-   * How long an item may wait in the queue before {@link timeoutAction} applies.
+   * How long an item may wait in the queue before {@link timeoutAction} applies. A submit may override it.
    * @default undefined (no queue timeout)
    */
   queueTimeoutMs?: number;
   /**
    * REJECT: the item fails with DeadlineExceededError. DELAY: it stays queued but goes behind every item of its
    * priority level that has not timed out (as Triton's DELAY; it still goes before lower priority levels).
+   * A new action applies to items that time out after the change.
    * @default 'REJECT'
    */
   timeoutAction?: TimeoutAction;
@@ -100,7 +107,14 @@ export interface BatchOptions<I = unknown> {
    */
   latencyObjective?: LatencyObjective;
   /**
-   * Groups items by padded bucket instead of exact shape key.
+   * Computes an item's shape key when its submit gives none, e.g. `(t) => shapeKeyOf(t.dims)` for the dims after
+   * the batch dim. Only items with equal keys share a batch (or equal buckets, with {@link pad}). A throw rejects
+   * that submit with ShapeMismatchError.
+   * @default undefined (every item has shape key '')
+   */
+  shapeOf?: (item: I) => string;
+  /**
+   * Lets items whose shapes differ share a batch, padded to a common bucket the deployment declares.
    * @default undefined (items batch only with equal shape keys)
    */
   pad?: PadOptions<I>;
@@ -118,6 +132,7 @@ export interface CompiledBatchOptions<I = unknown> {
   readonly timeoutAction: TimeoutAction;
   readonly maxQueueSize: number;
   readonly latencyObjective: Readonly<Required<LatencyObjective>> | undefined;
+  readonly shapeOf: ((item: I) => string) | undefined;
   readonly pad: Readonly<PadOptions<I>> | undefined;
 }
 
@@ -129,15 +144,16 @@ export const BATCH_DEFAULTS = {
   defaultPriority: 0,
   timeoutAction: 'REJECT',
   maxQueueSize: 1024,
+  percentile: 99,
   decreaseFactor: 0.75,
   windowBatches: 8,
 } as const;
 
 const OPTION_KEYS: ReadonlySet<string> = new Set([
   'maxBatchSize', 'maxWaitMs', 'preferredBatchSizes', 'maxConcurrentBatches', 'priorityLevels', 'defaultPriority',
-  'queueTimeoutMs', 'timeoutAction', 'maxQueueSize', 'latencyObjective', 'pad',
+  'queueTimeoutMs', 'timeoutAction', 'maxQueueSize', 'latencyObjective', 'shapeOf', 'pad',
 ]);
-const OBJECTIVE_KEYS: ReadonlySet<string> = new Set(['p99Ms', 'decreaseFactor', 'windowBatches']);
+const OBJECTIVE_KEYS: ReadonlySet<string> = new Set(['percentile', 'ms', 'decreaseFactor', 'windowBatches']);
 const PAD_KEYS: ReadonlySet<string> = new Set(['bucket', 'apply']);
 
 /**
@@ -173,21 +189,40 @@ export function compileBatchOptions<I = unknown>(input: BatchOptions<I> | Compil
     maxBatchSize, maxWaitMs, preferredBatchSizes, maxConcurrentBatches, priorityLevels, defaultPriority,
     queueTimeoutMs, timeoutAction, maxQueueSize,
     latencyObjective: objective(raw.latencyObjective, `${path}.latencyObjective`),
+    shapeOf: shapeOf(raw.shapeOf, `${path}.shapeOf`),
     pad: padOptions(raw.pad, `${path}.pad`),
   };
 }
 
+/**
+ * Applies a partial change to compiled options and compiles the result (what `BatchQueue.reconfigure` does).
+ * A key present with the value `undefined` goes back to its default (`{ queueTimeoutMs: undefined }` removes
+ * the queue timeout; `{ latencyObjective: undefined }` turns adaptive batching off).
+ */
+export function mergeBatchOptions<I>(current: CompiledBatchOptions<I>, change: BatchOptions<I>, path = 'batch'): CompiledBatchOptions<I> {
+  if (typeof change !== 'object' || change === null || Array.isArray(change)) throw new InvalidOptionError(path, 'must be an object', change);
+  return compileBatchOptions<I>({ ...(current as BatchOptions<I>), ...change }, path);
+}
+
+function shapeOf<I>(value: unknown, path: string): ((item: I) => string) | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value !== 'function') throw new InvalidOptionError(path, 'must be a function (item) => string', value);
+  return value as (item: I) => string;
+}
+
 function objective(value: LatencyObjective | undefined, path: string): Required<LatencyObjective> | undefined {
   if (value === undefined) return undefined;
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new InvalidOptionError(path, 'must be an object like { p99Ms: 50 }', value);
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new InvalidOptionError(path, 'must be an object like { percentile: 99, ms: 50 }', value);
   rejectUnknownKeys(value, OBJECTIVE_KEYS, path);
-  if (value.p99Ms === undefined) throw new InvalidOptionError(`${path}.p99Ms`, 'is required');
-  const p99Ms = num(value.p99Ms, `${path}.p99Ms`, 0, 0);
-  if (p99Ms === 0) throw new InvalidOptionError(`${path}.p99Ms`, 'must be > 0', 0);
+  const percentile = num(value.percentile, `${path}.percentile`, BATCH_DEFAULTS.percentile, 0);
+  if (percentile <= 0 || percentile > 100) throw new InvalidOptionError(`${path}.percentile`, 'must be in (0, 100]', percentile);
+  if (value.ms === undefined) throw new InvalidOptionError(`${path}.ms`, 'is required (the latency bound in milliseconds)');
+  const ms = num(value.ms, `${path}.ms`, 0, 0);
+  if (ms === 0) throw new InvalidOptionError(`${path}.ms`, 'must be > 0', 0);
   const decreaseFactor = num(value.decreaseFactor, `${path}.decreaseFactor`, BATCH_DEFAULTS.decreaseFactor, 0);
   if (decreaseFactor <= 0 || decreaseFactor >= 1) throw new InvalidOptionError(`${path}.decreaseFactor`, 'must be in (0, 1)', decreaseFactor);
   const windowBatches = int(value.windowBatches, `${path}.windowBatches`, BATCH_DEFAULTS.windowBatches, 1);
-  return { p99Ms, decreaseFactor, windowBatches };
+  return { percentile, ms, decreaseFactor, windowBatches };
 }
 
 function padOptions<I>(value: PadOptions<I> | undefined, path: string): PadOptions<I> | undefined {

@@ -1,3 +1,4 @@
+import type { FakeClock } from '../../src/batching/clock.ts';
 import type { BatchContext, BatchFunction } from '../../src/batching/batch-queue.ts';
 import type { ItemError } from '../../src/batching/item-error.ts';
 
@@ -50,4 +51,57 @@ export function seededRandom(seed: number): () => number {
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
+}
+
+/** A synthetic model: service time of a batch of n items, in ms. */
+export type LatencyCurve = (n: number) => number;
+
+export interface SimulationResult {
+  /** Per completed request: [submit time, latency]. */
+  readonly latencies: Array<[number, number]>;
+  readonly rejected: number;
+}
+
+/**
+ * Drives a queue with Poisson arrivals at `ratePerSec` for `durationMs` of fake time; each batch "runs" for
+ * curve(n) * (1 ± jitter) on the fake clock. Deterministic for a given seed.
+ */
+export async function simulate<O>(opts: {
+  clock: FakeClock;
+  queue: { submit(item: number): Promise<O> };
+  ratePerSec: number | ((t: number) => number);
+  durationMs: number;
+  seed?: number;
+}): Promise<SimulationResult> {
+  const { clock, queue, durationMs } = opts;
+  const random = seededRandom(opts.seed ?? 1);
+  const rate = typeof opts.ratePerSec === 'number' ? (): number => opts.ratePerSec as number : opts.ratePerSec;
+  const start = clock.now();
+  const latencies: Array<[number, number]> = [];
+  let rejected = 0;
+  let n = 0;
+  const arrive = (): void => {
+    const t = clock.now();
+    if (t - start >= durationMs) return;
+    queue.submit(n++).then(() => latencies.push([t - start, clock.now() - t]), () => rejected++);
+    clock.setTimeout(arrive, (-Math.log(1 - random()) * 1000) / rate(t - start));
+  };
+  arrive();
+  await clock.advanceAsync(durationMs + 10_000);
+  return { latencies, rejected };
+}
+
+/** A batch function whose batches take curve(n) * (1 ± jitter) ms of fake time. */
+export function syntheticModel(clock: FakeClock, curve: LatencyCurve, jitter = 0.05, seed = 7): (items: number[]) => Promise<number[]> {
+  const random = seededRandom(seed);
+  return async (items) => {
+    await clock.sleep(curve(items.length) * (1 + jitter * (2 * random() - 1)));
+    return items;
+  };
+}
+
+/** The q-quantile (0..1) of some numbers. */
+export function quantile(values: readonly number[], q: number): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))] ?? NaN;
 }
