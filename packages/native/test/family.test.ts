@@ -1,0 +1,134 @@
+import { dirname } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { InvalidOptionError } from '@shoal/core';
+import { InvalidHandleError, MemoryBudgetError, openNativeRuntime, writeExampleFamily, type ExampleFamily, type F32Tensor } from '../src/index.ts';
+import { addonBuilt, recordingLogger, skipReason, tempDir } from './helpers.ts';
+
+const gelu = (v: number): number => 0.5 * v * (1 + Math.tanh(0.7978845608028654 * (v + 0.044715 * v * v * v)));
+
+/** Float64 reference of one row through base + the variant's LoRA adapters + head. */
+function reference(fam: ExampleFamily, x: Float32Array, v: number): number[] {
+  const t = (set: Record<string, F32Tensor>, n: string): F32Tensor => set[n]!;
+  const variant = fam.variants[v]!;
+  const scale = fam.manifest.variants[v]!.lora?.[0]?.scale ?? 0;
+  let cur = Array.from(x);
+  fam.manifest.base.layers.forEach((layer, l) => {
+    const W = t(fam.base, layer.weight);
+    const [inDim, outDim] = W.shape as [number, number];
+    const b = t(fam.base, layer.bias!).data;
+    const A = variant[`l${l}.lora_a`];
+    const B = variant[`l${l}.lora_b`];
+    const r = A?.shape[1] ?? 0;
+    const xa = new Array<number>(r).fill(0);
+    for (let q = 0; q < r; q++) for (let p = 0; p < inDim; p++) xa[q]! += cur[p]! * A!.data[p * r + q]!;
+    const next: number[] = [];
+    for (let j = 0; j < outDim; j++) {
+      let acc = b[j]!;
+      for (let p = 0; p < inDim; p++) acc += cur[p]! * W.data[p * outDim + j]!;
+      for (let q = 0; q < r; q++) acc += scale * xa[q]! * B!.data[q * outDim + j]!;
+      next.push(layer.activation === 'relu' ? Math.max(acc, 0) : layer.activation === 'gelu' ? gelu(acc) : acc);
+    }
+    cur = next;
+  });
+  const H = variant['head.w']!;
+  const hb = variant['head.b']!.data;
+  const [inDim, outDim] = H.shape as [number, number];
+  return Array.from({ length: outDim }, (_, j) => {
+    let acc = hb[j]!;
+    for (let p = 0; p < inDim; p++) acc += cur[p]! * H.data[p * outDim + j]!;
+    return acc;
+  });
+}
+
+function input(rows: number, dim: number, seed: number): Float32Array {
+  const x = new Float32Array(rows * dim);
+  let s = seed;
+  for (let i = 0; i < x.length; i++) {
+    s = (s * 1103515245 + 12345) % 2147483648;
+    x[i] = (s / 2147483648) * 2 - 1;
+  }
+  return x;
+}
+
+describe.skipIf(!addonBuilt)(`model families${skipReason}`, () => {
+  it('a mixed-variant batch matches a float64 reference and runs the base once', async () => {
+    const fam = await writeExampleFamily({ dir: tempDir('fam'), name: `mix${process.pid}`, dims: [24, 64, 40], variants: 5, rank: 4, headDim: 6 });
+    const rt = openNativeRuntime({ backend: 'host', threads: 2, logger: recordingLogger() });
+    const pool = rt.createPool({ budgetBytes: 4 << 20 });
+    const model = await rt.loadFamilyFile(fam.manifestPath, pool);
+    expect([model.inputDim, model.outputDim, model.variants]).toEqual([24, 6, ['v0', 'v1', 'v2', 'v3', 'v4']]);
+    const rows = 37;
+    const x = input(rows, 24, 7);
+    const variants = Array.from({ length: rows }, (_, i) => `v${(i * 3 + 1) % 4}`);  // v4 absent
+    const y = await model.run(x, variants);
+    let maxDiff = 0;
+    let maxRef = 1e-6;
+    for (let i = 0; i < rows; i++) {
+      const ref = reference(fam, x.subarray(i * 24, (i + 1) * 24), Number(variants[i]!.slice(1)));
+      ref.forEach((r, j) => {
+        maxDiff = Math.max(maxDiff, Math.abs(y[i * 6 + j]! - r));
+        maxRef = Math.max(maxRef, Math.abs(r));
+      });
+    }
+    expect(maxDiff / maxRef).toBeLessThan(1e-4);
+    // Two base layers ran once for 37 rows of 4 variants; adapters ran per (layer, variant group).
+    expect(model.stats()).toEqual({ batches: 1, rows, variantGroups: 4, baseGemms: 2, adapterGemms: 8, headGemms: 4 });
+    expect(pool.stats().usedBytes).toBe(0);  // the workspace went back to the pool's cache
+    const items = await model.runItems([{ variant: 'v2', input: x.slice(0, 24) }, { variant: 'v0', input: x.slice(24, 48) }]);
+    expect(items[0]!.length).toBe(6);
+    const alone = reference(fam, x.subarray(0, 24), 2);
+    alone.forEach((r, j) => expect(items[0]![j]).toBeCloseTo(r, 4));
+    model.release();
+  });
+
+  it('replicas share one base copy; release returns every reference', async () => {
+    const fam = await writeExampleFamily({ dir: tempDir('share'), name: `share${process.pid}`, variants: 3 });
+    const rt = openNativeRuntime({ backend: 'host', logger: recordingLogger() });
+    const pool = rt.createPool({ budgetBytes: 1 << 20 });
+    const replicas = await Promise.all([0, 1, 2, 3].map(() => rt.loadFamily(fam.manifest, pool, { baseDir: dirname(fam.manifestPath) })));
+    const stats = rt.blobStats();
+    expect(stats.blobs).toBe(4);  // base + 3 variants, loaded once
+    expect(stats.residentBytes).toBe(fam.baseBytes + fam.variantBytes.reduce((a, b) => a + b, 0));
+    expect(rt.blobInfo(`share${process.pid}/base`).refs).toBe(4);
+    for (const r of replicas) r.release();
+    expect(rt.blobStats().refs).toBe(0);
+    expect(() => replicas[0]!.release()).toThrow(InvalidHandleError);
+    await expect(replicas[0]!.run(new Float32Array(32), ['v0'])).rejects.toBeInstanceOf(InvalidHandleError);
+  });
+
+  it('a batch in flight survives release; nothing blocks the event loop', async () => {
+    const fam = await writeExampleFamily({ dir: tempDir('flight'), name: `flight${process.pid}`, dims: [256, 512, 512], variants: 4, rank: 8 });
+    const rt = openNativeRuntime({ backend: 'host', threads: 2, logger: recordingLogger() });
+    const pool = rt.createPool({ budgetBytes: 64 << 20 });
+    const model = await rt.loadFamilyFile(fam.manifestPath, pool);
+    const rows = 512;
+    const pending = model.run(input(rows, 256, 3), Array.from({ length: rows }, (_, i) => i % 4));
+    let ticks = 0;
+    const timer = setInterval(() => ticks++, 0);
+    model.release();  // the native side keeps the weights until the batch finishes
+    const y = await pending;
+    clearInterval(timer);
+    expect(y.length).toBe(rows * 8);
+    expect(Number.isFinite(y[0]!)).toBe(true);
+    expect(ticks).toBeGreaterThan(0);
+    expect(rt.blobInfo(`flight${process.pid}/base`).refs).toBe(0);
+  });
+
+  it('validates inputs and manifests, and the workspace obeys the pool budget', async () => {
+    const fam = await writeExampleFamily({ dir: tempDir('bad'), name: `bad${process.pid}`, variants: 2 });
+    const rt = openNativeRuntime({ backend: 'host', logger: recordingLogger() });
+    const pool = rt.createPool({ budgetBytes: 2048 });
+    const model = await rt.loadFamilyFile(fam.manifestPath, pool);
+    await expect(model.run(new Float32Array(5), ['v0'])).rejects.toThrow(/expected rows=1 x inputDim=32/);
+    await expect(model.run(new Float32Array(32), ['nope'])).rejects.toThrow(/unknown variant "nope"/);
+    await expect(model.run(new Float32Array(32), [7])).rejects.toBeInstanceOf(RangeError);
+    await expect(model.run(new Float32Array(32 * 64), Array(64).fill('v0'))).rejects.toBeInstanceOf(MemoryBudgetError);
+    expect(pool.stats().usedBytes).toBe(0);
+    await expect(rt.loadFamily({ ...fam.manifest, variants: [] }, pool)).rejects.toBeInstanceOf(InvalidOptionError);
+    await expect(rt.loadFamily({ ...fam.manifest, variants: [{ id: 'x', path: 'a', lora: [{ layer: 9, a: 'a', b: 'b' }] }] }, pool, { baseDir: '/tmp' }))
+      .rejects.toThrow(/family\.variants\[0\]\.lora\[0\]\.layer/);
+    const wrongTensor = { ...fam.manifest, name: `wrong${process.pid}`, variants: [{ id: 'v0', path: fam.manifest.variants[0]!.path!, head: { weight: 'missing.w' } }] };
+    await expect(rt.loadFamily(wrongTensor, pool, { baseDir: dirname(fam.manifestPath) })).rejects.toThrow(/no tensor "missing.w"/);
+    expect(rt.blobStats().refs).toBe(2 + 1);  // the first model's refs only: the failed load returned its own
+  });
+});

@@ -1,0 +1,76 @@
+import { copyFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { InvalidOptionError } from '@shoal/core';
+import { describe, expect, it } from 'vitest';
+import { AddonNotBuiltError, openNativeRuntime } from '../src/index.ts';
+import { DEFAULT_ADDON_DIR } from '../src/loader.ts';
+import { addonBuilt, recordingLogger, skipReason, tempDir } from './helpers.ts';
+
+describe('loader without a build', () => {
+  it('names the build command when no addon is built', () => {
+    const logger = recordingLogger();
+    const err = (() => {
+      try {
+        openNativeRuntime({ addonDir: tempDir('empty'), logger });
+      } catch (e) {
+        return e;
+      }
+      return undefined;
+    })();
+    expect(err).toBeInstanceOf(AddonNotBuiltError);
+    expect((err as Error).message).toContain('pnpm --filter @shoal/native build');
+    expect((err as Error).message).toContain('cuda addon not built');
+    expect(logger.lines.some((l) => l.includes('cuda addon not built'))).toBe(true);
+  });
+
+  it('logs a broken CUDA build and names both failures', () => {
+    const dir = tempDir('broken');
+    writeFileSync(join(dir, 'shoal_native_cuda.node'), 'not an ELF file');
+    const logger = recordingLogger();
+    expect(() => openNativeRuntime({ addonDir: dir, logger })).toThrow(AddonNotBuiltError);
+    expect(logger.lines.find((l) => l.startsWith('warn') && l.includes('cuda addon'))).toContain('probe process');
+  });
+
+  it('rejects bad options naming the option', () => {
+    expect(() => openNativeRuntime({ backend: 'tpu' as never })).toThrow(InvalidOptionError);
+    expect(() => openNativeRuntime({ backend: 'tpu' as never })).toThrow(/native\.backend/);
+    expect(() => openNativeRuntime({ hostCapacityBytes: -1 })).toThrow(/native\.hostCapacityBytes/);
+    expect(() => openNativeRuntime({ threads: 1.5 })).toThrow(/native\.threads/);
+    expect(() => openNativeRuntime({ nope: 1 } as never)).toThrow(/native\.nope/);
+  });
+});
+
+describe.skipIf(!addonBuilt)(`loader with a build${skipReason}`, () => {
+  it('reports the active backend and every fallback', () => {
+    const logger = recordingLogger();
+    const rt = openNativeRuntime({ logger, hostCapacityBytes: 1 << 20 });
+    expect(['cuda', 'host']).toContain(rt.backend);
+    if (rt.backend === 'host') {
+      // Either the CUDA addon was not built, or it was and found no device: both are logged with a reason.
+      expect(rt.report.fallbacks.length).toBeGreaterThan(0);
+      expect(logger.lines.some((l) => l.includes('cuda'))).toBe(true);
+      const [dev] = rt.devices();
+      expect(dev).toMatchObject({ index: 0, backend: 'host', computeCapability: null, totalBytes: 1 << 20 });
+    }
+    expect(logger.lines.some((l) => l.includes(`${rt.backend} backend active`))).toBe(true);
+  });
+
+  it('falls back to the host addon when only it is built', () => {
+    const dir = tempDir('hostonly');
+    copyFileSync(join(DEFAULT_ADDON_DIR, 'shoal_native_host.node'), join(dir, 'shoal_native_host.node'));
+    const logger = recordingLogger();
+    const rt = openNativeRuntime({ addonDir: dir, logger });
+    expect(rt.backend).toBe('host');
+    expect(rt.report.addon).toBe('host');
+    expect(rt.report.cudaCompiledIn).toBe(false);
+    expect(rt.report.fallbacks[0]).toMatch(/cuda addon not built/);
+  });
+
+  it("backend 'host' skips CUDA; backend 'cuda' without a device fails instead of falling back", () => {
+    const rt = openNativeRuntime({ backend: 'host', logger: recordingLogger() });
+    expect(rt.backend).toBe('host');
+    expect(rt.report.fallbacks).toEqual([]);
+    const auto = openNativeRuntime({ logger: recordingLogger() });
+    if (auto.backend === 'host') expect(() => openNativeRuntime({ backend: 'cuda', logger: recordingLogger() })).toThrow(/CUDA/);
+  });
+});
