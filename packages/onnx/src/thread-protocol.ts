@@ -1,0 +1,48 @@
+/**
+ * Messages between an OrtPool (main thread) and its ORT threads: a discriminated union per direction. The
+ * thread's init arrives in workerData with the protocol version, and the thread refuses a version it does not
+ * speak, so a stale worker file never half-works.
+ */
+import type { WireError } from '@shoal/core';
+import type { Feeds, OrtTensorType } from './tensor.ts';
+
+export const THREAD_PROTOCOL_VERSION = 1;
+
+export type ExecutionProviderName = 'cpu' | 'cuda';
+
+/** Shape of one model input or output, as read from the model. Strings are symbolic (dynamic) dims. */
+export interface TensorMetadata {
+  name: string;
+  type: OrtTensorType;
+  shape: Array<number | string>;
+}
+
+export interface ModelMetadata {
+  inputs: TensorMetadata[];
+  outputs: TensorMetadata[];
+}
+
+export interface ThreadInit {
+  v: number;
+  index: number;
+  /** A file path, or the model bytes (each thread gets its own copy). */
+  model: string | Uint8Array;
+  intraOpThreads: number;
+  interOpThreads: number;
+  executionProviders: ExecutionProviderName[];
+  /** Retry on CPU when a non-CPU provider fails to load. */
+  cpuFallback: boolean;
+}
+
+export type ToThread =
+  | { kind: 'run'; id: number; feeds: Feeds; outputs?: string[] }
+  | { kind: 'close' }
+  /** Test hook: the thread exits with `code` once the runs queued before this message are done. */
+  | { kind: 'exit-for-test'; code: number };
+
+export type FromThread =
+  | { kind: 'ready'; metadata: ModelMetadata; provider: ExecutionProviderName; fallbackReason?: string }
+  | { kind: 'init-failed'; error: WireError }
+  | { kind: 'result'; id: number; outputs: Feeds }
+  | { kind: 'run-failed'; id: number; error: WireError }
+  | { kind: 'closed' };

@@ -1,0 +1,130 @@
+import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { BadRequestError, IllegalStateError, InvalidOptionError, ShapeMismatchError, buildAppSpec, deployment } from '@shoal/core';
+import { buildIdentityModel, buildTinyModel, defaultModelName, encodeModelBytes, onnxModel, tinyReference, type Feeds, type TensorData } from '../src/index.ts';
+
+let dir: string;
+let tinyPath: string;
+
+beforeAll(() => {
+  dir = mkdtempSync(join(tmpdir(), 'shoal-onnx-dep-'));
+  mkdirSync(join(dir, 'tiny', '3'), { recursive: true });
+  tinyPath = join(dir, 'tiny', '3', 'model.onnx');
+  writeFileSync(tinyPath, buildTinyModel());
+});
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+const rows = (n: number, start = 0): Feeds => ({ x: { type: 'float32', dims: [n, 4], data: Float32Array.from({ length: n * 4 }, (_, i) => ((start + i) % 9) - 4) } });
+const values = (t: TensorData | undefined): number[] => Array.from(t!.data as Float32Array);
+
+describe('onnxModel()', () => {
+  test('gives a class that deployment() accepts, named after the repository model, with the model methods', () => {
+    const Tiny = onnxModel({ model: tinyPath, warmup: false });
+    expect(Tiny.name).toBe('tiny');
+    const d = deployment(Tiny, { numReplicas: 2 });
+    expect(d.kind).toBe('class');
+    expect(d.options.name).toBe('tiny');
+    const spec = buildAppSpec(d.bind(), { name: 'app', routePrefix: null, modulePath: '/x.ts', exportName: 'default' });
+    expect(spec.deployments[0]!.methods).toEqual(['infer', 'inferBatch', 'metadata', 'stats']);
+    expect(defaultModelName('/a/b/resnet-50.onnx')).toBe('resnet-50');
+    expect(defaultModelName(new Uint8Array(1))).toBe('OnnxModel');
+    expect(onnxModel({ model: buildTinyModel(), name: 'bytes' }).name).toBe('bytes');
+  });
+
+  test('options are checked when the class is made', () => {
+    expect(() => onnxModel({ model: tinyPath, threads: 0 })).toThrow(InvalidOptionError);
+  });
+
+  test('init loads and warms up; infer runs one request; shutdown closes', async () => {
+    const Tiny = onnxModel({ model: tinyPath, threads: 1, intraOpThreads: 1 });
+    const m = new Tiny();
+    await expect(m.infer(rows(1))).rejects.toBeInstanceOf(IllegalStateError);
+    await m.init();
+    expect((await m.metadata()).inputs[0]).toEqual({ name: 'x', type: 'float32', shape: ['batch', 4] });
+    m.checkHealth();
+    const x = rows(2);
+    const want = tinyReference(x.x!.data as Float32Array);
+    const out = await m.infer(x);
+    expect(values(out.y)).toEqual(Array.from(want.y));
+    await expect(m.infer({ x: { type: 'float32', dims: [1, 3], data: new Float32Array(3) } })).rejects.toBeInstanceOf(ShapeMismatchError);
+    await m.shutdown();
+    await expect(m.infer(rows(1))).rejects.toThrow(/it is closed/);
+  });
+
+  test('init rejects when the model cannot load', async () => {
+    const Missing = onnxModel({ model: join(dir, 'missing.onnx') });
+    await expect(new Missing().init()).rejects.toThrow(/failed to load the model/);
+  });
+
+  test('inferBatch stacks compatible requests into one run, splits results, and fails only the bad ones', async () => {
+    const m = new (onnxModel({ model: tinyPath, threads: 2, intraOpThreads: 1 }))();
+    await m.init();
+    try {
+      const items = [rows(1, 0), rows(3, 5), { z: rows(1).x! }, rows(2, 11), { x: { type: 'float32', dims: [1, 5], data: new Float32Array(5) } as TensorData }];
+      const want = items.map((f) => (f.x?.dims[1] === 4 ? tinyReference(f.x.data as Float32Array) : undefined));
+      const before = m.stats().runs;
+      const out = await m.inferBatch(items);
+      expect(m.stats().runs - before).toBe(1); // items 0, 1 and 3 in one stacked run
+      expect(out).toHaveLength(5);
+      for (const i of [0, 1, 3]) {
+        const o = out[i] as Feeds;
+        expect(o.y!.dims).toEqual([items[i]!.x!.dims[0], 4]);
+        expect(values(o.y)).toEqual(Array.from(want[i]!.y));
+        expect(values(o.sum)).toEqual(Array.from(want[i]!.sum));
+      }
+      expect(out[2]).toBeInstanceOf(BadRequestError);
+      expect((out[2] as Error).message).toMatch(/unknown input "z"/);
+      expect(out[4]).toBeInstanceOf(ShapeMismatchError);
+      expect(await m.inferBatch([])).toEqual([]);
+    } finally {
+      await m.shutdown();
+    }
+  });
+
+  test('requests with different non-batch dims go in separate runs; a fixed batch dim runs each alone', async () => {
+    const m = new (onnxModel({ model: buildIdentityModel('width'), name: 'id' }))();
+    await m.init();
+    const fixed = new (onnxModel({
+      name: 'fixed',
+      model: encodeModelBytes({
+        name: 'fixed', inputs: [{ name: 'a', type: 'float32', shape: [1, 'n'] }], outputs: [{ name: 'b', type: 'float32', shape: [1, 'n'] }],
+        nodes: [{ opType: 'Identity', inputs: ['a'], outputs: ['b'] }],
+      }),
+    }))();
+    await fixed.init();
+    try {
+      const idMeta = (await m.metadata()).inputs;
+      const make = (w: number, v: number): Feeds => Object.fromEntries(idMeta.map((i) => [i.name, fill(i.type, [1, w], v)]));
+      const out = await m.inferBatch([make(2, 1), make(3, 2), make(2, 3)]);
+      expect(m.stats().runs).toBe(2); // width 2 twice, stacked; width 3 alone
+      expect((out[0] as Feeds).out_float32!.dims).toEqual([1, 2]);
+      expect(values((out[0] as Feeds).out_float32)).toEqual([1, 1]);
+      expect((out[1] as Feeds).out_float32!.dims).toEqual([1, 3]);
+      expect(values((out[2] as Feeds).out_float32)).toEqual([3, 3]);
+      expect((out[2] as Feeds).out_string!.data).toEqual(['3', '3']);
+      const f = await fixed.inferBatch([{ a: fill('float32', [1, 2], 4) }, { a: fill('float32', [1, 2], 5) }]);
+      expect(f.map((o) => values((o as Feeds).b))).toEqual([[4, 4], [5, 5]]);
+      expect(fixed.stats().runs).toBe(2);
+    } finally {
+      await m.shutdown();
+      await fixed.shutdown();
+    }
+  });
+});
+
+function fill(type: string, dims: number[], v: number): TensorData {
+  const n = dims.reduce((a, b) => a * b, 1);
+  switch (type) {
+    case 'string': return { type: 'string', dims, data: new Array<string>(n).fill(String(v)) };
+    case 'bool': return { type: 'bool', dims, data: new Uint8Array(n).fill(v % 2) };
+    case 'int64': return { type: 'int64', dims, data: new BigInt64Array(n).fill(BigInt(v)) };
+    case 'uint64': return { type: 'uint64', dims, data: new BigUint64Array(n).fill(BigInt(v)) };
+    case 'float16': return { type: 'float16', dims, data: new Uint16Array(n).fill(0x3c00) };
+    default: {
+      const C = { uint8: Uint8Array, uint16: Uint16Array, uint32: Uint32Array, int8: Int8Array, int16: Int16Array, int32: Int32Array, float32: Float32Array, float64: Float64Array }[type]!;
+      return { type, dims, data: new C(n).fill(v) } as TensorData;
+    }
+  }
+}
