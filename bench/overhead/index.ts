@@ -1,0 +1,98 @@
+/**
+ * bench/overhead: what shoal's data path costs. In one run, side by side: a bare Node http no-op server and the
+ * same no-op served through shoal (HTTP -> head ingress -> worker replica over ws/msgpack -> back), under wrk with
+ * 64 connections and with 1; plus a handle-call round trip from the head process to a replica.
+ *
+ *   pnpm bench overhead [--seconds 5] [--rounds 2]
+ */
+import { spawn } from 'node:child_process';
+import { resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { createInterface } from 'node:readline';
+import { silentLogger } from '@shoal/core';
+import { Head } from '@shoal/head';
+import { createHandle } from '@shoal/router';
+import { loadAppSpec } from '@shoal/cli';
+import { hasWrk, machine, median, percentile, printGoals, printTable, round, wrk, writeResult, type Goal, type Row, type WrkResult } from '../lib.ts';
+
+const { values } = parseArgs({ options: { seconds: { type: 'string', default: '5' }, rounds: { type: 'string', default: '2' } } });
+const seconds = Number(values.seconds);
+const rounds = Number(values.rounds);
+if (!hasWrk()) {
+  process.stderr.write('bench/overhead needs wrk (Debian: apt-get install -y wrk)\n');
+  process.exit(1);
+}
+
+const bare = spawn(process.execPath, [resolve(import.meta.dirname, 'bare-server.mjs')], { stdio: ['ignore', 'pipe', 'inherit'] });
+const barePort = await new Promise<string>((r) => createInterface({ input: bare.stdout! }).once('line', r));
+const bareUrl = `http://127.0.0.1:${barePort}/`;
+
+const head = new Head({ port: 0, httpPort: 0, workers: 1, logger: silentLogger });
+try {
+  await head.start();
+  await head.waitForWorkers(1);
+  const spec = await loadAppSpec(resolve(import.meta.dirname, 'app.ts'), {});
+  await head.deploy(spec);
+  await head.waitReady(spec.name);
+  const shoalUrl = `${head.httpAddress}/`;
+  const check = await (await fetch(shoalUrl)).json() as { ok?: boolean };
+  if (check.ok !== true) throw new Error(`the no-op app answered ${JSON.stringify(check)}`);
+
+  process.stdout.write(`bench/overhead on ${machine()}: ${rounds} rounds x ${seconds}s per setting, wrk 1 thread\n`);
+  // warm both paths (JIT, connection setup)
+  await wrk(bareUrl, { connections: 64, seconds: 1 });
+  await wrk(shoalUrl, { connections: 64, seconds: 1 });
+
+  const runs: Record<string, WrkResult[]> = { 'bare c64': [], 'shoal c64': [], 'bare c1': [], 'shoal c1': [] };
+  for (let r = 0; r < rounds; r++) {
+    runs['bare c64']!.push(await wrk(bareUrl, { connections: 64, seconds }));
+    runs['shoal c64']!.push(await wrk(shoalUrl, { connections: 64, seconds }));
+    runs['bare c1']!.push(await wrk(bareUrl, { connections: 1, seconds }));
+    runs['shoal c1']!.push(await wrk(shoalUrl, { connections: 1, seconds }));
+  }
+  const summary = (k: string): WrkResult => {
+    const xs = runs[k]!;
+    return { rps: median(xs.map((x) => x.rps)), p50us: median(xs.map((x) => x.p50us)), p99us: median(xs.map((x) => x.p99us)), errors: xs.reduce((s, x) => s + x.errors, 0), requests: xs.reduce((s, x) => s + x.requests, 0) };
+  };
+
+  // Handle round trip: head process -> worker replica -> back, sequential, then 64 in flight.
+  const handle = createHandle<{ ping(x: number): Promise<number> }>({ router: head.router, key: `${spec.name}/Noop`, methods: spec.deployments[0]!.methods });
+  for (let i = 0; i < 2000; i++) await handle.ping(i);
+  const lat: number[] = [];
+  const n = 20_000;
+  for (let i = 0; i < n; i++) {
+    const t0 = process.hrtime.bigint();
+    await handle.ping(i);
+    lat.push(Number(process.hrtime.bigint() - t0) / 1000);
+  }
+  lat.sort((a, b) => a - b);
+  const t0 = performance.now();
+  let done = 0;
+  const total = 100_000;
+  await Promise.all(Array.from({ length: 64 }, async () => { while (done < total) { done++; await handle.ping(done); } }));
+  const handleRps = total / ((performance.now() - t0) / 1000);
+
+  const rows: Row[] = [];
+  for (const k of Object.keys(runs)) {
+    const s = summary(k);
+    const [target, conns] = k.split(' ');
+    rows.push({ path: target === 'bare' ? 'bare node http' : 'shoal http->worker', connections: Number(conns!.slice(1)), 'req/s': round(s.rps, 0), p50_us: round(s.p50us), p99_us: round(s.p99us), errors: s.errors });
+  }
+  rows.push({ path: 'shoal handle call (seq)', connections: 1, 'req/s': round(n / (lat.reduce((a, b) => a + b, 0) / 1e6), 0), p50_us: round(percentile(lat, 50)), p99_us: round(percentile(lat, 99)), errors: 0 });
+  rows.push({ path: 'shoal handle call (64 in flight)', connections: 64, 'req/s': round(handleRps, 0), p50_us: null, p99_us: null, errors: 0 });
+  printTable(rows);
+
+  const ratio = summary('shoal c64').rps / summary('bare c64').rps;
+  const added = summary('shoal c1').p50us - summary('bare c1').p50us;
+  process.stdout.write(`\nthroughput ratio shoal/bare at 64 connections: ${ratio.toFixed(2)}x; added p50 at concurrency 1: ${added.toFixed(0)} us\n`);
+  const goals: Goal[] = [
+    { goal: 'shoal req/s / bare node req/s (wrk, 64 connections)', value: round(ratio, 2), target: '>= 0.45', unit: 'x', met: ratio >= 0.45 },
+    { goal: 'added p50 latency at concurrency 1', value: round(added, 0), target: '< 100', unit: 'us', met: added < 100 },
+  ];
+  printGoals(goals);
+  const file = writeResult('overhead', rows, goals, { settings: { seconds, rounds, wrkThreads: 1, workers: 1, rawRuns: runs } });
+  process.stdout.write(`wrote ${file}\n`);
+} finally {
+  await head.stop();
+  bare.kill('SIGTERM');
+}
