@@ -12,6 +12,8 @@ export interface RequestContext {
   readonly app: string;
   readonly deployment: string;
   readonly replicaId: string;
+  /** Priority the caller gave (handle option), used by batched methods. */
+  readonly priority?: number | undefined;
 }
 
 const KEY = Symbol.for('shoal.requestContext');

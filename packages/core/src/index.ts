@@ -18,3 +18,5 @@ export { requestContext, contextStorage, type RequestContext } from './context.t
 export { env } from './constants.ts';
 export { createLogger, silentLogger, type Logger, type LogLevel } from './log.ts';
 export { realClock, FakeClock, type Clock, type TimerHandle } from './clock.ts';
+export { batch, isBatched, batchedMethodsOf, type BatchedMethod, type BatchCallOptions } from './batch.ts';
+export * from './batching/index.ts';

@@ -6,7 +6,7 @@ export interface HandleTarget {
   router: Router;
   /** `${app}/${deployment}` */
   key: string;
-  /** Method names the deployment defines; calling another is a TypeError at run time too. */
+  /** Method names the deployment's prototype defines (informational; instance fields such as batched methods add more). */
   methods: readonly string[];
   /** Deadline inherited from the caller's request (Date.now ms), so cancellation reaches downstream calls. */
   inheritedDeadline?: () => number | undefined;
@@ -22,9 +22,8 @@ export function createHandle<T>(target: HandleTarget, opts: CallOptions = {}): H
       if (prop === 'then' || typeof prop === 'symbol') return undefined; // not a thenable
       let fn = cache.get(prop);
       if (fn !== undefined) return fn;
-      if (!methods.has(prop)) {
-        throw new TypeError(`deployment "${target.key}" has no method "${prop}" (it has: ${[...methods].join(', ') || 'none'})`);
-      }
+      // Names outside the prototype's methods (batched methods are instance fields) go to the replica, which
+      // answers NotFoundError listing what it has. TypeScript already rejects unknown names at compile time.
       fn = (...args: unknown[]) => {
         const timeoutMs = opts.timeoutMs;
         if (timeoutMs !== undefined && (!Number.isFinite(timeoutMs) || timeoutMs <= 0)) {

@@ -32,10 +32,13 @@ describe('createHandle', () => {
     expect(await p).toBe(42);
   });
 
-  it('throws a TypeError naming the method and the ones that exist for an unknown method', () => {
-    const { handle } = handleRig();
-    expect(() => (handle as unknown as Record<string, unknown>).nope).toThrow(TypeError);
-    expect(() => (handle as unknown as Record<string, unknown>).nope).toThrow('deployment "app/Model" has no method "nope" (it has: embed, predict)');
+  it('forwards a name outside the prototype methods (batched fields) to the replica, which decides', async () => {
+    const { handle, transport } = handleRig();
+    const p = (handle as unknown as Record<string, (x: number) => Promise<unknown>>).classify!(3);
+    await flush();
+    expect(transport.sent[0]!.message).toMatchObject({ t: 'call', method: 'classify', args: [3] });
+    transport.sent[0]!.answer('ok');
+    expect(await p).toBe('ok');
   });
 
   it('is not a thenable, so it can be returned from async code', async () => {

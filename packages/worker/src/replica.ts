@@ -125,7 +125,7 @@ export class Replica {
     const instance = this.instance;
     const fn = instance?.[method];
     if (typeof fn !== 'function' || method.startsWith('_') || ['init', 'reconfigure', 'checkHealth', 'shutdown', 'constructor'].includes(method)) {
-      throw new NotFoundError(`deployment "${this.deployment}" has no method "${method}"`);
+      throw new NotFoundError(`deployment "${this.deployment}" has no method "${method}" (it has: ${callableNames(instance).join(', ') || 'none'})`);
     }
     await this.acquire(signal);
     try {
@@ -218,4 +218,18 @@ function asCallerError(err: unknown, deployment: string): Error {
   if (err instanceof ShoalError) return err;
   if (err instanceof Error) return new UserCodeError(err.message, { userName: err.name, userStack: err.stack, deployment });
   return new UserCodeError(String(err), { deployment });
+}
+
+/** Methods a caller may reach: prototype methods and function-valued own fields (batched methods), minus hooks. */
+export function callableNames(instance: object | undefined): string[] {
+  const names = new Set<string>();
+  let o: object | null = instance ?? null;
+  while (o !== null && o !== Object.prototype) {
+    for (const k of Object.getOwnPropertyNames(o)) {
+      if (k.startsWith('_') || ['init', 'reconfigure', 'checkHealth', 'shutdown', 'constructor'].includes(k)) continue;
+      if (typeof Object.getOwnPropertyDescriptor(o, k)?.value === 'function') names.add(k);
+    }
+    o = Object.getPrototypeOf(o) as object | null;
+  }
+  return [...names].sort();
 }

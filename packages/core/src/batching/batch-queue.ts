@@ -8,7 +8,7 @@
 import {
   BatchSizeMismatchError, CancelledError, DeadlineExceededError, IllegalStateError, InvalidOptionError, QueueFullError,
   ShapeMismatchError, describe,
-} from '@shoal/core';
+} from '../errors.ts';
 import { AdaptiveBatchController, type AdaptiveSnapshot, type EffectiveBatchLimits } from './adaptive.ts';
 import { systemClock, type Clock, type TimerHandle } from './clock.ts';
 import { ItemError } from './item-error.ts';

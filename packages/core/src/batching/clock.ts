@@ -3,7 +3,7 @@
  * tests drive time with {@link FakeClock} and never sleep.
  */
 
-import type { Clock, TimerHandle } from '@shoal/core';
+import type { Clock, TimerHandle } from '../clock.ts';
 
 // The batcher takes core's Clock, so the replica host can hand it the same clock as the rest of the worker.
 export type { Clock, TimerHandle };

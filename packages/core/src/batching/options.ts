@@ -2,7 +2,7 @@
  * Options of one replica's dynamic batcher, and the function that compiles them once into a normalised,
  * validated form. Every error names the full option path and the bad value; nothing is clamped silently.
  */
-import { InvalidOptionError } from '@shoal/core';
+import { InvalidOptionError } from '../errors.ts';
 
 /** What a queued item does when it has waited {@link BatchOptions.queueTimeoutMs}. */
 export type TimeoutAction = 'REJECT' | 'DELAY';

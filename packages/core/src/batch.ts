@@ -1,0 +1,72 @@
+/**
+ * Batched methods. Declare one as a class field; callers (through handles or HTTP) pass one item, the replica's
+ * batch queue gathers items and calls your function once with an array:
+ *
+ *   class Embedder {
+ *     embed = batch(async (texts: string[]) => this.model.run(texts), { maxBatchSize: 32, maxWaitMs: 5 });
+ *   }
+ *   // elsewhere: await embedderHandle.embed('one text')
+ *
+ * The request's AbortSignal, deadline and priority travel into the queue: a cancelled or expired item leaves the
+ * queue at once. Options change at run time with `reconfigure` (or the `batch` key of userConfig, see the replica
+ * host), without restarting the replica.
+ */
+import { BatchQueue, type BatchFunction, type BatchQueueStats } from './batching/batch-queue.ts';
+import type { BatchOptions } from './batching/options.ts';
+import { requestContext } from './context.ts';
+
+const BATCHED = Symbol.for('shoal.batched');
+
+export interface BatchCallOptions {
+  /** Priority level; higher is served first. @default the request's priority, else options.defaultPriority */
+  priority?: number;
+  /** Items with different shape keys never share a batch (see shapeKeyOf). */
+  shapeKey?: string;
+}
+
+/** A batched method: call it with one item. */
+export interface BatchedMethod<I, O> {
+  (item: I, opts?: BatchCallOptions): Promise<O>;
+  readonly [BATCHED]: true;
+  readonly queue: BatchQueue<I, O>;
+  /** Changes options at run time; queued items are kept. */
+  reconfigure(change: BatchOptions<I>): void;
+  stats(): BatchQueueStats;
+  close(reason?: unknown): Promise<void>;
+}
+
+export function batch<I, O>(fn: BatchFunction<I, O>, options: BatchOptions<I> = {}, name?: string): BatchedMethod<I, O> {
+  const queue = new BatchQueue<I, O>(options, fn, name === undefined ? {} : { name });
+  const method = ((item: I, opts: BatchCallOptions = {}): Promise<O> => {
+    const ctx = requestContext();
+    const priority = opts.priority ?? ctx?.priority;
+    return queue.submit(item, {
+      ...(ctx !== undefined ? { signal: ctx.signal } : {}),
+      ...(ctx?.deadline !== undefined ? { deadlineMs: ctx.deadline } : {}),
+      ...(priority !== undefined ? { priority } : {}),
+      ...(opts.shapeKey !== undefined ? { shapeKey: opts.shapeKey } : {}),
+    });
+  }) as BatchedMethod<I, O>;
+  Object.defineProperties(method, {
+    [BATCHED]: { value: true },
+    queue: { value: queue },
+    reconfigure: { value: (change: BatchOptions<I>) => queue.reconfigure(change) },
+    stats: { value: () => queue.stats() },
+    close: { value: (reason?: unknown) => queue.close(reason) },
+  });
+  return method;
+}
+
+export function isBatched(value: unknown): value is BatchedMethod<unknown, unknown> {
+  return typeof value === 'function' && (value as { [BATCHED]?: boolean })[BATCHED] === true;
+}
+
+/** Batched methods of an instance, by field name. */
+export function batchedMethodsOf(instance: object): Map<string, BatchedMethod<unknown, unknown>> {
+  const out = new Map<string, BatchedMethod<unknown, unknown>>();
+  for (const k of Object.getOwnPropertyNames(instance)) {
+    const v = (instance as Record<string, unknown>)[k];
+    if (isBatched(v)) out.set(k, v);
+  }
+  return out;
+}
