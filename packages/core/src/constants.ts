@@ -30,6 +30,8 @@ export const env = {
   heartbeatMs: (): number => readInt('SHOAL_HEARTBEAT_MS', 500, 10),
   /** SHOAL_WORKER_TIMEOUT_MS: silence after which the head declares a worker dead (default 3000). */
   workerTimeoutMs: (): number => readInt('SHOAL_WORKER_TIMEOUT_MS', 3000, 50),
+  /** SHOAL_REQUIRE_NATIVE: set to 1 (CI does) so that tests fail, instead of skipping, when the N-API addon is not built. */
+  requireNative: (): boolean => readString('SHOAL_REQUIRE_NATIVE') === '1',
   /** SHOAL_GPU_TESTS: set to 1 to run tests that need a CUDA GPU. */
   gpuTests: (): boolean => readString('SHOAL_GPU_TESTS') === '1',
 } as const;

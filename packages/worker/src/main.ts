@@ -1,7 +1,24 @@
 /** Entry of a worker process: `shoal worker --address ws://HOST:PORT` and the head's local workers. */
 import { parseArgs } from 'node:util';
-import { createLogger, env, InvalidOptionError } from '@shoal/core';
+import { createLogger, env, InvalidOptionError, type Logger } from '@shoal/core';
+import type { DeviceInfo } from '@shoal/protocol';
 import { Worker } from './worker.ts';
+
+/** Devices from the native addon (CUDA GPUs, else the host backend's pseudo device); none when it is not built. */
+async function detectDevices(logger: Logger): Promise<DeviceInfo[]> {
+  try {
+    const { openNativeRuntime } = await import('@shoal/native');
+    const rt = openNativeRuntime({ logger: logger.child('native') });
+    const devices = rt.devices().map((d): DeviceInfo => ({
+      index: d.index, name: d.name, kind: d.backend === 'cuda' ? 'cuda' : 'host', totalBytes: d.totalBytes, freeBytes: d.freeBytes,
+      ...(d.computeCapability !== null ? { computeCapability: d.computeCapability } : {}),
+    }));
+    return devices;
+  } catch (err) {
+    logger.info('native addon unavailable; this worker reports no devices', { reason: (err as Error).message });
+    return [];
+  }
+}
 
 export async function runWorker(argv: string[]): Promise<Worker> {
   const { values } = parseArgs({
@@ -25,7 +42,9 @@ export async function runWorker(argv: string[]): Promise<Worker> {
   const memory = values.memory === undefined ? undefined : Number(values.memory);
   if (memory !== undefined && !(memory > 0)) throw new InvalidOptionError('--memory', 'must be a positive number of bytes', values.memory);
   const logger = createLogger(`worker ${process.pid}`);
+  const devices = await detectDevices(logger);
   const worker = new Worker({
+    devices,
     address: address.replace(/^http/, 'ws'), token, logger, maxFrameBytes: env.maxFrameBytes(),
     ...(values.host ? { host: values.host } : {}),
     ...(values['advertise-host'] ? { advertiseHost: values['advertise-host'] } : {}),
