@@ -3,7 +3,7 @@
  * same no-op served through shoal (HTTP -> head ingress -> worker replica over ws/msgpack -> back), under wrk with
  * 64 connections and with 1; plus a handle-call round trip from the head process to a replica.
  *
- *   pnpm bench overhead [--seconds 5] [--rounds 2]
+ *   pnpm bench overhead [--seconds 5] [--rounds 3]
  */
 import { spawn } from 'node:child_process';
 import { resolve } from 'node:path';
@@ -15,7 +15,7 @@ import { createHandle } from '@shoal/router';
 import { loadAppSpec } from '@shoal/cli';
 import { hasWrk, machine, median, percentile, printGoals, printTable, round, wrk, writeResult, type Goal, type Row, type WrkResult } from '../lib.ts';
 
-const { values } = parseArgs({ options: { seconds: { type: 'string', default: '5' }, rounds: { type: 'string', default: '2' } } });
+const { values } = parseArgs({ options: { seconds: { type: 'string', default: '5' }, rounds: { type: 'string', default: '3' } } });
 const seconds = Number(values.seconds);
 const rounds = Number(values.rounds);
 if (!hasWrk()) {
@@ -40,8 +40,8 @@ try {
 
   process.stdout.write(`bench/overhead on ${machine()}: ${rounds} rounds x ${seconds}s per setting, wrk 1 thread\n`);
   // warm both paths (JIT, connection setup)
-  await wrk(bareUrl, { connections: 64, seconds: 1 });
-  await wrk(shoalUrl, { connections: 64, seconds: 1 });
+  await wrk(bareUrl, { connections: 64, seconds: 3 });
+  await wrk(shoalUrl, { connections: 64, seconds: 3 });
 
   const runs: Record<string, WrkResult[]> = { 'bare c64': [], 'shoal c64': [], 'bare c1': [], 'shoal c1': [] };
   for (let r = 0; r < rounds; r++) {
