@@ -11,6 +11,27 @@ export interface ResourceOptions {
   gpus?: number;
   /** Host memory one replica reserves, in bytes. @default 0 */
   memory?: number;
+  /**
+   * Device memory one replica needs for itself on each of its devices, in bytes (pool budget, private weights).
+   * With `gpus` or `sharedBlobs`, the head places replicas on devices by free memory and refuses what cannot fit.
+   * @default 0
+   */
+  gpuMemory?: number;
+  /** Weight blobs shared with other replicas on a device (a model family's base): charged once per device. @default [] */
+  sharedBlobs?: SharedBlobNeed[];
+  /**
+   * Kind of device that gpus, gpuMemory and sharedBlobs are placed on. 'host' places on the native host backend's
+   * pseudo device, for development and tests on machines without a GPU. @default 'cuda'
+   */
+  device?: DeviceKind;
+}
+
+export type DeviceKind = 'cuda' | 'host';
+
+/** A named weight blob and its size in bytes, as it occupies device memory. */
+export interface SharedBlobNeed {
+  name: string;
+  bytes: number;
 }
 
 export interface DeploymentOptions {
@@ -24,11 +45,20 @@ export interface DeploymentOptions {
   maxQueuedRequests?: number;
   /** Largest HTTP request body this deployment accepts when it is an ingress; past it, 413. @default 16 MiB */
   maxRequestBytes?: number;
-  /** Default deadline of a request, from its arrival; past it, 504. 0 = none. @default 0 */
+  /**
+   * Default deadline of a request (HTTP at the ingress, or a handle call) that brings none of its own (header
+   * x-shoal-timeout-ms, handle timeoutMs, or one inherited from the calling request); past it, 504. 0 = none.
+   * @default 0
+   */
   requestTimeoutMs?: number;
   /** Resources one replica reserves on its worker. */
   resources?: ResourceOptions;
-  /** Passed to the replica's `reconfigure(userConfig)` at start and whenever it changes, without a restart. @default undefined */
+  /**
+   * Passed to the replica's `reconfigure(userConfig)` at start and whenever it changes, without a restart. Its
+   * `batch` key is shoal's: `{ batch: { predict: { maxBatchSize: 32 } } }` overrides the options the code gave the
+   * batched method `predict` (see `batch()`), applied before the hook runs.
+   * @default undefined
+   */
   userConfig?: unknown;
   /** How often the controller calls the replica's `checkHealth()`. @default 10000 */
   healthCheckPeriodMs?: number;
@@ -38,7 +68,15 @@ export interface DeploymentOptions {
   gracefulShutdownTimeoutMs?: number;
 }
 
+/** What the scheduler counts per worker. */
 export interface CompiledResources { cpus: number; gpus: number; memory: number }
+
+/** Every resource option with its default filled in. */
+export interface CompiledDeploymentResources extends CompiledResources {
+  gpuMemory: number;
+  sharedBlobs: SharedBlobNeed[];
+  device: DeviceKind;
+}
 
 export interface CompiledDeploymentOptions {
   name: string;
@@ -47,7 +85,7 @@ export interface CompiledDeploymentOptions {
   maxQueuedRequests: number;
   maxRequestBytes: number;
   requestTimeoutMs: number;
-  resources: CompiledResources;
+  resources: CompiledDeploymentResources;
   userConfig: unknown;
   healthCheckPeriodMs: number;
   healthCheckTimeoutMs: number;
@@ -79,15 +117,34 @@ export function checkName(path: string, value: unknown): string {
 
 const KNOWN = new Set(['name', 'numReplicas', 'maxOngoingRequests', 'maxQueuedRequests', 'maxRequestBytes', 'requestTimeoutMs', 'resources', 'userConfig', 'healthCheckPeriodMs', 'healthCheckTimeoutMs', 'gracefulShutdownTimeoutMs', 'batch']);
 
+const RESOURCE_KEYS = ['cpus', 'gpus', 'memory', 'gpuMemory', 'sharedBlobs', 'device'];
+
+function compileSharedBlobs(path: string, value: unknown): SharedBlobNeed[] {
+  if (value === undefined) return [];
+  if (!Array.isArray(value)) throw new InvalidOptionError(path, 'must be an array of { name, bytes }', value);
+  const seen = new Set<string>();
+  return value.map((b: unknown, i) => {
+    if (typeof b !== 'object' || b === null) throw new InvalidOptionError(`${path}[${i}]`, 'must be { name, bytes }', b);
+    const { name, bytes } = b as Record<string, unknown>;
+    if (typeof name !== 'string' || name === '') throw new InvalidOptionError(`${path}[${i}].name`, 'must be a non-empty string', name);
+    if (seen.has(name)) throw new InvalidOptionError(`${path}[${i}].name`, 'is listed twice', name);
+    seen.add(name);
+    if (bytes === undefined) throw new InvalidOptionError(`${path}[${i}].bytes`, 'is required', bytes);
+    return { name, bytes: checkInt(`${path}[${i}].bytes`, bytes, 0, 0) };
+  });
+}
+
 export function compileDeploymentOptions(input: DeploymentOptions, defaultName: string, path = 'deployment'): CompiledDeploymentOptions {
   if (typeof input !== 'object' || input === null) throw new InvalidOptionError(path, 'must be an object', input);
   for (const key of Object.keys(input)) if (!KNOWN.has(key)) throw new InvalidOptionError(`${path}.${key}`, 'is not a deployment option');
   const name = checkName(`${path}.name`, input.name ?? defaultName);
   const res = input.resources ?? {};
   if (typeof res !== 'object' || res === null) throw new InvalidOptionError(`${path}.resources`, 'must be an object', res);
-  for (const key of Object.keys(res)) if (!['cpus', 'gpus', 'memory'].includes(key)) throw new InvalidOptionError(`${path}.resources.${key}`, 'is not a resource (cpus, gpus, memory)');
+  for (const key of Object.keys(res)) if (!RESOURCE_KEYS.includes(key)) throw new InvalidOptionError(`${path}.resources.${key}`, `is not a resource (${RESOURCE_KEYS.join(', ')})`);
   const gpus = checkNumber(`${path}.resources.gpus`, res.gpus, 0, 0);
   if (gpus > 1 && !Number.isInteger(gpus)) throw new InvalidOptionError(`${path}.resources.gpus`, 'above 1 must be a whole number', gpus);
+  const device = res.device ?? 'cuda';
+  if (device !== 'cuda' && device !== 'host') throw new InvalidOptionError(`${path}.resources.device`, "must be 'cuda' or 'host'", device);
   const compiled: CompiledDeploymentOptions = {
     name,
     numReplicas: checkInt(`${path}.numReplicas`, input.numReplicas, 0, 1, 10_000),
@@ -99,6 +156,9 @@ export function compileDeploymentOptions(input: DeploymentOptions, defaultName: 
       cpus: checkNumber(`${path}.resources.cpus`, res.cpus, 0, 1),
       gpus,
       memory: checkInt(`${path}.resources.memory`, res.memory, 0, 0),
+      gpuMemory: checkInt(`${path}.resources.gpuMemory`, res.gpuMemory, 0, 0),
+      sharedBlobs: compileSharedBlobs(`${path}.resources.sharedBlobs`, res.sharedBlobs),
+      device,
     },
     userConfig: input.userConfig,
     healthCheckPeriodMs: checkInt(`${path}.healthCheckPeriodMs`, input.healthCheckPeriodMs, 1, 10_000),

@@ -15,7 +15,7 @@ describe('compileDeploymentOptions', () => {
   it('fills every default', () => {
     expect(compileDeploymentOptions({}, 'Model')).toEqual({
       name: 'Model', numReplicas: 1, maxOngoingRequests: 100, maxQueuedRequests: 1000, maxRequestBytes: 16 * 1024 * 1024,
-      requestTimeoutMs: 0, resources: { cpus: 1, gpus: 0, memory: 0 }, userConfig: undefined,
+      requestTimeoutMs: 0, resources: { cpus: 1, gpus: 0, memory: 0, gpuMemory: 0, sharedBlobs: [], device: 'cuda' }, userConfig: undefined,
       healthCheckPeriodMs: 10_000, healthCheckTimeoutMs: 30_000, gracefulShutdownTimeoutMs: 20_000,
     });
   });
@@ -24,6 +24,8 @@ describe('compileDeploymentOptions', () => {
     const c = compileDeploymentOptions({ name: 'm2', numReplicas: 3, maxOngoingRequests: 8, resources: { cpus: 0.5, gpus: 0.25, memory: 1 << 30 }, userConfig: { a: 1 } }, 'Model');
     expect(c).toMatchObject({ name: 'm2', numReplicas: 3, maxOngoingRequests: 8, resources: { cpus: 0.5, gpus: 0.25, memory: 1 << 30 }, userConfig: { a: 1 } });
     expect(compileDeploymentOptions({ resources: { gpus: 2 } }, 'M').resources.gpus).toBe(2);
+    const dev = compileDeploymentOptions({ resources: { gpuMemory: 1 << 20, sharedBlobs: [{ name: 'tower/base', bytes: 4096 }], device: 'host' } }, 'M').resources;
+    expect(dev).toMatchObject({ gpuMemory: 1 << 20, sharedBlobs: [{ name: 'tower/base', bytes: 4096 }], device: 'host' });
   });
 
   // numReplicas 0 is accepted on purpose: the controller supports scaling a deployment to zero.
@@ -46,7 +48,14 @@ describe('compileDeploymentOptions', () => {
     ['resources.cpus -0.5', { resources: { cpus: -0.5 } }, 'deployment.resources.cpus', 'must be >= 0'],
     ['resources.memory 1.5', { resources: { memory: 1.5 } }, 'deployment.resources.memory', 'must be an integer'],
     ['resources 5', { resources: 5 }, 'deployment.resources', 'must be an object (got 5)'],
-    ['an unknown resource', { resources: { tpus: 1 } }, 'deployment.resources.tpus', 'is not a resource (cpus, gpus, memory)'],
+    ['an unknown resource', { resources: { tpus: 1 } }, 'deployment.resources.tpus', 'is not a resource (cpus, gpus, memory, gpuMemory, sharedBlobs, device)'],
+    ['resources.gpuMemory -1', { resources: { gpuMemory: -1 } }, 'deployment.resources.gpuMemory', 'must be between 0 and'],
+    ['resources.gpuMemory 1.5', { resources: { gpuMemory: 1.5 } }, 'deployment.resources.gpuMemory', 'must be an integer'],
+    ['resources.sharedBlobs {}', { resources: { sharedBlobs: {} } }, 'deployment.resources.sharedBlobs', 'must be an array'],
+    ['a shared blob without a name', { resources: { sharedBlobs: [{ bytes: 1 }] } }, 'deployment.resources.sharedBlobs[0].name', 'must be a non-empty string'],
+    ['a shared blob listed twice', { resources: { sharedBlobs: [{ name: 'b', bytes: 1 }, { name: 'b', bytes: 1 }] } }, 'deployment.resources.sharedBlobs[1].name', 'is listed twice'],
+    ['a shared blob of -1 bytes', { resources: { sharedBlobs: [{ name: 'b', bytes: -1 }] } }, 'deployment.resources.sharedBlobs[0].bytes', 'must be between 0 and'],
+    ['resources.device "tpu"', { resources: { device: 'tpu' } }, 'deployment.resources.device', "must be 'cuda' or 'host'"],
     ['an unknown key', { numReplica: 2 }, 'deployment.numReplica', 'is not a deployment option'],
     ['another unknown key', { replicas: 2, name: 'ok' }, 'deployment.replicas', 'is not a deployment option'],
     ['a bad name', { name: '1abc' }, 'deployment.name', 'must be 1-128 characters'],

@@ -5,10 +5,12 @@
  */
 import { createHash } from 'node:crypto';
 import {
-  DeployError, InsufficientResourcesError, NotFoundError, toWireError, type AppSpec, type Clock, type DeploymentSpec,
-  type Logger,
+  DeployError, InsufficientResourcesError, NotFoundError, toWireError, type AppSpec, type Clock,
+  type CompiledDeploymentResources, type DeploymentSpec, type Logger,
 } from '@shoal/core';
 import type { ReplicaState, RouteTable, WorkerResources } from '@shoal/protocol';
+import { deviceStates, gpuNeedOf, usesDevicePlacement, type DeviceCharge } from './device-accounting.ts';
+import { placeGpuReplicas, type GpuDeviceState, type GpuPlacementOptions } from './gpu-placement.ts';
 import { chooseWorker, explainNoFit, fits, type WorkerCapacity } from './scheduler.ts';
 
 /** What the controller asks of the cluster. Implemented over worker connections by the head; faked in tests. */
@@ -40,6 +42,8 @@ export interface ReplicaRecord {
   startedAt: number;
   nextHealthAt: number;
   error?: string;
+  /** Device indices on its worker, for a deployment placed by device (gpus, gpuMemory or sharedBlobs). */
+  devices?: number[];
 }
 
 export interface DeploymentStatus {
@@ -62,11 +66,13 @@ export interface ControllerOptions {
   workerTimeoutMs?: number;
   /** Upper bound of the restart backoff of a failing deployment. @default 30000 */
   maxBackoffMs?: number;
+  /** Device memory kept free when placing by device memory. @default the policy's (5% of a device, at least 256 MiB) */
+  placement?: GpuPlacementOptions;
 }
 
 export interface ClusterStatus {
   applications: Array<{ name: string; routePrefix: string | null; ingress: string; deployments: Array<{ name: string; status: string; message: string; numReplicas: number; running: number }> }>;
-  replicas: Array<{ replicaId: string; app: string; deployment: string; state: ReplicaState; workerId: string; error?: string }>;
+  replicas: Array<{ replicaId: string; app: string; deployment: string; state: ReplicaState; workerId: string; devices?: number[]; error?: string }>;
   workers: Array<{ workerId: string; name: string; state: string; pid?: number; dataAddress: string; resources: WorkerResources; used: { cpus: number; gpus: number; memory: number }; replicas: number }>;
 }
 
@@ -89,7 +95,7 @@ export class Controller {
   private readonly opts: Required<ControllerOptions>;
 
   constructor(opts: ControllerOptions) {
-    this.opts = { workerTimeoutMs: 3000, maxBackoffMs: 30_000, ...opts };
+    this.opts = { workerTimeoutMs: 3000, maxBackoffMs: 30_000, placement: {}, ...opts };
   }
 
   // ---- workers ----
@@ -154,9 +160,16 @@ export class Controller {
     const alive = this.aliveWorkers();
     if (alive.length > 0) {
       for (const d of spec.deployments) {
+        const res = d.options.resources;
         const empty = alive.map((w) => this.capacity(w, '', '', true));
-        if (d.options.numReplicas > 0 && !empty.some((w) => fits(w, d.options.resources))) {
-          throw new InsufficientResourcesError(`deployment "${d.name}" of "${spec.name}" fits on no worker: ${explainNoFit(empty, d.options.resources)}`, { deployment: d.name });
+        const fitting = empty.filter((w) => fits(w, workerNeed(res)));
+        if (d.options.numReplicas > 0 && fitting.length === 0) {
+          throw new InsufficientResourcesError(`deployment "${d.name}" of "${spec.name}" fits on no worker: ${explainNoFit(empty, workerNeed(res))}`, { deployment: d.name });
+        }
+        if (d.options.numReplicas > 0 && usesDevicePlacement(res)) {
+          // Against empty devices, like the check above: what other replicas hold now is the reconcile loop's concern.
+          const refusal = this.devicesRefuse(d.name, 1, res, new Set(fitting.map((w) => w.workerId)), () => true);
+          if (refusal !== undefined) throw new InsufficientResourcesError(`application "${spec.name}": ${refusal.message}`, refusal.details ?? {});
         }
       }
     }
@@ -235,7 +248,17 @@ export class Controller {
         // Scale up, unless backing off after failures.
         let placedNow = 0;
         let blocked = false;
-        if (current.length < want && now >= d.status.retryAt) {
+        if (current.length < want && now >= d.status.retryAt && usesDevicePlacement(d.spec.options.resources)) {
+          // Placed whole or not at all: refuse, with the numbers, rather than start replicas that cannot all fit.
+          // Outdated replicas of this deployment are about to go, so their memory counts as free.
+          const retiring = (r: ReplicaRecord): boolean => r.app === appName && r.deployment === depName && r.version !== d.version;
+          const refusal = this.devicesRefuse(depName, want - current.length, d.spec.options.resources, undefined, retiring);
+          if (refusal !== undefined) {
+            d.status.message = `cannot place ${want - current.length} replica(s) by device memory: ${refusal.message}`;
+            blocked = true;
+          }
+        }
+        if (current.length < want && now >= d.status.retryAt && !blocked) {
           for (let i = current.length; i < want; i++) {
             const placed = this.place(appName, app.spec, depName, d.version, d.spec);
             if (placed === undefined) { blocked = true; break; }
@@ -264,17 +287,40 @@ export class Controller {
   }
 
   private place(appName: string, spec: AppSpec, depName: string, version: string, d: DeploymentSpec): ReplicaRecord | undefined {
+    const res = d.options.resources;
     const caps = this.aliveWorkers().map((w) => this.capacity(w, appName, depName, false));
-    const choice = chooseWorker(caps, d.options.resources);
     const status = this.apps.get(appName)!.deployments.get(depName)!.status;
-    if (choice === undefined) {
-      status.message = `cannot place a replica: ${explainNoFit(caps, d.options.resources)}`;
-      return undefined;
+    let workerId: string;
+    let devices: number[] | undefined;
+    if (usesDevicePlacement(res)) {
+      const fitting = caps.filter((w) => fits(w, workerNeed(res)));
+      if (fitting.length === 0) {
+        status.message = `cannot place a replica: ${explainNoFit(caps, workerNeed(res))}`;
+        return undefined;
+      }
+      const states = this.deviceStatesFor(res, new Set(fitting.map((w) => w.workerId)), () => false);
+      try {
+        const p = placeGpuReplicas(depName, 1, gpuNeedOf(res), states, this.opts.placement).placements[0]!;
+        workerId = p.workerId;
+        devices = p.devices;
+      } catch (err) {
+        if (!(err instanceof InsufficientResourcesError)) throw err;
+        status.message = `cannot place a replica: ${err.message}`;
+        return undefined;
+      }
+    } else {
+      const choice = chooseWorker(caps, res);
+      if (choice === undefined) {
+        status.message = `cannot place a replica: ${explainNoFit(caps, res)}`;
+        return undefined;
+      }
+      workerId = choice.workerId;
     }
     const rec: ReplicaRecord = {
       replicaId: `${spec.name}.${depName}.${(this.nextReplica++).toString(36)}`,
-      app: appName, deployment: depName, version, workerId: choice.workerId, state: 'STARTING',
+      app: appName, deployment: depName, version, workerId, state: 'STARTING',
       startedAt: this.opts.clock.now(), nextHealthAt: this.opts.clock.now() + d.options.healthCheckPeriodMs,
+      ...(devices !== undefined ? { devices } : {}),
     };
     this.replicas.set(rec.replicaId, rec);
     return rec;
@@ -368,11 +414,34 @@ export class Controller {
       for (const r of this.replicas.values()) {
         if (r.workerId !== w.workerId || r.state === 'STOPPED' || r.state === 'FAILED') continue;
         const res = this.apps.get(r.app)?.deployments.get(r.deployment)?.spec.options.resources;
-        if (res !== undefined) { used.cpus += res.cpus; used.gpus += res.gpus; used.memory += res.memory; }
+        if (res !== undefined) { const n = workerNeed(res); used.cpus += n.cpus; used.gpus += n.gpus; used.memory += n.memory; }
         if (r.app === app && r.deployment === deployment) same++;
       }
     }
     return { workerId: w.workerId, total: { cpus: w.resources.cpus, gpus: w.resources.gpus, memory: w.resources.memory }, used, sameDeployment: same };
+  }
+
+  /** Device states of the deployment's device kind on alive workers (all, or `only`), minus every replica's charge. */
+  private deviceStatesFor(res: CompiledDeploymentResources, only: ReadonlySet<string> | undefined, skip: (r: ReplicaRecord) => boolean): GpuDeviceState[] {
+    const workers = this.aliveWorkers().filter((w) => only === undefined || only.has(w.workerId)).map((w) => ({ workerId: w.workerId, devices: w.resources.devices }));
+    const charges: DeviceCharge[] = [];
+    for (const r of this.replicas.values()) {
+      if (r.devices === undefined || r.state === 'STOPPED' || r.state === 'FAILED' || skip(r)) continue;
+      const resources = this.apps.get(r.app)?.deployments.get(r.deployment)?.spec.options.resources;
+      if (resources !== undefined) charges.push({ workerId: r.workerId, devices: r.devices, resources });
+    }
+    return deviceStates(workers, res.device, charges);
+  }
+
+  /** Why `count` more replicas cannot be placed by device memory, or undefined when they fit. */
+  private devicesRefuse(depName: string, count: number, res: CompiledDeploymentResources, only: ReadonlySet<string> | undefined, skip: (r: ReplicaRecord) => boolean): InsufficientResourcesError | undefined {
+    try {
+      placeGpuReplicas(depName, count, gpuNeedOf(res), this.deviceStatesFor(res, only, skip), this.opts.placement);
+      return undefined;
+    } catch (err) {
+      if (err instanceof InsufficientResourcesError) return err;
+      throw err;
+    }
   }
 
   routeTable(): RouteTable {
@@ -420,11 +489,22 @@ export class Controller {
           running: this.replicasOf(a.spec.name, name).filter((r) => r.state === 'RUNNING').length,
         })),
       })),
-      replicas: [...this.replicas.values()].map((r) => ({ replicaId: r.replicaId, app: r.app, deployment: r.deployment, state: r.state, workerId: r.workerId, ...(r.error ? { error: r.error } : {}) })),
+      replicas: [...this.replicas.values()].map((r) => ({
+        replicaId: r.replicaId, app: r.app, deployment: r.deployment, state: r.state, workerId: r.workerId,
+        ...(r.devices !== undefined ? { devices: r.devices } : {}), ...(r.error ? { error: r.error } : {}),
+      })),
       workers: [...this.workers.values()].map((w) => {
         const cap = this.capacity(w, '', '', false);
         return { workerId: w.workerId, name: w.name, state: w.state, ...(w.pid !== undefined ? { pid: w.pid } : {}), dataAddress: w.dataAddress, resources: w.resources, used: cap.used, replicas: [...this.replicas.values()].filter((r) => r.workerId === w.workerId).length };
       }),
     };
   }
+}
+
+/**
+ * What a replica takes from its worker's counts. gpus placed on the host backend's pseudo device are a share of
+ * that device, not of the worker's CUDA GPUs.
+ */
+function workerNeed(res: CompiledDeploymentResources): { cpus: number; gpus: number; memory: number } {
+  return { cpus: res.cpus, gpus: res.device === 'host' ? 0 : res.gpus, memory: res.memory };
 }

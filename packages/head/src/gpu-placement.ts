@@ -6,7 +6,8 @@
  *   - a shared blob (the base of a model family) is charged once per device: the first replica on a
  *     device pays for it, later ones only for their own bytes;
  *   - among devices that fit, it prefers one that already holds the replica's shared blobs, then the one
- *     with the most memory left (spreading load), then worker id and device index (deterministic).
+ *     with the most memory left, then the one with the least gpu share in use (both spread load), then worker
+ *     id and device index (deterministic).
  * A deployment is placed whole or not at all: when a replica cannot fit anywhere, InsufficientResourcesError
  * says, for every device, what was needed against what was free and the headroom kept.
  */
@@ -18,6 +19,8 @@ export interface GpuDeviceState {
   index: number;
   /** For messages, e.g. "NVIDIA H100 80GB HBM3". */
   name?: string;
+  /** For messages: "host" labels the native host backend's pseudo device. @default 'cuda' */
+  kind?: 'cuda' | 'host';
   totalBytes: number;
   /** Free device memory as reported by the worker (already excludes resident blobs). */
   freeBytes: number;
@@ -33,7 +36,10 @@ export interface SharedBlobNeed {
 }
 
 export interface ReplicaGpuNeed {
-  /** Logical GPUs one replica takes: a fraction shares one device; a whole number k takes k devices of one worker. */
+  /**
+   * Logical GPUs one replica takes: a fraction shares one device; a whole number k takes k devices of one worker;
+   * 0 takes no share, only memory on one device (bytesPerDevice or sharedBlobs must then be given).
+   */
   gpus: number;
   /** Device bytes the replica needs for itself on each of its devices (pool budget, private weights). @default 0 */
   bytesPerDevice?: number;
@@ -82,11 +88,14 @@ function compile(deployment: string, replicas: number, need: ReplicaGpuNeed, opt
   const path = `deployment "${deployment}"`;
   if (!Number.isInteger(replicas) || replicas < 0) throw new InvalidOptionError(`${path}.numReplicas`, 'must be a non-negative integer', replicas);
   const gpus = need.gpus;
-  if (typeof gpus !== 'number' || !Number.isFinite(gpus) || gpus <= 0) throw new InvalidOptionError(`${path}.resources.gpus`, 'must be > 0 for GPU placement', gpus);
+  if (typeof gpus !== 'number' || !Number.isFinite(gpus) || gpus < 0) throw new InvalidOptionError(`${path}.resources.gpus`, 'must be >= 0 for GPU placement', gpus);
   if (gpus > 1 && !Number.isInteger(gpus)) throw new InvalidOptionError(`${path}.resources.gpus`, 'above 1 must be a whole number', gpus);
   const bytesPerDevice = need.bytesPerDevice ?? 0;
   if (!Number.isSafeInteger(bytesPerDevice) || bytesPerDevice < 0) throw new InvalidOptionError(`${path}.bytesPerDevice`, 'must be a non-negative integer', bytesPerDevice);
   const shared = [...(need.sharedBlobs ?? [])];
+  if (gpus === 0 && bytesPerDevice === 0 && shared.length === 0) {
+    throw new InvalidOptionError(`${path}.resources.gpus`, 'must be > 0 for GPU placement when no device memory is declared', gpus);
+  }
   shared.forEach((b, i) => {
     if (typeof b.name !== 'string' || b.name === '') throw new InvalidOptionError(`${path}.sharedBlobs[${i}].name`, 'must be a non-empty string', b.name);
     if (!Number.isSafeInteger(b.bytes) || b.bytes < 0) throw new InvalidOptionError(`${path}.sharedBlobs[${i}].bytes`, 'must be a non-negative integer', b.bytes);
@@ -132,21 +141,22 @@ function charge(d: GpuDeviceState, c: Compiled, share: number): { charged: numbe
 }
 
 function label(d: GpuDeviceState): string {
-  return `${d.workerId}/gpu${d.index}${d.name === undefined ? '' : ` (${d.name})`}`;
+  return `${d.workerId}/${d.kind === 'host' ? 'host' : 'gpu'}${d.index}${d.name === undefined ? '' : ` (${d.name})`}`;
 }
 
-/** Higher is better: holds the shared blobs already, then most memory left after the replica. */
-function score(d: GpuDeviceState, c: Compiled): [number, number] {
+/** Higher is better: holds the shared blobs already, then most memory left after the replica, then least share used. */
+function score(d: GpuDeviceState, c: Compiled): [number, number, number] {
   const { bytes } = neededOn(d, c);
   const reuses = c.shared.length > 0 && c.shared.every((b) => d.residentBlobs?.has(b.name) ?? false) ? 1 : 0;
-  return [reuses, availableOn(d, c) - bytes];
+  return [reuses, availableOn(d, c) - bytes, -d.usedShare];
 }
 
 function better(a: GpuDeviceState, b: GpuDeviceState, c: Compiled): boolean {
-  const [ra, fa] = score(a, c);
-  const [rb, fb] = score(b, c);
+  const [ra, fa, sa] = score(a, c);
+  const [rb, fb, sb] = score(b, c);
   if (ra !== rb) return ra > rb;
   if (fa !== fb) return fa > fb;
+  if (Math.abs(sa - sb) > EPS) return sa > sb;
   if (a.workerId !== b.workerId) return a.workerId < b.workerId;
   return a.index < b.index;
 }
@@ -205,7 +215,7 @@ function placeWhole(state: GpuDeviceState[], c: Compiled): Omit<GpuPlacement, 'r
 
 function refuse(deployment: string, replica: number, replicas: number, state: readonly GpuDeviceState[], c: Compiled): InsufficientResourcesError {
   const sharedBytes = c.shared.reduce((s, b) => s + b.bytes, 0);
-  const what = `${fmtShare(c.gpus)} gpu${c.gpus > 1 ? 's' : ''} with ${fmtBytes(c.bytesPerDevice)} per device`
+  const what = (c.gpus === 0 ? `${fmtBytes(c.bytesPerDevice)} of device memory` : `${fmtShare(c.gpus)} gpu${c.gpus > 1 ? 's' : ''} with ${fmtBytes(c.bytesPerDevice)} per device`)
     + (c.shared.length > 0 ? ` + shared ${c.shared.map((b) => `"${b.name}"`).join(', ')} ${fmtBytes(sharedBytes)} once per device` : '');
   const perDevice = state.map((d) => `${label(d)}: ${refusal(d, c, Math.min(c.gpus, 1)) ?? 'fits alone, but not enough such devices on one worker'}`);
   const placedNote = replica > 0 ? ` (${replica} of ${replicas} would fit)` : '';

@@ -1,6 +1,6 @@
 /** A ClusterOps that records what the controller asks and lets each test decide how workers answer. */
 import { compileDeploymentOptions, FakeClock, silentLogger, type AppSpec, type DeploymentOptions } from '@shoal/core';
-import type { RouteTable } from '@shoal/protocol';
+import type { DeviceInfo, RouteTable } from '@shoal/protocol';
 import { Controller, type ClusterOps, type ControllerOptions } from '../src/controller.ts';
 
 interface Held {
@@ -90,7 +90,8 @@ export interface Rig {
   ctl: Controller;
   ops: FakeCluster;
   clock: FakeClock;
-  addWorker(cpus: number, more?: { gpus?: number; memory?: number; name?: string }): string;
+  /** `gpus` CUDA devices of 80 GiB each unless `devices` says otherwise. */
+  addWorker(cpus: number, more?: { gpus?: number; memory?: number; name?: string; devices?: DeviceInfo[] }): string;
 }
 
 export function rig(opts: Partial<ControllerOptions> = {}): Rig {
@@ -101,10 +102,22 @@ export function rig(opts: Partial<ControllerOptions> = {}): Rig {
   return {
     ctl, ops, clock,
     addWorker: (cpus, more = {}) => ctl.addWorker({
-      name: more.name ?? `host-${++n}`, resources: { cpus, gpus: more.gpus ?? 0, memory: more.memory ?? 0, devices: [] },
+      name: more.name ?? `host-${++n}`,
+      resources: {
+        cpus, memory: more.memory ?? 0,
+        devices: more.devices ?? Array.from({ length: more.gpus ?? 0 }, (_, index) => cudaDevice(index, 80 * GiB, 80 * GiB)),
+        gpus: more.devices === undefined ? more.gpus ?? 0 : more.devices.filter((d) => d.kind === 'cuda').length,
+      },
       dataAddress: `ws://127.0.0.1:${9000 + n}`, pid: 1000 + n,
     }).workerId,
   };
+}
+
+export const GiB = 1024 ** 3;
+
+/** A device as a worker reports it in hello. */
+export function cudaDevice(index: number, freeBytes: number, totalBytes = freeBytes, name = 'Fake GPU'): DeviceInfo {
+  return { index, name, kind: 'cuda', totalBytes, freeBytes };
 }
 
 /** Lets every promise continuation that is ready run. */

@@ -13,13 +13,18 @@
  *   const y = await fam.run(new Float32Array(2 * fam.inputDim), ['v0', 'v2']);  // [2 x outputDim]
  *   fam.release();
  *
+ *   // As a deployment (deployment() from @shoal/core): N variants from one base, mixed-variant batches.
+ *   const Tower = deployment(familyDeployment({ manifest: manifestPath }), { numReplicas: 2 });
+ *
  * Build the addon with `pnpm --filter @shoal/native build` (cmake-js; runs during `pnpm install` too).
  */
 export { openNativeRuntime, NativeRuntime, type Device, type BackendReport, type PoolOptions, type BlobOptions, type MetricSample } from './runtime.ts';
 export { MemoryPool, Allocation } from './pool.ts';
 export { BlobRef } from './blob.ts';
 export { ModelFamily, type FamilyItem } from './family.ts';
-export { compileFamilyManifest, readFamilyManifest, type FamilyManifest, type LayerManifest, type LoraManifest, type VariantManifest } from './manifest.ts';
+export { processRuntime } from './process-runtime.ts';
+export { familyDeployment, familyResources, FAMILY_DEPLOYMENT_DEFAULTS, type FamilyDeploymentOptions, type FamilyRequest, type FamilyReplica, type FamilyReplicaStats } from './deployment.ts';
+export { compileFamilyManifest, readFamilyManifest, readFamilyManifestSync, selectVariants, type FamilyManifest, type LayerManifest, type LoraManifest, type VariantManifest } from './manifest.ts';
 export { encodeSafetensors, type F32Tensor } from './safetensors.ts';
 export { writeExampleFamily, type ExampleFamily, type ExampleFamilyOptions } from './example-family.ts';
 export { MemoryBudgetError, InvalidHandleError, AddonNotBuiltError, BUILD_COMMAND } from './errors.ts';

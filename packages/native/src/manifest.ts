@@ -8,6 +8,7 @@
  *     "variants": [ { "id": "fr", "path": "fr.safetensors", "lora": [ { "layer": 0, "a": "l0.a", "b": "l0.b", "scale": 0.5 } ],
  *                     "head": { "weight": "head.w", "bias": "head.b" } } ] }
  */
+import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { InvalidOptionError } from '@shoal/core';
@@ -134,11 +135,51 @@ export function compileFamilyManifest(manifest: FamilyManifest, baseDir?: string
 
 /** Reads a manifest JSON file; relative weight paths resolve against its directory. */
 export async function readFamilyManifest(file: string): Promise<NativeFamilySpec> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (err) {
+    throw unreadable(file, err);
+  }
+  return parseManifest(file, text);
+}
+
+/** readFamilyManifest, synchronously: for declaring resources when an application module loads. */
+export function readFamilyManifestSync(file: string): NativeFamilySpec {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw unreadable(file, err);
+  }
+  return parseManifest(file, text);
+}
+
+function unreadable(file: string, err: unknown): InvalidOptionError {
+  return new InvalidOptionError(`family manifest ${file}`, `cannot be read as JSON: ${err instanceof Error ? err.message : String(err)}`);
+}
+
+function parseManifest(file: string, text: string): NativeFamilySpec {
   let parsed: unknown;
   try {
-    parsed = JSON.parse(await readFile(file, 'utf8'));
+    parsed = JSON.parse(text);
   } catch (err) {
-    throw new InvalidOptionError(`family manifest ${file}`, `cannot be read as JSON: ${err instanceof Error ? err.message : String(err)}`);
+    throw unreadable(file, err);
   }
   return compileFamilyManifest(parsed as FamilyManifest, dirname(resolve(file)), `family manifest ${file}`);
+}
+
+/** The spec with only the named variants, in the order given; an unknown or repeated id names the known ones. */
+export function selectVariants(spec: NativeFamilySpec, ids: readonly string[], path = 'variants'): NativeFamilySpec {
+  if (!Array.isArray(ids) || ids.length === 0) throw new InvalidOptionError(path, 'must be a non-empty array of variant ids', ids);
+  const byId = new Map(spec.variants.map((v) => [v.id, v]));
+  const seen = new Set<string>();
+  const variants = ids.map((id, i) => {
+    const v = byId.get(id);
+    if (v === undefined) throw new InvalidOptionError(`${path}[${i}]`, `names no variant of family "${spec.name}" (known: ${[...byId.keys()].join(', ')})`, id);
+    if (seen.has(id)) throw new InvalidOptionError(`${path}[${i}]`, 'is listed twice', id);
+    seen.add(id);
+    return v;
+  });
+  return { ...spec, variants };
 }

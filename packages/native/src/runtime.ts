@@ -8,7 +8,7 @@ import { BlobRef } from './blob.ts';
 import { native, nativeAsync } from './errors.ts';
 import { ModelFamily } from './family.ts';
 import { DEFAULT_ADDON_DIR, loadAddon, type AddonVariant } from './loader.ts';
-import { compileFamilyManifest, readFamilyManifest, type FamilyManifest } from './manifest.ts';
+import { compileFamilyManifest, readFamilyManifest, selectVariants, type FamilyManifest } from './manifest.ts';
 import { compileNativeOptions, type NativeOptions } from './options.ts';
 import { MemoryPool } from './pool.ts';
 import { checkBytes, checkDevice, checkName } from './validate.ts';
@@ -157,9 +157,14 @@ export class NativeRuntime {
     return this.loadCompiled(compileFamilyManifest(manifest, opts.baseDir), pool);
   }
 
-  /** Reads a manifest JSON file (weight paths relative to it) and loads the family. */
-  async loadFamilyFile(file: string, pool: MemoryPool): Promise<ModelFamily> {
-    return this.loadCompiled(await readFamilyManifest(file), pool);
+  /**
+   * Reads a manifest JSON file (weight paths relative to it) and loads the family, or only some of its variants
+   * (`variants`, by id; an unknown id is an InvalidOptionError listing the known ones).
+   */
+  async loadFamilyFile(file: string, pool: MemoryPool, opts: { variants?: readonly string[] } = {}): Promise<ModelFamily> {
+    const spec = await readFamilyManifest(file);
+    if (opts.variants === undefined) return this.loadCompiled(spec, pool);
+    return this.loadCompiled(selectVariants(spec, opts.variants, `variants of ${file}`), pool);
   }
 
   /** Per-pool and per-device gauges. */
