@@ -15,8 +15,10 @@ export async function startCluster(opts: Partial<HeadOptions> & { workers?: numb
   return head;
 }
 
-export async function deployFixture(head: Head, opts: { exportName?: string; name?: string; routePrefix?: string } = {}): Promise<AppSpec> {
-  const spec = await loadAppSpec(FIXTURE_APP, opts);
+/** Deploys an application of a fixture module (test/fixtures/apps.ts unless `module` names another) and waits for it. */
+export async function deployFixture(head: Head, opts: { exportName?: string; name?: string; routePrefix?: string; module?: string } = {}): Promise<AppSpec> {
+  const { module = FIXTURE_APP, ...rest } = opts;
+  const spec = await loadAppSpec(module, rest);
   await head.deploy(spec);
   await head.waitReady(spec.name, 30_000);
   return spec;

@@ -32,6 +32,8 @@ export const env = {
   workerTimeoutMs: (): number => readInt('SHOAL_WORKER_TIMEOUT_MS', 3000, 50),
   /** SHOAL_REQUIRE_NATIVE: set to 1 (CI does) so that tests fail, instead of skipping, when the N-API addon is not built. */
   requireNative: (): boolean => readString('SHOAL_REQUIRE_NATIVE') === '1',
+  /** SHOAL_REQUIRE_PROMTOOL: set to 1 (CI does) so that the metrics test fails, instead of skipping its lint, without promtool. */
+  requirePromtool: (): boolean => readString('SHOAL_REQUIRE_PROMTOOL') === '1',
   /** SHOAL_GPU_TESTS: set to 1 to run tests that need a CUDA GPU. */
   gpuTests: (): boolean => readString('SHOAL_GPU_TESTS') === '1',
 } as const;

@@ -11,12 +11,14 @@ import {
 } from '@shoal/core';
 import {
   PROTOCOL_VERSION, Peer, acceptHello, sendWelcome, tokenMatches, type Message, type NewRequest, type RouteTable,
+  type WorkerStats,
 } from '@shoal/protocol';
 import { Router, type Dispatch, type ReplicaRef, type Transport } from '@shoal/router';
 import { Controller, type ClusterOps } from './controller.ts';
 import { Ingress, type IngressOptions } from './ingress.ts';
 import { readBody, sendError, sendJson } from './http-util.ts';
 import { LocalWorkers } from './local-workers.ts';
+import { HeadMetrics, METRICS_CONTENT_TYPE } from './metrics.ts';
 
 export interface HeadOptions {
   /** Cluster token; generated when not given. */
@@ -47,6 +49,7 @@ export class Head {
   readonly token: string;
   readonly controller: Controller;
   readonly router: Router;
+  readonly metrics: HeadMetrics;
   private readonly peers = new Map<string, Peer>();
   private readonly ingress: Ingress;
   private server: Server | undefined;
@@ -72,7 +75,18 @@ export class Head {
     this.controller = new Controller({ ops, clock, logger: opts.logger.child('controller'), workerTimeoutMs: this.opts.workerTimeoutMs });
     const transport: Transport = { dispatch: (ref, m) => this.dispatch(ref, m) };
     this.router = new Router({ transport, clock, logger: opts.logger.child('router') });
-    this.ingress = new Ingress({ router: this.router, logger: opts.logger.child('ingress'), isReady: () => this.isReady(), ...(opts.extraRoutes ? { extraRoutes: opts.extraRoutes } : {}) });
+    this.metrics = new HeadMetrics({
+      status: () => this.controller.status(), router: () => this.router.stats(), logger: opts.logger.child('metrics'),
+      workers: () => [...this.peers.entries()].filter(([, p]) => !p.closed).map(([workerId, p]) => ({
+        workerId,
+        request: () => {
+          const { id, reply } = p.requestWithId({ t: 'metrics' });
+          return { reply: reply.then((r) => (r.ok ? r.value : Promise.reject(new Error(r.error.message)))), abandon: () => p.forget(id) };
+        },
+      })),
+    });
+    const metrics = { observeHttp: this.metrics.observeHttp.bind(this.metrics), scrape: () => this.metrics.scrape(), contentType: METRICS_CONTENT_TYPE };
+    this.ingress = new Ingress({ router: this.router, logger: opts.logger.child('ingress'), isReady: () => this.isReady(), metrics, ...(opts.extraRoutes ? { extraRoutes: opts.extraRoutes } : {}) });
   }
 
   async start(): Promise<void> {
@@ -155,6 +169,15 @@ export class Head {
       await new Promise<void>((resolve) => server.close(() => resolve()));
     }
     this.opts.logger.info('head stopped');
+  }
+
+  /**
+   * Gauges of the whole cluster, for metrics and tests: this head's router (the HTTP ingress and handles made
+   * here) and, per connected worker, its replicas (batch queues included) and its router.
+   */
+  async stats(): Promise<{ router: ReturnType<Router['stats']>; workers: WorkerStats[] }> {
+    const workers = await Promise.all([...this.peers.values()].filter((p) => !p.closed).map((p) => p.call({ t: 'stats' }) as Promise<WorkerStats>));
+    return { router: this.router.stats(), workers };
   }
 
   /** Local worker pids, for tests and the CLI. */
@@ -241,6 +264,7 @@ export class Head {
         throw new UnauthorizedError(given ? 'wrong cluster token' : 'missing cluster token: send "Authorization: Bearer <token>"');
       }
       if (req.method === 'GET' && url.pathname === '/api/status') { sendJson(res, 200, { ...this.controller.status(), cluster: this.clusterAddress, http: this.httpAddress }); return; }
+      if (req.method === 'GET' && url.pathname === '/api/stats') { sendJson(res, 200, await this.stats()); return; }
       if (req.method === 'POST' && url.pathname === '/api/apps') {
         const spec = JSON.parse((await readBody(req, 16 * 1024 * 1024, 'the control API')).toString()) as AppSpec;
         await this.deploy(spec);

@@ -1,7 +1,8 @@
 /**
  * The HTTP ingress: each application mounts at its route prefix; a request goes through the router straight to
  * the worker hosting the chosen replica of the application's ingress deployment. Also /-/healthz (liveness) and
- * /-/ready (readiness: every application's replicas running).
+ * /-/ready (readiness: every application's replicas running), /-/routes, and /-/metrics (Prometheus, when the
+ * head gives a metrics source).
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
@@ -17,6 +18,15 @@ export interface IngressOptions {
   isReady: () => boolean;
   /** Extra routes tried before application prefixes (the KServe v2 protocol mounts here). Return true if handled. */
   extraRoutes?: Array<(req: IncomingMessage, res: ServerResponse) => boolean>;
+  /** Told of every answered application request; serves /-/metrics. @default none (no /-/metrics) */
+  metrics?: IngressMetrics;
+}
+
+export interface IngressMetrics {
+  observeHttp(app: string, code: number, seconds: number): void;
+  /** The Prometheus text exposition. */
+  scrape(): Promise<string>;
+  contentType: string;
 }
 
 /** Header that sets a request's deadline in ms from arrival. */
@@ -94,6 +104,7 @@ export class Ingress {
 
   private async forward(req: IncomingMessage, res: ServerResponse, mount: Mount, path: string, query: string): Promise<void> {
     const arrived = Date.now();
+    const started = process.hrtime.bigint();
     let deadline: number | undefined;
     try {
       const header = req.headers[TIMEOUT_HEADER];
@@ -128,6 +139,9 @@ export class Ingress {
       if (res.destroyed) return;
       if (req.readable && !req.readableEnded) { res.setHeader('connection', 'close'); req.resume(); }
       sendError(res, err);
+    } finally {
+      // 499: the client went away before an answer was written.
+      this.opts.metrics?.observeHttp(mount.app, res.headersSent ? res.statusCode : 499, Number(process.hrtime.bigint() - started) / 1e9);
     }
   }
 
@@ -139,6 +153,14 @@ export class Ingress {
       return;
     }
     if (pathname === '/-/routes') { sendJson(res, 200, Object.fromEntries(this.mounts.map((m) => [m.prefix || '/', m.app]))); return; }
+    const metrics = this.opts.metrics;
+    if (pathname === '/-/metrics' && metrics !== undefined) {
+      metrics.scrape().then(
+        (text) => { res.writeHead(200, { 'content-type': metrics.contentType, 'content-length': Buffer.byteLength(text) }).end(text); },
+        (err: unknown) => sendError(res, err),
+      );
+      return;
+    }
     sendError(res, new NotFoundError(`no built-in endpoint ${pathname}`));
   }
 }

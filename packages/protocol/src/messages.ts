@@ -3,10 +3,10 @@
  * messages (all messages queued in one event-loop tick travel in one frame). Messages are discriminated by `t`.
  * Requests carry an `id` unique per connection and direction; the answer is a `reply` with the same id.
  */
-import type { AppSpec, WireError, WireHttpRequest, WireHttpResponse } from '@shoal/core';
+import type { AppSpec, BatchQueueStats, WireError, WireHttpRequest, WireHttpResponse } from '@shoal/core';
 
 /** Bumped on any incompatible change; checked in `hello`. */
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 
 export type ReplicaState = 'STARTING' | 'RUNNING' | 'DRAINING' | 'STOPPED' | 'FAILED';
 
@@ -52,6 +52,31 @@ export interface StopReplicaMessage { t: 'stop'; id: number; replicaId: string; 
 export interface ReconfigureMessage { t: 'reconfigure'; id: number; replicaId: string; userConfig: unknown }
 export interface HealthMessage { t: 'health'; id: number; replicaId: string; timeoutMs: number }
 export interface RoutesMessage { t: 'routes'; version: number; table: RouteTable }
+/** Asks a worker for its gauges; the reply's value is a {@link WorkerStats}. */
+export interface StatsMessage { t: 'stats'; id: number }
+/** Asks a worker for its Prometheus registry; the reply's value is prom-client's getMetricsAsJSON() array. */
+export interface MetricsMessage { t: 'metrics'; id: number }
+
+/** One replica's gauges: every count returns to 0 when it is idle, whatever was cancelled. */
+export interface ReplicaStats {
+  replicaId: string;
+  app: string;
+  deployment: string;
+  state: ReplicaState;
+  /** Requests running in user code (at most maxOngoingRequests). */
+  ongoing: number;
+  /** Requests waiting in the replica for a slot. */
+  queued: number;
+  /** Per batched method (field name). */
+  batch: Record<string, BatchQueueStats>;
+}
+
+export interface WorkerStats {
+  workerId: string;
+  replicas: ReplicaStats[];
+  /** The worker's router (handle calls its replicas make), per deployment key. */
+  router: Record<string, { inflight: number; waiting: number; replicas: number }>;
+}
 
 /** Where the replicas of each deployment run; key `${app}/${deployment}`. Only RUNNING replicas are listed. */
 export interface RouteTable {
@@ -84,11 +109,11 @@ export interface ReplyErr { t: 'reply'; id: number; ok: false; error: WireError;
 export type ReplyMessage = ReplyOk | ReplyErr;
 
 export type WorkerToHead = HelloMessage | HeartbeatMessage | ReplicaStateMessage | ReplyMessage;
-export type HeadToWorker = WelcomeMessage | RefuseMessage | StartReplicaMessage | StopReplicaMessage | ReconfigureMessage | HealthMessage | RoutesMessage | CallMessage | HttpMessage | CancelMessage | ReplyMessage;
+export type HeadToWorker = WelcomeMessage | RefuseMessage | StartReplicaMessage | StopReplicaMessage | ReconfigureMessage | HealthMessage | StatsMessage | MetricsMessage | RoutesMessage | CallMessage | HttpMessage | CancelMessage | ReplyMessage;
 export type PeerToWorker = HelloMessage | CallMessage | HttpMessage | CancelMessage | ReplyMessage;
 export type Message = WorkerToHead | HeadToWorker | PeerToWorker;
 
 /** Messages that expect a reply. */
-export type RequestMessage = StartReplicaMessage | StopReplicaMessage | ReconfigureMessage | HealthMessage | CallMessage | HttpMessage;
+export type RequestMessage = StartReplicaMessage | StopReplicaMessage | ReconfigureMessage | HealthMessage | StatsMessage | MetricsMessage | CallMessage | HttpMessage;
 
 export type { WireHttpRequest, WireHttpResponse };

@@ -3,20 +3,25 @@ import { parseArgs } from 'node:util';
 import { createLogger, env, InvalidOptionError, type Logger } from '@shoal/core';
 import type { DeviceInfo } from '@shoal/protocol';
 import { Worker } from './worker.ts';
+import type { NativeGaugeSample } from './worker-metrics.ts';
 
-/** Devices from the native addon (CUDA GPUs, else the host backend's pseudo device); none when it is not built. */
-async function detectDevices(logger: Logger): Promise<DeviceInfo[]> {
+/**
+ * Devices from the native addon (CUDA GPUs, else the host backend's pseudo device) and its gauges for metrics;
+ * no devices and no gauges when it is not built.
+ */
+async function detectDevices(logger: Logger): Promise<{ devices: DeviceInfo[]; metrics?: () => NativeGaugeSample[] }> {
   try {
-    const { openNativeRuntime } = await import('@shoal/native');
-    const rt = openNativeRuntime({ logger: logger.child('native') });
+    // The process's one runtime: replicas of family deployments share it, and with it their weight blobs.
+    const { processRuntime } = await import('@shoal/native');
+    const rt = processRuntime({ logger: logger.child('native') });
     const devices = rt.devices().map((d): DeviceInfo => ({
       index: d.index, name: d.name, kind: d.backend === 'cuda' ? 'cuda' : 'host', totalBytes: d.totalBytes, freeBytes: d.freeBytes,
       ...(d.computeCapability !== null ? { computeCapability: d.computeCapability } : {}),
     }));
-    return devices;
+    return { devices, metrics: () => rt.metrics() };
   } catch (err) {
     logger.info('native addon unavailable; this worker reports no devices', { reason: (err as Error).message });
-    return [];
+    return { devices: [] };
   }
 }
 
@@ -42,9 +47,10 @@ export async function runWorker(argv: string[]): Promise<Worker> {
   const memory = values.memory === undefined ? undefined : Number(values.memory);
   if (memory !== undefined && !(memory > 0)) throw new InvalidOptionError('--memory', 'must be a positive number of bytes', values.memory);
   const logger = createLogger(`worker ${process.pid}`);
-  const devices = await detectDevices(logger);
+  const { devices, metrics: nativeMetrics } = await detectDevices(logger);
   const worker = new Worker({
     devices,
+    ...(nativeMetrics ? { nativeMetrics } : {}),
     address: address.replace(/^http/, 'ws'), token, logger, maxFrameBytes: env.maxFrameBytes(),
     ...(values.host ? { host: values.host } : {}),
     ...(values['advertise-host'] ? { advertiseHost: values['advertise-host'] } : {}),

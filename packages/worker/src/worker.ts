@@ -10,13 +10,14 @@ import {
 } from '@shoal/core';
 import {
   acceptHello, connectPeer, sendWelcome, Peer, type DeviceInfo, type Message, type NewRequest, type ReplyMessage,
-  type WorkerResources,
+  type WorkerResources, type WorkerStats,
   type CallMessage, type HttpMessage,
 } from '@shoal/protocol';
 import { Router } from '@shoal/router';
 import { Replica } from './replica.ts';
 import { buildInstance } from './module-loader.ts';
 import { WorkerTransport } from './transport.ts';
+import { WorkerMetrics, type NativeGaugeSample } from './worker-metrics.ts';
 
 export interface WorkerOptions {
   /** Head cluster address, ws://host:port. */
@@ -38,6 +39,8 @@ export interface WorkerOptions {
   maxFrameBytes: number;
   /** Called when the head connection is lost for good (the CLI exits the process). */
   onHeadLost?: (reason: string) => void;
+  /** The native addon's gauges, for this worker's metrics. @default none (the addon is not loaded) */
+  nativeMetrics?: () => NativeGaugeSample[];
 }
 
 export class Worker {
@@ -52,6 +55,7 @@ export class Worker {
   private dataAddress = '';
   private readonly router: Router;
   private readonly transport: WorkerTransport;
+  private readonly metrics: WorkerMetrics;
   private stopping = false;
 
   constructor(private readonly opts: WorkerOptions) {
@@ -66,6 +70,10 @@ export class Worker {
       onMessage: (m, p) => this.onDataMessage(m, p),
     });
     this.router = new Router({ transport: this.transport, clock: realClock, logger: opts.logger });
+    this.metrics = new WorkerMetrics({
+      workerId: () => this.workerId, stats: () => this.stats(), logger: opts.logger,
+      ...(opts.nativeMetrics ? { native: opts.nativeMetrics } : {}),
+    });
   }
 
   async start(): Promise<void> {
@@ -97,6 +105,7 @@ export class Worker {
     if (this.stopping) return;
     this.stopping = true;
     clearInterval(this.heartbeat);
+    this.metrics.close();
     await Promise.all([...this.replicas.values()].map((r) => r.drain(2000).catch(() => undefined)));
     this.router.close();
     await this.transport.close();
@@ -167,6 +176,8 @@ export class Worker {
         r.checkHealth(m.timeoutMs).then(() => peer.reply(m.id, null), (e: unknown) => peer.replyError(m.id, toWireError(e)));
         return;
       }
+      case 'stats': peer.reply(m.id, this.stats()); return;
+      case 'metrics': this.metrics.json().then((v) => peer.reply(m.id, v), (e: unknown) => peer.replyError(m.id, toWireError(e))); return;
       case 'routes': this.router.updateRoutes(m.table, m.version); return;
       default: this.onDataMessage(m, peer);
     }
@@ -235,7 +246,9 @@ export class Worker {
     try {
       const value = m.t === 'http'
         ? await replica.http(m.req, controller.signal, m.deadline)
-        : await replica.call(m.method, m.args, controller.signal, m.deadline);
+        : await replica.call(m.method, m.args, controller.signal, m.deadline, m.priority);
+      // User code that swallows its abort still answers late: past the deadline the caller gets 504, not the value.
+      if (controller.signal.reason instanceof DeadlineExceededError) throw controller.signal.reason;
       return { t: 'reply', id: 0, ok: true, value, q: replica.load };
     } catch (err) {
       const wire: WireError = toWireError(err);
@@ -250,6 +263,11 @@ export class Worker {
     if (table === undefined) return;
     for (const c of table.values()) c.abort(new CancelledError(reason));
     table.clear();
+  }
+
+  /** Gauges of every replica (batch queues included) and of this worker's router. */
+  stats(): WorkerStats {
+    return { workerId: this.workerId, replicas: [...this.replicas.values()].map((r) => r.stats()), router: this.router.stats() };
   }
 
   /** For tests and status: replica ids and states. */

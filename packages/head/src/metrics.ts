@@ -1,0 +1,116 @@
+/**
+ * Prometheus metrics of the whole cluster, served by the ingress at GET /-/metrics: the head's own registry
+ * (HTTP requests per application and status code, their latency, the head router's gauges, workers alive,
+ * replicas by state) merged with every live worker's registry, fetched as JSON over the worker's connection.
+ * A worker that does not answer within workerTimeoutMs is left out of that scrape (and logged): a scrape
+ * never waits on a stuck worker.
+ */
+import { AggregatorRegistry, Counter, Gauge, Histogram, Registry, type MetricObjectWithValues, type MetricValue } from 'prom-client';
+import type { Logger } from '@shoal/core';
+import type { ReplicaState } from '@shoal/protocol';
+import { registerProcessMetrics, type MetricsJson } from '@shoal/worker';
+import type { ClusterStatus } from './controller.ts';
+
+export interface WorkerMetricsSource {
+  workerId: string;
+  /** Asks the worker for its registry as JSON; `abandon` forgets the request, so a late answer is dropped. */
+  request(): { reply: Promise<unknown>; abandon(): void };
+}
+
+export interface HeadMetricsOptions {
+  status: () => Pick<ClusterStatus, 'applications' | 'replicas' | 'workers'>;
+  /** The head router's gauges, per deployment key (`Router.stats()`). */
+  router: () => Record<string, { inflight: number; waiting: number; replicas: number }>;
+  /** Workers to scrape (the live connections). */
+  workers: () => WorkerMetricsSource[];
+  logger: Logger;
+  /** How long a scrape waits for a worker's answer. @default 1000 */
+  workerTimeoutMs?: number;
+}
+
+export const METRICS_CONTENT_TYPE = Registry.PROMETHEUS_CONTENT_TYPE;
+
+const STATES: readonly ReplicaState[] = ['STARTING', 'RUNNING', 'DRAINING', 'STOPPED', 'FAILED'];
+/** Request latency buckets, in seconds: from a cache hit to a slow generation. */
+const DURATION_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
+
+/**
+ * One exposition from several registries' JSON (the head's and each worker's): one HELP and TYPE per name,
+ * series kept apart by their labels (every worker's carry worker=<id>).
+ */
+export function mergeMetrics(parts: readonly MetricsJson[]): Registry {
+  return AggregatorRegistry.aggregate(parts as Array<Array<MetricObjectWithValues<MetricValue<string>>>>);
+}
+
+export class HeadMetrics {
+  readonly registry = new Registry();
+  private readonly requests: Counter<'app' | 'code'>;
+  private readonly duration: Histogram<'app'>;
+  private readonly timeoutMs: number;
+
+  constructor(private readonly opts: HeadMetricsOptions) {
+    this.timeoutMs = opts.workerTimeoutMs ?? 1000;
+    const registers = [this.registry];
+    this.requests = new Counter({ name: 'shoal_http_requests_total', help: 'HTTP requests the ingress answered, per application and status code (499: the client left first).', labelNames: ['app', 'code'], registers });
+    this.duration = new Histogram({ name: 'shoal_http_request_duration_seconds', help: 'Time from an HTTP request\'s arrival at the ingress to its answer, per application.', labelNames: ['app'], buckets: DURATION_BUCKETS, registers });
+    new Gauge({
+      name: 'shoal_router_inflight_requests', help: 'Requests the head\'s router has in flight to replicas, per deployment.', labelNames: ['deployment'], registers,
+      collect() { this.reset(); for (const [deployment, s] of Object.entries(opts.router())) this.set({ deployment }, s.inflight); },
+    });
+    new Gauge({
+      name: 'shoal_router_waiting_requests', help: 'Requests waiting in the head\'s router for a replica slot, per deployment.', labelNames: ['deployment'], registers,
+      collect() { this.reset(); for (const [deployment, s] of Object.entries(opts.router())) this.set({ deployment }, s.waiting); },
+    });
+    new Gauge({
+      name: 'shoal_workers_alive', help: 'Workers connected and heartbeating.', registers,
+      collect() { this.set(opts.status().workers.filter((w) => w.state === 'ALIVE').length); },
+    });
+    new Gauge({
+      name: 'shoal_replicas', help: 'Replicas per deployment and lifecycle state, as the controller records them.', labelNames: ['app', 'deployment', 'state'], registers,
+      collect() {
+        this.reset();
+        const st = opts.status();
+        for (const a of st.applications) for (const d of a.deployments) for (const state of STATES) this.set({ app: a.name, deployment: d.name, state }, 0);
+        for (const r of st.replicas) this.inc({ app: r.app, deployment: r.deployment, state: r.state });
+      },
+    });
+    registerProcessMetrics(this.registry);
+  }
+
+  /** Records one answered HTTP request of an application. */
+  observeHttp(app: string, code: number, seconds: number): void {
+    this.requests.inc({ app, code: String(code) });
+    this.duration.observe({ app }, seconds);
+  }
+
+  /** The merged exposition: this head's registry and every worker that answered in time. */
+  async scrape(): Promise<string> {
+    const workers = await Promise.all(this.opts.workers().map((w) => this.fetchWorker(w)));
+    const parts = [await this.registry.getMetricsAsJSON() as MetricsJson, ...workers.filter((w): w is MetricsJson => w !== undefined)];
+    return mergeMetrics(parts).metrics();
+  }
+
+  private async fetchWorker(w: WorkerMetricsSource): Promise<MetricsJson | undefined> {
+    const { reply, abandon } = w.request();
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<'timeout'>((resolve) => { timer = setTimeout(() => resolve('timeout'), this.timeoutMs); });
+    try {
+      const value = await Promise.race([reply, timeout]);
+      if (value === 'timeout') {
+        abandon();
+        this.opts.logger.warn('worker left out of this metrics scrape: no answer in time', { workerId: w.workerId, timeoutMs: this.timeoutMs });
+        return undefined;
+      }
+      if (!Array.isArray(value)) {
+        this.opts.logger.warn('worker left out of this metrics scrape: its answer is not a metrics array', { workerId: w.workerId, type: typeof value });
+        return undefined;
+      }
+      return value as MetricsJson;
+    } catch (err) {
+      this.opts.logger.warn('worker left out of this metrics scrape', { workerId: w.workerId, reason: (err as Error).message });
+      return undefined;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+}

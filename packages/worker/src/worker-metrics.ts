@@ -1,0 +1,170 @@
+/**
+ * The worker's Prometheus registry, labelled worker=<workerId>: per replica gauges (requests running and queued,
+ * lifecycle state), per batched method its queue and counters, this worker's router, the event loop's delay, and
+ * the native addon's device, blob and pool gauges when the addon is loaded. The head asks for it with a `metrics`
+ * message and merges every worker's answer into one exposition (see the head's metrics.ts).
+ */
+import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
+import { Counter, Gauge, Registry, type MetricObjectWithValues, type MetricValue } from 'prom-client';
+import type { Logger } from '@shoal/core';
+import type { ReplicaState, WorkerStats } from '@shoal/protocol';
+import { registerProcessMetrics } from './process-metrics.ts';
+
+/** A gauge sample as the native addon reports it (`NativeRuntime.metrics()`). */
+export interface NativeGaugeSample {
+  name: string;
+  labels: Record<string, string>;
+  value: number;
+}
+
+export interface WorkerMetricsOptions {
+  /** The worker's id (known once the head welcomed it). */
+  workerId: () => string;
+  stats: () => WorkerStats;
+  /** The native addon's gauges; absent when the addon is not loaded. */
+  native?: () => NativeGaugeSample[];
+  logger: Logger;
+  /** Event-loop sampling period (Node's minimum is 1). @default 10 */
+  eventLoopResolutionMs?: number;
+}
+
+/** What a registry's getMetricsAsJSON() gives: what a worker sends the head. */
+export type MetricsJson = Array<MetricObjectWithValues<MetricValue<string>>>;
+
+const STATES: readonly ReplicaState[] = ['STARTING', 'RUNNING', 'DRAINING', 'STOPPED', 'FAILED'];
+const REPLICA = ['app', 'deployment', 'replica'] as const;
+const METHOD = [...REPLICA, 'method'] as const;
+
+/** Help lines of the addon's samples; a sample not listed gets a generic one. */
+const NATIVE_HELP: Record<string, string> = {
+  shoal_native_device_total_bytes: 'Device memory, in bytes.',
+  shoal_native_device_free_bytes: 'Free device memory, in bytes.',
+  shoal_native_blob_resident_bytes: 'Shared weight blobs resident on the device, in bytes.',
+  shoal_native_blob_idle_bytes: 'Resident weight blobs that nothing references (evictable), in bytes.',
+  shoal_native_blob_evicted_bytes: 'Weight blobs evicted to host memory, in bytes.',
+  shoal_native_blob_refs: 'References held on weight blobs.',
+  shoal_native_pool_budget_bytes: 'Byte budget of a memory pool.',
+  shoal_native_pool_used_bytes: 'Bytes a memory pool has handed out.',
+  shoal_native_pool_cached_bytes: 'Bytes a memory pool keeps cached for reuse.',
+  shoal_native_pool_peak_bytes: 'Highest bytes a memory pool has handed out.',
+  shoal_native_pool_cache_hits: 'Allocations a memory pool served from its cache.',
+  shoal_native_pool_cache_misses: 'Allocations a memory pool took from the device.',
+};
+
+export class WorkerMetrics {
+  readonly registry = new Registry();
+  private readonly loop: IntervalHistogram;
+  private readonly native = new Map<string, Gauge>();
+  private nativeFailed = false;
+  private readonly g: {
+    ongoing: Gauge<typeof REPLICA[number]>;
+    queued: Gauge<typeof REPLICA[number]>;
+    state: Gauge<typeof REPLICA[number] | 'state'>;
+    batchQueued: Gauge<typeof METHOD[number]>;
+    batchRunning: Gauge<typeof METHOD[number]>;
+    batchMaxSize: Gauge<typeof METHOD[number]>;
+    batches: Counter<typeof METHOD[number] | 'size'>;
+    items: Counter<typeof METHOD[number] | 'result'>;
+    routerInflight: Gauge<'deployment'>;
+    routerWaiting: Gauge<'deployment'>;
+    loopP50: Gauge;
+    loopP99: Gauge;
+    loopMax: Gauge;
+  };
+
+  constructor(private readonly opts: WorkerMetricsOptions) {
+    const registers = [this.registry];
+    this.g = {
+      ongoing: new Gauge({ name: 'shoal_replica_ongoing_requests', help: 'Requests running in a replica\'s user code.', labelNames: REPLICA, registers }),
+      queued: new Gauge({ name: 'shoal_replica_queued_requests', help: 'Requests waiting in a replica for a slot.', labelNames: REPLICA, registers }),
+      state: new Gauge({ name: 'shoal_replica_state', help: 'Replica lifecycle state: 1 for the current state, 0 for the others.', labelNames: [...REPLICA, 'state'], registers }),
+      batchQueued: new Gauge({ name: 'shoal_batch_queued_items', help: 'Items waiting in a batched method\'s queue.', labelNames: METHOD, registers }),
+      batchRunning: new Gauge({ name: 'shoal_batch_running_items', help: 'Items in a batched method\'s running batches.', labelNames: METHOD, registers }),
+      batchMaxSize: new Gauge({ name: 'shoal_batch_max_size', help: 'Largest batch a batched method forms now (its option, or the adaptive controller\'s choice).', labelNames: METHOD, registers }),
+      batches: new Counter({ name: 'shoal_batch_batches_total', help: 'Batches a batched method dispatched, by batch size.', labelNames: [...METHOD, 'size'], registers }),
+      items: new Counter({ name: 'shoal_batch_items_total', help: 'Items through a batched method, by what became of them.', labelNames: [...METHOD, 'result'], registers }),
+      routerInflight: new Gauge({ name: 'shoal_worker_router_inflight_requests', help: 'Handle calls this worker\'s replicas have in flight, per target deployment.', labelNames: ['deployment'], registers }),
+      routerWaiting: new Gauge({ name: 'shoal_worker_router_waiting_requests', help: 'Handle calls waiting in this worker\'s router for a replica slot, per target deployment.', labelNames: ['deployment'], registers }),
+      // One gauge per percentile: promtool refuses a `quantile` label on anything but a summary.
+      loopP50: new Gauge({ name: 'shoal_worker_event_loop_delay_p50_seconds', help: 'Median event-loop delay since the previous scrape.', registers }),
+      loopP99: new Gauge({ name: 'shoal_worker_event_loop_delay_p99_seconds', help: '99th percentile of event-loop delay since the previous scrape.', registers }),
+      loopMax: new Gauge({ name: 'shoal_worker_event_loop_delay_max_seconds', help: 'Largest event-loop delay since the previous scrape.', registers }),
+    };
+    registerProcessMetrics(this.registry);
+    this.loop = monitorEventLoopDelay({ resolution: opts.eventLoopResolutionMs ?? 10 });
+    this.loop.enable();
+  }
+
+  /** The registry as JSON (prom-client's getMetricsAsJSON), every series labelled with this worker's id. */
+  async json(): Promise<MetricsJson> {
+    this.refresh();
+    this.registry.setDefaultLabels({ worker: this.opts.workerId() });
+    return await this.registry.getMetricsAsJSON() as MetricsJson;
+  }
+
+  close(): void {
+    this.loop.disable();
+  }
+
+  /** Sets every gauge from one snapshot; series of replicas and methods that are gone disappear. */
+  private refresh(): void {
+    const g = this.g;
+    for (const m of [g.ongoing, g.queued, g.state, g.batchQueued, g.batchRunning, g.batchMaxSize, g.batches, g.items, g.routerInflight, g.routerWaiting]) m.reset();
+    const stats = this.opts.stats();
+    for (const r of stats.replicas) {
+      const labels = { app: r.app, deployment: r.deployment, replica: r.replicaId };
+      g.ongoing.set(labels, r.ongoing);
+      g.queued.set(labels, r.queued);
+      for (const s of STATES) g.state.set({ ...labels, state: s }, s === r.state ? 1 : 0);
+      for (const [method, b] of Object.entries(r.batch)) {
+        const ml = { ...labels, method };
+        g.batchQueued.set(ml, b.queued);
+        g.batchRunning.set(ml, b.running);
+        g.batchMaxSize.set(ml, b.effective.maxBatchSize);
+        for (const [size, n] of Object.entries(b.batchSizeCounts)) g.batches.inc({ ...ml, size }, n);
+        const t = b.totals;
+        const results: Record<string, number> = {
+          submitted: t.submitted, succeeded: t.succeeded, failed: t.failed, cancelled: t.cancelled,
+          deadline_exceeded: t.deadlineExceeded, queue_timed_out: t.queueTimedOut, delayed: t.delayed, rejected_queue_full: t.rejectedQueueFull,
+        };
+        for (const [result, n] of Object.entries(results)) g.items.inc({ ...ml, result }, n);
+      }
+    }
+    for (const [deployment, s] of Object.entries(stats.router)) {
+      g.routerInflight.set({ deployment }, s.inflight);
+      g.routerWaiting.set({ deployment }, s.waiting);
+    }
+    // The window since the previous scrape; before the first sample the histogram reads NaN.
+    const sec = (ns: number): number => (Number.isFinite(ns) ? ns / 1e9 : 0);
+    const h = this.loop;
+    g.loopP50.set(h.count > 0 ? sec(h.percentile(50)) : 0);
+    g.loopP99.set(h.count > 0 ? sec(h.percentile(99)) : 0);
+    g.loopMax.set(h.count > 0 ? sec(h.max) : 0);
+    h.reset();
+    this.refreshNative();
+  }
+
+  private refreshNative(): void {
+    if (this.opts.native === undefined || this.nativeFailed) return;
+    let samples: NativeGaugeSample[];
+    try {
+      samples = this.opts.native();
+    } catch (err) {
+      // A broken addon must not break every later scrape's log too: report once, then leave its gauges out.
+      this.nativeFailed = true;
+      this.opts.logger.warn('native metrics failed; leaving them out of this worker\'s metrics', { reason: (err as Error).message });
+      for (const name of this.native.keys()) this.registry.removeSingleMetric(name);
+      this.native.clear();
+      return;
+    }
+    for (const gauge of this.native.values()) gauge.reset();
+    for (const s of samples) {
+      let gauge = this.native.get(s.name);
+      if (gauge === undefined) {
+        gauge = new Gauge({ name: s.name, help: NATIVE_HELP[s.name] ?? 'Gauge reported by the native addon.', labelNames: Object.keys(s.labels), registers: [this.registry] });
+        this.native.set(s.name, gauge);
+      }
+      gauge.set(s.labels, s.value);
+    }
+  }
+}

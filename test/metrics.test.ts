@@ -1,0 +1,105 @@
+/**
+ * Integration: GET /-/metrics on a real head with real worker processes: request counters and replica gauges of
+ * every worker in one exposition that `promtool check metrics` accepts, and a stuck worker left out, not waited on.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { spawnSync } from 'node:child_process';
+import { env, type AppSpec } from '@shoal/core';
+import type { Head } from '@shoal/head';
+import { deployFixture, startCluster } from './helpers.ts';
+
+let head: Head;
+let spec: AppSpec;
+
+beforeAll(async () => {
+  // Heartbeat silence is not what this file tests: a worker paused for a scrape must not be declared dead.
+  head = await startCluster({ workerTimeoutMs: 30_000 });
+  spec = await deployFixture(head);
+});
+afterAll(async () => {
+  await head?.stop();
+});
+
+async function scrape(): Promise<{ text: string; contentType: string | null }> {
+  const res = await fetch(`${head.httpAddress}/-/metrics`);
+  expect(res.status).toBe(200);
+  return { text: await res.text(), contentType: res.headers.get('content-type') };
+}
+
+/** Values of the series of `name` whose labels include every one of `labels`. */
+function samples(text: string, name: string, labels: Record<string, string> = {}): number[] {
+  const out: number[] = [];
+  for (const line of text.split('\n')) {
+    const m = /^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
+    if (m === null || m[1] !== name) continue;
+    const have = Object.fromEntries([...(m[2] ?? '').matchAll(/(\w+)="([^"]*)"/g)].map((x) => [x[1], x[2]]));
+    if (Object.entries(labels).every(([k, v]) => have[k] === v)) out.push(Number(m[3]));
+  }
+  return out;
+}
+
+function promtoolAvailable(): boolean {
+  return spawnSync('promtool', ['--version'], { stdio: 'ignore' }).error === undefined;
+}
+
+describe('GET /-/metrics', () => {
+  it('counts requests per application and status code, and shows every worker\'s replicas', async () => {
+    for (let i = 0; i < 5; i++) expect((await fetch(`${head.httpAddress}/incr`)).status).toBe(200);
+    for (let i = 0; i < 2; i++) expect((await fetch(`${head.httpAddress}/fail-here`)).status).toBe(500);
+    const { text, contentType } = await scrape();
+    expect(contentType).toMatch(/^text\/plain; version=0\.0\.4/);
+    const app = spec.name;
+    expect(samples(text, 'shoal_http_requests_total', { app, code: '200' })).toEqual([5]);
+    expect(samples(text, 'shoal_http_requests_total', { app, code: '500' })).toEqual([2]);
+    expect(samples(text, 'shoal_http_request_duration_seconds_count', { app })).toEqual([7]);
+    expect(samples(text, 'shoal_workers_alive')).toEqual([2]);
+    expect(samples(text, 'shoal_replicas', { app, deployment: 'Counter', state: 'RUNNING' })).toEqual([2]);
+
+    // Counter's two replicas sit on the two workers; each worker reports its own replicas, labelled with its id.
+    const workers = head.controller.status().workers.map((w) => w.workerId);
+    expect(workers).toHaveLength(2);
+    for (const replica of head.controller.status().replicas) {
+      const labels = { worker: replica.workerId, replica: replica.replicaId, deployment: replica.deployment };
+      expect(samples(text, 'shoal_replica_state', { ...labels, state: 'RUNNING' })).toEqual([1]);
+      expect(samples(text, 'shoal_replica_ongoing_requests', labels)).toEqual([0]);
+      expect(samples(text, 'shoal_replica_queued_requests', labels)).toEqual([0]);
+    }
+    for (const worker of workers) {
+      expect(samples(text, 'shoal_worker_event_loop_delay_p99_seconds', { worker })).toHaveLength(1);
+      expect(samples(text, 'process_resident_memory_bytes', { worker })[0]).toBeGreaterThan(0);
+    }
+    expect(samples(text, 'process_resident_memory_bytes')).toHaveLength(3);  // the head and two workers
+    // The native addon, where it is built, reports its device through each worker.
+    if (env.requireNative()) for (const worker of workers) expect(samples(text, 'shoal_native_device_total_bytes', { worker }).length).toBeGreaterThan(0);
+  });
+
+  it('passes `promtool check metrics`', async (ctx) => {
+    if (!promtoolAvailable()) {
+      if (env.requirePromtool()) throw new Error('promtool is not on PATH and SHOAL_REQUIRE_PROMTOOL=1: install it (Debian: apt-get install prometheus)');
+      ctx.skip();
+    }
+    const { text } = await scrape();
+    const lint = spawnSync('promtool', ['check', 'metrics'], { input: text, encoding: 'utf8' });
+    expect(`${lint.stdout}${lint.stderr}`.trim()).toBe('');
+    expect(lint.status).toBe(0);
+  });
+
+  it('leaves out a worker that does not answer in time; the scrape does not wait for it', async () => {
+    const pid = head.localWorkerPids()[0]!;
+    const paused = head.controller.status().workers.find((w) => w.pid === pid)!.workerId;
+    process.kill(pid, 'SIGSTOP');
+    try {
+      const started = Date.now();
+      const { text } = await scrape();
+      expect(Date.now() - started).toBeLessThan(5000);
+      expect(samples(text, 'process_resident_memory_bytes', { worker: paused })).toEqual([]);
+      expect(samples(text, 'process_resident_memory_bytes')).toHaveLength(2);
+      expect(samples(text, 'shoal_workers_alive')).toEqual([2]);
+    } finally {
+      process.kill(pid, 'SIGCONT');
+    }
+    // Once it runs again it is back in the next scrape (its late answer to the last one was dropped).
+    const { text } = await scrape();
+    expect(samples(text, 'process_resident_memory_bytes', { worker: paused })).toHaveLength(1);
+  });
+});
