@@ -1,14 +1,16 @@
 /**
  * One replica actor: a user instance plus its lifecycle and its concurrency limit. At most maxOngoingRequests
  * run at once; more wait here in arrival order (other routers may not see this router's load). User exceptions
- * become typed errors for the caller; they never crash the worker.
+ * become typed errors for the caller; they never crash the worker. Batched methods (fields declared with
+ * `batch(...)`) take their run-time options from userConfig.batch and are closed when the replica stops.
  */
 import {
   CancelledError, DeadlineExceededError, IllegalStateError, NotFoundError, QueueFullError, ShoalError, ShoalRequest,
   UserCodeError, contextStorage, toWireResponse, type CompiledDeploymentOptions, type Logger, type WireHttpRequest,
   type WireHttpResponse,
 } from '@shoal/core';
-import type { ReplicaState } from '@shoal/protocol';
+import type { ReplicaState, ReplicaStats } from '@shoal/protocol';
+import { ReplicaBatching } from './replica-batching.ts';
 
 const TRANSITIONS: Record<ReplicaState, readonly ReplicaState[]> = {
   STARTING: ['RUNNING', 'FAILED', 'STOPPED'],
@@ -58,6 +60,7 @@ export class Replica {
   private readonly logger: Logger;
   private readonly onState: ((state: ReplicaState, error?: string) => void) | undefined;
   private httpMethod: string | undefined;
+  private batching: ReplicaBatching | undefined;
 
   constructor(init: ReplicaInit) {
     this.replicaId = init.replicaId;
@@ -88,8 +91,11 @@ export class Replica {
     try {
       const instance = await build();
       if (typeof instance.init === 'function') await instance.init();
+      const batching = new ReplicaBatching(instance, this.deployment);
+      batching.apply(this.options.userConfig);
       if (typeof instance.reconfigure === 'function' && this.options.userConfig !== undefined) await instance.reconfigure(this.options.userConfig);
       this.instance = instance;
+      this.batching = batching;
       this.httpMethod = typeof instance.fetch === 'function' ? 'fetch' : typeof instance.call === 'function' ? 'call' : undefined;
       this.transition('RUNNING');
     } catch (err) {
@@ -99,9 +105,22 @@ export class Replica {
     }
   }
 
+  /**
+   * Applies a new userConfig without a restart: first its `batch` key to the batched methods (an invalid one
+   * throws InvalidOptionError and changes nothing), then the user's reconfigure hook with the whole userConfig.
+   */
   async reconfigure(userConfig: unknown): Promise<void> {
+    this.batching?.apply(userConfig);
     this.options = { ...this.options, userConfig };
     if (this.instance !== undefined && typeof this.instance.reconfigure === 'function') await this.instance.reconfigure(userConfig);
+  }
+
+  /** Gauges for metrics and tests: running and waiting requests, and each batched method's queue. */
+  stats(): ReplicaStats {
+    return {
+      replicaId: this.replicaId, app: this.app, deployment: this.deployment, state: this.stateValue,
+      ongoing: this.ongoing, queued: this.waiting.length, batch: this.batching?.stats() ?? {},
+    };
   }
 
   /** Runs the user's health check with a timeout; throws if it fails or is slow. */
@@ -120,8 +139,11 @@ export class Replica {
     }
   }
 
-  /** Calls a method; `signal` aborts it (dropped if waiting, signalled to user code if running). */
-  async call(method: string, args: unknown[], signal: AbortSignal, deadline: number | undefined): Promise<unknown> {
+  /**
+   * Calls a method; `signal` aborts it (dropped if waiting, signalled to user code if running). `priority` (the
+   * handle's) reaches requestContext().priority, which batched methods queue by.
+   */
+  async call(method: string, args: unknown[], signal: AbortSignal, deadline: number | undefined, priority?: number): Promise<unknown> {
     const instance = this.instance;
     const fn = instance?.[method];
     if (typeof fn !== 'function' || method.startsWith('_') || ['init', 'reconfigure', 'checkHealth', 'shutdown', 'constructor'].includes(method)) {
@@ -129,7 +151,7 @@ export class Replica {
     }
     await this.acquire(signal);
     try {
-      return await contextStorage.run({ signal, deadline, app: this.app, deployment: this.deployment, replicaId: this.replicaId }, () => (fn as (...a: unknown[]) => unknown).apply(instance, args));
+      return await contextStorage.run({ signal, deadline, priority, app: this.app, deployment: this.deployment, replicaId: this.replicaId }, () => (fn as (...a: unknown[]) => unknown).apply(instance, args));
     } catch (err) {
       throw asCallerError(err, this.deployment);
     } finally {
@@ -143,10 +165,14 @@ export class Replica {
     return toWireResponse(value);
   }
 
-  /** Stops taking requests, waits up to timeoutMs for ongoing ones, then calls shutdown() and stops. */
+  /**
+   * Stops taking requests, waits up to timeoutMs for ongoing ones (batched calls included), rejects what still
+   * waits, closes the batch queues, then calls shutdown() and stops.
+   */
   async drain(timeoutMs: number): Promise<void> {
     if (this.stateValue === 'STOPPED') return;
     if (this.stateValue === 'RUNNING') this.transition('DRAINING');
+    const end = Date.now() + timeoutMs;
     if (this.load > 0) {
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([
@@ -156,6 +182,7 @@ export class Replica {
       clearTimeout(timer);
     }
     for (const w of this.waiting.splice(0)) { w.signal.removeEventListener('abort', w.onAbort); w.reject(new CancelledError(`replica ${this.replicaId} stopped before the request ran`)); }
+    await this.batching?.close(end - Date.now(), new CancelledError(`replica ${this.replicaId} of "${this.deployment}" stopped before the request was batched`));
     try {
       if (typeof this.instance?.shutdown === 'function') await this.instance.shutdown();
     } catch (err) {

@@ -247,11 +247,13 @@ export class Worker {
       const value = m.t === 'http'
         ? await replica.http(m.req, controller.signal, m.deadline)
         : await replica.call(m.method, m.args, controller.signal, m.deadline, m.priority);
-      // User code that swallows its abort still answers late: past the deadline the caller gets 504, not the value.
       if (controller.signal.reason instanceof DeadlineExceededError) throw controller.signal.reason;
       return { t: 'reply', id: 0, ok: true, value, q: replica.load };
     } catch (err) {
-      const wire: WireError = toWireError(err);
+      // Past the deadline the answer is 504, whatever user code did after its signal aborted: returned late, or
+      // threw what its own cancelled downstream calls threw.
+      const reason: unknown = controller.signal.reason;
+      const wire: WireError = toWireError(reason instanceof DeadlineExceededError ? reason : err);
       return { t: 'reply', id: 0, ok: false, error: wire, q: replica.load };
     } finally {
       if (timer !== undefined) clearTimeout(timer);

@@ -129,7 +129,7 @@ export class BatchQueue<I, O> {
     submitted: 0, succeeded: 0, failed: 0, cancelled: 0, deadlineExceeded: 0, queueTimedOut: 0, delayed: 0, rejectedQueueFull: 0,
   };
   private readonly idleWaiters: Array<() => void> = [];
-  private readonly label: string;
+  private label: string;
   private readonly clock: Clock;
 
   /**
@@ -148,6 +148,11 @@ export class BatchQueue<I, O> {
     this.adaptive = this.makeController(undefined);
     this.pending = new PendingQueue(this.options.priorityLevels);
     this.label = env.name === undefined ? '' : ` for ${JSON.stringify(env.name)}`;
+  }
+
+  /** Names the queue in error messages (the replica host names it `deployment.method`). */
+  rename(name: string): void {
+    this.label = ` for ${JSON.stringify(name)}`;
   }
 
   /** The options in force, compiled. */
@@ -255,6 +260,10 @@ export class BatchQueue<I, O> {
     this.totals.submitted++;
     const now = this.clock.now();
     if (signal?.aborted === true) {
+      if (signal.reason instanceof DeadlineExceededError) {
+        this.totals.deadlineExceeded++;
+        throw signal.reason;
+      }
       this.totals.cancelled++;
       throw new CancelledError('request cancelled before it was queued');
     }
@@ -372,22 +381,28 @@ export class BatchQueue<I, O> {
     this.schedulePump();
   }
 
-  private onDeadline(entry: Entry<I, O>): void {
+  /** `given`: the error the caller's signal carried, when the deadline came through it rather than deadlineMs. */
+  private onDeadline(entry: Entry<I, O>, given?: DeadlineExceededError): void {
     entry.deadlineTimer = undefined;
     const waited = this.clock.now() - entry.enqueuedAt;
     const budget = (entry.deadlineMs ?? entry.enqueuedAt) - entry.enqueuedAt;
     if (entry.state === 'queued') {
       this.unqueue(entry);
-      this.finish(entry, 'deadlineExceeded', new DeadlineExceededError(`deadline exceeded while queued${this.label}: waited ${waited}ms, deadline was ${budget}ms after submit`));
+      this.finish(entry, 'deadlineExceeded', given ?? new DeadlineExceededError(`deadline exceeded while queued${this.label}: waited ${waited}ms, deadline was ${budget}ms after submit`));
       this.schedulePump();
     } else if (entry.state === 'running') {
-      const err = new DeadlineExceededError(`deadline exceeded while running${this.label}: ${waited}ms since submit, deadline was ${budget}ms after submit`);
+      const err = given ?? new DeadlineExceededError(`deadline exceeded while running${this.label}: ${waited}ms since submit, deadline was ${budget}ms after submit`);
       entry.run?.abort(err);
       this.finish(entry, 'deadlineExceeded', err);
     }
   }
 
   private onAbort(entry: Entry<I, O>): void {
+    // The replica host aborts a request's signal when its deadline passes: that is a deadline, not a cancellation.
+    if (entry.signal?.reason instanceof DeadlineExceededError) {
+      this.onDeadline(entry, entry.signal.reason);
+      return;
+    }
     const waited = this.clock.now() - entry.enqueuedAt;
     if (entry.state === 'queued') {
       this.unqueue(entry);

@@ -42,6 +42,28 @@ describe('BatchQueue: cancellation', () => {
     expect(queue.stats()).toMatchObject(idle);
   });
 
+  it('counts a signal aborted with DeadlineExceededError as a deadline, queued, running or before submit', async () => {
+    const clock = new FakeClock();
+    const { calls, fn } = manualBatch<string, string>();
+    const queue = new BatchQueue<string, string>({ maxBatchSize: 1, maxWaitMs: 0 }, fn, { clock });
+    const running = new AbortController();
+    const queued = new AbortController();
+    const r = track(queue.submit('a', { signal: running.signal }));
+    const q = track(queue.submit('b', { signal: queued.signal }));
+    await clock.advanceAsync(0);
+    const expired = new DeadlineExceededError('deadline exceeded in "Model"');
+    queued.abort(expired);
+    running.abort(expired);
+    await clock.advanceAsync(0);
+    expect(q.error).toBe(expired);
+    expect(r.error).toBe(expired);
+    expect(calls[0]?.ctx.signals[0]?.reason).toBe(expired);
+    await expect(queue.submit('c', { signal: AbortSignal.abort(expired) })).rejects.toBe(expired);
+    calls[0]?.resolve(['x']);
+    await clock.advanceAsync(0);
+    expect(queue.stats()).toMatchObject({ ...idle, totals: { deadlineExceeded: 3, cancelled: 0 } });
+  });
+
   it('aborts the batch signal only when every item of the batch is cancelled', async () => {
     const clock = new FakeClock();
     const { calls, fn } = manualBatch<string, string>();
