@@ -12,7 +12,7 @@
  */
 export * from './errors.ts';
 export { deployment, Deployment, Application, type Handle, type CallOptions, type BindArgs, type FunctionInstance, type AppSpec, type DeploymentSpec, type DeploymentKind, type LifecycleHook, LIFECYCLE_HOOKS, buildAppSpec, collectGraph, forEachApplication, checkAppName } from './deployment.ts';
-export { type DeploymentOptions, type ResourceOptions, type CompiledDeploymentOptions, type CompiledResources, compileDeploymentOptions, checkInt, checkNumber, checkName } from './options.ts';
+export { type DeploymentOptions, type ResourceOptions, type CompiledDeploymentOptions, type CompiledResources, type CompiledDeploymentResources, type SharedBlobNeed, type DeviceKind, compileDeploymentOptions, checkInt, checkNumber, checkName } from './options.ts';
 export { ShoalRequest, HttpResponse, HttpError, response, toWireResponse, type WireHttpRequest, type WireHttpResponse } from './http.ts';
 export { requestContext, contextStorage, type RequestContext } from './context.ts';
 export { env } from './constants.ts';
@@ -20,3 +20,4 @@ export { createLogger, silentLogger, type Logger, type LogLevel } from './log.ts
 export { realClock, FakeClock, type Clock, type TimerHandle } from './clock.ts';
 export { batch, isBatched, batchedMethodsOf, type BatchedMethod, type BatchCallOptions } from './batch.ts';
 export * from './batching/index.ts';
+export { startEventLoopDelayMonitor, measureEventLoopDelay, EventLoopDelayGauge, type EventLoopDelayStats, type EventLoopDelayMonitor } from './event-loop-delay.ts';

@@ -4,9 +4,8 @@
  * the native addon's device, blob and pool gauges when the addon is loaded. The head asks for it with a `metrics`
  * message and merges every worker's answer into one exposition (see the head's metrics.ts).
  */
-import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
 import { Counter, Gauge, Registry, type MetricObjectWithValues, type MetricValue } from 'prom-client';
-import type { Logger } from '@shoal/core';
+import { EventLoopDelayGauge, type Logger } from '@shoal/core';
 import type { ReplicaState, WorkerStats } from '@shoal/protocol';
 import { registerProcessMetrics } from './process-metrics.ts';
 
@@ -53,7 +52,7 @@ const NATIVE_HELP: Record<string, string> = {
 
 export class WorkerMetrics {
   readonly registry = new Registry();
-  private readonly loop: IntervalHistogram;
+  private readonly loop: EventLoopDelayGauge;
   private readonly native = new Map<string, Gauge>();
   private nativeFailed = false;
   private readonly g: {
@@ -91,8 +90,7 @@ export class WorkerMetrics {
       loopMax: new Gauge({ name: 'shoal_worker_event_loop_delay_max_seconds', help: 'Largest event-loop delay since the previous scrape.', registers }),
     };
     registerProcessMetrics(this.registry);
-    this.loop = monitorEventLoopDelay({ resolution: opts.eventLoopResolutionMs ?? 10 });
-    this.loop.enable();
+    this.loop = new EventLoopDelayGauge(opts.eventLoopResolutionMs ?? 10);
   }
 
   /** The registry as JSON (prom-client's getMetricsAsJSON), every series labelled with this worker's id. */
@@ -103,7 +101,7 @@ export class WorkerMetrics {
   }
 
   close(): void {
-    this.loop.disable();
+    this.loop.close();
   }
 
   /** Sets every gauge from one snapshot; series of replicas and methods that are gone disappear. */
@@ -134,13 +132,11 @@ export class WorkerMetrics {
       g.routerInflight.set({ deployment }, s.inflight);
       g.routerWaiting.set({ deployment }, s.waiting);
     }
-    // The window since the previous scrape; before the first sample the histogram reads NaN.
-    const sec = (ns: number): number => (Number.isFinite(ns) ? ns / 1e9 : 0);
-    const h = this.loop;
-    g.loopP50.set(h.count > 0 ? sec(h.percentile(50)) : 0);
-    g.loopP99.set(h.count > 0 ? sec(h.percentile(99)) : 0);
-    g.loopMax.set(h.count > 0 ? sec(h.max) : 0);
-    h.reset();
+    // The window since the previous scrape, less the sampling period itself (an idle loop reads 0, not 10 ms).
+    const loop = this.loop.snapshot(true);
+    g.loopP50.set(loop.p50Ms / 1e3);
+    g.loopP99.set(loop.p99Ms / 1e3);
+    g.loopMax.set(loop.maxMs / 1e3);
     this.refreshNative();
   }
 
