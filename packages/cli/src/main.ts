@@ -1,9 +1,10 @@
 /**
- * `shoal start | worker | run | deploy | status | shutdown`. Every command that reaches a running head presents the
+ * `shoal start | worker | run | serve | deploy | status | shutdown`. Every command that reaches a running head presents the
  * cluster token (flag --token or SHOAL_TOKEN); `shoal start` and `shoal run` generate one when none is given and
  * print it.
  */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { resolve, basename } from 'node:path';
 import { existsSync } from 'node:fs';
 import { cpus as osCpus } from 'node:os';
@@ -11,6 +12,7 @@ import { pathToFileURL } from 'node:url';
 import { buildAppSpec, createLogger, env, InvalidOptionError, ReplicaUnavailableError, ShoalError, type AppSpec } from '@shoal/core';
 import { Head } from '@shoal/head';
 import { runWorker } from '@shoal/worker/main';
+import { lateRoute, serveRepository } from './serve.ts';
 
 const USAGE = `usage: shoal <command> [options]
 
@@ -18,6 +20,7 @@ commands:
   start                 run a head: controller, cluster endpoint, HTTP ingress (and --workers local workers)
   worker                join a head as a worker: --address ws://HOST:PORT --token TOKEN
   run APP.ts            start a head (or use --address), deploy the module's application, serve until Ctrl-C
+  serve DIR             start a head and serve a model repository (DIR/MODEL/VERSION/model.onnx) over KServe v2 at /v2
   deploy APP.ts         deploy an application to a running head
   status                applications, deployments, replicas and workers of a running head
   shutdown              stop a running head and its local workers
@@ -31,6 +34,8 @@ start/run options:
   --workers N                         local worker processes (default 2)
 run/deploy options:
   --export NAME (default: default)  --name APP (default: default)  --route-prefix /PATH (default: /)
+serve options:
+  --load all|none                     load every model at start, or only on POST /v2/repository/models/M/load (default all)
 `;
 
 const headFlags = {
@@ -61,6 +66,7 @@ export async function main(argv: string[]): Promise<number | undefined> {
     case 'start': return start(rest);
     case 'worker': await runWorker(rest); return undefined;
     case 'run': return run(rest);
+    case 'serve': return serve(rest);
     case 'deploy': return deploy(rest);
     case 'status': return status(rest);
     case 'shutdown': return shutdown(rest);
@@ -77,7 +83,9 @@ function intFlag(name: string, raw: string | undefined, fallback: number, min: n
   return n;
 }
 
-async function startHead(values: Record<string, string | boolean | undefined>, defaultWorkers: number): Promise<Head> {
+type Route = (req: IncomingMessage, res: ServerResponse) => boolean;
+
+async function startHead(values: Record<string, string | boolean | undefined>, defaultWorkers: number, extraRoutes: Route[] = []): Promise<Head> {
   const workers = intFlag('workers', values.workers as string | undefined, defaultWorkers, 0);
   const logger = createLogger('head');
   let head: Head | undefined;
@@ -95,6 +103,7 @@ async function startHead(values: Record<string, string | boolean | undefined>, d
     workerTimeoutMs: env.workerTimeoutMs(),
     maxFrameBytes: env.maxFrameBytes(),
     onShutdownRequest: () => { void stopAndExit(head!, 0); },
+    ...(extraRoutes.length > 0 ? { extraRoutes } : {}),
   });
   await head.start();
   installSignalHandlers(head);
@@ -174,6 +183,25 @@ async function run(argv: string[]): Promise<number | undefined> {
   return undefined;
 }
 
+async function serve(argv: string[]): Promise<number | undefined> {
+  const { values, positionals } = parseArgs({ args: argv, options: { ...headFlags, load: { type: 'string' }, wait: { type: 'string' } }, allowPositionals: true });
+  if (values.help) { process.stdout.write(USAGE); return 0; }
+  const dir = positionals[0];
+  if (dir === undefined) throw new InvalidOptionError('DIR', 'shoal serve needs a model repository directory, e.g. shoal serve models/');
+  const root = resolve(dir);
+  if (!existsSync(root)) throw new InvalidOptionError('DIR', 'no such directory', dir);
+  const load = values.load ?? 'all';
+  if (load !== 'all' && load !== 'none') throw new InvalidOptionError('--load', 'must be "all" or "none"', load);
+  const kserve = lateRoute();
+  const head = await startHead(values, 2, [kserve.route]);
+  printHead(head, values.token !== undefined || env.token() !== undefined);
+  await head.waitForWorkers(1);
+  const { loaded, failed } = await serveRepository(head, root, kserve.attach, { loadAll: load === 'all', loadTimeoutMs: intFlag('wait', values.wait, 120_000, 1) });
+  for (const f of failed) process.stderr.write(`shoal: model "${f.name}" is UNAVAILABLE: ${f.error}\n`);
+  process.stdout.write(`model repository ${root} served: ${head.httpAddress}/v2   (models ready: ${loaded.join(', ') || 'none'}; Ctrl-C stops everything)\n`);
+  return undefined;
+}
+
 function controlUrl(address: string, path: string): string {
   const base = address.replace(/^ws(s?):\/\//, 'http$1://').replace(/\/+$/, '');
   if (!/^https?:\/\//.test(base)) throw new InvalidOptionError('--address', 'must look like ws://HOST:PORT', address);
@@ -220,8 +248,8 @@ async function deploy(argv: string[]): Promise<number> {
 
 interface StatusJson {
   applications: Array<{ name: string; routePrefix: string | null; ingress: string; deployments: Array<{ name: string; status: string; message: string; numReplicas: number; running: number }> }>;
-  replicas: Array<{ replicaId: string; app: string; deployment: string; state: string; workerId: string; error?: string }>;
-  workers: Array<{ workerId: string; name: string; state: string; pid?: number; dataAddress: string; resources: { cpus: number; gpus: number; memory: number; devices?: Array<{ name: string; totalBytes: number; freeBytes: number }> }; used: { cpus: number; gpus: number; memory: number }; replicas: number }>;
+  replicas: Array<{ replicaId: string; app: string; deployment: string; state: string; workerId: string; devices?: number[]; error?: string }>;
+  workers: Array<{ workerId: string; name: string; state: string; pid?: number; dataAddress: string; resources: { cpus: number; gpus: number; memory: number; devices?: Array<{ index?: number; kind?: string; name: string; totalBytes: number; freeBytes: number }> }; used: { cpus: number; gpus: number; memory: number }; replicas: number }>;
   cluster: string;
   http: string;
 }
@@ -240,11 +268,19 @@ export function formatStatus(s: StatusJson): string {
   for (const a of s.applications) for (const d of a.deployments) appRows.push([a.name, a.routePrefix ?? '-', d.name + (d.name === a.ingress ? ' (ingress)' : ''), d.status, `${d.running}/${d.numReplicas}`, d.message]);
   out.push(appRows.length > 1 ? table(appRows) : '  (none)', '', 'REPLICAS');
   const repRows = [['REPLICA', 'APP', 'DEPLOYMENT', 'STATE', 'WORKER', 'ERROR']];
-  for (const r of s.replicas) repRows.push([r.replicaId, r.app, r.deployment, r.state, r.workerId, r.error ?? '']);
+  // "w1:gpu0" for a replica placed by device memory.
+  const deviceLabel = (workerId: string, index: number): string => {
+    const d = s.workers.find((w) => w.workerId === workerId)?.resources.devices?.find((x) => x.index === index);
+    return `${d?.kind === 'host' ? 'host' : 'gpu'}${index}`;
+  };
+  for (const r of s.replicas) {
+    const where = r.devices === undefined ? r.workerId : `${r.workerId}:${r.devices.map((i) => deviceLabel(r.workerId, i)).join('+')}`;
+    repRows.push([r.replicaId, r.app, r.deployment, r.state, where, r.error ?? '']);
+  }
   out.push(repRows.length > 1 ? table(repRows) : '  (none)', '', 'WORKERS');
   const wRows = [['WORKER', 'NAME', 'STATE', 'PID', 'CPUS used/total', 'GPUS used/total', 'MEMORY', 'REPLICAS', 'DEVICES']];
   for (const w of s.workers) {
-    const devices = (w.resources.devices ?? []).map((d) => `${d.name} ${gib(d.freeBytes)}/${gib(d.totalBytes)} free`).join('; ');
+    const devices = (w.resources.devices ?? []).map((d, i) => `${d.kind === 'host' ? 'host' : 'gpu'}${d.index ?? i} ${d.name} ${gib(d.freeBytes)}/${gib(d.totalBytes)} free`).join('; ');
     wRows.push([w.workerId, w.name, w.state, String(w.pid ?? '-'), `${w.used.cpus}/${w.resources.cpus}`, `${w.used.gpus}/${w.resources.gpus}`, `${gib(w.used.memory)}/${gib(w.resources.memory)}`, String(w.replicas), devices || '-']);
   }
   out.push(wRows.length > 1 ? table(wRows) : '  (none)');

@@ -10,6 +10,7 @@
  * await pool.close();
  *
  * const Mlp = onnxModel({ model: 'models/mlp/1/model.onnx' });      // deployment(Mlp, { numReplicas: 2 })
+ * export default onnxDeployment({ model: 'models/mlp/1/model.onnx', numReplicas: 2, batching: { maxBatchSize: 32 } }).bind();
  * const registry = await RepositoryRegistry.open({ root: 'models' });
  * const handle = createKServeHandler(registry);                     // (req) => Promise<{ status, headers, body }>
  */
@@ -19,7 +20,11 @@ export type { ModelMetadata, TensorMetadata, ExecutionProviderName } from './thr
 export { elementCount, type OrtTensorType, type TensorData, type TensorArray, type TensorArrayMap, type Feeds } from './tensor.ts';
 export { explainProviderFailure } from './ep-diagnosis.ts';
 export { batchKey, batchRows, stackTensors, splitTensor, stackFeeds, splitFeeds } from './batch-tensors.ts';
-export { onnxModel, canStack, defaultModelName, type OnnxModelClass, type OnnxModelInstance } from './onnx-deployment.ts';
+export { onnxModel, canStack, defaultModelName, type OnnxModelClass, type OnnxModelInstance, type OnnxModelOptions, type OnnxBatchingOptions, type OnnxModelStats } from './onnx-deployment.ts';
+export { onnxDeployment, type OnnxDeploymentOptions } from './onnx-deployment-decl.ts';
+export { DeploymentRegistry, type DeploymentRegistryOptions, type ModelCluster } from './deployment-registry.ts';
+export { modelVersionSpec, modelVersionApp, modelVersionModule, type ModelVersionSpec } from './repository-app.ts';
+export { kserveRoute, isKServePath, type KServeRouteOptions } from './kserve-route.ts';
 export { compileModelConfig, type ModelConfig, type CompiledModelConfig, type BatchingConfig, type ThreadsConfig, type VersionPolicy, type CompiledBatching } from './model-config.ts';
 export { scanModelRepository, scanModel, selectVersions, type RepositoryScan, type RepositoryModel, type RepositoryModelVersion } from './model-repository.ts';
 export { poolOptionsFor, deploymentOptionsFor, deploymentNameFor, type PoolDefaults } from './repository-options.ts';
@@ -28,6 +33,6 @@ export type { KServeRegistry, KServeModel, ModelState, RepositoryIndexEntry } fr
 export { createKServeHandler, errorResponse, KSERVE_EXTENSIONS, type KServeHandler, type KServeHandlerOptions, type KServeRequest, type KServeResponse } from './kserve-handler.ts';
 export { decodeInferRequest, encodeInferResponse, modelMetadataResponse, type InferRequest } from './kserve-codec.ts';
 export { KSERVE_TO_ORT, ORT_TO_KSERVE, toHalf, fromHalf, type KserveDatatype } from './kserve-datatypes.ts';
-export { startEventLoopDelayMonitor, measureEventLoopDelay, type EventLoopDelayStats, type EventLoopDelayMonitor } from './event-loop-delay.ts';
+export { startEventLoopDelayMonitor, measureEventLoopDelay, EventLoopDelayGauge, type EventLoopDelayStats, type EventLoopDelayMonitor } from '@shoal/core';
 export { buildTinyModel, buildMlpModel, buildIdentityModel, tinyReference, IDENTITY_TYPES, TINY_W, TINY_B, type MlpOptions } from './model-builders.ts';
 export { encodeModel, encodeModelBytes, type GraphSpec, type ValueInfo, type NodeSpec, type Initializer } from './onnx-writer.ts';

@@ -32,6 +32,8 @@ export interface ThreadsConfig {
   intraOp?: number;
   /** onnxruntime inter-op threads per session. @default 1 */
   interOp?: number;
+  /** Let ORT's pool threads spin-wait between parallel sections (see OrtPoolOptions.spinning). @default false */
+  spinning?: boolean;
 }
 
 export interface ModelConfig {
@@ -59,7 +61,7 @@ export interface CompiledModelConfig {
   numReplicas: number;
   resources: CompiledResources;
   batching: CompiledBatching | undefined;
-  threads: { sessions: number; intraOp: number | undefined; interOp: number };
+  threads: { sessions: number; intraOp: number | undefined; interOp: number; spinning: boolean };
   executionProviders: ExecutionProviderName[];
   warmup: boolean | Omit<WarmupOptions, 'feeds'>;
   versionPolicy: VersionPolicy;
@@ -83,6 +85,12 @@ function intList(path: string, v: unknown, min: number, max: number): number[] {
     seen.add(n);
     return n;
   });
+}
+
+function bool(path: string, v: unknown, fallback: boolean): boolean {
+  if (v === undefined) return fallback;
+  if (typeof v !== 'boolean') throw new InvalidOptionError(path, 'must be a boolean', v);
+  return v;
 }
 
 function batching(p: string, v: unknown): CompiledBatching | undefined {
@@ -115,7 +123,7 @@ export function compileModelConfig(raw: unknown, where = 'config.json:'): Compil
   const p = (k: string): string => `${where} ${k}`;
   const c = raw === undefined ? {} : obj(`${where} (top level)`, raw, KEYS);
   const res = c.resources === undefined ? {} : obj(p('resources'), c.resources, ['cpus', 'gpus', 'memory']);
-  const threads = c.threads === undefined ? {} : obj(p('threads'), c.threads, ['sessions', 'intraOp', 'interOp']);
+  const threads = c.threads === undefined ? {} : obj(p('threads'), c.threads, ['sessions', 'intraOp', 'interOp', 'spinning']);
   const providers = c.executionProviders ?? ['cpu'];
   if (!Array.isArray(providers) || providers.length === 0) throw new InvalidOptionError(p('executionProviders'), 'must be a non-empty array', providers);
   providers.forEach((x, i) => {
@@ -147,6 +155,7 @@ export function compileModelConfig(raw: unknown, where = 'config.json:'): Compil
       sessions: checkInt(p('threads.sessions'), threads.sessions, 1, 1, 1024),
       intraOp: threads.intraOp === undefined ? undefined : checkInt(p('threads.intraOp'), threads.intraOp, 1, 1, 1024),
       interOp: checkInt(p('threads.interOp'), threads.interOp, 1, 1, 1024),
+      spinning: bool(p('threads.spinning'), threads.spinning, false),
     },
     executionProviders: [...providers] as ExecutionProviderName[],
     warmup,

@@ -2,28 +2,63 @@
  * onnxModel(): a deployment class that serves one ONNX model from an OrtPool. The class is what
  * `deployment(cls, opts)` from @shoal/core takes: the constructor starts loading the pool, init() waits for it
  * (the replica reports ready only after load and warm-up), infer() runs one request, and inferBatch() runs many
- * as few stacked runs as their shapes allow, for the replica's dynamic batcher.
+ * as few stacked runs as their shapes allow. With `batching`, infer() is a batched method (@shoal/core's
+ * batch()): the replica's batcher gathers concurrent requests whose non-batch dims agree and hands them to
+ * inferBatch() as one stacked run.
  *
  * @example
  * import { deployment } from '@shoal/core';
- * const Mlp = onnxModel({ model: 'models/mlp/1/model.onnx', threads: 2 });
+ * const Mlp = onnxModel({ model: 'models/mlp/1/model.onnx', threads: 2, batching: { maxBatchSize: 32, maxWaitMs: 2 } });
  * export default deployment(Mlp, { numReplicas: 2 }).bind();
  */
 import { basename, dirname } from 'node:path';
-import { IllegalStateError, ReplicaUnavailableError } from '@shoal/core';
+import {
+  IllegalStateError, InvalidOptionError, ReplicaUnavailableError, batch, compileBatchOptions, itemError,
+  type BatchOptions, type BatchQueueStats, type BatchedMethod,
+} from '@shoal/core';
 import { batchKey, splitFeeds, stackFeeds } from './batch-tensors.ts';
+import { EventLoopDelayGauge, type EventLoopDelayStats } from '@shoal/core';
 import { compileOrtPoolOptions, type OrtPoolOptions } from './options.ts';
-import { OrtPool, type RunOptions } from './ort-pool.ts';
+import { OrtPool } from './ort-pool.ts';
 import type { Feeds } from './tensor.ts';
 import type { ModelMetadata } from './thread-protocol.ts';
 import { validateFeeds } from './validate-feeds.ts';
+
+/** The batcher's options, less the shape key: requests share a batch exactly when their non-batch dims agree. */
+export type OnnxBatchingOptions = Omit<BatchOptions<Feeds>, 'shapeOf' | 'pad'>;
+
+export interface OnnxModelOptions extends OrtPoolOptions {
+  /**
+   * Dynamic batching of infer() along dim 0. `true` takes @shoal/core's batch defaults; an object sets them.
+   * maxConcurrentBatches defaults to 2 x `threads`, so every ORT session has its next batch queued.
+   * @default false (each infer() is its own run)
+   */
+  batching?: boolean | OnnxBatchingOptions;
+  /** Sampling period of the event-loop delay gauge reported by stats(). @default 10 */
+  eventLoopResolutionMs?: number;
+}
+
+/** What stats() reports: counters for metrics and benchmarks. */
+export interface OnnxModelStats {
+  /** Session runs handed to ORT threads so far (a stacked batch is one run). */
+  runs: number;
+  /** Runs queued or running per ORT thread (-1 for a dead thread). */
+  pendingPerThread: number[];
+  /** Event-loop delay of the process hosting this replica, since start or the last `stats(true)`. */
+  eventLoopDelay: EventLoopDelayStats;
+  /** The dynamic batcher's gauges and counters; undefined without batching. */
+  batching: BatchQueueStats | undefined;
+}
 
 /** The instance side of an onnxModel() class. */
 export interface OnnxModelInstance {
   /** Resolves once the pool has loaded and warmed up; the replica host calls it before reporting ready. */
   init(): Promise<void>;
-  /** Runs one request. Bad feeds reject with BadRequestError or ShapeMismatchError naming the input. */
-  infer(inputs: Feeds, opts?: Pick<RunOptions, 'outputs'>): Promise<Feeds>;
+  /**
+   * Runs one request (batched with others when the class was made with `batching`). Bad feeds reject with
+   * BadRequestError or ShapeMismatchError naming the input.
+   */
+  readonly infer: (inputs: Feeds) => Promise<Feeds>;
   /**
    * Runs many requests. Requests whose inputs agree on everything but dim 0 are stacked along dim 0 into one run
    * and its outputs split back; others run on their own. The result has one entry per request, in order: its
@@ -32,8 +67,8 @@ export interface OnnxModelInstance {
   inferBatch(items: Feeds[]): Promise<Array<Feeds | Error>>;
   /** Names, element types and shapes of the model's inputs and outputs (dynamic dims are strings). */
   metadata(): Promise<ModelMetadata>;
-  /** Counters for metrics: session runs so far, and runs queued or running per thread (-1 for a dead thread). */
-  stats(): { runs: number; pendingPerThread: number[] };
+  /** Counters for metrics; `reset` starts a new event-loop delay window. */
+  stats(reset?: boolean): OnnxModelStats;
   /** Throws when no ORT thread is alive, so the controller replaces the replica. */
   checkHealth(): void;
   /** Releases the sessions and stops the threads. */
@@ -63,29 +98,53 @@ function loaded(pool: OrtPool | undefined, name: string): OrtPool {
   return pool;
 }
 
+/** Compiles `batching` once, at declaration; errors name `batching.<key>`. */
+function compileBatching(b: OnnxModelOptions['batching'], threads: number): BatchOptions<Feeds> | undefined {
+  if (b === undefined || b === false) return undefined;
+  if (b !== true && (typeof b !== 'object' || b === null || Array.isArray(b))) throw new InvalidOptionError('batching', 'must be a boolean or an object', b);
+  const given = b === true ? {} : b;
+  for (const k of ['shapeOf', 'pad']) {
+    if (k in given) throw new InvalidOptionError(`batching.${k}`, 'is set by onnxModel (requests batch when their non-batch dims agree)');
+  }
+  // Two batches per session: while one runs, the next already waits in that ORT thread's queue, so the session
+  // never idles waiting for this thread's event loop to dispatch (which, on busy cores, may be a few ms late).
+  const options: BatchOptions<Feeds> = { maxConcurrentBatches: 2 * threads, ...given, shapeOf: batchKey };
+  compileBatchOptions<Feeds>(options, 'batching');
+  return options;
+}
+
 /**
- * Returns a class serving the model described by `options` (an OrtPool's options). Options are checked here,
- * when the class is made, so a typo fails at declaration rather than in a replica.
+ * Returns a class serving the model described by `options`. Options are checked here, when the class is made,
+ * so a typo fails at declaration rather than in a replica.
  */
-export function onnxModel(options: OrtPoolOptions): OnnxModelClass {
-  const name = options.name ?? defaultModelName(options.model);
-  compileOrtPoolOptions({ ...options, name });
+export function onnxModel(options: OnnxModelOptions): OnnxModelClass {
+  const { batching, eventLoopResolutionMs, ...poolOptions } = options;
+  const name = poolOptions.name ?? defaultModelName(poolOptions.model);
+  const compiled = compileOrtPoolOptions({ ...poolOptions, name });
+  const batchOptions = compileBatching(batching, compiled.threads);
+  if (eventLoopResolutionMs !== undefined && (!Number.isInteger(eventLoopResolutionMs) || eventLoopResolutionMs < 1)) {
+    throw new InvalidOptionError('eventLoopResolutionMs', 'must be an integer >= 1', eventLoopResolutionMs);
+  }
 
   class OnnxModel implements OnnxModelInstance {
     private readonly loading: Promise<OrtPool>;
     private pool: OrtPool | undefined;
+    private readonly delay = new EventLoopDelayGauge(eventLoopResolutionMs ?? 10);
+    // A #private field: the batched method is listed once, as `infer`, by anything that scans the instance.
+    readonly #batcher: BatchedMethod<Feeds, Feeds> | undefined;
+    readonly infer: (inputs: Feeds) => Promise<Feeds>;
 
     constructor() {
-      this.loading = OrtPool.load({ ...options, name });
+      this.loading = OrtPool.load({ ...poolOptions, name });
       // init() surfaces a load failure; this keeps it from also being reported as unhandled.
       this.loading.catch(() => undefined);
+      this.#batcher = batchOptions === undefined
+        ? undefined
+        : batch<Feeds, Feeds>(async (items) => (await this.inferBatch(items)).map((r) => (r instanceof Error ? itemError(r) : r)), batchOptions, `${name}.infer`);
+      this.infer = this.#batcher ?? (async (inputs: Feeds) => loaded(this.pool, name).run(inputs));
     }
 
     async init(): Promise<void> { this.pool = await this.loading; }
-
-    async infer(inputs: Feeds, opts: Pick<RunOptions, 'outputs'> = {}): Promise<Feeds> {
-      return loaded(this.pool, name).run(inputs, opts);
-    }
 
     async inferBatch(items: Feeds[]): Promise<Array<Feeds | Error>> {
       const pool = loaded(this.pool, name);
@@ -120,9 +179,9 @@ export function onnxModel(options: OrtPoolOptions): OnnxModelClass {
 
     async metadata(): Promise<ModelMetadata> { return (await this.loading).metadata; }
 
-    stats(): { runs: number; pendingPerThread: number[] } {
+    stats(reset = false): OnnxModelStats {
       const pool = loaded(this.pool, name);
-      return { runs: pool.runs, pendingPerThread: pool.pendingPerThread() };
+      return { runs: pool.runs, pendingPerThread: pool.pendingPerThread(), eventLoopDelay: this.delay.snapshot(reset), batching: this.#batcher?.stats() };
     }
 
     checkHealth(): void {
@@ -131,6 +190,9 @@ export function onnxModel(options: OrtPoolOptions): OnnxModelClass {
     }
 
     async shutdown(): Promise<void> {
+      // The replica drains its requests before calling shutdown(); close() lets any batch still running finish.
+      await this.#batcher?.close();
+      this.delay.close();
       const pool = await this.loading.catch(() => undefined);
       await pool?.close();
     }

@@ -35,6 +35,13 @@ export interface OrtPoolOptions {
   intraOpThreads?: number;
   /** onnxruntime inter-op threads per worker thread. @default 1 */
   interOpThreads?: number;
+  /**
+   * Let onnxruntime's pool threads spin-wait for work between parallel sections (its own default). Spinning trades
+   * CPU for a little latency; on cores shared with event loops (the worker's, the head's) that CPU is taken from
+   * them, so shoal turns it off unless asked.
+   * @default false
+   */
+  spinning?: boolean;
   /** Execution providers in order of preference. @default ['cpu'] */
   executionProviders?: ExecutionProviderName[];
   /** When a non-CPU provider fails to load, fall back to CPU with a logged warning instead of failing. @default true */
@@ -57,6 +64,7 @@ export interface CompiledOrtPoolOptions {
   threads: number;
   intraOpThreads: number;
   interOpThreads: number;
+  spinning: boolean;
   executionProviders: ExecutionProviderName[];
   cpuFallback: boolean;
   warmup: CompiledWarmup | undefined;
@@ -93,6 +101,7 @@ export function compileOrtPoolOptions(o: OrtPoolOptions): CompiledOrtPoolOptions
   providers.forEach((p, i) => {
     if (p !== 'cpu' && p !== 'cuda') throw new InvalidOptionError(`executionProviders[${i}]`, 'must be "cpu" or "cuda"', p);
   });
+  if (o.spinning !== undefined && typeof o.spinning !== 'boolean') throw new InvalidOptionError('spinning', 'must be a boolean', o.spinning);
   if (o.cpuFallback !== undefined && typeof o.cpuFallback !== 'boolean') throw new InvalidOptionError('cpuFallback', 'must be a boolean', o.cpuFallback);
   const name = o.name ?? (typeof o.model === 'string' ? o.model.split(/[\\/]/).pop() ?? o.model : 'model');
   return {
@@ -101,6 +110,7 @@ export function compileOrtPoolOptions(o: OrtPoolOptions): CompiledOrtPoolOptions
     threads,
     intraOpThreads: int('intraOpThreads', o.intraOpThreads, Math.max(1, Math.floor(availableParallelism() / threads)), 1),
     interOpThreads: int('interOpThreads', o.interOpThreads, 1, 1),
+    spinning: o.spinning ?? false,
     executionProviders: [...providers],
     cpuFallback: o.cpuFallback ?? true,
     warmup: warmupOptions(o.warmup),

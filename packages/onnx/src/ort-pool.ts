@@ -56,7 +56,7 @@ export class OrtPool {
     try {
       for (let i = 0; i < opts.threads; i++) {
         threads.push(new OrtThreadClient(i, opts.name, {
-          v: THREAD_PROTOCOL_VERSION, index: i, model, intraOpThreads: opts.intraOpThreads, interOpThreads: opts.interOpThreads,
+          v: THREAD_PROTOCOL_VERSION, index: i, model, intraOpThreads: opts.intraOpThreads, interOpThreads: opts.interOpThreads, spinning: opts.spinning,
           executionProviders: opts.executionProviders, cpuFallback: opts.cpuFallback,
         }, onDeath));
       }

@@ -33,6 +33,8 @@ async function createSession(): Promise<{ session: ort.InferenceSession; provide
     intraOpNumThreads: init.intraOpThreads,
     interOpNumThreads: init.interOpThreads,
     graphOptimizationLevel: 'all',
+    // Session config entries (onnxruntime_session_options_config_keys.h); values are strings.
+    extra: { 'session.intra_op.allow_spinning': init.spinning ? '1' : '0', 'session.inter_op.allow_spinning': init.spinning ? '1' : '0' },
   };
   const create = (opts: ort.InferenceSession.SessionOptions): Promise<ort.InferenceSession> =>
     typeof init.model === 'string' ? ort.InferenceSession.create(init.model, opts) : ort.InferenceSession.create(init.model, opts);

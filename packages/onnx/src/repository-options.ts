@@ -4,7 +4,7 @@ import type { RepositoryModel, RepositoryModelVersion } from './model-repository
 import type { OrtPoolOptions } from './options.ts';
 
 /** Pool settings shared by every model (logger, timeouts); the model's config.json decides the rest. */
-export type PoolDefaults = Partial<Omit<OrtPoolOptions, 'model' | 'name' | 'threads' | 'intraOpThreads' | 'interOpThreads' | 'executionProviders' | 'warmup'>>;
+export type PoolDefaults = Partial<Omit<OrtPoolOptions, 'model' | 'name' | 'threads' | 'intraOpThreads' | 'interOpThreads' | 'spinning' | 'executionProviders' | 'warmup'>>;
 
 /** OrtPool options for one version of a repository model. */
 export function poolOptionsFor(model: RepositoryModel, version: RepositoryModelVersion, defaults: PoolDefaults = {}): OrtPoolOptions {
@@ -16,6 +16,7 @@ export function poolOptionsFor(model: RepositoryModel, version: RepositoryModelV
     threads: c.threads.sessions,
     ...(c.threads.intraOp === undefined ? {} : { intraOpThreads: c.threads.intraOp }),
     interOpThreads: c.threads.interOp,
+    spinning: c.threads.spinning,
     executionProviders: c.executionProviders,
     warmup: c.warmup,
   };

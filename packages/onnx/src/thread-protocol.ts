@@ -6,7 +6,7 @@
 import type { WireError } from '@shoal/core';
 import type { Feeds, OrtTensorType } from './tensor.ts';
 
-export const THREAD_PROTOCOL_VERSION = 1;
+export const THREAD_PROTOCOL_VERSION = 2;
 
 export type ExecutionProviderName = 'cpu' | 'cuda';
 
@@ -29,6 +29,8 @@ export interface ThreadInit {
   model: string | Uint8Array;
   intraOpThreads: number;
   interOpThreads: number;
+  /** Whether ORT's pool threads spin-wait between parallel sections. */
+  spinning: boolean;
   executionProviders: ExecutionProviderName[];
   /** Retry on CPU when a non-CPU provider fails to load. */
   cpuFallback: boolean;

@@ -26,6 +26,12 @@ describe('event-loop delay', () => {
     expect(delay.maxMs).toBeGreaterThan(80);
   });
 
+  test('an idle loop reads near zero: the sampling period itself is not counted as delay', async () => {
+    const { delay } = await measureEventLoopDelay(() => new Promise((r) => setTimeout(r, 200)), 10);
+    expect(delay.count).toBeGreaterThan(5);
+    expect(delay.p50Ms).toBeLessThan(3);
+  });
+
   test('validates its resolution', () => {
     expect(() => startEventLoopDelayMonitor(0)).toThrow(RangeError);
     const m = startEventLoopDelayMonitor(1);

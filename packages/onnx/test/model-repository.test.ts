@@ -31,7 +31,7 @@ describe('compileModelConfig', () => {
   test('defaults', () => {
     expect(compileModelConfig(undefined)).toEqual({
       numReplicas: 1, resources: { cpus: 1, gpus: 0, memory: 0 }, batching: undefined,
-      threads: { sessions: 1, intraOp: undefined, interOp: 1 }, executionProviders: ['cpu'], warmup: true,
+      threads: { sessions: 1, intraOp: undefined, interOp: 1, spinning: false }, executionProviders: ['cpu'], warmup: true,
       versionPolicy: { latest: 1 }, modelFile: 'model.onnx',
     });
     expect(compileModelConfig({ batching: true }).batching).toEqual({ maxBatchSize: 8, maxWaitMs: 5, preferredBatchSizes: [] });

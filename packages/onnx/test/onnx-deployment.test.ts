@@ -2,8 +2,8 @@ import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { BadRequestError, IllegalStateError, InvalidOptionError, ShapeMismatchError, buildAppSpec, deployment } from '@shoal/core';
-import { buildIdentityModel, buildTinyModel, defaultModelName, encodeModelBytes, onnxModel, tinyReference, type Feeds, type TensorData } from '../src/index.ts';
+import { BadRequestError, IllegalStateError, InvalidOptionError, ShapeMismatchError, buildAppSpec, deployment, isBatched } from '@shoal/core';
+import { buildIdentityModel, buildTinyModel, defaultModelName, encodeModelBytes, onnxDeployment, onnxModel, tinyReference, type Feeds, type TensorData } from '../src/index.ts';
 
 let dir: string;
 let tinyPath: string;
@@ -27,7 +27,8 @@ describe('onnxModel()', () => {
     expect(d.kind).toBe('class');
     expect(d.options.name).toBe('tiny');
     const spec = buildAppSpec(d.bind(), { name: 'app', routePrefix: null, modulePath: '/x.ts', exportName: 'default' });
-    expect(spec.deployments[0]!.methods).toEqual(['infer', 'inferBatch', 'metadata', 'stats']);
+    // infer is an instance field (a batched method when batching is on); handles reach it all the same.
+    expect(spec.deployments[0]!.methods).toEqual(['inferBatch', 'metadata', 'stats']);
     expect(defaultModelName('/a/b/resnet-50.onnx')).toBe('resnet-50');
     expect(defaultModelName(new Uint8Array(1))).toBe('OnnxModel');
     expect(onnxModel({ model: buildTinyModel(), name: 'bytes' }).name).toBe('bytes');
@@ -35,6 +36,39 @@ describe('onnxModel()', () => {
 
   test('options are checked when the class is made', () => {
     expect(() => onnxModel({ model: tinyPath, threads: 0 })).toThrow(InvalidOptionError);
+    expect(() => onnxModel({ model: tinyPath, batching: { maxBatchSize: 0 } })).toThrow(/invalid option batching\.maxBatchSize/);
+    expect(() => onnxModel({ model: tinyPath, batching: { shapeOf: () => '' } as never })).toThrow(/batching\.shapeOf: is set by onnxModel/);
+    expect(() => onnxModel({ model: tinyPath, batching: 3 as never })).toThrow(/invalid option batching: must be a boolean or an object/);
+    expect(() => onnxDeployment({ model: tinyPath, numReplicas: -1 })).toThrow(/deployment\.numReplicas/);
+  });
+
+  test('onnxDeployment() splits model and deployment options', () => {
+    const d = onnxDeployment({ name: 'mlp', model: tinyPath, numReplicas: 3, resources: { cpus: 0.5 }, threads: 2, batching: { maxBatchSize: 4 } });
+    expect(d.options).toMatchObject({ name: 'mlp', numReplicas: 3, resources: { cpus: 0.5 } });
+    expect(d.factory.name).toBe('mlp');
+  });
+
+  test('with batching, concurrent infer() calls share stacked runs; stats report batches and event-loop delay', async () => {
+    const m = new (onnxModel({ model: tinyPath, threads: 1, intraOpThreads: 1, batching: { maxBatchSize: 8, maxWaitMs: 20 } }))();
+    expect(isBatched(m.infer)).toBe(true);
+    await m.init();
+    try {
+      const inputs = Array.from({ length: 8 }, (_, k) => rows(1, k));
+      const want = inputs.map((f) => Array.from(tinyReference(f.x!.data as Float32Array).y));
+      const outs = await Promise.all(inputs.map((f) => m.infer(f)));
+      outs.forEach((o, k) => expect(values(o.y)).toEqual(want[k]));
+      const st = m.stats(true);
+      expect(st.runs).toBe(1);
+      expect(st.batching?.batchSizeCounts).toEqual({ 8: 1 });
+      expect(st.eventLoopDelay.count).toBeGreaterThanOrEqual(0);
+      expect(st.eventLoopDelay.p99Ms).toBeGreaterThanOrEqual(0);
+      // Different non-batch dims never share a run: the bad one fails alone.
+      const [ok, bad] = await Promise.allSettled([m.infer(rows(1)), m.infer({ x: { type: 'float32', dims: [1, 3], data: new Float32Array(3) } })]);
+      expect(ok.status).toBe('fulfilled');
+      expect((bad as PromiseRejectedResult).reason).toBeInstanceOf(ShapeMismatchError);
+    } finally {
+      await m.shutdown();
+    }
   });
 
   test('init loads and warms up; infer runs one request; shutdown closes', async () => {

@@ -1,0 +1,69 @@
+/**
+ * Mounts a KServeHandler on a node:http server: a route function that claims every path under /v2 and answers
+ * it, for the head ingress's `extraRoutes` (or any server that tries routes in turn).
+ *
+ * @example
+ * const route = kserveRoute(createKServeHandler(registry));
+ * http.createServer((req, res) => { if (!route(req, res)) res.writeHead(404).end(); });
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { RequestTooLargeError, checkInt } from '@shoal/core';
+import { errorResponse, type KServeHandler, type KServeResponse } from './kserve-handler.ts';
+
+export interface KServeRouteOptions {
+  /** Largest request body read; past it, 413 and the connection closes. @default 67108864 (64 MiB) */
+  maxBodyBytes?: number;
+  /** Called when writing a response fails (the client went away). @default ignore */
+  onError?: (err: unknown) => void;
+}
+
+/** True for /v2 and every path under it. */
+export function isKServePath(url: string): boolean {
+  return url === '/v2' || url.startsWith('/v2/') || url.startsWith('/v2?');
+}
+
+function readBody(req: IncomingMessage, max: number): Promise<Buffer> {
+  const declared = Number(req.headers['content-length']);
+  if (Number.isFinite(declared) && declared > max) {
+    return Promise.reject(new RequestTooLargeError(`request body is ${declared} bytes, more than maxBodyBytes=${max}`, { bytes: declared, maxBodyBytes: max }));
+  }
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (c: Buffer) => {
+      size += c.byteLength;
+      if (size > max) {
+        req.removeAllListeners('data');
+        req.resume();
+        reject(new RequestTooLargeError(`request body is over maxBodyBytes=${max} bytes`, { bytes: size, maxBodyBytes: max }));
+        return;
+      }
+      chunks.push(c);
+    });
+    req.once('end', () => resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size)));
+    req.once('error', reject);
+  });
+}
+
+function send(res: ServerResponse, r: KServeResponse, close: boolean): void {
+  if (res.destroyed) return;
+  const headers: Record<string, string> = { ...r.headers, 'content-length': String(r.body.byteLength) };
+  if (close) headers.connection = 'close';
+  res.writeHead(r.status, headers);
+  res.end(r.body);
+}
+
+/** A route for `extraRoutes`: answers /v2/... with `handler` and returns true; returns false for other paths. */
+export function kserveRoute(handler: KServeHandler, options: KServeRouteOptions = {}): (req: IncomingMessage, res: ServerResponse) => boolean {
+  const maxBodyBytes = checkInt('maxBodyBytes', options.maxBodyBytes, 1, 64 * 1024 * 1024);
+  const onError = options.onError ?? (() => undefined);
+  return (req, res) => {
+    const url = req.url ?? '/';
+    if (!isKServePath(url)) return false;
+    readBody(req, maxBodyBytes).then(
+      async (body) => send(res, await handler({ method: req.method ?? 'GET', path: url, headers: req.headers, body }), false),
+      (err: unknown) => send(res, errorResponse(err), true),
+    ).catch(onError);
+    return true;
+  };
+}
