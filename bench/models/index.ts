@@ -12,6 +12,7 @@
  * Also reported: the worker's event-loop delay p99 while it serves (from the replica's stats()).
  *
  *   pnpm bench models [--seconds 3] [--models mlp,rec] [--sessions N --intra N (shoal's threads, both models)]
+ *                     [--spinning true|false] [--nice N (inference thread priority, see OrtPoolOptions.nice)]
  */
 import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
@@ -27,7 +28,7 @@ import type { OnnxModelStats } from '@shoal/onnx';
 import { machine, printGoals, printTable, round, writeResult, type Goal, type Row } from '../lib.ts';
 import { writeMlpModel } from './make-mlp.ts';
 
-const { values } = parseArgs({ options: { seconds: { type: 'string', default: '3' }, models: { type: 'string', default: 'mlp,rec' }, sessions: { type: 'string' }, intra: { type: 'string' } } });
+const { values } = parseArgs({ options: { seconds: { type: 'string', default: '3' }, models: { type: 'string', default: 'mlp,rec' }, sessions: { type: 'string' }, intra: { type: 'string' }, spinning: { type: 'string' }, nice: { type: 'string' } } });
 const seconds = Number(values.seconds);
 const which = values.models.split(',');
 const here = import.meta.dirname;
@@ -86,7 +87,9 @@ const cases: ModelCase[] = [];
 if (which.includes('mlp')) {
   mkdirSync(join(repo, 'mlp', '1'), { recursive: true });
   await writeMlpModel(join(repo, 'mlp', '1', 'model.onnx'));
-  cases.push({ name: 'mlp', path: join(repo, 'mlp', '1', 'model.onnx'), input: 'x', itemDims: [2048], batches: [1, 16, 64, 128], concurrency: 64, burst: 128, rates: [0.5, 2], maxWaitMs: 2,
+  cases.push({ name: 'mlp', path: join(repo, 'mlp', '1', 'model.onnx'), input: 'x', itemDims: [2048], batches: [1, 16, 64, 128],
+    // 256 connections: batches of up to 128 form only when more requests wait than are in transit (Little's law).
+    concurrency: 256, burst: 128, rates: [0.5, 2], maxWaitMs: 2,
     // Large GEMMs split well across threads inside one run: one session using every core.
     sessions: 1, intraOp: cores });
 }
@@ -118,7 +121,7 @@ for (const m of cases) {
   const intraOp = Number(values.intra ?? m.intraOp);
   process.stdout.write(`  shoal: 1 replica, ${sessions} ORT session(s) x ${intraOp} intra-op thread(s), batches up to ${best.batch}, maxWaitMs ${m.maxWaitMs}\n`);
   writeFileSync(join(repo, m.name, 'config.json'), JSON.stringify({
-    threads: { sessions, intraOp },
+    threads: { sessions, intraOp, ...(values.spinning === undefined ? {} : { spinning: values.spinning === 'true' }), ...(values.nice === undefined ? {} : { nice: Number(values.nice) }) },
     batching: { maxBatchSize: best.batch, maxWaitMs: m.maxWaitMs },
     warmup: m.name === 'rec' ? { dims: { 'p2o.DynamicDimension.0': 1, 'p2o.DynamicDimension.1': 320 } } : true,
   }));

@@ -34,6 +34,8 @@ export interface ThreadsConfig {
   interOp?: number;
   /** Let ORT's pool threads spin-wait between parallel sections (see OrtPoolOptions.spinning). @default false */
   spinning?: boolean;
+  /** How much lower than the event loop inference threads run (nice increment 0-19; see OrtPoolOptions.nice). @default 0 */
+  nice?: number;
 }
 
 export interface ModelConfig {
@@ -61,7 +63,7 @@ export interface CompiledModelConfig {
   numReplicas: number;
   resources: CompiledResources;
   batching: CompiledBatching | undefined;
-  threads: { sessions: number; intraOp: number | undefined; interOp: number; spinning: boolean };
+  threads: { sessions: number; intraOp: number | undefined; interOp: number; spinning: boolean; nice: number };
   executionProviders: ExecutionProviderName[];
   warmup: boolean | Omit<WarmupOptions, 'feeds'>;
   versionPolicy: VersionPolicy;
@@ -123,7 +125,7 @@ export function compileModelConfig(raw: unknown, where = 'config.json:'): Compil
   const p = (k: string): string => `${where} ${k}`;
   const c = raw === undefined ? {} : obj(`${where} (top level)`, raw, KEYS);
   const res = c.resources === undefined ? {} : obj(p('resources'), c.resources, ['cpus', 'gpus', 'memory']);
-  const threads = c.threads === undefined ? {} : obj(p('threads'), c.threads, ['sessions', 'intraOp', 'interOp', 'spinning']);
+  const threads = c.threads === undefined ? {} : obj(p('threads'), c.threads, ['sessions', 'intraOp', 'interOp', 'spinning', 'nice']);
   const providers = c.executionProviders ?? ['cpu'];
   if (!Array.isArray(providers) || providers.length === 0) throw new InvalidOptionError(p('executionProviders'), 'must be a non-empty array', providers);
   providers.forEach((x, i) => {
@@ -156,6 +158,7 @@ export function compileModelConfig(raw: unknown, where = 'config.json:'): Compil
       intraOp: threads.intraOp === undefined ? undefined : checkInt(p('threads.intraOp'), threads.intraOp, 1, 1, 1024),
       interOp: checkInt(p('threads.interOp'), threads.interOp, 1, 1, 1024),
       spinning: bool(p('threads.spinning'), threads.spinning, false),
+      nice: checkInt(p('threads.nice'), threads.nice, 0, 0, 19),
     },
     executionProviders: [...providers] as ExecutionProviderName[],
     warmup,

@@ -56,7 +56,7 @@ export class OrtPool {
     try {
       for (let i = 0; i < opts.threads; i++) {
         threads.push(new OrtThreadClient(i, opts.name, {
-          v: THREAD_PROTOCOL_VERSION, index: i, model, intraOpThreads: opts.intraOpThreads, interOpThreads: opts.interOpThreads, spinning: opts.spinning,
+          v: THREAD_PROTOCOL_VERSION, index: i, model, intraOpThreads: opts.intraOpThreads, interOpThreads: opts.interOpThreads, spinning: opts.spinning, nice: opts.nice,
           executionProviders: opts.executionProviders, cpuFallback: opts.cpuFallback,
         }, onDeath));
       }
@@ -70,6 +70,8 @@ export class OrtPool {
         if (fallback !== undefined) {
           opts.logger.warn(`onnx: model "${opts.name}": execution provider ${opts.executionProviders.filter((p) => p !== 'cpu').join(',')} failed to load, falling back to cpu: ${fallback.fallbackReason}`, { model: opts.name, reason: fallback.fallbackReason });
         }
+        const priority = ready.find((r) => r.priorityNote !== undefined);
+        if (priority !== undefined) opts.logger.warn(`onnx: model "${opts.name}": inference threads keep the event loop's priority (nice ${opts.nice} not applied): ${priority.priorityNote}`, { model: opts.name, reason: priority.priorityNote });
         const m = new OrtPool(opts, threads, first.metadata, first.provider);
         instance = m;
         if (opts.warmup !== undefined) await m.warmUp();

@@ -3,6 +3,8 @@
  * session.run (which holds this thread's event loop for the whole inference) never stalls the main thread.
  * Started by OrtPool through OrtThreadClient; speaks thread-protocol.ts.
  */
+import { readlinkSync } from 'node:fs';
+import { getPriority, setPriority } from 'node:os';
 import { parentPort, workerData } from 'node:worker_threads';
 import ort from 'onnxruntime-node';
 import { BackendError, toWireError } from '@shoal/core';
@@ -51,6 +53,24 @@ async function createSession(): Promise<{ session: ort.InferenceSession; provide
   }
 }
 
+/**
+ * Lowers this thread's scheduling priority (Linux: a thread's nice value; the TID from /proc/thread-self), before
+ * the session exists, so ORT's intra-op threads, which the session spawns from this thread, inherit it. The
+ * worker's event loop then wins the CPU whenever both want it. Returns why it could not, or undefined.
+ */
+function lowerPriority(nice: number): string | undefined {
+  if (nice === 0) return undefined;
+  if (process.platform !== 'linux') return `thread priorities are set on Linux only (this is ${process.platform})`;
+  try {
+    const tid = Number(readlinkSync('/proc/thread-self').split('/').pop());
+    if (!Number.isInteger(tid) || tid <= 0) return 'could not read this thread\'s id from /proc/thread-self';
+    setPriority(tid, Math.min(19, getPriority(tid) + nice));
+    return undefined;
+  } catch (err) {
+    return `setpriority failed: ${(err as Error).message}`;
+  }
+}
+
 async function main(): Promise<void> {
   if (init.v !== THREAD_PROTOCOL_VERSION) {
     post({ kind: 'init-failed', error: toWireError(new BackendError(`ort thread speaks protocol v${THREAD_PROTOCOL_VERSION}, main thread sent v${init.v}`)) });
@@ -58,11 +78,12 @@ async function main(): Promise<void> {
   }
   let session: ort.InferenceSession;
   let metadata: ModelMetadata;
+  const priorityNote = lowerPriority(init.nice);
   try {
     const created = await createSession();
     session = created.session;
     metadata = { inputs: readMetadata(session.inputMetadata, 'input'), outputs: readMetadata(session.outputMetadata, 'output') };
-    post({ kind: 'ready', metadata, provider: created.provider, ...(created.fallbackReason === undefined ? {} : { fallbackReason: created.fallbackReason }) });
+    post({ kind: 'ready', metadata, provider: created.provider, ...(created.fallbackReason === undefined ? {} : { fallbackReason: created.fallbackReason }), ...(priorityNote === undefined ? {} : { priorityNote }) });
   } catch (err) {
     const message = err instanceof Error ? err.message : String(err);
     post({ kind: 'init-failed', error: toWireError(err instanceof BackendError ? err : new BackendError(`onnxruntime failed to load the model: ${message}`)) });

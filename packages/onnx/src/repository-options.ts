@@ -4,7 +4,7 @@ import type { RepositoryModel, RepositoryModelVersion } from './model-repository
 import type { OrtPoolOptions } from './options.ts';
 
 /** Pool settings shared by every model (logger, timeouts); the model's config.json decides the rest. */
-export type PoolDefaults = Partial<Omit<OrtPoolOptions, 'model' | 'name' | 'threads' | 'intraOpThreads' | 'interOpThreads' | 'spinning' | 'executionProviders' | 'warmup'>>;
+export type PoolDefaults = Partial<Omit<OrtPoolOptions, 'model' | 'name' | 'threads' | 'intraOpThreads' | 'interOpThreads' | 'spinning' | 'nice' | 'executionProviders' | 'warmup'>>;
 
 /** OrtPool options for one version of a repository model. */
 export function poolOptionsFor(model: RepositoryModel, version: RepositoryModelVersion, defaults: PoolDefaults = {}): OrtPoolOptions {
@@ -17,6 +17,7 @@ export function poolOptionsFor(model: RepositoryModel, version: RepositoryModelV
     ...(c.threads.intraOp === undefined ? {} : { intraOpThreads: c.threads.intraOp }),
     interOpThreads: c.threads.interOp,
     spinning: c.threads.spinning,
+    nice: c.threads.nice,
     executionProviders: c.executionProviders,
     warmup: c.warmup,
   };

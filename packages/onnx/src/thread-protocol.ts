@@ -31,6 +31,8 @@ export interface ThreadInit {
   interOpThreads: number;
   /** Whether ORT's pool threads spin-wait between parallel sections. */
   spinning: boolean;
+  /** Nice increment for this thread and the ORT threads it spawns (0 leaves the priority alone). */
+  nice: number;
   executionProviders: ExecutionProviderName[];
   /** Retry on CPU when a non-CPU provider fails to load. */
   cpuFallback: boolean;
@@ -43,7 +45,7 @@ export type ToThread =
   | { kind: 'exit-for-test'; code: number };
 
 export type FromThread =
-  | { kind: 'ready'; metadata: ModelMetadata; provider: ExecutionProviderName; fallbackReason?: string }
+  | { kind: 'ready'; metadata: ModelMetadata; provider: ExecutionProviderName; fallbackReason?: string; priorityNote?: string }
   | { kind: 'init-failed'; error: WireError }
   | { kind: 'result'; id: number; outputs: Feeds }
   | { kind: 'run-failed'; id: number; error: WireError }

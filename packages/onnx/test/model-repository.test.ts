@@ -31,7 +31,7 @@ describe('compileModelConfig', () => {
   test('defaults', () => {
     expect(compileModelConfig(undefined)).toEqual({
       numReplicas: 1, resources: { cpus: 1, gpus: 0, memory: 0 }, batching: undefined,
-      threads: { sessions: 1, intraOp: undefined, interOp: 1, spinning: false }, executionProviders: ['cpu'], warmup: true,
+      threads: { sessions: 1, intraOp: undefined, interOp: 1, spinning: false, nice: 0 }, executionProviders: ['cpu'], warmup: true,
       versionPolicy: { latest: 1 }, modelFile: 'model.onnx',
     });
     expect(compileModelConfig({ batching: true }).batching).toEqual({ maxBatchSize: 8, maxWaitMs: 5, preferredBatchSizes: [] });
@@ -51,6 +51,7 @@ describe('compileModelConfig', () => {
     bad({ batching: { maxWaitMs: 'soon' } }, /batching\.maxWaitMs: must be a finite number/);
     bad({ threads: { intraOp: 0 } }, /threads\.intraOp: must be between 1/);
     bad({ threads: { cores: 2 } }, /threads\.cores: is not a known key/);
+    bad({ threads: { nice: 20 } }, /threads\.nice: must be between 0 and 19/);
     bad({ resources: { gpu: 1 } }, /resources\.gpu: is not a known key/);
     bad({ executionProviders: ['tensorrt'] }, /executionProviders\[0\]: must be "cpu" or "cuda"/);
     bad({ versionPolicy: { latest: 0 } }, /versionPolicy\.latest: must be between 1/);

@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
@@ -102,6 +102,31 @@ describe('OrtPool', () => {
     await expect(OrtPool.load({ model: tinyPath, threads: 0 })).rejects.toBeInstanceOf(InvalidOptionError);
     await expect(OrtPool.load({ model: tinyPath, executionProviders: ['tpu' as 'cpu'] })).rejects.toThrow(/executionProviders\[0\]/);
     await expect(OrtPool.load({ model: tinyPath, warmup: { dims: { width: 3 } } })).rejects.toThrow(/warmup\.dims\.width.*dynamic dims: batch/);
+    await expect(OrtPool.load({ model: tinyPath, nice: 20 })).rejects.toThrow(/invalid option nice: must be <= 19/);
+    await expect(OrtPool.load({ model: tinyPath, nice: -1 })).rejects.toThrow(/invalid option nice: must be >= 0/);
+  });
+
+  /** Nice values of this process's threads, from /proc/self/task/<tid>/stat (field 19). */
+  function threadNices(): number[] {
+    return readdirSync('/proc/self/task').map((tid) => {
+      const stat = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
+      return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16]);
+    });
+  }
+
+  test.runIf(process.platform === 'linux')('inference threads run at a lower priority than the event loop (nice), and go with the pool', async () => {
+    const before = threadNices();
+    expect(before.filter((n) => n === 7)).toEqual([]);
+    const logger = recordingLogger();
+    const m = await OrtPool.load({ model: mlpPath, threads: 2, intraOpThreads: 2, nice: 7, logger });
+    try {
+      expect(logger.lines).toEqual([]);
+      // Each of the two pool threads, and the intra-op thread each session spawned from it, inherit nice 7.
+      expect(threadNices().filter((n) => n === 7).length).toBeGreaterThanOrEqual(4);
+      expect(threadNices().filter((n) => n === 0).length).toBeGreaterThan(0);  // the event loop keeps its own
+    } finally {
+      await m.close();
+    }
   });
 
   test('a missing model file rejects load with a BackendError naming the problem', async () => {
