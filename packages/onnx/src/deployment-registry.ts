@@ -4,10 +4,10 @@
  * infer() goes through the cluster's router to one of them. The cluster is reached through the small
  * ModelCluster interface, so the head implements it (see `shoal serve`) and tests can fake it.
  */
-import { readdir } from 'node:fs/promises';
-import { DeployError, NotFoundError, ShoalError, buildAppSpec, type AppSpec } from '@shoal/core';
-import type { KServeModel, KServeRegistry, ModelState, RepositoryIndexEntry } from './kserve-registry.ts';
-import { scanModel, scanModelRepository, type RepositoryModel } from './model-repository.ts';
+import { DeployError, buildAppSpec, type AppSpec } from '@shoal/core';
+import type { KServeModel, ModelState } from './kserve-registry.ts';
+import { scanModelRepository, type RepositoryModel } from './model-repository.ts';
+import { RepositoryTable } from './repository-table.ts';
 import { modelVersionApp, modelVersionModule, modelVersionSpec, type ModelVersionSpec } from './repository-app.ts';
 import type { Feeds } from './tensor.ts';
 import type { ModelMetadata } from './thread-protocol.ts';
@@ -61,20 +61,11 @@ class VersionEntry implements KServeModel {
   }
 }
 
-interface ModelEntry {
-  /** Versions served, highest first. */
-  versions: VersionEntry[];
-  /** Why the whole model is unavailable (bad layout or config, unloaded). */
-  reason: string | undefined;
-}
-
-export class DeploymentRegistry implements KServeRegistry {
-  private readonly models = new Map<string, ModelEntry>();
-  /** Serialises load/unload per model so two loads never race on one model's applications. */
-  private readonly busy = new Map<string, Promise<void>>();
+export class DeploymentRegistry extends RepositoryTable<VersionEntry> {
   private readonly opts: Required<DeploymentRegistryOptions>;
 
   constructor(options: DeploymentRegistryOptions) {
+    super(options.root);
     this.opts = { loadTimeoutMs: 120_000, pollMs: 50, ...options };
   }
 
@@ -91,15 +82,8 @@ export class DeploymentRegistry implements KServeRegistry {
     return { loaded: loaded.sort(), failed };
   }
 
-  private serialised(name: string, fn: () => Promise<void>): Promise<void> {
-    const prev = this.busy.get(name) ?? Promise.resolve();
-    const next = prev.catch(() => undefined).then(fn);
-    this.busy.set(name, next);
-    return next.finally(() => { if (this.busy.get(name) === next) this.busy.delete(name); });
-  }
-
   /** Deploys the versions the model's policy selects and waits for them; drops versions no longer selected. */
-  private async loadScanned(m: RepositoryModel): Promise<void> {
+  protected async loadScanned(m: RepositoryModel): Promise<void> {
     const specs = m.versions.map((v) => modelVersionSpec(m, v));
     const fresh: VersionEntry[] = [];
     const names = (): string[] => fresh.map((v) => v.version);
@@ -141,28 +125,8 @@ export class DeploymentRegistry implements KServeRegistry {
     v.state = 'READY';
   }
 
-  async list(): Promise<RepositoryIndexEntry[]> {
-    const out: RepositoryIndexEntry[] = [];
-    const onDisk = await readdir(this.opts.root, { withFileTypes: true }).then(
-      (es) => es.filter((e) => e.isDirectory() && !e.name.startsWith('.')).map((e) => e.name),
-      () => [] as string[],
-    );
-    for (const name of [...new Set([...this.models.keys(), ...onDisk])].sort()) {
-      const m = this.models.get(name);
-      if (m === undefined || m.versions.length === 0) {
-        out.push({ name, state: 'UNAVAILABLE', reason: m?.reason ?? 'not loaded' });
-        continue;
-      }
-      for (const v of m.versions) out.push({ name, version: v.version, state: v.liveState, ...(v.reason === undefined ? {} : { reason: v.reason }) });
-    }
-    return out;
-  }
-
-  get(name: string, version?: string): KServeModel | undefined {
-    const m = this.models.get(name);
-    if (m === undefined || m.versions.length === 0) return undefined;
-    if (version !== undefined) return m.versions.find((v) => v.version === version);
-    return m.versions.find((v) => v.state === 'READY') ?? m.versions[0];
+  protected override indexState(v: VersionEntry): ModelState {
+    return v.liveState;
   }
 
   /** Server readiness: every version of every loaded model is up (models that failed to load do not count). */
@@ -173,27 +137,11 @@ export class DeploymentRegistry implements KServeRegistry {
     return true;
   }
 
-  /** Re-scans the model's directory and deploys the versions its policy selects; resolves once they serve. */
-  load(name: string): Promise<void> {
-    return this.serialised(name, async () => {
-      let scanned: RepositoryModel;
-      try {
-        scanned = await scanModel(this.opts.root, name);
-      } catch (err) {
-        if (!(err instanceof NotFoundError)) {
-          this.models.set(name, { versions: this.models.get(name)?.versions ?? [], reason: (err as Error).message });
-        }
-        throw err instanceof ShoalError ? err : new DeployError(`failed to load model "${name}": ${(err as Error).message}`);
-      }
-      await this.loadScanned(scanned);
-    });
-  }
-
   /** Removes every version's application; requests already sent finish first (replicas drain). Unloading twice is not an error. */
   unload(name: string): Promise<void> {
     return this.serialised(name, async () => {
       const m = this.models.get(name);
-      if (m === undefined) throw new NotFoundError(`unknown model "${name}"; models: ${[...this.models.keys()].sort().join(', ') || 'none'}`);
+      if (m === undefined) throw this.unknownModel(name);
       for (const v of m.versions) v.state = 'UNLOADING';
       await Promise.all(m.versions.map((v) => this.opts.cluster.remove(v.spec.app).catch(() => undefined)));
       this.models.set(name, { versions: [], reason: 'unloaded' });

@@ -3,12 +3,12 @@
  * process. It backs `createKServeHandler` for a single-process server and for tests; a cluster registry that
  * forwards to deployments implements the same interface.
  */
-import { readdir } from 'node:fs/promises';
-import { DeployError, NotFoundError, ShoalError } from '@shoal/core';
-import type { KServeModel, KServeRegistry, ModelState, RepositoryIndexEntry } from './kserve-registry.ts';
-import { scanModel, scanModelRepository, type RepositoryModel } from './model-repository.ts';
+import { DeployError } from '@shoal/core';
+import type { KServeModel, ModelState } from './kserve-registry.ts';
+import { scanModelRepository, type RepositoryModel } from './model-repository.ts';
 import { OrtPool } from './ort-pool.ts';
 import { poolOptionsFor, type PoolDefaults } from './repository-options.ts';
+import { RepositoryTable } from './repository-table.ts';
 import type { Feeds } from './tensor.ts';
 import type { ModelMetadata } from './thread-protocol.ts';
 
@@ -39,19 +39,10 @@ class VersionEntry implements KServeModel {
   }
 }
 
-interface ModelEntry {
-  /** Versions by number, highest first. */
-  versions: VersionEntry[];
-  /** Why the whole model is unavailable (bad layout or config, unloaded). */
-  reason: string | undefined;
-}
-
-export class RepositoryRegistry implements KServeRegistry {
-  private readonly models = new Map<string, ModelEntry>();
-  /** Serialises load/unload per model so two loads never race on one entry. */
-  private readonly busy = new Map<string, Promise<void>>();
-
-  private constructor(private readonly opts: Required<RepositoryRegistryOptions>) {}
+export class RepositoryRegistry extends RepositoryTable<VersionEntry> {
+  private constructor(private readonly opts: Required<RepositoryRegistryOptions>) {
+    super(opts.root);
+  }
 
   /** Scans the repository and, unless loadAll is false, loads every model. Models that fail stay UNAVAILABLE with the reason. */
   static async open(options: RepositoryRegistryOptions): Promise<RepositoryRegistry> {
@@ -64,15 +55,8 @@ export class RepositoryRegistry implements KServeRegistry {
     return reg;
   }
 
-  private serialised(name: string, fn: () => Promise<void>): Promise<void> {
-    const prev = this.busy.get(name) ?? Promise.resolve();
-    const next = prev.catch(() => undefined).then(fn);
-    this.busy.set(name, next);
-    return next.finally(() => { if (this.busy.get(name) === next) this.busy.delete(name); });
-  }
-
   /** Loads the versions a scanned model's policy selects; replaces the versions served before only once all loaded. */
-  private async loadScanned(m: RepositoryModel): Promise<void> {
+  protected async loadScanned(m: RepositoryModel): Promise<void> {
     const fresh: VersionEntry[] = [];
     const names = (): string[] => fresh.map((v) => v.version);
     for (const v of m.versions) fresh.push(new VersionEntry(m.name, String(v.version), names));
@@ -102,52 +86,11 @@ export class RepositoryRegistry implements KServeRegistry {
     if (failures.length > 0) throw new DeployError(`failed to load model "${m.name}": ${failures.join('; ')}`);
   }
 
-  async list(): Promise<RepositoryIndexEntry[]> {
-    const out: RepositoryIndexEntry[] = [];
-    const onDisk = await readdir(this.opts.root, { withFileTypes: true }).then(
-      (es) => es.filter((e) => e.isDirectory() && !e.name.startsWith('.')).map((e) => e.name),
-      () => [] as string[],
-    );
-    const names = [...new Set([...this.models.keys(), ...onDisk])].sort();
-    for (const name of names) {
-      const m = this.models.get(name);
-      if (m === undefined || m.versions.length === 0) {
-        out.push({ name, state: 'UNAVAILABLE', reason: m?.reason ?? 'not loaded' });
-        continue;
-      }
-      for (const v of m.versions) out.push({ name, version: v.version, state: v.state, ...(v.reason === undefined ? {} : { reason: v.reason }) });
-    }
-    return out;
-  }
-
-  get(name: string, version?: string): KServeModel | undefined {
-    const m = this.models.get(name);
-    if (m === undefined || m.versions.length === 0) return undefined;
-    if (version !== undefined) return m.versions.find((v) => v.version === version);
-    return m.versions.find((v) => v.state === 'READY') ?? m.versions[0];
-  }
-
-  /** Re-scans the model's directory and loads the versions its policy selects. */
-  load(name: string): Promise<void> {
-    return this.serialised(name, async () => {
-      let scanned: RepositoryModel;
-      try {
-        scanned = await scanModel(this.opts.root, name);
-      } catch (err) {
-        if (!(err instanceof NotFoundError)) {
-          this.models.set(name, { versions: this.models.get(name)?.versions ?? [], reason: (err as Error).message });
-        }
-        throw err instanceof ShoalError ? err : new DeployError(`failed to load model "${name}": ${(err as Error).message}`);
-      }
-      await this.loadScanned(scanned);
-    });
-  }
-
   /** Stops serving every version of the model; runs already sent to it finish first. Unloading twice is not an error. */
   unload(name: string): Promise<void> {
     return this.serialised(name, async () => {
       const m = this.models.get(name);
-      if (m === undefined) throw new NotFoundError(`unknown model "${name}"; models: ${[...this.models.keys()].sort().join(', ') || 'none'}`);
+      if (m === undefined) throw this.unknownModel(name);
       for (const v of m.versions) v.state = 'UNLOADING';
       await closeAll(m.versions);
       this.models.set(name, { versions: [], reason: 'unloaded' });
