@@ -9,18 +9,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Head } from '@shoal/head';
 import { loadAppSpec } from '../packages/cli/src/main.ts';
 import { startCluster } from './helpers.ts';
+import { EXPECTED_TEXT as EXPECTED } from '../examples/ocr/test/expected.ts';
 
 const APP = resolve(import.meta.dirname, '../examples/ocr/app.ts');
 const FIXTURES = resolve(import.meta.dirname, '../examples/ocr/test/fixtures');
 
-const EXPECTED: Record<string, string[]> = {
-  'hello.png': ['hello world'],
-  'date.png': ['2026-11-24'],
-  'two-lines.png': ['Serving models', 'at scale 42'],
-  'price.jpg': ['price 19.99'],
-  'tilted.png': ['tilted text 7'],
-  'upside-down.png': ['upside-down'],
-};
 
 interface Line { text: string; score: number; box: Array<[number, number]> }
 

@@ -13,18 +13,11 @@ import {
   createLocalRunners, defaultModelPaths, ocr, ocrWithTimings, parseRecDictionary, type LocalOcrRunners, type OcrModelName,
   type OcrRunners,
 } from '../src/index.ts';
+import { EXPECTED_TEXT as EXPECTED } from './expected.ts';
 
 const fixtures = path.join(path.dirname(fileURLToPath(import.meta.url)), 'fixtures');
 const read = (name: string): Buffer => readFileSync(path.join(fixtures, name));
 
-const EXPECTED: Record<string, string[]> = {
-  'hello.png': ['hello world'],
-  'date.png': ['2026-11-24'],
-  'two-lines.png': ['Serving models', 'at scale 42'],
-  'price.jpg': ['price 19.99'],
-  'tilted.png': ['tilted text 7'],
-  'upside-down.png': ['upside-down'],
-};
 
 describe('ocr with in-process runners', () => {
   let runners: LocalOcrRunners;

@@ -21,3 +21,4 @@ export { realClock, FakeClock, type Clock, type TimerHandle } from './clock.ts';
 export { batch, isBatched, batchedMethodsOf, type BatchedMethod, type BatchCallOptions } from './batch.ts';
 export * from './batching/index.ts';
 export { startEventLoopDelayMonitor, measureEventLoopDelay, EventLoopDelayGauge, type EventLoopDelayStats, type EventLoopDelayMonitor } from './event-loop-delay.ts';
+export { seededRandom } from './random.ts';

@@ -2,6 +2,7 @@
  * Deterministic ONNX models for tests and benchmarks: a tiny affine model whose outputs are easy to check by
  * hand, and a GEMM-heavy MLP (MatMul + Add + Relu layers) with seeded weights.
  */
+import { seededRandom } from '@shoal/core';
 import { encodeModel, encodeModelBytes, type GraphSpec, type Initializer } from './onnx-writer.ts';
 
 /** Weights of the tiny model: y = relu(x · TINY_W + TINY_B), with x [batch, 4]; also sum = ReduceSum(y, axis 1). */
@@ -72,18 +73,6 @@ export interface MlpOptions {
   seed?: number;
 }
 
-/** mulberry32: a tiny seeded PRNG; good enough for weights, and stable across platforms. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /**
  * The MLP: input "x" float32 [batch, hidden] -> output "y" float32 [batch, hidden], dynamic batch. Weights are
  * uniform in ±sqrt(3/hidden) so activations keep roughly unit scale through the layers. Returned as chunks
@@ -92,7 +81,7 @@ function rng(seed: number): () => number {
 export function buildMlpModel(opts: MlpOptions = {}): Uint8Array[] {
   const hidden = opts.hidden ?? 2048;
   const layers = opts.layers ?? 4;
-  const next = rng(opts.seed ?? 1);
+  const next = seededRandom(opts.seed ?? 1);
   const scale = Math.sqrt(3 / hidden);
   const initializers: Initializer[] = [];
   const nodes: GraphSpec['nodes'] = [];

@@ -1,5 +1,5 @@
 /** A Transport that holds every dispatched request until the test answers it, and counts cancels. */
-import { FakeClock, silentLogger, toWireError, type WireError } from '@shoal/core';
+import { FakeClock, seededRandom, silentLogger, toWireError, type WireError } from '@shoal/core';
 import type { NewRequest, ReplyMessage, RouteEntry, RouteTable } from '@shoal/protocol';
 import { Router, type Dispatch, type ReplicaRef, type RouterOptions, type Transport } from '../src/index.ts';
 
@@ -45,16 +45,7 @@ export class FakeTransport implements Transport {
 }
 
 /** A seeded generator (mulberry32), so statistical tests are repeatable. */
-export function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export const seeded = seededRandom;
 
 export function entry(replicas: Array<[replicaId: string, workerId: string]>, limits: Partial<Omit<RouteEntry, 'replicas'>> = {}): RouteEntry {
   return {

@@ -1,6 +1,7 @@
 import type { FakeClock } from '../../src/batching/clock.ts';
 import type { BatchContext, BatchFunction } from '../../src/batching/batch-queue.ts';
 import type { ItemError } from '../../src/batching/item-error.ts';
+import { seededRandom } from '../../src/random.ts';
 
 export interface ManualCall<I, O> {
   readonly items: I[];
@@ -41,17 +42,7 @@ export function track<T>(promise: Promise<T>): Tracked<T> {
   return t;
 }
 
-/** Deterministic PRNG (mulberry32) so simulations are reproducible. */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { seededRandom };
 
 /** A synthetic model: service time of a batch of n items, in ms. */
 export type LatencyCurve = (n: number) => number;
