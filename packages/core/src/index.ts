@@ -22,3 +22,4 @@ export { batch, isBatched, batchedMethodsOf, type BatchedMethod, type BatchCallO
 export * from './batching/index.ts';
 export { startEventLoopDelayMonitor, measureEventLoopDelay, EventLoopDelayGauge, type EventLoopDelayStats, type EventLoopDelayMonitor } from './event-loop-delay.ts';
 export { seededRandom } from './random.ts';
+export { readRequestBody } from './read-body.ts';

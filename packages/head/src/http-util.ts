@@ -1,6 +1,6 @@
 /** Small helpers shared by the ingress and the control API. */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { RequestTooLargeError, toWireError } from '@shoal/core';
+import { readRequestBody, toWireError } from '@shoal/core';
 
 const JSON_TYPE = { 'content-type': 'application/json' };
 
@@ -25,24 +25,5 @@ export function sendError(res: ServerResponse, err: unknown): void {
 
 /** Reads a request body up to maxBytes; past it, RequestTooLargeError before the rest is read. */
 export function readBody(req: IncomingMessage, maxBytes: number, what: string): Promise<Buffer> {
-  const declared = Number(req.headers['content-length'] ?? -1);
-  if (declared > maxBytes) {
-    return Promise.reject(new RequestTooLargeError(`request body of ${declared} bytes exceeds maxRequestBytes=${maxBytes} for ${what}`, { bytes: declared, limit: maxBytes }));
-  }
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    req.on('data', (chunk: Buffer) => {
-      size += chunk.length;
-      if (size > maxBytes) {
-        req.removeAllListeners('data');
-        req.resume();
-        reject(new RequestTooLargeError(`request body exceeds maxRequestBytes=${maxBytes} for ${what} (read ${size} bytes so far)`, { bytes: size, limit: maxBytes }));
-        return;
-      }
-      chunks.push(chunk);
-    });
-    req.on('end', () => resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size)));
-    req.on('error', reject);
-  });
+  return readRequestBody(req, maxBytes, 'maxRequestBytes', what);
 }

@@ -7,7 +7,7 @@
  * http.createServer((req, res) => { if (!route(req, res)) res.writeHead(404).end(); });
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { RequestTooLargeError, checkInt } from '@shoal/core';
+import { checkInt, readRequestBody } from '@shoal/core';
 import { errorResponse, type KServeHandler, type KServeResponse } from './kserve-handler.ts';
 
 export interface KServeRouteOptions {
@@ -22,28 +22,6 @@ export function isKServePath(url: string): boolean {
   return url === '/v2' || url.startsWith('/v2/') || url.startsWith('/v2?');
 }
 
-function readBody(req: IncomingMessage, max: number): Promise<Buffer> {
-  const declared = Number(req.headers['content-length']);
-  if (Number.isFinite(declared) && declared > max) {
-    return Promise.reject(new RequestTooLargeError(`request body is ${declared} bytes, more than maxBodyBytes=${max}`, { bytes: declared, maxBodyBytes: max }));
-  }
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    req.on('data', (c: Buffer) => {
-      size += c.byteLength;
-      if (size > max) {
-        req.removeAllListeners('data');
-        req.resume();
-        reject(new RequestTooLargeError(`request body is over maxBodyBytes=${max} bytes`, { bytes: size, maxBodyBytes: max }));
-        return;
-      }
-      chunks.push(c);
-    });
-    req.once('end', () => resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size)));
-    req.once('error', reject);
-  });
-}
 
 function send(res: ServerResponse, r: KServeResponse, close: boolean): void {
   if (res.destroyed) return;
@@ -60,7 +38,7 @@ export function kserveRoute(handler: KServeHandler, options: KServeRouteOptions 
   return (req, res) => {
     const url = req.url ?? '/';
     if (!isKServePath(url)) return false;
-    readBody(req, maxBodyBytes).then(
+    readRequestBody(req, maxBodyBytes, 'maxBodyBytes').then(
       async (body) => send(res, await handler({ method: req.method ?? 'GET', path: url, headers: req.headers, body }), false),
       (err: unknown) => send(res, errorResponse(err), true),
     ).catch(onError);
