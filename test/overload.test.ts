@@ -90,6 +90,18 @@ describe('batching through the runtime', () => {
     expect(await batcher.withOptions({ priority: 2 }).priority()).toBe(2);
     expect(await batcher.priority()).toBeUndefined();
   });
+
+  it('takes a priority from the x-shoal-priority header, passes it to downstream calls, and refuses a bad one', async () => {
+    const get = async (headers: Record<string, string>): Promise<{ status: number; body: unknown }> => {
+      const res = await fetch(url('/priority'), { headers });
+      return { status: res.status, body: await res.json() };
+    };
+    expect(await get({ 'x-shoal-priority': '3' })).toEqual({ status: 200, body: { own: 3, downstream: 3 } });
+    expect(await get({})).toEqual({ status: 200, body: { own: null, downstream: null } });
+    const bad = await get({ 'x-shoal-priority': 'high' });
+    expect(bad.status).toBe(400);
+    expect(bad.body).toMatchObject({ error: expect.stringMatching(/x-shoal-priority.*must be an integer/) as unknown });
+  });
 });
 
 describe('backpressure', () => {

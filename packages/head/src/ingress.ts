@@ -37,6 +37,8 @@ const DONE = new CancelToken();
 DONE.cancel(new CancelledError('done'));
 
 export const TIMEOUT_HEADER = 'x-shoal-timeout-ms';
+/** An integer priority for the request (higher is dequeued first by batched methods); it flows to downstream calls. */
+export const PRIORITY_HEADER = 'x-shoal-priority';
 
 export class Ingress {
   private mounts: Mount[] = [];
@@ -115,6 +117,12 @@ export class Ingress {
       } else if (mount.requestTimeoutMs > 0) {
         deadline = arrived + mount.requestTimeoutMs;
       }
+      let priority: number | undefined;
+      const ph = req.headers[PRIORITY_HEADER];
+      if (ph !== undefined) {
+        priority = Number(ph);
+        if (!Number.isSafeInteger(priority) || typeof ph !== 'string' || ph.trim() === '') throw new InvalidOptionError(`header ${PRIORITY_HEADER}`, 'must be an integer', ph);
+      }
       // No content-length and no transfer-encoding: HTTP/1.1 says there is no body, so do not wait for 'end'.
       const hasBody = req.headers['content-length'] !== undefined || req.headers['transfer-encoding'] !== undefined;
       const body = hasBody ? await readBody(req, mount.maxRequestBytes, `deployment "${mount.key}"`) : EMPTY;
@@ -126,7 +134,7 @@ export class Ingress {
       socket[INFLIGHT] = cancel;
       let out;
       try {
-        out = await this.opts.router.http(mount.key, wire, { deadline, cancel });
+        out = await this.opts.router.http(mount.key, wire, { deadline, cancel, ...(priority === undefined ? {} : { priority }) });
       } finally {
         if (socket[INFLIGHT] === cancel) socket[INFLIGHT] = DONE;
       }

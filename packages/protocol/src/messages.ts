@@ -100,7 +100,7 @@ export interface CallMessage {
   deadline?: number;
   priority?: number;
 }
-export interface HttpMessage { t: 'http'; id: number; replicaId: string; req: WireHttpRequest; deadline?: number }
+export interface HttpMessage { t: 'http'; id: number; replicaId: string; req: WireHttpRequest; deadline?: number; priority?: number }
 export interface CancelMessage { t: 'cancel'; id: number }
 
 /** `q`: the replica's load (running + queued) right after answering, not counting the request answered. */

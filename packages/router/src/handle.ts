@@ -11,6 +11,8 @@ export interface HandleTarget {
   /** Deadline inherited from the caller's request (Date.now ms), so cancellation reaches downstream calls. */
   inheritedDeadline?: () => number | undefined;
   inheritedSignal?: () => AbortSignal | undefined;
+  /** The calling request's priority, used when the call sets none. */
+  inheritedPriority?: () => number | undefined;
 }
 
 export function createHandle<T>(target: HandleTarget, opts: CallOptions = {}): Handle<T> {
@@ -38,7 +40,8 @@ export function createHandle<T>(target: HandleTarget, opts: CallOptions = {}): H
         }
         const signals = [opts.signal, target.inheritedSignal?.()].filter((s): s is AbortSignal => s !== undefined);
         const signal = signals.length === 0 ? undefined : signals.length === 1 ? signals[0] : AbortSignal.any(signals);
-        return target.router.call(target.key, prop, args, { deadline, signal, priority: opts.priority });
+        const priority = opts.priority ?? target.inheritedPriority?.();
+        return target.router.call(target.key, prop, args, { deadline, signal, ...(priority === undefined ? {} : { priority }) });
       };
       cache.set(prop, fn);
       return fn;

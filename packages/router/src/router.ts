@@ -124,7 +124,7 @@ export class Router {
   }
 
   async http(key: string, req: WireHttpRequest, opts: RouteOptions = {}): Promise<WireHttpResponse> {
-    const reply = await this.route(key, opts, (replicaId) => ({ t: 'http', replicaId, req, deadline: opts.deadline }));
+    const reply = await this.route(key, opts, (replicaId) => ({ t: 'http', replicaId, req, deadline: opts.deadline, priority: opts.priority }));
     if (reply.ok) return reply.value as WireHttpResponse;
     throw rebuildError(reply.error);
   }

@@ -40,6 +40,7 @@ export async function buildInstance(spec: AppSpec, deploymentName: string, route
     methods: methodsOf.get(app.deployment.options.name) ?? [],
     inheritedDeadline: () => requestContext()?.deadline,
     inheritedSignal: () => requestContext()?.signal,
+    inheritedPriority: () => requestContext()?.priority,
   });
   const args = node.args.map((a) => replaceApplications(a, toHandle));
   const Factory = node.deployment.factory as unknown as new (...a: unknown[]) => ReplicaInstance;

@@ -159,9 +159,9 @@ export class Replica {
     }
   }
 
-  async http(req: WireHttpRequest, signal: AbortSignal, deadline: number | undefined): Promise<WireHttpResponse> {
+  async http(req: WireHttpRequest, signal: AbortSignal, deadline: number | undefined, priority?: number): Promise<WireHttpResponse> {
     if (this.httpMethod === undefined) throw new NotFoundError(`deployment "${this.deployment}" takes no HTTP requests: define fetch(request)`);
-    const value = await this.call(this.httpMethod, [new ShoalRequest(req)], signal, deadline);
+    const value = await this.call(this.httpMethod, [new ShoalRequest(req)], signal, deadline, priority);
     return toWireResponse(value);
   }
 

@@ -245,7 +245,7 @@ export class Worker {
     }
     try {
       const value = m.t === 'http'
-        ? await replica.http(m.req, controller.signal, m.deadline)
+        ? await replica.http(m.req, controller.signal, m.deadline, m.priority)
         : await replica.call(m.method, m.args, controller.signal, m.deadline, m.priority);
       if (controller.signal.reason instanceof DeadlineExceededError) throw controller.signal.reason;
       return { t: 'reply', id: 0, ok: true, value, q: replica.load };
