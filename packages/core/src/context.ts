@@ -14,6 +14,11 @@ export interface RequestContext {
   readonly replicaId: string;
   /** Priority the caller gave (handle option), used by batched methods. */
   readonly priority?: number | undefined;
+  /**
+   * Device indices the head placed this replica on, when it placed by device (gpus, gpuMemory, sharedBlobs).
+   * Also set while the replica is constructed and its init() runs (then the signal never aborts).
+   */
+  readonly devices?: readonly number[] | undefined;
 }
 
 const KEY = Symbol.for('shoal.requestContext');

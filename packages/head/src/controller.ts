@@ -15,7 +15,7 @@ import { chooseWorker, explainNoFit, fits, type WorkerCapacity } from './schedul
 
 /** What the controller asks of the cluster. Implemented over worker connections by the head; faked in tests. */
 export interface ClusterOps {
-  startReplica(workerId: string, replicaId: string, app: AppSpec, deployment: string): Promise<void>;
+  startReplica(workerId: string, replicaId: string, app: AppSpec, deployment: string, devices?: number[]): Promise<void>;
   stopReplica(workerId: string, replicaId: string, timeoutMs: number): Promise<void>;
   reconfigure(workerId: string, replicaId: string, userConfig: unknown): Promise<void>;
   checkHealth(workerId: string, replicaId: string, timeoutMs: number): Promise<void>;
@@ -328,7 +328,7 @@ export class Controller {
 
   private async start(r: ReplicaRecord, spec: AppSpec, status: DeploymentStatus): Promise<void> {
     try {
-      await this.opts.ops.startReplica(r.workerId, r.replicaId, spec, r.deployment);
+      await this.opts.ops.startReplica(r.workerId, r.replicaId, spec, r.deployment, r.devices);
       if (this.replicas.get(r.replicaId) !== r || r.state !== 'STARTING') return; // lost or stopped meanwhile
       r.state = 'RUNNING';
       status.failures = 0;

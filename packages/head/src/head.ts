@@ -66,7 +66,7 @@ export class Head {
     this.token = opts.token ?? randomBytes(24).toString('base64url');
     const clock = opts.clock ?? realClock;
     const ops: ClusterOps = {
-      startReplica: (w, r, app, d) => this.callWorker(w, { t: 'start', replicaId: r, app, deployment: d }),
+      startReplica: (w, r, app, d, devices) => this.callWorker(w, { t: 'start', replicaId: r, app, deployment: d, ...(devices === undefined ? {} : { devices }) }),
       stopReplica: (w, r, timeoutMs) => this.callWorker(w, { t: 'stop', replicaId: r, timeoutMs }),
       reconfigure: (w, r, userConfig) => this.callWorker(w, { t: 'reconfigure', replicaId: r, userConfig }),
       checkHealth: (w, r, timeoutMs) => this.callWorker(w, { t: 'health', replicaId: r, timeoutMs }),

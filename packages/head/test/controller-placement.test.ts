@@ -21,6 +21,8 @@ describe('Controller placement by device memory', () => {
     // 70 -> 40 on big/1; then 40 free on both: the tie goes to the lower worker id; then big/1 again (40 free).
     expect(devicesOf(ctl, 'M')).toEqual([`${small}/0`, `${big}/1`, `${big}/1`]);
     expect(placement(ctl, 'M')[cpuOnly]).toBeUndefined();
+    // Each worker is told which of its devices the replica got.
+    expect(ops.starts.map((s) => `${s.workerId}/${s.devices?.join('+')}`).sort()).toEqual(devicesOf(ctl, 'M'));
     expect(ctl.isReady('a')).toBe(true);
     // A fourth no longer fits anywhere (10 GiB left on each device): nothing more starts.
     ctl.deploy(appSpec('a', [{ name: 'M', numReplicas: 4, resources: { cpus: 1, gpuMemory: 30 * GiB } }]));

@@ -10,7 +10,7 @@ interface Held {
   reject(err: Error): void;
 }
 
-export interface StartCall extends Held { deployment: string; app: AppSpec }
+export interface StartCall extends Held { deployment: string; app: AppSpec; devices?: number[] }
 export interface StopCall extends Held { timeoutMs: number }
 
 export class FakeCluster implements ClusterOps {
@@ -27,9 +27,9 @@ export class FakeCluster implements ClusterOps {
   /** Replica ids whose health check fails. */
   readonly unhealthy = new Set<string>();
 
-  startReplica(workerId: string, replicaId: string, app: AppSpec, deployment: string): Promise<void> {
+  startReplica(workerId: string, replicaId: string, app: AppSpec, deployment: string, devices?: number[]): Promise<void> {
     return new Promise((resolve, reject) => {
-      const call: StartCall = { workerId, replicaId, app, deployment, resolve, reject };
+      const call: StartCall = { workerId, replicaId, app, deployment, resolve, reject, ...(devices === undefined ? {} : { devices }) };
       this.starts.push(call);
       const err = this.failStart(call);
       if (err !== undefined) reject(err);

@@ -31,7 +31,7 @@ export interface FamilyDeploymentOptions {
   batching?: BatchOptions<FamilyRequest>;
   /** Budget of the replica's memory pool (activations and workspace of a batch), in bytes. @default 64 MiB */
   memoryBudgetBytes?: number;
-  /** Device index on the worker. @default 0 */
+  /** Device index on the worker. @default the device the head placed the replica on (requestContext().devices[0]), else 0 */
   device?: number;
   /** Options for the process's native runtime, used only if this replica is the first in its process to open it. @default {} */
   runtime?: NativeOptions;
@@ -79,7 +79,8 @@ interface CompiledFamilyDeploymentOptions {
   variants: string[] | undefined;
   batching: BatchOptions<FamilyRequest>;
   memoryBudgetBytes: number;
-  device: number;
+  /** undefined: the placed device. */
+  device: number | undefined;
   runtime: NativeOptions;
 }
 
@@ -106,7 +107,7 @@ function compile(input: FamilyDeploymentOptions, path = 'familyDeployment'): Com
     variants: variants === undefined ? undefined : [...variants],
     batching,
     memoryBudgetBytes: checkInt(`${path}.memoryBudgetBytes`, input.memoryBudgetBytes, 1, FAMILY_DEPLOYMENT_DEFAULTS.memoryBudgetBytes),
-    device: checkInt(`${path}.device`, input.device, 0, FAMILY_DEPLOYMENT_DEFAULTS.device),
+    device: input.device === undefined ? undefined : checkInt(`${path}.device`, input.device, 0, FAMILY_DEPLOYMENT_DEFAULTS.device),
     runtime: input.runtime ?? {},
   };
 }
@@ -123,6 +124,8 @@ export function familyDeployment(options: FamilyDeploymentOptions): new () => Fa
     private family: ModelFamily | undefined;
     private served = new Set<string>();
     private baseBlob = '';
+    /** The device this replica runs on: the option, or where the head placed it. */
+    private device = 0;
 
     predict = batch<FamilyRequest, Float32Array>((items) => this.run(items), opts.batching, 'predict');
 
@@ -130,7 +133,8 @@ export function familyDeployment(options: FamilyDeploymentOptions): new () => Fa
       const rt = processRuntime(opts.runtime);
       const spec = await readFamilyManifest(opts.manifest);
       const selected = opts.variants === undefined ? spec : selectVariants(spec, opts.variants, 'familyDeployment.variants');
-      const pool = rt.createPool({ budgetBytes: opts.memoryBudgetBytes, device: opts.device });
+      this.device = opts.device ?? requestContext()?.devices?.[0] ?? FAMILY_DEPLOYMENT_DEFAULTS.device;
+      const pool = rt.createPool({ budgetBytes: opts.memoryBudgetBytes, device: this.device });
       try {
         this.family = await rt.loadFamilyFile(opts.manifest, pool, { variants: selected.variants.map((v) => v.id) });
       } catch (err) {
@@ -155,13 +159,13 @@ export function familyDeployment(options: FamilyDeploymentOptions): new () => Fa
         replicaId: requestContext()?.replicaId,
         pid: process.pid,
         backend: rt.backend,
-        device: opts.device,
+        device: this.device,
         family: f.name,
         variants: [...f.variants],
         inputDim: f.inputDim,
         outputDim: f.outputDim,
-        base: rt.blobInfo(this.baseBlob, opts.device),
-        blobs: rt.blobStats(opts.device),
+        base: rt.blobInfo(this.baseBlob, this.device),
+        blobs: rt.blobStats(this.device),
         pool: this.pool!.stats(),
         compute: f.stats(),
       };

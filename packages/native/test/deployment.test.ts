@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { BadRequestError, IllegalStateError, InvalidOptionError, compileDeploymentOptions } from '@shoal/core';
+import { BadRequestError, IllegalStateError, InvalidOptionError, compileDeploymentOptions, contextStorage } from '@shoal/core';
 import { familyDeployment, familyResources, processRuntime, writeExampleFamily, type FamilyReplica } from '../src/index.ts';
 import { addonBuilt, recordingLogger, skipReason, tempDir } from './helpers.ts';
 import { input, reference } from './reference.ts';
@@ -77,5 +77,24 @@ describe.skipIf(!addonBuilt)(`familyDeployment replicas${skipReason}`, () => {
     const Family = familyDeployment({ manifest: fam.manifestPath, variants: ['v0', 'v9'] });
     await expect(new Family().init()).rejects.toThrow(`invalid option familyDeployment.variants[1]: names no variant of family "depbad${process.pid}" (known: v0, v1)`);
     expect(() => familyResources({ manifest: fam.manifestPath, variants: ['v7'] })).toThrow(/familyResources\.variants\[0\]/);
+  });
+});
+
+// Last: it leaves its family's blobs cached on device 0, which the device-wide counts above would see.
+describe.skipIf(!addonBuilt)(`familyDeployment placement${skipReason}`, () => {
+  it('runs on the device the head placed the replica on, unless the option names one', async () => {
+    const fam = await writeExampleFamily({ dir: tempDir('dev'), name: `dev${process.pid}`, dims: [8, 8], variants: 1, headDim: 2 });
+    processRuntime({ backend: 'host', threads: 2, logger: recordingLogger() });
+    const placed = (devices: number[], fn: () => Promise<void>): Promise<void> =>
+      contextStorage.run({ signal: new AbortController().signal, deadline: undefined, app: 'a', deployment: 'F', replicaId: 'r', devices }, fn);
+    // The host backend has device 0 only: a replica placed on device 2 fails, naming it; the option wins over placement.
+    const OnPlaced = familyDeployment({ manifest: fam.manifestPath });
+    const onTwo: FamilyReplica = new OnPlaced();
+    await expect(placed([2], () => onTwo.init())).rejects.toThrow("device must be an integer in [0, 1), got 2");
+    const OnZero = familyDeployment({ manifest: fam.manifestPath, device: 0 });
+    const onZero: FamilyReplica = new OnZero();
+    await placed([2], () => onZero.init());
+    expect(onZero.stats().device).toBe(0);
+    await onZero.shutdown();
   });
 });

@@ -47,7 +47,8 @@ export interface ReplicaStateMessage { t: 'replicaState'; replicaId: string; sta
 // ---- head -> worker (control connection) ----
 export interface WelcomeMessage { t: 'welcome'; v: number; workerId: string; heartbeatMs: number }
 export interface RefuseMessage { t: 'refuse'; code: string; message: string }
-export interface StartReplicaMessage { t: 'start'; id: number; replicaId: string; app: AppSpec; deployment: string }
+/** `devices`: the device indices the head placed the replica on (placement by device memory or gpus). */
+export interface StartReplicaMessage { t: 'start'; id: number; replicaId: string; app: AppSpec; deployment: string; devices?: number[] }
 export interface StopReplicaMessage { t: 'stop'; id: number; replicaId: string; timeoutMs: number }
 export interface ReconfigureMessage { t: 'reconfigure'; id: number; replicaId: string; userConfig: unknown }
 export interface HealthMessage { t: 'health'; id: number; replicaId: string; timeoutMs: number }

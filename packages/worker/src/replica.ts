@@ -34,6 +34,8 @@ export interface ReplicaInit {
   deployment: string;
   options: CompiledDeploymentOptions;
   logger: Logger;
+  /** Device indices the head placed this replica on; user code reads them as requestContext().devices. */
+  devices?: readonly number[];
   onState?: (state: ReplicaState, error?: string) => void;
 }
 
@@ -43,6 +45,8 @@ interface Waiting {
   signal: AbortSignal;
   onAbort: () => void;
 }
+
+const NEVER_ABORTED = new AbortController().signal;
 
 /** How many requests may wait inside one replica beyond maxOngoingRequests before it refuses. */
 const LOCAL_QUEUE_FACTOR = 4;
@@ -61,6 +65,7 @@ export class Replica {
   private readonly onState: ((state: ReplicaState, error?: string) => void) | undefined;
   private httpMethod: string | undefined;
   private batching: ReplicaBatching | undefined;
+  private readonly devices: readonly number[] | undefined;
 
   constructor(init: ReplicaInit) {
     this.replicaId = init.replicaId;
@@ -69,6 +74,7 @@ export class Replica {
     this.options = init.options;
     this.logger = init.logger;
     this.onState = init.onState;
+    this.devices = init.devices;
   }
 
   get state(): ReplicaState { return this.stateValue; }
@@ -89,8 +95,10 @@ export class Replica {
   /** Builds the user instance (construct, init, reconfigure) and moves to RUNNING, or FAILED with the reason. */
   async start(build: () => ReplicaInstance | Promise<ReplicaInstance>): Promise<void> {
     try {
-      const instance = await build();
-      if (typeof instance.init === 'function') await instance.init();
+      // Construction and init() see the replica's identity and devices through requestContext(); nothing aborts it.
+      const ctx = { signal: NEVER_ABORTED, deadline: undefined, app: this.app, deployment: this.deployment, replicaId: this.replicaId, devices: this.devices };
+      const instance = await contextStorage.run(ctx, build);
+      if (typeof instance.init === 'function') await contextStorage.run(ctx, () => instance.init!());
       const batching = new ReplicaBatching(instance, this.deployment);
       batching.apply(this.options.userConfig);
       if (typeof instance.reconfigure === 'function' && this.options.userConfig !== undefined) await instance.reconfigure(this.options.userConfig);
@@ -151,7 +159,7 @@ export class Replica {
     }
     await this.acquire(signal);
     try {
-      return await contextStorage.run({ signal, deadline, priority, app: this.app, deployment: this.deployment, replicaId: this.replicaId }, () => (fn as (...a: unknown[]) => unknown).apply(instance, args));
+      return await contextStorage.run({ signal, deadline, priority, app: this.app, deployment: this.deployment, replicaId: this.replicaId, devices: this.devices }, () => (fn as (...a: unknown[]) => unknown).apply(instance, args));
     } catch (err) {
       throw asCallerError(err, this.deployment);
     } finally {

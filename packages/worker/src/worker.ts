@@ -162,7 +162,7 @@ export class Worker {
 
   private onHeadMessage(m: Message, peer: Peer): void {
     switch (m.t) {
-      case 'start': void this.startReplica(m.id, m.replicaId, m.app, m.deployment, peer); return;
+      case 'start': void this.startReplica(m.id, m.replicaId, m.app, m.deployment, m.devices, peer); return;
       case 'stop': void this.stopReplica(m.id, m.replicaId, m.timeoutMs, peer); return;
       case 'reconfigure': {
         const r = this.replicas.get(m.replicaId);
@@ -183,11 +183,11 @@ export class Worker {
     }
   }
 
-  private async startReplica(id: number, replicaId: string, app: import('@shoal/core').AppSpec, deployment: string, head: Peer): Promise<void> {
+  private async startReplica(id: number, replicaId: string, app: import('@shoal/core').AppSpec, deployment: string, devices: number[] | undefined, head: Peer): Promise<void> {
     const spec = app.deployments.find((d) => d.name === deployment);
     if (spec === undefined) { head.replyError(id, toWireError(new ReplicaUnavailableError(`application "${app.name}" has no deployment "${deployment}"`))); return; }
     const replica = new Replica({
-      replicaId, app: app.name, deployment, options: spec.options, logger: this.opts.logger,
+      replicaId, app: app.name, deployment, options: spec.options, logger: this.opts.logger, ...(devices === undefined ? {} : { devices }),
       onState: (state, error) => { if (!head.closed) head.send({ t: 'replicaState', replicaId, state, ...(error ? { error } : {}) }); },
     });
     this.replicas.set(replicaId, replica);
