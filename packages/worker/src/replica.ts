@@ -47,6 +47,8 @@ interface Waiting {
 }
 
 const NEVER_ABORTED = new AbortController().signal;
+/** Lifecycle hooks: the replica host calls them; callers cannot. */
+const HOOKS: ReadonlySet<string> = new Set(['init', 'reconfigure', 'checkHealth', 'shutdown', 'constructor']);
 
 /** How many requests may wait inside one replica beyond maxOngoingRequests before it refuses. */
 const LOCAL_QUEUE_FACTOR = 4;
@@ -154,7 +156,7 @@ export class Replica {
   async call(method: string, args: unknown[], signal: AbortSignal, deadline: number | undefined, priority?: number): Promise<unknown> {
     const instance = this.instance;
     const fn = instance?.[method];
-    if (typeof fn !== 'function' || method.startsWith('_') || ['init', 'reconfigure', 'checkHealth', 'shutdown', 'constructor'].includes(method)) {
+    if (typeof fn !== 'function' || method.startsWith('_') || HOOKS.has(method)) {
       throw new NotFoundError(`deployment "${this.deployment}" has no method "${method}" (it has: ${callableNames(instance).join(', ') || 'none'})`);
     }
     await this.acquire(signal);
@@ -261,7 +263,7 @@ export function callableNames(instance: object | undefined): string[] {
   let o: object | null = instance ?? null;
   while (o !== null && o !== Object.prototype) {
     for (const k of Object.getOwnPropertyNames(o)) {
-      if (k.startsWith('_') || ['init', 'reconfigure', 'checkHealth', 'shutdown', 'constructor'].includes(k)) continue;
+      if (k.startsWith('_') || HOOKS.has(k)) continue;
       if (typeof Object.getOwnPropertyDescriptor(o, k)?.value === 'function') names.add(k);
     }
     o = Object.getPrototypeOf(o) as object | null;
