@@ -17,6 +17,7 @@ export type ErrorCode =
   | 'ERR_NOT_FOUND'
   | 'ERR_NO_REPLICA'
   | 'ERR_QUEUE_FULL'
+  | 'ERR_BACKPRESSURE'
   | 'ERR_REQUEST_TOO_LARGE'
   | 'ERR_DEADLINE_EXCEEDED'
   | 'ERR_CANCELLED'
@@ -127,6 +128,17 @@ export class QueueFullError extends ShoalError {
 }
 brand(QueueFullError);
 
+/**
+ * A connection's outgoing buffer is past its high-water mark, so no new request is put on it. Retryable;
+ * `details` holds bufferedBytes, highWaterBytes and retryAfterMs.
+ */
+export class BackpressureError extends ShoalError {
+  constructor(message: string, details: Record<string, unknown> = {}) {
+    super('ERR_BACKPRESSURE', message, { httpStatus: 503, details });
+  }
+}
+brand(BackpressureError);
+
 export class RequestTooLargeError extends ShoalError {
   constructor(message: string, details: Record<string, unknown> = {}) {
     super('ERR_REQUEST_TOO_LARGE', message, { httpStatus: 413, details });
@@ -227,7 +239,7 @@ export interface WireError {
 
 const CLASSES: Record<string, new (...args: never[]) => ShoalError> = {
   InvalidOptionError, UserCodeError, PeerGoneError, ProtocolError, UnauthorizedError, NotFoundError, NoReplicaError,
-  QueueFullError, RequestTooLargeError, DeadlineExceededError, CancelledError, IllegalStateError,
+  QueueFullError, BackpressureError, RequestTooLargeError, DeadlineExceededError, CancelledError, IllegalStateError,
   BatchSizeMismatchError, ShapeMismatchError, ReplicaUnavailableError, DeployError, InsufficientResourcesError,
   BadRequestError, BackendError, OutOfMemoryError,
 };

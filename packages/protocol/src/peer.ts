@@ -2,10 +2,17 @@
  * One WebSocket connection to another shoal process. Outgoing messages queued during one event-loop tick are
  * coalesced into one frame. Requests get ids and wait in a pending table; when the connection closes, every
  * pending request is rejected at once with a PeerGoneError, so no promise hangs on a dead peer.
+ *
+ * Flow control, as undici honours `drain`: the peer counts the bytes it has queued that the kernel has not taken
+ * yet (ws.bufferedAmount plus its own outbox). Past `highWaterBytes` a new request fails at once with a
+ * BackpressureError (503, retryable); replies and cancels always go, since they free the other side. And while the
+ * replies this side owes are past the mark, it stops reading the socket and holds the requests it had already
+ * read, so a caller that does not read its answers meets TCP backpressure instead of growing this process; reading
+ * resumes once they drain below half the mark.
  */
 import type { WebSocket } from 'ws';
-import { PeerGoneError, ProtocolError, rebuildError, type Logger, type WireError } from '@shoal/core';
-import { decodeFrame, encodeFrame, encodeMessage } from './codec.ts';
+import { BackpressureError, env, InvalidOptionError, PeerGoneError, ProtocolError, rebuildError, type Logger, type WireError } from '@shoal/core';
+import { decodeFrame, encodeMessage, joinedBytes, joinMessages } from './codec.ts';
 import type { Message, ReplyMessage, RequestMessage } from './messages.ts';
 
 export interface PeerOptions {
@@ -13,6 +20,12 @@ export interface PeerOptions {
   name: string;
   /** Frames larger than this are not sent; the request fails with ERR_FRAME_TOO_LARGE instead. */
   maxFrameBytes: number;
+  /**
+   * Buffered outgoing bytes past which new requests fail with ERR_BACKPRESSURE, and, counting only the replies
+   * this side owes, past which it stops reading until they drain below half of it.
+   * @default env.peerHighWaterBytes() (SHOAL_PEER_HIGH_WATER_BYTES, 8 MiB)
+   */
+  highWaterBytes?: number;
   logger: Logger;
   /** Every message that is not a reply to one of our requests. */
   onMessage: (message: Message, peer: Peer) => void;
@@ -27,15 +40,37 @@ interface Pending {
   reject: (err: Error) => void;
 }
 
+/** One encoded message waiting for this tick's frame. */
+interface Queued {
+  data: Buffer;
+  reply: boolean;
+}
+
 /** Messages after which the outbox is flushed without waiting for the end of the tick. */
 const EAGER_FLUSH_MESSAGES = 16;
+/** Outbox bytes after which it is flushed at once; a message this large also goes in a frame of its own (no copy). */
+const EAGER_FLUSH_BYTES = 64 * 1024;
+/** Retry hint on a BackpressureError: a congested link usually drains within a round trip or two. */
+const BACKPRESSURE_RETRY_AFTER_MS = 100;
 
 export class Peer {
   readonly name: string;
   private readonly ws: WebSocket;
   private readonly opts: PeerOptions;
-  private outbox: Message[] = [];
+  private readonly highWaterBytes: number;
+  private readonly lowWaterBytes: number;
+  private outbox: Queued[] = [];
+  private outboxBytes = 0;
+  private outboxReplyBytes = 0;
+  /** Reply bytes handed to ws whose write to the kernel has not completed. */
+  private unwrittenReplyBytes = 0;
   private flushScheduled = false;
+  private paused = false;
+  /** Requests and other messages read but not handled, because answering them would pass the high-water mark. */
+  private held: Message[] = [];
+  private heldNext = 0;
+  private pauseCount = 0;
+  private refusalCount = 0;
   private readonly pending = new Map<number, Pending>();
   private nextId = 1;
   private closedError: PeerGoneError | undefined;
@@ -43,9 +78,13 @@ export class Peer {
   meta: Record<string, unknown> = {};
 
   constructor(ws: WebSocket, opts: PeerOptions) {
+    const hw = opts.highWaterBytes ?? env.peerHighWaterBytes();
+    if (!Number.isInteger(hw) || hw < 1) throw new InvalidOptionError('highWaterBytes', 'must be an integer >= 1', hw);
     this.ws = ws;
     this.opts = opts;
     this.name = opts.name;
+    this.highWaterBytes = hw;
+    this.lowWaterBytes = Math.floor(hw / 2);
     ws.binaryType = 'nodebuffer';
     ws.on('message', (data: Buffer, isBinary: boolean) => this.onFrame(data, isBinary));
     ws.on('close', (code: number, reason: Buffer) => {
@@ -60,34 +99,71 @@ export class Peer {
 
   get closed(): boolean { return this.closedError !== undefined; }
   get pendingCount(): number { return this.pending.size; }
+  /** Outgoing bytes not yet taken by the kernel: ws's buffer plus this tick's outbox. */
+  get bufferedBytes(): number { return this.ws.bufferedAmount + this.outboxBytes; }
+  /** True while new requests are refused with ERR_BACKPRESSURE. */
+  get congested(): boolean { return this.bufferedBytes > this.highWaterBytes; }
+  /** True while this side does not read the socket, waiting for its replies to drain. */
+  get readingPaused(): boolean { return this.paused; }
+  /** Times reading was paused since the connection opened. */
+  get pauses(): number { return this.pauseCount; }
+  /** Requests refused with ERR_BACKPRESSURE since the connection opened. */
+  get refusals(): number { return this.refusalCount; }
+  /** Messages read but waiting for the replies to drain. */
+  get heldCount(): number { return this.held.length - this.heldNext; }
 
-  /** Queues a message for this tick's frame. */
+  /** Queues a message for this tick's frame. Never refused for congestion: use request() for new work. */
   send(message: Message): void {
     if (this.closedError !== undefined) throw this.closedError;
-    this.outbox.push(message);
+    const data = encodeMessage(message);
+    if (data.byteLength > this.opts.maxFrameBytes) { this.failOversized(message, data.byteLength); return; }
+    // A large message goes alone: a frame of one part is sent without copying it.
+    if (data.byteLength >= EAGER_FLUSH_BYTES && this.outbox.length > 0) this.flush();
+    const reply = message.t === 'reply';
+    this.outbox.push({ data, reply });
+    this.outboxBytes += data.byteLength;
+    if (reply) {
+      this.outboxReplyBytes += data.byteLength;
+      if (!this.paused && this.replyBacklog > this.highWaterBytes) this.pauseReading();
+    }
     // A full outbox goes now, so the peer starts on it while this side is still busy: that breaks the lockstep
     // of "one side works while the other waits" under load, and still sends few frames.
-    if (this.outbox.length >= EAGER_FLUSH_MESSAGES) { this.flush(); return; }
+    if (this.outbox.length >= EAGER_FLUSH_MESSAGES || this.outboxBytes >= EAGER_FLUSH_BYTES) { this.flush(); return; }
     if (!this.flushScheduled) {
       this.flushScheduled = true;
       setImmediate(this.flush);
     }
   }
 
-  /** Sends a request and resolves with its reply (ok or not); rejects only if the peer goes away. */
+  /**
+   * Sends a request and resolves with its reply (ok or not); rejects if the peer goes away, or at once with a
+   * BackpressureError while the connection is past its high-water mark.
+   */
   request(message: NewRequest): Promise<ReplyMessage> {
-    if (this.closedError !== undefined) return Promise.reject(this.closedError);
+    return this.requestWithId(message).reply;
+  }
+
+  /** Like request(), and returns the id the request got (so a caller can cancel it later). */
+  requestWithId(message: NewRequest): { id: number; reply: Promise<ReplyMessage> } {
+    // The id is taken even when the request is refused, so a cancel for it can never hit a later request.
     const id = this.nextId++;
-    return new Promise<ReplyMessage>((resolve, reject) => {
+    if (this.closedError !== undefined) return { id, reply: Promise.reject(this.closedError) };
+    const buffered = this.bufferedBytes;
+    if (buffered > this.highWaterBytes) {
+      this.refusalCount++;
+      return {
+        id,
+        reply: Promise.reject(new BackpressureError(
+          `connection to ${this.name} is congested: buffered=${buffered} bytes, highWaterBytes=${this.highWaterBytes}`,
+          { bufferedBytes: buffered, highWaterBytes: this.highWaterBytes, retryAfterMs: BACKPRESSURE_RETRY_AFTER_MS },
+        )),
+      };
+    }
+    const reply = new Promise<ReplyMessage>((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
       this.send({ ...message, id } as Message);
     });
-  }
-
-  /** The id the next request will get (so a caller can cancel it later). */
-  requestWithId(message: NewRequest): { id: number; reply: Promise<ReplyMessage> } {
-    const id = this.nextId;
-    return { id, reply: this.request(message) };
+    return { id, reply };
   }
 
   /** Sends a request and returns the reply's value, throwing the rebuilt remote error. */
@@ -119,32 +195,78 @@ export class Peer {
     this.fail(new PeerGoneError(`connection to ${this.name} terminated: ${reason}`));
   }
 
+  /** Reply bytes this side owes that the kernel has not taken yet. */
+  private get replyBacklog(): number { return this.unwrittenReplyBytes + this.outboxReplyBytes; }
+
   private readonly flush = (): void => {
     this.flushScheduled = false;
-    if (this.outbox.length === 0 || this.closedError !== undefined) { this.outbox = []; return; }
-    const batch = this.outbox;
+    const queued = this.outbox;
     this.outbox = [];
-    const frame = encodeFrame(batch);
-    if (frame.byteLength <= this.opts.maxFrameBytes) {
-      this.ws.send(frame, { binary: true });
-      return;
+    this.outboxBytes = 0;
+    this.outboxReplyBytes = 0;
+    if (queued.length === 0 || this.closedError !== undefined) return;
+    // Every part fits maxFrameBytes (send() checked); cut the outbox into frames that do too.
+    let from = 0;
+    let partBytes = 0;
+    for (let i = 0; i < queued.length; i++) {
+      const next = partBytes + queued[i]!.data.byteLength;
+      if (i > from && joinedBytes(i + 1 - from, next) > this.opts.maxFrameBytes) {
+        this.write(queued.slice(from, i));
+        from = i;
+        partBytes = queued[i]!.data.byteLength;
+      } else {
+        partBytes = next;
+      }
     }
-    // Rare path: find which messages are too large, fail them, and send the rest one frame each.
-    for (const message of batch) {
-      const one = encodeMessage(message);
-      if (one.byteLength <= this.opts.maxFrameBytes) { this.ws.send(one, { binary: true }); continue; }
-      this.failOversized(message, one.byteLength);
-    }
+    this.write(from === 0 ? queued : queued.slice(from));
   };
+
+  private write(parts: Queued[]): void {
+    let replyBytes = 0;
+    for (const p of parts) if (p.reply) replyBytes += p.data.byteLength;
+    const frame = joinMessages(parts.map((p) => p.data));
+    if (replyBytes === 0) { this.ws.send(frame, { binary: true }); return; }
+    // ws calls back once the frame is written to the kernel (or failed): that is when the replies stop costing us.
+    this.unwrittenReplyBytes += replyBytes;
+    this.ws.send(frame, { binary: true }, () => this.replyWritten(replyBytes));
+  }
+
+  private replyWritten(bytes: number): void {
+    this.unwrittenReplyBytes -= bytes;
+    if (this.paused && this.closedError === undefined && this.replyBacklog <= this.lowWaterBytes) this.resumeReading();
+  }
+
+  /**
+   * Only the replies this side owes pause reading: reading is what makes it answer. Its own requests are bounded
+   * by refusing new ones instead; pausing on them too would let two peers, each waiting for the other to read,
+   * stop for good, while the replies to them, which free the other side, could not arrive.
+   */
+  private pauseReading(): void {
+    this.paused = true;
+    this.pauseCount++;
+    this.ws.pause();
+    this.opts.logger.debug('reading paused until replies drain', {
+      peer: this.name, replyBytes: this.replyBacklog, highWaterBytes: this.highWaterBytes, lowWaterBytes: this.lowWaterBytes,
+    });
+  }
+
+  private resumeReading(): void {
+    this.paused = false;
+    // What was read before the pause goes first; it may pause reading again before the socket is resumed.
+    while (!this.paused && this.closedError === undefined && this.heldNext < this.held.length) {
+      const m = this.held[this.heldNext++]!;
+      this.handle(m);
+    }
+    if (this.heldNext >= this.held.length) { this.held = []; this.heldNext = 0; }
+    if (!this.paused && this.closedError === undefined) this.ws.resume();
+  }
 
   private failOversized(message: Message, bytes: number): void {
     const text = `frame of ${bytes} bytes to ${this.name} exceeds maxFrameBytes=${this.opts.maxFrameBytes} (message "${message.t}")`;
     this.opts.logger.warn('oversized frame not sent', { peer: this.name, bytes, maxFrameBytes: this.opts.maxFrameBytes, type: message.t });
-    const wire = { code: 'ERR_FRAME_TOO_LARGE', name: 'ProtocolError', message: text, httpStatus: 413 };
     if (message.t === 'reply') {
       // Our answer is too large: tell the requester instead of leaving it waiting.
-      this.outbox.push({ t: 'reply', id: message.id, ok: false, error: wire });
-      if (!this.flushScheduled) { this.flushScheduled = true; setImmediate(this.flush); }
+      this.send({ t: 'reply', id: message.id, ok: false, error: { code: 'ERR_FRAME_TOO_LARGE', name: 'ProtocolError', message: text, httpStatus: 413 } });
       return;
     }
     if ('id' in message && typeof message.id === 'number') {
@@ -166,17 +288,24 @@ export class Peer {
     }
     for (const m of messages) {
       if (m.t === 'reply') {
+        // Replies are taken even while paused: they cost nothing to handle and free the other side.
         const p = this.pending.get(m.id);
         if (p === undefined) continue; // cancelled or timed out locally; the late answer is dropped.
         this.pending.delete(m.id);
         p.resolve(m);
         continue;
       }
-      try {
-        this.opts.onMessage(m, this);
-      } catch (err) {
-        this.opts.logger.error('message handler threw', { peer: this.name, type: m.t, error: (err as Error).message });
-      }
+      // ws may still deliver what it had read before the pause; it waits, in order, with the rest.
+      if (this.paused || this.heldNext < this.held.length) { this.held.push(m); continue; }
+      this.handle(m);
+    }
+  }
+
+  private handle(m: Message): void {
+    try {
+      this.opts.onMessage(m, this);
+    } catch (err) {
+      this.opts.logger.error('message handler threw', { peer: this.name, type: m.t, error: (err as Error).message });
     }
   }
 
@@ -189,6 +318,10 @@ export class Peer {
     if (this.closedError !== undefined) return;
     this.closedError = err;
     this.outbox = [];
+    this.outboxBytes = 0;
+    this.outboxReplyBytes = 0;
+    this.held = [];
+    this.heldNext = 0;
     const pending = [...this.pending.values()];
     this.pending.clear();
     for (const p of pending) p.reject(err);

@@ -2,6 +2,7 @@ import { describe, expect, it, vi } from 'vitest';
 import { Packr } from 'msgpackr';
 import { ProtocolError, type AppSpec } from '@shoal/core';
 import { decodeFrame, encodeFrame, encodeMessage, PROTOCOL_VERSION, type Message } from '../src/index.ts';
+import { joinedBytes, joinMessages } from '../src/codec.ts';
 
 const app: AppSpec = {
   name: 'a', routePrefix: '/', ingress: 'I', modulePath: '/tmp/app.ts', exportName: 'default',
@@ -44,6 +45,19 @@ describe('codec', () => {
     const all = Object.values(samples) as Message[];
     expect(decodeFrame(encodeFrame(all))).toEqual(all);
     expect(decodeFrame(encodeFrame([]))).toEqual([]);
+  });
+
+  it('joins one-message frames into the bytes encodeFrame makes of them all, for each array header size', () => {
+    const all = Object.values(samples) as Message[];
+    // 1 part (returned as is), under 16 (fixarray), 16 and more (array 16), 65536 and more (array 32).
+    for (const count of [1, 2, 15, 16, 300, 65_536]) {
+      const messages = Array.from({ length: count }, (_, i) => all[i % all.length]!);
+      const parts = messages.map(encodeMessage);
+      const joined = joinMessages(parts);
+      expect(joined.equals(encodeFrame(messages))).toBe(true);
+      expect(joined.byteLength).toBe(joinedBytes(count, parts.reduce((n, p) => n + p.byteLength, 0)));
+      if (count === 1) expect(joined).toBe(parts[0]);
+    }
   });
 
   it('decodes frames made by another codec instance, as between two processes', async () => {
