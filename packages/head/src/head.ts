@@ -6,7 +6,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { randomBytes } from 'node:crypto';
 import { WebSocketServer, type WebSocket } from 'ws';
 import {
-  DeployError, NotFoundError, ReplicaUnavailableError, UnauthorizedError, realClock, toWireError, type AppSpec,
+  DeployError, NotFoundError, ReplicaUnavailableError, UnauthorizedError, realClock, toWireError, validateAppSpec, type AppSpec,
   type Clock, type Logger,
 } from '@shoal/core';
 import {
@@ -266,7 +266,8 @@ export class Head {
       if (req.method === 'GET' && url.pathname === '/api/status') { sendJson(res, 200, { ...this.controller.status(), cluster: this.clusterAddress, http: this.httpAddress }); return; }
       if (req.method === 'GET' && url.pathname === '/api/stats') { sendJson(res, 200, await this.stats()); return; }
       if (req.method === 'POST' && url.pathname === '/api/apps') {
-        const spec = JSON.parse((await readBody(req, 16 * 1024 * 1024, 'the control API')).toString()) as AppSpec;
+        // Re-validated and compiled here: the body comes from outside, whatever built it.
+        const spec = validateAppSpec(JSON.parse((await readBody(req, 16 * 1024 * 1024, 'the control API')).toString()));
         await this.deploy(spec);
         const wait = url.searchParams.get('wait');
         if (wait !== null) await this.waitReady(spec.name, Number(wait) || 60_000);
