@@ -13,10 +13,12 @@ export function machine(): string {
   return `${c[0]?.model.trim() ?? 'unknown cpu'} x${c.length}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, node ${process.version}, ${process.platform}`;
 }
 
-export function writeResult(name: string, rows: Row[], goals: Goal[], extra: Record<string, unknown> = {}): string {
-  const dir = join(dirname(fileURLToPath(import.meta.url)), 'results');
-  mkdirSync(dir, { recursive: true });
-  const file = join(dir, `${name}.json`);
+/**
+ * Writes bench/results/NAME.json, or `file` when given (a bench's `--out`, so a smoke run does not overwrite the
+ * committed results).
+ */
+export function writeResult(name: string, rows: Row[], goals: Goal[], extra: Record<string, unknown> = {}, file = join(dirname(fileURLToPath(import.meta.url)), 'results', `${name}.json`)): string {
+  mkdirSync(dirname(file), { recursive: true });
   writeFileSync(file, `${JSON.stringify({ name, date: new Date().toISOString(), machine: machine(), rows, goals, ...extra }, null, 2)}\n`);
   return file;
 }
