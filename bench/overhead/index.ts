@@ -1,9 +1,10 @@
 /**
- * bench/overhead: what shoal's data path costs. In one run, side by side: a bare Node http no-op server and the
- * same no-op served through shoal (HTTP -> head ingress -> worker replica over ws/msgpack -> back), under wrk with
- * 64 connections and with 1; plus a handle-call round trip from the head process to a replica.
+ * bench/overhead: what shoal's data path costs. In one run, side by side: a bare Node http no-op server, the same
+ * no-op served through shoal (HTTP ingress -> worker replica -> back), and the two-deployment hello graph of
+ * examples/hello (an ingress deployment calling a second deployment through a handle), under wrk with 64 connections
+ * and with 1; plus a handle-call round trip from the head process to a replica.
  *
- *   pnpm bench overhead [--seconds 5] [--rounds 3]
+ *   pnpm bench overhead [--seconds 5] [--rounds 3] [--out FILE (instead of bench/results/overhead.json)]
  */
 import { spawn } from 'node:child_process';
 import { resolve } from 'node:path';
@@ -15,7 +16,7 @@ import { createHandle } from '@shoal/router';
 import { loadAppSpec } from '@shoal/cli';
 import { hasWrk, machine, median, percentile, printGoals, printTable, round, wrk, writeResult, type Goal, type Row, type WrkResult } from '../lib.ts';
 
-const { values } = parseArgs({ options: { seconds: { type: 'string', default: '5' }, rounds: { type: 'string', default: '3' } } });
+const { values } = parseArgs({ options: { seconds: { type: 'string', default: '5' }, rounds: { type: 'string', default: '3' }, out: { type: 'string' } } });
 const seconds = Number(values.seconds);
 const rounds = Number(values.rounds);
 if (!hasWrk()) {
@@ -27,7 +28,8 @@ const bare = spawn(process.execPath, [resolve(import.meta.dirname, 'bare-server.
 const barePort = await new Promise<string>((r) => createInterface({ input: bare.stdout! }).once('line', r));
 const bareUrl = `http://127.0.0.1:${barePort}/`;
 
-const head = new Head({ port: 0, httpPort: 0, workers: 1, logger: silentLogger });
+// One worker holds the no-op and hello's three replicas (each asks for 1 logical CPU by default).
+const head = new Head({ port: 0, httpPort: 0, workers: 1, workerCpus: 4, logger: silentLogger });
 try {
   await head.start();
   await head.waitForWorkers(1);
@@ -37,18 +39,25 @@ try {
   const shoalUrl = `${head.httpAddress}/`;
   const check = await (await fetch(shoalUrl)).json() as { ok?: boolean };
   if (check.ok !== true) throw new Error(`the no-op app answered ${JSON.stringify(check)}`);
+  const hello = await loadAppSpec(resolve(import.meta.dirname, '../../examples/hello/app.ts'), { name: 'hello', routePrefix: '/hello' });
+  await head.deploy(hello);
+  await head.waitReady(hello.name);
+  const helloUrl = `${head.httpAddress}/hello?text=what+a+great+and+happy+day`;
+  const helloCheck = await (await fetch(helloUrl)).json() as { label?: string };
+  if (helloCheck.label !== 'positive') throw new Error(`the hello graph answered ${JSON.stringify(helloCheck)}`);
 
   process.stdout.write(`bench/overhead on ${machine()}: ${rounds} rounds x ${seconds}s per setting, wrk 1 thread\n`);
   // warm both paths (JIT, connection setup)
   await wrk(bareUrl, { connections: 64, seconds: 3 });
   await wrk(shoalUrl, { connections: 64, seconds: 3 });
+  await wrk(helloUrl, { connections: 64, seconds: 3 });
 
-  const runs: Record<string, WrkResult[]> = { 'bare c64': [], 'shoal c64': [], 'bare c1': [], 'shoal c1': [] };
+  const urls = { bare: bareUrl, shoal: shoalUrl, hello: helloUrl };
+  const runs: Record<string, WrkResult[]> = {};
   for (let r = 0; r < rounds; r++) {
-    runs['bare c64']!.push(await wrk(bareUrl, { connections: 64, seconds }));
-    runs['shoal c64']!.push(await wrk(shoalUrl, { connections: 64, seconds }));
-    runs['bare c1']!.push(await wrk(bareUrl, { connections: 1, seconds }));
-    runs['shoal c1']!.push(await wrk(shoalUrl, { connections: 1, seconds }));
+    for (const connections of [64, 1]) {
+      for (const [target, url] of Object.entries(urls)) (runs[`${target} c${connections}`] ??= []).push(await wrk(url, { connections, seconds }));
+    }
   }
   const summary = (k: string): WrkResult => {
     const xs = runs[k]!;
@@ -76,7 +85,8 @@ try {
   for (const k of Object.keys(runs)) {
     const s = summary(k);
     const [target, conns] = k.split(' ');
-    rows.push({ path: target === 'bare' ? 'bare node http' : 'shoal http->worker', connections: Number(conns!.slice(1)), 'req/s': round(s.rps, 0), p50_us: round(s.p50us), p99_us: round(s.p99us), errors: s.errors });
+    const path = target === 'bare' ? 'bare node http' : target === 'shoal' ? 'shoal http->worker (no-op)' : 'shoal hello graph (ingress -> handle -> model)';
+    rows.push({ path, connections: Number(conns!.slice(1)), 'req/s': round(s.rps, 0), p50_us: round(s.p50us), p99_us: round(s.p99us), errors: s.errors });
   }
   rows.push({ path: 'shoal handle call (seq)', connections: 1, 'req/s': round(n / (lat.reduce((a, b) => a + b, 0) / 1e6), 0), p50_us: round(percentile(lat, 50)), p99_us: round(percentile(lat, 99)), errors: 0 });
   rows.push({ path: 'shoal handle call (64 in flight)', connections: 64, 'req/s': round(handleRps, 0), p50_us: null, p99_us: null, errors: 0 });
@@ -84,13 +94,16 @@ try {
 
   const ratio = summary('shoal c64').rps / summary('bare c64').rps;
   const added = summary('shoal c1').p50us - summary('bare c1').p50us;
-  process.stdout.write(`\nthroughput ratio shoal/bare at 64 connections: ${ratio.toFixed(2)}x; added p50 at concurrency 1: ${added.toFixed(0)} us\n`);
+  const helloRatio = summary('hello c64').rps / summary('bare c64').rps;
+  const helloAdded = summary('hello c1').p50us - summary('bare c1').p50us;
+  process.stdout.write(`\nno-op through shoal / bare at 64 connections: ${ratio.toFixed(2)}x; added p50 at concurrency 1: ${added.toFixed(0)} us\n`);
+  process.stdout.write(`hello graph / bare at 64 connections: ${helloRatio.toFixed(2)}x; added p50 at concurrency 1: ${helloAdded.toFixed(0)} us (no goal)\n`);
   const goals: Goal[] = [
-    { goal: 'shoal req/s / bare node req/s (wrk, 64 connections)', value: round(ratio, 2), target: '>= 0.45', unit: 'x', met: ratio >= 0.45 },
-    { goal: 'added p50 latency at concurrency 1', value: round(added, 0), target: '< 100', unit: 'us', met: added < 100 },
+    { goal: 'no-op through shoal req/s / bare node req/s (wrk, 64 connections)', value: round(ratio, 2), target: '>= 0.75', unit: 'x', met: ratio >= 0.75 },
+    { goal: 'no-op through shoal: added p50 latency at concurrency 1', value: round(added, 0), target: '< 50', unit: 'us', met: added < 50 },
   ];
   printGoals(goals);
-  const file = writeResult('overhead', rows, goals, { settings: { seconds, rounds, wrkThreads: 1, workers: 1, rawRuns: runs } });
+  const file = writeResult('overhead', rows, goals, { settings: { seconds, rounds, wrkThreads: 1, workers: 1, rawRuns: runs }, hello: { vsBare: round(helloRatio, 2), addedP50us: round(helloAdded, 0) } }, values.out === undefined ? undefined : resolve(values.out));
   process.stdout.write(`wrote ${file}\n`);
 } finally {
   await head.stop();
