@@ -4,7 +4,7 @@
  * the first; batchKey() says which requests can share a run.
  */
 import { BatchSizeMismatchError, ShapeMismatchError } from '@shoal/core';
-import { TYPED_ARRAYS, elementCount, type Feeds, type NumericArray, type NumericTensorType, type TensorData } from './tensor.ts';
+import { TYPED_ARRAYS, elementCount, type Feeds, type NumericArray, type NumericTensorType, type TensorData } from '@shoal/oip';
 
 /** Requests with equal keys can be stacked: same input names, types and non-batch dims. */
 export function batchKey(feeds: Feeds): string {

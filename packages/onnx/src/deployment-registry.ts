@@ -5,12 +5,10 @@
  * ModelCluster interface, so the head implements it (see `shoal serve`) and tests can fake it.
  */
 import { DeployError, buildAppSpec, type AppSpec } from '@shoal/core';
-import type { KServeModel, ModelState } from './kserve-registry.ts';
+import type { Feeds, KServeModel, ModelMetadata, ModelState } from '@shoal/oip';
 import { scanModelRepository, type RepositoryModel } from './model-repository.ts';
 import { RepositoryTable } from './repository-table.ts';
 import { modelVersionApp, modelVersionModule, modelVersionSpec, type ModelVersionSpec } from './repository-app.ts';
-import type { Feeds } from './tensor.ts';
-import type { ModelMetadata } from './thread-protocol.ts';
 
 /** What the registry needs from a cluster. */
 export interface ModelCluster {

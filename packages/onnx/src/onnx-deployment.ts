@@ -20,9 +20,7 @@ import { batchKey, splitFeeds, stackFeeds } from './batch-tensors.ts';
 import { EventLoopDelayGauge, type EventLoopDelayStats } from '@shoal/core';
 import { compileOrtPoolOptions, type OrtPoolOptions } from './options.ts';
 import { OrtPool } from './ort-pool.ts';
-import type { Feeds } from './tensor.ts';
-import type { ModelMetadata } from './thread-protocol.ts';
-import { validateFeeds } from './validate-feeds.ts';
+import { validateFeeds, type Feeds, type ModelMetadata } from '@shoal/oip';
 
 /** The batcher's options, less the shape key: requests share a batch exactly when their non-batch dims agree. */
 export type OnnxBatchingOptions = Omit<BatchOptions<Feeds>, 'shapeOf' | 'pad'>;

@@ -1,7 +1,7 @@
 /** OrtPool's options: the documented interface and the one function that validates it and fills defaults. */
 import { availableParallelism } from 'node:os';
 import { InvalidOptionError } from '@shoal/core';
-import type { Feeds } from './tensor.ts';
+import type { Feeds } from '@shoal/oip';
 import type { ExecutionProviderName } from './thread-protocol.ts';
 
 /** The slice of a logger OrtPool uses; @shoal/core's Logger fits. */

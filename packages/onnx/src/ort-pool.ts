@@ -5,11 +5,10 @@
  * rejected at once with PeerGoneError, and later runs go to the threads still alive.
  */
 import { BackendError, IllegalStateError, QueueFullError, ReplicaUnavailableError } from '@shoal/core';
+import { validateFeeds, type Feeds } from '@shoal/oip';
 import { compileOrtPoolOptions, type CompiledOrtPoolOptions, type OrtPoolOptions } from './options.ts';
 import { OrtThreadClient } from './ort-thread-client.ts';
-import type { Feeds } from './tensor.ts';
 import { THREAD_PROTOCOL_VERSION, type ExecutionProviderName, type ModelMetadata } from './thread-protocol.ts';
-import { validateFeeds } from './validate-feeds.ts';
 import { generateWarmupFeeds } from './warmup.ts';
 
 export interface RunOptions {

@@ -4,7 +4,8 @@
  */
 import { Worker } from 'node:worker_threads';
 import { BackendError, PeerGoneError, rebuildError } from '@shoal/core';
-import { prepareForTransfer, type Feeds } from './tensor.ts';
+import type { Feeds } from '@shoal/oip';
+import { prepareForTransfer } from './tensor.ts';
 import type { FromThread, ThreadInit, ToThread } from './thread-protocol.ts';
 
 export type ThreadState = 'starting' | 'ready' | 'dead' | 'closed';

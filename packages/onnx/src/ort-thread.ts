@@ -8,7 +8,8 @@ import { getPriority, setPriority } from 'node:os';
 import { parentPort, workerData } from 'node:worker_threads';
 import ort from 'onnxruntime-node';
 import { BackendError, toWireError } from '@shoal/core';
-import { isOrtTensorType, prepareForTransfer, type Feeds, type TensorData } from './tensor.ts';
+import { isTensorType, type Feeds, type TensorData } from '@shoal/oip';
+import { prepareForTransfer } from './tensor.ts';
 import { explainProviderFailure } from './ep-diagnosis.ts';
 import { THREAD_PROTOCOL_VERSION, type FromThread, type ModelMetadata, type TensorMetadata, type ThreadInit, type ToThread } from './thread-protocol.ts';
 
@@ -23,7 +24,7 @@ function post(msg: FromThread, transfer: ArrayBuffer[] = []): void {
 function readMetadata(list: readonly ort.InferenceSession.ValueMetadata[], kind: 'input' | 'output'): TensorMetadata[] {
   return list.map((m) => {
     if (!m.isTensor) throw new BackendError(`model ${kind} "${m.name}" is not a tensor; shoal's ONNX backend serves tensor ${kind}s only`);
-    if (!isOrtTensorType(m.type)) throw new BackendError(`model ${kind} "${m.name}" has element type "${m.type}", which shoal's ONNX backend does not support`);
+    if (!isTensorType(m.type)) throw new BackendError(`model ${kind} "${m.name}" has element type "${m.type}", which shoal's ONNX backend does not support`);
     // ORT reports an unknown dim as -1 or a symbolic name; keep names, map anything non-positive to a name.
     const shape = m.shape.map((d, i) => (typeof d === 'number' && d >= 0 ? d : typeof d === 'string' && d !== '' ? d : `${m.name}_dim${i}`));
     return { name: m.name, type: m.type, shape };

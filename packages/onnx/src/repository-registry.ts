@@ -4,13 +4,11 @@
  * forwards to deployments implements the same interface.
  */
 import { DeployError } from '@shoal/core';
-import type { KServeModel, ModelState } from './kserve-registry.ts';
+import type { Feeds, KServeModel, ModelMetadata, ModelState } from '@shoal/oip';
 import { scanModelRepository, type RepositoryModel } from './model-repository.ts';
 import { OrtPool } from './ort-pool.ts';
 import { poolOptionsFor, type PoolDefaults } from './repository-options.ts';
 import { RepositoryTable } from './repository-table.ts';
-import type { Feeds } from './tensor.ts';
-import type { ModelMetadata } from './thread-protocol.ts';
 
 export interface RepositoryRegistryOptions {
   /** The repository directory. */

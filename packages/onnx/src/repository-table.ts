@@ -6,7 +6,7 @@
  */
 import { readdir } from 'node:fs/promises';
 import { DeployError, NotFoundError, ShoalError } from '@shoal/core';
-import type { KServeModel, KServeRegistry, ModelState, RepositoryIndexEntry } from './kserve-registry.ts';
+import type { KServeModel, KServeRegistry, ModelState, RepositoryIndexEntry } from '@shoal/oip';
 import { scanModel, type RepositoryModel } from './model-repository.ts';
 
 export interface TableVersion extends KServeModel {

@@ -4,23 +4,14 @@
  * speak, so a stale worker file never half-works.
  */
 import type { WireError } from '@shoal/core';
-import type { Feeds, OrtTensorType } from './tensor.ts';
+import type { Feeds, ModelMetadata } from '@shoal/oip';
+
+// The model's inputs and outputs are the protocol's types; re-exported for the thread's imports.
+export type { ModelMetadata, TensorMetadata } from '@shoal/oip';
 
 export const THREAD_PROTOCOL_VERSION = 2;
 
 export type ExecutionProviderName = 'cpu' | 'cuda';
-
-/** Shape of one model input or output, as read from the model. Strings are symbolic (dynamic) dims. */
-export interface TensorMetadata {
-  name: string;
-  type: OrtTensorType;
-  shape: Array<number | string>;
-}
-
-export interface ModelMetadata {
-  inputs: TensorMetadata[];
-  outputs: TensorMetadata[];
-}
 
 export interface ThreadInit {
   v: number;

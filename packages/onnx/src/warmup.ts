@@ -1,8 +1,8 @@
 /** Warm-up inputs generated from model metadata: dynamic dims take a declared size or 1, values zeros or ones. */
 import { InvalidOptionError } from '@shoal/core';
 import type { CompiledWarmup } from './options.ts';
-import { filledTensor, type Feeds } from './tensor.ts';
-import type { ModelMetadata } from './thread-protocol.ts';
+import type { Feeds, ModelMetadata } from '@shoal/oip';
+import { filledTensor } from './tensor.ts';
 
 export function generateWarmupFeeds(metadata: ModelMetadata, warmup: CompiledWarmup): Feeds {
   const known = new Set(metadata.inputs.flatMap((i) => i.shape.filter((d): d is string => typeof d === 'string')));

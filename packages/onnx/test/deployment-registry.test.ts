@@ -4,7 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { DeployError, NotFoundError, type AppSpec } from '@shoal/core';
-import { DeploymentRegistry, buildTinyModel, createKServeHandler, type Feeds, type ModelCluster, type ModelMetadata } from '../src/index.ts';
+import { createKServeHandler, responseBody, type Feeds, type ModelMetadata } from '@shoal/oip';
+import { DeploymentRegistry, buildTinyModel, type ModelCluster } from '../src/index.ts';
 
 const META: ModelMetadata = { inputs: [{ name: 'x', type: 'float32', shape: ['batch', 4] }], outputs: [{ name: 'y', type: 'float32', shape: ['batch', 4] }, { name: 'sum', type: 'float32', shape: ['batch'] }] };
 
@@ -75,7 +76,7 @@ describe('DeploymentRegistry', () => {
     const body = Buffer.from(JSON.stringify({ inputs: [{ name: 'x', shape: [1, 4], datatype: 'FP32', data: [1, 2, 3, 4] }], outputs: [{ name: 'y' }] }));
     const r = await handle({ method: 'POST', path: '/v2/models/m/versions/1/infer', headers: {}, body });
     expect(r.status).toBe(200);
-    expect(JSON.parse(r.body.toString()).outputs).toEqual([{ name: 'y', datatype: 'FP32', shape: [1, 4], data: [1, 2, 3, 4] }]);
+    expect(JSON.parse(responseBody(r).toString()).outputs).toEqual([{ name: 'y', datatype: 'FP32', shape: [1, 4], data: [1, 2, 3, 4] }]);
     expect(cluster.calls.at(-1)).toEqual(['kserve.m.1', 'm.v1', 'infer']);
 
     // Replicas being replaced: not ready, and the index says LOADING.

@@ -3,10 +3,8 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import {
-  IDENTITY_TYPES, ORT_TO_KSERVE, RepositoryRegistry, buildIdentityModel, buildTinyModel, createKServeHandler, tinyReference, toHalf,
-  type KServeHandler,
-} from '../src/index.ts';
+import { TENSOR_TYPE_TO_KSERVE, createKServeHandler, responseBody, toHalf, type KServeHandler, type KServeResponse } from '@shoal/oip';
+import { IDENTITY_TYPES, RepositoryRegistry, buildIdentityModel, buildTinyModel, tinyReference } from '../src/index.ts';
 
 let root: string;
 let registry: RepositoryRegistry;
@@ -21,7 +19,7 @@ function put(rel: string, content: string | Uint8Array): void {
 
 const call = (method: string, path: string, body?: unknown, headers: Record<string, string> = {}) =>
   handle({ method, path, headers, body: body === undefined ? Buffer.alloc(0) : Buffer.isBuffer(body) ? body : Buffer.from(JSON.stringify(body)) });
-const json = (r: { body: Buffer }): any => JSON.parse(r.body.toString());
+const json = (r: KServeResponse): any => JSON.parse(responseBody(r).toString());
 
 beforeAll(async () => {
   root = mkdtempSync(join(tmpdir(), 'shoal-kserve-'));
@@ -89,16 +87,16 @@ describe('RepositoryRegistry + KServe handler', () => {
       int8: [-128, 0, 127], int16: [-1, 0, 1], int32: [-5, 6, 7], int64: [-(2 ** 40), 0, 2 ** 40], float16: [0.5, -2, 1024],
       float32: [0.25, -1.5, 3], float64: [Math.E, -0.1, 1e300], string: ['', 'a b', '日本'],
     };
-    const inputs = IDENTITY_TYPES.map((t) => ({ name: `in_${t}`, shape: [1, 3], datatype: ORT_TO_KSERVE[t], data: data[t] }));
+    const inputs = IDENTITY_TYPES.map((t) => ({ name: `in_${t}`, shape: [1, 3], datatype: TENSOR_TYPE_TO_KSERVE[t], data: data[t] }));
     const r = await call('POST', '/v2/models/identity/infer', { inputs });
     expect(r.status).toBe(200);
     for (const o of json(r).outputs) expect([o.name, o.shape, o.data]).toEqual([o.name, [1, 3], data[(o.name as string).slice(4)]]);
 
     const bin = await call('POST', '/v2/models/identity/infer', { inputs, parameters: { binary_data_output: true }, outputs: [{ name: 'out_float16' }, { name: 'out_string' }, { name: 'out_int64' }] });
     const hl = Number(bin.headers['inference-header-content-length']);
-    const head = JSON.parse(bin.body.subarray(0, hl).toString());
+    const head = JSON.parse(responseBody(bin).subarray(0, hl).toString());
     expect(head.outputs.map((o: { parameters: { binary_data_size: number } }) => o.parameters.binary_data_size)).toEqual([6, 4 * 3 + 0 + 3 + 6, 24]);
-    const rest = bin.body.subarray(hl);
+    const rest = responseBody(bin).subarray(hl);
     expect([rest.readUInt16LE(0), rest.readUInt16LE(2), rest.readUInt16LE(4)]).toEqual([toHalf(0.5), toHalf(-2), toHalf(1024)]);
     expect(rest.readBigInt64LE(6 + 21)).toBe(-(2n ** 40n));
   });

@@ -10,15 +10,17 @@
  * http.createServer(async (req, res) => {
  *   const chunks = []; for await (const c of req) chunks.push(c);
  *   const r = await handle({ method: req.method!, path: req.url!, headers: req.headers, body: Buffer.concat(chunks) });
- *   res.writeHead(r.status, r.headers).end(r.body);
+ *   res.writeHead(r.status, r.headers).end(responseBody(r));     // or kserveRoute(handle), which writes the chunks
  * }).listen(8000);
  */
 import {
   BadRequestError, NotFoundError, ReplicaUnavailableError, RequestTooLargeError, ShoalError, checkInt,
 } from '@shoal/core';
-import { parseHeaderLength } from './kserve-binary.ts';
-import { decodeInferRequest, encodeInferResponse, modelMetadataResponse, parseJsonHeader } from './kserve-codec.ts';
-import type { KServeModel, KServeRegistry } from './kserve-registry.ts';
+import { parseHeaderLength } from './binary-tensor.ts';
+import { decodeInferRequest, parseJsonHeader } from './infer-request.ts';
+import { encodeInferResponse, modelMetadataResponse } from './infer-response.ts';
+import { DEFAULT_MAX_BODY_BYTES } from './limits.ts';
+import type { KServeModel, KServeRegistry } from './registry.ts';
 
 export interface KServeRequest {
   method: string;
@@ -31,8 +33,14 @@ export interface KServeRequest {
 
 export interface KServeResponse {
   status: number;
+  /** Without content-length: the transport sets it (responseLength). */
   headers: Record<string, string>;
-  body: Buffer;
+  /**
+   * One buffer, or chunks to send in order: a binary inference response is its JSON header followed by views over
+   * the output tensors (EncodedResponse.chunks), so nothing is copied on the way out. kserveRoute writes either;
+   * responseBody joins chunks where one buffer is needed.
+   */
+  body: Buffer | readonly Buffer[];
 }
 
 export type KServeHandler = (req: KServeRequest) => Promise<KServeResponse>;
@@ -44,12 +52,30 @@ export interface KServeHandlerOptions {
   serverVersion?: string;
   /** Largest request body accepted; past it, 413. @default 67108864 (64 MiB) */
   maxBodyBytes?: number;
+  /**
+   * Largest element count of one input tensor; a shape past it is a 400 naming this bound, before any data is
+   * read. @default maxBodyBytes (no element takes less than a byte of body, so only impossible shapes meet it)
+   */
+  maxElements?: number;
   /** Server liveness for /v2/health/live. @default always live */
   isLive?: () => boolean;
 }
 
-/** Extensions this handler implements, as GET /v2 reports them. */
+/** Extensions this handler implements, as GET /v2 reports them (model_repository only over a registry that loads). */
 export const KSERVE_EXTENSIONS = ['binary_tensor_data', 'model_repository'] as const;
+
+/** A response's body as one buffer: itself, or its chunks joined (one copy). */
+export function responseBody(r: KServeResponse): Buffer {
+  if (Buffer.isBuffer(r.body)) return r.body;
+  const chunks = r.body as readonly Buffer[];
+  return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, responseLength(r));
+}
+
+/** A response's body length in bytes (its content-length). */
+export function responseLength(r: KServeResponse): number {
+  if (Buffer.isBuffer(r.body)) return r.body.byteLength;
+  return (r.body as readonly Buffer[]).reduce((n, b) => n + b.byteLength, 0);
+}
 
 const JSON_HEADERS = { 'content-type': 'application/json' };
 
@@ -138,7 +164,8 @@ async function findModel(registry: KServeRegistry, name: string, version: string
   const known = entries.find((e) => e.name === name);
   if (known !== undefined) {
     const why = known.reason === undefined ? known.state : `${known.state}: ${known.reason}`;
-    throw new NotFoundError(`model "${name}" is not loaded (${why}); POST /v2/repository/models/${encodeURIComponent(name)}/load loads it`);
+    const remedy = registry.load === undefined ? '' : `; POST /v2/repository/models/${encodeURIComponent(name)}/load loads it`;
+    throw new NotFoundError(`model "${name}" is not loaded (${why})${remedy}`);
   }
   const names = [...new Set(entries.map((e) => e.name))];
   throw new NotFoundError(`unknown model "${name}"; models: ${names.join(', ') || 'none'}`);
@@ -166,8 +193,14 @@ function parametersOf(body: Buffer): Record<string, unknown> | undefined {
 export function createKServeHandler(registry: KServeRegistry, options: KServeHandlerOptions = {}): KServeHandler {
   const serverName = options.serverName ?? 'shoal';
   const serverVersion = options.serverVersion ?? '0.1.0';
-  const maxBodyBytes = checkInt('maxBodyBytes', options.maxBodyBytes, 1, 64 * 1024 * 1024);
+  const maxBodyBytes = checkInt('maxBodyBytes', options.maxBodyBytes, 1, DEFAULT_MAX_BODY_BYTES);
+  const maxElements = checkInt('maxElements', options.maxElements, 1, maxBodyBytes);
   const isLive = options.isLive ?? (() => true);
+  const { load, unload } = registry;
+  const extensions = KSERVE_EXTENSIONS.filter((e) => e !== 'model_repository' || (load !== undefined && unload !== undefined));
+  const noRepository = (r: { model: string }, verb: string): NotFoundError => new NotFoundError(
+    `no Open Inference Protocol endpoint at POST /v2/repository/models/${encodeURIComponent(r.model)}/${verb}: this server serves a fixed set of models and does not ${verb} them`,
+  );
 
   const serverReady = async (): Promise<boolean> => {
     if (registry.ready !== undefined) return registry.ready();
@@ -177,7 +210,7 @@ export function createKServeHandler(registry: KServeRegistry, options: KServeHan
   const dispatch = async (r: Route, req: KServeRequest): Promise<KServeResponse> => {
     switch (r.kind) {
       case 'server-metadata':
-        return json(200, { name: serverName, version: serverVersion, extensions: [...KSERVE_EXTENSIONS] });
+        return json(200, { name: serverName, version: serverVersion, extensions });
       case 'live': {
         const live = isLive();
         return json(live ? 200 : 503, { live });
@@ -199,11 +232,11 @@ export function createKServeHandler(registry: KServeRegistry, options: KServeHan
         const m = await findModel(registry, r.model, r.version);
         if (!m.ready || m.metadata === undefined) throw notReady(m);
         const headerLength = parseHeaderLength(header(req.headers, 'inference-header-content-length'), req.body.byteLength);
-        const decoded = decodeInferRequest(m.name, m.metadata, req.body, headerLength);
+        const decoded = decodeInferRequest(m.name, m.metadata, req.body, headerLength, { maxElements });
         const outputs = await m.infer(decoded.feeds, decoded.outputs === undefined ? {} : { outputs: decoded.outputs });
         const order = decoded.outputs ?? m.metadata.outputs.map((o) => o.name);
         const enc = encodeInferResponse({ model: m.name, version: m.version, id: decoded.id, outputs, order, binary: decoded.binary });
-        return { status: 200, headers: enc.headers, body: enc.body };
+        return { status: 200, headers: enc.headers, body: enc.chunks };
       }
       case 'repo-index': {
         const filter = jsonBody(req.body).ready;
@@ -212,10 +245,12 @@ export function createKServeHandler(registry: KServeRegistry, options: KServeHan
         return json(200, filter === true ? entries.filter((e) => e.state === 'READY') : entries);
       }
       case 'repo-load':
-        await registry.load(r.model, parametersOf(req.body));
+        if (load === undefined) throw noRepository(r, 'load');
+        await load.call(registry, r.model, parametersOf(req.body));
         return empty(200);
       case 'repo-unload':
-        await registry.unload(r.model, parametersOf(req.body));
+        if (unload === undefined) throw noRepository(r, 'unload');
+        await unload.call(registry, r.model, parametersOf(req.body));
         return empty(200);
     }
   };

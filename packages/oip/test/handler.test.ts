@@ -6,9 +6,27 @@
 import { describe, expect, test } from 'vitest';
 import { NotFoundError, QueueFullError } from '@shoal/core';
 import {
-  IDENTITY_TYPES, ORT_TO_KSERVE, createKServeHandler, fromHalf, tinyReference, toHalf,
-  type Feeds, type KServeModel, type KServeRegistry, type KServeRequest, type ModelMetadata, type RepositoryIndexEntry,
+  TENSOR_TYPES, TENSOR_TYPE_TO_KSERVE, createKServeHandler, fromHalf, responseBody, toHalf,
+  type Feeds, type KServeModel, type KServeRegistry, type KServeRequest, type KServeResponse, type ModelMetadata, type RepositoryIndexEntry,
 } from '../src/index.ts';
+
+// The tiny model of @shoal/onnx's tests, in plain JS: y = relu(x · W + B), sum = row sums of y.
+const W = [[1, 0, 0, 0], [0, 2, 0, 0], [0, 0, 3, 0], [1, 1, 1, -1]];
+const B = [0.5, 0, -1, 0];
+function tinyReference(x: Float32Array): { y: Float32Array; sum: Float32Array } {
+  const rows = x.length / 4;
+  const y = new Float32Array(rows * 4);
+  const sum = new Float32Array(rows);
+  for (let r = 0; r < rows; r++) {
+    for (let j = 0; j < 4; j++) {
+      let acc = B[j]!;
+      for (let i = 0; i < 4; i++) acc += x[r * 4 + i]! * W[i]![j]!;
+      y[r * 4 + j] = Math.max(0, acc);
+      sum[r] = sum[r]! + y[r * 4 + j]!;
+    }
+  }
+  return { y, sum };
+}
 
 class FakeModel implements KServeModel {
   readonly platform = 'onnxruntime_onnx';
@@ -60,8 +78,8 @@ const specMeta: ModelMetadata = {
 };
 const spec = (): FakeModel => new FakeModel('mymodel', '1', ['1'], specMeta, (f) => ({ output0: f.input0!, output1: f.input1! }));
 const identityMeta: ModelMetadata = {
-  inputs: IDENTITY_TYPES.map((t) => ({ name: `in_${t}`, type: t, shape: ['batch', 'w'] })),
-  outputs: IDENTITY_TYPES.map((t) => ({ name: `out_${t}`, type: t, shape: ['batch', 'w'] })),
+  inputs: TENSOR_TYPES.map((t) => ({ name: `in_${t}`, type: t, shape: ['batch', 'w'] })),
+  outputs: TENSOR_TYPES.map((t) => ({ name: `out_${t}`, type: t, shape: ['batch', 'w'] })),
 };
 const identity = (): FakeModel => new FakeModel('identity', '1', ['1'], identityMeta, (f) => Object.fromEntries(Object.entries(f).map(([k, v]) => [k.replace(/^in_/, 'out_'), v])));
 
@@ -78,7 +96,7 @@ function setup(): { reg: FakeRegistry; call: (method: string, path: string, body
   return { reg, call };
 }
 
-const bodyJson = (r: { body: Buffer }): any => JSON.parse(r.body.toString('utf8'));
+const bodyJson = (r: KServeResponse): any => JSON.parse(responseBody(r).toString('utf8'));
 
 describe('health and metadata', () => {
   test('GET /v2 is the server metadata with the extensions implemented', async () => {
@@ -172,12 +190,12 @@ describe('inference with JSON tensors', () => {
       float16: [1.5, -2], float32: [0.25, -1e30], float64: [Math.PI, -1e300], string: ['hello', 'wörld ✓'],
     };
     const r = await call('POST', '/v2/models/identity/infer', {
-      inputs: IDENTITY_TYPES.map((t) => ({ name: `in_${t}`, shape: [1, 2], datatype: ORT_TO_KSERVE[t], data: data[t] })),
+      inputs: TENSOR_TYPES.map((t) => ({ name: `in_${t}`, shape: [1, 2], datatype: TENSOR_TYPE_TO_KSERVE[t], data: data[t] })),
     });
     expect(r.status).toBe(200);
     for (const o of bodyJson(r).outputs) {
       const t = (o.name as string).replace('out_', '') as keyof typeof data;
-      expect(o.datatype).toBe(ORT_TO_KSERVE[t as (typeof IDENTITY_TYPES)[number]]);
+      expect(o.datatype).toBe(TENSOR_TYPE_TO_KSERVE[t as (typeof TENSOR_TYPES)[number]]);
       expect(o.shape).toEqual([1, 2]);
       expect(o.data).toEqual(t === 'float32' ? [0.25, Math.fround(-1e30)] : data[t]);
     }
@@ -211,7 +229,7 @@ describe('binary tensor data extension', () => {
     expect(r.status).toBe(200);
     expect(r.headers['content-type']).toBe('application/octet-stream');
     const hl = Number(r.headers['inference-header-content-length']);
-    const json = JSON.parse(r.body.subarray(0, hl).toString());
+    const json = JSON.parse(responseBody(r).subarray(0, hl).toString());
     expect(json).toEqual({
       model_name: 'mymodel', model_version: '1',
       outputs: [
@@ -219,8 +237,8 @@ describe('binary tensor data extension', () => {
         { name: 'output1', datatype: 'BOOL', shape: [3], data: [true, false, true] },
       ],
     });
-    expect(r.body.byteLength).toBe(hl + 16);
-    expect(Array.from(new Uint32Array(new Uint8Array(r.body.subarray(hl)).buffer))).toEqual([0, 1, 2, 3]);
+    expect(responseBody(r).byteLength).toBe(hl + 16);
+    expect(Array.from(new Uint32Array(new Uint8Array(responseBody(r).subarray(hl)).buffer))).toEqual([0, 1, 2, 3]);
   });
 
   test('binary_data_output returns every output as binary unless an output says otherwise; BYTES are length-prefixed', async () => {
@@ -231,30 +249,30 @@ describe('binary tensor data extension', () => {
       len.writeUInt32LE(b.byteLength);
       return Buffer.concat([len, b]);
     }));
-    const inputs = IDENTITY_TYPES.map((t) => (t === 'string'
+    const inputs = TENSOR_TYPES.map((t) => (t === 'string'
       ? { name: 'in_string', shape: [1, 2], datatype: 'BYTES', parameters: { binary_data_size: strings.byteLength } }
-      : { name: `in_${t}`, shape: [1, 2], datatype: ORT_TO_KSERVE[t], data: t === 'bool' ? [true, true] : [1, 2] }));
+      : { name: `in_${t}`, shape: [1, 2], datatype: TENSOR_TYPE_TO_KSERVE[t], data: t === 'bool' ? [true, true] : [1, 2] }));
     const header = Buffer.from(JSON.stringify({ inputs, parameters: { binary_data_output: true }, outputs: [{ name: 'out_string' }, { name: 'out_float32', parameters: { binary_data: false } }, { name: 'out_float16' }] }));
     const r = await call('POST', '/v2/models/identity/infer', Buffer.concat([header, strings]), { 'inference-header-content-length': String(header.byteLength) });
     expect(r.status).toBe(200);
     const hl = Number(r.headers['inference-header-content-length']);
-    const json = JSON.parse(r.body.subarray(0, hl).toString());
+    const json = JSON.parse(responseBody(r).subarray(0, hl).toString());
     expect(json.outputs).toEqual([
       { name: 'out_string', datatype: 'BYTES', shape: [1, 2], parameters: { binary_data_size: strings.byteLength } },
       { name: 'out_float32', datatype: 'FP32', shape: [1, 2], data: [1, 2] },
       { name: 'out_float16', datatype: 'FP16', shape: [1, 2], parameters: { binary_data_size: 4 } },
     ]);
-    const bin = r.body.subarray(hl);
+    const bin = responseBody(r).subarray(hl);
     expect(bin.subarray(0, strings.byteLength).equals(strings)).toBe(true);
     expect([bin.readUInt16LE(strings.byteLength), bin.readUInt16LE(strings.byteLength + 2)]).toEqual([toHalf(1), toHalf(2)]);
   });
 
   test('FP16 and INT64 inputs in binary', async () => {
     const { reg, call } = setup();
-    const inputs = IDENTITY_TYPES.map((t) => {
+    const inputs = TENSOR_TYPES.map((t) => {
       if (t === 'float16') return { name: 'in_float16', shape: [1, 2], datatype: 'FP16', parameters: { binary_data_size: 4 } };
       if (t === 'int64') return { name: 'in_int64', shape: [1, 2], datatype: 'INT64', parameters: { binary_data_size: 16 } };
-      return { name: `in_${t}`, shape: [1, 2], datatype: ORT_TO_KSERVE[t], data: t === 'bool' ? [false, true] : t === 'string' ? ['a', 'b'] : [3, 4] };
+      return { name: `in_${t}`, shape: [1, 2], datatype: TENSOR_TYPE_TO_KSERVE[t], data: t === 'bool' ? [false, true] : t === 'string' ? ['a', 'b'] : [3, 4] };
     });
     const header = Buffer.from(JSON.stringify({ inputs, outputs: [{ name: 'out_float16' }, { name: 'out_int64' }] }));
     const fp16 = Buffer.from(Uint16Array.of(toHalf(0.5), toHalf(-8)).buffer);
@@ -272,21 +290,24 @@ describe('malformed requests get 400 with a message that says what is wrong', ()
   const cases: Array<[string, unknown, number, RegExp]> = [
     ['wrong shape (non-batch dim)', { inputs: [{ name: 'x', shape: [1, 5], datatype: 'FP32', data: [1, 2, 3, 4, 5] }] }, 400, /^input "x" of model "tiny": expected \[batch,4\], got \[1,5\] \(dim 1 must be 4\)$/],
     ['wrong rank', { inputs: [{ name: 'x', shape: [4], datatype: 'FP32', data: [1, 2, 3, 4] }] }, 400, /^input "x" of model "tiny": expected rank 2 \[batch,4\], got rank 1 \[4\]$/],
-    ['negative dim', { inputs: [{ name: 'x', shape: [-1, 4], datatype: 'FP32', data: [] }] }, 400, /^input "x": shape\[0\] must be a non-negative integer, got -1$/],
+    ['negative dim', { inputs: [{ name: 'x', shape: [-1, 4], datatype: 'FP32', data: [] }] }, 400, /^input "x" of model "tiny": shape\[0\] must be a non-negative integer, got -1$/],
     ['wrong datatype', { inputs: [{ name: 'x', shape: [1, 4], datatype: 'INT32', data: [1, 2, 3, 4] }] }, 400, /^input "x" of model "tiny": expected datatype FP32, got INT32$/],
-    ['unknown datatype', { inputs: [{ name: 'x', shape: [1, 4], datatype: 'FLOAT32', data: [1, 2, 3, 4] }] }, 400, /^input "x": unknown datatype "FLOAT32"; expected one of BOOL, UINT8, .*, BYTES$/],
-    ['data shorter than the shape', { inputs: [{ name: 'x', shape: [2, 4], datatype: 'FP32', data: [1, 2, 3, 4, 5, 6] }] }, 400, /^input "x": shape \[2,4\] needs 8 elements, data has 6$/],
+    ['unknown datatype', { inputs: [{ name: 'x', shape: [1, 4], datatype: 'FLOAT32', data: [1, 2, 3, 4] }] }, 400, /^input "x" of model "tiny": unknown datatype "FLOAT32"; expected one of BOOL, UINT8, .*, BYTES$/],
+    ['data shorter than the shape', { inputs: [{ name: 'x', shape: [2, 4], datatype: 'FP32', data: [1, 2, 3, 4, 5, 6] }] }, 400, /^input "x" of model "tiny": shape \[2,4\] needs 8 elements, data has 6$/],
     ['data longer than the shape', { inputs: [{ name: 'x', shape: [1, 4], datatype: 'FP32', data: [1, 2, 3, 4, 5] }] }, 400, /needs 4 elements, data has 5/],
-    ['element of the wrong type', { inputs: [{ name: 'x', shape: [1, 4], datatype: 'FP32', data: [1, 'two', 3, 4] }] }, 400, /^input "x": element 1 must be a number for datatype FP32, got "two"$/],
+    ['element of the wrong type', { inputs: [{ name: 'x', shape: [1, 4], datatype: 'FP32', data: [1, 'two', 3, 4] }] }, 400, /^input "x" of model "tiny": data\[1\] must be a finite number \(\|x\| <= 3.4028234663852886e\+38\) for datatype FP32, got "two"$/],
     ['unknown input', { inputs: [{ name: 'z', shape: [1, 4], datatype: 'FP32', data: [1, 2, 3, 4] }] }, 400, /^unknown input "z" for model "tiny"; inputs are: x$/],
     ['no inputs', { inputs: [] }, 400, /"inputs" must be a non-empty array of input tensors \(model "tiny" takes x\)/],
-    ['input twice', { inputs: [{ name: 'x', shape: [1, 4], datatype: 'FP32', data: [1, 2, 3, 4] }, { name: 'x', shape: [1, 4], datatype: 'FP32', data: [1, 2, 3, 4] }] }, 400, /input "x" is given twice/],
-    ['no data', { inputs: [{ name: 'x', shape: [1, 4], datatype: 'FP32' }] }, 400, /input "x": has neither "data" nor parameters.binary_data_size/],
+    ['input twice', { inputs: [{ name: 'x', shape: [1, 4], datatype: 'FP32', data: [1, 2, 3, 4] }, { name: 'x', shape: [1, 4], datatype: 'FP32', data: [1, 2, 3, 4] }] }, 400, /^input "x" of model "tiny" is given twice$/],
+    ['no data', { inputs: [{ name: 'x', shape: [1, 4], datatype: 'FP32' }] }, 400, /^input "x" of model "tiny": has neither "data" nor parameters.binary_data_size$/],
     ['unknown output', { inputs: [{ name: 'x', shape: [1, 4], datatype: 'FP32', data: [1, 2, 3, 4] }], outputs: [{ name: 'logits' }] }, 400, /^unknown output "logits" for model "tiny"; outputs are: y, sum$/],
     ['binary_data not a boolean', { inputs: [{ name: 'x', shape: [1, 4], datatype: 'FP32', data: [1, 2, 3, 4] }], outputs: [{ name: 'y', parameters: { binary_data: 'yes' } }] }, 400, /output "y": parameters.binary_data must be a boolean/],
-    ['binary input without the header', { inputs: [{ name: 'x', shape: [1, 4], datatype: 'FP32', parameters: { binary_data_size: 16 } }] }, 400, /input "x": has parameters.binary_data_size but the request has no Inference-Header-Content-Length header/],
+    ['binary input without the header', { inputs: [{ name: 'x', shape: [1, 4], datatype: 'FP32', parameters: { binary_data_size: 16 } }] }, 400, /^input "x" of model "tiny": has parameters.binary_data_size but the request has no Inference-Header-Content-Length header$/],
     ['not JSON', '{"inputs": [', 400, /^request body is not valid JSON: /],
     ['id not a string', { id: 7, inputs: [] }, 400, /"id" must be a string, got 7/],
+    ['zero batch', { inputs: [{ name: 'x', shape: [0, 4], datatype: 'FP32', data: [] }] }, 400, /^input "x" of model "tiny": expected \[batch,4\], got \[0,4\] \(dim 0 "batch" is dynamic and must be at least 1\)$/],
+    ['"NaN" for a float', { inputs: [{ name: 'x', shape: [1, 4], datatype: 'FP32', data: [1, 2, 'NaN', 4] }] }, 400, /^input "x" of model "tiny": data\[2\] must be a finite number .* for datatype FP32, got "NaN"$/],
+    ['more elements than maxElements (defaults to maxBodyBytes)', { inputs: [{ name: 'x', shape: [1 << 20, 4], datatype: 'FP32', data: [] }] }, 400, /^input "x" of model "tiny": shape \[1048576,4\] has 4194304 elements, more than maxElements=1048576$/],
   ];
   for (const [what, body, status, message] of cases) {
     test(what, async () => {
@@ -301,16 +322,16 @@ describe('malformed requests get 400 with a message that says what is wrong', ()
 
   test('integers are range-checked per datatype, never wrapped', async () => {
     const { call } = setup();
-    const inputs = IDENTITY_TYPES.map((t) => ({ name: `in_${t}`, shape: [1, 2], datatype: ORT_TO_KSERVE[t], data: t === 'bool' ? [true, 1] : t === 'string' ? ['a', 'b'] : t === 'uint8' ? [1, 256] : [1, 2] }));
+    const inputs = TENSOR_TYPES.map((t) => ({ name: `in_${t}`, shape: [1, 2], datatype: TENSOR_TYPE_TO_KSERVE[t], data: t === 'bool' ? [true, 1] : t === 'string' ? ['a', 'b'] : t === 'uint8' ? [1, 256] : [1, 2] }));
     const r = await call('POST', '/v2/models/identity/infer', { inputs });
-    expect([r.status, bodyJson(r).error]).toEqual([400, 'input "in_bool": element 1 must be true or false for datatype BOOL, got 1']);
+    expect([r.status, bodyJson(r).error]).toEqual([400, 'input "in_bool" of model "identity": data[1] must be true or false for datatype BOOL, got 1']);
     inputs[0]!.data = [true, false];
     const u = await call('POST', '/v2/models/identity/infer', { inputs });
-    expect([u.status, bodyJson(u).error]).toEqual([400, 'input "in_uint8": element 1 must be an integer in [0, 255] for datatype UINT8, got 256']);
+    expect([u.status, bodyJson(u).error]).toEqual([400, 'input "in_uint8" of model "identity": data[1] must be an integer in [0, 255] for datatype UINT8, got 256']);
     inputs[1]!.data = [1, 2];
     inputs[6]!.data = [1.5, 2];
     const f = await call('POST', '/v2/models/identity/infer', { inputs });
-    expect(bodyJson(f).error).toBe('input "in_int16": element 0 must be an integer for datatype INT16, got 1.5');
+    expect(bodyJson(f).error).toBe('input "in_int16" of model "identity": data[0] must be an integer for datatype INT16, got 1.5');
   });
 
   test('binary sizes that do not match the shape or the body', async () => {
@@ -321,16 +342,16 @@ describe('malformed requests get 400 with a message that says what is wrong', ()
     };
     const in1 = { name: 'input1', shape: [3], datatype: 'BOOL', data: [true, true, true] };
     const short = await send({ inputs: [{ name: 'input0', shape: [2, 2], datatype: 'UINT32', parameters: { binary_data_size: 12 } }, in1] }, Buffer.alloc(12));
-    expect([short.status, bodyJson(short).error]).toEqual([400, 'input "input0": shape [2,2] of UINT32 needs 16 bytes (4 elements x 4), binary_data_size is 12']);
+    expect([short.status, bodyJson(short).error]).toEqual([400, 'input "input0" of model "mymodel": shape [2,2] of UINT32 needs 16 bytes (4 elements x 4), binary_data_size is 12']);
     const past = await send({ inputs: [{ name: 'input0', shape: [2, 2], datatype: 'UINT32', parameters: { binary_data_size: 16 } }, in1] }, Buffer.alloc(8));
-    expect(bodyJson(past).error).toBe('input "input0": binary_data_size 16 at offset 0 runs past the 8 bytes of binary data in the body');
+    expect(bodyJson(past).error).toBe('input "input0" of model "mymodel": binary_data_size 16 at offset 0 runs past the 8 bytes of binary data in the body');
     const extra = await send({ inputs: [{ name: 'input0', shape: [2, 2], datatype: 'UINT32', parameters: { binary_data_size: 16 } }, in1] }, Buffer.alloc(20));
     expect(bodyJson(extra).error).toBe('binary_data_size of the inputs sums to 16 bytes but the body holds 20 bytes after the JSON header');
     const hl = await send({ inputs: [in1] }, Buffer.alloc(0), 10_000);
     expect(hl.status).toBe(400);
     expect(bodyJson(hl).error).toMatch(/Inference-Header-Content-Length is 10000 but the body has only \d+ bytes/);
     const both = await send({ inputs: [{ name: 'input0', shape: [2, 2], datatype: 'UINT32', data: [1, 2, 3, 4], parameters: { binary_data_size: 16 } }, in1] }, Buffer.alloc(16));
-    expect(bodyJson(both).error).toBe('input "input0": has both "data" and parameters.binary_data_size; send one');
+    expect(bodyJson(both).error).toBe('input "input0" of model "mymodel": has both "data" and parameters.binary_data_size; send one');
   });
 
   test('unknown model is 404, a model not ready 503, an overloaded model 503', async () => {
@@ -367,7 +388,7 @@ describe('model repository extension', () => {
   test('load and unload answer 200 with an empty body; errors carry the registry\'s message and status', async () => {
     const { reg, call } = setup();
     const l = await call('POST', '/v2/repository/models/tiny/load');
-    expect([l.status, l.body.byteLength]).toEqual([200, 0]);
+    expect([l.status, responseBody(l).byteLength]).toEqual([200, 0]);
     const u = await call('POST', '/v2/repository/models/tiny/unload', { parameters: { unload_dependents: false } });
     expect(u.status).toBe(200);
     expect([reg.loads, reg.unloads]).toEqual([['tiny'], ['tiny']]);

@@ -1,11 +1,13 @@
 /**
  * Tensor data as JSON in the Open Inference Protocol: a flat (or nested, row-major) array of booleans, numbers
- * or strings. Decoding checks every element against the datatype and never wraps or rounds silently: an
- * integer out of range, a fraction for an integer type, or a string for a number is a 400 naming the element.
+ * or strings. Decoding checks every element against the datatype and never wraps, rounds to infinity, or
+ * passes NaN: an integer out of range, a fraction for an integer type, a float the type cannot hold, or a
+ * string for a number is a 400 naming the input and the element.
  */
 import { BadRequestError } from '@shoal/core';
-import { INT_RANGE, KSERVE_TO_ORT, fromHalf, toHalf, type KserveDatatype } from './kserve-datatypes.ts';
-import { TYPED_ARRAYS, elementCount, type NumericTensorType, type TensorData } from './tensor.ts';
+import { INT_RANGE, KSERVE_TO_TENSOR_TYPE, fromHalf, toHalf, type KserveDatatype } from './datatypes.ts';
+import { TYPED_ARRAYS, type NumericTensorType, type TensorData } from './tensor.ts';
+import { checkDataLength } from './validate-feeds.ts';
 
 function describe(v: unknown): string {
   if (typeof v === 'string') return JSON.stringify(v.length > 40 ? `${v.slice(0, 37)}...` : v);
@@ -14,11 +16,11 @@ function describe(v: unknown): string {
 }
 
 /** Flattens nested arrays (row-major). Nesting deeper than the shape's rank is an error. */
-function flatten(name: string, data: unknown[], rank: number): unknown[] {
+function flatten(at: string, data: unknown[], rank: number): unknown[] {
   if (!data.some((x) => Array.isArray(x))) return data;
   const out: unknown[] = [];
   const walk = (a: unknown[], depth: number): void => {
-    if (depth > Math.max(rank, 1)) throw new BadRequestError(`input "${name}": data is nested ${depth} deep but the shape has rank ${rank}`);
+    if (depth > Math.max(rank, 1)) throw new BadRequestError(`${at}: "data" is nested ${depth} deep but the shape has rank ${rank}`);
     for (const x of a) {
       if (Array.isArray(x)) walk(x, depth + 1); else out.push(x);
     }
@@ -27,16 +29,23 @@ function flatten(name: string, data: unknown[], rank: number): unknown[] {
   return out;
 }
 
-/** Decodes the `data` of a JSON input tensor into typed data of the matching ORT type. */
-export function decodeJsonTensor(name: string, datatype: KserveDatatype, shape: readonly number[], data: unknown): TensorData {
-  if (!Array.isArray(data)) throw new BadRequestError(`input "${name}": "data" must be an array, got ${describe(data)}`);
-  const flat = flatten(name, data, shape.length);
-  const n = elementCount(shape);
-  if (flat.length !== n) throw new BadRequestError(`input "${name}": shape [${shape.join(',')}] needs ${n} elements, data has ${flat.length}`);
+/** Largest finite FP16 value. */
+const HALF_MAX = 65504;
+const FLOAT_MAX = 3.4028234663852886e38;
+
+/**
+ * Decodes the `data` of a JSON input tensor into typed data of the datatype's element type. `at` names the
+ * tensor in errors (`input "x" of model "tiny"`); `shape` has passed checkShape.
+ */
+export function decodeJsonTensor(at: string, datatype: KserveDatatype, shape: readonly number[], data: unknown): TensorData {
+  if (!Array.isArray(data)) throw new BadRequestError(`${at}: "data" must be an array, got ${describe(data)}`);
+  const flat = flatten(at, data, shape.length);
+  checkDataLength(at, shape, flat.length);
+  const n = flat.length;
   const bad = (i: number, want: string): never => {
-    throw new BadRequestError(`input "${name}": element ${i} must be ${want} for datatype ${datatype}, got ${describe(flat[i])}`);
+    throw new BadRequestError(`${at}: data[${i}] must be ${want} for datatype ${datatype}, got ${describe(flat[i])}`);
   };
-  const type = KSERVE_TO_ORT[datatype];
+  const type = KSERVE_TO_TENSOR_TYPE[datatype];
   if (type === 'string') {
     flat.forEach((x, i) => { if (typeof x !== 'string') bad(i, 'a string'); });
     return { type, dims: [...shape], data: flat as string[] };
@@ -68,9 +77,19 @@ export function decodeJsonTensor(name: string, datatype: KserveDatatype, shape: 
       out[i] = x as number;
     });
   } else if (type === 'float16') {
-    flat.forEach((x, i) => { if (typeof x !== 'number') bad(i, 'a number'); out[i] = toHalf(x as number); });
+    flat.forEach((x, i) => {
+      const h = typeof x === 'number' ? toHalf(x) : 0x7c00;
+      // Exponent bits all ones: NaN or infinity, from a non-finite number or one past FP16's range.
+      if ((h & 0x7c00) === 0x7c00) bad(i, `a finite number (|x| <= ${HALF_MAX})`);
+      out[i] = h;
+    });
+  } else if (type === 'float32') {
+    flat.forEach((x, i) => {
+      if (typeof x !== 'number' || !Number.isFinite(Math.fround(x))) bad(i, `a finite number (|x| <= ${FLOAT_MAX})`);
+      out[i] = x as number;
+    });
   } else {
-    flat.forEach((x, i) => { if (typeof x !== 'number') bad(i, 'a number'); out[i] = x as number; });
+    flat.forEach((x, i) => { if (typeof x !== 'number' || !Number.isFinite(x)) bad(i, 'a finite number'); out[i] = x as number; });
   }
   return { type, dims: [...shape], data: out } as unknown as TensorData;
 }

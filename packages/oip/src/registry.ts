@@ -1,9 +1,9 @@
 /**
- * What the KServe v2 handler needs from whatever holds the models: an in-process RepositoryRegistry, or a
- * cluster-wide one that forwards infer() to deployment handles. Tests implement it with a fake.
+ * What the KServe v2 handler needs from whatever holds the models: a backend's model repository (an in-process
+ * one, or a cluster-wide one that forwards infer() to deployment handles), a fixed set of deployments
+ * (fixedModelRegistry), or a test's fake. Nothing here knows which backend runs the model.
  */
-import type { Feeds } from './tensor.ts';
-import type { ModelMetadata } from './thread-protocol.ts';
+import type { Feeds, ModelMetadata } from './tensor.ts';
 
 /** Lifecycle of one model version, as the repository extension reports it. */
 export type ModelState = 'LOADING' | 'READY' | 'UNLOADING' | 'UNAVAILABLE';
@@ -36,10 +36,14 @@ export interface KServeRegistry {
   list(): RepositoryIndexEntry[] | Promise<RepositoryIndexEntry[]>;
   /** A model version, or its default (highest served) version; undefined when there is none. */
   get(name: string, version?: string): KServeModel | undefined | Promise<KServeModel | undefined>;
-  /** Loads or reloads a model; rejects with NotFoundError for a model the repository lacks. */
-  load(name: string, parameters?: Record<string, unknown>): Promise<void>;
+  /**
+   * Loads or reloads a model; rejects with NotFoundError for a model the repository lacks. A registry without
+   * load and unload serves a fixed set of models: the handler then answers the repository's load and unload
+   * endpoints with 404 and leaves model_repository out of the server's extensions.
+   */
+  load?(name: string, parameters?: Record<string, unknown>): Promise<void>;
   /** Unloads a model; rejects with NotFoundError for a model that is not loaded. */
-  unload(name: string, parameters?: Record<string, unknown>): Promise<void>;
+  unload?(name: string, parameters?: Record<string, unknown>): Promise<void>;
   /** Server readiness. @default every listed model that is not UNAVAILABLE is READY */
   ready?(): boolean | Promise<boolean>;
 }

@@ -1,27 +1,27 @@
 /**
- * KServe v2 (Open Inference Protocol) datatypes and their onnxruntime counterparts, plus the element-level
- * conversions JSON needs: range checks for integers and IEEE half-precision packing for FP16.
+ * Open Inference Protocol (KServe v2) datatypes and the tensor element types they map to, plus the
+ * element-level conversions JSON needs: range checks for integers and IEEE half-precision packing for FP16.
  */
-import type { NumericTensorType, OrtTensorType } from './tensor.ts';
+import type { NumericTensorType, TensorType } from './tensor.ts';
 
 export type KserveDatatype =
   | 'BOOL' | 'UINT8' | 'UINT16' | 'UINT32' | 'UINT64' | 'INT8' | 'INT16' | 'INT32' | 'INT64'
   | 'FP16' | 'FP32' | 'FP64' | 'BYTES';
 
-export const KSERVE_TO_ORT: Record<KserveDatatype, OrtTensorType> = {
+export const KSERVE_TO_TENSOR_TYPE: Record<KserveDatatype, TensorType> = {
   BOOL: 'bool', UINT8: 'uint8', UINT16: 'uint16', UINT32: 'uint32', UINT64: 'uint64',
   INT8: 'int8', INT16: 'int16', INT32: 'int32', INT64: 'int64',
   FP16: 'float16', FP32: 'float32', FP64: 'float64', BYTES: 'string',
 };
 
-export const ORT_TO_KSERVE: Record<OrtTensorType, KserveDatatype> = Object.fromEntries(
-  Object.entries(KSERVE_TO_ORT).map(([k, v]) => [v, k]),
-) as Record<OrtTensorType, KserveDatatype>;
+export const TENSOR_TYPE_TO_KSERVE: Record<TensorType, KserveDatatype> = Object.fromEntries(
+  Object.entries(KSERVE_TO_TENSOR_TYPE).map(([k, v]) => [v, k]),
+) as Record<TensorType, KserveDatatype>;
 
-export const KSERVE_DATATYPES = Object.keys(KSERVE_TO_ORT) as KserveDatatype[];
+export const KSERVE_DATATYPES = Object.keys(KSERVE_TO_TENSOR_TYPE) as KserveDatatype[];
 
 export function isKserveDatatype(v: unknown): v is KserveDatatype {
-  return typeof v === 'string' && Object.prototype.hasOwnProperty.call(KSERVE_TO_ORT, v);
+  return typeof v === 'string' && Object.prototype.hasOwnProperty.call(KSERVE_TO_TENSOR_TYPE, v);
 }
 
 /** Bytes per element in the binary extension (BYTES is variable: 4-byte length prefix + bytes). */
