@@ -1,6 +1,6 @@
 /**
  * The float32 tensor that every preprocess step returns and every postprocess step reads. It is structurally a
- * `TensorData<'float32'>` of @shoal/onnx (type, dims, data), so feeds built here go to an ORT worker pool or a
+ * `TensorData<'float32'>` of @shoal/oip (type, dims, data), so feeds built here go to an ORT worker pool or a
  * KServe client as they are, without this package depending on either.
  */
 import { ShapeMismatchError } from '@shoal/core';
