@@ -3,12 +3,13 @@
  * deadline passes, or the call is cancelled) and its deadline. Read it with `requestContext()` from user code.
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
+import type { Deadline } from './clock.ts';
 
 export interface RequestContext {
   /** Aborted when the request is cancelled or its deadline passes. */
   readonly signal: AbortSignal;
-  /** Absolute deadline (Date.now() ms), or undefined for none. */
-  readonly deadline: number | undefined;
+  /** Absolute deadline, wall time (Date.now() ms; see Deadline), or undefined for none. */
+  readonly deadline: Deadline | undefined;
   readonly app: string;
   readonly deployment: string;
   readonly replicaId: string;

@@ -18,7 +18,7 @@ export { ShoalRequest, HttpResponse, HttpError, response, toWireResponse, type W
 export { requestContext, contextStorage, type RequestContext } from './context.ts';
 export { env } from './constants.ts';
 export { createLogger, silentLogger, type Logger, type LogLevel } from './log.ts';
-export { realClock, FakeClock, type Clock, type TimerHandle } from './clock.ts';
+export { realClock, FakeClock, Deadline, flushMicrotasks, FAKE_WALL_EPOCH_MS, type Clock, type TimerHandle } from './clock.ts';
 export { batch, isBatched, batchedMethodsOf, type BatchedMethod, type BatchCallOptions } from './batch.ts';
 export * from './batching/index.ts';
 export { startEventLoopDelayMonitor, measureEventLoopDelay, EventLoopDelayGauge, type EventLoopDelayStats, type EventLoopDelayMonitor } from './event-loop-delay.ts';

@@ -28,6 +28,7 @@ export interface WorkerRecord {
   resources: WorkerResources;
   dataAddress: string;
   pid: number | undefined;
+  /** Monotonic ms (clock.monoNow()). */
   lastHeartbeat: number;
   state: 'ALIVE' | 'DEAD';
 }
@@ -39,6 +40,7 @@ export interface ReplicaRecord {
   version: string;
   workerId: string;
   state: ReplicaState;
+  /** Monotonic ms (clock.monoNow()), as is nextHealthAt. */
   startedAt: number;
   nextHealthAt: number;
   error?: string;
@@ -50,6 +52,7 @@ export interface DeploymentStatus {
   status: 'UPDATING' | 'HEALTHY' | 'UNHEALTHY';
   message: string;
   failures: number;
+  /** Monotonic ms (clock.monoNow()) before which a failing deployment is not restarted; 0: no backoff. */
   retryAt: number;
 }
 
@@ -60,6 +63,7 @@ interface AppRecord {
 
 export interface ControllerOptions {
   ops: ClusterOps;
+  /** Read as monotonic time only (clock.monoNow()): heartbeats, health-check periods and backoff are durations. */
   clock: Clock;
   logger: Logger;
   /** Silence after which a worker is declared dead. @default 3000 */
@@ -101,7 +105,7 @@ export class Controller {
   // ---- workers ----
 
   addWorker(w: Omit<WorkerRecord, 'workerId' | 'lastHeartbeat' | 'state'>): WorkerRecord {
-    const rec: WorkerRecord = { ...w, workerId: `w${this.nextWorker++}`, lastHeartbeat: this.opts.clock.now(), state: 'ALIVE' };
+    const rec: WorkerRecord = { ...w, workerId: `w${this.nextWorker++}`, lastHeartbeat: this.opts.clock.monoNow(), state: 'ALIVE' };
     this.workers.set(rec.workerId, rec);
     this.opts.logger.info('worker joined', { workerId: rec.workerId, name: rec.name, cpus: rec.resources.cpus, gpus: rec.resources.gpus });
     return rec;
@@ -109,7 +113,7 @@ export class Controller {
 
   heartbeat(workerId: string): void {
     const w = this.workers.get(workerId);
-    if (w !== undefined && w.state === 'ALIVE') w.lastHeartbeat = this.opts.clock.now();
+    if (w !== undefined && w.state === 'ALIVE') w.lastHeartbeat = this.opts.clock.monoNow();
   }
 
   /** Declares a worker dead: its replicas are lost and will be started elsewhere. */
@@ -129,7 +133,7 @@ export class Controller {
 
   /** Declares dead every worker silent for longer than workerTimeoutMs. Called periodically. */
   checkWorkers(): string[] {
-    const now = this.opts.clock.now();
+    const now = this.opts.clock.monoNow();
     const dead: string[] = [];
     for (const w of this.workers.values()) {
       if (w.state === 'ALIVE' && now - w.lastHeartbeat > this.opts.workerTimeoutMs) dead.push(w.workerId);
@@ -227,7 +231,7 @@ export class Controller {
   }
 
   private async reconcileOnce(): Promise<void> {
-    const now = this.opts.clock.now();
+    const now = this.opts.clock.monoNow();
     const work: Array<Promise<void>> = [];
     // Replicas of deleted apps or deployments, or beyond the desired count.
     for (const r of this.replicas.values()) {
@@ -319,7 +323,7 @@ export class Controller {
     const rec: ReplicaRecord = {
       replicaId: `${spec.name}.${depName}.${(this.nextReplica++).toString(36)}`,
       app: appName, deployment: depName, version, workerId, state: 'STARTING',
-      startedAt: this.opts.clock.now(), nextHealthAt: this.opts.clock.now() + d.options.healthCheckPeriodMs,
+      startedAt: this.opts.clock.monoNow(), nextHealthAt: this.opts.clock.monoNow() + d.options.healthCheckPeriodMs,
       ...(devices !== undefined ? { devices } : {}),
     };
     this.replicas.set(rec.replicaId, rec);
@@ -340,7 +344,7 @@ export class Controller {
         this.replicas.delete(r.replicaId);
         status.failures++;
         const backoff = Math.min(this.opts.maxBackoffMs, 250 * 2 ** Math.min(status.failures, 10));
-        status.retryAt = this.opts.clock.now() + backoff;
+        status.retryAt = this.opts.clock.monoNow() + backoff;
         status.message = `replica failed to start (${status.failures} in a row, retry in ${backoff} ms): ${message}`;
         this.opts.logger.warn('replica failed to start', { replica: r.replicaId, error: message, retryInMs: backoff });
       }

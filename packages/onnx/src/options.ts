@@ -36,9 +36,10 @@ export interface OrtPoolOptions {
   /** onnxruntime inter-op threads per worker thread. @default 1 */
   interOpThreads?: number;
   /**
-   * Let onnxruntime's pool threads spin-wait for work between parallel sections (its own default). Spinning trades
-   * CPU for a little latency; on cores shared with event loops (the worker's, the head's) that CPU is taken from
-   * them, so shoal turns it off unless asked.
+   * Let onnxruntime's intra-op and inter-op pool threads spin-wait for work between parallel sections (its own
+   * default). Spinning trades CPU for a little latency; on cores shared with event loops (the worker's, the head's)
+   * that CPU is taken from them, so shoal turns it off unless asked: false sets the session config entries
+   * `session.intra_op.allow_spinning` and `session.inter_op.allow_spinning` to '0', true to '1'.
    * @default false
    */
   spinning?: boolean;

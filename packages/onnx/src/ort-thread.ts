@@ -11,7 +11,7 @@ import { BackendError, toWireError } from '@shoal/core';
 import { isTensorType, type Feeds, type TensorData } from '@shoal/oip';
 import { prepareForTransfer } from './tensor.ts';
 import { explainProviderFailure } from './ep-diagnosis.ts';
-import { THREAD_PROTOCOL_VERSION, type FromThread, type ModelMetadata, type TensorMetadata, type ThreadInit, type ToThread } from './thread-protocol.ts';
+import { THREAD_PROTOCOL_VERSION, sessionConfigEntries, type FromThread, type ModelMetadata, type TensorMetadata, type ThreadInit, type ToThread } from './thread-protocol.ts';
 
 const port = parentPort;
 if (port === null) throw new Error('ort-thread.ts must run in a worker thread');
@@ -36,8 +36,7 @@ async function createSession(): Promise<{ session: ort.InferenceSession; provide
     intraOpNumThreads: init.intraOpThreads,
     interOpNumThreads: init.interOpThreads,
     graphOptimizationLevel: 'all',
-    // Session config entries (onnxruntime_session_options_config_keys.h); values are strings.
-    extra: { 'session.intra_op.allow_spinning': init.spinning ? '1' : '0', 'session.inter_op.allow_spinning': init.spinning ? '1' : '0' },
+    extra: sessionConfigEntries(init),
   };
   const create = (opts: ort.InferenceSession.SessionOptions): Promise<ort.InferenceSession> =>
     typeof init.model === 'string' ? ort.InferenceSession.create(init.model, opts) : ort.InferenceSession.create(init.model, opts);

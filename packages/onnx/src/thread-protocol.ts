@@ -29,6 +29,16 @@ export interface ThreadInit {
   cpuFallback: boolean;
 }
 
+/**
+ * The ORT session config entries (onnxruntime_session_options_config_keys.h; values are strings) a thread's session
+ * gets. ORT's own default lets its intra-op and inter-op pool threads spin-wait for work; shoal turns both off unless
+ * `spinning` is set, so idle inference threads leave the cores to the event loops.
+ */
+export function sessionConfigEntries(init: Pick<ThreadInit, 'spinning'>): Record<string, string> {
+  const spin = init.spinning ? '1' : '0';
+  return { 'session.intra_op.allow_spinning': spin, 'session.inter_op.allow_spinning': spin };
+}
+
 export type ToThread =
   | { kind: 'run'; id: number; feeds: Feeds; outputs?: string[] }
   | { kind: 'close' }

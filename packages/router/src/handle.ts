@@ -1,5 +1,5 @@
 /** Handles: typed proxies that turn `handle.method(...args)` into a router call. */
-import { InvalidOptionError, type CallOptions, type Handle } from '@shoal/core';
+import { Deadline, InvalidOptionError, type CallOptions, type Handle } from '@shoal/core';
 import type { Router } from './router.ts';
 
 export interface HandleTarget {
@@ -8,8 +8,8 @@ export interface HandleTarget {
   key: string;
   /** Method names the deployment's prototype defines (informational; instance fields such as batched methods add more). */
   methods: readonly string[];
-  /** Deadline inherited from the caller's request (Date.now ms), so cancellation reaches downstream calls. */
-  inheritedDeadline?: () => number | undefined;
+  /** Deadline inherited from the caller's request (wall ms), so cancellation reaches downstream calls. */
+  inheritedDeadline?: () => Deadline | undefined;
   inheritedSignal?: () => AbortSignal | undefined;
   /** The calling request's priority, used when the call sets none. */
   inheritedPriority?: () => number | undefined;
@@ -31,12 +31,13 @@ export function createHandle<T>(target: HandleTarget, opts: CallOptions = {}): H
         if (timeoutMs !== undefined && (!Number.isFinite(timeoutMs) || timeoutMs <= 0)) {
           return Promise.reject(new InvalidOptionError('handle.withOptions.timeoutMs', 'must be a positive number', timeoutMs));
         }
-        let deadline = timeoutMs === undefined ? undefined : Date.now() + timeoutMs;
+        const clock = target.router.clock;
+        let deadline = timeoutMs === undefined ? undefined : Deadline.after(clock, timeoutMs);
         const inherited = target.inheritedDeadline?.();
         if (inherited !== undefined) deadline = deadline === undefined ? inherited : Math.min(deadline, inherited);
         if (deadline === undefined) {
           const def = target.router.requestTimeoutMs(target.key);
-          if (def > 0) deadline = Date.now() + def;
+          if (def > 0) deadline = Deadline.after(clock, def);
         }
         const signals = [opts.signal, target.inheritedSignal?.()].filter((s): s is AbortSignal => s !== undefined);
         const signal = signals.length === 0 ? undefined : signals.length === 1 ? signals[0] : AbortSignal.any(signals);

@@ -4,7 +4,7 @@
  * When every replica is full, requests wait in a bounded per-deployment queue; past it, QueueFullError (503).
  */
 import {
-  CancelledError, DeadlineExceededError, NoReplicaError, QueueFullError, rebuildError, toWireError,
+  CancelledError, Deadline, DeadlineExceededError, NoReplicaError, QueueFullError, rebuildError, toWireError,
   type Clock, type Logger, type TimerHandle, type WireHttpRequest, type WireHttpResponse,
 } from '@shoal/core';
 import type { NewRequest, ReplyMessage, RouteTable } from '@shoal/protocol';
@@ -40,8 +40,8 @@ export class CancelToken {
 }
 
 export interface RouteOptions {
-  /** Absolute deadline, Date.now() ms. */
-  deadline?: number;
+  /** Absolute deadline, wall time (Clock.wallNow(), Date.now() ms). */
+  deadline?: Deadline;
   signal?: AbortSignal;
   /** Like signal, for callers that make one per request. */
   cancel?: CancelToken;
@@ -50,13 +50,12 @@ export interface RouteOptions {
 
 export interface RouterOptions {
   transport: Transport;
+  /** Timers, and wall time for deadlines (clock.wallNow()). */
   clock: Clock;
   logger: Logger;
   /** How long a request waits for a deployment that has no running replica before NoReplicaError. @default 30000 */
   noReplicaTimeoutMs?: number;
   random?: () => number;
-  /** Date.now, injectable for tests. */
-  wallNow?: () => number;
 }
 
 interface Waiter {
@@ -74,7 +73,12 @@ export class Router {
   private closed = false;
 
   constructor(opts: RouterOptions) {
-    this.opts = { noReplicaTimeoutMs: 30_000, random: Math.random, wallNow: Date.now, ...opts };
+    this.opts = { noReplicaTimeoutMs: 30_000, random: Math.random, ...opts };
+  }
+
+  /** The clock deadlines are read on: a handle makes its deadline from it. */
+  get clock(): Clock {
+    return this.opts.clock;
   }
 
   updateRoutes(table: RouteTable, version: number): void {
@@ -139,7 +143,7 @@ export class Router {
 
   private async route(key: string, opts: RouteOptions, build: (replicaId: string) => NewRequest): Promise<ReplyMessage> {
     if (opts.signal?.aborted || opts.cancel?.aborted) throw new CancelledError(`call to "${key}" cancelled before it was sent`);
-    if (opts.deadline !== undefined && this.opts.wallNow() >= opts.deadline) throw new DeadlineExceededError(`deadline passed before the call to "${key}" was sent`);
+    if (opts.deadline !== undefined && Deadline.expired(opts.deadline, this.opts.clock)) throw new DeadlineExceededError(`deadline passed before the call to "${key}" was sent`);
     let set = this.sets.get(key);
     let ref = set?.choose();
     while (ref === undefined || set === undefined) {
@@ -187,7 +191,7 @@ export class Router {
           cleanup();
           dispatch.cancel();
           reject(new DeadlineExceededError(`deadline exceeded waiting for "${key}" to answer`));
-        }, Math.max(0, opts.deadline - this.opts.wallNow()));
+        }, Deadline.remainingMs(opts.deadline, this.opts.clock));
       }
       opts.signal?.addEventListener('abort', onAbort, { once: true });
       opts.cancel?.listen(onAbort);
@@ -231,7 +235,7 @@ export class Router {
       opts.signal?.addEventListener('abort', onAbort, { once: true });
       opts.cancel?.listen(onAbort);
       if (opts.deadline !== undefined) {
-        timers.push(this.opts.clock.setTimeout(() => waiter.fail(new DeadlineExceededError(`deadline exceeded while queued for "${key}"`)), Math.max(0, opts.deadline - this.opts.wallNow())));
+        timers.push(this.opts.clock.setTimeout(() => waiter.fail(new DeadlineExceededError(`deadline exceeded while queued for "${key}"`)), Deadline.remainingMs(opts.deadline, this.opts.clock)));
       }
       if (!hasReplicas) waiter.armNoReplicaTimer();
       queue.push(waiter);

@@ -66,7 +66,7 @@ export interface Rig {
 export function rig(opts: Partial<RouterOptions> = {}): Rig {
   const clock = new FakeClock();
   const transport = new FakeTransport();
-  const router = new Router({ transport, clock, logger: silentLogger, wallNow: () => clock.now(), noReplicaTimeoutMs: 5000, random: seeded(1), ...opts });
+  const router = new Router({ transport, clock, logger: silentLogger, noReplicaTimeoutMs: 5000, random: seeded(1), ...opts });
   let version = 0;
   return { router, transport, clock, routes: (table) => router.updateRoutes(table, ++version) };
 }

@@ -10,9 +10,9 @@ class Model {
 
 const KEY = 'app/Model';
 
-/** Handles compute deadlines from Date.now(), so this router's wall clock is the real one; its timers stay fake. */
+/** Handles make deadlines on the router's clock, so every deadline here is fake wall time. */
 function handleRig(opts: { requestTimeoutMs?: number; inheritedDeadline?: number; inheritedSignal?: AbortSignal } = {}) {
-  const r = rig({ wallNow: Date.now });
+  const r = rig();
   r.routes({ [KEY]: entry([['r1', 'w1']], { requestTimeoutMs: opts.requestTimeoutMs ?? 0 }) });
   const handle = createHandle<Model>({
     router: r.router, key: KEY, methods: ['embed', 'predict'],
@@ -48,24 +48,22 @@ describe('createHandle', () => {
   });
 
   it('withOptions applies a timeout as an absolute deadline', async () => {
-    const { handle, transport } = handleRig();
-    const before = Date.now();
+    const { handle, transport, clock } = handleRig();
     void handle.withOptions({ timeoutMs: 5000, priority: 2 }).predict(1);
-    const after = Date.now();
     await flush();
     const m = transport.sent[0]!.message as { deadline: number; priority: number };
     expect(m.priority).toBe(2);
-    expect(m.deadline).toBeGreaterThanOrEqual(before + 5000);
-    expect(m.deadline).toBeLessThanOrEqual(after + 5000);
+    expect(m.deadline).toBe(clock.wallNow() + 5000);
   });
 
   it('falls back to the deployment\'s requestTimeoutMs, and takes the earlier of its own and the inherited deadline', async () => {
-    const inherited = Date.now() + 1000;
     const a = handleRig({ requestTimeoutMs: 60_000 });
     void a.handle.predict(1);
     await flush();
-    expect((a.transport.sent[0]!.message as { deadline: number }).deadline).toBeGreaterThan(Date.now() + 50_000);
+    expect((a.transport.sent[0]!.message as { deadline: number }).deadline).toBe(a.clock.wallNow() + 60_000);
 
+    // Every rig's fake wall clock starts at the same epoch, so this deadline means the same to b.
+    const inherited = a.clock.wallNow() + 1000;
     const b = handleRig({ inheritedDeadline: inherited, requestTimeoutMs: 60_000 });
     void b.handle.withOptions({ timeoutMs: 60_000 }).predict(1);
     void b.handle.predict(2);

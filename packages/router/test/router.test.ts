@@ -20,12 +20,13 @@ describe('Router', () => {
   });
 
   it('sends HTTP requests as http messages', async () => {
-    const { router, transport, routes } = rig();
+    const { router, transport, clock, routes } = rig();
     routes({ [KEY]: entry([['r1', 'w1']]) });
     const req = { method: 'GET', path: '/', query: '', headers: {}, body: new Uint8Array() };
-    const p = router.http(KEY, req, { deadline: 1000 });
+    const deadline = clock.wallNow() + 1000;
+    const p = router.http(KEY, req, { deadline });
     await flush();
-    expect(transport.sent[0]!.message).toEqual({ t: 'http', replicaId: 'r1', req, deadline: 1000 });
+    expect(transport.sent[0]!.message).toEqual({ t: 'http', replicaId: 'r1', req, deadline });
     transport.sent[0]!.answer({ status: 200, headers: {}, body: new Uint8Array([1]) });
     expect((await p).status).toBe(200);
   });
@@ -140,9 +141,9 @@ describe('Router', () => {
     it('rejects with DeadlineExceededError and cancels at the replica when the deadline passes in flight', async () => {
       const { router, transport, clock, routes } = rig();
       routes({ [KEY]: entry([['r1', 'w1']]) });
-      const t = track(router.call(KEY, 'm', [], { deadline: clock.now() + 100 }));
+      const t = track(router.call(KEY, 'm', [], { deadline: clock.wallNow() + 100 }));
       await flush();
-      expect(transport.sent[0]!.message).toMatchObject({ deadline: 100 });
+      expect(transport.sent[0]!.message).toMatchObject({ deadline: clock.wallNow() + 100 });
       clock.advance(99);
       await flush();
       expect(t.outcome).toBeUndefined();
@@ -163,9 +164,12 @@ describe('Router', () => {
       const { router, transport, clock, routes } = rig();
       routes({ [KEY]: entry([['r1', 'w1']], { maxOngoingRequests: 1 }) });
       void router.call(KEY, 'm', []);
-      const t = track(router.call(KEY, 'm', [], { deadline: 50 }));
+      const t = track(router.call(KEY, 'm', [], { deadline: clock.wallNow() + 50 }));
       await flush();
-      clock.advance(50);
+      clock.advance(49);
+      await flush();
+      expect(t.outcome).toBeUndefined();
+      clock.advance(1);
       await flush();
       expect(errorOf(t)).toBeInstanceOf(DeadlineExceededError);
       expect(transport.sent).toHaveLength(1);
@@ -175,15 +179,16 @@ describe('Router', () => {
     it('refuses a call whose deadline already passed', async () => {
       const { router, transport, clock, routes } = rig();
       routes({ [KEY]: entry([['r1', 'w1']]) });
+      const deadline = clock.wallNow() + 10;
       clock.advance(10);
-      await expect(router.call(KEY, 'm', [], { deadline: 10 })).rejects.toBeInstanceOf(DeadlineExceededError);
+      await expect(router.call(KEY, 'm', [], { deadline })).rejects.toBeInstanceOf(DeadlineExceededError);
       expect(transport.sent).toHaveLength(0);
     });
 
     it('clears its timer when the answer comes first', async () => {
       const { router, transport, clock, routes } = rig();
       routes({ [KEY]: entry([['r1', 'w1']]) });
-      const p = router.call(KEY, 'm', [], { deadline: 100 });
+      const p = router.call(KEY, 'm', [], { deadline: clock.wallNow() + 100 });
       await flush();
       transport.sent[0]!.answer(1);
       expect(await p).toBe(1);
@@ -407,7 +412,7 @@ describe('Router', () => {
       const tracked: Array<{ outcome: unknown }> = [];
       const controllers: AbortController[] = [];
       for (let i = 0; i < 1000; i++) {
-        if (i % 4 === 3) { tracked.push(track(router.call(KEY, 'm', [i], { deadline: clock.now() + 10 }))); continue; }
+        if (i % 4 === 3) { tracked.push(track(router.call(KEY, 'm', [i], { deadline: clock.wallNow() + 10 }))); continue; }
         const ac = new AbortController();
         controllers.push(ac);
         tracked.push(track(router.call(KEY, 'm', [i], { signal: ac.signal })));

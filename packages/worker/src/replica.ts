@@ -6,7 +6,7 @@
  */
 import {
   CancelledError, DeadlineExceededError, IllegalStateError, NotFoundError, QueueFullError, ShoalError, ShoalRequest,
-  UserCodeError, contextStorage, toWireResponse, type CompiledDeploymentOptions, type Logger, type WireHttpRequest,
+  UserCodeError, contextStorage, realClock, toWireResponse, type CompiledDeploymentOptions, type Logger, type WireHttpRequest,
   type WireHttpResponse,
 } from '@shoal/core';
 import type { ReplicaState, ReplicaStats } from '@shoal/protocol';
@@ -182,7 +182,8 @@ export class Replica {
   async drain(timeoutMs: number): Promise<void> {
     if (this.stateValue === 'STOPPED') return;
     if (this.stateValue === 'RUNNING') this.transition('DRAINING');
-    const end = Date.now() + timeoutMs;
+    // A duration, so monotonic time: a wall-clock step must not cut the drain short or stretch it.
+    const end = realClock.monoNow() + timeoutMs;
     if (this.load > 0) {
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([
@@ -192,7 +193,7 @@ export class Replica {
       clearTimeout(timer);
     }
     for (const w of this.waiting.splice(0)) { w.signal.removeEventListener('abort', w.onAbort); w.reject(new CancelledError(`replica ${this.replicaId} stopped before the request ran`)); }
-    await this.batching?.close(end - Date.now(), new CancelledError(`replica ${this.replicaId} of "${this.deployment}" stopped before the request was batched`));
+    await this.batching?.close(end - realClock.monoNow(), new CancelledError(`replica ${this.replicaId} of "${this.deployment}" stopped before the request was batched`));
     try {
       if (typeof this.instance?.shutdown === 'function') await this.instance.shutdown();
     } catch (err) {

@@ -10,7 +10,7 @@ import {
   ShapeMismatchError, describe,
 } from '../errors.ts';
 import { AdaptiveBatchController, type AdaptiveSnapshot, type EffectiveBatchLimits } from './adaptive.ts';
-import { systemClock, type Clock, type TimerHandle } from './clock.ts';
+import { Deadline, realClock, type Clock, type TimerHandle } from '../clock.ts';
 import { ItemError } from './item-error.ts';
 import { compileBatchOptions, mergeBatchOptions, type BatchOptions, type CompiledBatchOptions } from './options.ts';
 import { PendingQueue, type GroupView, type QueueNode } from './pending-queue.ts';
@@ -19,7 +19,7 @@ export interface SubmitOptions {
   /** Priority level in [0, priorityLevels - 1]; higher is dequeued first. @default options.defaultPriority */
   priority?: number;
   /**
-   * Absolute time on the queue's clock (Date.now() ms with the default clock) after which the caller gets
+   * Absolute wall time (the queue clock's wallNow(): Date.now() ms with realClock) after which the caller gets
    * DeadlineExceededError, whether queued or running; a running item's signal is aborted.
    * @default undefined (none)
    */
@@ -94,8 +94,12 @@ interface Entry<I, O> {
   readonly shapeKey: string;
   /** The priority asked for; the level used is capped by the current priorityLevels. */
   readonly priority: number;
+  /** Monotonic arrival time (clock.monoNow()): every wait and latency is measured from it. */
   readonly enqueuedAt: number;
-  readonly deadlineMs: number | undefined;
+  /** Absolute wall-time deadline (clock.wallNow()). */
+  readonly deadlineMs: Deadline | undefined;
+  /** How far the deadline was from the arrival, for error messages. */
+  readonly deadlineBudgetMs: number;
   /** The submit's own queue timeout; undefined follows the options. */
   readonly queueTimeoutMs: number | undefined;
   readonly signal: AbortSignal | undefined;
@@ -122,6 +126,11 @@ export class BatchQueue<I, O> {
   private serviceEwmaMs: number | undefined;
   private nextBatchId = 1;
   private pumpScheduled = false;
+  /**
+   * Set when an item arrives at an idle queue (nothing queued, no batch running): the next pump dispatches what is
+   * queued at once instead of waiting maxWaitMs for companions that are not coming.
+   */
+  private idleArrival = false;
   private waitTimer: TimerHandle | undefined;
   private waitTimerAt = Infinity;
   private readonly sizeCounts = new Map<number, number>();
@@ -135,7 +144,8 @@ export class BatchQueue<I, O> {
   /**
    * @param options raw or compiled batch options (compiled here; throws InvalidOptionError naming `batch.<field>`)
    * @param runBatch the batch function
-   * @param env.clock time source; tests pass a FakeClock. @default systemClock (Date.now()-compatible ms)
+   * @param env.clock time source: wall time for deadlines, monotonic time for waits and service times; tests pass a
+   *   FakeClock. @default realClock
    * @param env.name used in error messages, e.g. the deployment and method name
    */
   constructor(
@@ -144,7 +154,7 @@ export class BatchQueue<I, O> {
     env: { clock?: Clock; name?: string } = {},
   ) {
     this.options = compileBatchOptions(options);
-    this.clock = env.clock ?? systemClock;
+    this.clock = env.clock ?? realClock;
     this.adaptive = this.makeController(undefined);
     this.pending = new PendingQueue(this.options.priorityLevels);
     this.label = env.name === undefined ? '' : ` for ${JSON.stringify(env.name)}`;
@@ -258,7 +268,7 @@ export class BatchQueue<I, O> {
     }
     const shapeKey = this.shapeKeyOf(item, opts.shapeKey);
     this.totals.submitted++;
-    const now = this.clock.now();
+    const now = this.clock.monoNow();
     if (signal?.aborted === true) {
       if (signal.reason instanceof DeadlineExceededError) {
         this.totals.deadlineExceeded++;
@@ -267,9 +277,10 @@ export class BatchQueue<I, O> {
       this.totals.cancelled++;
       throw new CancelledError('request cancelled before it was queued');
     }
-    if (deadlineMs !== undefined && deadlineMs <= now) {
+    const deadlineBudgetMs = deadlineMs === undefined ? Infinity : deadlineMs - this.clock.wallNow();
+    if (deadlineBudgetMs <= 0) {
       this.totals.deadlineExceeded++;
-      throw new DeadlineExceededError(`deadline passed before the request was queued (deadline was ${now - deadlineMs}ms ago)`);
+      throw new DeadlineExceededError(`deadline passed before the request was queued (deadline was ${-deadlineBudgetMs}ms ago)`);
     }
     const queued = this.pending.size;
     if (queued >= this.options.maxQueueSize) {
@@ -289,13 +300,14 @@ export class BatchQueue<I, O> {
       reject = rej;
     });
     const entry: Entry<I, O> = {
-      item, shapeKey, priority, enqueuedAt: now, deadlineMs: Number.isFinite(deadlineMs) ? deadlineMs : undefined, queueTimeoutMs, signal, resolve, reject,
+      item, shapeKey, priority, enqueuedAt: now, deadlineMs: Number.isFinite(deadlineMs) ? deadlineMs : undefined, deadlineBudgetMs, queueTimeoutMs, signal, resolve, reject,
       state: 'queued', node: undefined, timeoutTimer: undefined, deadlineTimer: undefined, onAbort: undefined, run: undefined,
     };
+    if (this.pending.size === 0 && this.runningBatches === 0) this.idleArrival = true;
     entry.node = this.pending.add(entry, groupKey, this.levelOf(priority), now);
     this.unsettled++;
     this.armQueueTimeout(entry);
-    if (entry.deadlineMs !== undefined) entry.deadlineTimer = this.clock.setTimeout(() => this.onDeadline(entry), entry.deadlineMs - now);
+    if (entry.deadlineMs !== undefined) entry.deadlineTimer = this.clock.setTimeout(() => this.onDeadline(entry), Deadline.remainingMs(entry.deadlineMs, this.clock));
     if (signal !== undefined) {
       entry.onAbort = () => this.onAbort(entry);
       signal.addEventListener('abort', entry.onAbort, { once: true });
@@ -363,7 +375,7 @@ export class BatchQueue<I, O> {
     entry.timeoutTimer = undefined;
     const timeoutMs = entry.queueTimeoutMs ?? this.options.queueTimeoutMs;
     if (timeoutMs === undefined) return;
-    entry.timeoutTimer = this.clock.setTimeout(() => this.onQueueTimeout(entry), entry.enqueuedAt + timeoutMs - this.clock.now());
+    entry.timeoutTimer = this.clock.setTimeout(() => this.onQueueTimeout(entry), entry.enqueuedAt + timeoutMs - this.clock.monoNow());
   }
 
   private onQueueTimeout(entry: Entry<I, O>): void {
@@ -376,7 +388,7 @@ export class BatchQueue<I, O> {
       return;
     }
     this.unqueue(entry);
-    const waited = this.clock.now() - entry.enqueuedAt;
+    const waited = this.clock.monoNow() - entry.enqueuedAt;
     this.finish(entry, 'queueTimedOut', new DeadlineExceededError(`queue timeout${this.label}: waited ${waited}ms in queue, queueTimeoutMs=${timeoutMs}`));
     this.schedulePump();
   }
@@ -384,8 +396,8 @@ export class BatchQueue<I, O> {
   /** `given`: the error the caller's signal carried, when the deadline came through it rather than deadlineMs. */
   private onDeadline(entry: Entry<I, O>, given?: DeadlineExceededError): void {
     entry.deadlineTimer = undefined;
-    const waited = this.clock.now() - entry.enqueuedAt;
-    const budget = (entry.deadlineMs ?? entry.enqueuedAt) - entry.enqueuedAt;
+    const waited = this.clock.monoNow() - entry.enqueuedAt;
+    const budget = entry.deadlineBudgetMs;
     if (entry.state === 'queued') {
       this.unqueue(entry);
       this.finish(entry, 'deadlineExceeded', given ?? new DeadlineExceededError(`deadline exceeded while queued${this.label}: waited ${waited}ms, deadline was ${budget}ms after submit`));
@@ -403,7 +415,7 @@ export class BatchQueue<I, O> {
       this.onDeadline(entry, entry.signal.reason);
       return;
     }
-    const waited = this.clock.now() - entry.enqueuedAt;
+    const waited = this.clock.monoNow() - entry.enqueuedAt;
     if (entry.state === 'queued') {
       this.unqueue(entry);
       this.finish(entry, 'cancelled', new CancelledError(`request cancelled while queued${this.label} (waited ${waited}ms)`), entry.signal?.reason);
@@ -451,14 +463,18 @@ export class BatchQueue<I, O> {
   }
 
   private pump(): void {
+    // Only the first batch of the first pump after an idle arrival goes eagerly: what is queued then came in that
+    // one tick, to a queue with nothing running. Once a batch runs, the queue is under load and gathers as usual.
+    const idle = this.idleArrival;
+    this.idleArrival = false;
     if (this.lifecycle !== 'open') return;
-    const now = this.clock.now();
+    const now = this.clock.monoNow();
     let nextReadyAt = Infinity;
     while (this.runningBatches < this.options.maxConcurrentBatches && this.pending.size > 0) {
       let best: { view: GroupView; size: number } | undefined;
       nextReadyAt = Infinity;
       for (const view of this.pending.groupViews()) {
-        const decision = this.readiness(view, now);
+        const decision = this.readiness(view, now, idle && this.runningBatches === 0);
         if (decision.size === 0) {
           nextReadyAt = Math.min(nextReadyAt, decision.readyAt);
         } else if (best === undefined || view.headLane < best.view.headLane || (view.headLane === best.view.headLane && view.headSeq < best.view.headSeq)) {
@@ -472,8 +488,11 @@ export class BatchQueue<I, O> {
     this.armWaitTimer(nextReadyAt, now);
   }
 
-  /** How many items of a group to dispatch now (0: not yet, until readyAt). */
-  private readiness(view: GroupView, now: number): { size: number; readyAt: number } {
+  /**
+   * How many items of a group to dispatch now (0: not yet, until readyAt). `idle`: the items came to an idle queue,
+   * so a partial batch goes at once, as if its wait were over: light load pays no maxWaitMs.
+   */
+  private readiness(view: GroupView, now: number, idle: boolean): { size: number; readyAt: number } {
     const { maxBatchSize, maxWaitMs } = this.effective;
     const fits = Math.min(view.size, maxBatchSize);
     const preferred = this.options.preferredBatchSizes;
@@ -483,7 +502,7 @@ export class BatchQueue<I, O> {
     }
     if (view.size >= maxBatchSize) return { size: maxBatchSize, readyAt: now };
     const readyAt = view.oldestEnqueuedAt + maxWaitMs;
-    return now >= readyAt ? { size: view.size, readyAt } : { size: 0, readyAt };
+    return idle || now >= readyAt ? { size: view.size, readyAt } : { size: 0, readyAt };
   }
 
   private armWaitTimer(at: number, now: number): void {
@@ -562,7 +581,7 @@ export class BatchQueue<I, O> {
       for (const signal of signals) signal.removeEventListener('abort', onItemAbort);
       for (const entry of entries) entry.run = undefined;
       if (answered) {
-        const end = this.clock.now();
+        const end = this.clock.monoNow();
         const serviceMs = end - dispatchedAt;
         this.serviceEwmaMs = this.serviceEwmaMs === undefined ? serviceMs : this.serviceEwmaMs + 0.2 * (serviceMs - this.serviceEwmaMs);
         this.adaptive?.observe({ size, serviceMs, latenciesMs: entries.map((entry) => end - entry.enqueuedAt), backlog, epoch });

@@ -25,5 +25,3 @@ export { BATCH_DEFAULTS, compileBatchOptions, mergeBatchOptions } from './option
 export type { BatchOptions, CompiledBatchOptions, LatencyObjective, PadOptions, TimeoutAction } from './options.ts';
 export { AdaptiveBatchController } from './adaptive.ts';
 export type { AdaptiveSnapshot, BatchObservation, BatchingPays, EffectiveBatchLimits } from './adaptive.ts';
-export { FakeClock, flushMicrotasks, systemClock } from './clock.ts';
-export type { Clock, TimerHandle } from './clock.ts';

@@ -55,8 +55,9 @@ export interface BatchOptions<I = unknown> {
    */
   maxBatchSize?: number;
   /**
-   * How long a partial batch waits for more items, counted from the arrival of its oldest item. 0 dispatches
-   * whatever is queued at the end of the current tick.
+   * How long a partial batch waits for more items, counted from the arrival of its oldest item. Only a queue under
+   * load waits: items that arrive at an idle queue (nothing queued, no batch running) go at once with whatever came
+   * in the same tick, so light load pays no wait. 0 dispatches whatever is queued at the end of the current tick.
    * @default 5
    */
   maxWaitMs?: number;

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { AdaptiveBatchController, BatchQueue, FakeClock } from '../../src/batching/index.ts';
+import { AdaptiveBatchController, BatchQueue } from '../../src/batching/index.ts';
+import { FakeClock } from '../../src/clock.ts';
 import { quantile, simulate, syntheticModel, type LatencyCurve } from './helpers.ts';
 
 /** Runs an adaptive queue against a synthetic model at a Poisson load; returns its stats and the late p99. */

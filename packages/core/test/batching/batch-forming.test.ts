@@ -1,6 +1,7 @@
 import { InvalidOptionError, QueueFullError } from '@shoal/core';
 import { describe, expect, it } from 'vitest';
-import { BatchQueue, FakeClock } from '../../src/batching/index.ts';
+import { BatchQueue } from '../../src/batching/index.ts';
+import { FakeClock, flushMicrotasks } from '../../src/clock.ts';
 import { manualBatch, track } from './helpers.ts';
 
 function setup(options: ConstructorParameters<typeof BatchQueue<string, string>>[0]) {
@@ -25,7 +26,7 @@ describe('BatchQueue: forming batches', () => {
     expect(calls).toHaveLength(1);
     await clock.advanceAsync(1);
     expect(calls.map((c) => c.items)).toEqual([['a', 'b', 'c', 'd'], ['e', 'f']]);
-    expect(clock.now()).toBe(10);
+    expect(clock.monoNow()).toBe(10);
 
     answer(0);
     answer(1);
@@ -109,24 +110,101 @@ describe('BatchQueue: forming batches', () => {
   });
 });
 
+describe('BatchQueue: light load costs nothing', () => {
+  it('an idle queue dispatches a lone item at once, with no timer and no time passing', async () => {
+    const { clock, calls, queue, answer } = setup({ maxBatchSize: 8, maxWaitMs: 50 });
+    const lone = queue.submit('x');
+    await flushMicrotasks();
+    expect(calls.map((c) => c.items)).toEqual([['x']]);
+    expect(clock.monoNow()).toBe(0);
+    expect(clock.pendingTimers()).toBe(0);
+    answer(0);
+    expect(await lone).toBe('X');
+
+    // Idle again once the batch returned: the next lone item goes at once too.
+    await flushMicrotasks();
+    void queue.submit('y');
+    await flushMicrotasks();
+    expect(calls.map((c) => c.items)).toEqual([['x'], ['y']]);
+    expect(clock.monoNow()).toBe(0);
+  });
+
+  it('items submitted in one tick to an idle queue go together, up to maxBatchSize', async () => {
+    const { calls, queue } = setup({ maxBatchSize: 2, maxWaitMs: 50, maxConcurrentBatches: 2 });
+    for (const x of ['a', 'b', 'c']) void queue.submit(x);
+    await flushMicrotasks();
+    // The first batch went eagerly; with it running, 'c' is under load and waits for companions.
+    expect(calls.map((c) => c.items)).toEqual([['a', 'b']]);
+  });
+
+  it('holds for preferredBatchSizes and adaptive batching: a lone item at an idle queue still goes at once', async () => {
+    const preferred = setup({ maxBatchSize: 8, maxWaitMs: 50, preferredBatchSizes: [4, 8] });
+    void preferred.queue.submit('p');
+    await flushMicrotasks();
+    expect(preferred.calls.map((c) => c.items)).toEqual([['p']]);
+
+    const adaptive = setup({ maxBatchSize: 8, maxWaitMs: 50, latencyObjective: { ms: 200 } });
+    void adaptive.queue.submit('q');
+    await flushMicrotasks();
+    expect(adaptive.calls.map((c) => c.items)).toEqual([['q']]);
+  });
+
+  it('under load (a batch running) items gather up to maxWaitMs or maxBatchSize as before', async () => {
+    const { clock, calls, queue } = setup({ maxBatchSize: 3, maxWaitMs: 50, maxConcurrentBatches: 3 });
+    void queue.submit('busy');
+    await flushMicrotasks();
+    expect(calls).toHaveLength(1);
+
+    void queue.submit('w');
+    await clock.advanceAsync(49);
+    expect(calls).toHaveLength(1);
+    await clock.advanceAsync(1);
+    expect(calls.map((c) => c.items)).toEqual([['busy'], ['w']]);
+
+    for (const x of ['f1', 'f2', 'f3']) void queue.submit(x);
+    await flushMicrotasks();
+    expect(calls[2]?.items).toEqual(['f1', 'f2', 'f3']);
+    expect(clock.monoNow()).toBe(50);
+  });
+
+  it('items that queued behind a running batch keep gathering after it returns', async () => {
+    const { clock, calls, queue, answer } = setup({ maxBatchSize: 8, maxWaitMs: 50 });
+    void queue.submit('busy');
+    await clock.advanceAsync(10);
+    void queue.submit('p');
+    await clock.advanceAsync(10);
+    answer(0);
+    await clock.advanceAsync(39);
+    expect(calls).toHaveLength(1);
+    await clock.advanceAsync(1);
+    expect(calls.map((c) => c.items)).toEqual([['busy'], ['p']]);
+    expect(clock.monoNow()).toBe(60);
+  });
+});
+
 describe('BatchQueue: reconfigure', () => {
   it('applies new limits to queued items without losing any', async () => {
-    const { clock, calls, queue, answer } = setup({ maxBatchSize: 8, maxWaitMs: 100 });
+    const { clock, calls, queue, answer } = setup({ maxBatchSize: 8, maxWaitMs: 100, maxConcurrentBatches: 2 });
+    // A batch in flight, so the queue is under load and the items below gather rather than go at once.
+    const busy = queue.submit('busy');
+    await clock.advanceAsync(0);
     const results = ['a', 'b', 'c', 'd', 'e'].map((x) => queue.submit(x));
     await clock.advanceAsync(10);
-    expect(calls).toHaveLength(0);
+    expect(calls.map((c) => c.items)).toEqual([['busy']]);
 
-    queue.reconfigure({ maxBatchSize: 2, maxConcurrentBatches: 2 });
+    queue.reconfigure({ maxBatchSize: 2, maxConcurrentBatches: 3 });
     await clock.advanceAsync(0);
-    expect(calls.map((c) => c.items)).toEqual([['a', 'b'], ['c', 'd']]);
-    expect(queue.config).toMatchObject({ maxBatchSize: 2, maxWaitMs: 100, maxConcurrentBatches: 2 });
+    expect(calls.map((c) => c.items)).toEqual([['busy'], ['a', 'b'], ['c', 'd']]);
+    expect(queue.config).toMatchObject({ maxBatchSize: 2, maxWaitMs: 100, maxConcurrentBatches: 3 });
 
-    answer(0);
+    answer(1);
     queue.reconfigure({ maxWaitMs: 0 });
     await clock.advanceAsync(0);
-    expect(calls[2]?.items).toEqual(['e']);
-    answer(1);
+    expect(calls[3]?.items).toEqual(['e']);
+    answer(0);
     answer(2);
+    answer(3);
+    expect(await busy).toBe('BUSY');
     expect(await Promise.all(results)).toEqual(['A', 'B', 'C', 'D', 'E']);
   });
 

@@ -1,6 +1,7 @@
 import { CancelledError, DeadlineExceededError, IllegalStateError } from '@shoal/core';
 import { describe, expect, it } from 'vitest';
-import { BatchQueue, FakeClock, type BatchContext } from '../../src/batching/index.ts';
+import { BatchQueue, type BatchContext } from '../../src/batching/index.ts';
+import { FakeClock } from '../../src/clock.ts';
 import { manualBatch, seededRandom, track } from './helpers.ts';
 
 /** A model that runs `ms` of fake time per batch, or stops early (rejecting) once the batch signal aborts. */
@@ -21,7 +22,10 @@ describe('BatchQueue: cancellation', () => {
   it('removes an item whose signal aborts while queued, at once', async () => {
     const clock = new FakeClock();
     const { calls, fn } = manualBatch<string, string>();
-    const queue = new BatchQueue<string, string>({ maxBatchSize: 4, maxWaitMs: 10 }, fn, { clock });
+    const queue = new BatchQueue<string, string>({ maxBatchSize: 4, maxWaitMs: 10, maxConcurrentBatches: 2 }, fn, { clock });
+    // A batch in flight, so 'a' and 'b' wait for companions instead of going at once.
+    void queue.submit('busy');
+    await clock.advanceAsync(0);
     const controller = new AbortController();
     const cancelled = track(queue.submit('a', { signal: controller.signal }));
     void queue.submit('b');
@@ -31,9 +35,9 @@ describe('BatchQueue: cancellation', () => {
     expect(cancelled.error).toBeInstanceOf(CancelledError);
     expect((cancelled.error as Error).message).toBe('request cancelled while queued (waited 1ms)');
     expect((cancelled.error as Error).cause).toEqual(new Error('client went away'));
-    expect(queue.stats()).toMatchObject({ queued: 1, inFlight: 1 });
+    expect(queue.stats()).toMatchObject({ queued: 1, inFlight: 2 });
     await clock.advanceAsync(9);
-    expect(calls.map((c) => c.items)).toEqual([['b']]);
+    expect(calls.map((c) => c.items)).toEqual([['busy'], ['b']]);
   });
 
   it('refuses a submit whose signal is already aborted', async () => {
@@ -95,14 +99,14 @@ describe('BatchQueue: cancellation', () => {
       { clock },
     );
     const controllers = Array.from({ length: 1000 }, () => new AbortController());
-    const outcomes = controllers.map((c, i) => track(queue.submit(i, { signal: c.signal, deadlineMs: 60_000 })));
+    const outcomes = controllers.map((c, i) => track(queue.submit(i, { signal: c.signal, deadlineMs: clock.wallNow() + 60_000 })));
     await clock.advanceAsync(1);
     expect(queue.stats()).toMatchObject({ queued: 968, running: 32, runningBatches: 4, inFlight: 1000 });
     for (const c of controllers) c.abort();
     await clock.advanceAsync(0);
     expect(queue.stats()).toMatchObject({ ...idle, totals: { submitted: 1000, cancelled: 1000 } });
     expect(outcomes.every((o) => o.error instanceof CancelledError)).toBe(true);
-    expect(clock.pendingTimers).toBe(0);
+    expect(clock.pendingTimers()).toBe(0);
   });
 
   it('gauges never drift under random cancellations, deadlines and timeouts', async () => {
@@ -116,7 +120,7 @@ describe('BatchQueue: cancellation', () => {
     const outcomes: Array<ReturnType<typeof track<number>>> = [];
     for (let i = 0; i < 2000; i++) {
       const controller = new AbortController();
-      outcomes.push(track(queue.submit(i, { signal: controller.signal, deadlineMs: random() < 0.3 ? clock.now() + 30 * random() : undefined })));
+      outcomes.push(track(queue.submit(i, { signal: controller.signal, deadlineMs: random() < 0.3 ? clock.wallNow() + 30 * random() : undefined })));
       if (random() < 0.3) clock.setTimeout(() => controller.abort(), 60 * random());
       await clock.advanceAsync(random() * 2);
     }

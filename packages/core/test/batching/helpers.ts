@@ -1,4 +1,4 @@
-import type { FakeClock } from '../../src/batching/clock.ts';
+import type { FakeClock } from '../../src/clock.ts';
 import type { BatchContext, BatchFunction } from '../../src/batching/batch-queue.ts';
 import type { ItemError } from '../../src/batching/item-error.ts';
 import { seededRandom } from '../../src/random.ts';
@@ -67,14 +67,14 @@ export async function simulate<O>(opts: {
   const { clock, queue, durationMs } = opts;
   const random = seededRandom(opts.seed ?? 1);
   const rate = typeof opts.ratePerSec === 'number' ? (): number => opts.ratePerSec as number : opts.ratePerSec;
-  const start = clock.now();
+  const start = clock.monoNow();
   const latencies: Array<[number, number]> = [];
   let rejected = 0;
   let n = 0;
   const arrive = (): void => {
-    const t = clock.now();
+    const t = clock.monoNow();
     if (t - start >= durationMs) return;
-    queue.submit(n++).then(() => latencies.push([t - start, clock.now() - t]), () => rejected++);
+    queue.submit(n++).then(() => latencies.push([t - start, clock.monoNow() - t]), () => rejected++);
     clock.setTimeout(arrive, (-Math.log(1 - random()) * 1000) / rate(t - start));
   };
   arrive();

@@ -1,6 +1,7 @@
 import { BatchSizeMismatchError } from '@shoal/core';
 import { describe, expect, it } from 'vitest';
-import { BatchQueue, FakeClock, itemError } from '../../src/batching/index.ts';
+import { BatchQueue, itemError } from '../../src/batching/index.ts';
+import { FakeClock } from '../../src/clock.ts';
 import { track } from './helpers.ts';
 
 async function runBatch(fn: (items: number[]) => unknown): Promise<Array<ReturnType<typeof track<number>>>> {

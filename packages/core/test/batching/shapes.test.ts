@@ -1,6 +1,7 @@
 import { ShapeMismatchError } from '@shoal/core';
 import { describe, expect, it } from 'vitest';
-import { BatchQueue, FakeClock, shapeKeyOf, type BatchContext } from '../../src/batching/index.ts';
+import { BatchQueue, shapeKeyOf, type BatchContext } from '../../src/batching/index.ts';
+import { FakeClock } from '../../src/clock.ts';
 
 interface Tensor { dims: number[]; id: string }
 const t = (id: string, ...dims: number[]): Tensor => ({ id, dims: [1, ...dims] });

@@ -1,6 +1,7 @@
 import { DeadlineExceededError } from '@shoal/core';
 import { describe, expect, it } from 'vitest';
-import { BatchQueue, FakeClock, type BatchOptions } from '../../src/batching/index.ts';
+import { BatchQueue, type BatchOptions } from '../../src/batching/index.ts';
+import { FakeClock } from '../../src/clock.ts';
 import { manualBatch, track } from './helpers.ts';
 
 function setup(options: BatchOptions<string>) {
@@ -75,10 +76,10 @@ describe('BatchQueue: queue timeouts and deadlines', () => {
 
   it('a deadline fails a queued item, and aborts a running item\'s signal', async () => {
     const { clock, queue, calls } = setup({ maxBatchSize: 2 });
-    const running = track(queue.submit('running', { deadlineMs: 20 }));
+    const running = track(queue.submit('running', { deadlineMs: clock.wallNow() + 20 }));
     const other = track(queue.submit('other'));
     await clock.advanceAsync(0);
-    const queued = track(queue.submit('queued', { deadlineMs: 10 }));
+    const queued = track(queue.submit('queued', { deadlineMs: clock.wallNow() + 10 }));
     await clock.advanceAsync(10);
     expect(queued.error).toBeInstanceOf(DeadlineExceededError);
     expect((queued.error as Error).message).toBe('deadline exceeded while queued for "rec": waited 10ms, deadline was 10ms after submit');
@@ -95,6 +96,6 @@ describe('BatchQueue: queue timeouts and deadlines', () => {
   it('refuses a submit whose deadline already passed', async () => {
     const { clock, queue } = setup({});
     await clock.advanceAsync(50);
-    await expect(queue.submit('x', { deadlineMs: 40 })).rejects.toThrow('deadline passed before the request was queued (deadline was 10ms ago)');
+    await expect(queue.submit('x', { deadlineMs: clock.wallNow() - 10 })).rejects.toThrow('deadline passed before the request was queued (deadline was 10ms ago)');
   });
 });
