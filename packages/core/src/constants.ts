@@ -26,8 +26,11 @@ export const env = {
   logLevel: (): string => readString('SHOAL_LOG_LEVEL') ?? 'info',
   /** SHOAL_MAX_FRAME_BYTES: largest WebSocket frame accepted between head and workers (default 64 MiB). */
   maxFrameBytes: (): number => readInt('SHOAL_MAX_FRAME_BYTES', 64 * 1024 * 1024, 1024),
-  /** SHOAL_PEER_HIGH_WATER_BYTES: buffered outgoing bytes per connection past which new requests are refused and reading pauses (default 8 MiB). */
-  peerHighWaterBytes: (): number => readInt('SHOAL_PEER_HIGH_WATER_BYTES', 8 * 1024 * 1024, 1024),
+  /**
+   * SHOAL_PEER_HIGH_WATER_BYTES: buffered outgoing bytes per connection past which new requests are refused and
+   * reading pauses (default 128 MiB: a few maximum frames, so large tensors still flow while a slow peer is bounded).
+   */
+  peerHighWaterBytes: (): number => readInt('SHOAL_PEER_HIGH_WATER_BYTES', 128 * 1024 * 1024, 1024),
   /** SHOAL_HEARTBEAT_MS: how often a worker heartbeats to the head (default 500). */
   heartbeatMs: (): number => readInt('SHOAL_HEARTBEAT_MS', 500, 10),
   /** SHOAL_WORKER_TIMEOUT_MS: silence after which the head declares a worker dead (default 3000). */

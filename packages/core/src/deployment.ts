@@ -102,6 +102,21 @@ export function deployment(target: unknown, options: DeploymentOptions = {}): De
   return new Deployment('function', Wrapped as unknown as new (...args: never[]) => unknown, compiled, options);
 }
 
+/**
+ * A deployment class that serves a model over the Open Inference Protocol carries this static property (the ONNX
+ * backend's classes do); every ingress then answers /v2/models/<model> for it, whatever application it is in.
+ */
+export const OIP_MODEL: unique symbol = Symbol.for('shoal.oipModel') as never;
+
+export interface OipModelInfo {
+  /** Model name in /v2/models/<model>. */
+  model: string;
+  /** Version in /v2/models/<model>/versions/<version>. */
+  version: string;
+  /** @example "onnxruntime_onnx" */
+  platform: string;
+}
+
 /** The serialisable description of an application graph that the head stores and workers rebuild. */
 export interface DeploymentSpec {
   name: string;
@@ -111,6 +126,8 @@ export interface DeploymentSpec {
   dependencies: string[];
   /** Methods reachable through handles (lifecycle hooks excluded). HTTP goes to `fetch`, else to `call`. */
   methods: string[];
+  /** Set for a model served over the Open Inference Protocol (its class's OIP_MODEL). */
+  oip?: OipModelInfo;
 }
 
 export interface AppSpec {
@@ -175,7 +192,8 @@ export function buildAppSpec(root: Application, opts: { name: string; routePrefi
   for (const [name, app] of nodes) {
     const deps = new Set<string>();
     for (const arg of app.args) forEachApplication(arg, (d) => deps.add(d.deployment.options.name));
-    deployments.push({ name, kind: app.deployment.kind, options: app.deployment.options, dependencies: [...deps], methods: methodNames(app.deployment.factory) });
+    const oip = (app.deployment.factory as unknown as { [OIP_MODEL]?: OipModelInfo })[OIP_MODEL];
+    deployments.push({ name, kind: app.deployment.kind, options: app.deployment.options, dependencies: [...deps], methods: methodNames(app.deployment.factory), ...(oip === undefined ? {} : { oip: { ...oip } }) });
   }
   return { name: opts.name, routePrefix: opts.routePrefix, ingress: root.deployment.options.name, modulePath: opts.modulePath, exportName: opts.exportName, deployments };
 }

@@ -11,7 +11,7 @@
  *   // shoal run app.ts  ->  curl 'localhost:8000/?x=21'  ->  {"y":42}
  */
 export * from './errors.ts';
-export { deployment, Deployment, Application, type Handle, type CallOptions, type BindArgs, type FunctionInstance, type AppSpec, type DeploymentSpec, type DeploymentKind, type LifecycleHook, LIFECYCLE_HOOKS, buildAppSpec, collectGraph, forEachApplication, checkAppName } from './deployment.ts';
+export { deployment, Deployment, Application, type Handle, type CallOptions, type BindArgs, type FunctionInstance, type AppSpec, type DeploymentSpec, type DeploymentKind, type LifecycleHook, type OipModelInfo, OIP_MODEL, LIFECYCLE_HOOKS, buildAppSpec, collectGraph, forEachApplication, checkAppName } from './deployment.ts';
 export { type DeploymentOptions, type ResourceOptions, type CompiledDeploymentOptions, type CompiledResources, type CompiledDeploymentResources, type SharedBlobNeed, type DeviceKind, compileDeploymentOptions, checkInt, checkNumber, checkName } from './options.ts';
 export { validateAppSpec } from './app-spec.ts';
 export { ShoalRequest, HttpResponse, HttpError, response, toWireResponse, type WireHttpRequest, type WireHttpResponse } from './http.ts';
@@ -24,3 +24,4 @@ export * from './batching/index.ts';
 export { startEventLoopDelayMonitor, measureEventLoopDelay, EventLoopDelayGauge, type EventLoopDelayStats, type EventLoopDelayMonitor } from './event-loop-delay.ts';
 export { seededRandom } from './random.ts';
 export { readRequestBody } from './read-body.ts';
+export { registerProcessMetrics, type MetricsJson } from './process-metrics.ts';

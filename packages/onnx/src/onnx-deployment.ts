@@ -13,7 +13,8 @@
  */
 import { basename, dirname } from 'node:path';
 import {
-  IllegalStateError, InvalidOptionError, ReplicaUnavailableError, batch, compileBatchOptions, itemError,
+  IllegalStateError, InvalidOptionError, OIP_MODEL, ReplicaUnavailableError, batch, compileBatchOptions, itemError,
+  type OipModelInfo,
   type BatchOptions, type BatchQueueStats, type BatchedMethod,
 } from '@shoal/core';
 import { batchKey, splitFeeds, stackFeeds } from './batch-tensors.ts';
@@ -34,6 +35,8 @@ export interface OnnxModelOptions extends OrtPoolOptions {
   batching?: boolean | OnnxBatchingOptions;
   /** Sampling period of the event-loop delay gauge reported by stats(). @default 10 */
   eventLoopResolutionMs?: number;
+  /** The model's version over the Open Inference Protocol (/v2/models/NAME/versions/VERSION). @default '1' */
+  version?: string;
 }
 
 /** What stats() reports: counters for metrics and benchmarks. */
@@ -116,7 +119,8 @@ function compileBatching(b: OnnxModelOptions['batching'], threads: number): Batc
  * so a typo fails at declaration rather than in a replica.
  */
 export function onnxModel(options: OnnxModelOptions): OnnxModelClass {
-  const { batching, eventLoopResolutionMs, ...poolOptions } = options;
+  const { batching, eventLoopResolutionMs, version, ...poolOptions } = options;
+  if (version !== undefined && (typeof version !== 'string' || !/^[A-Za-z0-9_.-]{1,64}$/.test(version))) throw new InvalidOptionError('version', 'must be 1-64 characters of letters, digits, _ . -', version);
   const name = poolOptions.name ?? defaultModelName(poolOptions.model);
   const compiled = compileOrtPoolOptions({ ...poolOptions, name });
   const batchOptions = compileBatching(batching, compiled.threads);
@@ -196,5 +200,8 @@ export function onnxModel(options: OnnxModelOptions): OnnxModelClass {
     }
   }
   Object.defineProperty(OnnxModel, 'name', { value: name });
+  // Every ingress serves this deployment over the Open Inference Protocol as /v2/models/<name>.
+  const oip: OipModelInfo = { model: name, version: version ?? '1', platform: 'onnxruntime_onnx' };
+  Object.defineProperty(OnnxModel, OIP_MODEL, { value: oip });
   return OnnxModel;
 }

@@ -46,7 +46,7 @@ export function modelVersionSpec(m: RepositoryModel, v: RepositoryModelVersion):
 
 /** The application serving one version: a single deployment of onnxModel(). */
 export function modelVersionApp(spec: ModelVersionSpec): Application<OnnxModelInstance> {
-  const cls = onnxModel({ ...spec.pool, name: spec.model, batching: spec.batching });
+  const cls = onnxModel({ ...spec.pool, name: spec.model, version: spec.version, batching: spec.batching });
   return deployment(cls, { ...spec.options, name: spec.deployment }).bind();
 }
 

@@ -3,7 +3,10 @@
  * Written here rather than prom-client's collectDefaultMetrics: several of those are gauges whose names end in
  * `_total`, which `promtool check metrics` rejects, and they would start a second event-loop monitor.
  */
-import { Counter, Gauge, type Registry } from 'prom-client';
+import { Counter, Gauge, type MetricObjectWithValues, type MetricValue, type Registry } from 'prom-client';
+
+/** What a registry's getMetricsAsJSON() gives: what a worker sends the head, and what the head merges. */
+export type MetricsJson = Array<MetricObjectWithValues<MetricValue<string>>>;
 
 export function registerProcessMetrics(registry: Registry): void {
   const startSeconds = Math.round(Date.now() / 1000 - process.uptime());
