@@ -3,13 +3,13 @@ import { resolve } from 'node:path';
 import { createLogger, silentLogger, type AppSpec, type Handle } from '@shoal/core';
 import { Head, type HeadOptions } from '@shoal/head';
 import { createHandle } from '@shoal/router';
-import { loadAppSpec } from '../packages/cli/src/main.ts';
+import { loadAppSpec, localWorkerCommand } from '../packages/cli/src/main.ts';
 
 export const FIXTURE_APP = resolve(import.meta.dirname, 'fixtures/apps.ts');
 
 export async function startCluster(opts: Partial<HeadOptions> & { workers?: number } = {}): Promise<Head> {
   const logger = process.env.SHOAL_TEST_LOGS === '1' ? createLogger('test-head', 'debug') : silentLogger;
-  const head = new Head({ port: 0, httpPort: 0, workers: 2, workerCpus: 4, heartbeatMs: 200, workerTimeoutMs: 1500, logger, ...opts });
+  const head = new Head({ port: 0, httpPort: 0, workers: 2, workerCommand: localWorkerCommand(), workerCpus: 4, heartbeatMs: 200, workerTimeoutMs: 1500, logger, ...opts });
   await head.start();
   await head.waitForWorkers(opts.workers ?? 2);
   return head;

@@ -20,8 +20,10 @@ let busy: AppSpec;
 let timed: AppSpec;
 const url = (p: string): string => `${head.httpAddress}${p}`;
 
+// One worker: its ingress and its router are the only ones, so queue bounds (maxQueuedRequests is per router:
+// every worker's ingress keeps its own queue) and counts below are exact.
 beforeAll(async () => {
-  head = await startCluster();
+  head = await startCluster({ workers: 1, workerCpus: 16 });
   front = await deployFixture(head, { module: MODULE, name: 'front', routePrefix: '/' });
   relay = await deployFixture(head, { module: MODULE, exportName: 'relay', name: 'relay', routePrefix: '/relay' });
   busy = await deployFixture(head, { module: MODULE, exportName: 'busy', name: 'busy', routePrefix: '/busy' });
@@ -120,7 +122,8 @@ describe('backpressure', () => {
       expect(o.body.error).toMatch(/queued=4, maxQueuedRequests=4 for deployment "busy\/Busy"/);
       expect(Number(o.retryAfter)).toBeGreaterThanOrEqual(1);
     }
-    expect(head.router.stats()['busy/Busy']).toMatchObject({ inflight: 2, waiting: 4 });
+    const { workers } = await head.stats();
+    expect(workers[0]!.router['busy/Busy']).toMatchObject({ inflight: 2, waiting: 4 });
     expect((await replicaStats('busy', 'Busy')).ongoing).toBe(2);
     ac.abort();
     await Promise.all(requests);

@@ -34,6 +34,7 @@ async function call(method: string, path: string, body?: unknown, headers: Recor
   return { status: res.status, headers: res.headers, json, raw };
 }
 
+const auth = { authorization: `Bearer ${TOKEN}` };
 const infer = (model: string, inputs: unknown[], extra: Record<string, unknown> = {}) => call('POST', `/v2/models/${model}/infer`, { inputs, ...extra });
 
 beforeAll(async () => {
@@ -135,20 +136,25 @@ describe('shoal serve DIR', () => {
     const idx = await call('POST', '/v2/repository/index');
     expect(idx.json.map((e: { name: string; version?: string; state: string }) => [e.name, e.version, e.state])).toEqual([['broken', '1', 'UNAVAILABLE'], ['m', '1', 'READY']]);
 
-    expect((await call('POST', '/v2/repository/models/m/unload')).status).toBe(200);
+    // load and unload are control calls: refused without the cluster token, nothing changes.
+    const refused = await call('POST', '/v2/repository/models/m/unload');
+    expect([refused.status, refused.json.error]).toEqual([401, 'POST /v2/repository/models/m/unload is a control call: send "Authorization: Bearer <cluster token>"']);
+    expect((await call('POST', '/v2/repository/models/m/unload', undefined, { authorization: 'Bearer wrong' })).status).toBe(401);
+    expect((await call('GET', '/v2/models/m/ready')).status).toBe(200);
+    expect((await call('POST', '/v2/repository/models/m/unload', undefined, auth)).status).toBe(200);
     const gone = await infer('m', [{ name: 'x', shape: [1, 4], datatype: 'FP32', data: [1, 2, 3, 4] }]);
     expect([gone.status, gone.json.error]).toEqual([404, 'model "m" is not loaded (UNAVAILABLE: unloaded); POST /v2/repository/models/m/load loads it']);
     expect((await call('GET', '/v2/health/ready')).status).toBe(200);
 
     put('m/2/model.onnx', buildTinyModel());
-    expect((await call('POST', '/v2/repository/models/m/load')).status).toBe(200);
+    expect((await call('POST', '/v2/repository/models/m/load', undefined, auth)).status).toBe(200);
     expect((await call('GET', '/v2/models/m')).json.versions).toEqual(['2']);
     const ok = await infer('m', [{ name: 'x', shape: [1, 4], datatype: 'FP32', data: [1, 0, 0, 0] }]);
     expect([ok.status, ok.json.model_version]).toEqual([200, '2']);
 
-    const nf = await call('POST', '/v2/repository/models/nope/load');
+    const nf = await call('POST', '/v2/repository/models/nope/load', undefined, auth);
     expect(nf.status).toBe(404);
-    const br = await call('POST', '/v2/repository/models/broken/load');
+    const br = await call('POST', '/v2/repository/models/broken/load', undefined, auth);
     expect(br.status).toBe(400);
     expect(br.json.error).toMatch(/failed to load model "broken": version 1: .*onnxruntime failed to load the model/);
   });

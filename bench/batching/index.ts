@@ -12,7 +12,7 @@ import { parseArgs } from 'node:util';
 import { silentLogger, toWireError, type AppSpec, type BatchOptions } from '@shoal/core';
 import { Head } from '@shoal/head';
 import { createHandle } from '@shoal/router';
-import { loadAppSpec } from '@shoal/cli';
+import { loadAppSpec, localWorkerCommand } from '@shoal/cli';
 import { machine, percentile, printGoals, printTable, round, writeResult, type Goal, type Row } from '../lib.ts';
 import type { Curve, Synthetic } from './app.ts';
 
@@ -112,7 +112,7 @@ async function trace(name: string, r: StepResult): Promise<void> {
     + `${a ? ` phase=${a.phase} pays=${a.batchingPays} tail=${a.lastTailMs?.toFixed(1)} decisions=${a.decisions}` : ''}\n`);
 }
 
-const head = new Head({ port: 0, httpPort: 0, workers: 1, workerCpus: 8, logger: silentLogger });
+const head = new Head({ port: 0, httpPort: 0, workers: 1, workerCommand: localWorkerCommand(), workerCpus: 8, logger: silentLogger });
 const started = Date.now();
 try {
   await head.start();

@@ -29,7 +29,7 @@ import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
 import { silentLogger } from '@shoal/core';
 import { Head } from '@shoal/head';
-import { lateRoute, serveRepository } from '@shoal/cli';
+import { localWorkerCommand, serveRepository } from '@shoal/cli';
 import { defaultModelPaths } from '@shoal/example-ocr';
 import type { OnnxModelStats } from '@shoal/onnx';
 import { machine, printGoals, printTable, round, writeResult, type Goal, type Row } from '../lib.ts';
@@ -112,12 +112,11 @@ async function startServerProcess(script: string, cfg: Record<string, unknown>, 
 
 /** A head in this process with one local worker, the model repository served over KServe v2 binary. */
 async function startShoal(m: ModelCase, repo: string, item: Float32Array, tmp: string): Promise<System> {
-  const kserve = lateRoute();
-  const head = new Head({ port: 0, httpPort: 0, workers: 1, logger: silentLogger, extraRoutes: [kserve.route] });
+  const head = new Head({ port: 0, httpPort: 0, workers: 1, workerCommand: localWorkerCommand(), logger: silentLogger });
   try {
     await head.start();
     await head.waitForWorkers(1);
-    const { registry } = await serveRepository(head, repo, kserve.attach, { loadAll: false });
+    const { registry } = await serveRepository(head, repo, { loadAll: false });
     await registry.load(m.name);
     const meta = await (await fetch(`${head.httpAddress}/v2/models/${m.name}`)).json() as { outputs: Array<{ name: string }> };
     const header = Buffer.from(JSON.stringify({

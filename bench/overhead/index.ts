@@ -13,7 +13,7 @@ import { createInterface } from 'node:readline';
 import { silentLogger } from '@shoal/core';
 import { Head } from '@shoal/head';
 import { createHandle } from '@shoal/router';
-import { loadAppSpec } from '@shoal/cli';
+import { loadAppSpec, localWorkerCommand } from '@shoal/cli';
 import { hasWrk, machine, median, percentile, printGoals, printTable, round, wrk, writeResult, type Goal, type Row, type WrkResult } from '../lib.ts';
 
 const { values } = parseArgs({ options: { seconds: { type: 'string', default: '5' }, rounds: { type: 'string', default: '3' }, out: { type: 'string' } } });
@@ -29,7 +29,7 @@ const barePort = await new Promise<string>((r) => createInterface({ input: bare.
 const bareUrl = `http://127.0.0.1:${barePort}/`;
 
 // One worker holds the no-op and hello's three replicas (each asks for 1 logical CPU by default).
-const head = new Head({ port: 0, httpPort: 0, workers: 1, workerCpus: 4, logger: silentLogger });
+const head = new Head({ port: 0, httpPort: 0, workers: 1, workerCommand: localWorkerCommand(), workerCpus: 4, logger: silentLogger });
 try {
   await head.start();
   await head.waitForWorkers(1);

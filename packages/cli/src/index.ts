@@ -1,2 +1,2 @@
-export { main, loadAppSpec, control, formatStatus } from './main.ts';
-export { serveRepository, headModelCluster, lateRoute, type ServeOptions } from './serve.ts';
+export { main, loadAppSpec, control, formatStatus, localWorkerCommand } from './main.ts';
+export { serveRepository, headModelCluster, type ServeOptions } from './serve.ts';

@@ -4,15 +4,14 @@
  * print it.
  */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import type { IncomingMessage, ServerResponse } from 'node:http';
 import { resolve, basename } from 'node:path';
 import { existsSync } from 'node:fs';
 import { cpus as osCpus } from 'node:os';
 import { pathToFileURL } from 'node:url';
 import { buildAppSpec, createLogger, env, InvalidOptionError, ReplicaUnavailableError, ShoalError, type AppSpec } from '@shoal/core';
-import { Head } from '@shoal/head';
-import { runWorker } from '@shoal/worker/main';
-import { lateRoute, serveRepository } from './serve.ts';
+import { Head, type WorkerCommand } from '@shoal/head';
+import { runWorker, WORKER_ENTRY } from '@shoal/worker/main';
+import { serveRepository } from './serve.ts';
 
 const USAGE = `usage: shoal <command> [options]
 
@@ -83,9 +82,12 @@ function intFlag(name: string, raw: string | undefined, fallback: number, min: n
   return n;
 }
 
-type Route = (req: IncomingMessage, res: ServerResponse) => boolean;
+/** How the head starts a local worker: this Node with tsx (workers import TypeScript app modules as they are). */
+export function localWorkerCommand(): WorkerCommand {
+  return { command: process.execPath, args: ['--import', import.meta.resolve('tsx'), WORKER_ENTRY] };
+}
 
-async function startHead(values: Record<string, string | boolean | undefined>, defaultWorkers: number, extraRoutes: Route[] = []): Promise<Head> {
+async function startHead(values: Record<string, string | boolean | undefined>, defaultWorkers: number): Promise<Head> {
   const workers = intFlag('workers', values.workers as string | undefined, defaultWorkers, 0);
   const logger = createLogger('head');
   let head: Head | undefined;
@@ -97,13 +99,13 @@ async function startHead(values: Record<string, string | boolean | undefined>, d
     httpHost: (values['http-host'] as string | undefined) ?? '127.0.0.1',
     httpPort: intFlag('http-port', values['http-port'] as string | undefined, 8000, 0),
     workers,
+    workerCommand: localWorkerCommand(),
     workerCpus: osCpus().length,
     logger,
     heartbeatMs: env.heartbeatMs(),
     workerTimeoutMs: env.workerTimeoutMs(),
     maxFrameBytes: env.maxFrameBytes(),
     onShutdownRequest: () => { void stopAndExit(head!, 0); },
-    ...(extraRoutes.length > 0 ? { extraRoutes } : {}),
   });
   await head.start();
   installSignalHandlers(head);
@@ -192,11 +194,10 @@ async function serve(argv: string[]): Promise<number | undefined> {
   if (!existsSync(root)) throw new InvalidOptionError('DIR', 'no such directory', dir);
   const load = values.load ?? 'all';
   if (load !== 'all' && load !== 'none') throw new InvalidOptionError('--load', 'must be "all" or "none"', load);
-  const kserve = lateRoute();
-  const head = await startHead(values, 2, [kserve.route]);
+  const head = await startHead(values, 2);
   printHead(head, values.token !== undefined || env.token() !== undefined);
   await head.waitForWorkers(1);
-  const { loaded, failed } = await serveRepository(head, root, kserve.attach, { loadAll: load === 'all', loadTimeoutMs: intFlag('wait', values.wait, 120_000, 1) });
+  const { loaded, failed } = await serveRepository(head, root, { loadAll: load === 'all', loadTimeoutMs: intFlag('wait', values.wait, 120_000, 1) });
   for (const f of failed) process.stderr.write(`shoal: model "${f.name}" is UNAVAILABLE: ${f.error}\n`);
   process.stdout.write(`model repository ${root} served: ${head.httpAddress}/v2   (models ready: ${loaded.join(', ') || 'none'}; Ctrl-C stops everything)\n`);
   return undefined;

@@ -1,11 +1,12 @@
 /**
  * `shoal serve DIR`: a model repository served by the cluster. Every selected version of every model becomes an
- * application with one onnxModel() deployment (replicas, batching and threads from the model's config.json), and
- * the Open Inference Protocol (KServe v2) is mounted at /v2 on the head's HTTP ingress.
+ * application with one onnxModel() deployment (replicas, batching and threads from the model's config.json).
+ * Every ingress serves those models over the Open Inference Protocol (KServe v2) at /v2, as it does any model
+ * deployment; the repository extension (index, load, unload) is answered by the head, which holds the registry.
  */
-import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Head } from '@shoal/head';
-import { DeploymentRegistry, createKServeHandler, kserveRoute, type ModelCluster } from '@shoal/onnx';
+import { createKServeHandler } from '@shoal/oip';
+import { DeploymentRegistry, type ModelCluster } from '@shoal/onnx';
 
 /** The head as the registry's cluster: deploys through the controller, calls through the head's router. */
 export function headModelCluster(head: Head): ModelCluster {
@@ -22,18 +23,6 @@ export function headModelCluster(head: Head): ModelCluster {
   };
 }
 
-/**
- * A route for the head's `extraRoutes` that answers nothing until `attach` gives it a handler: the head must be
- * built with its routes, and the registry needs the started head.
- */
-export function lateRoute(): { route: (req: IncomingMessage, res: ServerResponse) => boolean; attach: (r: (req: IncomingMessage, res: ServerResponse) => boolean) => void } {
-  let inner: ((req: IncomingMessage, res: ServerResponse) => boolean) | undefined;
-  return {
-    route: (req, res) => inner?.(req, res) ?? false,
-    attach: (r) => { inner = r; },
-  };
-}
-
 export interface ServeOptions {
   /** Load every model at start (Triton's default); otherwise only on POST /v2/repository/models/NAME/load. @default true */
   loadAll?: boolean;
@@ -41,15 +30,14 @@ export interface ServeOptions {
   loadTimeoutMs?: number;
 }
 
-/** Builds the registry over the head, mounts /v2, and (by default) loads every model of the repository. */
+/** Builds the registry over the head, gives it the repository extension, and (by default) loads every model. */
 export async function serveRepository(
   head: Head,
   root: string,
-  attach: (r: (req: IncomingMessage, res: ServerResponse) => boolean) => void,
   opts: ServeOptions = {},
 ): Promise<{ registry: DeploymentRegistry; loaded: string[]; failed: Array<{ name: string; error: string }> }> {
   const registry = new DeploymentRegistry({ root, cluster: headModelCluster(head), ...(opts.loadTimeoutMs === undefined ? {} : { loadTimeoutMs: opts.loadTimeoutMs }) });
-  attach(kserveRoute(createKServeHandler(registry)));
+  head.setRepository(createKServeHandler(registry));
   if (opts.loadAll === false) return { registry, loaded: [], failed: [] };
   const { loaded, failed } = await registry.loadAll();
   return { registry, loaded, failed };

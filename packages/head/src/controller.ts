@@ -131,6 +131,16 @@ export class Controller {
     this.workers.delete(workerId);
   }
 
+  /**
+   * This process itself was stalled (stopped, or its event loop blocked) for `ms`: the workers' heartbeats wait
+   * unread in the sockets, so their silence is this side's. Every heartbeat clock restarts now.
+   */
+  headStalled(ms: number): void {
+    const now = this.opts.clock.monoNow();
+    this.opts.logger.warn('the head was stalled; restarting worker heartbeat clocks', { stalledMs: Math.round(ms), workerTimeoutMs: this.opts.workerTimeoutMs });
+    for (const w of this.workers.values()) if (w.state === 'ALIVE') w.lastHeartbeat = now;
+  }
+
   /** Declares dead every worker silent for longer than workerTimeoutMs. Called periodically. */
   checkWorkers(): string[] {
     const now = this.opts.clock.monoNow();

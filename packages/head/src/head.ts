@@ -1,24 +1,28 @@
 /**
- * The head node: the controller, the cluster endpoint (workers join over WebSocket; the control API is HTTP on the
- * same port), the HTTP ingress, and, in the embedded default, N local worker processes.
+ * The head node: the controller, the cluster endpoint (workers join over WebSocket; the control API, health and
+ * cluster metrics are HTTP on the same port) and, in the embedded default, N local worker processes that serve
+ * the public HTTP port themselves (the head binds it and hands it over; it never accepts on it). With no local
+ * workers the head serves HTTP through its own ingress and router.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { randomBytes } from 'node:crypto';
 import { WebSocketServer, type WebSocket } from 'ws';
 import {
-  DeployError, NotFoundError, ReplicaUnavailableError, UnauthorizedError, realClock, toWireError, validateAppSpec, type AppSpec,
-  type Clock, type Logger,
+  DeployError, InvalidOptionError, NotFoundError, ReplicaUnavailableError, UnauthorizedError, realClock, toWireError, validateAppSpec, type AppSpec,
+  type Clock, type Logger, type WireHttpRequest, type WireHttpResponse,
 } from '@shoal/core';
 import {
   PROTOCOL_VERSION, Peer, acceptHello, sendWelcome, tokenMatches, type Message, type NewRequest, type RouteTable,
   type WorkerStats,
 } from '@shoal/protocol';
 import { Router, type Dispatch, type ReplicaRef, type Transport } from '@shoal/router';
+import { Ingress, OipRoute, readBody, sendError, sendJson, type ExtraRoute } from '@shoal/ingress';
 import { Controller, type ClusterOps } from './controller.ts';
-import { Ingress, type IngressOptions } from './ingress.ts';
-import { readBody, sendError, sendJson } from './http-util.ts';
-import { LocalWorkers } from './local-workers.ts';
+import { LocalWorkers, bindSharedSocket, type SharedListenSocket, type WorkerCommand } from './local-workers.ts';
 import { HeadMetrics, METRICS_CONTENT_TYPE } from './metrics.ts';
+
+/** A transport-free handler of repository requests (@shoal/oip's createKServeHandler over a repository). */
+export type RepositoryHandler = (req: { method: string; path: string; headers: Record<string, string | string[] | undefined>; body: Buffer }) => Promise<{ status: number; headers: Record<string, string>; body: Buffer | readonly Buffer[] }>;
 
 export interface HeadOptions {
   /** Cluster token; generated when not given. */
@@ -31,8 +35,10 @@ export interface HeadOptions {
   httpHost?: string;
   /** HTTP ingress port. @default 8000 */
   httpPort?: number;
-  /** Local worker processes to spawn (embedded default). @default 0 */
+  /** Local worker processes to spawn (embedded default); they serve the HTTP port. @default 0 */
   workers?: number;
+  /** How to start a local worker process (the CLI's `localWorkerCommand()`); required when `workers` > 0. */
+  workerCommand?: WorkerCommand;
   /** Logical CPUs each local worker offers (each is a whole process that may use every core). @default os.cpus().length */
   workerCpus?: number;
   logger: Logger;
@@ -42,7 +48,8 @@ export interface HeadOptions {
   clock?: Clock;
   /** Called when a control call asks the head to shut down. */
   onShutdownRequest?: () => void;
-  extraRoutes?: IngressOptions['extraRoutes'];
+  /** Routes the head's own ingress tries before applications (only when it serves HTTP itself: no local workers). */
+  extraRoutes?: ExtraRoute[];
 }
 
 export class Head {
@@ -51,7 +58,13 @@ export class Head {
   readonly router: Router;
   readonly metrics: HeadMetrics;
   private readonly peers = new Map<string, Peer>();
-  private readonly ingress: Ingress;
+  /** The head's own ingress, when it has no local workers to serve HTTP. */
+  private readonly ingress: Ingress | undefined;
+  private readonly oip: OipRoute | undefined;
+  /** Answers the model repository extension (index, load, unload) for every ingress; set by `shoal serve`. */
+  private repository: RepositoryHandler | undefined;
+  private shared: SharedListenSocket | undefined;
+  private appsVersion = 0;
   private server: Server | undefined;
   private wss: WebSocketServer | undefined;
   private loop: NodeJS.Timeout | undefined;
@@ -85,8 +98,14 @@ export class Head {
         },
       })),
     });
-    const metrics = { observeHttp: this.metrics.observeHttp.bind(this.metrics), scrape: () => this.metrics.scrape(), contentType: METRICS_CONTENT_TYPE };
-    this.ingress = new Ingress({ router: this.router, logger: opts.logger.child('ingress'), isReady: () => this.isReady(), metrics, ...(opts.extraRoutes ? { extraRoutes: opts.extraRoutes } : {}) });
+    if ((opts.workers ?? 0) > 0 && opts.workerCommand === undefined) throw new InvalidOptionError('workerCommand', `is required to spawn ${opts.workers} local workers (the CLI's localWorkerCommand() gives it)`);
+    if ((opts.workers ?? 0) === 0) {
+      const metrics = { observeHttp: this.metrics.observeHttp.bind(this.metrics), scrape: () => this.metrics.scrape(), contentType: METRICS_CONTENT_TYPE };
+      this.oip = new OipRoute({ router: this.router, logger: opts.logger.child('oip'), token: this.token, forwardRepository: (req) => this.repositoryCall(req) });
+      this.ingress = new Ingress({ router: this.router, logger: opts.logger.child('ingress'), isReady: () => this.isReady(), metrics, extraRoutes: [...(opts.extraRoutes ?? []), this.oip] });
+    } else if (opts.extraRoutes !== undefined && opts.extraRoutes.length > 0) {
+      throw new InvalidOptionError('extraRoutes', 'serve only on the head\'s own ingress (workers: 0); with local workers the workers serve HTTP');
+    }
   }
 
   async start(): Promise<void> {
@@ -100,15 +119,30 @@ export class Head {
     });
     const addr = this.server.address();
     this.clusterAddress = `ws://${host}:${typeof addr === 'object' && addr !== null ? addr.port : 0}`;
-    const http = await this.ingress.listen(this.opts.httpPort ?? 8000, this.opts.httpHost ?? '127.0.0.1');
-    this.httpAddress = `http://${http.host}:${http.port}`;
+    const httpHost = this.opts.httpHost ?? '127.0.0.1';
+    if (this.ingress !== undefined) {
+      const http = await this.ingress.listen({ port: this.opts.httpPort ?? 8000, host: httpHost });
+      this.httpAddress = `http://${http.host}:${http.port}`;
+    } else {
+      this.shared = bindSharedSocket(httpHost, this.opts.httpPort ?? 8000);
+      this.httpAddress = `http://${httpHost.includes(':') ? `[${httpHost}]` : httpHost}:${this.shared.port}`;
+    }
+    const clock = this.opts.clock ?? realClock;
+    let lastTick = clock.monoNow();
     this.loop = setInterval(() => {
+      // A tick far later than its period means this process was stalled, not that every worker went quiet.
+      const now = clock.monoNow();
+      if (now - lastTick > this.opts.workerTimeoutMs / 2) this.controller.headStalled(now - lastTick);
+      lastTick = now;
       this.controller.checkWorkers();
       void this.controller.reconcile();
     }, 200);
     this.loop.unref();
     if ((this.opts.workers ?? 0) > 0) {
-      this.locals = new LocalWorkers({ count: this.opts.workers!, address: this.clusterAddress, token: this.token, logger: this.opts.logger.child('local-workers'), ...(this.opts.workerCpus ? { cpus: this.opts.workerCpus } : {}) });
+      this.locals = new LocalWorkers({
+        count: this.opts.workers!, address: this.clusterAddress, token: this.token, logger: this.opts.logger.child('local-workers'), command: this.opts.workerCommand!,
+        ...(this.opts.workerCpus ? { cpus: this.opts.workerCpus } : {}), ...(this.shared ? { http: this.shared } : {}),
+      });
       this.locals.start();
     }
     this.opts.logger.info('head started', { cluster: this.clusterAddress, http: this.httpAddress });
@@ -125,14 +159,37 @@ export class Head {
 
   async deploy(spec: AppSpec): Promise<void> {
     this.controller.deploy(spec);
-    this.ingress.setApps(this.controller.appSpecs());
+    this.publishApps();
     await this.controller.reconcile();
   }
 
   async deleteApp(name: string): Promise<void> {
     this.controller.deleteApp(name);
-    this.ingress.setApps(this.controller.appSpecs());
+    this.publishApps();
     await this.controller.reconcile();
+  }
+
+  /** Serves the repository extension of the Open Inference Protocol (shoal serve's model repository). */
+  setRepository(handler: RepositoryHandler | undefined): void {
+    this.repository = handler;
+    this.publishApps();
+  }
+
+  private async repositoryCall(req: WireHttpRequest): Promise<WireHttpResponse> {
+    if (this.repository === undefined) throw new NotFoundError('this cluster serves no model repository (models come from applications); start one with `shoal serve DIR`');
+    const body = Buffer.isBuffer(req.body) ? req.body : Buffer.from(req.body.buffer, req.body.byteOffset, req.body.byteLength);
+    const r = await this.repository({ method: req.method, path: req.path, headers: req.headers, body });
+    return { status: r.status, headers: r.headers, body: Buffer.isBuffer(r.body) ? r.body : Buffer.concat(r.body as readonly Buffer[]) };
+  }
+
+  /** Mounts the applications on every ingress: the head's own, and every worker's. */
+  private publishApps(): void {
+    const apps = this.controller.appSpecs();
+    const repository = this.repository !== undefined;
+    this.ingress?.setApps(apps);
+    this.oip?.setApps(apps, repository);
+    this.appsVersion++;
+    for (const p of this.peers.values()) if (!p.closed) p.send({ t: 'apps', version: this.appsVersion, apps: [...apps], repository });
   }
 
   /** Waits until the application's replicas are running; throws with the deployment's status message if not. */
@@ -160,7 +217,8 @@ export class Head {
     this.router.close();
     for (const p of this.peers.values()) p.close(1001, 'head stopping');
     await this.locals?.stop();
-    await this.ingress.close();
+    await this.ingress?.close();
+    this.shared?.close();
     for (const c of this.wss?.clients ?? []) c.terminate();
     this.wss?.close();
     const server = this.server;
@@ -230,7 +288,7 @@ export class Head {
       name: `worker ${rec.workerId} (${hello.name})`,
       maxFrameBytes: this.opts.maxFrameBytes,
       logger: log,
-      onMessage: (m) => this.onWorkerMessage(rec.workerId, m),
+      onMessage: (m, p) => this.onWorkerMessage(rec.workerId, m, p),
       onClose: (err) => {
         this.peers.delete(rec.workerId);
         if (this.stopped) return; // the head is going away: nothing to re-place
@@ -242,11 +300,20 @@ export class Head {
     this.peers.set(rec.workerId, peer);
     const routes = this.controller.currentRoutes();
     peer.send({ t: 'routes', version: routes.version, table: routes.table });
+    peer.send({ t: 'apps', version: this.appsVersion, apps: [...this.controller.appSpecs()], repository: this.repository !== undefined });
     void this.controller.reconcile();
   }
 
-  private onWorkerMessage(workerId: string, m: Message): void {
+  private onWorkerMessage(workerId: string, m: Message, peer: Peer): void {
     if (m.t === 'hb') { this.controller.heartbeat(workerId); return; }
+    if (m.t === 'repository') {
+      this.repositoryCall(m.req).then((r) => peer.reply(m.id, r), (e: unknown) => peer.replyError(m.id, toWireError(e)));
+      return;
+    }
+    if (m.t === 'scrape') {
+      this.metrics.scrape().then((text) => peer.reply(m.id, text), (e: unknown) => peer.replyError(m.id, toWireError(e)));
+      return;
+    }
     if (m.t === 'replicaState') return; // the controller learns states from start/stop replies; this is for logs
     this.opts.logger.debug('unexpected message from worker', { workerId, type: m.t });
   }
@@ -255,7 +322,14 @@ export class Head {
   private async control(req: IncomingMessage, res: ServerResponse): Promise<void> {
     try {
       const url = new URL(req.url ?? '/', 'http://head');
-      if (url.pathname === '/api/healthz') { sendJson(res, 200, { status: 'ok', protocol: PROTOCOL_VERSION }); return; }
+      if (url.pathname === '/api/healthz' || url.pathname === '/-/healthz') { sendJson(res, 200, { status: 'ok', protocol: PROTOCOL_VERSION }); return; }
+      // Health and metrics need no token, as on the public port: load balancers and Prometheus scrape them.
+      if (url.pathname === '/-/ready') { const ready = this.isReady(); sendJson(res, ready ? 200 : 503, { status: ready ? 'ready' : 'not ready' }); return; }
+      if (url.pathname === '/-/metrics') {
+        const text = await this.metrics.scrape();
+        res.writeHead(200, { 'content-type': METRICS_CONTENT_TYPE, 'content-length': Buffer.byteLength(text) }).end(text);
+        return;
+      }
       const auth = req.headers.authorization;
       const given = auth?.startsWith('Bearer ') ? auth.slice(7) : undefined;
       if (!tokenMatches(this.token, given)) {

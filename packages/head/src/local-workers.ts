@@ -1,23 +1,63 @@
 /**
  * The embedded default: the head spawns N worker processes on this machine and keeps N alive. Workers get the
  * token through the environment (not argv, which other users can read), and are stopped with the head.
+ *
+ * HTTP: the head binds the public port once and hands the socket to every local worker over IPC, so the kernel
+ * spreads connections across the workers and each answers in its own process. The head itself never accepts on
+ * it; it only keeps the socket, for workers it starts later.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import type { Logger } from '@shoal/core';
+import net from 'node:net';
+import { DeployError, InvalidOptionError, type Logger } from '@shoal/core';
+import { IPC_HTTP_SOCKET, IPC_HTTP_SOCKET_REQUEST } from '@shoal/protocol';
+
+/** How to start one worker process: the CLI knows where the worker's entry is (the head does not import it). */
+export interface WorkerCommand {
+  command: string;
+  args: string[];
+}
 
 export interface LocalWorkersOptions {
   count: number;
   address: string;
   token: string;
   logger: Logger;
+  command: WorkerCommand;
   cpus?: number;
+  /** The public HTTP socket to hand to each worker. @default none (workers serve no HTTP) */
+  http?: SharedListenSocket;
 }
 
-/** `node --import tsx <worker main>`: workers import TypeScript app modules without a build step. */
-export function workerCommand(): { command: string; args: string[] } {
-  const tsx = import.meta.resolve('tsx');
-  const main = new URL('../../worker/src/main.ts', import.meta.url);
-  return { command: process.execPath, args: ['--import', tsx, main.pathname] };
+
+/** A bound listening socket that this process holds without accepting on it. */
+export interface SharedListenSocket {
+  /** The libuv TCP handle, as child_process.send() passes it. */
+  readonly handle: object;
+  readonly host: string;
+  readonly port: number;
+  close(): void;
+}
+
+interface TcpHandle { getsockname(out: { port?: number }): number; close(): void }
+type CreateServerHandle = (address: string, port: number, addressType: number, fd?: number, flags?: number) => TcpHandle | number;
+
+/**
+ * Binds host:port for workers to listen on. Node's cluster module does the same (bind here, listen in each
+ * worker) through net's internal _createServerHandle, which this uses too: a public net.Server would start
+ * accepting in the head, which must stay off the data path.
+ */
+export function bindSharedSocket(host: string, port: number): SharedListenSocket {
+  const create = (net as unknown as { _createServerHandle?: CreateServerHandle })._createServerHandle;
+  if (typeof create !== 'function') throw new DeployError(`this Node.js (${process.version}) has no net._createServerHandle; run the head with --workers 0 and workers with --http-port`);
+  const family = net.isIPv6(host) ? 6 : 4;
+  const h = create(host, port, family);
+  if (typeof h === 'number') {
+    const code = h === -98 ? 'EADDRINUSE' : h === -13 ? 'EACCES' : `errno ${h}`;
+    throw new InvalidOptionError('httpPort', `cannot bind ${host}:${port}: ${code}`, port);
+  }
+  const out: { port?: number } = {};
+  h.getsockname(out);
+  return { handle: h, host, port: out.port ?? port, close: () => h.close() };
 }
 
 export class LocalWorkers {
@@ -35,11 +75,21 @@ export class LocalWorkers {
   }
 
   private spawnOne(index: number): void {
-    const { command, args } = workerCommand();
-    const argv = [...args, '--address', this.opts.address, ...(this.opts.cpus ? ['--cpus', String(this.opts.cpus)] : [])];
-    const child = spawn(command, argv, { env: { ...process.env, SHOAL_TOKEN: this.opts.token }, stdio: ['ignore', 'inherit', 'inherit'] });
+    const { command, args } = this.opts.command;
+    const http = this.opts.http;
+    const argv = [...args, '--address', this.opts.address, ...(this.opts.cpus ? ['--cpus', String(this.opts.cpus)] : []), ...(http ? ['--http-from-parent'] : [])];
+    const child = spawn(command, argv, { env: { ...process.env, SHOAL_TOKEN: this.opts.token }, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
     this.children.add(child);
     this.opts.logger.info('spawned local worker', { index, pid: child.pid });
+    child.on('message', (m: unknown) => {
+      if (m !== IPC_HTTP_SOCKET_REQUEST || http === undefined || !child.connected) return;
+      child.send(IPC_HTTP_SOCKET, http.handle as net.Server, (err) => {
+        if (err) this.opts.logger.warn('could not hand the HTTP socket to a local worker', { pid: child.pid, error: err.message });
+      });
+    });
+    // The IPC channel must not keep the head alive, nor its errors (a worker that died mid-send) crash it.
+    child.on('error', (err) => this.opts.logger.warn('local worker process error', { pid: child.pid, error: err.message }));
+    child.channel?.unref();
     child.once('exit', (code, signal) => {
       this.children.delete(child);
       if (this.stopping) return;

@@ -5,10 +5,10 @@
  * A worker that does not answer within workerTimeoutMs is left out of that scrape (and logged): a scrape
  * never waits on a stuck worker.
  */
-import { AggregatorRegistry, Counter, Gauge, Histogram, Registry, type MetricObjectWithValues, type MetricValue } from 'prom-client';
-import type { Logger } from '@shoal/core';
+import { AggregatorRegistry, Gauge, Registry, type MetricObjectWithValues, type MetricValue } from 'prom-client';
+import { HttpMetrics } from '@shoal/ingress';
+import { registerProcessMetrics, type Logger, type MetricsJson } from '@shoal/core';
 import type { ReplicaState } from '@shoal/protocol';
-import { registerProcessMetrics, type MetricsJson } from '@shoal/worker';
 import type { ClusterStatus } from './controller.ts';
 
 export interface WorkerMetricsSource {
@@ -31,8 +31,6 @@ export interface HeadMetricsOptions {
 export const METRICS_CONTENT_TYPE = Registry.PROMETHEUS_CONTENT_TYPE;
 
 const STATES: readonly ReplicaState[] = ['STARTING', 'RUNNING', 'DRAINING', 'STOPPED', 'FAILED'];
-/** Request latency buckets, in seconds: from a cache hit to a slow generation. */
-const DURATION_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
 
 /**
  * One exposition from several registries' JSON (the head's and each worker's): one HELP and TYPE per name,
@@ -44,15 +42,13 @@ export function mergeMetrics(parts: readonly MetricsJson[]): Registry {
 
 export class HeadMetrics {
   readonly registry = new Registry();
-  private readonly requests: Counter<'app' | 'code'>;
-  private readonly duration: Histogram<'app'>;
+  private readonly http: HttpMetrics;
   private readonly timeoutMs: number;
 
   constructor(private readonly opts: HeadMetricsOptions) {
     this.timeoutMs = opts.workerTimeoutMs ?? 1000;
     const registers = [this.registry];
-    this.requests = new Counter({ name: 'shoal_http_requests_total', help: 'HTTP requests the ingress answered, per application and status code (499: the client left first).', labelNames: ['app', 'code'], registers });
-    this.duration = new Histogram({ name: 'shoal_http_request_duration_seconds', help: 'Time from an HTTP request\'s arrival at the ingress to its answer, per application.', labelNames: ['app'], buckets: DURATION_BUCKETS, registers });
+    this.http = new HttpMetrics(this.registry);
     new Gauge({
       name: 'shoal_router_inflight_requests', help: 'Requests the head\'s router has in flight to replicas, per deployment.', labelNames: ['deployment'], registers,
       collect() { this.reset(); for (const [deployment, s] of Object.entries(opts.router())) this.set({ deployment }, s.inflight); },
@@ -79,8 +75,7 @@ export class HeadMetrics {
 
   /** Records one answered HTTP request of an application. */
   observeHttp(app: string, code: number, seconds: number): void {
-    this.requests.inc({ app, code: String(code) });
-    this.duration.observe({ app }, seconds);
+    this.http.observeHttp(app, code, seconds);
   }
 
   /** The merged exposition: this head's registry and every worker that answered in time. */

@@ -125,6 +125,20 @@ describe('Controller reconciliation', () => {
       expect(ops.stops).toHaveLength(0);
     });
 
+    it('declares nobody dead for a silence the head itself caused (it was stalled), and still times out after', () => {
+      const { ctl, clock, addWorker } = rig({ workerTimeoutMs: 3000 });
+      const w1 = addWorker(1);
+      const w2 = addWorker(1);
+      clock.advance(8000); // the head was stopped (SIGSTOP) for 8 s: no heartbeat was read
+      ctl.headStalled(8000);
+      expect(ctl.checkWorkers()).toEqual([]);
+      expect(ctl.aliveWorkers()).toHaveLength(2);
+      // After the stall the clocks run again: w2 heartbeats, w1 stays silent past the timeout.
+      for (let t = 0; t < 3000; t += 500) { clock.advance(500); ctl.heartbeat(w2); }
+      clock.advance(1);
+      expect(ctl.checkWorkers()).toEqual([w1]);
+    });
+
     it('keeps a worker that heartbeats alive', () => {
       const { ctl, clock, addWorker } = rig({ workerTimeoutMs: 3000 });
       const w1 = addWorker(1);

@@ -6,7 +6,7 @@
 import type { AppSpec, BatchQueueStats, WireError, WireHttpRequest, WireHttpResponse } from '@shoal/core';
 
 /** Bumped on any incompatible change; checked in `hello`. */
-export const PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSION = 3;
 
 export type ReplicaState = 'STARTING' | 'RUNNING' | 'DRAINING' | 'STOPPED' | 'FAILED';
 
@@ -53,10 +53,19 @@ export interface StopReplicaMessage { t: 'stop'; id: number; replicaId: string; 
 export interface ReconfigureMessage { t: 'reconfigure'; id: number; replicaId: string; userConfig: unknown }
 export interface HealthMessage { t: 'health'; id: number; replicaId: string; timeoutMs: number }
 export interface RoutesMessage { t: 'routes'; version: number; table: RouteTable }
+/**
+ * Every application the head serves, so each worker's ingress mounts them; sent on every deploy or delete and
+ * right after welcome (a worker serves HTTP only once it has its first one).
+ */
+export interface AppsMessage { t: 'apps'; version: number; apps: AppSpec[]; /** The head serves a model repository (index, load, unload). */ repository?: boolean }
 /** Asks a worker for its gauges; the reply's value is a {@link WorkerStats}. */
 export interface StatsMessage { t: 'stats'; id: number }
 /** Asks a worker for its Prometheus registry; the reply's value is prom-client's getMetricsAsJSON() array. */
 export interface MetricsMessage { t: 'metrics'; id: number }
+/** Worker -> head: asks for the whole cluster's metrics (the reply's value is the Prometheus text), for /-/metrics on a worker's ingress. */
+export interface ScrapeMessage { t: 'scrape'; id: number }
+/** Worker -> head: a model repository request (index, load, unload) its ingress received; the reply's value is a WireHttpResponse. */
+export interface RepositoryMessage { t: 'repository'; id: number; req: WireHttpRequest }
 
 /** One replica's gauges: every count returns to 0 when it is idle, whatever was cancelled. */
 export interface ReplicaStats {
@@ -74,6 +83,8 @@ export interface ReplicaStats {
 
 export interface WorkerStats {
   workerId: string;
+  /** HTTP requests this worker's ingress answered, and data-plane requests it took from other processes. */
+  traffic?: { ingressRequests: number; dataIn: { call: number; http: number } };
   replicas: ReplicaStats[];
   /** The worker's router (handle calls its replicas make), per deployment key. */
   router: Record<string, { inflight: number; waiting: number; replicas: number }>;
@@ -109,12 +120,19 @@ export interface ReplyOk { t: 'reply'; id: number; ok: true; value: unknown; q?:
 export interface ReplyErr { t: 'reply'; id: number; ok: false; error: WireError; q?: number }
 export type ReplyMessage = ReplyOk | ReplyErr;
 
-export type WorkerToHead = HelloMessage | HeartbeatMessage | ReplicaStateMessage | ReplyMessage;
-export type HeadToWorker = WelcomeMessage | RefuseMessage | StartReplicaMessage | StopReplicaMessage | ReconfigureMessage | HealthMessage | StatsMessage | MetricsMessage | RoutesMessage | CallMessage | HttpMessage | CancelMessage | ReplyMessage;
+export type WorkerToHead = HelloMessage | HeartbeatMessage | ReplicaStateMessage | ScrapeMessage | RepositoryMessage | ReplyMessage;
+export type HeadToWorker = WelcomeMessage | RefuseMessage | StartReplicaMessage | StopReplicaMessage | ReconfigureMessage | HealthMessage | StatsMessage | MetricsMessage | RoutesMessage | AppsMessage | CallMessage | HttpMessage | CancelMessage | ReplyMessage;
 export type PeerToWorker = HelloMessage | CallMessage | HttpMessage | CancelMessage | ReplyMessage;
 export type Message = WorkerToHead | HeadToWorker | PeerToWorker;
 
 /** Messages that expect a reply. */
-export type RequestMessage = StartReplicaMessage | StopReplicaMessage | ReconfigureMessage | HealthMessage | StatsMessage | MetricsMessage | CallMessage | HttpMessage;
+export type RequestMessage = StartReplicaMessage | StopReplicaMessage | ReconfigureMessage | HealthMessage | StatsMessage | MetricsMessage | ScrapeMessage | RepositoryMessage | CallMessage | HttpMessage;
 
 export type { WireHttpRequest, WireHttpResponse };
+
+/**
+ * The embedded default's HTTP socket hand-over over a local worker's IPC channel (not the WebSocket): the worker
+ * asks once it can take it, and the head answers with the listening socket attached.
+ */
+export const IPC_HTTP_SOCKET_REQUEST = 'shoal:http-socket?';
+export const IPC_HTTP_SOCKET = 'shoal:http-socket';

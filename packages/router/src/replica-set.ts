@@ -16,12 +16,25 @@ export interface ReplicaRef {
 }
 
 export class ReplicaSet {
-  replicas: ReplicaRef[] = [];
+  private list: ReplicaRef[] = [];
+  /** The replicas in this process's own worker (none in the head). */
+  private locals: ReplicaRef[] = [];
   maxOngoingRequests = 1;
   maxQueuedRequests = 0;
   requestTimeoutMs = 0;
 
-  constructor(readonly key: string, private readonly random: () => number = Math.random) {}
+  /**
+   * @param localWorkerId the worker this router lives in: its replicas are preferred when their queue is no longer
+   * than the best remote choice, so a request served where it arrived makes no hop at all.
+   */
+  constructor(readonly key: string, private readonly random: () => number = Math.random, private readonly localWorkerId: () => string | undefined = () => undefined) {}
+
+  get replicas(): ReplicaRef[] { return this.list; }
+  set replicas(rs: ReplicaRef[]) {
+    this.list = rs;
+    const local = this.localWorkerId();
+    this.locals = local === undefined ? [] : rs.filter((r) => r.workerId === local);
+  }
 
   /** Applies a new route entry, keeping the counters of replicas that stay. */
   update(entry: RouteEntry): void {
@@ -36,8 +49,21 @@ export class ReplicaSet {
     this.replicas = this.replicas.filter((r) => r.replicaId !== replicaId);
   }
 
-  /** Power of two choices among replicas below maxOngoingRequests; undefined when all are full (or none). */
+  /**
+   * Power of two choices among replicas below maxOngoingRequests, then the least loaded local replica instead
+   * when its queue is not longer than that choice's; undefined when all are full (or none).
+   */
   choose(): ReplicaRef | undefined {
+    const pick = this.chooseAny();
+    if (this.locals.length === 0) return pick;
+    const max = this.maxOngoingRequests;
+    let best: ReplicaRef | undefined;
+    for (const r of this.locals) if (r.inflight < max && (best === undefined || load(r) < load(best))) best = r;
+    if (best !== undefined && (pick === undefined || load(best) <= load(pick))) return best;
+    return pick;
+  }
+
+  private chooseAny(): ReplicaRef | undefined {
     const rs = this.replicas;
     const n = rs.length;
     if (n === 0) return undefined;

@@ -13,7 +13,8 @@ import { ReplicaSet, type ReplicaRef } from './replica-set.ts';
 /** One request in flight, with a way to cancel it at the replica. */
 export interface Dispatch {
   reply: Promise<ReplyMessage>;
-  cancel(): void;
+  /** Cancels the request at the replica; `reason` is what its signal aborts with (a local replica sees it). */
+  cancel(reason: Error): void;
 }
 
 /** How a router reaches a replica: over a connection to its worker, or in process when it is local. */
@@ -56,6 +57,8 @@ export interface RouterOptions {
   /** How long a request waits for a deployment that has no running replica before NoReplicaError. @default 30000 */
   noReplicaTimeoutMs?: number;
   random?: () => number;
+  /** The worker this router lives in, once known: its replicas are preferred (see ReplicaSet.choose). @default none (the head) */
+  localWorkerId?: () => string | undefined;
 }
 
 interface Waiter {
@@ -68,12 +71,12 @@ interface Waiter {
 export class Router {
   private readonly sets = new Map<string, ReplicaSet>();
   private readonly waiters = new Map<string, Waiter[]>();
-  private readonly opts: Required<Omit<RouterOptions, 'random'>> & { random: () => number };
+  private readonly opts: Required<Omit<RouterOptions, 'random' | 'localWorkerId'>> & { random: () => number; localWorkerId: () => string | undefined };
   private routesVersion = -1;
   private closed = false;
 
   constructor(opts: RouterOptions) {
-    this.opts = { noReplicaTimeoutMs: 30_000, random: Math.random, ...opts };
+    this.opts = { noReplicaTimeoutMs: 30_000, random: Math.random, localWorkerId: () => undefined, ...opts };
   }
 
   /** The clock deadlines are read on: a handle makes its deadline from it. */
@@ -86,7 +89,7 @@ export class Router {
     this.routesVersion = version;
     for (const [key, entry] of Object.entries(table)) {
       let set = this.sets.get(key);
-      if (set === undefined) { set = new ReplicaSet(key, this.opts.random); this.sets.set(key, set); }
+      if (set === undefined) { set = new ReplicaSet(key, this.opts.random, this.opts.localWorkerId); this.sets.set(key, set); }
       set.update(entry);
       this.wake(key);
     }
@@ -115,6 +118,11 @@ export class Router {
     }
     for (const [key, ws] of this.waiters) if (!(key in out) && ws.length > 0) out[key] = { inflight: 0, waiting: ws.length, replicas: 0 };
     return out;
+  }
+
+  /** Running replicas this router knows of for a deployment. */
+  replicaCount(key: string): number {
+    return this.sets.get(key)?.replicas.length ?? 0;
   }
 
   requestTimeoutMs(key: string): number {
@@ -183,14 +191,16 @@ export class Router {
       };
       const onAbort = (): void => {
         cleanup();
-        dispatch.cancel();
-        reject(new CancelledError(`call to "${key}" cancelled by the caller`));
+        const err = new CancelledError(`call to "${key}" cancelled by the caller`);
+        dispatch.cancel(err);
+        reject(err);
       };
       if (opts.deadline !== undefined) {
         timer = this.opts.clock.setTimeout(() => {
           cleanup();
-          dispatch.cancel();
-          reject(new DeadlineExceededError(`deadline exceeded waiting for "${key}" to answer`));
+          const err = new DeadlineExceededError(`deadline exceeded waiting for "${key}" to answer`);
+          dispatch.cancel(err);
+          reject(err);
         }, Deadline.remainingMs(opts.deadline, this.opts.clock));
       }
       opts.signal?.addEventListener('abort', onAbort, { once: true });

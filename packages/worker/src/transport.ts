@@ -30,7 +30,7 @@ export class WorkerTransport implements Transport {
   dispatch(replica: ReplicaRef, message: NewRequest): Dispatch {
     if (replica.workerId === this.opts.workerId()) {
       const controller = new AbortController();
-      return { reply: this.opts.local.dispatchLocal(message, controller), cancel: () => controller.abort() };
+      return { reply: this.opts.local.dispatchLocal(message, controller), cancel: (reason) => controller.abort(reason) };
     }
     let id: number | undefined;
     let peerRef: Peer | undefined;

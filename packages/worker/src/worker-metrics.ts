@@ -4,10 +4,10 @@
  * the native addon's device, blob and pool gauges when the addon is loaded. The head asks for it with a `metrics`
  * message and merges every worker's answer into one exposition (see the head's metrics.ts).
  */
-import { Counter, Gauge, Registry, type MetricObjectWithValues, type MetricValue } from 'prom-client';
-import { EventLoopDelayGauge, type Logger } from '@shoal/core';
+import { Counter, Gauge, Registry } from 'prom-client';
+import { EventLoopDelayGauge, registerProcessMetrics, type Logger, type MetricsJson } from '@shoal/core';
 import type { ReplicaState, WorkerStats } from '@shoal/protocol';
-import { registerProcessMetrics } from './process-metrics.ts';
+import { HttpMetrics } from '@shoal/ingress';
 
 /** A gauge sample as the native addon reports it (`NativeRuntime.metrics()`). */
 export interface NativeGaugeSample {
@@ -27,8 +27,7 @@ export interface WorkerMetricsOptions {
   eventLoopResolutionMs?: number;
 }
 
-/** What a registry's getMetricsAsJSON() gives: what a worker sends the head. */
-export type MetricsJson = Array<MetricObjectWithValues<MetricValue<string>>>;
+export type { MetricsJson };
 
 const STATES: readonly ReplicaState[] = ['STARTING', 'RUNNING', 'DRAINING', 'STOPPED', 'FAILED'];
 const REPLICA = ['app', 'deployment', 'replica'] as const;
@@ -55,6 +54,8 @@ export class WorkerMetrics {
   private readonly loop: EventLoopDelayGauge;
   private readonly native = new Map<string, Gauge>();
   private nativeFailed = false;
+  private readonly http: HttpMetrics;
+  readonly contentType = Registry.PROMETHEUS_CONTENT_TYPE;
   private readonly g: {
     ongoing: Gauge<typeof REPLICA[number]>;
     queued: Gauge<typeof REPLICA[number]>;
@@ -90,7 +91,20 @@ export class WorkerMetrics {
       loopMax: new Gauge({ name: 'shoal_worker_event_loop_delay_max_seconds', help: 'Largest event-loop delay since the previous scrape.', registers }),
     };
     registerProcessMetrics(this.registry);
+    this.http = new HttpMetrics(this.registry);
     this.loop = new EventLoopDelayGauge(opts.eventLoopResolutionMs ?? 10);
+  }
+
+  /** Records one HTTP request this worker's ingress answered. */
+  observeHttp(app: string, code: number, seconds: number): void {
+    this.http.observeHttp(app, code, seconds);
+  }
+
+  /** This worker's registry alone as Prometheus text (what /-/metrics answers when the head cannot). */
+  async text(): Promise<string> {
+    this.refresh();
+    this.registry.setDefaultLabels({ worker: this.opts.workerId() });
+    return this.registry.metrics();
   }
 
   /** The registry as JSON (prom-client's getMetricsAsJSON), every series labelled with this worker's id. */

@@ -6,7 +6,8 @@ import { hostname, cpus, totalmem } from 'node:os';
 import { createServer, type Server } from 'node:http';
 import { WebSocketServer, type WebSocket } from 'ws';
 import {
-  CancelledError, DeadlineExceededError, ReplicaUnavailableError, realClock, toWireError, type Logger, type WireError,
+  CancelledError, DeadlineExceededError, ReplicaUnavailableError, realClock, toWireError, type AppSpec, type Logger,
+  type WireError, type WireHttpResponse,
 } from '@shoal/core';
 import {
   acceptHello, connectPeer, sendWelcome, Peer, type DeviceInfo, type Message, type NewRequest, type ReplyMessage,
@@ -14,6 +15,7 @@ import {
   type CallMessage, type HttpMessage,
 } from '@shoal/protocol';
 import { Router } from '@shoal/router';
+import { Ingress, OipRoute, type ListenTarget } from '@shoal/ingress';
 import { Replica } from './replica.ts';
 import { buildInstance } from './module-loader.ts';
 import { WorkerTransport } from './transport.ts';
@@ -41,6 +43,14 @@ export interface WorkerOptions {
   onHeadLost?: (reason: string) => void;
   /** The native addon's gauges, for this worker's metrics. @default none (the addon is not loaded) */
   nativeMetrics?: () => NativeGaugeSample[];
+  /**
+   * Where this worker's HTTP ingress listens: a port (a remote worker behind an outside load balancer), or the
+   * head's public socket handed over by the parent process (the embedded default; a promise of it). The ingress
+   * starts serving once the head has sent the applications. @default none (no HTTP in this worker)
+   */
+  http?: ListenTarget | Promise<ListenTarget>;
+  /** How long /-/metrics on this worker waits for the head's cluster-wide scrape before answering its own. @default 2000 */
+  scrapeTimeoutMs?: number;
 }
 
 export class Worker {
@@ -56,6 +66,14 @@ export class Worker {
   private readonly router: Router;
   private readonly transport: WorkerTransport;
   private readonly metrics: WorkerMetrics;
+  private readonly ingress: Ingress;
+  private readonly oip: OipRoute;
+  private ingressStarted: Promise<void> | undefined;
+  private appsVersion = -1;
+  private apps: AppSpec[] = [];
+  /** Where the ingress listens, once it does. */
+  httpAddress = '';
+  private readonly traffic = { ingressRequests: 0, dataIn: { call: 0, http: 0 } };
   private stopping = false;
 
   constructor(private readonly opts: WorkerOptions) {
@@ -69,11 +87,79 @@ export class Worker {
       local: { dispatchLocal: (m, c) => this.dispatchLocal(m, c) },
       onMessage: (m, p) => this.onDataMessage(m, p),
     });
-    this.router = new Router({ transport: this.transport, clock: realClock, logger: opts.logger });
+    this.router = new Router({ transport: this.transport, clock: realClock, logger: opts.logger, localWorkerId: () => this.workerId || undefined });
     this.metrics = new WorkerMetrics({
       workerId: () => this.workerId, stats: () => this.stats(), logger: opts.logger,
       ...(opts.nativeMetrics ? { native: opts.nativeMetrics } : {}),
     });
+    this.oip = new OipRoute({
+      router: this.router, logger: opts.logger.child('oip'), token: opts.token,
+      forwardRepository: async (req) => {
+        const head = this.head;
+        if (head === undefined || head.closed) throw new ReplicaUnavailableError('the head is not connected: repository calls go to it');
+        return await head.call({ t: 'repository', req }) as WireHttpResponse;
+      },
+    });
+    this.ingress = new Ingress({
+      router: this.router,
+      logger: opts.logger.child('ingress'),
+      isReady: () => this.isReady(),
+      extraRoutes: [this.oip],
+      metrics: {
+        observeHttp: (app, code, seconds) => { this.traffic.ingressRequests++; this.metrics.observeHttp(app, code, seconds); },
+        scrape: () => this.scrape(),
+        contentType: this.metrics.contentType,
+      },
+    });
+  }
+
+  /** Ready when the head has sent the applications and every deployment of each has a running replica. */
+  isReady(): boolean {
+    return this.appsVersion >= 0 && this.apps.every((a) => a.deployments.every((d) => this.router.replicaCount(`${a.name}/${d.name}`) > 0));
+  }
+
+  /** The cluster's metrics from the head; this worker's own when the head does not answer in time. */
+  private async scrape(): Promise<string> {
+    const head = this.head;
+    if (head !== undefined && !head.closed) {
+      const { id, reply } = head.requestWithId({ t: 'scrape' });
+      let timer: NodeJS.Timeout | undefined;
+      const timeout = new Promise<undefined>((resolve) => { timer = setTimeout(() => resolve(undefined), this.opts.scrapeTimeoutMs ?? 2000); });
+      try {
+        const r = await Promise.race([reply, timeout]);
+        if (r !== undefined && r.ok && typeof r.value === 'string') return r.value;
+        if (r === undefined) head.forget(id);
+        this.opts.logger.warn('the head did not answer a metrics scrape; answering with this worker\'s own metrics', { reason: r === undefined ? 'timeout' : r.ok ? 'not text' : r.error.message });
+      } catch (err) {
+        this.opts.logger.warn('the head did not answer a metrics scrape; answering with this worker\'s own metrics', { reason: (err as Error).message });
+      } finally {
+        clearTimeout(timer);
+      }
+    }
+    return this.metrics.text();
+  }
+
+  /** Mounts the applications; the first set starts the ingress (so it never answers 404 for want of them). */
+  private setApps(version: number, apps: AppSpec[], repository: boolean): void {
+    if (version <= this.appsVersion) return;
+    this.appsVersion = version;
+    this.apps = apps;
+    this.ingress.setApps(apps);
+    this.oip.setApps(apps, repository);
+    if (this.opts.http !== undefined && this.ingressStarted === undefined && !this.stopping) {
+      this.ingressStarted = Promise.resolve(this.opts.http).then((target) => this.ingress.listen(target)).then(
+        ({ port, host }) => {
+          this.httpAddress = `http://${host || '127.0.0.1'}:${port}`;
+          this.opts.logger.info('ingress serving', { http: this.httpAddress });
+        },
+        (err: unknown) => { this.opts.logger.error('ingress failed to listen', { error: (err as Error).message }); },
+      );
+    }
+  }
+
+  /** Resolves once the ingress listens (or at once when this worker serves no HTTP). */
+  async ingressReady(): Promise<void> {
+    await this.ingressStarted;
   }
 
   async start(): Promise<void> {
@@ -106,6 +192,7 @@ export class Worker {
     this.stopping = true;
     clearInterval(this.heartbeat);
     this.metrics.close();
+    await this.ingress.close();
     await Promise.all([...this.replicas.values()].map((r) => r.drain(2000).catch(() => undefined)));
     this.router.close();
     await this.transport.close();
@@ -179,6 +266,7 @@ export class Worker {
       case 'stats': peer.reply(m.id, this.stats()); return;
       case 'metrics': this.metrics.json().then((v) => peer.reply(m.id, v), (e: unknown) => peer.replyError(m.id, toWireError(e))); return;
       case 'routes': this.router.updateRoutes(m.table, m.version); return;
+      case 'apps': this.setApps(m.version, m.apps, m.repository === true); return;
       default: this.onDataMessage(m, peer);
     }
   }
@@ -216,6 +304,7 @@ export class Worker {
       return;
     }
     if (m.t !== 'call' && m.t !== 'http') return;
+    this.traffic.dataIn[m.t]++;
     let table = this.inflight.get(peer);
     if (table === undefined) { table = new Map(); this.inflight.set(peer, table); }
     const controller = new AbortController();
@@ -227,12 +316,16 @@ export class Worker {
     });
   }
 
+  /** A request from this process's own router: that router enforces its deadline, so no second timer here. */
   private dispatchLocal(message: NewRequest, controller: AbortController): Promise<ReplyMessage> {
-    return this.run({ ...message, id: 0 } as CallMessage | HttpMessage, controller);
+    return this.run(message as CallMessage | HttpMessage, controller, false);
   }
 
-  /** Runs a call or HTTP request on a local replica; always resolves with a reply (never rejects). */
-  private async run(m: CallMessage | HttpMessage, controller: AbortController): Promise<ReplyMessage> {
+  /**
+   * Runs a call or HTTP request on a local replica; always resolves with a reply (never rejects). `armDeadline`:
+   * enforce the deadline here (a request from another process); a local caller's router already does.
+   */
+  private async run(m: Omit<CallMessage, 'id'> | Omit<HttpMessage, 'id'>, controller: AbortController, armDeadline = true): Promise<ReplyMessage> {
     const replica = this.replicas.get(m.replicaId);
     if (replica === undefined) {
       return { t: 'reply', id: 0, ok: false, error: toWireError(new ReplicaUnavailableError(`replica ${m.replicaId} is not on worker ${this.workerId || this.name}`)) };
@@ -241,7 +334,7 @@ export class Worker {
     if (m.deadline !== undefined) {
       const left = m.deadline - Date.now();
       if (left <= 0) return { t: 'reply', id: 0, ok: false, error: toWireError(new DeadlineExceededError(`deadline passed before "${replica.deployment}" ran the request`)), q: replica.load };
-      timer = setTimeout(() => controller.abort(new DeadlineExceededError(`deadline exceeded in "${replica.deployment}"`)), left);
+      if (armDeadline) timer = setTimeout(() => controller.abort(new DeadlineExceededError(`deadline exceeded in "${replica.deployment}"`)), left);
     }
     try {
       const value = m.t === 'http'
@@ -269,7 +362,7 @@ export class Worker {
 
   /** Gauges of every replica (batch queues included) and of this worker's router. */
   stats(): WorkerStats {
-    return { workerId: this.workerId, replicas: [...this.replicas.values()].map((r) => r.stats()), router: this.router.stats() };
+    return { workerId: this.workerId, replicas: [...this.replicas.values()].map((r) => r.stats()), router: this.router.stats(), traffic: { ingressRequests: this.traffic.ingressRequests, dataIn: { ...this.traffic.dataIn } } };
   }
 
   /** For tests and status: replica ids and states. */

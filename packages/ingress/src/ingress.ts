@@ -1,25 +1,55 @@
 /**
- * The HTTP ingress: each application mounts at its route prefix; a request goes through the router straight to
- * the worker hosting the chosen replica of the application's ingress deployment. Also /-/healthz (liveness) and
- * /-/ready (readiness: every application's replicas running), /-/routes, and /-/metrics (Prometheus, when the
- * head gives a metrics source).
+ * The HTTP ingress. Every worker runs one (in the embedded default they share the head's public port, handed to
+ * them as a listening socket); the head runs one only when it has no local workers. Each application mounts at
+ * its route prefix; a request goes through this process's router to a replica of the application's ingress
+ * deployment: in process when the chosen replica is local (no hop), else over one data-plane connection.
+ * Also /-/healthz (liveness), /-/ready (readiness), /-/routes, and /-/metrics (Prometheus) when a metrics source is
+ * given. Extra routes (the Open Inference Protocol) run inside the same pipeline: deadline, cancellation when the
+ * client leaves, priority, request metrics.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
-import { CancelledError, InvalidOptionError, NotFoundError, type AppSpec, type Logger, type WireHttpRequest } from '@shoal/core';
+import {
+  CancelledError, InvalidOptionError, NotFoundError, type AppSpec, type Logger, type WireHttpRequest,
+} from '@shoal/core';
 import { CancelToken, type Router } from '@shoal/router';
-import { readBody, sendError, sendJson } from './http-util.ts';
+import { readBody, sendError, sendJson, sendResponse, type HttpAnswer } from './http-util.ts';
 
 interface Mount { prefix: string; key: string; app: string; maxRequestBytes: number; requestTimeoutMs: number }
+
+/** What an extra route learns about a request that went through the pipeline's first steps. */
+export interface RequestScope {
+  /** Absolute deadline (Date.now() ms), from x-shoal-timeout-ms; undefined for none. */
+  deadline: number | undefined;
+  priority: number | undefined;
+  /** Cancelled when the client disconnects. */
+  cancel: CancelToken;
+}
+
+/**
+ * A protocol mounted beside the applications (the Open Inference Protocol at /v2). `match` claims a path;
+ * `serve` answers a claimed request whose body has been read, inside the same pipeline as application requests.
+ */
+export interface ExtraRoute {
+  /** For metrics: the app label of the requests this route answers. */
+  readonly name: string;
+  match(pathname: string): boolean;
+  /** Largest body read for this route. */
+  maxRequestBytes(pathname: string): number;
+  serve(req: WireHttpRequest, scope: RequestScope): Promise<HttpAnswer>;
+}
 
 export interface IngressOptions {
   router: Router;
   logger: Logger;
+  /** /-/ready answers 200 when this is true. */
   isReady: () => boolean;
-  /** Extra routes tried before application prefixes (the KServe v2 protocol mounts here). Return true if handled. */
-  extraRoutes?: Array<(req: IncomingMessage, res: ServerResponse) => boolean>;
+  /** Routes tried before application prefixes. @default none */
+  extraRoutes?: ExtraRoute[];
   /** Told of every answered application request; serves /-/metrics. @default none (no /-/metrics) */
   metrics?: IngressMetrics;
+  /** Connections idle longer than this are closed. @default 65000 */
+  keepAliveTimeoutMs?: number;
 }
 
 export interface IngressMetrics {
@@ -29,16 +59,22 @@ export interface IngressMetrics {
   contentType: string;
 }
 
-/** Header that sets a request's deadline in ms from arrival. */
+/** Where to serve: a port and interface, or a listening handle passed in by a parent process. */
+export type ListenTarget = { port: number; host: string } | { handle: object };
+
 const EMPTY = Buffer.alloc(0);
 const INFLIGHT = Symbol('shoal.inflight');
 /** Marks a connection whose close listener is installed but has no request in flight. */
 const DONE = new CancelToken();
 DONE.cancel(new CancelledError('done'));
 
+/** Header that sets a request's deadline in ms from arrival. */
 export const TIMEOUT_HEADER = 'x-shoal-timeout-ms';
 /** An integer priority for the request (higher is dequeued first by batched methods); it flows to downstream calls. */
 export const PRIORITY_HEADER = 'x-shoal-priority';
+
+/** Where a request goes: an application's ingress deployment, or an extra route. */
+type Target = { kind: 'app'; mount: Mount; path: string } | { kind: 'extra'; route: ExtraRoute; path: string };
 
 export class Ingress {
   private mounts: Mount[] = [];
@@ -62,29 +98,37 @@ export class Ingress {
     this.mounts = mounts;
   }
 
-  listen(port: number, host: string): Promise<{ port: number; host: string }> {
-    const server = createServer({ keepAliveTimeout: 65_000 }, (req, res) => this.handle(req, res));
+  /** Starts serving; resolves with the port (the handle's own port when given one). */
+  listen(target: ListenTarget): Promise<{ port: number; host: string }> {
+    const server = createServer({ keepAliveTimeout: this.opts.keepAliveTimeoutMs ?? 65_000 }, (req, res) => this.handle(req, res));
     this.server = server;
     return new Promise((resolve, reject) => {
       server.once('error', reject);
-      server.listen(port, host, () => {
+      const done = (): void => {
         const addr = server.address();
-        resolve({ port: typeof addr === 'object' && addr !== null ? addr.port : port, host });
-      });
+        const port = typeof addr === 'object' && addr !== null ? addr.port : 0;
+        const host = typeof addr === 'object' && addr !== null ? addr.address : '';
+        resolve({ port, host: 'host' in target ? target.host : host });
+      };
+      if ('handle' in target) server.listen(target.handle, done);
+      else server.listen(target.port, target.host, done);
     });
   }
 
+  /** Stops accepting and closes every connection. */
   close(): Promise<void> {
     const server = this.server;
     if (server === undefined) return Promise.resolve();
+    this.server = undefined;
     server.closeAllConnections();
     return new Promise((resolve) => server.close(() => resolve()));
   }
 
-  private match(pathname: string): { mount: Mount; rest: string } | undefined {
+  private match(pathname: string): Target | undefined {
+    for (const r of this.opts.extraRoutes ?? []) if (r.match(pathname)) return { kind: 'extra', route: r, path: pathname };
     for (const m of this.mounts) {
-      if (m.prefix === '') return { mount: m, rest: pathname };
-      if (pathname === m.prefix || pathname.startsWith(`${m.prefix}/`)) return { mount: m, rest: pathname.slice(m.prefix.length) || '/' };
+      if (m.prefix === '') return { kind: 'app', mount: m, path: pathname };
+      if (pathname === m.prefix || pathname.startsWith(`${m.prefix}/`)) return { kind: 'app', mount: m, path: pathname.slice(m.prefix.length) || '/' };
     }
     return undefined;
   }
@@ -93,29 +137,29 @@ export class Ingress {
     const url = req.url ?? '/';
     const q = url.indexOf('?');
     const pathname = q < 0 ? url : url.slice(0, q);
-    if (pathname.startsWith('/-/')) { this.builtin(pathname, res); return; }
-    for (const extra of this.opts.extraRoutes ?? []) if (extra(req, res)) return;
-    const hit = this.match(pathname);
-    if (hit === undefined) {
+    if (pathname.startsWith('/-/')) { req.resume(); this.builtin(pathname, res); return; }
+    const target = this.match(pathname);
+    if (target === undefined) {
       req.resume();
       sendError(res, new NotFoundError(`no application serves ${pathname}`));
       return;
     }
-    void this.forward(req, res, hit.mount, hit.rest, q < 0 ? '' : url.slice(q + 1));
+    void this.forward(req, res, target, q < 0 ? '' : url.slice(q + 1));
   }
 
-  private async forward(req: IncomingMessage, res: ServerResponse, mount: Mount, path: string, query: string): Promise<void> {
+  private async forward(req: IncomingMessage, res: ServerResponse, target: Target, query: string): Promise<void> {
     const arrived = Date.now();
     const started = process.hrtime.bigint();
-    let deadline: number | undefined;
+    const label = target.kind === 'app' ? target.mount.app : target.route.name;
     try {
       const header = req.headers[TIMEOUT_HEADER];
+      let deadline: number | undefined;
       if (header !== undefined) {
         const ms = Number(header);
         if (!Number.isFinite(ms) || ms <= 0) throw new InvalidOptionError(`header ${TIMEOUT_HEADER}`, 'must be a positive number of milliseconds', header);
         deadline = arrived + ms;
-      } else if (mount.requestTimeoutMs > 0) {
-        deadline = arrived + mount.requestTimeoutMs;
+      } else if (target.kind === 'app' && target.mount.requestTimeoutMs > 0) {
+        deadline = arrived + target.mount.requestTimeoutMs;
       }
       let priority: number | undefined;
       const ph = req.headers[PRIORITY_HEADER];
@@ -125,31 +169,32 @@ export class Ingress {
       }
       // No content-length and no transfer-encoding: HTTP/1.1 says there is no body, so do not wait for 'end'.
       const hasBody = req.headers['content-length'] !== undefined || req.headers['transfer-encoding'] !== undefined;
-      const body = hasBody ? await readBody(req, mount.maxRequestBytes, `deployment "${mount.key}"`) : EMPTY;
-      const wire: WireHttpRequest = { method: req.method ?? 'GET', path, query, headers: req.headers, body };
+      const limit = target.kind === 'app' ? target.mount.maxRequestBytes : target.route.maxRequestBytes(target.path);
+      const what = target.kind === 'app' ? `deployment "${target.mount.key}"` : `${target.route.name} ${target.path}`;
+      const body = hasBody ? await readBody(req, limit, what) : EMPTY;
+      const wire: WireHttpRequest = { method: req.method ?? 'GET', path: target.path, query, headers: req.headers, body };
       // One 'close' listener per connection (not per request) cancels the request in flight on it.
       const cancel = new CancelToken();
       const socket = req.socket as Socket & { [INFLIGHT]?: CancelToken };
       if (socket[INFLIGHT] === undefined) socket.once('close', () => socket[INFLIGHT]?.cancel(new CancelledError('HTTP client disconnected')));
       socket[INFLIGHT] = cancel;
-      let out;
+      let out: HttpAnswer;
       try {
-        out = await this.opts.router.http(mount.key, wire, { deadline, cancel, ...(priority === undefined ? {} : { priority }) });
+        out = target.kind === 'app'
+          ? await this.opts.router.http(target.mount.key, wire, { deadline, cancel, ...(priority === undefined ? {} : { priority }) })
+          : await target.route.serve(wire, { deadline, priority, cancel });
       } finally {
         if (socket[INFLIGHT] === cancel) socket[INFLIGHT] = DONE;
       }
       if (res.destroyed) return;
-      const headers = out.headers;
-      headers['content-length'] = String(out.body.byteLength);
-      res.writeHead(out.status, headers);
-      res.end(out.body);
+      sendResponse(res, out);
     } catch (err) {
       if (res.destroyed) return;
       if (req.readable && !req.readableEnded) { res.setHeader('connection', 'close'); req.resume(); }
       sendError(res, err);
     } finally {
       // 499: the client went away before an answer was written.
-      this.opts.metrics?.observeHttp(mount.app, res.headersSent ? res.statusCode : 499, Number(process.hrtime.bigint() - started) / 1e9);
+      this.opts.metrics?.observeHttp(label, res.headersSent ? res.statusCode : 499, Number(process.hrtime.bigint() - started) / 1e9);
     }
   }
 

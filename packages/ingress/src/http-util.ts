@@ -1,4 +1,4 @@
-/** Small helpers shared by the ingress and the control API. */
+/** Small helpers shared by every ingress and the head's control API. */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { readRequestBody, toWireError } from '@shoal/core';
 
@@ -8,6 +8,31 @@ export function sendJson(res: ServerResponse, status: number, value: unknown, he
   const body = JSON.stringify(value);
   res.writeHead(status, { ...JSON_TYPE, 'content-length': Buffer.byteLength(body), ...headers });
   res.end(body);
+}
+
+/** An answer whose body may be several chunks (a JSON header and tensor views), written without joining them. */
+export interface HttpAnswer {
+  status: number;
+  headers: Record<string, string>;
+  body: Uint8Array | readonly Uint8Array[];
+}
+
+/**
+ * Writes an answer with its content-length. Chunks are written as they are (views, not copies): node:http corks
+ * the socket for the whole response, so they still leave in as few packets as one joined buffer would.
+ */
+export function sendResponse(res: ServerResponse, out: HttpAnswer): void {
+  const chunks = Array.isArray(out.body) ? out.body as readonly Uint8Array[] : [out.body as Uint8Array];
+  let length = 0;
+  for (const c of chunks) length += c.byteLength;
+  const headers = out.headers;
+  headers['content-length'] = String(length);
+  res.writeHead(out.status, headers);
+  if (chunks.length === 1) { res.end(chunks[0]); return; }
+  res.cork();
+  for (const c of chunks) res.write(c);
+  res.end();
+  res.uncork();
 }
 
 /** Answers with {"error": message, "code": code} and the error's HTTP status (503 gets Retry-After). */
