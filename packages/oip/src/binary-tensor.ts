@@ -6,10 +6,10 @@
 import { BadRequestError, ShapeMismatchError } from '@shoal/core';
 import { ELEMENT_BYTES, KSERVE_TO_TENSOR_TYPE, type KserveDatatype } from './datatypes.ts';
 import { TYPED_ARRAYS, elementCount, type NumericArray, type NumericTensorType, type TensorData } from './tensor.ts';
+import { countTensorCopy } from './tensor-copies.ts';
 import { checkDataLength } from './validate-feeds.ts';
 
 const utf8 = new TextDecoder('utf-8');
-const utf8enc = new TextEncoder();
 
 /** Parses the Inference-Header-Content-Length value (a header string or a number). */
 export function parseHeaderLength(value: string | number | undefined, bodyLength: number): number | undefined {
@@ -49,6 +49,7 @@ export function decodeBinaryTensor(at: string, datatype: KserveDatatype, shape: 
   const type = KSERVE_TO_TENSOR_TYPE[datatype] as NumericTensorType;
   const copy = new Uint8Array(bytes.byteLength);
   copy.set(bytes);
+  countTensorCopy('input', 'oip.decode-binary', bytes.byteLength);
   const data = new TYPED_ARRAYS[type](copy.buffer, 0, n);
   return { type, dims: [...shape], data } as TensorData;
 }
@@ -56,18 +57,19 @@ export function decodeBinaryTensor(at: string, datatype: KserveDatatype, shape: 
 /**
  * One tensor's elements as binary data. Numeric tensors give a Buffer view over their typed array's bytes, no copy
  * (the extension is little-endian, as typed arrays are on x86-64 and arm64; a big-endian host would need a byte
- * swap here). BYTES tensors are length-prefixed into one new buffer.
+ * swap here). BYTES tensors are UTF-8 encoded, length-prefixed, straight into one new buffer.
  */
 export function encodeBinaryTensor(t: TensorData): Buffer {
   if (Array.isArray(t.data)) {
-    const parts = (t.data as string[]).map((s) => utf8enc.encode(s));
-    const out = Buffer.allocUnsafe(parts.reduce((s, p) => s + 4 + p.byteLength, 0));
+    const strings = t.data as string[];
+    const lengths = strings.map((s) => Buffer.byteLength(s, 'utf8'));
+    const out = Buffer.allocUnsafe(lengths.reduce((n, l) => n + 4 + l, 0));
     let pos = 0;
-    for (const p of parts) {
-      out.writeUInt32LE(p.byteLength, pos);
-      out.set(p, pos + 4);
-      pos += 4 + p.byteLength;
-    }
+    strings.forEach((s, i) => {
+      out.writeUInt32LE(lengths[i]!, pos);
+      out.write(s, pos + 4, 'utf8');
+      pos += 4 + lengths[i]!;
+    });
     return out;
   }
   const a = t.data as NumericArray;

@@ -4,6 +4,7 @@
  * models (a backend's repository, or fixedModelRegistry over deployments given by metadata() and infer()).
  * The codec is transport-free: decodeInferRequest checks a body against a model's metadata (every bad input is a
  * 400 naming it), encodeInferResponse gives the body as chunks whose binary tensors are views, not copies.
+ * tensorCopies() tallies the copies of tensor bytes that remain on the data path, per site.
  *
  * @example
  * import http from 'node:http';
@@ -29,6 +30,9 @@ export {
 } from './datatypes.ts';
 export { DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_ELEMENTS } from './limits.ts';
 export { parseHeaderLength } from './binary-tensor.ts';
+export {
+  countTensorCopy, addTensorCopies, tensorCopies, tensorCopiesBetween, type CopyPath, type CopyCount, type CopyTally, type CopyRecord, type TensorCopyStats,
+} from './tensor-copies.ts';
 export { decodeInferRequest, parseJsonHeader, type InferRequest, type DecodeOptions } from './infer-request.ts';
 export { encodeInferResponse, modelMetadataResponse, type EncodedResponse, type InferResponseParts } from './infer-response.ts';
 export type { KServeRegistry, KServeModel, ModelState, RepositoryIndexEntry } from './registry.ts';

@@ -4,7 +4,7 @@
  */
 import { describe, expect, test } from 'vitest';
 import { BadRequestError, InvalidOptionError, ShapeMismatchError, ShoalError } from '@shoal/core';
-import { DEFAULT_MAX_ELEMENTS, decodeInferRequest, toHalf, type ModelMetadata } from '../src/index.ts';
+import { DEFAULT_MAX_ELEMENTS, decodeInferRequest, tensorCopies, tensorCopiesBetween, toHalf, type ModelMetadata } from '../src/index.ts';
 
 const meta: ModelMetadata = {
   inputs: [
@@ -31,6 +31,19 @@ function refusal(fn: () => unknown): ShoalError {
   }
   throw new Error('expected a refusal');
 }
+
+test('a binary input is copied once, into an aligned buffer of its own, and counted; a JSON input is not a copy', () => {
+  const bytes = Buffer.from(Float32Array.of(1, 2, 3, 4).buffer);
+  const header = Buffer.from(JSON.stringify({ inputs: [x({ data: undefined, parameters: { binary_data_size: 16 } }), h(), d()] }));
+  const before = tensorCopies();
+  const r = decodeInferRequest('m', meta, Buffer.concat([header, bytes]), header.byteLength);
+  const data = r.feeds.x!.data as Float32Array;
+  expect([Array.from(data), data.byteOffset, data.buffer.byteLength]).toEqual([[1, 2, 3, 4], 0, 16]);
+  expect(tensorCopiesBetween(before)).toEqual({
+    input: { count: 1, bytes: 16, sites: { 'oip.decode-binary': { count: 1, bytes: 16 } } },
+    output: { count: 0, bytes: 0, sites: {} },
+  });
+});
 
 test('a good request decodes into typed feeds', () => {
   const r = decode([x(), h({ data: [0.5] }), d({ data: [Math.PI] })]);

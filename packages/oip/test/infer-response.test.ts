@@ -1,7 +1,7 @@
 /** encodeInferResponse: binary outputs go out as views over the output tensors, JSON outputs in the header. */
 import { describe, expect, test } from 'vitest';
 import { BackendError } from '@shoal/core';
-import { encodeInferResponse, type Feeds } from '../src/index.ts';
+import { encodeInferResponse, tensorCopies, tensorCopiesBetween, type Feeds } from '../src/index.ts';
 
 const outputs = (): Feeds => ({
   y: { type: 'float32', dims: [1, 3], data: Float32Array.of(1, 2, 3) },
@@ -24,7 +24,9 @@ describe('encodeInferResponse', () => {
   test('binary outputs are views over the output typed arrays, not copies, after the JSON header', () => {
     const out = outputs();
     const y = out.y!.data as Float32Array;
+    const before = tensorCopies();
     const enc = encodeInferResponse({ model: 'm', version: undefined, id: undefined, outputs: out, order: ['y', 'ids', 's'], binary: (n) => n !== 'ids' });
+    expect(tensorCopiesBetween(before).output).toEqual({ count: 0, bytes: 0, sites: {} });
     expect(enc.chunks).toHaveLength(3);
     const [header, yBytes, sBytes] = enc.chunks as [Buffer, Buffer, Buffer];
     expect(enc.headers).toEqual({ 'content-type': 'application/octet-stream', 'inference-header-content-length': String(header.byteLength) });
@@ -39,6 +41,18 @@ describe('encodeInferResponse', () => {
       { name: 'ids', datatype: 'INT64', shape: [2], data: [7, -1] },
       { name: 's', datatype: 'BYTES', shape: [1], parameters: { binary_data_size: 6 } },
     ]);
+  });
+
+  test('BYTES elements are UTF-8 with a 4-byte little-endian length each, as TextEncoder writes them', () => {
+    const strings = ['', 'é', '日本', '\u{1F600}', 'lone \ud800 surrogate'];
+    const enc = encodeInferResponse({ model: 'm', version: '1', id: undefined, outputs: { s: { type: 'string', dims: [5], data: strings } }, order: ['s'], binary: () => true });
+    const want = Buffer.concat(strings.flatMap((s) => {
+      const utf8 = new TextEncoder().encode(s);
+      const len = Buffer.alloc(4);
+      len.writeUInt32LE(utf8.byteLength);
+      return [len, utf8];
+    }));
+    expect(enc.chunks[1]!.equals(want)).toBe(true);
   });
 
   test('a view into a larger buffer (a split batch) is sent as exactly its own bytes', () => {
