@@ -1,10 +1,11 @@
 /**
- * Dynamic batching along dim 0, as pure functions: stack several requests' tensors into one run and split the
- * run's outputs back per request. Requests stack only when every input agrees on type and on every dim after
- * the first; batchKey() says which requests can share a run.
+ * Dynamic batching along dim 0, as functions of their arguments: stack several requests' tensors into one run and
+ * split the run's outputs back per request. Requests stack only when every input agrees on type and on every dim
+ * after the first; batchKey() says which requests can share a run. Stacking copies each request's inputs once
+ * (counted in @shoal/oip's tensorCopies); splitting copies nothing.
  */
 import { BatchSizeMismatchError, ShapeMismatchError } from '@shoal/core';
-import { TYPED_ARRAYS, elementCount, type Feeds, type NumericArray, type NumericTensorType, type TensorData } from '@shoal/oip';
+import { TYPED_ARRAYS, countTensorCopy, elementCount, type Feeds, type NumericArray, type NumericTensorType, type TensorData } from '@shoal/oip';
 
 /** Requests with equal keys can be stacked: same input names, types and non-batch dims. */
 export function batchKey(feeds: Feeds): string {
@@ -52,6 +53,7 @@ export function stackTensors(name: string, parts: readonly TensorData[]): Tensor
   let at = 0;
   for (const p of parts) {
     (out as Uint8Array).set(p.data as Uint8Array, at);
+    countTensorCopy('input', 'onnx.stack', (p.data as NumericArray).byteLength);
     at += p.data.length;
   }
   return { type: head.type, dims, data: out } as TensorData;

@@ -21,7 +21,8 @@ import { batchKey, splitFeeds, stackFeeds } from './batch-tensors.ts';
 import { EventLoopDelayGauge, type EventLoopDelayStats } from '@shoal/core';
 import { compileOrtPoolOptions, type OrtPoolOptions } from './options.ts';
 import { OrtPool } from './ort-pool.ts';
-import { validateFeeds, type Feeds, type ModelMetadata } from '@shoal/oip';
+import { isFromOrtThread } from './ort-thread-client.ts';
+import { countTensorCopy, tensorCopies, validateFeeds, type Feeds, type ModelMetadata, type NumericArray, type TensorCopyStats } from '@shoal/oip';
 
 /** The batcher's options, less the shape key: requests share a batch exactly when their non-batch dims agree. */
 export type OnnxBatchingOptions = Omit<BatchOptions<Feeds>, 'shapeOf' | 'pad'>;
@@ -49,6 +50,11 @@ export interface OnnxModelStats {
   eventLoopDelay: EventLoopDelayStats;
   /** The dynamic batcher's gauges and counters; undefined without batching. */
   batching: BatchQueueStats | undefined;
+  /**
+   * Copies of tensor bytes made so far in the process hosting this replica (and its ORT threads), per path and
+   * site: @shoal/oip's tensorCopies(), shared by every model in the process.
+   */
+  tensorCopies: TensorCopyStats;
 }
 
 /** The instance side of an onnxModel() class. */
@@ -91,6 +97,18 @@ export function defaultModelName(model: string | Uint8Array): string {
 /** True when every input's dim 0 is dynamic, so requests can be stacked along it. */
 export function canStack(metadata: ModelMetadata): boolean {
   return metadata.inputs.length > 0 && metadata.inputs.every((i) => i.shape.length > 0 && typeof i.shape[0] === 'string');
+}
+
+/**
+ * Counts as a copy every output whose bytes are not in a buffer an ORT thread posted: the outputs should leave
+ * here as the thread's transferred buffers or views into them (a stacked batch's rows), so anything else was
+ * copied on this thread on the way. Returns the outputs.
+ */
+function auditOutputs(outputs: Feeds): Feeds {
+  for (const t of Object.values(outputs)) {
+    if (!Array.isArray(t.data) && !isFromOrtThread(t.data as NumericArray)) countTensorCopy('output', 'onnx.main-thread', t.data.byteLength);
+  }
+  return outputs;
 }
 
 // A function, not a method: every method on the class is reachable through deployment handles.
@@ -143,7 +161,7 @@ export function onnxModel(options: OnnxModelOptions): OnnxModelClass {
       this.#batcher = batchOptions === undefined
         ? undefined
         : batch<Feeds, Feeds>(async (items) => (await this.inferBatch(items)).map((r) => (r instanceof Error ? itemError(r) : r)), batchOptions, `${name}.infer`);
-      this.infer = this.#batcher ?? (async (inputs: Feeds) => loaded(this.pool, name).run(inputs));
+      this.infer = this.#batcher ?? (async (inputs: Feeds) => auditOutputs(await loaded(this.pool, name).run(inputs)));
     }
 
     async init(): Promise<void> { this.pool = await this.loading; }
@@ -166,12 +184,12 @@ export function onnxModel(options: OnnxModelOptions): OnnxModelClass {
       await Promise.all([...groups.values()].map(async (idx) => {
         try {
           if (idx.length === 1) {
-            results[idx[0]!] = await pool.run(items[idx[0]!]!);
+            results[idx[0]!] = auditOutputs(await pool.run(items[idx[0]!]!));
             return;
           }
           const { feeds, sizes } = stackFeeds(idx.map((i) => items[i]!));
           const parts = splitFeeds(await pool.run(feeds), sizes);
-          idx.forEach((i, k) => { results[i] = parts[k]!; });
+          idx.forEach((i, k) => { results[i] = auditOutputs(parts[k]!); });
         } catch (err) {
           for (const i of idx) results[i] = err as Error;
         }
@@ -183,7 +201,7 @@ export function onnxModel(options: OnnxModelOptions): OnnxModelClass {
 
     stats(reset = false): OnnxModelStats {
       const pool = loaded(this.pool, name);
-      return { runs: pool.runs, pendingPerThread: pool.pendingPerThread(), eventLoopDelay: this.delay.snapshot(reset), batching: this.#batcher?.stats() };
+      return { runs: pool.runs, pendingPerThread: pool.pendingPerThread(), eventLoopDelay: this.delay.snapshot(reset), batching: this.#batcher?.stats(), tensorCopies: tensorCopies() };
     }
 
     checkHealth(): void {

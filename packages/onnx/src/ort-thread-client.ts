@@ -4,13 +4,24 @@
  */
 import { Worker } from 'node:worker_threads';
 import { BackendError, PeerGoneError, rebuildError } from '@shoal/core';
-import type { Feeds } from '@shoal/oip';
-import { prepareForTransfer } from './tensor.ts';
+import { addTensorCopies, countTensorCopy, type Feeds, type NumericArray } from '@shoal/oip';
+import { clonedOnPost, copiedForPost, prepareForTransfer } from './tensor.ts';
 import type { FromThread, ThreadInit, ToThread } from './thread-protocol.ts';
 
 export type ThreadState = 'starting' | 'ready' | 'dead' | 'closed';
 
 export interface Pending { resolve: (outputs: Feeds) => void; reject: (err: Error) => void }
+
+/** Every output buffer an ORT thread has handed this thread (isFromOrtThread). */
+const fromThreads = new WeakSet<ArrayBufferLike>();
+
+/**
+ * Whether a typed array's buffer is one an ORT thread posted here: an output that is not was copied (or built)
+ * on this thread after the run. Views into the posted buffer (a stacked batch's rows) count as from the thread.
+ */
+export function isFromOrtThread(data: NumericArray): boolean {
+  return fromThreads.has(data.buffer);
+}
 
 /** Where thread entry files live: TypeScript sources need a tsx bootstrap; compiled .js starts directly. */
 function threadEntry(): { file: URL; entry: string | undefined } {
@@ -39,8 +50,13 @@ export class OrtThreadClient {
       switch (msg.kind) {
         case 'ready': this.state = 'ready'; readyResolve(msg); break;
         case 'init-failed': readyReject(rebuildError(msg.error)); break;
-        case 'result': this.settle(msg.id, (p) => p.resolve(msg.outputs)); break;
+        case 'result':
+          addTensorCopies(msg.copies);
+          for (const t of Object.values(msg.outputs)) if (!Array.isArray(t.data)) fromThreads.add((t.data as NumericArray).buffer);
+          this.settle(msg.id, (p) => p.resolve(msg.outputs));
+          break;
         case 'run-failed': this.settle(msg.id, (p) => p.reject(rebuildError(msg.error))); break;
+        case 'copies': addTensorCopies(msg.copies); break;
         case 'closed': this.state = 'closed'; this.closedResolve?.(); break;
       }
     });
@@ -80,6 +96,9 @@ export class OrtThreadClient {
       const msg: ToThread = outputs === undefined ? { kind: 'run', id, feeds: prepared.tensors } : { kind: 'run', id, feeds: prepared.tensors, outputs };
       try {
         this.worker.postMessage(msg, prepared.transfer);
+        for (const bytes of copiedForPost(feeds, prepared.tensors)) countTensorCopy('input', 'onnx.thread-post', bytes);
+        // Without transfer (warm-up feeds, sent to every thread) the feeds are cloned: counted here, as any clone.
+        for (const bytes of clonedOnPost(prepared.tensors)) countTensorCopy('input', 'onnx.thread-post-clone', bytes);
       } catch (err) {
         this.pending.delete(id);
         reject(err instanceof Error ? err : new BackendError(String(err)));

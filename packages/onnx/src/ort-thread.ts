@@ -8,8 +8,8 @@ import { getPriority, setPriority } from 'node:os';
 import { parentPort, workerData } from 'node:worker_threads';
 import ort from 'onnxruntime-node';
 import { BackendError, toWireError } from '@shoal/core';
-import { isTensorType, type Feeds, type TensorData } from '@shoal/oip';
-import { prepareForTransfer } from './tensor.ts';
+import { isTensorType, type CopyRecord, type Feeds, type TensorData } from '@shoal/oip';
+import { clonedOnPost, copiedForPost, prepareForTransfer } from './tensor.ts';
 import { explainProviderFailure } from './ep-diagnosis.ts';
 import { THREAD_PROTOCOL_VERSION, sessionConfigEntries, type FromThread, type ModelMetadata, type TensorMetadata, type ThreadInit, type ToThread } from './thread-protocol.ts';
 
@@ -116,13 +116,24 @@ async function runOne(session: ort.InferenceSession, id: number, feeds: Feeds, f
       ortFeeds[name] = new ort.Tensor(t.type, t.data as never, t.dims);
     }
     const results = fetches === undefined ? await session.run(ortFeeds) : await session.run(ortFeeds, fetches);
+    // ort.Tensor has the fields of a TensorData; posted as plain objects, since a class instance does not clone.
+    const fromOrt = results as unknown as Feeds;
     const outputs: Feeds = {};
-    for (const [name, value] of Object.entries(results)) {
-      const tensor = value as ort.Tensor;
+    const copies: CopyRecord[] = [];
+    for (const [name, tensor] of Object.entries(fromOrt)) {
+      // onnxruntime-node 1.30 returns each CPU output in a new ArrayBuffer that it fills by memcpy from ORT's own
+      // buffer (tensor_helper.cc, OrtValueToNapiValue): one copy, made before JS sees the tensor, that only
+      // preallocated outputs (every output's shape known before the run) would avoid. Counted here; that the
+      // binding still copies is checked in test/copies.test.ts.
+      if (!Array.isArray(tensor.data)) copies.push({ path: 'output', site: 'ort.binding', bytes: tensor.data.byteLength });
       outputs[name] = { type: tensor.type, dims: [...tensor.dims], data: tensor.data } as TensorData;
     }
     const prepared = prepareForTransfer(outputs);
-    post({ kind: 'result', id, outputs: prepared.tensors }, prepared.transfer);
+    // Each output should leave as the very array onnxruntime returned, transferred; any other was copied here.
+    for (const bytes of copiedForPost(fromOrt, prepared.tensors)) copies.push({ path: 'output', site: 'onnx.thread-post', bytes });
+    post({ kind: 'result', id, outputs: prepared.tensors, copies }, prepared.transfer);
+    const cloned = clonedOnPost(prepared.tensors);
+    if (cloned.length > 0) post({ kind: 'copies', copies: cloned.map((bytes) => ({ path: 'output', site: 'onnx.thread-post-clone', bytes })) });
   } catch (err) {
     const message = err instanceof Error ? err.message : String(err);
     post({ kind: 'run-failed', id, error: toWireError(new BackendError(`onnxruntime run failed: ${message}`)) });

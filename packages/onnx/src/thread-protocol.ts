@@ -4,12 +4,12 @@
  * speak, so a stale worker file never half-works.
  */
 import type { WireError } from '@shoal/core';
-import type { Feeds, ModelMetadata } from '@shoal/oip';
+import type { CopyRecord, Feeds, ModelMetadata } from '@shoal/oip';
 
 // The model's inputs and outputs are the protocol's types; re-exported for the thread's imports.
 export type { ModelMetadata, TensorMetadata } from '@shoal/oip';
 
-export const THREAD_PROTOCOL_VERSION = 2;
+export const THREAD_PROTOCOL_VERSION = 3;
 
 export type ExecutionProviderName = 'cpu' | 'cuda';
 
@@ -48,6 +48,9 @@ export type ToThread =
 export type FromThread =
   | { kind: 'ready'; metadata: ModelMetadata; provider: ExecutionProviderName; fallbackReason?: string; priorityNote?: string }
   | { kind: 'init-failed'; error: WireError }
-  | { kind: 'result'; id: number; outputs: Feeds }
+  /** `copies`: the copies of tensor bytes this run made in the thread, for the process's tally (tensorCopies). */
+  | { kind: 'result'; id: number; outputs: Feeds; copies: CopyRecord[] }
   | { kind: 'run-failed'; id: number; error: WireError }
+  /** Copies found after a post: buffers that went by structured clone instead of by transfer. */
+  | { kind: 'copies'; copies: CopyRecord[] }
   | { kind: 'closed' };

@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { BadRequestError, IllegalStateError, InvalidOptionError, ShapeMismatchError, buildAppSpec, deployment, isBatched } from '@shoal/core';
+import { tensorCopies, tensorCopiesBetween } from '@shoal/oip';
 import { buildIdentityModel, buildTinyModel, defaultModelName, encodeModelBytes, onnxDeployment, onnxModel, tinyReference, type Feeds, type TensorData } from '../src/index.ts';
 
 let dir: string;
@@ -99,8 +100,17 @@ describe('onnxModel()', () => {
       const items = [rows(1, 0), rows(3, 5), { z: rows(1).x! }, rows(2, 11), { x: { type: 'float32', dims: [1, 5], data: new Float32Array(5) } as TensorData }];
       const want = items.map((f) => (f.x?.dims[1] === 4 ? tinyReference(f.x.data as Float32Array) : undefined));
       const before = m.stats().runs;
+      const copiesBefore = tensorCopies();
       const out = await m.inferBatch(items);
       expect(m.stats().runs - before).toBe(1); // items 0, 1 and 3 in one stacked run
+      // Stacking copies each item's rows once (6 rows of 4 floats); onnxruntime-node copies the run's two outputs
+      // (y: 24 floats, sum: 6); splitting them back copies nothing: every item's outputs are views of the run's.
+      expect(tensorCopiesBetween(copiesBefore, m.stats().tensorCopies)).toEqual({
+        input: { count: 3, bytes: 96, sites: { 'onnx.stack': { count: 3, bytes: 96 } } },
+        output: { count: 2, bytes: 120, sites: { 'ort.binding': { count: 2, bytes: 120 } } },
+      });
+      const ys = [0, 1, 3].map((i) => (out[i] as Feeds).y!.data as Float32Array);
+      expect(ys.map((y) => [y.buffer === ys[0]!.buffer, y.byteOffset])).toEqual([[true, 0], [true, 16], [true, 64]]);
       expect(out).toHaveLength(5);
       for (const i of [0, 1, 3]) {
         const o = out[i] as Feeds;

@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { BadRequestError, InvalidOptionError, PeerGoneError, ShapeMismatchError, ShoalError, env } from '@shoal/core';
+import { tensorCopies, tensorCopiesBetween } from '@shoal/oip';
 import { OrtPool, buildMlpModel, buildTinyModel, tinyReference, type OnnxLogger } from '../src/index.ts';
 
 let dir: string;
@@ -62,20 +63,33 @@ describe('OrtPool', () => {
     }
   });
 
-  test('transfers whole-buffer feeds (detached) and copies views into larger buffers', async () => {
+  test('transfers whole-buffer feeds (detached) and copies views into larger buffers, and counts each copy', async () => {
     const m = await OrtPool.load({ model: tinyPath });
+    // Every run: onnxruntime-node copies its two outputs (y: 8 floats, sum: 2) into new ArrayBuffers.
+    const outputCopies = { count: 2, bytes: 40, sites: { 'ort.binding': { count: 2, bytes: 40 } } };
     try {
       const whole = x2();
-      await m.run({ x: { type: 'float32', dims: [2, 4], data: whole } });
+      let before = tensorCopies();
+      const first = await m.run({ x: { type: 'float32', dims: [2, 4], data: whole } });
       expect(whole.byteLength).toBe(0); // transferred, not copied
+      expect(tensorCopiesBetween(before)).toEqual({ input: { count: 0, bytes: 0, sites: {} }, output: outputCopies });
+      const y = first.y!.data as Float32Array;
+      expect(y.byteLength).toBe(y.buffer.byteLength); // the thread's buffer, whole
+
       const big = new Float32Array(16).fill(1);
       const view = big.subarray(4, 12);
+      before = tensorCopies();
       const out = await m.run({ x: { type: 'float32', dims: [2, 4], data: view } });
       expect(big.byteLength).toBe(64);
       expect(out.y!.dims).toEqual([2, 4]);
+      expect(tensorCopiesBetween(before)).toEqual({ input: { count: 1, bytes: 32, sites: { 'onnx.thread-post': { count: 1, bytes: 32 } } }, output: outputCopies });
+
       const kept = x2();
+      before = tensorCopies();
       await m.run({ x: { type: 'float32', dims: [2, 4], data: kept } }, { transfer: false });
       expect(kept.length).toBe(8);
+      // Not transferred, so structured-cloned: seen after the post, as the sender's buffer still attached.
+      expect(tensorCopiesBetween(before)).toEqual({ input: { count: 1, bytes: 32, sites: { 'onnx.thread-post-clone': { count: 1, bytes: 32 } } }, output: outputCopies });
     } finally {
       await m.close();
     }
