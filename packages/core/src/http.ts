@@ -21,16 +21,22 @@ export interface WireHttpResponse {
 export class ShoalRequest {
   readonly method: string;
   readonly path: string;
-  readonly query: URLSearchParams;
   readonly headers: Record<string, string | string[] | undefined>;
   readonly body: Buffer;
+  private readonly rawQuery: string;
+  private parsedQuery: URLSearchParams | undefined;
 
   constructor(wire: WireHttpRequest) {
     this.method = wire.method;
     this.path = wire.path;
-    this.query = new URLSearchParams(wire.query);
+    this.rawQuery = wire.query;
     this.headers = wire.headers;
     this.body = Buffer.isBuffer(wire.body) ? wire.body : Buffer.from(wire.body.buffer, wire.body.byteOffset, wire.body.byteLength);
+  }
+
+  /** The query string, parsed on first use. */
+  get query(): URLSearchParams {
+    return this.parsedQuery ??= new URLSearchParams(this.rawQuery);
   }
 
   header(name: string): string | undefined {

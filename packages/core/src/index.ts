@@ -25,3 +25,4 @@ export { startEventLoopDelayMonitor, measureEventLoopDelay, EventLoopDelayGauge,
 export { seededRandom } from './random.ts';
 export { readRequestBody } from './read-body.ts';
 export { registerProcessMetrics, type MetricsJson } from './process-metrics.ts';
+export { LazyAbortController, abortableOf, type Abortable } from './lazy-abort.ts';

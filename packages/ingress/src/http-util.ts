@@ -25,9 +25,8 @@ export function sendResponse(res: ServerResponse, out: HttpAnswer): void {
   const chunks = Array.isArray(out.body) ? out.body as readonly Uint8Array[] : [out.body as Uint8Array];
   let length = 0;
   for (const c of chunks) length += c.byteLength;
-  const headers = out.headers;
-  headers['content-length'] = String(length);
-  res.writeHead(out.status, headers);
+  // A copy: the answer's headers may be a shared constant object.
+  res.writeHead(out.status, { ...out.headers, 'content-length': String(length) });
   if (chunks.length === 1) { res.end(chunks[0]); return; }
   res.cork();
   for (const c of chunks) res.write(c);

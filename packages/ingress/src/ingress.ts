@@ -10,9 +10,9 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import {
-  CancelledError, InvalidOptionError, NotFoundError, type AppSpec, type Logger, type WireHttpRequest,
+  CancelledError, InvalidOptionError, LazyAbortController, NotFoundError, type AppSpec, type Logger, type WireHttpRequest,
 } from '@shoal/core';
-import { CancelToken, type Router } from '@shoal/router';
+import type { Router } from '@shoal/router';
 import { readBody, sendError, sendJson, sendResponse, type HttpAnswer } from './http-util.ts';
 
 interface Mount { prefix: string; key: string; app: string; maxRequestBytes: number; requestTimeoutMs: number }
@@ -22,8 +22,8 @@ export interface RequestScope {
   /** Absolute deadline (Date.now() ms), from x-shoal-timeout-ms; undefined for none. */
   deadline: number | undefined;
   priority: number | undefined;
-  /** Cancelled when the client disconnects. */
-  cancel: CancelToken;
+  /** Aborted when the client disconnects. */
+  signal: LazyAbortController;
 }
 
 /**
@@ -65,8 +65,8 @@ export type ListenTarget = { port: number; host: string } | { handle: object };
 const EMPTY = Buffer.alloc(0);
 const INFLIGHT = Symbol('shoal.inflight');
 /** Marks a connection whose close listener is installed but has no request in flight. */
-const DONE = new CancelToken();
-DONE.cancel(new CancelledError('done'));
+const DONE = new LazyAbortController();
+DONE.abort(new CancelledError('done'));
 
 /** Header that sets a request's deadline in ms from arrival. */
 export const TIMEOUT_HEADER = 'x-shoal-timeout-ms';
@@ -174,17 +174,17 @@ export class Ingress {
       const body = hasBody ? await readBody(req, limit, what) : EMPTY;
       const wire: WireHttpRequest = { method: req.method ?? 'GET', path: target.path, query, headers: req.headers, body };
       // One 'close' listener per connection (not per request) cancels the request in flight on it.
-      const cancel = new CancelToken();
-      const socket = req.socket as Socket & { [INFLIGHT]?: CancelToken };
-      if (socket[INFLIGHT] === undefined) socket.once('close', () => socket[INFLIGHT]?.cancel(new CancelledError('HTTP client disconnected')));
-      socket[INFLIGHT] = cancel;
+      const signal = new LazyAbortController();
+      const socket = req.socket as Socket & { [INFLIGHT]?: LazyAbortController };
+      if (socket[INFLIGHT] === undefined) socket.once('close', () => socket[INFLIGHT]?.abort(new CancelledError('HTTP client disconnected')));
+      socket[INFLIGHT] = signal;
       let out: HttpAnswer;
       try {
         out = target.kind === 'app'
-          ? await this.opts.router.http(target.mount.key, wire, { deadline, cancel, ...(priority === undefined ? {} : { priority }) })
-          : await target.route.serve(wire, { deadline, priority, cancel });
+          ? await this.opts.router.http(target.mount.key, wire, { deadline, signal, ...(priority === undefined ? {} : { priority }) })
+          : await target.route.serve(wire, { deadline, priority, signal });
       } finally {
-        if (socket[INFLIGHT] === cancel) socket[INFLIGHT] = DONE;
+        if (socket[INFLIGHT] === signal) socket[INFLIGHT] = DONE;
       }
       if (res.destroyed) return;
       sendResponse(res, out);

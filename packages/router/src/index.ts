@@ -1,3 +1,3 @@
-export { Router, CancelToken, type RouterOptions, type RouteOptions, type Transport, type Dispatch } from './router.ts';
+export { Router, type RouterOptions, type RouteOptions, type Transport, type Dispatch } from './router.ts';
 export { ReplicaSet, type ReplicaRef } from './replica-set.ts';
 export { createHandle, type HandleTarget } from './handle.ts';

@@ -1,10 +1,11 @@
 /**
- * Sends calls and HTTP requests to replicas. One Router lives in the head (for the HTTP ingress) and one in every
- * worker (for handle calls made by its replicas), so a handle call goes worker to worker, never through the head.
+ * Sends calls and HTTP requests to replicas. One Router lives in every worker (for its HTTP ingress and the handle
+ * calls its replicas make), so requests go worker to worker, never through the head; the head has one for the calls
+ * it makes itself (and its own ingress when it has no local workers).
  * When every replica is full, requests wait in a bounded per-deployment queue; past it, QueueFullError (503).
  */
 import {
-  CancelledError, Deadline, DeadlineExceededError, NoReplicaError, QueueFullError, rebuildError, toWireError,
+  CancelledError, Deadline, DeadlineExceededError, LazyAbortController, NoReplicaError, QueueFullError, rebuildError, toWireError,
   type Clock, type Logger, type TimerHandle, type WireHttpRequest, type WireHttpResponse,
 } from '@shoal/core';
 import type { NewRequest, ReplyMessage, RouteTable } from '@shoal/protocol';
@@ -22,30 +23,11 @@ export interface Transport {
   dispatch(replica: ReplicaRef, message: NewRequest): Dispatch;
 }
 
-/**
- * A cheaper stand-in for an AbortSignal on the hot path: the ingress makes one per HTTP request. One listener at a
- * time (the router's), which is all the router needs.
- */
-export class CancelToken {
-  reason: Error | undefined;
-  private listener: ((reason: Error) => void) | undefined;
-  get aborted(): boolean { return this.reason !== undefined; }
-  cancel(reason: Error): void {
-    if (this.reason !== undefined) return;
-    this.reason = reason;
-    const l = this.listener;
-    this.listener = undefined;
-    l?.(reason);
-  }
-  listen(fn: ((reason: Error) => void) | undefined): void { this.listener = fn; }
-}
-
 export interface RouteOptions {
   /** Absolute deadline, wall time (Clock.wallNow(), Date.now() ms). */
   deadline?: Deadline;
-  signal?: AbortSignal;
-  /** Like signal, for callers that make one per request. */
-  cancel?: CancelToken;
+  /** Aborting it cancels the call; a LazyAbortController (what the ingress makes per request) never has to make its signal. */
+  signal?: AbortSignal | LazyAbortController;
   priority?: number;
 }
 
@@ -150,7 +132,7 @@ export class Router {
   }
 
   private async route(key: string, opts: RouteOptions, build: (replicaId: string) => NewRequest): Promise<ReplyMessage> {
-    if (opts.signal?.aborted || opts.cancel?.aborted) throw new CancelledError(`call to "${key}" cancelled before it was sent`);
+    if (opts.signal?.aborted) throw new CancelledError(`call to "${key}" cancelled before it was sent`);
     if (opts.deadline !== undefined && Deadline.expired(opts.deadline, this.opts.clock)) throw new DeadlineExceededError(`deadline passed before the call to "${key}" was sent`);
     let set = this.sets.get(key);
     let ref = set?.choose();
@@ -161,12 +143,12 @@ export class Router {
     }
     // An abort that lands between a waiter's wake-up and this line removed no listener yet to be added: check it
     // here, or the call would be sent and never cancelled.
-    if (opts.signal?.aborted || opts.cancel?.aborted) throw new CancelledError(`call to "${key}" cancelled while queued`);
+    if (opts.signal?.aborted) throw new CancelledError(`call to "${key}" cancelled while queued`);
     ref.inflight++;
     let reply: ReplyMessage;
     try {
       const dispatch = this.opts.transport.dispatch(ref, build(ref.replicaId));
-      reply = opts.signal === undefined && opts.deadline === undefined && opts.cancel === undefined ? await dispatch.reply : await this.guard(key, dispatch, opts);
+      reply = opts.signal === undefined && opts.deadline === undefined ? await dispatch.reply : await this.guard(key, dispatch, opts);
     } catch (err) {
       if (toWireError(err).code === 'ERR_PEER_GONE') set.remove(ref.replicaId);
       throw err;
@@ -186,8 +168,7 @@ export class Router {
       let timer: TimerHandle | undefined;
       const cleanup = (): void => {
         if (timer !== undefined) this.opts.clock.clearTimeout(timer);
-        opts.signal?.removeEventListener('abort', onAbort);
-        opts.cancel?.listen(undefined);
+        unlisten(opts.signal, onAbort);
       };
       const onAbort = (): void => {
         cleanup();
@@ -203,8 +184,7 @@ export class Router {
           reject(err);
         }, Deadline.remainingMs(opts.deadline, this.opts.clock));
       }
-      opts.signal?.addEventListener('abort', onAbort, { once: true });
-      opts.cancel?.listen(onAbort);
+      listen(opts.signal, onAbort);
       dispatch.reply.then((r) => { cleanup(); resolve(r); }, (e: unknown) => { cleanup(); reject(e); });
     });
   }
@@ -225,8 +205,7 @@ export class Router {
       const timers: TimerHandle[] = [];
       const done = (): void => {
         for (const t of timers) this.opts.clock.clearTimeout(t);
-        opts.signal?.removeEventListener('abort', onAbort);
-        opts.cancel?.listen(undefined);
+        unlisten(opts.signal, onAbort);
         const q = this.waiters.get(key);
         const i = q?.indexOf(waiter) ?? -1;
         if (i >= 0) q!.splice(i, 1);
@@ -242,8 +221,7 @@ export class Router {
         },
       };
       const onAbort = (): void => waiter.fail(new CancelledError(`call to "${key}" cancelled while queued`));
-      opts.signal?.addEventListener('abort', onAbort, { once: true });
-      opts.cancel?.listen(onAbort);
+      listen(opts.signal, onAbort);
       if (opts.deadline !== undefined) {
         timers.push(this.opts.clock.setTimeout(() => waiter.fail(new DeadlineExceededError(`deadline exceeded while queued for "${key}"`)), Deadline.remainingMs(opts.deadline, this.opts.clock)));
       }
@@ -265,4 +243,17 @@ export class Router {
     // Each woken waiter re-runs choose(); wake no more than there is room for.
     while (room-- > 0 && queue.length > 0) queue[0]!.wake();
   }
+}
+
+/** Calls `fn` once when `signal` aborts: through the lazy controller's one listener, or an abort event. */
+function listen(signal: AbortSignal | LazyAbortController | undefined, fn: () => void): void {
+  if (signal === undefined) return;
+  if (signal instanceof LazyAbortController) signal.listen(fn);
+  else signal.addEventListener('abort', fn, { once: true });
+}
+
+function unlisten(signal: AbortSignal | LazyAbortController | undefined, fn: () => void): void {
+  if (signal === undefined) return;
+  if (signal instanceof LazyAbortController) signal.listen(undefined);
+  else signal.removeEventListener('abort', fn);
 }

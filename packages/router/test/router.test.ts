@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import {
+  LazyAbortController,
   CancelledError, DeadlineExceededError, NoReplicaError, PeerGoneError, QueueFullError, UserCodeError,
 } from '@shoal/core';
 import { entry, errorOf, flush, rig, track } from './fakes.ts';
@@ -199,32 +200,45 @@ describe('Router', () => {
   });
 
   describe('cancellation by AbortSignal', () => {
-    it('rejects with CancelledError and sends a cancel for a call in flight', async () => {
-      const { router, transport, routes } = rig();
-      routes({ [KEY]: entry([['r1', 'w1']]) });
-      const ac = new AbortController();
-      const t = track(router.call(KEY, 'm', [], { signal: ac.signal }));
-      await flush();
-      ac.abort();
-      await flush();
-      expect(errorOf(t)).toBeInstanceOf(CancelledError);
-      expect(transport.sent[0]!.cancels).toBe(1);
-      expect(router.stats()[KEY]!.inflight).toBe(0);
-    });
+    // The ingress passes a LazyAbortController (whose signal is never made on this path); handles an AbortSignal.
+    const kinds: Array<[string, () => { abort(): void; given: AbortSignal | LazyAbortController; made: () => boolean }]> = [
+      ['an AbortSignal', () => { const ac = new AbortController(); return { abort: () => ac.abort(), given: ac.signal, made: () => true }; }],
+      ['a LazyAbortController', () => {
+        const c = new LazyAbortController();
+        let made = false;
+        const given = new Proxy(c, { get: (t, k) => { if (k === 'signal') made = true; const v = Reflect.get(t, k, t) as unknown; return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(t) : v; } });
+        return { abort: () => c.abort(), given, made: () => made };
+      }],
+    ];
+    for (const [kind, make] of kinds) {
+      it(`rejects with CancelledError and sends a cancel for a call in flight (${kind})`, async () => {
+        const { router, transport, routes } = rig();
+        routes({ [KEY]: entry([['r1', 'w1']]) });
+        const ac = make();
+        const t = track(router.call(KEY, 'm', [], { signal: ac.given }));
+        await flush();
+        ac.abort();
+        await flush();
+        expect(errorOf(t)).toBeInstanceOf(CancelledError);
+        expect(transport.sent[0]!.cancels).toBe(1);
+        expect(router.stats()[KEY]!.inflight).toBe(0);
+        if (kind !== 'an AbortSignal') expect(ac.made()).toBe(false);
+      });
 
-    it('drops a queued call without sending it', async () => {
-      const { router, transport, routes } = rig();
-      routes({ [KEY]: entry([['r1', 'w1']], { maxOngoingRequests: 1 }) });
-      void router.call(KEY, 'm', []);
-      const ac = new AbortController();
-      const t = track(router.call(KEY, 'm', [], { signal: ac.signal }));
-      await flush();
-      ac.abort();
-      await flush();
-      expect(errorOf(t)).toBeInstanceOf(CancelledError);
-      expect(transport.sent).toHaveLength(1);
-      expect(router.stats()[KEY]!.waiting).toBe(0);
-    });
+      it(`drops a queued call without sending it (${kind})`, async () => {
+        const { router, transport, routes } = rig();
+        routes({ [KEY]: entry([['r1', 'w1']], { maxOngoingRequests: 1 }) });
+        void router.call(KEY, 'm', []);
+        const ac = make();
+        const t = track(router.call(KEY, 'm', [], { signal: ac.given }));
+        await flush();
+        ac.abort();
+        await flush();
+        expect(errorOf(t)).toBeInstanceOf(CancelledError);
+        expect(transport.sent).toHaveLength(1);
+        expect(router.stats()[KEY]!.waiting).toBe(0);
+      });
+    }
 
     it('refuses a call whose signal is already aborted', async () => {
       const { router, transport, routes } = rig();

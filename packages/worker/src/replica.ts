@@ -6,7 +6,7 @@
  */
 import {
   CancelledError, DeadlineExceededError, IllegalStateError, NotFoundError, QueueFullError, ShoalError, ShoalRequest,
-  UserCodeError, contextStorage, realClock, toWireResponse, type CompiledDeploymentOptions, type Logger, type WireHttpRequest,
+  UserCodeError, contextStorage, realClock, toWireResponse, abortableOf, type Abortable, type CompiledDeploymentOptions, type Logger, type WireHttpRequest,
   type WireHttpResponse,
 } from '@shoal/core';
 import type { ReplicaState, ReplicaStats } from '@shoal/protocol';
@@ -44,6 +44,21 @@ interface Waiting {
   reject: (err: Error) => void;
   signal: AbortSignal;
   onAbort: () => void;
+}
+
+/** A request's context: its signal is the caller's Abortable's, made only if user code asks for it. */
+class CallContext {
+  constructor(
+    private readonly abort: Abortable,
+    readonly deadline: number | undefined,
+    readonly priority: number | undefined,
+    readonly app: string,
+    readonly deployment: string,
+    readonly replicaId: string,
+    readonly devices: readonly number[] | undefined,
+  ) {}
+
+  get signal(): AbortSignal { return this.abort.signal; }
 }
 
 const NEVER_ABORTED = new AbortController().signal;
@@ -153,7 +168,8 @@ export class Replica {
    * Calls a method; `signal` aborts it (dropped if waiting, signalled to user code if running). `priority` (the
    * handle's) reaches requestContext().priority, which batched methods queue by.
    */
-  async call(method: string, args: unknown[], signal: AbortSignal, deadline: number | undefined, priority?: number): Promise<unknown> {
+  async call(method: string, args: unknown[], given: Abortable | AbortSignal, deadline: number | undefined, priority?: number): Promise<unknown> {
+    const signal = abortableOf(given);
     const instance = this.instance;
     const fn = instance?.[method];
     if (typeof fn !== 'function' || method.startsWith('_') || HOOKS.has(method)) {
@@ -161,7 +177,8 @@ export class Replica {
     }
     await this.acquire(signal);
     try {
-      return await contextStorage.run({ signal, deadline, priority, app: this.app, deployment: this.deployment, replicaId: this.replicaId, devices: this.devices }, () => (fn as (...a: unknown[]) => unknown).apply(instance, args));
+      const ctx = new CallContext(signal, deadline, priority, this.app, this.deployment, this.replicaId, this.devices);
+      return await contextStorage.run(ctx, invoke, fn as (...a: unknown[]) => unknown, instance, args);
     } catch (err) {
       throw asCallerError(err, this.deployment);
     } finally {
@@ -169,7 +186,7 @@ export class Replica {
     }
   }
 
-  async http(req: WireHttpRequest, signal: AbortSignal, deadline: number | undefined, priority?: number): Promise<WireHttpResponse> {
+  async http(req: WireHttpRequest, signal: Abortable | AbortSignal, deadline: number | undefined, priority?: number): Promise<WireHttpResponse> {
     if (this.httpMethod === undefined) throw new NotFoundError(`deployment "${this.deployment}" takes no HTTP requests: define fetch(request)`);
     const value = await this.call(this.httpMethod, [new ShoalRequest(req)], signal, deadline, priority);
     return toWireResponse(value);
@@ -202,12 +219,14 @@ export class Replica {
     this.transition('STOPPED');
   }
 
-  private acquire(signal: AbortSignal): Promise<void> {
+  private acquire(abort: Abortable): Promise<void> {
     if (this.stateValue !== 'RUNNING') {
       return Promise.reject(new ShoalError('ERR_REPLICA_UNAVAILABLE', `replica ${this.replicaId} of "${this.deployment}" is ${this.stateValue}`, { httpStatus: 503 }));
     }
-    if (signal.aborted) return Promise.reject(abortReason(signal, this.deployment));
+    if (abort.aborted) return Promise.reject(abortReason(abort, this.deployment));
     if (this.ongoing < this.options.maxOngoingRequests) { this.ongoing++; return Promise.resolve(); }
+    // Only a request that has to wait listens for its abort (and so makes its signal).
+    const signal = abort.signal;
     const limit = this.options.maxOngoingRequests * LOCAL_QUEUE_FACTOR;
     if (this.waiting.length >= limit) {
       return Promise.reject(new QueueFullError(`replica queue full: queued=${this.waiting.length}, limit=${limit} for deployment "${this.deployment}"`, { queued: this.waiting.length, limit, deployment: this.deployment, retryAfterMs: 1000 }));
@@ -245,7 +264,12 @@ export class Replica {
   }
 }
 
-function abortReason(signal: AbortSignal, deployment: string): Error {
+/** A free function, so that contextStorage.run(ctx, invoke, ...) makes no closure per call. */
+function invoke(fn: (...a: unknown[]) => unknown, instance: unknown, args: unknown[]): unknown {
+  return fn.apply(instance, args);
+}
+
+function abortReason(signal: { readonly reason: unknown }, deployment: string): Error {
   const r: unknown = signal.reason;
   if (r instanceof ShoalError) return r;
   return new CancelledError(`request to "${deployment}" was cancelled`);

@@ -2,13 +2,13 @@
  * How a worker's router reaches replicas: in process when the replica lives in this worker, else over a
  * data connection to the hosting worker, opened on first use and shared by all calls.
  */
-import { PeerGoneError, toWireError, type Logger } from '@shoal/core';
+import { LazyAbortController, PeerGoneError, toWireError, type Logger } from '@shoal/core';
 import { connectPeer, type NewRequest, type Peer, type ReplyMessage } from '@shoal/protocol';
 import type { Dispatch, ReplicaRef, Transport } from '@shoal/router';
 
 export interface LocalDispatcher {
   /** Runs a request against a replica in this process. */
-  dispatchLocal(message: NewRequest, controller: AbortController): Promise<ReplyMessage>;
+  dispatchLocal(message: NewRequest, controller: LazyAbortController): Promise<ReplyMessage>;
 }
 
 export interface WorkerTransportOptions {
@@ -29,8 +29,8 @@ export class WorkerTransport implements Transport {
 
   dispatch(replica: ReplicaRef, message: NewRequest): Dispatch {
     if (replica.workerId === this.opts.workerId()) {
-      const controller = new AbortController();
-      return { reply: this.opts.local.dispatchLocal(message, controller), cancel: (reason) => controller.abort(reason) };
+      const controller = new LazyAbortController();
+      return new LocalDispatch(this.opts.local.dispatchLocal(message, controller), controller);
     }
     let id: number | undefined;
     let peerRef: Peer | undefined;
@@ -79,4 +79,10 @@ export class WorkerTransport implements Transport {
     for (const p of this.peers.values()) p.then((peer) => peer.close(1001, 'worker stopping'), () => undefined);
     this.peers.clear();
   }
+}
+
+/** A request to a replica in this process: cancelling aborts its controller. A class, not a closure per request. */
+class LocalDispatch implements Dispatch {
+  constructor(readonly reply: Promise<ReplyMessage>, private readonly controller: LazyAbortController) {}
+  cancel(reason: Error): void { this.controller.abort(reason); }
 }

@@ -6,7 +6,7 @@ import { hostname, cpus, totalmem } from 'node:os';
 import { createServer, type Server } from 'node:http';
 import { WebSocketServer, type WebSocket } from 'ws';
 import {
-  CancelledError, DeadlineExceededError, ReplicaUnavailableError, realClock, toWireError, type AppSpec, type Logger,
+  CancelledError, DeadlineExceededError, LazyAbortController, ReplicaUnavailableError, realClock, toWireError, type AppSpec, type Logger,
   type WireError, type WireHttpResponse,
 } from '@shoal/core';
 import {
@@ -57,7 +57,7 @@ export class Worker {
   readonly name: string;
   workerId = '';
   private readonly replicas = new Map<string, Replica>();
-  private readonly inflight = new WeakMap<Peer, Map<number, AbortController>>();
+  private readonly inflight = new WeakMap<Peer, Map<number, LazyAbortController>>();
   private head: Peer | undefined;
   private heartbeat: NodeJS.Timeout | undefined;
   private server: Server | undefined;
@@ -307,7 +307,7 @@ export class Worker {
     this.traffic.dataIn[m.t]++;
     let table = this.inflight.get(peer);
     if (table === undefined) { table = new Map(); this.inflight.set(peer, table); }
-    const controller = new AbortController();
+    const controller = new LazyAbortController();
     table.set(m.id, controller);
     const t = table;
     this.run(m, controller).then((reply) => {
@@ -317,7 +317,7 @@ export class Worker {
   }
 
   /** A request from this process's own router: that router enforces its deadline, so no second timer here. */
-  private dispatchLocal(message: NewRequest, controller: AbortController): Promise<ReplyMessage> {
+  private dispatchLocal(message: NewRequest, controller: LazyAbortController): Promise<ReplyMessage> {
     return this.run(message as CallMessage | HttpMessage, controller, false);
   }
 
@@ -325,7 +325,7 @@ export class Worker {
    * Runs a call or HTTP request on a local replica; always resolves with a reply (never rejects). `armDeadline`:
    * enforce the deadline here (a request from another process); a local caller's router already does.
    */
-  private async run(m: Omit<CallMessage, 'id'> | Omit<HttpMessage, 'id'>, controller: AbortController, armDeadline = true): Promise<ReplyMessage> {
+  private async run(m: Omit<CallMessage, 'id'> | Omit<HttpMessage, 'id'>, controller: LazyAbortController, armDeadline = true): Promise<ReplyMessage> {
     const replica = this.replicas.get(m.replicaId);
     if (replica === undefined) {
       return { t: 'reply', id: 0, ok: false, error: toWireError(new ReplicaUnavailableError(`replica ${m.replicaId} is not on worker ${this.workerId || this.name}`)) };
@@ -338,14 +338,14 @@ export class Worker {
     }
     try {
       const value = m.t === 'http'
-        ? await replica.http(m.req, controller.signal, m.deadline, m.priority)
-        : await replica.call(m.method, m.args, controller.signal, m.deadline, m.priority);
-      if (controller.signal.reason instanceof DeadlineExceededError) throw controller.signal.reason;
+        ? await replica.http(m.req, controller, m.deadline, m.priority)
+        : await replica.call(m.method, m.args, controller, m.deadline, m.priority);
+      if (controller.reason instanceof DeadlineExceededError) throw controller.reason;
       return { t: 'reply', id: 0, ok: true, value, q: replica.load };
     } catch (err) {
       // Past the deadline the answer is 504, whatever user code did after its signal aborted: returned late, or
       // threw what its own cancelled downstream calls threw.
-      const reason: unknown = controller.signal.reason;
+      const reason: unknown = controller.reason;
       const wire: WireError = toWireError(reason instanceof DeadlineExceededError ? reason : err);
       return { t: 'reply', id: 0, ok: false, error: wire, q: replica.load };
     } finally {
