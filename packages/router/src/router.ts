@@ -111,16 +111,12 @@ export class Router {
     return this.sets.get(key)?.requestTimeoutMs ?? 0;
   }
 
-  async call(key: string, method: string, args: unknown[], opts: RouteOptions = {}): Promise<unknown> {
-    const reply = await this.route(key, opts, (replicaId) => ({ t: 'call', replicaId, method, args, deadline: opts.deadline, priority: opts.priority }));
-    if (reply.ok) return reply.value;
-    throw rebuildError(reply.error);
+  call(key: string, method: string, args: unknown[], opts: RouteOptions = {}): Promise<unknown> {
+    return this.route(key, opts, (replicaId) => ({ t: 'call', replicaId, method, args, deadline: opts.deadline, priority: opts.priority })).then(unwrap);
   }
 
-  async http(key: string, req: WireHttpRequest, opts: RouteOptions = {}): Promise<WireHttpResponse> {
-    const reply = await this.route(key, opts, (replicaId) => ({ t: 'http', replicaId, req, deadline: opts.deadline, priority: opts.priority }));
-    if (reply.ok) return reply.value as WireHttpResponse;
-    throw rebuildError(reply.error);
+  http(key: string, req: WireHttpRequest, opts: RouteOptions = {}): Promise<WireHttpResponse> {
+    return this.route(key, opts, (replicaId) => ({ t: 'http', replicaId, req, deadline: opts.deadline, priority: opts.priority })).then(unwrap) as Promise<WireHttpResponse>;
   }
 
   close(): void {
@@ -131,11 +127,22 @@ export class Router {
     }
   }
 
-  private async route(key: string, opts: RouteOptions, build: (replicaId: string) => NewRequest): Promise<ReplyMessage> {
-    if (opts.signal?.aborted) throw new CancelledError(`call to "${key}" cancelled before it was sent`);
-    if (opts.deadline !== undefined && Deadline.expired(opts.deadline, this.opts.clock)) throw new DeadlineExceededError(`deadline passed before the call to "${key}" was sent`);
-    let set = this.sets.get(key);
-    let ref = set?.choose();
+  /**
+   * Picks a replica (waiting for a slot when every one is full) and sends the request. Without async/await on the
+   * common path, where a replica has room: each promise also pays the request-context hook.
+   */
+  private route(key: string, opts: RouteOptions, build: (replicaId: string) => NewRequest): Promise<ReplyMessage> {
+    if (opts.signal?.aborted) return Promise.reject(new CancelledError(`call to "${key}" cancelled before it was sent`));
+    if (opts.deadline !== undefined && Deadline.expired(opts.deadline, this.opts.clock)) return Promise.reject(new DeadlineExceededError(`deadline passed before the call to "${key}" was sent`));
+    const set = this.sets.get(key);
+    const ref = set?.choose();
+    if (set !== undefined && ref !== undefined) return this.send(key, set, ref, opts, build);
+    return this.routeQueued(key, opts, build);
+  }
+
+  private async routeQueued(key: string, opts: RouteOptions, build: (replicaId: string) => NewRequest): Promise<ReplyMessage> {
+    let set: ReplicaSet | undefined;
+    let ref: ReplicaRef | undefined;
     while (ref === undefined || set === undefined) {
       await this.waitForSlot(key, opts);
       set = this.sets.get(key);
@@ -144,22 +151,36 @@ export class Router {
     // An abort that lands between a waiter's wake-up and this line removed no listener yet to be added: check it
     // here, or the call would be sent and never cancelled.
     if (opts.signal?.aborted) throw new CancelledError(`call to "${key}" cancelled while queued`);
+    return this.send(key, set, ref, opts, build);
+  }
+
+  private send(key: string, set: ReplicaSet, ref: ReplicaRef, opts: RouteOptions, build: (replicaId: string) => NewRequest): Promise<ReplyMessage> {
     ref.inflight++;
-    let reply: ReplyMessage;
+    let reply: Promise<ReplyMessage>;
     try {
       const dispatch = this.opts.transport.dispatch(ref, build(ref.replicaId));
-      reply = opts.signal === undefined && opts.deadline === undefined ? await dispatch.reply : await this.guard(key, dispatch, opts);
+      reply = opts.signal === undefined && opts.deadline === undefined ? dispatch.reply : this.guard(key, dispatch, opts);
     } catch (err) {
-      if (toWireError(err).code === 'ERR_PEER_GONE') set.remove(ref.replicaId);
-      throw err;
-    } finally {
       ref.inflight--;
       this.wake(key);
+      return Promise.reject(err);
     }
-    // `q` is the replica's load after it answered, which no longer counts this request: compare it with what this
-    // router still has there, so after the decrement.
-    set.report(ref, reply.q);
-    return reply;
+    return reply.then(
+      (r) => {
+        ref.inflight--;
+        this.wake(key);
+        // `q` is the replica's load after it answered, which no longer counts this request: compare it with what
+        // this router still has there, so after the decrement.
+        set.report(ref, r.q);
+        return r;
+      },
+      (err: unknown) => {
+        ref.inflight--;
+        this.wake(key);
+        if (toWireError(err).code === 'ERR_PEER_GONE') set.remove(ref.replicaId);
+        throw err;
+      },
+    );
   }
 
   /** Races a dispatched request against its signal and deadline, cancelling it at the replica on either. */
@@ -256,4 +277,10 @@ function unlisten(signal: AbortSignal | LazyAbortController | undefined, fn: () 
   if (signal === undefined) return;
   if (signal instanceof LazyAbortController) signal.listen(undefined);
   else signal.removeEventListener('abort', fn);
+}
+
+/** A reply's value, or its error rebuilt into its class. */
+function unwrap(reply: ReplyMessage): unknown {
+  if (reply.ok) return reply.value;
+  throw rebuildError(reply.error);
 }

@@ -325,32 +325,36 @@ export class Worker {
    * Runs a call or HTTP request on a local replica; always resolves with a reply (never rejects). `armDeadline`:
    * enforce the deadline here (a request from another process); a local caller's router already does.
    */
-  private async run(m: Omit<CallMessage, 'id'> | Omit<HttpMessage, 'id'>, controller: LazyAbortController, armDeadline = true): Promise<ReplyMessage> {
+  private run(m: Omit<CallMessage, 'id'> | Omit<HttpMessage, 'id'>, controller: LazyAbortController, armDeadline = true): Promise<ReplyMessage> {
     const replica = this.replicas.get(m.replicaId);
     if (replica === undefined) {
-      return { t: 'reply', id: 0, ok: false, error: toWireError(new ReplicaUnavailableError(`replica ${m.replicaId} is not on worker ${this.workerId || this.name}`)) };
+      return Promise.resolve({ t: 'reply', id: 0, ok: false, error: toWireError(new ReplicaUnavailableError(`replica ${m.replicaId} is not on worker ${this.workerId || this.name}`)) });
     }
     let timer: NodeJS.Timeout | undefined;
     if (m.deadline !== undefined) {
       const left = m.deadline - Date.now();
-      if (left <= 0) return { t: 'reply', id: 0, ok: false, error: toWireError(new DeadlineExceededError(`deadline passed before "${replica.deployment}" ran the request`)), q: replica.load };
+      if (left <= 0) return Promise.resolve({ t: 'reply', id: 0, ok: false, error: toWireError(new DeadlineExceededError(`deadline passed before "${replica.deployment}" ran the request`)), q: replica.load });
       if (armDeadline) timer = setTimeout(() => controller.abort(new DeadlineExceededError(`deadline exceeded in "${replica.deployment}"`)), left);
     }
-    try {
-      const value = m.t === 'http'
-        ? await replica.http(m.req, controller, m.deadline, m.priority)
-        : await replica.call(m.method, m.args, controller, m.deadline, m.priority);
-      if (controller.reason instanceof DeadlineExceededError) throw controller.reason;
-      return { t: 'reply', id: 0, ok: true, value, q: replica.load };
-    } catch (err) {
-      // Past the deadline the answer is 504, whatever user code did after its signal aborted: returned late, or
-      // threw what its own cancelled downstream calls threw.
-      const reason: unknown = controller.reason;
-      const wire: WireError = toWireError(reason instanceof DeadlineExceededError ? reason : err);
-      return { t: 'reply', id: 0, ok: false, error: wire, q: replica.load };
-    } finally {
-      if (timer !== undefined) clearTimeout(timer);
-    }
+    const running = m.t === 'http'
+      ? replica.http(m.req, controller, m.deadline, m.priority)
+      : replica.call(m.method, m.args, controller, m.deadline, m.priority);
+    return running.then(
+      (value): ReplyMessage => {
+        if (timer !== undefined) clearTimeout(timer);
+        // Past the deadline the answer is 504, even when user code returned late.
+        if (controller.reason instanceof DeadlineExceededError) return { t: 'reply', id: 0, ok: false, error: toWireError(controller.reason), q: replica.load };
+        return { t: 'reply', id: 0, ok: true, value, q: replica.load };
+      },
+      (err: unknown): ReplyMessage => {
+        if (timer !== undefined) clearTimeout(timer);
+        // Past the deadline the answer is 504, whatever user code threw after its signal aborted (what its own
+        // cancelled downstream calls threw, say).
+        const reason: unknown = controller.reason;
+        const wire: WireError = toWireError(reason instanceof DeadlineExceededError ? reason : err);
+        return { t: 'reply', id: 0, ok: false, error: wire, q: replica.load };
+      },
+    );
   }
 
   private abortAll(peer: Peer, reason: string): void {
