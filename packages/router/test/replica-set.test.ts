@@ -75,3 +75,31 @@ describe('ReplicaSet power of two choices', () => {
     expect(set.replicas.map((r) => r.replicaId)).toEqual(['r9']);
   });
 });
+
+describe('ReplicaSet prefers a replica in its own worker', () => {
+  function localSet(loads: number[], local: string, max = 100): ReplicaSet {
+    const set = new ReplicaSet('app/d', seeded(7), () => local);
+    set.update(entry(loads.map((_, i) => [`r${i}`, `w${i}`]), { maxOngoingRequests: max }));
+    set.replicas.forEach((r, i) => { r.inflight = loads[i]!; });
+    return set;
+  }
+
+  it('takes the local replica while its queue is no longer than the best remote choice', () => {
+    const set = localSet([2, 2, 2, 2], 'w3');
+    for (let i = 0; i < 200; i++) expect(set.choose()?.replicaId).toBe('r3');
+  });
+
+  it('goes remote when the local replica is busier than the remote choice, or full', () => {
+    const busier = localSet([0, 0, 0, 3], 'w3');
+    for (let i = 0; i < 200; i++) expect(busier.choose()?.replicaId).not.toBe('r3');
+    const full = localSet([5, 5, 5, 2], 'w3', 2);
+    for (let i = 0; i < 200; i++) expect(full.choose()?.replicaId).toBeUndefined();
+    const roomElsewhere = localSet([1, 1, 1, 2], 'w3', 2);
+    for (let i = 0; i < 200; i++) expect(roomElsewhere.choose()?.replicaId).not.toBe('r3');
+  });
+
+  it('with no local replica (the head, or a worker hosting none) it is plain power of two choices', () => {
+    const set = localSet([0, 4], 'w9');
+    for (let i = 0; i < 100; i++) expect(set.choose()?.replicaId).toBe('r0');
+  });
+});
