@@ -114,6 +114,8 @@ describe('the Open Inference Protocol for every model of the app (det, cls, rec)
       [{ method: 'POST', body: '{"inputs": [', headers: { 'content-type': 'application/json' } }, '/models/cls/infer', 400, /JSON/],
       [json({ inputs: [clsInput(1)] }), '/models/nope/infer', 404, /unknown model "nope"; models: cls, det, rec/],
     ];
+    // A body over the model deployment's maxRequestBytes (16 MiB by default) is refused before it is read whole.
+    cases.push([{ method: 'POST', body: Buffer.alloc(17 * 1024 * 1024), headers: { 'content-type': 'application/octet-stream' } }, '/models/cls/infer', 413, /exceeds maxRequestBytes=16777216/]);
     for (const [init, path, status, message] of cases) {
       const res = await v2(path, init);
       const body = await res.json() as { error: string };

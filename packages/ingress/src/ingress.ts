@@ -34,8 +34,8 @@ export interface ExtraRoute {
   /** For metrics: the app label of the requests this route answers. */
   readonly name: string;
   match(pathname: string): boolean;
-  /** Largest body read for this route. */
-  maxRequestBytes(pathname: string): number;
+  /** Body bound and default deadline of a claimed path (a model's deployment options, for OIP infer). */
+  limits(pathname: string): { maxRequestBytes: number; requestTimeoutMs: number };
   serve(req: WireHttpRequest, scope: RequestScope): Promise<HttpAnswer>;
 }
 
@@ -74,7 +74,7 @@ export const TIMEOUT_HEADER = 'x-shoal-timeout-ms';
 export const PRIORITY_HEADER = 'x-shoal-priority';
 
 /** Where a request goes: an application's ingress deployment, or an extra route. */
-type Target = { kind: 'app'; mount: Mount; path: string } | { kind: 'extra'; route: ExtraRoute; path: string };
+type Target = { kind: 'app'; mount: Mount; path: string } | { kind: 'extra'; route: ExtraRoute; path: string; limits: { maxRequestBytes: number; requestTimeoutMs: number } };
 
 export class Ingress {
   private mounts: Mount[] = [];
@@ -125,7 +125,7 @@ export class Ingress {
   }
 
   private match(pathname: string): Target | undefined {
-    for (const r of this.opts.extraRoutes ?? []) if (r.match(pathname)) return { kind: 'extra', route: r, path: pathname };
+    for (const r of this.opts.extraRoutes ?? []) if (r.match(pathname)) return { kind: 'extra', route: r, path: pathname, limits: r.limits(pathname) };
     for (const m of this.mounts) {
       if (m.prefix === '') return { kind: 'app', mount: m, path: pathname };
       if (pathname === m.prefix || pathname.startsWith(`${m.prefix}/`)) return { kind: 'app', mount: m, path: pathname.slice(m.prefix.length) || '/' };
@@ -158,8 +158,9 @@ export class Ingress {
         const ms = Number(header);
         if (!Number.isFinite(ms) || ms <= 0) throw new InvalidOptionError(`header ${TIMEOUT_HEADER}`, 'must be a positive number of milliseconds', header);
         deadline = arrived + ms;
-      } else if (target.kind === 'app' && target.mount.requestTimeoutMs > 0) {
-        deadline = arrived + target.mount.requestTimeoutMs;
+      } else {
+        const timeoutMs = target.kind === 'app' ? target.mount.requestTimeoutMs : target.limits.requestTimeoutMs;
+        if (timeoutMs > 0) deadline = arrived + timeoutMs;
       }
       let priority: number | undefined;
       const ph = req.headers[PRIORITY_HEADER];
@@ -169,7 +170,7 @@ export class Ingress {
       }
       // No content-length and no transfer-encoding: HTTP/1.1 says there is no body, so do not wait for 'end'.
       const hasBody = req.headers['content-length'] !== undefined || req.headers['transfer-encoding'] !== undefined;
-      const limit = target.kind === 'app' ? target.mount.maxRequestBytes : target.route.maxRequestBytes(target.path);
+      const limit = target.kind === 'app' ? target.mount.maxRequestBytes : target.limits.maxRequestBytes;
       const what = target.kind === 'app' ? `deployment "${target.mount.key}"` : `${target.route.name} ${target.path}`;
       const body = hasBody ? await readBody(req, limit, what) : EMPTY;
       const wire: WireHttpRequest = { method: req.method ?? 'GET', path: target.path, query, headers: req.headers, body };

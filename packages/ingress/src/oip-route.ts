@@ -32,6 +32,9 @@ export interface OipRouteOptions {
 
 interface Served {
   key: string;
+  /** The deployment's maxRequestBytes and requestTimeoutMs, which bound its infer requests as they bound any. */
+  maxRequestBytes: number;
+  requestTimeoutMs: number;
   name: string;
   version: string;
   platform: string;
@@ -71,7 +74,7 @@ export class OipRoute implements ExtraRoute {
         }
         seen.add(id);
         const list = byName.get(d.oip.model) ?? [];
-        list.push({ key: `${a.name}/${d.name}`, name: d.oip.model, version: d.oip.version, platform: d.oip.platform, versions: [] });
+        list.push({ key: `${a.name}/${d.name}`, name: d.oip.model, version: d.oip.version, platform: d.oip.platform, versions: [], maxRequestBytes: d.options.maxRequestBytes, requestTimeoutMs: d.options.requestTimeoutMs });
         byName.set(d.oip.model, list);
       }
     }
@@ -95,8 +98,18 @@ export class OipRoute implements ExtraRoute {
     return pathname === PREFIX || pathname.startsWith(`${PREFIX}/`);
   }
 
-  maxRequestBytes(): number {
-    return this.maxBodyBytes;
+  /** /v2/models/<m>[/versions/<v>]/infer takes that deployment's bounds; every other OIP path the route's own. */
+  limits(pathname: string): { maxRequestBytes: number; requestTimeoutMs: number } {
+    const m = /^\/v2\/models\/([^/]+)(?:\/versions\/([^/]+))?\/infer\/?$/.exec(pathname);
+    if (m !== null) {
+      let name: string;
+      let version: string | undefined;
+      try { name = decodeURIComponent(m[1]!); version = m[2] === undefined ? undefined : decodeURIComponent(m[2]); } catch { return { maxRequestBytes: this.maxBodyBytes, requestTimeoutMs: 0 }; }
+      const list = this.models.get(name);
+      const s = version === undefined ? list?.[0] : list?.find((x) => x.version === version);
+      if (s !== undefined) return { maxRequestBytes: s.maxRequestBytes, requestTimeoutMs: s.requestTimeoutMs };
+    }
+    return { maxRequestBytes: this.maxBodyBytes, requestTimeoutMs: 0 };
   }
 
   async serve(req: WireHttpRequest, scope: RequestScope): Promise<HttpAnswer> {
