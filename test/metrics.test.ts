@@ -20,8 +20,10 @@ afterAll(async () => {
   await head?.stop();
 });
 
-async function scrape(): Promise<{ text: string; contentType: string | null }> {
-  const res = await fetch(`${head.httpAddress}/-/metrics`);
+/** Scrapes the public port (a worker answers with the head's merged text), or the head's control port. */
+async function scrape(where: 'public' | 'control' = 'public'): Promise<{ text: string; contentType: string | null }> {
+  const base = where === 'public' ? head.httpAddress : head.clusterAddress.replace('ws://', 'http://');
+  const res = await fetch(`${base}/-/metrics`);
   expect(res.status).toBe(200);
   return { text: await res.text(), contentType: res.headers.get('content-type') };
 }
@@ -56,6 +58,12 @@ describe('GET /-/metrics', () => {
     expect(sum(samples(text, 'shoal_http_request_duration_seconds_count', { app }))).toBe(7);
     expect(samples(text, 'shoal_workers_alive')).toEqual([2]);
     expect(samples(text, 'shoal_replicas', { app, deployment: 'Counter', state: 'RUNNING' })).toEqual([2]);
+    // The head answers the same merged exposition on its control port, where Prometheus can scrape it directly.
+    const direct = await fetch(`${head.clusterAddress.replace('ws://', 'http://')}/-/metrics`);
+    expect([direct.status, direct.headers.get('content-type')]).toEqual([200, contentType]);
+    const directText = await direct.text();
+    expect(sum(samples(directText, 'shoal_http_requests_total', { app, code: '200' }))).toBe(5);
+    expect(samples(directText, 'shoal_workers_alive')).toEqual([2]);
 
     // Counter's two replicas sit on the two workers; each worker reports its own replicas, labelled with its id.
     const workers = head.controller.status().workers.map((w) => w.workerId);
@@ -92,7 +100,8 @@ describe('GET /-/metrics', () => {
     process.kill(pid, 'SIGSTOP');
     try {
       const started = Date.now();
-      const { text } = await scrape();
+      // The head's own port: a connection to the public port may be one the stopped worker holds.
+      const { text } = await scrape('control');
       expect(Date.now() - started).toBeLessThan(5000);
       expect(samples(text, 'process_resident_memory_bytes', { worker: paused })).toEqual([]);
       expect(samples(text, 'process_resident_memory_bytes')).toHaveLength(2);
@@ -101,7 +110,7 @@ describe('GET /-/metrics', () => {
       process.kill(pid, 'SIGCONT');
     }
     // Once it runs again it is back in the next scrape (its late answer to the last one was dropped).
-    const { text } = await scrape();
+    const { text } = await scrape('control');
     expect(samples(text, 'process_resident_memory_bytes', { worker: paused })).toHaveLength(1);
   });
 });
