@@ -149,7 +149,7 @@ export class Ingress {
 
   private async forward(req: IncomingMessage, res: ServerResponse, target: Target, query: string): Promise<void> {
     const arrived = Date.now();
-    const started = process.hrtime.bigint();
+    const started = performance.now();
     const label = target.kind === 'app' ? target.mount.app : target.route.name;
     try {
       const header = req.headers[TIMEOUT_HEADER];
@@ -182,7 +182,7 @@ export class Ingress {
       let out: HttpAnswer;
       try {
         out = target.kind === 'app'
-          ? await this.opts.router.http(target.mount.key, wire, { deadline, signal, ...(priority === undefined ? {} : { priority }) })
+          ? await this.opts.router.http(target.mount.key, wire, { deadline, signal, priority })
           : await target.route.serve(wire, { deadline, priority, signal });
       } finally {
         if (socket[INFLIGHT] === signal) socket[INFLIGHT] = DONE;
@@ -195,7 +195,7 @@ export class Ingress {
       sendError(res, err);
     } finally {
       // 499: the client went away before an answer was written.
-      this.opts.metrics?.observeHttp(label, res.headersSent ? res.statusCode : 499, Number(process.hrtime.bigint() - started) / 1e9);
+      this.opts.metrics?.observeHttp(label, res.headersSent ? res.statusCode : 499, (performance.now() - started) / 1e3);
     }
   }
 
