@@ -13,7 +13,7 @@ import {
   CancelledError, DeadlineExceededError, NotFoundError, ReplicaUnavailableError, ShoalError, UnauthorizedError, type AppSpec, type Logger, type WireHttpRequest,
   type WireHttpResponse,
 } from '@shoal/core';
-import { createKServeHandler, errorResponse, type Feeds, type KServeModel, type KServeRegistry, type KServeResponse, type ModelMetadata, type RepositoryIndexEntry } from '@shoal/oip';
+import { createKServeHandler, errorResponse, type Feeds, type KServeHandler, type KServeModel, type KServeRegistry, type KServeResponse, type ModelMetadata, type RepositoryIndexEntry } from '@shoal/oip';
 import { tokenMatches } from '@shoal/protocol';
 import type { Router } from '@shoal/router';
 import type { HttpAnswer } from './http-util.ts';
@@ -51,6 +51,9 @@ export class OipRoute implements ExtraRoute {
   private readonly metadata = new Map<string, ModelMetadata>();
   private readonly maxBodyBytes: number;
   private hasRepository = false;
+  /** One handler per repository mode (made once: building one per request cost ~5 us). */
+  private handlerWith: KServeHandler | undefined;
+  private handlerWithout: KServeHandler | undefined;
 
   constructor(private readonly opts: OipRouteOptions) {
     this.maxBodyBytes = opts.maxBodyBytes ?? 64 * 1024 * 1024;
@@ -123,8 +126,7 @@ export class OipRoute implements ExtraRoute {
         return toAnswer(errorResponse(err));
       }
     }
-    const handler = createKServeHandler(this.registryFor(scope), { maxBodyBytes: this.maxBodyBytes });
-    const r = await handler({ method: req.method, path: req.path, headers: req.headers, body });
+    const r = await this.handler({ method: req.method, path: req.path, headers: req.headers, body, context: scope });
     return toAnswer(r);
   }
 
@@ -141,9 +143,14 @@ export class OipRoute implements ExtraRoute {
     throw new ShoalError(out.status === 404 ? 'ERR_NOT_FOUND' : out.status === 400 ? 'ERR_BAD_REQUEST' : 'ERR_INTERNAL', message, { httpStatus: out.status });
   }
 
-  private registryFor(scope: RequestScope): KServeRegistry {
+  private get handler(): KServeHandler {
+    if (this.hasRepository && this.opts.forwardRepository !== undefined) return this.handlerWith ??= createKServeHandler(this.registry(true), { maxBodyBytes: this.maxBodyBytes });
+    return this.handlerWithout ??= createKServeHandler(this.registry(false), { maxBodyBytes: this.maxBodyBytes });
+  }
+
+  /** The registry over the applications' models; each get() is bound to its request's scope (the handler's context). */
+  private registry(repository: boolean): KServeRegistry {
     const entries = (): RepositoryIndexEntry[] => [...this.models.values()].flat().sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)).map((s) => ({ name: s.name, version: s.version, state: this.opts.router.replicaCount(s.key) > 0 ? 'READY' : 'LOADING' }));
-    const repository = this.hasRepository && this.opts.forwardRepository !== undefined;
     return {
       // With a repository the head knows every model, loaded or not (and why not); without one, the applications'.
       list: repository ? async () => JSON.parse((await this.forward('/v2/repository/index', {})).toString('utf8')) as RepositoryIndexEntry[] : entries,
@@ -151,12 +158,12 @@ export class OipRoute implements ExtraRoute {
         load: async (name: string, parameters?: Record<string, unknown>) => { await this.forward(`/v2/repository/models/${encodeURIComponent(name)}/load`, parameters === undefined ? {} : { parameters }); },
         unload: async (name: string, parameters?: Record<string, unknown>) => { await this.forward(`/v2/repository/models/${encodeURIComponent(name)}/unload`, parameters === undefined ? {} : { parameters }); },
       } : {}),
-      get: async (name, version) => {
+      get: async (name, version, context) => {
         const list = this.models.get(name);
         if (list === undefined) return undefined;
         const s = version === undefined ? (list.find((x) => this.opts.router.replicaCount(x.key) > 0) ?? list[0]) : list.find((x) => x.version === version);
         if (s === undefined) return undefined;
-        return this.model(s, scope);
+        return this.model(s, context as RequestScope);
       },
       // With a repository the handler's default applies: every model the head lists that is not UNAVAILABLE is READY.
       ...(repository ? {} : { ready: () => entries().every((e) => e.state === 'READY') }),

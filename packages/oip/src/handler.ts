@@ -29,6 +29,11 @@ export interface KServeRequest {
   /** Header names in any case (node:http gives lower case). */
   headers: Record<string, string | string[] | undefined>;
   body: Buffer;
+  /**
+   * Whatever the caller wants the registry to see for this request (the ingress passes its deadline and
+   * cancellation); handed to KServeRegistry.get as is. @default undefined
+   */
+  context?: unknown;
 }
 
 export interface KServeResponse {
@@ -153,11 +158,11 @@ const METHOD: Record<Route['kind'], 'GET' | 'POST'> = {
   infer: 'POST', 'repo-index': 'POST', 'repo-load': 'POST', 'repo-unload': 'POST',
 };
 
-async function findModel(registry: KServeRegistry, name: string, version: string | undefined): Promise<KServeModel> {
-  const m = await registry.get(name, version);
+async function findModel(registry: KServeRegistry, name: string, version: string | undefined, context: unknown): Promise<KServeModel> {
+  const m = await registry.get(name, version, context);
   if (m !== undefined) return m;
   if (version !== undefined) {
-    const any = await registry.get(name);
+    const any = await registry.get(name, undefined, context);
     if (any !== undefined) throw new NotFoundError(`model "${name}" has no version "${version}" (served versions: ${any.versions.join(', ') || 'none'})`);
   }
   const entries = await registry.list();
@@ -220,16 +225,16 @@ export function createKServeHandler(registry: KServeRegistry, options: KServeHan
         return json(ready ? 200 : 503, { ready });
       }
       case 'model-metadata': {
-        const m = await findModel(registry, r.model, r.version);
+        const m = await findModel(registry, r.model, r.version, req.context);
         if (m.metadata === undefined) throw notReady(m);
         return json(200, modelMetadataResponse(m.name, m.versions, m.platform, m.metadata));
       }
       case 'model-ready': {
-        const m = await findModel(registry, r.model, r.version);
+        const m = await findModel(registry, r.model, r.version, req.context);
         return json(m.ready ? 200 : 503, { name: m.name, ready: m.ready });
       }
       case 'infer': {
-        const m = await findModel(registry, r.model, r.version);
+        const m = await findModel(registry, r.model, r.version, req.context);
         if (!m.ready || m.metadata === undefined) throw notReady(m);
         const headerLength = parseHeaderLength(header(req.headers, 'inference-header-content-length'), req.body.byteLength);
         const decoded = decodeInferRequest(m.name, m.metadata, req.body, headerLength, { maxElements });

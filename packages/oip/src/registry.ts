@@ -34,8 +34,11 @@ export interface KServeModel {
 export interface KServeRegistry {
   /** Every model the repository knows, loaded or not (POST /v2/repository/index). */
   list(): RepositoryIndexEntry[] | Promise<RepositoryIndexEntry[]>;
-  /** A model version, or its default (highest served) version; undefined when there is none. */
-  get(name: string, version?: string): KServeModel | undefined | Promise<KServeModel | undefined>;
+  /**
+   * A model version, or its default (highest served) version; undefined when there is none. `context` is the
+   * request's KServeRequest.context, so one registry can serve requests that each carry their own deadline.
+   */
+  get(name: string, version?: string, context?: unknown): KServeModel | undefined | Promise<KServeModel | undefined>;
   /**
    * Loads or reloads a model; rejects with NotFoundError for a model the repository lacks. A registry without
    * load and unload serves a fixed set of models: the handler then answers the repository's load and unload

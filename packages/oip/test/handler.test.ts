@@ -401,3 +401,17 @@ describe('model repository extension', () => {
     expect(enc.status).toBe(200);
   });
 });
+
+describe('request context', () => {
+  test('each request\'s context reaches registry.get, so one handler serves requests with their own deadlines', async () => {
+    const seen: unknown[] = [];
+    const handle = createKServeHandler({
+      list: () => [],
+      get: (name, _version, context) => { seen.push([name, context]); return undefined; },
+    });
+    const a = await handle({ method: 'GET', path: '/v2/models/m', headers: {}, body: Buffer.alloc(0), context: { deadline: 1 } });
+    const b = await handle({ method: 'GET', path: '/v2/models/m/ready', headers: {}, body: Buffer.alloc(0), context: { deadline: 2 } });
+    expect([a.status, b.status]).toEqual([404, 404]);
+    expect(seen).toEqual([['m', { deadline: 1 }], ['m', { deadline: 2 }]]);
+  });
+});
