@@ -13,6 +13,7 @@ export type ErrorCode =
   | 'ERR_PROTOCOL'
   | 'ERR_PROTOCOL_VERSION'
   | 'ERR_FRAME_TOO_LARGE'
+  | 'ERR_ENCODE'
   | 'ERR_UNAUTHORIZED'
   | 'ERR_NOT_FOUND'
   | 'ERR_NO_REPLICA'
@@ -91,8 +92,9 @@ brand(PeerGoneError);
 
 /** A malformed or unexpected message on the wire. */
 export class ProtocolError extends ShoalError {
-  constructor(message: string, code: 'ERR_PROTOCOL' | 'ERR_PROTOCOL_VERSION' | 'ERR_FRAME_TOO_LARGE' = 'ERR_PROTOCOL') {
-    super(code, message, { httpStatus: code === 'ERR_FRAME_TOO_LARGE' ? 413 : 400 });
+  /** ERR_ENCODE: a value the wire codec cannot encode (a cycle, nesting too deep); 500, the sender's fault. */
+  constructor(message: string, code: 'ERR_PROTOCOL' | 'ERR_PROTOCOL_VERSION' | 'ERR_FRAME_TOO_LARGE' | 'ERR_ENCODE' = 'ERR_PROTOCOL') {
+    super(code, message, { httpStatus: code === 'ERR_FRAME_TOO_LARGE' ? 413 : code === 'ERR_ENCODE' ? 500 : 400 });
   }
 }
 brand(ProtocolError);

@@ -115,7 +115,17 @@ export class Peer {
   /** Queues a message for this tick's frame. Never refused for congestion: use request() for new work. */
   send(message: Message): void {
     if (this.closedError !== undefined) throw this.closedError;
-    const data = encodeMessage(message);
+    let data: Buffer;
+    try {
+      data = encodeMessage(message);
+    } catch (err) {
+      // A value the codec cannot encode (a cycle, nesting too deep) fails that one message, never the connection
+      // or the process: a reply becomes an error reply, a request throws to its caller.
+      const text = `cannot encode "${message.t}" message for ${this.name}: ${(err as Error).message}`;
+      this.opts.logger.warn('message not encodable', { peer: this.name, type: message.t, error: (err as Error).message });
+      if (message.t === 'reply' && message.ok) { this.send({ t: 'reply', id: message.id, ok: false, error: { code: 'ERR_ENCODE', name: 'ProtocolError', message: text, httpStatus: 500 }, ...(message.q === undefined ? {} : { q: message.q }) }); return; }
+      throw new ProtocolError(text, 'ERR_ENCODE');
+    }
     if (data.byteLength > this.opts.maxFrameBytes) { this.failOversized(message, data.byteLength); return; }
     // A large message goes alone: a frame of one part is sent without copying it.
     if (data.byteLength >= EAGER_FLUSH_BYTES && this.outbox.length > 0) this.flush();
@@ -161,7 +171,12 @@ export class Peer {
     }
     const reply = new Promise<ReplyMessage>((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
-      this.send({ ...message, id } as Message);
+      try {
+        this.send({ ...message, id } as Message);
+      } catch (err) {
+        this.pending.delete(id);
+        reject(err);
+      }
     });
     return { id, reply };
   }

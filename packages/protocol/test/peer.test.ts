@@ -48,6 +48,24 @@ describe('Peer over a real WebSocket pair', () => {
     expect(client.pendingCount).toBe(0);
   });
 
+  it('a value the codec cannot encode fails that one call, never the connection: a reply becomes an error reply, a request rejects', async () => {
+    const [c, s] = await wsPair(server);
+    const cyclic: Record<string, unknown> = { a: 1 };
+    cyclic.self = cyclic;
+    peer(s, { onMessage: (m, p) => { if (m.t === 'call') p.reply(m.id, m.method === 'cyclic' ? cyclic : 'fine', 3); } });
+    const client = peer(c);
+    const bad = await client.request({ t: 'call', replicaId: 'r', method: 'cyclic', args: [] });
+    expect(bad).toMatchObject({ ok: false, q: 3, error: { code: 'ERR_ENCODE', name: 'ProtocolError', httpStatus: 500 } });
+    expect((bad as { error: { message: string } }).error.message).toMatch(/cannot encode "reply" message for test: Maximum call stack/);
+    const err = await client.request({ t: 'call', replicaId: 'r', method: 'x', args: [cyclic] }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ProtocolError);
+    expect((err as ProtocolError).code).toBe('ERR_ENCODE');
+    expect(client.pendingCount).toBe(0);
+    // Both ends go on serving.
+    expect(await client.call({ t: 'call', replicaId: 'r', method: 'ok', args: [] })).toBe('fine');
+    expect(client.closed).toBe(false);
+  });
+
   it('rebuilds a remote error into its class', async () => {
     const [c, s] = await wsPair(server);
     doublingServer(s);
