@@ -123,6 +123,7 @@ describe('a real cluster', () => {
     const counter = handleFor<Counter>(head, spec, 'Counter');
     const victim = (await counter.incr(1)).pid;
     const victimWorker = head.controller.status().workers.find((w) => w.pid === victim)!;
+    const original = new Set(head.controller.status().workers.map((w) => w.workerId));
     process.kill(victim, 'SIGKILL');
     await waitFor('the dead worker to be declared dead', () => head.controller.status().workers.find((w) => w.workerId === victimWorker.workerId)?.state !== 'ALIVE', 10_000);
     // calls in the gap either succeed on the other replica or fail with a typed error; none hangs
@@ -137,6 +138,16 @@ describe('a real cluster', () => {
     for (let i = 0; i < 40; i++) pids.add((await counter.incr(1)).pid);
     expect(pids.has(victim)).toBe(false);
     expect(isAlive(victim)).toBe(false);
+    // The head started a replacement process, and it got the shared HTTP socket: it answers on the public port too.
+    await waitFor('a replacement local worker to join', () => head.controller.aliveWorkers().length === 2, 20_000);
+    const fresh = head.controller.aliveWorkers().find((w) => !original.has(w.workerId))?.workerId;
+    expect(fresh).toBeDefined();
+    const served = async (): Promise<number> => (await head.stats()).workers.find((w) => w.workerId === fresh)?.traffic?.ingressRequests ?? 0;
+    await waitFor('the replacement to answer HTTP on the shared port', async () => {
+      // New connections each time, so the kernel can hand some to the replacement.
+      for (let i = 0; i < 20; i++) expect((await fetch(url('/incr'), { headers: { connection: 'close' } })).status).toBe(200);
+      return (await served()) > 0;
+    }, 20_000);
   });
 
   it('rejects pending calls with PeerGoneError when a worker dies mid-call', async () => {
