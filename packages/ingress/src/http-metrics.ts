@@ -11,9 +11,6 @@ export const DURATION_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05
 export class HttpMetrics {
   private readonly requests: Counter<'app' | 'code'>;
   private readonly duration: Histogram<'app'>;
-  // Label children looked up once: prom-client hashes the label set on every inc() and observe() otherwise.
-  private readonly counted = new Map<string, { inc(): void }>();
-  private readonly timed = new Map<string, { observe(v: number): void }>();
 
   constructor(registry: Registry) {
     const registers = [registry];
@@ -23,12 +20,7 @@ export class HttpMetrics {
 
   /** Records one answered HTTP request of an application. */
   observeHttp(app: string, code: number, seconds: number): void {
-    const key = `${app}\u0000${code}`;
-    let c = this.counted.get(key);
-    if (c === undefined) { c = this.requests.labels({ app, code: String(code) }); this.counted.set(key, c); }
-    c.inc();
-    let h = this.timed.get(app);
-    if (h === undefined) { h = this.duration.labels({ app }); this.timed.set(app, h); }
-    h.observe(seconds);
+    this.requests.inc({ app, code: String(code) });
+    this.duration.observe({ app }, seconds);
   }
 }
