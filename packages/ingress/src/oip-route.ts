@@ -87,13 +87,8 @@ export class OipRoute implements ExtraRoute {
       for (const s of list) s.versions = versions;
     }
     this.models = byName;
-    // A redeploy may have changed a model: ask its replicas again.
-    const keys = new Set([...byName.values()].flat().map((s) => s.key));
-    for (const k of [...this.metadata.keys()]) if (!keys.has(k)) this.metadata.delete(k);
-  }
-
-  /** Forgets cached metadata (after a redeploy of the same key). */
-  invalidate(): void {
+    // A redeploy may have changed a model under the same key: ask the replicas again (apps change rarely; this
+    // costs one metadata call per model after a deploy).
     this.metadata.clear();
   }
 
