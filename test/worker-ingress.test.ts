@@ -6,7 +6,6 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer } from 'node:net';
 import { resolve } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import type { AppSpec } from '@shoal/core';
 import type { Head } from '@shoal/head';
 import type { WorkerStats } from '@shoal/protocol';
 import { localWorkerCommand } from '../packages/cli/src/main.ts';
@@ -88,7 +87,6 @@ describe('worker ingress', () => {
 
   describe('hops', () => {
     let head: Head;
-    let spec: AppSpec;
     afterAll(async () => { await head?.stop(); });
 
     const traffic = async (): Promise<Map<string, NonNullable<WorkerStats['traffic']>>> =>
@@ -96,7 +94,7 @@ describe('worker ingress', () => {
 
     it('a request whose replica is on another worker crosses exactly one data-plane hop; a local one none', async () => {
       head = await startCluster({ workers: 1 });
-      spec = await deployFixture(head);
+      await deployFixture(head);
       const local = head.controller.aliveWorkers()[0]!.workerId;
       // A second worker with an HTTP port of its own (as behind an outside load balancer); it hosts no replica.
       const port = await freePort();
@@ -125,7 +123,6 @@ describe('worker ingress', () => {
       expect(t2.get(other)!.dataIn).toEqual({ call: 0, http: 0 });
       // The head's router carried none of it.
       expect(Object.values(head.router.stats()).every((s) => s.inflight === 0)).toBe(true);
-      void spec;
     });
   });
 });

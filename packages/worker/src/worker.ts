@@ -68,7 +68,7 @@ export class Worker {
   private readonly metrics: WorkerMetrics;
   private readonly ingress: Ingress;
   private readonly oip: OipRoute;
-  private ingressStarted: Promise<void> | undefined;
+  private ingressStarted = false;
   private appsVersion = -1;
   private apps: AppSpec[] = [];
   /** Where the ingress listens, once it does. */
@@ -146,9 +146,12 @@ export class Worker {
     this.apps = apps;
     this.ingress.setApps(apps);
     this.oip.setApps(apps, repository);
-    if (this.opts.http !== undefined && this.ingressStarted === undefined && !this.stopping) {
-      this.ingressStarted = Promise.resolve(this.opts.http).then((target) => this.ingress.listen(target)).then(
+    if (this.opts.http !== undefined && !this.ingressStarted && !this.stopping) {
+      this.ingressStarted = true;
+      void Promise.resolve(this.opts.http).then((target) => this.ingress.listen(target)).then(
         ({ port, host }) => {
+          // The socket can arrive after stop() began: close what it opened rather than leave it accepting.
+          if (this.stopping) { void this.ingress.close(); return; }
           this.httpAddress = `http://${host || '127.0.0.1'}:${port}`;
           this.opts.logger.info('ingress serving', { http: this.httpAddress });
         },
@@ -157,10 +160,6 @@ export class Worker {
     }
   }
 
-  /** Resolves once the ingress listens (or at once when this worker serves no HTTP). */
-  async ingressReady(): Promise<void> {
-    await this.ingressStarted;
-  }
 
   async start(): Promise<void> {
     await this.listenData();
