@@ -37,7 +37,10 @@ export interface SharedBlobNeed {
 export interface DeploymentOptions {
   /** Unique name within the application. @default the class or function name */
   name?: string;
-  /** Replicas to keep running. @default 1 */
+  /**
+   * Replicas to keep running. Leave it out with `autoscaling`, which sets the count (starting at
+   * `autoscaling.initialReplicas`). @default 1
+   */
   numReplicas?: number;
   /** Requests one replica runs at once; more wait in the router's queue. @default 100 */
   maxOngoingRequests?: number;
@@ -66,7 +69,49 @@ export interface DeploymentOptions {
   healthCheckTimeoutMs?: number;
   /** How long a draining replica may finish its ongoing requests before it is stopped. @default 20000 */
   gracefulShutdownTimeoutMs?: number;
+  /** Scale the replica count with load instead of keeping `numReplicas`. @default undefined (a fixed count) */
+  autoscaling?: AutoscalingOptions;
 }
+
+/**
+ * Autoscaling by load. The controller samples the deployment's ongoing requests (running on replicas plus waiting
+ * in routers, summed over the deployment) every `metricsIntervalMs`, averages the samples of the last
+ * `lookBackPeriodMs`, and wants ceil(average / targetOngoingRequests) replicas within [minReplicas, maxReplicas].
+ * A change is made only once it has been wanted for the whole upscale or downscale delay; the delays are what keep
+ * a noisy load near a threshold from flapping the count.
+ */
+export interface AutoscalingOptions {
+  /** Fewest replicas. 0 lets an idle deployment scale to zero; its next request then waits for a replica to start. @default 1 */
+  minReplicas?: number;
+  /** Most replicas. @default 100 */
+  maxReplicas?: number;
+  /** Replicas to start with, within [minReplicas, maxReplicas]. @default minReplicas */
+  initialReplicas?: number;
+  /** Ongoing requests (running plus queued) per replica to aim at. Lower scales out sooner. @default 2 */
+  targetOngoingRequests?: number;
+  /** How long a larger count must be wanted before scaling up. Scaling up from zero replicas never waits. @default 30000 */
+  upscaleDelayMs?: number;
+  /** How long a smaller count must be wanted before scaling down. @default 600000 */
+  downscaleDelayMs?: number;
+  /** How long zero replicas must be wanted, at one replica, before the last one stops. @default downscaleDelayMs */
+  downscaleToZeroDelayMs?: number;
+  /** The window of load samples averaged for each decision; at least metricsIntervalMs. @default 30000 */
+  lookBackPeriodMs?: number;
+  /**
+   * Share of the gap between the current count and the one the load needs that one scaling step closes (a step is
+   * at least one replica): below 1 damps the steps. At most 1 unless downscaleSmoothingFactor is given. @default 1
+   */
+  smoothingFactor?: number;
+  /** smoothingFactor for scaling up; above 1 scales up past the need, for a load still rising. @default smoothingFactor */
+  upscaleSmoothingFactor?: number;
+  /** smoothingFactor for scaling down, at most 1: a scale-down never goes below the need. @default smoothingFactor */
+  downscaleSmoothingFactor?: number;
+  /** How often the controller samples the deployment's ongoing requests. @default 1000 */
+  metricsIntervalMs?: number;
+}
+
+/** Every autoscaling option filled in; a valid input form too, so it recompiles to itself. */
+export type CompiledAutoscaling = Required<AutoscalingOptions>;
 
 /** What the scheduler counts per worker. */
 export interface CompiledResources { cpus: number; gpus: number; memory: number }
@@ -90,6 +135,8 @@ export interface CompiledDeploymentOptions {
   healthCheckPeriodMs: number;
   healthCheckTimeoutMs: number;
   gracefulShutdownTimeoutMs: number;
+  /** Set when the count autoscales; numReplicas is then the initial count. */
+  autoscaling: CompiledAutoscaling | undefined;
 }
 
 const NAME_RE = /^[A-Za-z_][A-Za-z0-9_.-]{0,127}$/;
@@ -115,9 +162,64 @@ export function checkName(path: string, value: unknown): string {
   return value;
 }
 
-const KNOWN = new Set(['name', 'numReplicas', 'maxOngoingRequests', 'maxQueuedRequests', 'maxRequestBytes', 'requestTimeoutMs', 'resources', 'userConfig', 'healthCheckPeriodMs', 'healthCheckTimeoutMs', 'gracefulShutdownTimeoutMs', 'batch']);
+const KNOWN = new Set(['name', 'numReplicas', 'autoscaling', 'maxOngoingRequests', 'maxQueuedRequests', 'maxRequestBytes', 'requestTimeoutMs', 'resources', 'userConfig', 'healthCheckPeriodMs', 'healthCheckTimeoutMs', 'gracefulShutdownTimeoutMs', 'batch']);
 
 const RESOURCE_KEYS = ['cpus', 'gpus', 'memory', 'gpuMemory', 'sharedBlobs', 'device'];
+
+const AUTOSCALING_KEYS: ReadonlyArray<keyof AutoscalingOptions> = [
+  'minReplicas', 'maxReplicas', 'initialReplicas', 'targetOngoingRequests', 'upscaleDelayMs', 'downscaleDelayMs', 'downscaleToZeroDelayMs',
+  'lookBackPeriodMs', 'smoothingFactor', 'upscaleSmoothingFactor', 'downscaleSmoothingFactor', 'metricsIntervalMs',
+];
+/** The bound numReplicas has, so an autoscaled count can never reach what a fixed one could not. */
+const MAX_REPLICAS = 10_000;
+
+function checkPositive(path: string, value: unknown, fallback: number): number {
+  const n = checkNumber(path, value, Number.NEGATIVE_INFINITY, fallback);
+  if (n <= 0) throw new InvalidOptionError(path, 'must be > 0', n);
+  return n;
+}
+
+function compileAutoscaling(input: unknown, path: string): CompiledAutoscaling {
+  if (typeof input !== 'object' || input === null || Array.isArray(input)) throw new InvalidOptionError(path, 'must be an object', input);
+  for (const key of Object.keys(input)) {
+    if (!(AUTOSCALING_KEYS as readonly string[]).includes(key)) throw new InvalidOptionError(`${path}.${key}`, `is not an autoscaling option (${AUTOSCALING_KEYS.join(', ')})`);
+  }
+  const a = input as AutoscalingOptions;
+  const minReplicas = checkInt(`${path}.minReplicas`, a.minReplicas, 0, 1, MAX_REPLICAS);
+  const maxReplicas = checkInt(`${path}.maxReplicas`, a.maxReplicas, 1, 100, MAX_REPLICAS);
+  if (minReplicas > maxReplicas) throw new InvalidOptionError(`${path}.minReplicas`, `must be at most maxReplicas (${maxReplicas})`, minReplicas);
+  const initialReplicas = checkInt(`${path}.initialReplicas`, a.initialReplicas, 0, minReplicas, MAX_REPLICAS);
+  if (initialReplicas < minReplicas || initialReplicas > maxReplicas) {
+    throw new InvalidOptionError(`${path}.initialReplicas`, `must be between minReplicas (${minReplicas}) and maxReplicas (${maxReplicas})`, initialReplicas);
+  }
+  const downscaleDelayMs = checkInt(`${path}.downscaleDelayMs`, a.downscaleDelayMs, 0, 600_000);
+  const metricsIntervalMs = checkInt(`${path}.metricsIntervalMs`, a.metricsIntervalMs, 1, 1000);
+  const lookBackPeriodMs = checkInt(`${path}.lookBackPeriodMs`, a.lookBackPeriodMs, 1, 30_000);
+  if (lookBackPeriodMs < metricsIntervalMs) {
+    throw new InvalidOptionError(`${path}.lookBackPeriodMs`, `must be at least metricsIntervalMs (${metricsIntervalMs}), or a window can hold no sample`, lookBackPeriodMs);
+  }
+  const smoothingFactor = checkPositive(`${path}.smoothingFactor`, a.smoothingFactor, 1);
+  const downscaleSmoothingFactor = checkPositive(`${path}.downscaleSmoothingFactor`, a.downscaleSmoothingFactor, smoothingFactor);
+  if (downscaleSmoothingFactor > 1) {
+    const own = a.downscaleSmoothingFactor !== undefined;
+    throw new InvalidOptionError(`${path}.${own ? 'downscaleSmoothingFactor' : 'smoothingFactor'}`,
+      `must be at most 1${own ? '' : ' while it also sets downscaleSmoothingFactor'}: a scale-down never goes below the count the load needs`, downscaleSmoothingFactor);
+  }
+  return {
+    minReplicas,
+    maxReplicas,
+    initialReplicas,
+    targetOngoingRequests: checkPositive(`${path}.targetOngoingRequests`, a.targetOngoingRequests, 2),
+    upscaleDelayMs: checkInt(`${path}.upscaleDelayMs`, a.upscaleDelayMs, 0, 30_000),
+    downscaleDelayMs,
+    downscaleToZeroDelayMs: checkInt(`${path}.downscaleToZeroDelayMs`, a.downscaleToZeroDelayMs, 0, downscaleDelayMs),
+    lookBackPeriodMs,
+    smoothingFactor,
+    upscaleSmoothingFactor: checkPositive(`${path}.upscaleSmoothingFactor`, a.upscaleSmoothingFactor, smoothingFactor),
+    downscaleSmoothingFactor,
+    metricsIntervalMs,
+  };
+}
 
 function compileSharedBlobs(path: string, value: unknown): SharedBlobNeed[] {
   if (value === undefined) return [];
@@ -145,9 +247,15 @@ export function compileDeploymentOptions(input: DeploymentOptions, defaultName: 
   if (gpus > 1 && !Number.isInteger(gpus)) throw new InvalidOptionError(`${path}.resources.gpus`, 'above 1 must be a whole number', gpus);
   const device = res.device ?? 'cuda';
   if (device !== 'cuda' && device !== 'host') throw new InvalidOptionError(`${path}.resources.device`, "must be 'cuda' or 'host'", device);
+  const autoscaling = input.autoscaling === undefined ? undefined : compileAutoscaling(input.autoscaling, `${path}.autoscaling`);
+  const numReplicas = checkInt(`${path}.numReplicas`, input.numReplicas, 0, autoscaling?.initialReplicas ?? 1, MAX_REPLICAS);
+  // numReplicas equal to the initial count is let through: the compiled form carries it, and must recompile.
+  if (autoscaling !== undefined && input.numReplicas !== undefined && numReplicas !== autoscaling.initialReplicas) {
+    throw new InvalidOptionError(`${path}.numReplicas`, `must be left out with autoscaling, which sets the count (starting at autoscaling.initialReplicas, ${autoscaling.initialReplicas} here)`, numReplicas);
+  }
   const compiled: CompiledDeploymentOptions = {
     name,
-    numReplicas: checkInt(`${path}.numReplicas`, input.numReplicas, 0, 1, 10_000),
+    numReplicas,
     maxOngoingRequests: checkInt(`${path}.maxOngoingRequests`, input.maxOngoingRequests, 1, 100),
     maxQueuedRequests: checkInt(`${path}.maxQueuedRequests`, input.maxQueuedRequests, 0, 1000),
     maxRequestBytes: checkInt(`${path}.maxRequestBytes`, input.maxRequestBytes, 1, 16 * 1024 * 1024),
@@ -164,6 +272,7 @@ export function compileDeploymentOptions(input: DeploymentOptions, defaultName: 
     healthCheckPeriodMs: checkInt(`${path}.healthCheckPeriodMs`, input.healthCheckPeriodMs, 1, 10_000),
     healthCheckTimeoutMs: checkInt(`${path}.healthCheckTimeoutMs`, input.healthCheckTimeoutMs, 1, 30_000),
     gracefulShutdownTimeoutMs: checkInt(`${path}.gracefulShutdownTimeoutMs`, input.gracefulShutdownTimeoutMs, 0, 20_000),
+    autoscaling,
   };
   return compiled;
 }
