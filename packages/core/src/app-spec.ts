@@ -4,7 +4,11 @@
  * the same way, and every error names the full path in the spec (`app.deployments[1].options.maxOngoingRequests`).
  *
  *   const spec = validateAppSpec(JSON.parse(body));   // InvalidOptionError (400) on the first bad field
+ *   await assertModuleFile(spec.modulePath);            // and the module is a file on this host
  */
+import { stat } from 'node:fs/promises';
+import { isAbsolute } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { InvalidOptionError } from './errors.ts';
 import { checkAppName, type AppSpec, type DeploymentKind, type DeploymentSpec } from './deployment.ts';
 import { checkName, compileDeploymentOptions, type DeploymentOptions } from './options.ts';
@@ -32,6 +36,43 @@ function strings(path: string, value: unknown, check: (path: string, v: unknown)
   return value.map((v: unknown, i) => check(`${path}[${i}]`, v));
 }
 
+const MODULE_PATH = `${ROOT}.modulePath`;
+
+/**
+ * The file a modulePath names: an absolute path, or a file: URL. Anything else (data:, http(s):, node:, a bare
+ * package name, a relative path) is refused, since workers import it as code.
+ */
+function modulePathToFile(modulePath: string): string {
+  if (isAbsolute(modulePath)) return modulePath;
+  if (/^file:/i.test(modulePath)) {
+    try {
+      return fileURLToPath(modulePath);
+    } catch (err) {
+      throw new InvalidOptionError(MODULE_PATH, `is not a usable file: URL (${(err as Error).message})`, modulePath);
+    }
+  }
+  const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(modulePath)?.[1];
+  throw new InvalidOptionError(MODULE_PATH, scheme === undefined
+    ? 'must be an absolute file path or a file: URL, not a relative path or a package name'
+    : `must be an absolute file path or a file: URL, not a ${scheme}: URL`, modulePath);
+}
+
+/**
+ * Checks that the module of a (validated) spec is a regular file on this host; InvalidOptionError naming
+ * app.modulePath and the value if it is missing or something else (a directory, a device).
+ */
+export async function assertModuleFile(modulePath: string): Promise<void> {
+  const file = modulePathToFile(modulePath);
+  let isFile: boolean;
+  try {
+    isFile = (await stat(file)).isFile();
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new InvalidOptionError(MODULE_PATH, code === 'ENOENT' ? 'no such file on the head' : `cannot be read on the head (${code ?? 'error'})`, modulePath);
+  }
+  if (!isFile) throw new InvalidOptionError(MODULE_PATH, 'is not a regular file', modulePath);
+}
+
 /** Returns a new spec with compiled options; throws InvalidOptionError naming the first bad field. */
 export function validateAppSpec(raw: unknown): AppSpec {
   const app = object(ROOT, raw, APP_KEYS);
@@ -42,6 +83,7 @@ export function validateAppSpec(raw: unknown): AppSpec {
     throw new InvalidOptionError(`${ROOT}.routePrefix`, 'must be null or a string starting with "/"', routePrefix);
   }
   const modulePath = text(`${ROOT}.modulePath`, app.modulePath);
+  modulePathToFile(modulePath);
   const exportName = text(`${ROOT}.exportName`, app.exportName);
   if (!Array.isArray(app.deployments) || app.deployments.length === 0) {
     throw new InvalidOptionError(`${ROOT}.deployments`, 'must be a non-empty array', app.deployments);

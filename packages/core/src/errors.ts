@@ -4,6 +4,8 @@
  * copies of the package, and errors that crossed a process boundary are rebuilt into their class by
  * {@link rebuildError}.
  */
+import { types } from 'node:util';
+
 const BRAND = Symbol.for('shoal.error');
 
 export type ErrorCode =
@@ -51,9 +53,11 @@ export class ShoalError extends Error {
 
   /** Matches by brand along the prototype chain, so two loaded copies of this package agree. */
   static override [Symbol.hasInstance](value: unknown): boolean {
+    // A Proxy is never one: its getPrototypeOf trap is user code that may throw, and this runs in error handlers.
+    if (typeof value !== 'object' || value === null || types.isProxy(value)) return false;
     const want = (this.prototype as { [BRAND]?: string })[BRAND];
-    let proto: unknown = typeof value === 'object' && value !== null ? Object.getPrototypeOf(value) : null;
-    while (proto !== null && proto !== undefined) {
+    let proto: unknown = Object.getPrototypeOf(value);
+    while (proto !== null && proto !== undefined && !types.isProxy(proto)) {
       if (Object.prototype.hasOwnProperty.call(proto, BRAND) && (proto as { [BRAND]: string })[BRAND] === want) return true;
       proto = Object.getPrototypeOf(proto);
     }
@@ -78,6 +82,18 @@ brand(InvalidOptionError);
 export class UserCodeError extends ShoalError {
   constructor(message: string, opts: { userName?: string; userStack?: string; deployment?: string } = {}) {
     super('ERR_USER_CODE', message, { httpStatus: 500, details: { userName: opts.userName, userStack: opts.userStack, deployment: opts.deployment } });
+  }
+
+  /**
+   * Wraps whatever user code threw (any value: undefined, a string, a null-prototype object, an Error whose
+   * getters throw) without ever throwing itself. `prefix` goes before the description ("replica r1 failed to start: ").
+   */
+  static from(thrown: unknown, opts: { deployment?: string; prefix?: string } = {}): UserCodeError {
+    const { name, stack } = thrownIdentity(thrown);
+    return new UserCodeError(`${opts.prefix ?? ''}${describeThrown(thrown)}`, {
+      ...(name === undefined ? {} : { userName: name }), ...(stack === undefined ? {} : { userStack: stack }),
+      ...(opts.deployment === undefined ? {} : { deployment: opts.deployment }),
+    });
   }
 }
 brand(UserCodeError);
@@ -246,15 +262,24 @@ const CLASSES: Record<string, new (...args: never[]) => ShoalError> = {
   BadRequestError, BackendError, OutOfMemoryError,
 };
 
-/** Turns any thrown value into its wire form. Non-shoal errors become ERR_USER_CODE with the user's message. */
+/**
+ * Turns any thrown value into its wire form, and never throws: non-shoal values become ERR_USER_CODE with the
+ * user's message, or {@link describeThrown}'s description of a value that is not an Error.
+ */
 export function toWireError(err: unknown): WireError {
-  if (err instanceof ShoalError) {
+  if (isShoalError(err)) {
     return { code: err.code, name: err.name, message: err.message, httpStatus: err.httpStatus, details: err.details };
   }
-  if (err instanceof Error) {
-    return { code: 'ERR_USER_CODE', name: 'UserCodeError', message: err.message, httpStatus: 500, details: { userName: err.name, userStack: err.stack } };
-  }
-  return { code: 'ERR_USER_CODE', name: 'UserCodeError', message: String(err), httpStatus: 500, details: {} };
+  const { name, stack } = thrownIdentity(err);
+  const details: Record<string, unknown> = {};
+  if (name !== undefined) details.userName = name;
+  if (stack !== undefined) details.userStack = stack;
+  return { code: 'ERR_USER_CODE', name: 'UserCodeError', message: describeThrown(err), httpStatus: 500, details };
+}
+
+/** `instanceof ShoalError`, false instead of throwing for a value whose prototype lookup throws (a Proxy). */
+function isShoalError(v: unknown): v is ShoalError {
+  try { return v instanceof ShoalError; } catch { return false; }
 }
 
 /** Rebuilds a wire error into its class, so callers can `instanceof` and read `code`. */
@@ -277,4 +302,131 @@ export function describe(value: unknown): string {
   if (Array.isArray(value)) return `array(${value.length})`;
   if (typeof value === 'function') return 'function';
   return typeof value;
+}
+
+/** The longest string {@link describeThrown} returns. */
+export const DESCRIBE_THROWN_MAX_CHARS = 1000;
+/** The longest user stack kept in an error's details. */
+const STACK_MAX_CHARS = 8000;
+const MAX_DEPTH = 2;
+const MAX_ENTRIES = 10;
+const MAX_STRING_CHARS = 100;
+
+const isProxy = (v: unknown): boolean => types.isProxy(v);
+
+function clip(s: string, max: number): string {
+  return s.length > max ? `${s.slice(0, max - 3)}...` : s;
+}
+
+/** Reads a property without throwing: a throwing getter or a Proxy reads as undefined. */
+function safeGet(o: object, key: string): unknown {
+  if (isProxy(o)) return undefined;
+  try { return (o as Record<string, unknown>)[key]; } catch { return undefined; }
+}
+
+function isErrorLike(v: object): boolean {
+  if (isProxy(v)) return false;
+  try { return v instanceof Error || types.isNativeError(v); } catch { return false; }
+}
+
+/** The class name and stack of a thrown Error, each undefined when absent or unreadable. */
+function thrownIdentity(v: unknown): { name: string | undefined; stack: string | undefined } {
+  if (typeof v !== 'object' || v === null || !isErrorLike(v)) return { name: undefined, stack: undefined };
+  const name = safeGet(v, 'name');
+  const stack = safeGet(v, 'stack');
+  return { name: typeof name === 'string' ? clip(name, MAX_STRING_CHARS) : undefined, stack: typeof stack === 'string' ? clip(stack, STACK_MAX_CHARS) : undefined };
+}
+
+/**
+ * A bounded, one-line description of any thrown value that never throws and never runs user code (no toString,
+ * no getters, no Proxy traps, no custom inspect): an Error's message (its name when the message is empty or
+ * unreadable), a string as it is, `undefined`, `null`, numbers, and for other objects a shallow sketch
+ * (`[Object: null prototype] { code: 7 }`, cycles as [Circular]). At most `maxChars` characters.
+ *
+ *   describeThrown(undefined)              // 'undefined'
+ *   describeThrown(Object.create(null))    // '[Object: null prototype] {}'
+ */
+export function describeThrown(value: unknown, maxChars = DESCRIBE_THROWN_MAX_CHARS): string {
+  try {
+    return clip(describeTop(value), maxChars);
+  } catch {
+    return '<a thrown value that cannot be described>';
+  }
+}
+
+function describeTop(v: unknown): string {
+  if (typeof v === 'string') return clip(v, DESCRIBE_THROWN_MAX_CHARS);
+  if (typeof v === 'object' && v !== null && isErrorLike(v)) {
+    const message = safeGet(v, 'message');
+    if (typeof message === 'string' && message !== '') return clip(message, DESCRIBE_THROWN_MAX_CHARS);
+    const name = safeGet(v, 'name');
+    return typeof name === 'string' && name !== '' ? clip(name, MAX_STRING_CHARS) : 'Error';
+  }
+  // An error-like plain object ({ message: 'x', code: 7 }) reads as its message, as an Error would.
+  if (typeof v === 'object' && v !== null && !isProxy(v)) {
+    const own = Object.getOwnPropertyDescriptor(v, 'message');
+    if (own !== undefined && typeof own.value === 'string' && own.value !== '') return clip(own.value, DESCRIBE_THROWN_MAX_CHARS);
+  }
+  return sketch(v, 0, new Set());
+}
+
+/** A shallow rendering that reads own data properties only, MAX_ENTRIES of them, MAX_DEPTH levels deep. */
+function sketch(v: unknown, depth: number, seen: Set<object>): string {
+  switch (typeof v) {
+    case 'string': return JSON.stringify(clip(v, MAX_STRING_CHARS));
+    case 'number': case 'boolean': case 'undefined': return String(v);
+    case 'bigint': return `${String(v)}n`;
+    case 'symbol': return String(v); // Symbol's descriptive string: no user code runs
+    case 'function': {
+      const d = isProxy(v) ? undefined : Object.getOwnPropertyDescriptor(v, 'name');
+      return typeof d?.value === 'string' && d.value !== '' ? `[Function ${clip(d.value, MAX_STRING_CHARS)}]` : '[Function]';
+    }
+  }
+  if (v === null) return 'null';
+  const o = v as object;
+  if (isProxy(o)) return '[Proxy]';
+  if (seen.has(o)) return '[Circular]';
+  if (isErrorLike(o)) {
+    const name = safeGet(o, 'name');
+    const message = safeGet(o, 'message');
+    return `[${typeof name === 'string' ? clip(name, MAX_STRING_CHARS) : 'Error'}${typeof message === 'string' && message !== '' ? `: ${clip(message, MAX_STRING_CHARS)}` : ''}]`;
+  }
+  const label = classLabel(o);
+  if (Array.isArray(o)) {
+    if (depth >= MAX_DEPTH) return `[Array(${o.length})]`;
+    seen.add(o);
+    const items: string[] = [];
+    for (let i = 0; i < Math.min(o.length, MAX_ENTRIES); i++) {
+      const d = Object.getOwnPropertyDescriptor(o, i);
+      items.push(d === undefined ? '<empty>' : 'value' in d ? sketch(d.value, depth + 1, seen) : '[Getter]');
+    }
+    seen.delete(o);
+    if (o.length > MAX_ENTRIES) items.push(`... ${o.length - MAX_ENTRIES} more`);
+    return `[${items.join(', ')}]`;
+  }
+  if (ArrayBuffer.isView(o) || types.isMap(o) || types.isSet(o) || types.isDate(o) || types.isRegExp(o) || types.isPromise(o)) return `[${label}]`;
+  if (depth >= MAX_DEPTH) return `[${label}]`;
+  seen.add(o);
+  const entries: string[] = [];
+  const keys = Object.keys(o);
+  for (const key of keys.slice(0, MAX_ENTRIES)) {
+    const d = Object.getOwnPropertyDescriptor(o, key);
+    const k = /^[A-Za-z_$][\w$]*$/.test(key) ? key : JSON.stringify(clip(key, MAX_STRING_CHARS));
+    entries.push(`${k}: ${d === undefined ? 'undefined' : 'value' in d ? sketch(d.value, depth + 1, seen) : '[Getter]'}`);
+  }
+  seen.delete(o);
+  if (keys.length > MAX_ENTRIES) entries.push(`... ${keys.length - MAX_ENTRIES} more`);
+  const prefix = label === 'Object' ? '' : `${label} `;
+  return `${prefix}{${entries.length > 0 ? ` ${entries.join(', ')} ` : ''}}`;
+}
+
+/** "Object", "[Object: null prototype]", or the constructor's name, read without running user code. */
+function classLabel(o: object): string {
+  const proto: unknown = Object.getPrototypeOf(o);
+  if (proto === null) return '[Object: null prototype]';
+  if (proto === Object.prototype) return 'Object';
+  if (isProxy(proto)) return 'Object';
+  const ctor: unknown = Object.getOwnPropertyDescriptor(proto as object, 'constructor')?.value;
+  const name: unknown = typeof ctor === 'function' && !isProxy(ctor) ? Object.getOwnPropertyDescriptor(ctor, 'name')?.value : undefined;
+  return typeof name === 'string' && name !== '' ? clip(name, MAX_STRING_CHARS) : 'Object';
 }

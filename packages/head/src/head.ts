@@ -8,11 +8,11 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { randomBytes } from 'node:crypto';
 import { WebSocketServer, type WebSocket } from 'ws';
 import {
-  DeployError, InvalidOptionError, NotFoundError, ReplicaUnavailableError, UnauthorizedError, realClock, toWireError, validateAppSpec, type AppSpec,
+  DeployError, InvalidOptionError, NotFoundError, ReplicaUnavailableError, UnauthorizedError, assertModuleFile, realClock, toWireError, validateAppSpec, type AppSpec,
   type Clock, type Logger, type WireHttpRequest, type WireHttpResponse,
 } from '@shoal/core';
 import {
-  PROTOCOL_VERSION, Peer, acceptHello, sendWelcome, tokenMatches, type Message, type NewRequest, type RouteTable,
+  PROTOCOL_VERSION, Peer, acceptHello, attachWebSocketEndpoint, sendWelcome, tokenMatches, type Message, type NewRequest, type RouteTable,
   type WorkerStats,
 } from '@shoal/protocol';
 import { Router, type Dispatch, type ReplicaRef, type Transport } from '@shoal/router';
@@ -111,8 +111,7 @@ export class Head {
   async start(): Promise<void> {
     const host = this.opts.host ?? '127.0.0.1';
     this.server = createServer((req, res) => { void this.control(req, res); });
-    this.wss = new WebSocketServer({ server: this.server, maxPayload: this.opts.maxFrameBytes, perMessageDeflate: false });
-    this.wss.on('connection', (ws: WebSocket, req) => { void this.acceptWorker(ws, `${req.socket.remoteAddress}:${req.socket.remotePort}`); });
+    this.wss = attachWebSocketEndpoint(this.server, { token: this.token, maxFrameBytes: this.opts.maxFrameBytes, logger: this.opts.logger, onConnection: (ws, remote) => { void this.acceptWorker(ws, remote); } });
     await new Promise<void>((resolve, reject) => {
       this.server!.once('error', reject);
       this.server!.listen(this.opts.port ?? 7450, host, () => resolve());
@@ -342,6 +341,7 @@ export class Head {
       if (req.method === 'POST' && url.pathname === '/api/apps') {
         // Re-validated and compiled here: the body comes from outside, whatever built it.
         const spec = validateAppSpec(JSON.parse((await readBody(req, 16 * 1024 * 1024, 'the control API')).toString()));
+        await assertModuleFile(spec.modulePath);
         await this.deploy(spec);
         const wait = url.searchParams.get('wait');
         if (wait !== null) await this.waitReady(spec.name, Number(wait) || 60_000);

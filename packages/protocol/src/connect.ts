@@ -1,5 +1,6 @@
 /**
- * Connection set-up on both sides: the client sends `hello` (protocol version and cluster token) as its first
+ * Connection set-up on both sides: the client presents the cluster token on the HTTP upgrade (checked there by
+ * attachWebSocketEndpoint, accept.ts), then sends `hello` (protocol version and the token again) as its first
  * frame; the server answers `welcome` or `refuse` and closes. Only after that does either side build a Peer.
  */
 import { timingSafeEqual, createHash } from 'node:crypto';
@@ -21,7 +22,11 @@ export interface ConnectOptions extends Omit<PeerOptions, 'name'> {
 
 /** Opens a connection and completes the handshake; rejects with the server's reason if refused. */
 export function connectPeer(opts: ConnectOptions): Promise<{ peer: Peer; welcome: WelcomeMessage }> {
-  const ws = new WebSocket(opts.address, { maxPayload: opts.maxFrameBytes, perMessageDeflate: false, handshakeTimeout: opts.timeoutMs ?? 10_000 });
+  const token = opts.hello.token;
+  const ws = new WebSocket(opts.address, {
+    maxPayload: opts.maxFrameBytes, perMessageDeflate: false, handshakeTimeout: opts.timeoutMs ?? 10_000,
+    ...(typeof token === 'string' ? { headers: { authorization: `Bearer ${token}` } } : {}),
+  });
   return new Promise((resolve, reject) => {
     let settled = false;
     const timer = setTimeout(() => finish(new PeerGoneError(`no answer to hello from ${opts.address} within ${opts.timeoutMs ?? 10_000} ms`)), opts.timeoutMs ?? 10_000);
@@ -33,6 +38,12 @@ export function connectPeer(opts: ConnectOptions): Promise<{ peer: Peer; welcome
     };
     ws.once('open', () => ws.send(encodeMessage({ t: 'hello', v: PROTOCOL_VERSION, ...opts.hello } as HelloMessage)));
     ws.once('error', (err) => finish(new PeerGoneError(`cannot connect to ${opts.address}: ${err.message}`)));
+    // The server refused the upgrade (401: the token), so there is no WebSocket and no refuse message.
+    ws.once('unexpected-response', (_req, res) => {
+      res.resume();
+      const why = `${opts.address} answered the upgrade with HTTP ${res.statusCode}`;
+      finish(res.statusCode === 401 ? new UnauthorizedError(`${why}: wrong or missing cluster token`) : new PeerGoneError(why));
+    });
     ws.once('close', (code, reason) => finish(new PeerGoneError(`${opts.address} closed the connection during hello (code ${code}${reason.length ? `: ${reason.toString()}` : ''})`)));
     ws.once('message', (data: Buffer) => {
       let first: Message | undefined;
@@ -60,8 +71,16 @@ export function tokenMatches(expected: string, given: unknown): boolean {
   return timingSafeEqual(digest(expected), digest(given));
 }
 
+/** @see AcceptOptions.maxHelloBytes */
+export const DEFAULT_MAX_HELLO_BYTES = 8 * 1024;
+
 export interface AcceptOptions {
   token: string;
+  /**
+   * Largest hello frame; a larger first frame is refused before it is decoded. A worker's hello (its resources and
+   * devices) is well under 1 KiB. @default 8192
+   */
+  maxHelloBytes?: number;
   logger: Logger;
   /** Remote address for the log line of a refusal. */
   remote: string;
@@ -86,6 +105,8 @@ export function acceptHello(ws: WebSocket, opts: AcceptOptions): Promise<HelloMe
     };
     ws.once('close', () => { clearTimeout(timer); reject(new PeerGoneError(`${opts.remote} left during hello`)); });
     ws.once('message', (data: Buffer) => {
+      const maxHelloBytes = opts.maxHelloBytes ?? DEFAULT_MAX_HELLO_BYTES;
+      if (data.length > maxHelloBytes) { refuse('ERR_PROTOCOL', `hello of ${data.length} bytes is over maxHelloBytes=${maxHelloBytes}`); return; }
       let hello: Message | undefined;
       try { hello = decodeFrame(data)[0]; } catch (err) { refuse('ERR_PROTOCOL', (err as Error).message); return; }
       if (hello?.t !== 'hello') { refuse('ERR_PROTOCOL', `first message must be hello, got ${hello?.t}`); return; }

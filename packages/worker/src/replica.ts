@@ -6,7 +6,7 @@
  */
 import {
   CancelledError, DeadlineExceededError, IllegalStateError, NotFoundError, QueueFullError, ShoalError, ShoalRequest,
-  UserCodeError, contextStorage, realClock, toWireResponse, abortableOf, type Abortable, type CompiledDeploymentOptions, type Logger, type WireHttpRequest,
+  UserCodeError, contextStorage, describeThrown, realClock, toWireResponse, abortableOf, type Abortable, type CompiledDeploymentOptions, type Logger, type WireHttpRequest,
   type WireHttpResponse,
 } from '@shoal/core';
 import type { ReplicaState, ReplicaStats } from '@shoal/protocol';
@@ -124,9 +124,8 @@ export class Replica {
       this.httpMethod = typeof instance.fetch === 'function' ? 'fetch' : typeof instance.call === 'function' ? 'call' : undefined;
       this.transition('RUNNING');
     } catch (err) {
-      const message = err instanceof Error ? err.message : String(err);
-      this.transition('FAILED', message);
-      throw new UserCodeError(`replica ${this.replicaId} of "${this.deployment}" failed to start: ${message}`, { deployment: this.deployment, userName: (err as Error)?.name });
+      this.transition('FAILED', describeThrown(err));
+      throw UserCodeError.from(err, { deployment: this.deployment, prefix: `replica ${this.replicaId} of "${this.deployment}" failed to start: ` });
     }
   }
 
@@ -231,7 +230,7 @@ export class Replica {
     try {
       if (typeof this.instance?.shutdown === 'function') await this.instance.shutdown();
     } catch (err) {
-      this.logger.warn('shutdown hook threw', { replica: this.replicaId, error: (err as Error).message });
+      this.logger.warn('shutdown hook threw', { replica: this.replicaId, error: describeThrown(err) });
     }
     this.transition('STOPPED');
   }
@@ -299,8 +298,7 @@ function abortReason(signal: { readonly reason: unknown }, deployment: string): 
 /** Errors from user code keep the user's message; shoal's own errors pass through unchanged. */
 function asCallerError(err: unknown, deployment: string): Error {
   if (err instanceof ShoalError) return err;
-  if (err instanceof Error) return new UserCodeError(err.message, { userName: err.name, userStack: err.stack, deployment });
-  return new UserCodeError(String(err), { deployment });
+  return UserCodeError.from(err, { deployment });
 }
 
 /** Methods a caller may reach: prototype methods and function-valued own fields (batched methods), minus hooks. */

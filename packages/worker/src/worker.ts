@@ -10,7 +10,7 @@ import {
   type WireError, type WireHttpResponse,
 } from '@shoal/core';
 import {
-  acceptHello, connectPeer, sendWelcome, Peer, type DeviceInfo, type Message, type NewRequest, type ReplyMessage,
+  acceptHello, attachWebSocketEndpoint, connectPeer, sendWelcome, Peer, type DeviceInfo, type Message, type NewRequest, type ReplyMessage,
   type WorkerResources, type WorkerStats,
   type CallMessage, type HttpMessage,
 } from '@shoal/protocol';
@@ -216,8 +216,7 @@ export class Worker {
   private listenData(): Promise<void> {
     const host = this.opts.host ?? '127.0.0.1';
     this.server = createServer((_req, res) => { res.writeHead(426).end('WebSocket only'); });
-    this.wss = new WebSocketServer({ server: this.server, maxPayload: this.opts.maxFrameBytes, perMessageDeflate: false });
-    this.wss.on('connection', (ws: WebSocket, req) => { void this.acceptData(ws, `${req.socket.remoteAddress}:${req.socket.remotePort}`); });
+    this.wss = attachWebSocketEndpoint(this.server, { token: this.opts.token, maxFrameBytes: this.opts.maxFrameBytes, logger: this.opts.logger, onConnection: (ws, remote) => { void this.acceptData(ws, remote); } });
     return new Promise((resolve, reject) => {
       this.server!.once('error', reject);
       this.server!.listen(this.opts.dataPort ?? 0, host, () => {
