@@ -77,8 +77,8 @@ export interface DeploymentOptions {
  * Autoscaling by load. The controller samples the deployment's ongoing requests (running on replicas plus waiting
  * in routers, summed over the deployment) every `metricsIntervalMs`, averages the samples of the last
  * `lookBackPeriodMs`, and wants ceil(average / targetOngoingRequests) replicas within [minReplicas, maxReplicas].
- * A change is made only once it has been wanted for the whole upscale or downscale delay; the delays are what keep
- * a noisy load near a threshold from flapping the count.
+ * A change is made only once it has been wanted for the whole upscale or downscale delay. The delays, and the
+ * downscale tolerance, keep a noisy load near a threshold from flapping the count.
  */
 export interface AutoscalingOptions {
   /** Fewest replicas. 0 lets an idle deployment scale to zero; its next request then waits for a replica to start. @default 1 */
@@ -106,6 +106,11 @@ export interface AutoscalingOptions {
   upscaleSmoothingFactor?: number;
   /** smoothingFactor for scaling down, at most 1: a scale-down never goes below the need. @default smoothingFactor */
   downscaleSmoothingFactor?: number;
+  /**
+   * Hysteresis, in [0, 1): a smaller count is wanted only if it would run at most (1 - this) x targetOngoingRequests
+   * per replica, so a load just under a threshold does not scale down only to scale up again. @default 0.1
+   */
+  downscaleTolerance?: number;
   /** How often the controller samples the deployment's ongoing requests. @default 1000 */
   metricsIntervalMs?: number;
 }
@@ -168,7 +173,7 @@ const RESOURCE_KEYS = ['cpus', 'gpus', 'memory', 'gpuMemory', 'sharedBlobs', 'de
 
 const AUTOSCALING_KEYS: ReadonlyArray<keyof AutoscalingOptions> = [
   'minReplicas', 'maxReplicas', 'initialReplicas', 'targetOngoingRequests', 'upscaleDelayMs', 'downscaleDelayMs', 'downscaleToZeroDelayMs',
-  'lookBackPeriodMs', 'smoothingFactor', 'upscaleSmoothingFactor', 'downscaleSmoothingFactor', 'metricsIntervalMs',
+  'lookBackPeriodMs', 'smoothingFactor', 'upscaleSmoothingFactor', 'downscaleSmoothingFactor', 'downscaleTolerance', 'metricsIntervalMs',
 ];
 /** The bound numReplicas has, so an autoscaled count can never reach what a fixed one could not. */
 const MAX_REPLICAS = 10_000;
@@ -205,6 +210,8 @@ function compileAutoscaling(input: unknown, path: string): CompiledAutoscaling {
     throw new InvalidOptionError(`${path}.${own ? 'downscaleSmoothingFactor' : 'smoothingFactor'}`,
       `must be at most 1${own ? '' : ' while it also sets downscaleSmoothingFactor'}: a scale-down never goes below the count the load needs`, downscaleSmoothingFactor);
   }
+  const downscaleTolerance = checkNumber(`${path}.downscaleTolerance`, a.downscaleTolerance, 0, 0.1);
+  if (downscaleTolerance >= 1) throw new InvalidOptionError(`${path}.downscaleTolerance`, 'must be below 1', downscaleTolerance);
   return {
     minReplicas,
     maxReplicas,
@@ -217,6 +224,7 @@ function compileAutoscaling(input: unknown, path: string): CompiledAutoscaling {
     smoothingFactor,
     upscaleSmoothingFactor: checkPositive(`${path}.upscaleSmoothingFactor`, a.upscaleSmoothingFactor, smoothingFactor),
     downscaleSmoothingFactor,
+    downscaleTolerance,
     metricsIntervalMs,
   };
 }

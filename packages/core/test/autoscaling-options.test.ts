@@ -25,7 +25,7 @@ describe('autoscaling options', () => {
     expect(c.autoscaling).toEqual({
       minReplicas: 1, maxReplicas: 100, initialReplicas: 1, targetOngoingRequests: 2, upscaleDelayMs: 30_000, downscaleDelayMs: 600_000,
       downscaleToZeroDelayMs: 600_000, lookBackPeriodMs: 30_000, smoothingFactor: 1, upscaleSmoothingFactor: 1, downscaleSmoothingFactor: 1,
-      metricsIntervalMs: 1000,
+      downscaleTolerance: 0.1, metricsIntervalMs: 1000,
     });
     expect(c.numReplicas).toBe(1);
   });
@@ -39,7 +39,7 @@ describe('autoscaling options', () => {
   it('keep the values they are given', () => {
     const given: Required<AutoscalingOptions> = {
       minReplicas: 2, maxReplicas: 6, initialReplicas: 4, targetOngoingRequests: 0.5, upscaleDelayMs: 0, downscaleDelayMs: 100, downscaleToZeroDelayMs: 7,
-      lookBackPeriodMs: 2000, smoothingFactor: 0.3, upscaleSmoothingFactor: 2, downscaleSmoothingFactor: 0.8, metricsIntervalMs: 2000,
+      lookBackPeriodMs: 2000, smoothingFactor: 0.3, upscaleSmoothingFactor: 2, downscaleSmoothingFactor: 0.8, downscaleTolerance: 0, metricsIntervalMs: 2000,
     };
     const c = compileDeploymentOptions({ autoscaling: given }, 'M');
     expect(c.autoscaling).toEqual(given);
@@ -98,6 +98,8 @@ describe('autoscaling options', () => {
     ['upscaleSmoothingFactor 0', auto({ upscaleSmoothingFactor: 0 }), 'deployment.autoscaling.upscaleSmoothingFactor', 'must be > 0 (got 0)'],
     ['downscaleSmoothingFactor Infinity', auto({ downscaleSmoothingFactor: Infinity }), 'deployment.autoscaling.downscaleSmoothingFactor', 'must be a finite number'],
     ['downscaleSmoothingFactor 1.5', auto({ downscaleSmoothingFactor: 1.5 }), 'deployment.autoscaling.downscaleSmoothingFactor', 'must be at most 1: a scale-down never goes below the count the load needs (got 1.5)'],
+    ['downscaleTolerance 1', auto({ downscaleTolerance: 1 }), 'deployment.autoscaling.downscaleTolerance', 'must be below 1 (got 1)'],
+    ['downscaleTolerance -0.1', auto({ downscaleTolerance: -0.1 }), 'deployment.autoscaling.downscaleTolerance', 'must be >= 0 (got -0.1)'],
     ['smoothingFactor 2 that also sets the downscale one', auto({ smoothingFactor: 2 }), 'deployment.autoscaling.smoothingFactor', 'must be at most 1 while it also sets downscaleSmoothingFactor'],
   ])('reject %s, naming the option', (_what, input, path, problem) => {
     const err = errorFor(input);
