@@ -12,7 +12,7 @@
  */
 export * from './errors.ts';
 export { deployment, Deployment, Application, type Handle, type CallOptions, type BindArgs, type FunctionInstance, type AppSpec, type DeploymentSpec, type DeploymentKind, type LifecycleHook, type OipModelInfo, OIP_MODEL, LIFECYCLE_HOOKS, buildAppSpec, collectGraph, forEachApplication, checkAppName } from './deployment.ts';
-export { type DeploymentOptions, type ResourceOptions, type CompiledDeploymentOptions, type CompiledResources, type CompiledDeploymentResources, type SharedBlobNeed, type DeviceKind, compileDeploymentOptions, checkInt, checkNumber, checkName } from './options.ts';
+export { type DeploymentOptions, type AutoscalingOptions, type CompiledAutoscaling, type ResourceOptions, type CompiledDeploymentOptions, type CompiledResources, type CompiledDeploymentResources, type SharedBlobNeed, type DeviceKind, compileDeploymentOptions, checkInt, checkNumber, checkName } from './options.ts';
 export { validateAppSpec, assertModuleFile } from './app-spec.ts';
 export { ShoalRequest, HttpResponse, HttpError, response, toWireResponse, type WireHttpRequest, type WireHttpResponse } from './http.ts';
 export { requestContext, contextStorage, type RequestContext } from './context.ts';
@@ -26,3 +26,5 @@ export { seededRandom } from './random.ts';
 export { readRequestBody } from './read-body.ts';
 export { registerProcessMetrics, type MetricsJson } from './process-metrics.ts';
 export { LazyAbortController, abortableOf, type Abortable } from './lazy-abort.ts';
+export { markNotRun, isNotRun } from './not-run.ts';
+export { RetryBudget, type RetryBudgetOptions } from './retry-budget.ts';

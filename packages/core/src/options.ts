@@ -69,6 +69,12 @@ export interface DeploymentOptions {
   healthCheckTimeoutMs?: number;
   /** How long a draining replica may finish its ongoing requests before it is stopped. @default 20000 */
   gracefulShutdownTimeoutMs?: number;
+  /**
+   * Methods safe to run twice, which a router retries once on another replica when the worker running one died
+   * mid-call: method names, 'fetch' for every HTTP request, or '*' for all. HTTP GET and HEAD are always retried
+   * so. (A request that provably never ran is retried whatever its method.) @default []
+   */
+  idempotentMethods?: string[];
   /** Scale the replica count with load instead of keeping `numReplicas`. @default undefined (a fixed count) */
   autoscaling?: AutoscalingOptions;
 }
@@ -142,6 +148,7 @@ export interface CompiledDeploymentOptions {
   gracefulShutdownTimeoutMs: number;
   /** Set when the count autoscales; numReplicas is then the initial count. */
   autoscaling: CompiledAutoscaling | undefined;
+  idempotentMethods: string[];
 }
 
 const NAME_RE = /^[A-Za-z_][A-Za-z0-9_.-]{0,127}$/;
@@ -167,7 +174,7 @@ export function checkName(path: string, value: unknown): string {
   return value;
 }
 
-const KNOWN = new Set(['name', 'numReplicas', 'autoscaling', 'maxOngoingRequests', 'maxQueuedRequests', 'maxRequestBytes', 'requestTimeoutMs', 'resources', 'userConfig', 'healthCheckPeriodMs', 'healthCheckTimeoutMs', 'gracefulShutdownTimeoutMs', 'batch']);
+const KNOWN = new Set(['name', 'numReplicas', 'autoscaling', 'maxOngoingRequests', 'maxQueuedRequests', 'maxRequestBytes', 'requestTimeoutMs', 'resources', 'userConfig', 'healthCheckPeriodMs', 'healthCheckTimeoutMs', 'gracefulShutdownTimeoutMs', 'idempotentMethods', 'batch']);
 
 const RESOURCE_KEYS = ['cpus', 'gpus', 'memory', 'gpuMemory', 'sharedBlobs', 'device'];
 
@@ -244,6 +251,12 @@ function compileSharedBlobs(path: string, value: unknown): SharedBlobNeed[] {
   });
 }
 
+function compileMethodNames(path: string, value: unknown): string[] {
+  if (value === undefined) return [];
+  if (!Array.isArray(value)) throw new InvalidOptionError(path, "must be an array of method names ('fetch' for HTTP, '*' for all)", value);
+  return value.map((m: unknown, i) => (m === '*' ? m : checkName(`${path}[${i}]`, m)));
+}
+
 export function compileDeploymentOptions(input: DeploymentOptions, defaultName: string, path = 'deployment'): CompiledDeploymentOptions {
   if (typeof input !== 'object' || input === null) throw new InvalidOptionError(path, 'must be an object', input);
   for (const key of Object.keys(input)) if (!KNOWN.has(key)) throw new InvalidOptionError(`${path}.${key}`, 'is not a deployment option');
@@ -281,6 +294,7 @@ export function compileDeploymentOptions(input: DeploymentOptions, defaultName: 
     healthCheckTimeoutMs: checkInt(`${path}.healthCheckTimeoutMs`, input.healthCheckTimeoutMs, 1, 30_000),
     gracefulShutdownTimeoutMs: checkInt(`${path}.gracefulShutdownTimeoutMs`, input.gracefulShutdownTimeoutMs, 0, 20_000),
     autoscaling,
+    idempotentMethods: compileMethodNames(`${path}.idempotentMethods`, input.idempotentMethods),
   };
   return compiled;
 }

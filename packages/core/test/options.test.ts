@@ -16,7 +16,7 @@ describe('compileDeploymentOptions', () => {
     expect(compileDeploymentOptions({}, 'Model')).toEqual({
       name: 'Model', numReplicas: 1, maxOngoingRequests: 100, maxQueuedRequests: 1000, maxRequestBytes: 16 * 1024 * 1024,
       requestTimeoutMs: 0, resources: { cpus: 1, gpus: 0, memory: 0, gpuMemory: 0, sharedBlobs: [], device: 'cuda' }, userConfig: undefined,
-      healthCheckPeriodMs: 10_000, healthCheckTimeoutMs: 30_000, gracefulShutdownTimeoutMs: 20_000,
+      healthCheckPeriodMs: 10_000, healthCheckTimeoutMs: 30_000, gracefulShutdownTimeoutMs: 20_000, autoscaling: undefined, idempotentMethods: [],
     });
   });
 

@@ -39,16 +39,42 @@ export interface HelloMessage {
   /** ws://host:port where this worker accepts data connections from other workers. */
   dataAddress?: string;
   pid?: number;
+  /**
+   * Reconnects after a lost head: the replicas this worker still runs, for the new head to adopt instead of
+   * starting them again, and the id the worker had (kept when free, so route tables other workers hold stay true).
+   */
+  replicas?: RunningReplica[];
+  previousWorkerId?: string;
+  /** Spawned by a head on this machine (the embedded default): a new head counts it among its local workers. */
+  local?: boolean;
 }
-export interface HeartbeatMessage { t: 'hb'; at: number; replicas: ReplicaLoad[] }
+/** A replica a worker reports when it (re)joins a head. */
+export interface RunningReplica {
+  replicaId: string;
+  app: string;
+  deployment: string;
+  /** The deployment version the head started it at (StartReplicaMessage.version). */
+  version: string;
+  state: ReplicaState;
+  devices?: number[];
+}
+/**
+ * `waiting`: requests this worker's router holds for a deployment that has no free replica (or none at all), per
+ * deployment key: the demand that autoscaling and scale-from-zero act on.
+ */
+export interface HeartbeatMessage { t: 'hb'; at: number; replicas: ReplicaLoad[]; waiting?: Record<string, number> }
 export interface ReplicaLoad { replicaId: string; ongoing: number; queued: number }
 export interface ReplicaStateMessage { t: 'replicaState'; replicaId: string; state: ReplicaState; error?: string }
 
 // ---- head -> worker (control connection) ----
-export interface WelcomeMessage { t: 'welcome'; v: number; workerId: string; heartbeatMs: number }
+/**
+ * `timeoutMs`: silence after which either side declares the other gone (pings every heartbeatMs). `session`: the
+ * head's run; a worker joining a new session takes its route table and applications whatever their version.
+ */
+export interface WelcomeMessage { t: 'welcome'; v: number; workerId: string; heartbeatMs: number; timeoutMs?: number; session?: string }
 export interface RefuseMessage { t: 'refuse'; code: string; message: string }
 /** `devices`: the device indices the head placed the replica on (placement by device memory or gpus). */
-export interface StartReplicaMessage { t: 'start'; id: number; replicaId: string; app: AppSpec; deployment: string; devices?: number[] }
+export interface StartReplicaMessage { t: 'start'; id: number; replicaId: string; app: AppSpec; deployment: string; devices?: number[]; version?: string }
 export interface StopReplicaMessage { t: 'stop'; id: number; replicaId: string; timeoutMs: number }
 export interface ReconfigureMessage { t: 'reconfigure'; id: number; replicaId: string; userConfig: unknown }
 export interface HealthMessage { t: 'health'; id: number; replicaId: string; timeoutMs: number }
@@ -99,6 +125,13 @@ export interface RouteEntry {
   maxQueuedRequests: number;
   requestTimeoutMs: number;
   replicas: Array<{ replicaId: string; workerId: string; dataAddress: string }>;
+  /** Methods a router may retry once after a worker died mid-call (HTTP GET and HEAD always may). @default none */
+  idempotentMethods?: string[];
+  /**
+   * Set while the deployment has no running replica and its starts keep failing: the last start error. Routers
+   * answer 503 with it at once instead of holding requests for a replica that is not coming.
+   */
+  unavailable?: string;
 }
 
 // ---- data plane: any caller -> worker hosting the replica ----
@@ -117,7 +150,8 @@ export interface CancelMessage { t: 'cancel'; id: number }
 
 /** `q`: the replica's load (running + queued) right after answering, not counting the request answered. */
 export interface ReplyOk { t: 'reply'; id: number; ok: true; value: unknown; q?: number }
-export interface ReplyErr { t: 'reply'; id: number; ok: false; error: WireError; q?: number }
+/** `nr`: the request provably never reached user code (the replica was draining or gone, its queue full): a router may retry it elsewhere. */
+export interface ReplyErr { t: 'reply'; id: number; ok: false; error: WireError; q?: number; nr?: true }
 export type ReplyMessage = ReplyOk | ReplyErr;
 
 export type WorkerToHead = HelloMessage | HeartbeatMessage | ReplicaStateMessage | ScrapeMessage | RepositoryMessage | ReplyMessage;

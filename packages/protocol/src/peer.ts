@@ -11,7 +11,7 @@
  * resumes once they drain below half the mark.
  */
 import type { WebSocket } from 'ws';
-import { BackpressureError, env, InvalidOptionError, PeerGoneError, ProtocolError, rebuildError, type Logger, type WireError } from '@shoal/core';
+import { BackpressureError, env, InvalidOptionError, PeerGoneError, ProtocolError, markNotRun, rebuildError, type Logger, type WireError } from '@shoal/core';
 import { decodeFrame, encodeMessage, joinedBytes, joinMessages } from './codec.ts';
 import type { Message, ReplyMessage, RequestMessage } from './messages.ts';
 
@@ -30,6 +30,12 @@ export interface PeerOptions {
   /** Every message that is not a reply to one of our requests. */
   onMessage: (message: Message, peer: Peer) => void;
   onClose?: (error: PeerGoneError, peer: Peer) => void;
+  /**
+   * Liveness: a WebSocket ping every intervalMs; a peer from which nothing (no frame, no pong) arrived for
+   * timeoutMs is terminated, so its pending requests reject at once. A tick that runs late means this process was
+   * stalled, not the peer: the silence clock restarts. @default none (no pings)
+   */
+  liveness?: { intervalMs: number; timeoutMs: number };
 }
 
 type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
@@ -74,6 +80,9 @@ export class Peer {
   private readonly pending = new Map<number, Pending>();
   private nextId = 1;
   private closedError: PeerGoneError | undefined;
+  private livenessTimer: NodeJS.Timeout | undefined;
+  /** performance.now() of the last frame or pong from the peer. */
+  private lastSeen = performance.now();
   /** Free-form slot for the owner (the worker id, the hello it sent). */
   meta: Record<string, unknown> = {};
 
@@ -86,7 +95,8 @@ export class Peer {
     this.highWaterBytes = hw;
     this.lowWaterBytes = Math.floor(hw / 2);
     ws.binaryType = 'nodebuffer';
-    ws.on('message', (data: Buffer, isBinary: boolean) => this.onFrame(data, isBinary));
+    ws.on('message', (data: Buffer, isBinary: boolean) => { this.lastSeen = performance.now(); this.onFrame(data, isBinary); });
+    if (opts.liveness !== undefined) this.watchLiveness(opts.liveness);
     ws.on('close', (code: number, reason: Buffer) => {
       const why = reason.length > 0 ? `: ${reason.toString()}` : '';
       this.fail(new PeerGoneError(`connection to ${this.name} closed (code ${code}${why}) with ${this.pending.size} requests pending`));
@@ -157,16 +167,17 @@ export class Peer {
   requestWithId(message: NewRequest): { id: number; reply: Promise<ReplyMessage> } {
     // The id is taken even when the request is refused, so a cancel for it can never hit a later request.
     const id = this.nextId++;
-    if (this.closedError !== undefined) return { id, reply: Promise.reject(this.closedError) };
+    // Refusals here happen before anything is sent: marked so, a router may send the request elsewhere.
+    if (this.closedError !== undefined) return { id, reply: Promise.reject(markNotRun(new PeerGoneError(`${this.closedError.message}; request not sent`))) };
     const buffered = this.bufferedBytes;
     if (buffered > this.highWaterBytes) {
       this.refusalCount++;
       return {
         id,
-        reply: Promise.reject(new BackpressureError(
+        reply: Promise.reject(markNotRun(new BackpressureError(
           `connection to ${this.name} is congested: buffered=${buffered} bytes, highWaterBytes=${this.highWaterBytes}`,
           { bufferedBytes: buffered, highWaterBytes: this.highWaterBytes, retryAfterMs: BACKPRESSURE_RETRY_AFTER_MS },
-        )),
+        ))),
       };
     }
     const reply = new Promise<ReplyMessage>((resolve, reject) => {
@@ -209,6 +220,40 @@ export class Peer {
     this.ws.terminate();
     this.fail(new PeerGoneError(`connection to ${this.name} terminated: ${reason}`));
   }
+
+  /** Starts liveness checks (see PeerOptions.liveness) on a peer made without them, once the intervals are known. */
+  watchLiveness({ intervalMs, timeoutMs }: { intervalMs: number; timeoutMs: number }): void {
+    if (!(intervalMs > 0) || !(timeoutMs > intervalMs)) throw new InvalidOptionError('liveness', `needs 0 < intervalMs < timeoutMs, got intervalMs=${intervalMs} timeoutMs=${timeoutMs}`);
+    if (this.livenessTimer !== undefined || this.closedError !== undefined) return;
+    this.lastSeen = performance.now();
+    this.ws.on('pong', () => { this.lastSeen = performance.now(); });
+    // Bytes arriving count as life too: a large frame in transit holds back the pongs queued behind it. ws has no
+    // public hook for raw bytes, so this listens on its socket when it can (an internal field, checked).
+    const socket = (this.ws as unknown as { _socket?: { on?: (e: string, f: () => void) => void } })._socket;
+    if (typeof socket?.on === 'function') socket.on('data', () => { this.lastSeen = performance.now(); });
+    let lastTick = performance.now();
+    this.livenessTimer = setInterval(() => {
+      const now = performance.now();
+      // A tick far later than its period: this process did not run (stopped, or its loop blocked), so what the
+      // peer sent meanwhile waits unread in the socket. Its silence is ours; start counting again.
+      if (now - lastTick > Math.max(2 * intervalMs, timeoutMs / 2)) this.lastSeen = now;
+      lastTick = now;
+      if (this.closedError !== undefined) return;
+      // While this side chose not to read (replies draining), nothing can arrive: that is not the peer's silence.
+      if (this.paused) this.lastSeen = now;
+      const silent = now - this.lastSeen;
+      if (silent > timeoutMs) {
+        this.opts.logger.warn('peer silent past its liveness timeout; terminating the connection', { peer: this.name, silentMs: Math.round(silent), timeoutMs });
+        this.terminate(`nothing received for ${Math.round(silent)} ms (liveness timeout ${timeoutMs} ms)`);
+        return;
+      }
+      try { this.ws.ping(); } catch { /* closing: the close event fails the peer */ }
+    }, intervalMs);
+    this.livenessTimer.unref();
+  }
+
+  /** Milliseconds since the peer was last heard from (a frame or a pong). */
+  get silentMs(): number { return performance.now() - this.lastSeen; }
 
   /** Reply bytes this side owes that the kernel has not taken yet. */
   private get replyBacklog(): number { return this.unwrittenReplyBytes + this.outboxReplyBytes; }
@@ -332,6 +377,7 @@ export class Peer {
   private fail(err: PeerGoneError): void {
     if (this.closedError !== undefined) return;
     this.closedError = err;
+    if (this.livenessTimer !== undefined) clearInterval(this.livenessTimer);
     this.outbox = [];
     this.outboxBytes = 0;
     this.outboxReplyBytes = 0;

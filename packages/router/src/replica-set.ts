@@ -22,6 +22,10 @@ export class ReplicaSet {
   maxOngoingRequests = 1;
   maxQueuedRequests = 0;
   requestTimeoutMs = 0;
+  /** Methods retried once after a worker died mid-call ('*': all). */
+  idempotentMethods: ReadonlySet<string> | undefined;
+  /** The deployment's last start error while it has no running replica (RouteEntry.unavailable). */
+  unavailable: string | undefined;
 
   /**
    * @param localWorkerId the worker this router lives in: its replicas are preferred when their queue is no longer
@@ -41,6 +45,8 @@ export class ReplicaSet {
     this.maxOngoingRequests = entry.maxOngoingRequests;
     this.maxQueuedRequests = entry.maxQueuedRequests;
     this.requestTimeoutMs = entry.requestTimeoutMs;
+    this.idempotentMethods = entry.idempotentMethods === undefined || entry.idempotentMethods.length === 0 ? undefined : new Set(entry.idempotentMethods);
+    this.unavailable = entry.unavailable;
     const old = new Map(this.replicas.map((r) => [r.replicaId, r]));
     this.replicas = entry.replicas.map((r) => old.get(r.replicaId) ?? { ...r, inflight: 0, others: 0 });
   }
@@ -53,7 +59,8 @@ export class ReplicaSet {
    * Power of two choices among replicas below maxOngoingRequests, then the least loaded local replica instead
    * when its queue is not longer than that choice's; undefined when all are full (or none).
    */
-  choose(): ReplicaRef | undefined {
+  choose(exclude?: ReadonlySet<string>): ReplicaRef | undefined {
+    if (exclude !== undefined && exclude.size > 0) return this.chooseExcluding(exclude);
     const pick = this.chooseAny();
     if (this.locals.length === 0) return pick;
     const max = this.maxOngoingRequests;
@@ -61,6 +68,14 @@ export class ReplicaSet {
     for (const r of this.locals) if (r.inflight < max && (best === undefined || load(r) < load(best))) best = r;
     if (best !== undefined && (pick === undefined || load(best) <= load(pick))) return best;
     return pick;
+  }
+
+  /** A retry's choice: the least loaded replica with room that it has not been refused by (rare; a scan is fine). */
+  private chooseExcluding(exclude: ReadonlySet<string>): ReplicaRef | undefined {
+    const max = this.maxOngoingRequests;
+    let best: ReplicaRef | undefined;
+    for (const r of this.replicas) if (!exclude.has(r.replicaId) && r.inflight < max && (best === undefined || load(r) < load(best))) best = r;
+    return best;
   }
 
   private chooseAny(): ReplicaRef | undefined {

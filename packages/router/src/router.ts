@@ -5,8 +5,8 @@
  * When every replica is full, requests wait in a bounded per-deployment queue; past it, QueueFullError (503).
  */
 import {
-  CancelledError, Deadline, DeadlineExceededError, LazyAbortController, NoReplicaError, QueueFullError, rebuildError, toWireError,
-  type Clock, type Logger, type TimerHandle, type WireHttpRequest, type WireHttpResponse,
+  CancelledError, Deadline, DeadlineExceededError, LazyAbortController, NoReplicaError, QueueFullError, ReplicaUnavailableError, RetryBudget,
+  isNotRun, rebuildError, toWireError, type Clock, type Logger, type RetryBudgetOptions, type TimerHandle, type WireHttpRequest, type WireHttpResponse,
 } from '@shoal/core';
 import type { NewRequest, ReplyMessage, RouteTable } from '@shoal/protocol';
 import { ReplicaSet, type ReplicaRef } from './replica-set.ts';
@@ -41,6 +41,26 @@ export interface RouterOptions {
   random?: () => number;
   /** The worker this router lives in, once known: its replicas are preferred (see ReplicaSet.choose). @default none (the head) */
   localWorkerId?: () => string | undefined;
+  /** How much retrying may add to the load (see RetryBudget). @default 20% of recent requests, plus 10 per 10 s */
+  retryBudget?: RetryBudgetOptions;
+  /** Retries of a request that provably never ran (refused by a draining replica, a full replica queue). @default 3 */
+  maxNotRunRetries?: number;
+  /**
+   * Called when a request starts waiting for a deployment that has no running replica (scaled to zero, say), so
+   * the owner can tell the head at once rather than at its next heartbeat. @default none
+   */
+  onNoReplica?: (key: string) => void;
+}
+
+/** One request's retry bookkeeping: what it tried, and which retries it has used. */
+interface Attempt {
+  /** Replicas this request was refused by (never ran there), avoided by its retries. */
+  exclude: Set<string> | undefined;
+  /** The replica the latest attempt went to. */
+  tried: ReplicaRef | undefined;
+  notRunRetries: number;
+  /** The one retry an idempotent request gets after its worker died mid-call. */
+  diedRetried: boolean;
 }
 
 interface Waiter {
@@ -53,12 +73,20 @@ interface Waiter {
 export class Router {
   private readonly sets = new Map<string, ReplicaSet>();
   private readonly waiters = new Map<string, Waiter[]>();
-  private readonly opts: Required<Omit<RouterOptions, 'random' | 'localWorkerId'>> & { random: () => number; localWorkerId: () => string | undefined };
+  private readonly opts: Required<Omit<RouterOptions, 'random' | 'localWorkerId' | 'retryBudget' | 'onNoReplica'>> & { random: () => number; localWorkerId: () => string | undefined; onNoReplica: (key: string) => void };
   private routesVersion = -1;
   private closed = false;
+  private readonly budget: RetryBudget;
+  private retryCount = 0;
 
   constructor(opts: RouterOptions) {
-    this.opts = { noReplicaTimeoutMs: 30_000, random: Math.random, localWorkerId: () => undefined, ...opts };
+    this.opts = { noReplicaTimeoutMs: 30_000, random: Math.random, localWorkerId: () => undefined, maxNotRunRetries: 3, onNoReplica: () => undefined, ...opts };
+    this.budget = new RetryBudget(opts.clock, opts.retryBudget);
+  }
+
+  /** Retries made, and retries refused because the budget was spent, since the start. */
+  get retries(): { made: number; refused: number } {
+    return { made: this.retryCount, refused: this.budget.refused };
   }
 
   /** The clock deadlines are read on: a handle makes its deadline from it. */
@@ -73,6 +101,10 @@ export class Router {
       let set = this.sets.get(key);
       if (set === undefined) { set = new ReplicaSet(key, this.opts.random, this.opts.localWorkerId); this.sets.set(key, set); }
       set.update(entry);
+      if (set.replicas.length === 0 && set.unavailable !== undefined) {
+        // Its starts keep failing: what waits for a replica would wait for nothing.
+        for (const w of [...this.waiters.get(key) ?? []]) w.fail(this.unavailableError(key, set.unavailable));
+      }
       this.wake(key);
     }
     for (const key of [...this.sets.keys()]) {
@@ -82,6 +114,14 @@ export class Router {
         for (const w of [...queue]) w.fail(new NoReplicaError(`deployment "${key}" was removed while a request waited for it`));
       }
     }
+  }
+
+  /**
+   * Takes the next route table whatever its version: a new head (after a restart) numbers its tables afresh. The
+   * current table stays in use until then.
+   */
+  resetRoutesVersion(): void {
+    this.routesVersion = -1;
   }
 
   /** Drops replicas of a worker known to be gone, before the head's next route table arrives. */
@@ -112,11 +152,13 @@ export class Router {
   }
 
   call(key: string, method: string, args: unknown[], opts: RouteOptions = {}): Promise<unknown> {
-    return this.route(key, opts, (replicaId) => ({ t: 'call', replicaId, method, args, deadline: opts.deadline, priority: opts.priority })).then(unwrap);
+    return this.route(key, opts, (replicaId) => ({ t: 'call', replicaId, method, args, deadline: opts.deadline, priority: opts.priority }), method).then(unwrap);
   }
 
+  /** GET and HEAD are idempotent; other HTTP methods when the deployment declares `fetch` (or '*') idempotent. */
   http(key: string, req: WireHttpRequest, opts: RouteOptions = {}): Promise<WireHttpResponse> {
-    return this.route(key, opts, (replicaId) => ({ t: 'http', replicaId, req, deadline: opts.deadline, priority: opts.priority })).then(unwrap) as Promise<WireHttpResponse>;
+    const method = req.method === 'GET' || req.method === 'HEAD' ? '*' : 'fetch';
+    return this.route(key, opts, (replicaId) => ({ t: 'http', replicaId, req, deadline: opts.deadline, priority: opts.priority }), method).then(unwrap) as Promise<WireHttpResponse>;
   }
 
   close(): void {
@@ -128,33 +170,98 @@ export class Router {
   }
 
   /**
+   * Sends the request, retrying it on another replica when it provably never ran (up to maxNotRunRetries), and
+   * once when its worker died mid-call if `method` is idempotent ('*': always idempotent, as GET and HEAD are), as
+   * far as the retry budget and the deadline allow.
+   */
+  private route(key: string, opts: RouteOptions, build: (replicaId: string) => NewRequest, method: string): Promise<ReplyMessage> {
+    if (opts.signal?.aborted) return Promise.reject(new CancelledError(`call to "${key}" cancelled before it was sent`));
+    if (opts.deadline !== undefined && Deadline.expired(opts.deadline, this.opts.clock)) return Promise.reject(new DeadlineExceededError(`deadline passed before the call to "${key}" was sent`));
+    this.budget.request();
+    const a: Attempt = { exclude: undefined, tried: undefined, notRunRetries: 0, diedRetried: false };
+    return this.attempt(key, opts, build, method, a);
+  }
+
+  private attempt(key: string, opts: RouteOptions, build: (replicaId: string) => NewRequest, method: string, a: Attempt): Promise<ReplyMessage> {
+    a.tried = undefined;
+    return this.pick(key, opts, build, a).then(
+      (r) => (r.ok || r.nr !== true || !this.mayRetryNotRun(key, opts, a, r.error.message) ? r : this.attempt(key, opts, build, method, a)),
+      (err: unknown) => {
+        if (a.tried === undefined) throw err; // refused before it was sent (queue full, deadline, cancelled)
+        if (isNotRun(err)) {
+          if (!this.mayRetryNotRun(key, opts, a, (err as Error).message)) throw err;
+        } else if (toWireError(err).code === 'ERR_PEER_GONE' && !a.diedRetried && this.idempotent(key, method)) {
+          if (!this.mayRetry(key, opts, 'its worker went away mid-call', (err as Error).message)) throw err;
+          a.diedRetried = true;
+          (a.exclude ??= new Set()).add(a.tried.replicaId);
+        } else {
+          throw err;
+        }
+        return this.attempt(key, opts, build, method, a);
+      },
+    );
+  }
+
+  private mayRetryNotRun(key: string, opts: RouteOptions, a: Attempt, why: string): boolean {
+    if (a.notRunRetries >= this.opts.maxNotRunRetries || a.tried === undefined) return false;
+    if (!this.mayRetry(key, opts, 'it never ran', why)) return false;
+    a.notRunRetries++;
+    (a.exclude ??= new Set()).add(a.tried.replicaId);
+    // Is any other replica left to try? If not, the refusal stands (a full queue on the only replica, say).
+    const set = this.sets.get(key);
+    return set === undefined || set.replicas.length === 0 || set.replicas.some((r) => !a.exclude!.has(r.replicaId));
+  }
+
+  private mayRetry(key: string, opts: RouteOptions, reason: string, error: string): boolean {
+    if (this.closed || opts.signal?.aborted) return false;
+    if (opts.deadline !== undefined && Deadline.expired(opts.deadline, this.opts.clock)) return false;
+    if (!this.budget.tryRetry()) {
+      this.opts.logger.warn('retry budget spent; not retrying', { deployment: key, reason, error });
+      return false;
+    }
+    this.retryCount++;
+    this.opts.logger.debug('retrying on another replica', { deployment: key, reason, error });
+    return true;
+  }
+
+  private idempotent(key: string, method: string): boolean {
+    if (method === '*') return true;
+    const m = this.sets.get(key)?.idempotentMethods;
+    return m !== undefined && (m.has('*') || m.has(method));
+  }
+
+  private unavailableError(key: string, why: string): ReplicaUnavailableError {
+    return new ReplicaUnavailableError(`deployment "${key}" has no running replica and its replicas fail to start: ${why}`);
+  }
+
+  /**
    * Picks a replica (waiting for a slot when every one is full) and sends the request. Without async/await on the
    * common path, where a replica has room: each promise also pays the request-context hook.
    */
-  private route(key: string, opts: RouteOptions, build: (replicaId: string) => NewRequest): Promise<ReplyMessage> {
-    if (opts.signal?.aborted) return Promise.reject(new CancelledError(`call to "${key}" cancelled before it was sent`));
-    if (opts.deadline !== undefined && Deadline.expired(opts.deadline, this.opts.clock)) return Promise.reject(new DeadlineExceededError(`deadline passed before the call to "${key}" was sent`));
+  private pick(key: string, opts: RouteOptions, build: (replicaId: string) => NewRequest, a: Attempt): Promise<ReplyMessage> {
     const set = this.sets.get(key);
-    const ref = set?.choose();
-    if (set !== undefined && ref !== undefined) return this.send(key, set, ref, opts, build);
-    return this.routeQueued(key, opts, build);
+    if (set !== undefined && set.replicas.length === 0 && set.unavailable !== undefined) return Promise.reject(this.unavailableError(key, set.unavailable));
+    const ref = set?.choose(a.exclude);
+    if (set !== undefined && ref !== undefined) return this.send(key, set, ref, opts, build, a);
+    return this.routeQueued(key, opts, build, a);
   }
 
-  private async routeQueued(key: string, opts: RouteOptions, build: (replicaId: string) => NewRequest): Promise<ReplyMessage> {
+  private async routeQueued(key: string, opts: RouteOptions, build: (replicaId: string) => NewRequest, a: Attempt): Promise<ReplyMessage> {
     let set: ReplicaSet | undefined;
     let ref: ReplicaRef | undefined;
     while (ref === undefined || set === undefined) {
       await this.waitForSlot(key, opts);
       set = this.sets.get(key);
-      ref = set?.choose();
+      ref = set?.choose(a.exclude);
     }
     // An abort that lands between a waiter's wake-up and this line removed no listener yet to be added: check it
     // here, or the call would be sent and never cancelled.
     if (opts.signal?.aborted) throw new CancelledError(`call to "${key}" cancelled while queued`);
-    return this.send(key, set, ref, opts, build);
+    return this.send(key, set, ref, opts, build, a);
   }
 
-  private send(key: string, set: ReplicaSet, ref: ReplicaRef, opts: RouteOptions, build: (replicaId: string) => NewRequest): Promise<ReplyMessage> {
+  private send(key: string, set: ReplicaSet, ref: ReplicaRef, opts: RouteOptions, build: (replicaId: string) => NewRequest, a: Attempt): Promise<ReplyMessage> {
+    a.tried = ref;
     ref.inflight++;
     let reply: Promise<ReplyMessage>;
     try {
@@ -177,7 +284,9 @@ export class Router {
       (err: unknown) => {
         ref.inflight--;
         this.wake(key);
-        if (toWireError(err).code === 'ERR_PEER_GONE') set.remove(ref.replicaId);
+        // The connection to its worker is gone: none of that worker's replicas is reachable from here until the
+        // next route table says otherwise.
+        if (toWireError(err).code === 'ERR_PEER_GONE') this.dropWorker(ref.workerId);
         throw err;
       },
     );
@@ -246,8 +355,8 @@ export class Router {
       if (opts.deadline !== undefined) {
         timers.push(this.opts.clock.setTimeout(() => waiter.fail(new DeadlineExceededError(`deadline exceeded while queued for "${key}"`)), Deadline.remainingMs(opts.deadline, this.opts.clock)));
       }
-      if (!hasReplicas) waiter.armNoReplicaTimer();
       queue.push(waiter);
+      if (!hasReplicas) { waiter.armNoReplicaTimer(); this.opts.onNoReplica(key); }
     });
   }
 

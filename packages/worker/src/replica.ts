@@ -5,7 +5,7 @@
  * `batch(...)`) take their run-time options from userConfig.batch and are closed when the replica stops.
  */
 import {
-  CancelledError, DeadlineExceededError, IllegalStateError, NotFoundError, QueueFullError, ShoalError, ShoalRequest,
+  CancelledError, DeadlineExceededError, IllegalStateError, ReplicaUnavailableError, markNotRun, NotFoundError, QueueFullError, ShoalError, ShoalRequest,
   UserCodeError, contextStorage, describeThrown, realClock, toWireResponse, abortableOf, type Abortable, type CompiledDeploymentOptions, type Logger, type WireHttpRequest,
   type WireHttpResponse,
 } from '@shoal/core';
@@ -82,7 +82,7 @@ export class Replica {
   private readonly onState: ((state: ReplicaState, error?: string) => void) | undefined;
   private httpMethod: string | undefined;
   private batching: ReplicaBatching | undefined;
-  private readonly devices: readonly number[] | undefined;
+  readonly devices: readonly number[] | undefined;
 
   constructor(init: ReplicaInit) {
     this.replicaId = init.replicaId;
@@ -225,8 +225,9 @@ export class Replica {
       ]);
       clearTimeout(timer);
     }
-    for (const w of this.waiting.splice(0)) { w.signal.removeEventListener('abort', w.onAbort); w.reject(new CancelledError(`replica ${this.replicaId} stopped before the request ran`)); }
-    await this.batching?.close(end - realClock.monoNow(), new CancelledError(`replica ${this.replicaId} of "${this.deployment}" stopped before the request was batched`));
+    // What still waits never ran: hand it back to its router (a not-run refusal it retries elsewhere), not a 499.
+    for (const w of this.waiting.splice(0)) { w.signal.removeEventListener('abort', w.onAbort); w.reject(markNotRun(new ReplicaUnavailableError(`replica ${this.replicaId} of "${this.deployment}" stopped before the request ran`))); }
+    await this.batching?.close(end - realClock.monoNow(), markNotRun(new ReplicaUnavailableError(`replica ${this.replicaId} of "${this.deployment}" stopped before the request was batched`)));
     try {
       if (typeof this.instance?.shutdown === 'function') await this.instance.shutdown();
     } catch (err) {
@@ -237,7 +238,7 @@ export class Replica {
 
   private acquire(abort: Abortable): Promise<void> {
     if (this.stateValue !== 'RUNNING') {
-      return Promise.reject(new ShoalError('ERR_REPLICA_UNAVAILABLE', `replica ${this.replicaId} of "${this.deployment}" is ${this.stateValue}`, { httpStatus: 503 }));
+      return Promise.reject(markNotRun(new ReplicaUnavailableError(`replica ${this.replicaId} of "${this.deployment}" is ${this.stateValue}`)));
     }
     if (abort.aborted) return Promise.reject(abortReason(abort, this.deployment));
     if (this.ongoing < this.options.maxOngoingRequests) { this.ongoing++; return Promise.resolve(); }
@@ -245,7 +246,7 @@ export class Replica {
     const signal = abort.signal;
     const limit = this.options.maxOngoingRequests * LOCAL_QUEUE_FACTOR;
     if (this.waiting.length >= limit) {
-      return Promise.reject(new QueueFullError(`replica queue full: queued=${this.waiting.length}, limit=${limit} for deployment "${this.deployment}"`, { queued: this.waiting.length, limit, deployment: this.deployment, retryAfterMs: 1000 }));
+      return Promise.reject(markNotRun(new QueueFullError(`replica queue full: queued=${this.waiting.length}, limit=${limit} for deployment "${this.deployment}"`, { queued: this.waiting.length, limit, deployment: this.deployment, retryAfterMs: 1000 })));
     }
     return new Promise<void>((resolve, reject) => {
       const entry: Waiting = {

@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import {
-  CancelledError, InvalidOptionError, batch, compileDeploymentOptions, requestContext, silentLogger, type DeploymentOptions,
+  CancelledError, InvalidOptionError, ReplicaUnavailableError, isNotRun, batch, compileDeploymentOptions, requestContext, silentLogger, type DeploymentOptions,
 } from '@shoal/core';
 import { Replica, type ReplicaInstance } from '../src/replica.ts';
 
@@ -127,7 +127,9 @@ describe('replica host: batched methods', () => {
     const queued = call(replica, 'predict', [2]).catch((e: unknown) => e);
     await tick();
     await replica.drain(20);
-    expect(await queued).toBeInstanceOf(CancelledError);
+    // Handed back to the caller's router as never run (retried on another replica), not cancelled.
+    expect(await queued).toBeInstanceOf(ReplicaUnavailableError);
+    expect(isNotRun(await queued)).toBe(true);
     expect((await queued as Error).message).toMatch(/stopped before the request was batched/);
     model.release();
     expect(await running).toBe(10);
