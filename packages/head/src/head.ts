@@ -8,7 +8,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { randomBytes } from 'node:crypto';
 import { WebSocketServer, type WebSocket } from 'ws';
 import {
-  DeployError, InvalidOptionError, NotFoundError, ReplicaUnavailableError, UnauthorizedError, assertModuleFile, realClock, toWireError, validateAppSpec, type AppSpec,
+  DeadlineExceededError, DeployError, InvalidOptionError, NotFoundError, ReplicaUnavailableError, UnauthorizedError, assertModuleFile, realClock, toWireError, validateAppSpec, type AppSpec,
   type Clock, type Logger, type WireHttpRequest, type WireHttpResponse,
 } from '@shoal/core';
 import {
@@ -16,9 +16,11 @@ import {
   type WorkerStats,
 } from '@shoal/protocol';
 import { Router, type Dispatch, type ReplicaRef, type Transport } from '@shoal/router';
+import { rebuildError } from '@shoal/core';
 import { Ingress, OipRoute, readBody, sendError, sendJson, type ExtraRoute } from '@shoal/ingress';
 import { Controller, type ClusterOps } from './controller.ts';
 import { LocalWorkers, bindSharedSocket, type SharedListenSocket, type WorkerCommand } from './local-workers.ts';
+import type { StateStore, SeenWorker } from './state/state-store.ts';
 import { HeadMetrics, METRICS_CONTENT_TYPE } from './metrics.ts';
 
 /** A transport-free handler of repository requests (@shoal/oip's createKServeHandler over a repository). */
@@ -46,11 +48,29 @@ export interface HeadOptions {
   heartbeatMs?: number;
   workerTimeoutMs?: number;
   clock?: Clock;
-  /** Called when a control call asks the head to shut down. */
-  onShutdownRequest?: () => void;
+  /** Called when a control call asks the head to shut down (`keepWorkers`: a restart; leave the workers serving). */
+  onShutdownRequest?: (opts: { keepWorkers: boolean }) => void;
   /** Routes the head's own ingress tries before applications (only when it serves HTTP itself: no local workers). */
   extraRoutes?: ExtraRoute[];
+  /**
+   * Where the desired state (applications) and the workers last seen are kept, so a restarted head carries on:
+   * it reloads the applications, waits for its workers to come back and adopts their replicas. The store's lease
+   * keeps a second head off it. @default none (the state lives in this process only)
+   */
+  store?: StateStore;
+  /** How long a replica's start (construction and init()) may take before it counts as failed. @default 300000 */
+  startTimeoutMs?: number;
+  /**
+   * How long a restarted head waits for the workers it last saw before it reconciles without the missing ones.
+   * @default workerTimeoutMs
+   */
+  recoveryTimeoutMs?: number;
 }
+
+/** How long a stats, metrics or reconfigure call to a worker may take. */
+const WORKER_CALL_TIMEOUT_MS = 5000;
+/** Beyond a stop's or health check's own timeout (which the worker enforces), the head's: for a stuck worker. */
+const WORKER_GRACE_MS = 5000;
 
 export class Head {
   readonly token: string;
@@ -69,25 +89,45 @@ export class Head {
   private wss: WebSocketServer | undefined;
   private loop: NodeJS.Timeout | undefined;
   private locals: LocalWorkers | undefined;
-  private readonly opts: HeadOptions & { maxFrameBytes: number; heartbeatMs: number; workerTimeoutMs: number };
+  private readonly opts: HeadOptions & { maxFrameBytes: number; heartbeatMs: number; workerTimeoutMs: number; startTimeoutMs: number };
   clusterAddress = '';
   httpAddress = '';
   private stopped = false;
+  /** This run of the head: workers that join a new session take its tables whatever their version. */
+  readonly session = randomBytes(6).toString('hex');
+  /** Names of the workers a restarted head waits for, and when it stops waiting (monotonic ms). */
+  private expected = new Set<string>();
+  private recoveryEndsAt = 0;
+  private passScheduled = false;
 
   constructor(opts: HeadOptions) {
-    this.opts = { maxFrameBytes: 64 * 1024 * 1024, heartbeatMs: 500, workerTimeoutMs: 3000, ...opts };
+    this.opts = { maxFrameBytes: 64 * 1024 * 1024, heartbeatMs: 500, workerTimeoutMs: 3000, startTimeoutMs: 300_000, ...opts };
     this.token = opts.token ?? randomBytes(24).toString('base64url');
     const clock = opts.clock ?? realClock;
+    // Every call to a worker has a deadline: a stuck worker fails the one operation, with what and how long.
     const ops: ClusterOps = {
-      startReplica: (w, r, app, d, devices) => this.callWorker(w, { t: 'start', replicaId: r, app, deployment: d, ...(devices === undefined ? {} : { devices }) }),
-      stopReplica: (w, r, timeoutMs) => this.callWorker(w, { t: 'stop', replicaId: r, timeoutMs }),
-      reconfigure: (w, r, userConfig) => this.callWorker(w, { t: 'reconfigure', replicaId: r, userConfig }),
-      checkHealth: (w, r, timeoutMs) => this.callWorker(w, { t: 'health', replicaId: r, timeoutMs }),
+      startReplica: (w, r, app, d, devices, version) => {
+        const t0 = performance.now();
+        return this.callWorker(w, { t: 'start', replicaId: r, app, deployment: d, ...(devices === undefined ? {} : { devices }), ...(version === undefined ? {} : { version }) }, this.opts.startTimeoutMs, `start of replica ${r}`)
+          .then(() => { this.metrics.observeReplicaStart(`${app.name}/${d}`, (performance.now() - t0) / 1000); });
+      },
+      stopReplica: (w, r, timeoutMs) => this.callWorker(w, { t: 'stop', replicaId: r, timeoutMs }, timeoutMs + WORKER_GRACE_MS, `stop of replica ${r}`),
+      reconfigure: (w, r, userConfig) => this.callWorker(w, { t: 'reconfigure', replicaId: r, userConfig }, WORKER_CALL_TIMEOUT_MS, `reconfigure of replica ${r}`),
+      checkHealth: (w, r, timeoutMs) => this.callWorker(w, { t: 'health', replicaId: r, timeoutMs }, timeoutMs + WORKER_GRACE_MS, `health check of replica ${r}`),
       publishRoutes: (table, version) => this.publishRoutes(table, version),
+      dropWorker: (w, reason) => this.dropWorker(w, reason),
     };
-    this.controller = new Controller({ ops, clock, logger: opts.logger.child('controller'), workerTimeoutMs: this.opts.workerTimeoutMs });
+    this.controller = new Controller({
+      ops, clock, logger: opts.logger.child('controller'), workerTimeoutMs: this.opts.workerTimeoutMs, onSettled: () => this.schedulePass(),
+      onAutoscale: (deployment, decision) => this.metrics.observeAutoscale(deployment, decision.reason),
+      localWaiting: () => {
+        const out: Record<string, number> = {};
+        for (const [key, st] of Object.entries(this.router.stats())) if (st.waiting > 0) out[key] = st.waiting;
+        return out;
+      },
+    });
     const transport: Transport = { dispatch: (ref, m) => this.dispatch(ref, m) };
-    this.router = new Router({ transport, clock, logger: opts.logger.child('router') });
+    this.router = new Router({ transport, clock, logger: opts.logger.child('router'), onNoReplica: () => this.schedulePass() });
     this.metrics = new HeadMetrics({
       status: () => this.controller.status(), router: () => this.router.stats(), logger: opts.logger.child('metrics'),
       workers: () => [...this.peers.entries()].filter(([, p]) => !p.closed).map(([workerId, p]) => ({
@@ -109,6 +149,26 @@ export class Head {
   }
 
   async start(): Promise<void> {
+    const store = this.opts.store;
+    let adoptLocal = false;
+    if (store !== undefined) {
+      await store.open();
+      const state = await store.load();
+      for (const { spec } of Object.values(state.apps)) {
+        try {
+          this.controller.deploy(spec);
+        } catch (err) {
+          this.opts.logger.error('a stored application no longer deploys; skipped', { app: spec.name, error: toWireError(err).message });
+        }
+      }
+      if (state.workers.length > 0) {
+        // A restart: wait for the workers last seen, and change nothing until they are back or the wait ends.
+        this.expected = new Set(state.workers.map((w) => w.name));
+        adoptLocal = state.workers.some((w) => w.local);
+        this.controller.beginRecovery();
+      }
+      this.opts.logger.info('state loaded', { store: store.description, apps: Object.keys(state.apps).length, workers: state.workers.length });
+    }
     const host = this.opts.host ?? '127.0.0.1';
     this.server = createServer((req, res) => { void this.control(req, res); });
     this.wss = attachWebSocketEndpoint(this.server, { token: this.token, maxFrameBytes: this.opts.maxFrameBytes, logger: this.opts.logger, onConnection: (ws, remote) => { void this.acceptWorker(ws, remote); } });
@@ -119,32 +179,86 @@ export class Head {
     const addr = this.server.address();
     this.clusterAddress = `ws://${host}:${typeof addr === 'object' && addr !== null ? addr.port : 0}`;
     const httpHost = this.opts.httpHost ?? '127.0.0.1';
+    let shared: SharedListenSocket | Promise<SharedListenSocket> | undefined;
     if (this.ingress !== undefined) {
       const http = await this.ingress.listen({ port: this.opts.httpPort ?? 8000, host: httpHost });
       this.httpAddress = `http://${http.host}:${http.port}`;
     } else {
-      this.shared = bindSharedSocket(httpHost, this.opts.httpPort ?? 8000);
-      this.httpAddress = `http://${httpHost.includes(':') ? `[${httpHost}]` : httpHost}:${this.shared.port}`;
+      shared = this.bindHttp(httpHost, this.opts.httpPort ?? 8000, adoptLocal);
+      const port = shared instanceof Promise ? this.opts.httpPort ?? 8000 : shared.port;
+      this.httpAddress = `http://${httpHost.includes(':') ? `[${httpHost}]` : httpHost}:${port}`;
     }
     const clock = this.opts.clock ?? realClock;
+    this.recoveryEndsAt = clock.monoNow() + (this.opts.recoveryTimeoutMs ?? this.opts.workerTimeoutMs);
     let lastTick = clock.monoNow();
     this.loop = setInterval(() => {
       // A tick far later than its period means this process was stalled, not that every worker went quiet.
       const now = clock.monoNow();
       if (now - lastTick > this.opts.workerTimeoutMs / 2) this.controller.headStalled(now - lastTick);
       lastTick = now;
+      if (this.controller.isRecovering && now >= this.recoveryEndsAt) this.endRecovery(`waited ${this.opts.recoveryTimeoutMs ?? this.opts.workerTimeoutMs} ms; missing: ${[...this.expected].join(', ')}`);
       this.controller.checkWorkers();
-      void this.controller.reconcile();
+      this.runPass();
     }, 200);
     this.loop.unref();
     if ((this.opts.workers ?? 0) > 0) {
       this.locals = new LocalWorkers({
         count: this.opts.workers!, address: this.clusterAddress, token: this.token, logger: this.opts.logger.child('local-workers'), command: this.opts.workerCommand!,
-        ...(this.opts.workerCpus ? { cpus: this.opts.workerCpus } : {}), ...(this.shared ? { http: this.shared } : {}),
+        ...(this.opts.workerCpus ? { cpus: this.opts.workerCpus } : {}), ...(shared ? { http: shared } : {}),
+        onExit: (pid) => this.localExited(pid),
       });
-      this.locals.start();
+      // A restarted head starts its local workers once it knows how many of the old ones came back.
+      if (!this.controller.isRecovering) this.locals.start();
     }
-    this.opts.logger.info('head started', { cluster: this.clusterAddress, http: this.httpAddress });
+    this.opts.logger.info('head started', { cluster: this.clusterAddress, http: this.httpAddress, session: this.session, recovering: this.controller.isRecovering });
+  }
+
+  /**
+   * Binds the public HTTP socket for local workers. A restarted head may find it still held by the workers of the
+   * previous head, which keep serving on it: it then binds it once they are gone, for the workers it starts itself.
+   */
+  private bindHttp(host: string, port: number, adoptLocal: boolean): SharedListenSocket | Promise<SharedListenSocket> {
+    try {
+      return this.shared = bindSharedSocket(host, port);
+    } catch (err) {
+      if (!adoptLocal || !/EADDRINUSE/.test((err as Error).message)) throw err;
+    }
+    this.opts.logger.info('the HTTP port is held by the previous head\'s workers; binding it once they are gone', { host, port });
+    return new Promise<SharedListenSocket>((resolve) => {
+      const retry = setInterval(() => {
+        if (this.stopped) { clearInterval(retry); return; }
+        try {
+          this.shared = bindSharedSocket(host, port);
+          clearInterval(retry);
+          resolve(this.shared);
+        } catch { /* still held */ }
+      }, 500);
+      retry.unref();
+    });
+  }
+
+  /** A pass of the controller now; completions ask for another soon after (once per tick at most). */
+  private runPass(): void {
+    if (this.stopped) return;
+    for (const w of this.controller.pass()) w.catch((err: unknown) => this.opts.logger.error('reconcile work failed', { error: toWireError(err).message }));
+  }
+
+  private schedulePass(): void {
+    if (this.passScheduled || this.stopped) return;
+    this.passScheduled = true;
+    setImmediate(() => { this.passScheduled = false; this.runPass(); });
+  }
+
+  private endRecovery(why: string): void {
+    if (!this.controller.isRecovering) return;
+    this.opts.logger.info('recovery over; reconciling', { why, adoptedReplicas: this.controller.status().replicas.length });
+    this.expected.clear();
+    this.controller.endRecovery();
+    const adopted = this.controller.aliveWorkers().filter((w) => w.local === true).length;
+    this.locals?.start(adopted);
+    this.publishApps();
+    this.saveWorkers();
+    this.runPass();
   }
 
   /** Waits until n workers have joined. */
@@ -156,16 +270,29 @@ export class Head {
     }
   }
 
+  /**
+   * Records the application (in the store first, when there is one: a deploy the head acknowledged survives its
+   * restart) and starts reconciling; it does not wait for replicas (waitReady() does).
+   */
   async deploy(spec: AppSpec): Promise<void> {
+    const previous = this.controller.appSpecs().find((a) => a.name === spec.name);
     this.controller.deploy(spec);
+    try {
+      await this.opts.store?.putApp(spec, { deployedAtMs: Date.now(), versions: this.controller.versionsOf(spec.name) });
+    } catch (err) {
+      // Not stored, so not deployed: put back what was there.
+      if (previous !== undefined) this.controller.deploy(previous); else this.controller.deleteApp(spec.name);
+      throw err;
+    }
     this.publishApps();
-    await this.controller.reconcile();
+    this.runPass();
   }
 
   async deleteApp(name: string): Promise<void> {
     this.controller.deleteApp(name);
+    await this.opts.store?.deleteApp(name);
     this.publishApps();
-    await this.controller.reconcile();
+    this.runPass();
   }
 
   /** Serves the repository extension of the Open Inference Protocol (shoal serve's model repository). */
@@ -209,13 +336,20 @@ export class Head {
     return this.controller.aliveWorkers().length > 0 && apps.every((a) => this.controller.isReady(a.name));
   }
 
-  async stop(): Promise<void> {
+  /**
+   * Stops the head. By default its local workers drain and stop with it; `keepWorkers` (a head restart) leaves
+   * every worker serving from its last route table, to rejoin the next head on the same store.
+   */
+  async stop(opts: { keepWorkers?: boolean } = {}): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
     clearInterval(this.loop);
     this.router.close();
-    for (const p of this.peers.values()) p.close(1001, 'head stopping');
-    await this.locals?.stop();
+    for (const p of this.peers.values()) p.close(1001, opts.keepWorkers ? 'head restarting' : 'head stopping');
+    if (opts.keepWorkers) this.locals?.detach(); else await this.locals?.stop();
+    // The workers last seen stay in the store on a restart (the next head waits for them); a full stop forgets them.
+    if (!opts.keepWorkers) await this.opts.store?.putWorkers([]).catch((err: unknown) => this.opts.logger.warn('could not clear the stored workers', { error: toWireError(err).message }));
+    await this.opts.store?.close().catch(() => undefined);
     await this.ingress?.close();
     this.shared?.close();
     for (const c of this.wss?.clients ?? []) c.terminate();
@@ -233,8 +367,11 @@ export class Head {
    * here) and, per connected worker, its replicas (batch queues included) and its router.
    */
   async stats(): Promise<{ router: ReturnType<Router['stats']>; workers: WorkerStats[] }> {
-    const workers = await Promise.all([...this.peers.values()].filter((p) => !p.closed).map((p) => p.call({ t: 'stats' }) as Promise<WorkerStats>));
-    return { router: this.router.stats(), workers };
+    const answers = await Promise.all([...this.peers.entries()].filter(([, p]) => !p.closed).map(([id, p]) => this.callPeer(p, { t: 'stats' }, WORKER_CALL_TIMEOUT_MS, `stats of worker ${id}`).then(
+      (v) => v as WorkerStats,
+      (err: unknown) => { this.opts.logger.warn('a worker did not answer stats', { workerId: id, error: toWireError(err).message }); return undefined; },
+    )));
+    return { router: this.router.stats(), workers: answers.filter((w): w is WorkerStats => w !== undefined) };
   }
 
   /** Local worker pids, for tests and the CLI. */
@@ -242,10 +379,57 @@ export class Head {
     return this.locals?.pids() ?? [];
   }
 
-  private async callWorker(workerId: string, message: NewRequest): Promise<void> {
+  private async callWorker(workerId: string, message: NewRequest, timeoutMs: number, what: string): Promise<void> {
     const peer = this.peers.get(workerId);
-    if (peer === undefined) throw new ReplicaUnavailableError(`worker ${workerId} is not connected`);
-    await peer.call(message);
+    if (peer === undefined || peer.closed) throw new ReplicaUnavailableError(`worker ${workerId} is not connected (${what})`);
+    await this.callPeer(peer, message, timeoutMs, `${what} on worker ${workerId}`);
+  }
+
+  /** A request to a worker with a deadline: past it, DeadlineExceededError naming the operation and the time. */
+  private callPeer(peer: Peer, message: NewRequest, timeoutMs: number, what: string): Promise<unknown> {
+    const { id, reply } = peer.requestWithId(message);
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => { peer.forget(id); reject(new DeadlineExceededError(`${what} took over ${timeoutMs} ms`)); }, timeoutMs);
+    });
+    return Promise.race([reply, timeout]).then(
+      (r) => { clearTimeout(timer); if (r.ok) return r.value; throw rebuildError(r.error); },
+      (err: unknown) => { clearTimeout(timer); throw err; },
+    );
+  }
+
+  /** The controller declared a worker dead: cut its connection, and end a local worker's process (it is replaced). */
+  private dropWorker(workerId: string, reason: string): void {
+    this.metrics.observeWorkerLost(/no heartbeat/.test(reason) ? 'timeout' : /not back/.test(reason) ? 'disconnected' : /exited/.test(reason) ? 'exited' : 'other');
+    const peer = this.peers.get(workerId);
+    this.peers.delete(workerId);
+    this.router.dropWorker(workerId);
+    const pid = peer?.meta.pid as number | undefined;
+    if (peer !== undefined && !peer.closed) peer.terminate(`declared dead: ${reason}`);
+    if (peer?.meta.local === true && pid !== undefined && !this.stopped) {
+      // Stopped (SIGSTOP) or cut off: a local process that is not answering is ended, and another takes its place.
+      if (!this.locals?.kill(pid)) {
+        try { process.kill(pid, 'SIGKILL'); } catch { /* already gone */ }
+        this.locals?.replace();
+      }
+    }
+    this.saveWorkers();
+  }
+
+  /** A local worker process exited: it is dead now, not after the timeout. */
+  private localExited(pid: number | undefined): void {
+    for (const [workerId, p] of this.peers) {
+      if (p.meta.pid === pid) { this.controller.workerDead(workerId, `its process (pid ${pid}) exited`); return; }
+    }
+    for (const w of this.controller.aliveWorkers()) if (w.pid === pid) this.controller.workerDead(w.workerId, `its process (pid ${pid}) exited`);
+  }
+
+  /** Records the workers now alive, for a restarted head to wait for. */
+  private saveWorkers(): void {
+    const store = this.opts.store;
+    if (store === undefined || this.controller.isRecovering || this.stopped) return;
+    const seen: SeenWorker[] = this.controller.aliveWorkers().map((w) => ({ name: w.name, dataAddress: w.dataAddress, workerId: w.workerId, local: w.local === true, ...(w.pid !== undefined ? { pid: w.pid } : {}) }));
+    store.putWorkers(seen).catch((err: unknown) => this.opts.logger.warn('could not store the workers', { error: toWireError(err).message }));
   }
 
   private dispatch(ref: ReplicaRef, message: NewRequest): Dispatch {
@@ -281,30 +465,53 @@ export class Head {
       ws.close(4002, 'only workers join the cluster endpoint');
       return;
     }
-    const rec = this.controller.addWorker({ name: hello.name, resources: hello.resources, dataAddress: hello.dataAddress, pid: hello.pid });
-    sendWelcome(ws, { workerId: rec.workerId, heartbeatMs: this.opts.heartbeatMs });
+    if (this.stopped) { ws.close(1001, 'head stopping'); return; }
+    // A worker coming back may still have its old connection open here (it saw the break first): drop that one.
+    if (hello.previousWorkerId !== undefined) {
+      const old = this.peers.get(hello.previousWorkerId);
+      if (old !== undefined && !old.closed) { this.peers.delete(hello.previousWorkerId); old.terminate('the worker reconnected'); }
+    }
+    const rec = this.controller.addWorker({
+      name: hello.name, resources: hello.resources, dataAddress: hello.dataAddress, pid: hello.pid, local: hello.local === true,
+      ...(hello.previousWorkerId !== undefined ? { previousWorkerId: hello.previousWorkerId } : {}),
+      ...(hello.replicas !== undefined ? { replicas: hello.replicas } : {}),
+    });
+    sendWelcome(ws, { workerId: rec.workerId, heartbeatMs: this.opts.heartbeatMs, timeoutMs: this.opts.workerTimeoutMs, session: this.session });
     const peer = new Peer(ws, {
       name: `worker ${rec.workerId} (${hello.name})`,
       maxFrameBytes: this.opts.maxFrameBytes,
       logger: log,
+      liveness: { intervalMs: this.opts.heartbeatMs, timeoutMs: this.opts.workerTimeoutMs },
       onMessage: (m, p) => this.onWorkerMessage(rec.workerId, m, p),
-      onClose: (err) => {
+      onClose: (err, p) => {
+        if (this.peers.get(rec.workerId) !== p) return; // replaced by a newer connection, or dropped on purpose
         this.peers.delete(rec.workerId);
         if (this.stopped) return; // the head is going away: nothing to re-place
         this.router.dropWorker(rec.workerId);
-        this.controller.workerDead(rec.workerId, err.message);
-        void this.controller.reconcile();
+        // A local process that is gone is dead now; anything else may come back within the timeout.
+        const gone = hello.local === true && hello.pid !== undefined && !processAlive(hello.pid);
+        this.controller.workerDisconnected(rec.workerId, err.message, gone);
+        this.runPass();
       },
     });
+    peer.meta = { pid: hello.pid, local: hello.local === true };
     this.peers.set(rec.workerId, peer);
-    const routes = this.controller.currentRoutes();
-    peer.send({ t: 'routes', version: routes.version, table: routes.table });
+    if (!this.controller.isRecovering) {
+      const routes = this.controller.currentRoutes();
+      peer.send({ t: 'routes', version: routes.version, table: routes.table });
+    }
     peer.send({ t: 'apps', version: this.appsVersion, apps: [...this.controller.appSpecs()], repository: this.repository !== undefined });
-    void this.controller.reconcile();
+    if (this.expected.delete(hello.name) && this.expected.size === 0) this.endRecovery('every worker last seen is back');
+    this.saveWorkers();
+    this.runPass();
   }
 
   private onWorkerMessage(workerId: string, m: Message, peer: Peer): void {
-    if (m.t === 'hb') { this.controller.heartbeat(workerId); return; }
+    if (m.t === 'hb') {
+      // Requests waiting for a deployment at zero replicas: scale it up now, not at the next tick.
+      if (this.controller.heartbeat(workerId, { replicas: m.replicas, ...(m.waiting !== undefined ? { waiting: m.waiting } : {}) })) this.schedulePass();
+      return;
+    }
     if (m.t === 'repository') {
       this.repositoryCall(m.req).then((r) => peer.reply(m.id, r), (e: unknown) => peer.replyError(m.id, toWireError(e)));
       return;
@@ -313,7 +520,8 @@ export class Head {
       this.metrics.scrape().then((text) => peer.reply(m.id, text), (e: unknown) => peer.replyError(m.id, toWireError(e)));
       return;
     }
-    if (m.t === 'replicaState') return; // the controller learns states from start/stop replies; this is for logs
+    // The controller learns states from start/stop replies; this tells of starts a previous head asked for.
+    if (m.t === 'replicaState') { this.controller.replicaStateReported(workerId, m.replicaId, m.state); return; }
     this.opts.logger.debug('unexpected message from worker', { workerId, type: m.t });
   }
 
@@ -351,8 +559,9 @@ export class Head {
       const del = /^\/api\/apps\/([^/]+)$/.exec(url.pathname);
       if (req.method === 'DELETE' && del !== null) { await this.deleteApp(decodeURIComponent(del[1]!)); sendJson(res, 200, { ok: true }); return; }
       if (req.method === 'POST' && url.pathname === '/api/shutdown') {
-        sendJson(res, 200, { ok: true });
-        setImmediate(() => (this.opts.onShutdownRequest ? this.opts.onShutdownRequest() : void this.stop()));
+        const keepWorkers = url.searchParams.get('keepWorkers') === '1' || url.searchParams.get('keepWorkers') === 'true';
+        sendJson(res, 200, { ok: true, keepWorkers });
+        setImmediate(() => (this.opts.onShutdownRequest ? this.opts.onShutdownRequest({ keepWorkers }) : void this.stop({ keepWorkers })));
         return;
       }
       req.resume();
@@ -363,4 +572,8 @@ export class Head {
       sendError(res, err);
     }
   }
+}
+
+function processAlive(pid: number): boolean {
+  try { process.kill(pid, 0); return true; } catch (err) { return (err as NodeJS.ErrnoException).code === 'EPERM'; }
 }

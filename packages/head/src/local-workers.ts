@@ -24,8 +24,13 @@ export interface LocalWorkersOptions {
   logger: Logger;
   command: WorkerCommand;
   cpus?: number;
-  /** The public HTTP socket to hand to each worker. @default none (workers serve no HTTP) */
-  http?: SharedListenSocket;
+  /**
+   * The public HTTP socket to hand to each worker: the socket, or a promise of it (a restarted head whose port is
+   * still held by the workers it adopted binds it once they are gone). @default none (workers serve no HTTP)
+   */
+  http?: SharedListenSocket | Promise<SharedListenSocket>;
+  /** Called when a worker process exits, before any replacement is started (the head declares it dead at once). */
+  onExit?: (pid: number | undefined) => void;
 }
 
 
@@ -63,39 +68,63 @@ export function bindSharedSocket(host: string, port: number): SharedListenSocket
 export class LocalWorkers {
   private readonly children = new Set<ChildProcess>();
   private stopping = false;
+  /** Set by detach(): the head goes, its workers stay, and nothing is respawned. */
+  private detached = false;
 
   constructor(private readonly opts: LocalWorkersOptions) {}
 
-  start(): void {
-    for (let i = 0; i < this.opts.count; i++) this.spawnOne(i);
+  /** Starts `count` workers, less `adopted` ones already running (a restarted head's, which came back to it). */
+  start(adopted = 0): void {
+    for (let i = adopted; i < this.opts.count; i++) this.spawnOne(i);
+  }
+
+  /** Starts one more worker in place of one that was not this head's child (an adopted worker that died). */
+  replace(): void {
+    if (!this.stopping) this.spawnOne(this.children.size);
   }
 
   pids(): number[] {
     return [...this.children].map((c) => c.pid).filter((p): p is number => p !== undefined);
   }
 
+  /** Ends a worker process at once (one declared dead: stopped, cut off); its exit starts a replacement. */
+  kill(pid: number): boolean {
+    for (const c of this.children) if (c.pid === pid) return c.kill('SIGKILL');
+    return false;
+  }
+
   private spawnOne(index: number): void {
     const { command, args } = this.opts.command;
     const http = this.opts.http;
-    const argv = [...args, '--address', this.opts.address, ...(this.opts.cpus ? ['--cpus', String(this.opts.cpus)] : []), ...(http ? ['--http-from-parent'] : [])];
+    const argv = [...args, '--address', this.opts.address, ...(this.opts.cpus ? ['--cpus', String(this.opts.cpus)] : []), ...(http ? ['--http-from-parent'] : []), '--local'];
     const child = spawn(command, argv, { env: { ...process.env, SHOAL_TOKEN: this.opts.token }, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
     this.children.add(child);
     this.opts.logger.info('spawned local worker', { index, pid: child.pid });
     child.on('message', (m: unknown) => {
       if (m !== IPC_HTTP_SOCKET_REQUEST || http === undefined || !child.connected) return;
-      child.send(IPC_HTTP_SOCKET, http.handle as net.Server, (err) => {
-        if (err) this.opts.logger.warn('could not hand the HTTP socket to a local worker', { pid: child.pid, error: err.message });
-      });
+      void Promise.resolve(http).then((socket) => {
+        if (!child.connected) return;
+        child.send(IPC_HTTP_SOCKET, socket.handle as net.Server, (err) => {
+          if (err) this.opts.logger.warn('could not hand the HTTP socket to a local worker', { pid: child.pid, error: err.message });
+        });
+      }, () => undefined);
     });
     // The IPC channel must not keep the head alive, nor its errors (a worker that died mid-send) crash it.
     child.on('error', (err) => this.opts.logger.warn('local worker process error', { pid: child.pid, error: err.message }));
     child.channel?.unref();
     child.once('exit', (code, signal) => {
       this.children.delete(child);
-      if (this.stopping) return;
+      if (this.stopping || this.detached) return;
+      this.opts.onExit?.(child.pid);
       this.opts.logger.warn('local worker exited; starting another', { pid: child.pid, code, signal });
       setTimeout(() => { if (!this.stopping) this.spawnOne(index); }, 500).unref();
     });
+  }
+
+  /** Leaves the workers running (a head restart: the next head adopts them), and stops watching them. */
+  detach(): void {
+    this.detached = true;
+    for (const c of this.children) { c.removeAllListeners('message'); if (c.connected) c.disconnect(); }
   }
 
   /** SIGTERM, then SIGKILL after timeoutMs; resolves when every child has exited. */

@@ -5,7 +5,7 @@
  * A worker that does not answer within workerTimeoutMs is left out of that scrape (and logged): a scrape
  * never waits on a stuck worker.
  */
-import { AggregatorRegistry, Gauge, Registry, type MetricObjectWithValues, type MetricValue } from 'prom-client';
+import { AggregatorRegistry, Counter, Gauge, Histogram, Registry, type MetricObjectWithValues, type MetricValue } from 'prom-client';
 import { HttpMetrics } from '@shoal/ingress';
 import { registerProcessMetrics, type Logger, type MetricsJson } from '@shoal/core';
 import type { ReplicaState } from '@shoal/protocol';
@@ -70,7 +70,33 @@ export class HeadMetrics {
         for (const r of st.replicas) this.inc({ app: r.app, deployment: r.deployment, state: r.state });
       },
     });
+    new Gauge({
+      name: 'shoal_autoscaling_target_replicas', help: 'Replica count autoscaling keeps now, per autoscaled deployment.', labelNames: ['app', 'deployment'], registers,
+      collect() {
+        this.reset();
+        for (const a of opts.status().applications) for (const d of a.deployments) if (d.autoscaling !== undefined) this.set({ app: a.name, deployment: d.name }, d.autoscaling.target);
+      },
+    });
+    this.decisions = new Counter({ name: 'shoal_autoscaling_decisions_total', help: 'Autoscaling decisions, per deployment and reason (upscale, downscale, downscale-to-zero, scale-from-zero, bounds).', labelNames: ['deployment', 'reason'], registers });
+    this.coldStart = new Histogram({ name: 'shoal_replica_start_seconds', help: 'Time from the head asking a worker to start a replica to the replica running (cold start), per deployment.', labelNames: ['deployment'], buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120], registers });
+    this.workersLost = new Counter({ name: 'shoal_workers_lost_total', help: 'Workers declared dead (silent past the timeout, disconnected and not back, or their process exited), with the reason kind.', labelNames: ['reason'], registers });
     registerProcessMetrics(this.registry);
+  }
+
+  private readonly decisions: Counter;
+  private readonly coldStart: Histogram;
+  private readonly workersLost: Counter;
+
+  observeAutoscale(deployment: string, reason: string): void {
+    this.decisions.inc({ deployment, reason });
+  }
+
+  observeReplicaStart(deployment: string, seconds: number): void {
+    this.coldStart.observe({ deployment }, seconds);
+  }
+
+  observeWorkerLost(reason: 'timeout' | 'disconnected' | 'exited' | 'other'): void {
+    this.workersLost.inc({ reason });
   }
 
   /** Records one answered HTTP request of an application. */

@@ -54,6 +54,12 @@ export class FakeCluster implements ClusterOps {
     return this.unhealthy.has(replicaId) ? Promise.reject(new Error(`replica ${replicaId} is wedged`)) : Promise.resolve();
   }
 
+  readonly dropped: Array<{ workerId: string; reason: string }> = [];
+
+  dropWorker(workerId: string, reason: string): void {
+    this.dropped.push({ workerId, reason });
+  }
+
   publishRoutes(table: RouteTable, version: number): void {
     this.published.push({ table: structuredClone(table), version });
   }

@@ -1,8 +1,14 @@
-/** Entry of a worker process: `shoal worker --address ws://HOST:PORT` and the head's local workers. */
+/**
+ * Entry of a worker process: `shoal worker --address ws://HOST:PORT` and the head's local workers.
+ *
+ * User code runs in this process, so: the cluster token is taken out of the environment before any user module
+ * loads, and an unhandled rejection or uncaught exception is logged instead of ending the process (and with it
+ * every replica it hosts).
+ */
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
-import { createLogger, env, InvalidOptionError, type Logger } from '@shoal/core';
-import { IPC_HTTP_SOCKET, IPC_HTTP_SOCKET_REQUEST, type DeviceInfo } from '@shoal/protocol';
+import { createLogger, describeThrown, env, InvalidOptionError, type Logger } from '@shoal/core';
+import { IPC_HTTP_SOCKET, IPC_HTTP_SOCKET_REQUEST, isListenError, listenErrorFor, probePort, resolveToken, type DeviceInfo } from '@shoal/protocol';
 import type { ListenTarget } from '@shoal/ingress';
 import { Worker } from './worker.ts';
 import type { NativeGaugeSample } from './worker-metrics.ts';
@@ -46,12 +52,37 @@ function socketFromParent(): Promise<ListenTarget> {
   });
 }
 
+/**
+ * Logs what user code left unhandled and goes on: Node's default (exit) would take every co-located replica down
+ * for one replica's forgotten promise. Installed once per process.
+ */
+let faultHandlersInstalled = false;
+function keepServingOnUnhandled(logger: Logger): void {
+  if (faultHandlersInstalled) return;
+  faultHandlersInstalled = true;
+  process.on('unhandledRejection', (reason: unknown) => {
+    logger.error('unhandled promise rejection (a promise no code awaited); the worker goes on', { error: describeThrown(reason) });
+  });
+  process.on('uncaughtException', (err: unknown, origin: string) => {
+    logger.error('uncaught exception; the worker goes on', { origin, error: describeThrown(err) });
+  });
+}
+
+function portFlag(flag: string, raw: string | undefined): number | undefined {
+  if (raw === undefined) return undefined;
+  const port = Number(raw);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new InvalidOptionError(flag, 'must be an integer port in [0, 65535]', raw);
+  return port;
+}
+
 export async function runWorker(argv: string[]): Promise<Worker> {
   const { values } = parseArgs({
     args: argv,
     options: {
       address: { type: 'string' },
       token: { type: 'string' },
+      'token-file': { type: 'string' },
+      'data-port': { type: 'string' },
       host: { type: 'string' },
       'advertise-host': { type: 'string' },
       cpus: { type: 'string' },
@@ -59,40 +90,49 @@ export async function runWorker(argv: string[]): Promise<Worker> {
       'http-port': { type: 'string' },
       'http-host': { type: 'string' },
       'http-from-parent': { type: 'boolean' },
+      // Set by the head on the workers it spawns (LocalWorkers); the hello will carry it.
+      local: { type: 'boolean' },
     },
     allowPositionals: false,
   });
+  const logger = createLogger(`worker ${process.pid}`);
+  keepServingOnUnhandled(logger);
+  const token = resolveToken({ token: values.token, tokenFile: values['token-file'] }, (m) => logger.warn(m));
+  // Replicas run in this process and must not find the cluster token in their environment. (Linux still shows
+  // the environment the process started with in /proc/self/environ.)
+  delete process.env.SHOAL_TOKEN;
   const address = values.address ?? env.address();
   if (address === undefined) throw new InvalidOptionError('--address', 'is required (ws://HOST:PORT of the head), or set SHOAL_ADDRESS');
-  const token = values.token ?? env.token();
-  if (token === undefined) throw new InvalidOptionError('--token', 'is required (the cluster token printed by `shoal start`), or set SHOAL_TOKEN');
+  if (token === undefined) throw new InvalidOptionError('--token-file', 'is required (a file holding the cluster token that `shoal start` printed), or set SHOAL_TOKEN');
+  const dataPort = portFlag('--data-port', values['data-port']);
   const cpus = values.cpus === undefined ? undefined : Number(values.cpus);
   if (cpus !== undefined && !(cpus > 0)) throw new InvalidOptionError('--cpus', 'must be a positive number', values.cpus);
   const memory = values.memory === undefined ? undefined : Number(values.memory);
   if (memory !== undefined && !(memory > 0)) throw new InvalidOptionError('--memory', 'must be a positive number of bytes', values.memory);
   let http: ListenTarget | Promise<ListenTarget> | undefined;
   if (values['http-from-parent'] && values['http-port'] !== undefined) throw new InvalidOptionError('--http-port', 'cannot be combined with --http-from-parent');
-  if (values['http-port'] !== undefined) {
-    const port = Number(values['http-port']);
-    if (!Number.isInteger(port) || port < 0 || port > 65535) throw new InvalidOptionError('--http-port', 'must be an integer port in [0, 65535]', values['http-port']);
-    http = { port, host: values['http-host'] ?? '127.0.0.1' };
+  const httpPort = portFlag('--http-port', values['http-port']);
+  if (httpPort !== undefined) {
+    http = { port: httpPort, host: values['http-host'] ?? '127.0.0.1' };
+    // The ingress listens only once the head has sent the applications; a busy port must fail the command now.
+    await probePort('--http-port', http.host, httpPort);
   } else if (values['http-host'] !== undefined) {
     throw new InvalidOptionError('--http-host', 'needs --http-port');
   } else if (values['http-from-parent']) {
     http = socketFromParent();
   }
-  const logger = createLogger(`worker ${process.pid}`);
   const { devices, metrics: nativeMetrics } = await detectDevices(logger);
   const worker = new Worker({
     devices,
     ...(nativeMetrics ? { nativeMetrics } : {}),
     address: address.replace(/^http/, 'ws'), token, logger, maxFrameBytes: env.maxFrameBytes(),
     ...(values.host ? { host: values.host } : {}),
+    ...(dataPort !== undefined ? { dataPort } : {}),
     ...(values['advertise-host'] ? { advertiseHost: values['advertise-host'] } : {}),
     ...(cpus !== undefined ? { cpus } : {}),
     ...(memory !== undefined ? { memory } : {}),
     ...(http !== undefined ? { http } : {}),
-    onHeadLost: (reason) => { logger.error('head connection lost; exiting', { reason }); process.exit(1); },
+    local: values.local === true,
   });
   let stopping = false;
   const stop = (): void => {
@@ -102,13 +142,19 @@ export async function runWorker(argv: string[]): Promise<Worker> {
   };
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
-  await worker.start();
+  try {
+    await worker.start();
+  } catch (err) {
+    // The data port is listened on first, before the head is reached.
+    if (isListenError(err)) throw listenErrorFor(err, '--data-port', values.host ?? '127.0.0.1', dataPort ?? 0)!;
+    throw err;
+  }
   return worker;
 }
 
 if (process.argv[1] !== undefined && import.meta.url.endsWith(process.argv[1].replace(/\\/g, '/'))) {
   runWorker(process.argv.slice(2)).catch((err: unknown) => {
-    process.stderr.write(`shoal worker: ${(err as Error).message}\n`);
+    process.stderr.write(`shoal worker: ${describeThrown(err)}\n`);
     process.exit(1);
   });
 }

@@ -2,7 +2,7 @@
  * How a worker's router reaches replicas: in process when the replica lives in this worker, else over a
  * data connection to the hosting worker, opened on first use and shared by all calls.
  */
-import { LazyAbortController, PeerGoneError, toWireError, type Logger } from '@shoal/core';
+import { LazyAbortController, PeerGoneError, ReplicaUnavailableError, markNotRun, toWireError, type Logger } from '@shoal/core';
 import { connectPeer, type NewRequest, type Peer, type ReplyMessage } from '@shoal/protocol';
 import type { Dispatch, ReplicaRef, Transport } from '@shoal/router';
 
@@ -20,6 +20,8 @@ export interface WorkerTransportOptions {
   local: LocalDispatcher;
   /** Messages (other than replies) that arrive on outgoing data connections. */
   onMessage: (message: import('@shoal/protocol').Message, peer: Peer) => void;
+  /** Ping period and silence timeout for data connections (the head's, from welcome); none before it is known. */
+  liveness?: () => { intervalMs: number; timeoutMs: number } | undefined;
 }
 
 export class WorkerTransport implements Transport {
@@ -41,6 +43,9 @@ export class WorkerTransport implements Transport {
       const sent = peer.requestWithId(message);
       id = sent.id;
       return sent.reply;
+    }, (err: unknown) => {
+      // Not connected, so not sent: another replica may take it.
+      throw markNotRun(new ReplicaUnavailableError(`cannot reach worker ${replica.workerId} at ${replica.dataAddress} for replica ${replica.replicaId}: ${toWireError(err).message}`));
     });
     return {
       reply,
@@ -57,14 +62,16 @@ export class WorkerTransport implements Transport {
   private peer(address: string): Promise<Peer> {
     let p = this.peers.get(address);
     if (p === undefined) {
+      const liveness = this.opts.liveness?.();
       p = connectPeer({
         address,
         name: `worker at ${address}`,
+        ...(liveness !== undefined ? { liveness } : {}),
         hello: { token: this.opts.token, role: 'peer', name: this.opts.name },
         maxFrameBytes: this.opts.maxFrameBytes,
         logger: this.opts.logger,
         onMessage: this.opts.onMessage,
-        onClose: () => this.peers.delete(address),
+        onClose: () => { if (this.peers.get(address) === p) this.peers.delete(address); },
       }).then(({ peer }) => peer);
       this.peers.set(address, p);
       p.catch((err: unknown) => {

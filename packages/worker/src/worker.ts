@@ -6,12 +6,12 @@ import { hostname, cpus, totalmem } from 'node:os';
 import { createServer, type Server } from 'node:http';
 import { WebSocketServer, type WebSocket } from 'ws';
 import {
-  CancelledError, DeadlineExceededError, LazyAbortController, ReplicaUnavailableError, realClock, toWireError, type AppSpec, type Logger,
+  CancelledError, DeadlineExceededError, LazyAbortController, isNotRun, ReplicaUnavailableError, realClock, toWireError, type AppSpec, type Logger,
   type WireError, type WireHttpResponse,
 } from '@shoal/core';
 import {
   acceptHello, attachWebSocketEndpoint, connectPeer, sendWelcome, Peer, type DeviceInfo, type Message, type NewRequest, type ReplyMessage,
-  type WorkerResources, type WorkerStats,
+  type WorkerResources, type WorkerStats, type RunningReplica,
   type CallMessage, type HttpMessage,
 } from '@shoal/protocol';
 import { Router } from '@shoal/router';
@@ -39,8 +39,13 @@ export interface WorkerOptions {
   /** GPU devices (filled by the native addon when present). @default [] */
   devices?: DeviceInfo[];
   maxFrameBytes: number;
-  /** Called when the head connection is lost for good (the CLI exits the process). */
-  onHeadLost?: (reason: string) => void;
+  /**
+   * Spawned by a head on this machine (the embedded default): the hello says so, and a restarted head counts this
+   * worker among its local ones. @default false
+   */
+  local?: boolean;
+  /** Longest wait between attempts to reach a head that was lost (the first waits 100 ms, then doubling). @default 2000 */
+  maxReconnectDelayMs?: number;
   /** The native addon's gauges, for this worker's metrics. @default none (the addon is not loaded) */
   nativeMetrics?: () => NativeGaugeSample[];
   /**
@@ -70,11 +75,21 @@ export class Worker {
   private readonly oip: OipRoute;
   private ingressStarted = false;
   private appsVersion = -1;
+  /** The head has sent applications at least once (a later head's may replace them). */
+  private appsSeen = false;
   private apps: AppSpec[] = [];
   /** Where the ingress listens, once it does. */
   httpAddress = '';
   private readonly traffic = { ingressRequests: 0, dataIn: { call: 0, http: 0 } };
   private stopping = false;
+  /** The head's run this worker last joined (WelcomeMessage.session). */
+  private headSession: string | undefined;
+  /** What the head told at welcome: ping period and silence timeout, also used on data connections. */
+  private liveness: { intervalMs: number; timeoutMs: number } | undefined;
+  private reconnecting = false;
+  private lastDemandAt = Number.NEGATIVE_INFINITY;
+  /** Deployment version each replica was started at, reported to a head this worker rejoins. */
+  private readonly versions = new Map<string, string>();
 
   constructor(private readonly opts: WorkerOptions) {
     this.name = `${hostname()}-${process.pid}`;
@@ -86,8 +101,18 @@ export class Worker {
       logger: opts.logger,
       local: { dispatchLocal: (m, c) => this.dispatchLocal(m, c) },
       onMessage: (m, p) => this.onDataMessage(m, p),
+      liveness: () => this.liveness,
     });
-    this.router = new Router({ transport: this.transport, clock: realClock, logger: opts.logger, localWorkerId: () => this.workerId || undefined });
+    this.router = new Router({
+      transport: this.transport, clock: realClock, logger: opts.logger, localWorkerId: () => this.workerId || undefined,
+      // Demand for a deployment with no replica (scaled to zero): tell the head now, at most every 50 ms.
+      onNoReplica: () => {
+        const now = performance.now();
+        if (now - this.lastDemandAt < 50) return;
+        this.lastDemandAt = now;
+        queueMicrotask(() => this.sendHeartbeat());
+      },
+    });
     this.metrics = new WorkerMetrics({
       workerId: () => this.workerId, stats: () => this.stats(), logger: opts.logger,
       ...(opts.nativeMetrics ? { native: opts.nativeMetrics } : {}),
@@ -115,7 +140,7 @@ export class Worker {
 
   /** Ready when the head has sent the applications and every deployment of each has a running replica. */
   isReady(): boolean {
-    return this.appsVersion >= 0 && this.apps.every((a) => a.deployments.every((d) => this.router.replicaCount(`${a.name}/${d.name}`) > 0));
+    return this.appsSeen && this.apps.every((a) => a.deployments.every((d) => this.router.replicaCount(`${a.name}/${d.name}`) > 0));
   }
 
   /** The cluster's metrics from the head; this worker's own when the head does not answer in time. */
@@ -143,6 +168,7 @@ export class Worker {
   private setApps(version: number, apps: AppSpec[], repository: boolean): void {
     if (version <= this.appsVersion) return;
     this.appsVersion = version;
+    this.appsSeen = true;
     this.apps = apps;
     this.ingress.setApps(apps);
     this.oip.setApps(apps, repository);
@@ -161,28 +187,85 @@ export class Worker {
   }
 
 
+  /** Joins the head; the first attempt's failure is thrown (a wrong address or token is the caller's to fix). */
   async start(): Promise<void> {
     await this.listenData();
+    await this.joinHead();
+  }
+
+  private async joinHead(): Promise<void> {
     const resources: WorkerResources = {
       cpus: this.opts.cpus ?? cpus().length,
       memory: this.opts.memory ?? totalmem(),
       gpus: (this.opts.devices ?? []).filter((d) => d.kind === 'cuda').length,
       devices: this.opts.devices ?? [],
     };
+    const replicas: RunningReplica[] = [...this.replicas.values()]
+      .filter((r) => r.state === 'RUNNING' || r.state === 'STARTING')
+      .map((r) => ({ replicaId: r.replicaId, app: r.app, deployment: r.deployment, version: this.versions.get(r.replicaId) ?? '', state: r.state, ...(r.devices !== undefined ? { devices: [...r.devices] } : {}) }));
     const { peer, welcome } = await connectPeer({
       address: this.opts.address,
       name: 'head',
-      hello: { token: this.opts.token, role: 'worker', name: this.name, resources, dataAddress: this.dataAddress, pid: process.pid },
+      hello: {
+        token: this.opts.token, role: 'worker', name: this.name, resources, dataAddress: this.dataAddress, pid: process.pid,
+        ...(this.opts.local === true ? { local: true } : {}),
+        ...(this.workerId !== '' ? { previousWorkerId: this.workerId, replicas } : {}),
+      },
       maxFrameBytes: this.opts.maxFrameBytes,
       logger: this.opts.logger,
       onMessage: (m, p) => this.onHeadMessage(m, p),
-      onClose: (err) => this.onHeadClosed(err.message),
+      onClose: (err, p) => { if (this.head === p) this.onHeadClosed(err.message); },
     });
+    if (this.stopping) { peer.close(1000, 'worker stopping'); return; }
     this.head = peer;
+    const rejoined = this.workerId !== '';
     this.workerId = welcome.workerId;
-    this.opts.logger.info('joined head', { workerId: this.workerId, head: this.opts.address, data: this.dataAddress });
+    if (welcome.session !== this.headSession) {
+      // A new head numbers its route tables and application sets afresh: take its next ones whatever their version.
+      // Until they arrive, this worker keeps serving from what it had.
+      this.router.resetRoutesVersion();
+      this.appsVersion = -1;
+      this.headSession = welcome.session;
+    }
+    this.liveness = { intervalMs: welcome.heartbeatMs, timeoutMs: welcome.timeoutMs ?? Math.max(3000, welcome.heartbeatMs * 6) };
+    peer.watchLiveness(this.liveness);
+    this.opts.logger.info(rejoined ? 'rejoined head' : 'joined head', { workerId: this.workerId, head: this.opts.address, data: this.dataAddress, replicas: replicas.length });
+    clearInterval(this.heartbeat);
     this.heartbeat = setInterval(() => this.sendHeartbeat(), welcome.heartbeatMs);
     this.heartbeat.unref();
+  }
+
+  /**
+   * The head is gone (it died, restarted, or the link broke): keep serving HTTP and handle calls from the last
+   * route table, and try to rejoin, 100 ms after the loss and then with doubling waits up to maxReconnectDelayMs.
+   */
+  private async reconnect(): Promise<void> {
+    if (this.reconnecting || this.stopping) return;
+    this.reconnecting = true;
+    const maxDelay = this.opts.maxReconnectDelayMs ?? 2000;
+    let delay = 100;
+    let attempts = 0;
+    let lastLog = 0;
+    try {
+      while (!this.stopping) {
+        await new Promise((r) => setTimeout(r, delay));
+        if (this.stopping) return;
+        attempts++;
+        try {
+          await this.joinHead();
+          return;
+        } catch (err) {
+          // One line per 10 s at most: a head that stays away for an hour must not flood the log.
+          if (Date.now() - lastLog > 10_000) {
+            lastLog = Date.now();
+            this.opts.logger.warn('cannot reach the head; serving from the last route table and retrying', { attempts, error: (err as Error).message, nextInMs: delay });
+          }
+          delay = Math.min(maxDelay, delay * 2);
+        }
+      }
+    } finally {
+      this.reconnecting = false;
+    }
   }
 
   /** Drains every replica and leaves the head. */
@@ -204,13 +287,15 @@ export class Worker {
   private onHeadClosed(reason: string): void {
     clearInterval(this.heartbeat);
     if (this.stopping) return;
-    this.opts.logger.warn('lost the head', { reason });
-    this.opts.onHeadLost?.(reason);
+    this.opts.logger.warn('lost the head; still serving, and trying to rejoin', { reason });
+    void this.reconnect();
   }
 
   private sendHeartbeat(): void {
     if (this.head === undefined || this.head.closed) return;
-    this.head.send({ t: 'hb', at: Date.now(), replicas: [...this.replicas.values()].map((r) => ({ replicaId: r.replicaId, ongoing: r.ongoingCount, queued: r.queuedCount })) });
+    const waiting: Record<string, number> = {};
+    for (const [key, s] of Object.entries(this.router.stats())) if (s.waiting > 0) waiting[key] = s.waiting;
+    this.head.send({ t: 'hb', at: Date.now(), replicas: [...this.replicas.values()].map((r) => ({ replicaId: r.replicaId, ongoing: r.ongoingCount, queued: r.queuedCount })), waiting });
   }
 
   private listenData(): Promise<void> {
@@ -236,6 +321,7 @@ export class Worker {
         name: `peer ${hello.name}`,
         maxFrameBytes: this.opts.maxFrameBytes,
         logger: this.opts.logger,
+        ...(this.liveness !== undefined ? { liveness: this.liveness } : {}),
         onMessage: (m, p) => this.onDataMessage(m, p),
         onClose: (_e, p) => this.abortAll(p, 'caller connection closed'),
       });
@@ -247,7 +333,7 @@ export class Worker {
 
   private onHeadMessage(m: Message, peer: Peer): void {
     switch (m.t) {
-      case 'start': void this.startReplica(m.id, m.replicaId, m.app, m.deployment, m.devices, peer); return;
+      case 'start': if (m.version !== undefined) this.versions.set(m.replicaId, m.version); void this.startReplica(m.id, m.replicaId, m.app, m.deployment, m.devices, peer); return;
       case 'stop': void this.stopReplica(m.id, m.replicaId, m.timeoutMs, peer); return;
       case 'reconfigure': {
         const r = this.replicas.get(m.replicaId);
@@ -274,7 +360,8 @@ export class Worker {
     if (spec === undefined) { head.replyError(id, toWireError(new ReplicaUnavailableError(`application "${app.name}" has no deployment "${deployment}"`))); return; }
     const replica = new Replica({
       replicaId, app: app.name, deployment, options: spec.options, logger: this.opts.logger, ...(devices === undefined ? {} : { devices }),
-      onState: (state, error) => { if (!head.closed) head.send({ t: 'replicaState', replicaId, state, ...(error ? { error } : {}) }); },
+      // To whichever head this worker is joined to now: a start asked by a head that since restarted ends at the next.
+      onState: (state, error) => { const h = this.head; if (h !== undefined && !h.closed) h.send({ t: 'replicaState', replicaId, state, ...(error ? { error } : {}) }); },
     });
     this.replicas.set(replicaId, replica);
     try {
@@ -282,6 +369,7 @@ export class Worker {
       head.reply(id, null);
     } catch (err) {
       this.replicas.delete(replicaId);
+      this.versions.delete(replicaId);
       head.replyError(id, toWireError(err));
     }
   }
@@ -291,6 +379,7 @@ export class Worker {
     if (r === undefined) { head.reply(id, null); return; }
     await r.drain(timeoutMs);
     this.replicas.delete(replicaId);
+    this.versions.delete(replicaId);
     head.reply(id, null);
   }
 
@@ -326,7 +415,7 @@ export class Worker {
   private run(m: Omit<CallMessage, 'id'> | Omit<HttpMessage, 'id'>, controller: LazyAbortController, armDeadline = true): Promise<ReplyMessage> {
     const replica = this.replicas.get(m.replicaId);
     if (replica === undefined) {
-      return Promise.resolve({ t: 'reply', id: 0, ok: false, error: toWireError(new ReplicaUnavailableError(`replica ${m.replicaId} is not on worker ${this.workerId || this.name}`)) });
+      return Promise.resolve({ t: 'reply', id: 0, ok: false, error: toWireError(new ReplicaUnavailableError(`replica ${m.replicaId} is not on worker ${this.workerId || this.name}`)), nr: true });
     }
     let timer: NodeJS.Timeout | undefined;
     if (m.deadline !== undefined) {
@@ -350,6 +439,8 @@ export class Worker {
         // cancelled downstream calls threw, say).
         const reason: unknown = controller.reason;
         const wire: WireError = toWireError(reason instanceof DeadlineExceededError ? reason : err);
+        // Refused before user code saw it (draining, queue full): the caller's router may send it elsewhere.
+        if (isNotRun(err) && !(reason instanceof DeadlineExceededError)) return { t: 'reply', id: 0, ok: false, error: wire, q: replica.load, nr: true };
         return { t: 'reply', id: 0, ok: false, error: wire, q: replica.load };
       },
     );
