@@ -1,8 +1,11 @@
 /** The shoal command as a user runs it: a child process, real workers, signals. */
-import { describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { resolve } from 'node:path';
-import { FIXTURE_APP, isAlive, waitFor } from './helpers.ts';
+import { chmodSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { createServer, type AddressInfo, type Server } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { FIXTURE_APP, isAlive, startCluster, waitFor } from './helpers.ts';
 
 const BIN = resolve(import.meta.dirname, '../packages/cli/bin/shoal.mjs');
 const TOKEN = 'cli-test-token-0123456789';
@@ -92,5 +95,86 @@ describe('shoal CLI', () => {
     const unknown = shoal(['frobnicate']);
     expect(await exitOf(unknown.child)).toBe(2);
     expect(unknown.out()).toMatch(/unknown command "frobnicate"/);
+  });
+});
+
+/**
+ * Runs the command to its end, stderr apart from stdout. One still running after `limitMs` (a head that started
+ * where it should have refused) is stopped with SIGTERM, so that it and its workers do not outlive the test.
+ */
+async function shoalToEnd(args: string[], env: Record<string, string> = {}, limitMs = 30_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, SHOAL_LOG_LEVEL: 'warn', ...env }, stdio: 'pipe' });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d: Buffer) => { stdout += d.toString(); });
+  child.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
+  const timer = setTimeout(() => { stderr += `[still running after ${limitMs} ms: stopped]\n`; child.kill('SIGTERM'); }, limitMs);
+  const code = await exitOf(child);
+  clearTimeout(timer);
+  return { code, stdout, stderr };
+}
+
+describe('shoal CLI: busy ports', () => {
+  let busy: Server;
+  let port: number;
+  beforeAll(async () => {
+    busy = createServer();
+    await new Promise<void>((r) => busy.listen(0, '127.0.0.1', () => r()));
+    port = (busy.address() as AddressInfo).port;
+  });
+  afterAll(() => { busy.close(); });
+
+  it('every busy port is exit code 1 and one line on stderr naming the flag to change', async () => {
+    const p = String(port);
+    const cases: Array<[string[], string]> = [
+      [['start', '--port', p, '--http-port', '0', '--workers', '0', '--token', TOKEN], '--port'],
+      [['run', FIXTURE_APP, '--port', p, '--http-port', '0', '--workers', '1', '--token', TOKEN], '--port'],
+      [['start', '--port', '0', '--http-port', p, '--workers', '2', '--token', TOKEN], '--http-port'],
+      [['start', '--port', '0', '--http-port', p, '--workers', '0', '--token', TOKEN], '--http-port'],
+      [['worker', '--address', 'ws://127.0.0.1:1', '--data-port', p], '--data-port'],
+      [['worker', '--address', 'ws://127.0.0.1:1', '--http-port', p], '--http-port'],
+    ];
+    const results = await Promise.all(cases.map(([args]) => shoalToEnd(args, { SHOAL_TOKEN: TOKEN }, 20_000)));
+    results.forEach((r, i) => {
+      const [args, flag] = cases[i]!;
+      const lines = r.stderr.split('\n').filter((l) => l !== '');
+      expect({ args, code: r.code, lines }).toEqual({ args, code: 1, lines: [expect.stringContaining(`invalid option ${flag}: 127.0.0.1:${port} is already in use; choose another with ${flag}`)] });
+    });
+  });
+});
+
+describe('shoal CLI: --token-file', () => {
+  it('reads the token from a file for control commands, and names the flag when the file is missing or empty', async () => {
+    const head = await startCluster({ workers: 0, token: TOKEN });
+    try {
+      const dir = mkdtempSync(join(tmpdir(), 'shoal-cli-token-'));
+      const good = join(dir, 'token');
+      writeFileSync(good, `  ${TOKEN}\n`, { mode: 0o600 });
+      const ok = await shoalToEnd(['status', '--address', head.clusterAddress, '--token-file', good, '--json']);
+      expect(ok.code).toBe(0);
+      expect(JSON.parse(ok.stdout)).toMatchObject({ cluster: head.clusterAddress });
+      expect(ok.stderr).toBe('');
+
+      const open = join(dir, 'open-token');
+      writeFileSync(open, TOKEN);
+      chmodSync(open, 0o644);
+      const warned = await shoalToEnd(['status', '--address', head.clusterAddress, '--token-file', open]);
+      expect(warned.code).toBe(0);
+      expect(warned.stderr).toMatch(/warning: --token-file .* is readable by every user \(mode 644\); chmod 600 it/);
+
+      const empty = join(dir, 'empty');
+      writeFileSync(empty, '\n', { mode: 0o600 });
+      const missing = await shoalToEnd(['status', '--address', head.clusterAddress, '--token-file', join(dir, 'nope')]);
+      expect([missing.code, missing.stderr.trim()]).toEqual([1, `shoal: invalid option --token-file: cannot read ${join(dir, 'nope')} (no such file)`]);
+      const blank = await shoalToEnd(['shutdown', '--address', head.clusterAddress, '--token-file', empty]);
+      expect([blank.code, blank.stderr.trim()]).toEqual([1, `shoal: invalid option --token-file: ${empty} is empty`]);
+      const both = await shoalToEnd(['status', '--address', head.clusterAddress, '--token-file', good, '--token', TOKEN]);
+      expect([both.code, both.stderr.trim()]).toEqual([1, 'shoal: invalid option --token-file: cannot be combined with --token (give one)']);
+      const none = await shoalToEnd(['status', '--address', head.clusterAddress], { SHOAL_TOKEN: '' });
+      expect(none.code).toBe(1);
+      expect(none.stderr).toMatch(/--token-file: is required .* or set SHOAL_TOKEN/);
+    } finally {
+      await head.stop();
+    }
   });
 });

@@ -3,6 +3,8 @@
  * refused with 400 naming the option's full path and value and is not stored; a good one, even with options left
  * out, is compiled as deployment() compiles them and runs on a real worker.
  */
+import { dirname } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { AppSpec } from '@shoal/core';
 import type { Head } from '@shoal/head';
@@ -62,5 +64,33 @@ describe('POST /api/apps', () => {
     expect(await res.json()).toMatchObject({ ok: true, app: 'good' });
     const app = (await status()).applications.find((a) => a.name === 'good');
     expect(app?.deployments.map((d) => [d.name, d.numReplicas, d.running]).sort()).toEqual([['Counter', 1, 1], ['Front', 1, 1]]);
+  });
+
+  it('refuses a modulePath that is not a regular file on the head, naming app.modulePath and the value', async () => {
+    const cases: Array<[string, string]> = [
+      ['data:text/javascript,process.exit(1)', 'must be an absolute file path or a file: URL, not a data: URL'],
+      ['https://example.com/app.js', 'not a https: URL'],
+      ['node:child_process', 'not a node: URL'],
+      ['test/fixtures/apps.ts', 'not a relative path or a package name'],
+      ['/no/such/dir/app.ts', 'no such file on the head'],
+      [dirname(FIXTURE_APP), 'is not a regular file'],
+      [pathToFileURL('/no/such/app.ts').href, 'no such file on the head'],
+    ];
+    for (const [modulePath, problem] of cases) {
+      const spec = await fixture('mod');
+      spec.modulePath = modulePath;
+      const res = await post(spec);
+      const body = await res.json() as { error: string; code: string };
+      expect({ modulePath, status: res.status, code: body.code }).toEqual({ modulePath, status: 400, code: 'ERR_INVALID_OPTION' });
+      expect(body.error).toContain(`invalid option app.modulePath: ${problem.startsWith('not') ? 'must be an absolute file path or a file: URL, ' : ''}${problem}`);
+      expect(body.error).toContain(JSON.stringify(modulePath.length > 80 ? `${modulePath.slice(0, 77)}...` : modulePath));
+    }
+    expect((await status()).applications.map((a) => a.name)).not.toContain('mod');
+    // A file: URL of a real file is a module path too (accepted; the worker has no room left to run it, so remove it).
+    const byUrl = await fixture('byurl');
+    byUrl.modulePath = pathToFileURL(FIXTURE_APP).href;
+    expect((await post(byUrl)).status).toBe(200);
+    const del = await fetch(`${control}/api/apps/byurl`, { method: 'DELETE', headers: { authorization: `Bearer ${head.token}` } });
+    expect(del.status).toBe(200);
   });
 });

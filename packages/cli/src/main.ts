@@ -1,7 +1,8 @@
 /**
  * `shoal start | worker | run | serve | deploy | status | shutdown`. Every command that reaches a running head presents the
- * cluster token (flag --token or SHOAL_TOKEN); `shoal start` and `shoal run` generate one when none is given and
- * print it.
+ * cluster token (--token-file PATH, SHOAL_TOKEN, or --token, which `ps` shows to every user); `shoal start` and
+ * `shoal run` generate one when none is given and print it. A port that cannot be listened on is one line naming
+ * the flag that chooses it.
  */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { resolve, basename } from 'node:path';
@@ -10,6 +11,7 @@ import { cpus as osCpus } from 'node:os';
 import { pathToFileURL } from 'node:url';
 import { buildAppSpec, createLogger, env, InvalidOptionError, ReplicaUnavailableError, ShoalError, type AppSpec } from '@shoal/core';
 import { Head, type WorkerCommand } from '@shoal/head';
+import { isListenError, portError, resolveToken } from '@shoal/protocol';
 import { runWorker, WORKER_ENTRY } from '@shoal/worker/main';
 import { serveRepository } from './serve.ts';
 
@@ -17,7 +19,7 @@ const USAGE = `usage: shoal <command> [options]
 
 commands:
   start                 run a head: controller, cluster endpoint, HTTP ingress (and --workers local workers)
-  worker                join a head as a worker: --address ws://HOST:PORT --token TOKEN
+  worker                join a head as a worker: --address ws://HOST:PORT --token-file PATH
   run APP.ts            start a head (or use --address), deploy the module's application, serve until Ctrl-C
   serve DIR             start a head and serve a model repository (DIR/MODEL/VERSION/model.onnx) over KServe v2 at /v2
   deploy APP.ts         deploy an application to a running head
@@ -26,11 +28,14 @@ commands:
 
 common options:
   --address ws://HOST:PORT   a running head (default $SHOAL_ADDRESS)
-  --token TOKEN              the cluster token (default $SHOAL_TOKEN)
+  --token-file PATH          a file holding the cluster token (default $SHOAL_TOKEN); --token TOKEN also works,
+                             but every user of the machine sees it in \`ps\`
 start/run options:
   --host 127.0.0.1  --port 7450      cluster endpoint and control API
   --http-host 127.0.0.1 --http-port 8000   HTTP ingress
   --workers N                         local worker processes (default 2)
+worker options:
+  --data-port 0  --http-port P  --http-host 127.0.0.1   data port for other workers (0: any), HTTP ingress
 run/deploy options:
   --export NAME (default: default)  --name APP (default: default)  --route-prefix /PATH (default: /)
 serve options:
@@ -44,8 +49,22 @@ const headFlags = {
   'http-port': { type: 'string' },
   workers: { type: 'string' },
   token: { type: 'string' },
+  'token-file': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } satisfies ParseArgsConfig['options'];
+
+const tokenFlags = {
+  token: { type: 'string' },
+  'token-file': { type: 'string' },
+} satisfies ParseArgsConfig['options'];
+
+/** The token from --token, --token-file or SHOAL_TOKEN; undefined when none is given. */
+function tokenOf(values: { token?: string | boolean | undefined; 'token-file'?: string | boolean | undefined }): string | undefined {
+  return resolveToken(
+    { token: values.token as string | undefined, tokenFile: values['token-file'] as string | undefined },
+    (m) => process.stderr.write(`shoal: warning: ${m}\n`),
+  );
+}
 
 const appFlags = {
   export: { type: 'string' },
@@ -87,17 +106,21 @@ export function localWorkerCommand(): WorkerCommand {
   return { command: process.execPath, args: ['--import', import.meta.resolve('tsx'), WORKER_ENTRY] };
 }
 
-async function startHead(values: Record<string, string | boolean | undefined>, defaultWorkers: number): Promise<Head> {
+/** Starts a head with the given token (a generated one when undefined). */
+async function startHead(values: Record<string, string | boolean | undefined>, defaultWorkers: number, token: string | undefined): Promise<Head> {
   const workers = intFlag('workers', values.workers as string | undefined, defaultWorkers, 0);
   const logger = createLogger('head');
   let head: Head | undefined;
-  const token = (values.token as string | undefined) ?? env.token();
+  const host = (values.host as string | undefined) ?? '127.0.0.1';
+  const port = intFlag('port', values.port as string | undefined, 7450, 0);
+  const httpHost = (values['http-host'] as string | undefined) ?? '127.0.0.1';
+  const httpPort = intFlag('http-port', values['http-port'] as string | undefined, 8000, 0);
   head = new Head({
     ...(token !== undefined ? { token } : {}),
-    host: (values.host as string | undefined) ?? '127.0.0.1',
-    port: intFlag('port', values.port as string | undefined, 7450, 0),
-    httpHost: (values['http-host'] as string | undefined) ?? '127.0.0.1',
-    httpPort: intFlag('http-port', values['http-port'] as string | undefined, 8000, 0),
+    host,
+    port,
+    httpHost,
+    httpPort,
     workers,
     workerCommand: localWorkerCommand(),
     workerCpus: osCpus().length,
@@ -107,9 +130,29 @@ async function startHead(values: Record<string, string | boolean | undefined>, d
     maxFrameBytes: env.maxFrameBytes(),
     onShutdownRequest: () => { void stopAndExit(head!, 0); },
   });
-  await head.start();
+  try {
+    await head.start();
+  } catch (err) {
+    throw busyPortError(err, head, { host, port, httpHost, httpPort }) ?? err;
+  }
   installSignalHandlers(head);
   return head;
+}
+
+/**
+ * The one-line error naming --port or --http-port for a head that could not listen; undefined for other errors.
+ * The cluster port is listened on first: once the head has its address, a failed listen was the HTTP port.
+ */
+function busyPortError(err: unknown, head: Head, at: { host: string; port: number; httpHost: string; httpPort: number }): Error | undefined {
+  const httpFailed = head.clusterAddress !== '';
+  // The shared HTTP socket of local workers is bound by the head itself and reports as option httpPort.
+  if (err instanceof InvalidOptionError && err.details?.path === 'httpPort') {
+    const code = /\b(E[A-Z]+)\b/.exec(err.message)?.[1] ?? 'error';
+    return portError('--http-port', at.httpHost, at.httpPort, code);
+  }
+  if (!isListenError(err)) return undefined;
+  const code = String((err as NodeJS.ErrnoException).code);
+  return httpFailed ? portError('--http-port', at.httpHost, at.httpPort, code) : portError('--port', at.host, at.port, code);
 }
 
 let exiting = false;
@@ -141,8 +184,9 @@ function printHead(head: Head, tokenGiven: boolean): void {
 async function start(argv: string[]): Promise<number | undefined> {
   const { values } = parseArgs({ args: argv, options: headFlags, allowPositionals: false });
   if (values.help) { process.stdout.write(USAGE); return 0; }
-  const head = await startHead(values, 2);
-  printHead(head, values.token !== undefined || env.token() !== undefined);
+  const token = tokenOf(values);
+  const head = await startHead(values, 2, token);
+  printHead(head, token !== undefined);
   return undefined; // keeps serving until a signal or `shoal shutdown`
 }
 
@@ -165,13 +209,14 @@ async function run(argv: string[]): Promise<number | undefined> {
   if (file === undefined) throw new InvalidOptionError('APP', 'shoal run needs an application file, e.g. shoal run examples/hello/app.ts');
   const spec = await loadAppSpec(file, { ...(values.export ? { exportName: values.export } : {}), ...(values.name ? { name: values.name } : {}), ...(values['route-prefix'] ? { routePrefix: values['route-prefix'] } : {}) });
   const address = values.address ?? env.address();
+  const token = tokenOf(values);
   if (address !== undefined) {
-    const res = await control(address, values.token, 'POST', `/api/apps?wait=${intFlag('wait', values.wait, 120_000, 0)}`, spec);
+    const res = await control(address, token, 'POST', `/api/apps?wait=${intFlag('wait', values.wait, 120_000, 0)}`, spec);
     process.stdout.write(`deployed "${spec.name}" to ${address}; serving at ${String((res as { http?: string }).http ?? '')}${spec.routePrefix ?? ''}\n`);
     return 0;
   }
-  const head = await startHead(values, 2);
-  printHead(head, values.token !== undefined || env.token() !== undefined);
+  const head = await startHead(values, 2, token);
+  printHead(head, token !== undefined);
   try {
     await head.deploy(spec);
     await head.waitReady(spec.name, intFlag('wait', values.wait, 120_000, 0));
@@ -194,8 +239,9 @@ async function serve(argv: string[]): Promise<number | undefined> {
   if (!existsSync(root)) throw new InvalidOptionError('DIR', 'no such directory', dir);
   const load = values.load ?? 'all';
   if (load !== 'all' && load !== 'none') throw new InvalidOptionError('--load', 'must be "all" or "none"', load);
-  const head = await startHead(values, 2);
-  printHead(head, values.token !== undefined || env.token() !== undefined);
+  const token = tokenOf(values);
+  const head = await startHead(values, 2, token);
+  printHead(head, token !== undefined);
   await head.waitForWorkers(1);
   const { loaded, failed } = await serveRepository(head, root, { loadAll: load === 'all', loadTimeoutMs: intFlag('wait', values.wait, 120_000, 1) });
   for (const f of failed) process.stderr.write(`shoal: model "${f.name}" is UNAVAILABLE: ${f.error}\n`);
@@ -209,10 +255,9 @@ function controlUrl(address: string, path: string): string {
   return `${base}${path}`;
 }
 
-/** One control API call, with the token; errors carry the head's message. */
-export async function control(address: string, tokenFlag: string | undefined, method: string, path: string, body?: unknown): Promise<unknown> {
-  const token = tokenFlag ?? env.token();
-  if (token === undefined) throw new InvalidOptionError('--token', 'is required to talk to a head (or set SHOAL_TOKEN); `shoal start` prints it');
+/** One control API call, with the token (tokenOf's); errors carry the head's message. */
+export async function control(address: string, token: string | undefined, method: string, path: string, body?: unknown): Promise<unknown> {
+  if (token === undefined) throw new InvalidOptionError('--token-file', 'is required to talk to a head (a file holding the token `shoal start` printed), or set SHOAL_TOKEN');
   let res: Response;
   try {
     res = await fetch(controlUrl(address, path), {
@@ -237,12 +282,12 @@ function requireAddress(flag: string | undefined): string {
 }
 
 async function deploy(argv: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({ args: argv, options: { ...appFlags, token: { type: 'string' } }, allowPositionals: true });
+  const { values, positionals } = parseArgs({ args: argv, options: { ...appFlags, ...tokenFlags }, allowPositionals: true });
   const address = requireAddress(values.address);
   const file = positionals[0];
   if (file === undefined) throw new InvalidOptionError('APP', 'shoal deploy needs an application file');
   const spec = await loadAppSpec(file, { ...(values.export ? { exportName: values.export } : {}), ...(values.name ? { name: values.name } : {}), ...(values['route-prefix'] ? { routePrefix: values['route-prefix'] } : {}) });
-  const res = await control(address, values.token, 'POST', `/api/apps?wait=${intFlag('wait', values.wait, 120_000, 0)}`, spec) as { http?: string };
+  const res = await control(address, tokenOf(values), 'POST', `/api/apps?wait=${intFlag('wait', values.wait, 120_000, 0)}`, spec) as { http?: string };
   process.stdout.write(`deployed "${spec.name}": ${res.http ?? ''}${spec.routePrefix ?? ''}\n`);
   return 0;
 }
@@ -289,16 +334,16 @@ export function formatStatus(s: StatusJson): string {
 }
 
 async function status(argv: string[]): Promise<number> {
-  const { values } = parseArgs({ args: argv, options: { address: { type: 'string' }, token: { type: 'string' }, json: { type: 'boolean' } }, allowPositionals: false });
-  const s = await control(requireAddress(values.address), values.token, 'GET', '/api/status') as StatusJson;
+  const { values } = parseArgs({ args: argv, options: { address: { type: 'string' }, ...tokenFlags, json: { type: 'boolean' } }, allowPositionals: false });
+  const s = await control(requireAddress(values.address), tokenOf(values), 'GET', '/api/status') as StatusJson;
   process.stdout.write(values.json ? `${JSON.stringify(s, null, 2)}\n` : formatStatus(s));
   return 0;
 }
 
 async function shutdown(argv: string[]): Promise<number> {
-  const { values } = parseArgs({ args: argv, options: { address: { type: 'string' }, token: { type: 'string' } }, allowPositionals: false });
+  const { values } = parseArgs({ args: argv, options: { address: { type: 'string' }, ...tokenFlags }, allowPositionals: false });
   const address = requireAddress(values.address);
-  await control(address, values.token, 'POST', '/api/shutdown');
+  await control(address, tokenOf(values), 'POST', '/api/shutdown');
   process.stdout.write(`asked the head at ${address} to shut down\n`);
   return 0;
 }

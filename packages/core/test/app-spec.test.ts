@@ -1,5 +1,9 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { buildAppSpec, compileDeploymentOptions, deployment, InvalidOptionError, validateAppSpec, type AppSpec } from '../src/index.ts';
+import { assertModuleFile, buildAppSpec, compileDeploymentOptions, deployment, InvalidOptionError, validateAppSpec, type AppSpec } from '../src/index.ts';
 
 class Model { predict(x: number): number { return x * 2; } }
 class Front { constructor(readonly model: unknown) {} fetch(): string { return 'ok'; } }
@@ -52,6 +56,12 @@ describe('validateAppSpec', () => {
     ['an app name that is not a string', (s) => { s.name = 7; }, 'invalid option app.name: must be a string (got 7)'],
     ['a module path that is not a string', (s) => { s.modulePath = 42; }, 'invalid option app.modulePath: must be a non-empty string (got 42)'],
     ['a missing module path', (s) => { delete s.modulePath; }, 'invalid option app.modulePath: is required'],
+    ['a data: URL module', (s) => { s.modulePath = 'data:text/javascript,process.exit(1)'; }, 'invalid option app.modulePath: must be an absolute file path or a file: URL, not a data: URL (got "data:text/javascript,process.exit(1)")'],
+    ['an https: URL module', (s) => { s.modulePath = 'https://example.com/app.js'; }, 'invalid option app.modulePath: must be an absolute file path or a file: URL, not a https: URL (got "https://example.com/app.js")'],
+    ['a node: builtin module', (s) => { s.modulePath = 'node:child_process'; }, 'not a node: URL (got "node:child_process")'],
+    ['a relative module path', (s) => { s.modulePath = './app.ts'; }, 'invalid option app.modulePath: must be an absolute file path or a file: URL, not a relative path or a package name (got "./app.ts")'],
+    ['a bare package name', (s) => { s.modulePath = 'some-package'; }, 'not a relative path or a package name (got "some-package")'],
+    ['a file: URL with a host', (s) => { s.modulePath = 'file://elsewhere/srv/app.ts'; }, 'invalid option app.modulePath: is not a usable file: URL'],
     ['an empty export name', (s) => { s.exportName = ''; }, 'invalid option app.exportName: must be a non-empty string (got "")'],
     ['no deployments', (s) => { s.deployments = []; }, 'invalid option app.deployments: must be a non-empty array (got array(0))'],
     ['a deployment that is not an object', (s) => { s.deployments[1] = null; }, 'invalid option app.deployments[1]: must be an object (got null)'],
@@ -78,5 +88,27 @@ describe('validateAppSpec', () => {
     const spec = goodSpec() as unknown as Record<string, any>;
     spec.deployments[1].oip = { model: 'mlp', version: '1', platform: 'onnxruntime_onnx' };
     expect((validateAppSpec(spec).deployments[1] as unknown as { oip: unknown }).oip).toEqual({ model: 'mlp', version: '1', platform: 'onnxruntime_onnx' });
+  });
+});
+
+describe('module paths', () => {
+  it('accepts an absolute path and a file: URL', () => {
+    for (const modulePath of ['/srv/app.ts', 'file:///srv/app.ts']) {
+      const spec = goodSpec();
+      expect(validateAppSpec({ ...spec, modulePath }).modulePath).toBe(modulePath);
+    }
+  });
+
+  it('assertModuleFile passes a regular file, by path or file: URL, and names app.modulePath otherwise', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'shoal-app-spec-'));
+    const file = join(dir, 'app.ts');
+    writeFileSync(file, 'export default 1;\n');
+    await expect(assertModuleFile(file)).resolves.toBeUndefined();
+    await expect(assertModuleFile(pathToFileURL(file).href)).resolves.toBeUndefined();
+    const missing = join(dir, 'missing.ts');
+    await expect(assertModuleFile(missing)).rejects.toThrow(`invalid option app.modulePath: no such file on the head (got "${missing}")`);
+    await expect(assertModuleFile(dir)).rejects.toThrow('invalid option app.modulePath: is not a regular file');
+    await expect(assertModuleFile('/dev/null')).rejects.toThrow('is not a regular file');
+    await expect(assertModuleFile('data:text/javascript,1')).rejects.toBeInstanceOf(InvalidOptionError);
   });
 });
