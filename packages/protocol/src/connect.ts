@@ -72,13 +72,15 @@ export function tokenMatches(expected: string, given: unknown): boolean {
 }
 
 /** @see AcceptOptions.maxHelloBytes */
-export const DEFAULT_MAX_HELLO_BYTES = 8 * 1024;
+export const DEFAULT_MAX_HELLO_BYTES = 256 * 1024;
 
 export interface AcceptOptions {
   token: string;
   /**
-   * Largest hello frame; a larger first frame is refused before it is decoded. A worker's hello (its resources and
-   * devices) is well under 1 KiB. @default 8192
+   * Largest hello frame; a larger first frame is refused before it is decoded. The token was already checked at
+   * the upgrade (accept.ts), so this bounds what an authenticated peer's first frame may cost, not a stranger's. A
+   * worker that rejoins lists its running replicas in it: 100 replicas and 8 GPUs encode to about 12 KB.
+   * @default 262144 (256 KiB)
    */
   maxHelloBytes?: number;
   logger: Logger;

@@ -1,6 +1,6 @@
 /**
  * attachWebSocketEndpoint: the token is checked at the HTTP upgrade (401 and no WebSocket without it), sockets that
- * have not authenticated are capped (the oldest goes first) and timed out, and hello frames are small.
+ * have not authenticated are capped (the oldest goes first) and timed out, and hello frames are bounded.
  */
 import { once } from 'node:events';
 import { createServer, request, type Server } from 'node:http';
@@ -137,9 +137,9 @@ describe('attachWebSocketEndpoint', () => {
     const e = await endpoint();
     const ws = new WebSocket(e.url, { headers: { authorization: `Bearer ${TOKEN}` } });
     await once(ws, 'open');
-    ws.send(encodeMessage({ t: 'hello', v: PROTOCOL_VERSION, token: TOKEN, role: 'peer', name: 'x'.repeat(16 * 1024) }));
+    ws.send(encodeMessage({ t: 'hello', v: PROTOCOL_VERSION, token: TOKEN, role: 'peer', name: 'x'.repeat(300 * 1024) }));
     const [data] = await once(ws, 'message') as [Buffer];
-    expect(decodeFrame(data)).toEqual([{ t: 'refuse', code: 'ERR_PROTOCOL', message: expect.stringMatching(/^hello of \d+ bytes is over maxHelloBytes=8192$/) }]);
+    expect(decodeFrame(data)).toEqual([{ t: 'refuse', code: 'ERR_PROTOCOL', message: expect.stringMatching(/^hello of \d+ bytes is over maxHelloBytes=262144$/) }]);
     ws.terminate();
   });
 
