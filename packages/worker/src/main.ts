@@ -28,7 +28,7 @@ async function detectDevices(logger: Logger): Promise<{ devices: DeviceInfo[]; m
     }));
     return { devices, metrics: () => rt.metrics() };
   } catch (err) {
-    logger.info('native addon unavailable; this worker reports no devices', { reason: (err as Error).message });
+    logger.info('native addon unavailable; this worker reports no devices', { reason: describeThrown(err) });
     return { devices: [] };
   }
 }
