@@ -162,6 +162,7 @@ async function workerFault(name: string, signal: 'SIGKILL' | 'SIGSTOP'): Promise
     const { before } = await helloCluster(c);
     const perWorker = new Map<string, number>();
     for (const r of before.replicas) if (r.state === 'RUNNING') perWorker.set(r.workerId, (perWorker.get(r.workerId) ?? 0) + 1);
+    // Ties go to the worker of the first such replica in the status (the sort is stable).
     const [targetId, replicas] = [...perWorker.entries()].sort((x, y) => y[1] - x[1])[0]!;
     const pid = before.workers.find((w) => w.workerId === targetId)?.pid;
     if (pid === undefined) throw new Error(`/api/status gives no pid for worker ${targetId}`);
@@ -241,13 +242,22 @@ async function headFault(name: string, kind: 'kill' | 'restart'): Promise<Outcom
     const answered = oldGoneAt === undefined ? undefined : rec.first(oldGoneAt, () => true);
     const adoptedAt = next === undefined ? undefined : rec.first(next.startedAt, adopted);
     const last = rec.samples.at(-1)?.s;
+    if (next !== undefined && (next.child.exitCode !== null || next.child.signalCode !== null)) {
+      notes.push(`the new head exited ${next.child.exitCode ?? next.child.signalCode} after it first answered: ${c.logTail(next, 3).split('\n').join(' | ')}`);
+    }
     if (next !== undefined && adoptedAt === undefined) {
       const alivePids = [...new Set(placed.map((p) => p.pid))].filter((p) => p !== undefined && isRunning(p));
       notes.push(`never adopted (previous worker pids still running: ${alivePids.length} of ${new Set(placed.map((p) => p.pid)).size}; new head lists ${last?.replicas.length ?? 0} replicas, ${last?.applications.length ?? 0} apps)`);
     }
+    // adopted_ms includes the new head's own boot (a Node process with tsx); this splits the two.
+    const bootMs = since(answered, next?.startedAt);
+    if (adoptedAt !== undefined) notes.push(`the new head answered ${bootMs} ms after its start, and showed every replica adopted ${since(adoptedAt, answered)} ms later`);
     return outcome({
       ...fromLoad(l), detect_ms: since(answered, faultAt), adopted_ms: since(adoptedAt, next?.startedAt), note: notes.join('; '),
-      detail: { load: l, previous: placed, newHeadStartedAfterFaultMs: since(next?.startedAt, faultAt), lastStatus: last === undefined ? null : summarize(last) },
+      detail: {
+        load: l, previous: placed, newHeadStartedAfterFaultMs: since(next?.startedAt, faultAt), newHeadAnsweredAfterStartMs: bootMs,
+        adoptedAfterFirstAnswerMs: since(adoptedAt, answered), lastStatus: last === undefined ? null : summarize(last),
+      },
     });
   });
 }
