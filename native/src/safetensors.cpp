@@ -1,5 +1,7 @@
 #include "shoal/safetensors.hpp"
 
+#include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 
@@ -87,7 +89,11 @@ class Parser {
       while (i_ < n_ && (std::strchr("+-0123456789.eE", s_[i_]) != nullptr)) ++i_;
       if (start == i_) fail("unexpected character");
       v.kind = Json::Number;
-      v.num = std::stod(std::string(s_ + start, i_ - start));
+      // The exact text: dimensions and offsets are read from it as integers, never through a double.
+      v.str.assign(s_ + start, i_ - start);
+      char* endp = nullptr;
+      v.num = std::strtod(v.str.c_str(), &endp);
+      if (endp != v.str.c_str() + v.str.size()) fail("bad number \"" + v.str + "\"");
     }
     return v;
   }
@@ -107,7 +113,13 @@ class Parser {
           case 'f': out += '\f'; break;
           case 'u': {
             if (i_ + 4 > n_) fail("bad \\u escape");
-            unsigned cp = std::stoul(std::string(s_ + i_, 4), nullptr, 16);
+            unsigned cp = 0;
+            for (int h = 0; h < 4; ++h) {
+              const char x = s_[i_ + h];
+              const int d = x >= '0' && x <= '9' ? x - '0' : x >= 'a' && x <= 'f' ? x - 'a' + 10 : x >= 'A' && x <= 'F' ? x - 'A' + 10 : -1;
+              if (d < 0) fail("bad \\u escape");
+              cp = cp * 16 + static_cast<unsigned>(d);
+            }
             i_ += 4;
             // Tensor names are ASCII in practice; encode BMP code points as UTF-8.
             if (cp < 0x80) out += static_cast<char>(cp);
@@ -130,7 +142,45 @@ class Parser {
   size_t i_ = 0;
 };
 
-size_t dtypeSize(const std::string& d) {
+const char* kindName(Json::Kind k) {
+  switch (k) {
+    case Json::Null: return "null";
+    case Json::Bool: return "boolean";
+    case Json::Number: return "number";
+    case Json::String: return "string";
+    case Json::Array: return "array";
+    case Json::Object: return "object";
+  }
+  return "value";
+}
+
+std::string quoted(const std::string& name) { return "\"" + name + "\""; }
+
+// A JSON number that must be a non-negative integer (a dimension or a byte offset), read exactly from its text
+// and refused past `max`, which `bound` names. `what` names the value for the error: `tensor "w" shape[1]`.
+uint64_t exactIndex(const Json& v, const std::string& what, uint64_t max, const std::string& bound) {
+  if (v.kind != Json::Number) {
+    throw invalidArgument("safetensors: " + what + " must be a non-negative integer, got a " + kindName(v.kind));
+  }
+  const std::string& s = v.str;
+  if (!s.empty() && s[0] == '-') throw invalidArgument("safetensors: " + what + " is negative (" + s + ")");
+  if (s.empty() || s.find_first_not_of("0123456789") != std::string::npos) {
+    throw invalidArgument("safetensors: " + what + " must be a non-negative integer, got " + s);
+  }
+  uint64_t n = 0;
+  for (char c : s) {
+    if (__builtin_mul_overflow(n, uint64_t(10), &n) || __builtin_add_overflow(n, uint64_t(c - '0'), &n) || n > max) {
+      throw invalidArgument("safetensors: " + what + " = " + s + " is past " + bound + " (" + std::to_string(max) + ")");
+    }
+  }
+  return n;
+}
+
+constexpr uint64_t kMaxInt64 = static_cast<uint64_t>(INT64_MAX);
+
+}  // namespace
+
+size_t safetensorsDtypeSize(const std::string& d) {
   if (d == "F64" || d == "I64" || d == "U64") return 8;
   if (d == "F32" || d == "I32" || d == "U32") return 4;
   if (d == "F16" || d == "BF16" || d == "I16" || d == "U16") return 2;
@@ -138,7 +188,23 @@ size_t dtypeSize(const std::string& d) {
   throw invalidArgument("safetensors header: unknown dtype " + d);
 }
 
-}  // namespace
+std::string formatShape(const std::vector<int64_t>& shape) {
+  std::string out = "[";
+  for (size_t i = 0; i < shape.size(); ++i) out += (i ? ", " : "") + std::to_string(shape[i]);
+  return out + "]";
+}
+
+int64_t TensorInfo::elements() const {
+  int64_t n = 1;
+  for (int64_t d : shape) {
+    if (d < 0) throw invalidArgument("safetensors: tensor " + quoted(name) + " shape " + formatShape(shape) + " has a negative dimension");
+    if (__builtin_mul_overflow(n, d, &n)) {
+      throw invalidArgument("safetensors: tensor " + quoted(name) + " shape " + formatShape(shape) +
+                            " has more than 2^63-1 elements");
+    }
+  }
+  return n;
+}
 
 uint64_t safetensorsHeaderLength(const uint8_t* p) {
   uint64_t n = 0;
@@ -165,29 +231,59 @@ SafetensorsHeader parseSafetensorsHeader(const uint8_t* bytes, size_t available,
         if (mv.kind == Json::String) h.metadata[mk] = mv.str;
       continue;
     }
-    if (v.kind != Json::Object) throw invalidArgument("safetensors: tensor " + name + " is not an object");
+    const std::string tn = "tensor " + quoted(name);
+    if (v.kind != Json::Object) throw invalidArgument("safetensors: " + tn + " is not an object");
+    if (h.tensors.count(name) != 0) throw invalidArgument("safetensors: " + tn + " appears twice in the header");
     TensorInfo t;
     t.name = name;
-    bool haveOffsets = false;
+    bool haveShape = false, haveOffsets = false;
     for (auto& [k, f] : v.obj) {
-      if (k == "dtype" && f.kind == Json::String) t.dtype = f.str;
-      else if (k == "shape" && f.kind == Json::Array)
-        for (auto& d : f.arr) t.shape.push_back(static_cast<int64_t>(d.num));
-      else if (k == "data_offsets" && f.kind == Json::Array && f.arr.size() == 2) {
-        t.begin = static_cast<uint64_t>(f.arr[0].num);
-        t.end = static_cast<uint64_t>(f.arr[1].num);
+      if (k == "dtype" && f.kind == Json::String) {
+        t.dtype = f.str;
+      } else if (k == "shape") {
+        if (f.kind != Json::Array) throw invalidArgument("safetensors: " + tn + " shape must be an array, got a " + kindName(f.kind));
+        for (size_t i = 0; i < f.arr.size(); ++i)
+          t.shape.push_back(static_cast<int64_t>(exactIndex(f.arr[i], tn + " shape[" + std::to_string(i) + "]", kMaxInt64, "2^63-1")));
+        haveShape = true;
+      } else if (k == "data_offsets") {
+        if (f.kind != Json::Array || f.arr.size() != 2) {
+          throw invalidArgument("safetensors: " + tn + " data_offsets must be an array [begin, end]");
+        }
+        t.begin = exactIndex(f.arr[0], tn + " data_offsets[0]", dataBytes, "the data section size");
+        t.end = exactIndex(f.arr[1], tn + " data_offsets[1]", dataBytes, "the data section size");
         haveOffsets = true;
       }
     }
-    if (t.dtype.empty() || !haveOffsets) throw invalidArgument("safetensors: tensor " + name + " lacks dtype or data_offsets");
-    if (t.end < t.begin || t.end > dataBytes) {
-      throw invalidArgument("safetensors: tensor " + name + " offsets [" + std::to_string(t.begin) + ", " +
-                            std::to_string(t.end) + ") exceed data size " + std::to_string(dataBytes));
+    if (t.dtype.empty() || !haveShape || !haveOffsets) {
+      throw invalidArgument("safetensors: " + tn + " lacks dtype, shape or data_offsets");
     }
-    for (auto d : t.shape)
-      if (d < 0) throw invalidArgument("safetensors: tensor " + name + " has a negative dimension");
-    if (static_cast<uint64_t>(t.elements()) * dtypeSize(t.dtype) != t.end - t.begin) {
-      throw invalidArgument("safetensors: tensor " + name + " byte size does not match shape and dtype");
+    if (t.end < t.begin) {
+      throw invalidArgument("safetensors: " + tn + " data_offsets [" + std::to_string(t.begin) + ", " +
+                            std::to_string(t.end) + ") end before they begin");
+    }
+    // Checked: a product that wraps around 2^64 would otherwise match a small data_offsets range while the
+    // shape promises gigabytes to whoever reads the tensor.
+    const uint64_t elems = static_cast<uint64_t>(t.elements());
+    uint64_t esize = 0;
+    try {
+      esize = safetensorsDtypeSize(t.dtype);
+    } catch (const Error&) {
+      throw invalidArgument("safetensors: " + tn + " has unknown dtype " + quoted(t.dtype));
+    }
+    uint64_t bytes = 0;
+    if (__builtin_mul_overflow(elems, esize, &bytes)) {
+      throw invalidArgument("safetensors: " + tn + " (" + t.dtype + ", shape " + formatShape(t.shape) + ") is " +
+                            std::to_string(elems) + " elements x " + std::to_string(esize) + " bytes, past 2^64 bytes");
+    }
+    if (bytes > dataBytes) {
+      throw invalidArgument("safetensors: " + tn + " (" + t.dtype + ", shape " + formatShape(t.shape) + ") needs " +
+                            std::to_string(bytes) + " bytes but the data section holds " + std::to_string(dataBytes) +
+                            " (file " + std::to_string(fileSize) + " bytes, data from byte " + std::to_string(h.dataOffset) + ")");
+    }
+    if (bytes != t.end - t.begin) {
+      throw invalidArgument("safetensors: " + tn + " (" + t.dtype + ", shape " + formatShape(t.shape) + ") needs " +
+                            std::to_string(bytes) + " bytes but data_offsets [" + std::to_string(t.begin) + ", " +
+                            std::to_string(t.end) + ") hold " + std::to_string(t.end - t.begin));
     }
     t.begin += h.dataOffset;
     t.end += h.dataOffset;
@@ -217,7 +313,8 @@ std::vector<uint8_t> writeSafetensors(
   std::memcpy(out.data() + 8, header.data(), header.size());
   size_t p = 8 + header.size();
   for (auto& [name, t] : tensors) {
-    std::memcpy(out.data() + p, t.second.data(), t.second.size() * 4);
+    // An empty tensor's data() may be null, and memcpy from null is undefined even for 0 bytes.
+    if (!t.second.empty()) std::memcpy(out.data() + p, t.second.data(), t.second.size() * 4);
     p += t.second.size() * 4;
   }
   return out;
