@@ -1,34 +1,37 @@
 #include "shoal/family.hpp"
 
 #include <algorithm>
+#include <cstdint>
 
 #include "shoal/errors.hpp"
 
 namespace shoal {
 
 namespace {
-// Frees pool handles on every exit path of infer().
-struct PoolLease {
-  Pool& pool;
-  std::vector<uint64_t> handles;
-  float* take(uint64_t floats) {
-    uint64_t h = pool.alloc(std::max<uint64_t>(floats, 1) * sizeof(float));
-    handles.push_back(h);
-    return static_cast<float*>(pool.pointer(h));
+
+// The kernels take int dimensions and a zero-width layer has nothing to compute: every dimension of a weight
+// must be in [1, 2^31-1]. The safetensors parser has already checked that shape x dtype fits in the file.
+int checkedDim(const std::string& tensor, const std::string& blob, const std::vector<int64_t>& shape, size_t i) {
+  const int64_t d = shape[i];
+  if (d < 1 || d > INT32_MAX) {
+    throw invalidArgument("tensor \"" + tensor + "\" in blob \"" + blob + "\" has shape " + formatShape(shape) +
+                          ": dimension " + std::to_string(i) + " must be in [1, " + std::to_string(INT32_MAX) + "]");
   }
-  ~PoolLease() {
-    for (auto h : handles) pool.free(h);
-  }
-};
+  return static_cast<int>(d);
+}
+
 }  // namespace
 
 Family::Layer Family::resolveLayer(uint64_t ref, const LayerSpec& s, int expectIn) {
   std::vector<int64_t> shape;
   Layer l{};
   l.w = registry_.tensorF32(ref, s.weight, {}, &shape);
-  if (shape.size() != 2) throw invalidArgument("tensor \"" + s.weight + "\" must be 2-D [in x out]");
-  l.in = static_cast<int>(shape[0]);
-  l.out = static_cast<int>(shape[1]);
+  const std::string& blob = *registry_.view(ref).name;
+  if (shape.size() != 2) {
+    throw invalidArgument("tensor \"" + s.weight + "\" in blob \"" + blob + "\" must be 2-D [in x out], got shape " + formatShape(shape));
+  }
+  l.in = checkedDim(s.weight, blob, shape, 0);
+  l.out = checkedDim(s.weight, blob, shape, 1);
   if (expectIn > 0 && l.in != expectIn) {
     throw invalidArgument("tensor \"" + s.weight + "\" has " + std::to_string(l.in) + " input rows, expected " +
                           std::to_string(expectIn));
@@ -80,8 +83,11 @@ Family::Family(const FamilySpec& spec, BlobRegistry& registry, std::shared_ptr<P
         const Layer& L = layers_[lo.layer];
         std::vector<int64_t> sa;
         const float* a = registry_.tensorF32(v.ref, lo.a, {}, &sa);
-        if (sa.size() != 2 || sa[0] != L.in) throw invalidArgument("adapter tensor \"" + lo.a + "\" must be [" + std::to_string(L.in) + " x r]");
-        const int r = static_cast<int>(sa[1]);
+        if (sa.size() != 2 || sa[0] != L.in) {
+          throw invalidArgument("adapter tensor \"" + lo.a + "\" in blob \"" + vs.blob + "\" must be [" + std::to_string(L.in) +
+                                " x r], got shape " + formatShape(sa));
+        }
+        const int r = checkedDim(lo.a, vs.blob, sa, 1);
         const float* b = registry_.tensorF32(v.ref, lo.b, {r, L.out});
         v.loraByLayer[lo.layer] = Lora{a, b, r, lo.scale};
         layerHasLora_[lo.layer] = true;
@@ -149,10 +155,12 @@ std::vector<float> Family::infer(const float* x, int n, const int32_t* variant) 
 
   const int dev = pool_->device();
   Kernels& k = backend_.kernels(dev);
-  PoolLease lease{*pool_, {}};
-  float* cur = lease.take(static_cast<uint64_t>(n) * maxDim_);
-  float* next = lease.take(static_cast<uint64_t>(n) * maxDim_);
-  float* tmp = lease.take(static_cast<uint64_t>(n) * maxRank_);
+  // Workspace for this call only, returned on every exit path; JS cannot free these blocks under it.
+  Pool::Lease lease(*pool_);
+  const uint64_t f = sizeof(float);
+  float* cur = static_cast<float*>(lease.take(static_cast<uint64_t>(n) * maxDim_ * f));
+  float* next = static_cast<float*>(lease.take(static_cast<uint64_t>(n) * maxDim_ * f));
+  float* tmp = static_cast<float*>(lease.take(static_cast<uint64_t>(n) * maxRank_ * f));
   backend_.copyToDevice(dev, cur, staged.data(), staged.size() * sizeof(float));
 
   for (size_t l = 0; l < layers_.size(); ++l) {

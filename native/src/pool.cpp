@@ -25,7 +25,9 @@ Pool::~Pool() {
   emptyCacheLocked();
 }
 
-uint64_t Pool::alloc(uint64_t bytes) {
+uint64_t Pool::alloc(uint64_t bytes) { return allocBlock(bytes, false, nullptr); }
+
+uint64_t Pool::allocBlock(uint64_t bytes, bool leased, void** out) {
   if (bytes == 0) throw invalidArgument("pool " + std::to_string(id_) + ": cannot allocate 0 bytes");
   // Anything this large cannot fit any device; checking here keeps the size-class arithmetic from overflowing.
   if (bytes > (uint64_t(1) << 56)) {
@@ -57,7 +59,8 @@ uint64_t Pool::alloc(uint64_t bytes) {
     ++st_.cacheMisses;
   }
   const uint64_t h = nextHandle_++;
-  live_.emplace(h, Block{ptr, cls, bytes});
+  live_.emplace(h, Block{ptr, cls, bytes, leased});
+  if (out) *out = ptr;
   st_.used += cls;
   st_.requested += bytes;
   st_.reserved = st_.used + st_.cached;
@@ -74,6 +77,15 @@ void Pool::free(uint64_t handle) {
     throw invalidHandle("pool " + std::to_string(id_) + ": allocation handle " + std::to_string(handle) +
                         " is not live (double free or never allocated)");
   }
+  if (it->second.leased) {
+    throw invalidHandle("pool " + std::to_string(id_) + ": allocation handle " + std::to_string(handle) +
+                        " is owned by an in-flight inference workspace (a lease) and is freed when that call ends; "
+                        "free only handles that alloc() returned");
+  }
+  freeLocked(it);
+}
+
+void Pool::freeLocked(std::unordered_map<uint64_t, Block>::iterator it) {
   Block b = it->second;
   live_.erase(it);
   freeLists_[b.cls].push_back(b.ptr);
@@ -83,6 +95,22 @@ void Pool::free(uint64_t handle) {
   st_.reserved = st_.used + st_.cached;
   ++st_.freeCount;
   st_.liveBlocks = live_.size();
+}
+
+void* Pool::Lease::take(uint64_t bytes) {
+  handles_.reserve(handles_.size() + 1);  // push_back below cannot throw and strand the block
+  void* ptr = nullptr;
+  handles_.push_back(pool_.allocBlock(bytes == 0 ? 1 : bytes, true, &ptr));
+  return ptr;
+}
+
+Pool::Lease::~Lease() {
+  // Cannot fail: free() refuses leased handles, so every handle taken here is still live and ours.
+  std::lock_guard<std::mutex> lk(pool_.mu_);
+  for (uint64_t h : handles_) {
+    auto it = pool_.live_.find(h);
+    if (it != pool_.live_.end()) pool_.freeLocked(it);
+  }
 }
 
 void* Pool::pointer(uint64_t handle) const {

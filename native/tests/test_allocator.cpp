@@ -1,4 +1,6 @@
 // Caching allocator and pool budgets.
+#include <string>
+
 #include "shoal/errors.hpp"
 #include "shoal/pool.hpp"
 #include "test.hpp"
@@ -86,4 +88,47 @@ TEST(live_blocks_are_returned_when_pool_is_destroyed) {
     p.alloc(5000);
   }
   CHECK_EQ(be->devices()[0].freeBytes, 1ull << 20);
+}
+
+TEST(lease_handles_cannot_be_freed_by_the_caller) {
+  auto be = makeHostBackend(1 << 24, 1);
+  Pool p(1, *be, 0, 1 << 20);
+  uint64_t mine = p.alloc(100);
+  {
+    Pool::Lease lease(p);
+    float* w = static_cast<float*>(lease.take(4000));
+    w[999] = 1.f;  // the whole block is usable
+    CHECK(lease.take(0) != nullptr);
+    CHECK_EQ(lease.handles().size(), size_t(2));
+    CHECK_EQ(p.stats().liveBlocks, 3ull);
+    for (uint64_t h : lease.handles()) {
+      // The handle is live and visible, but it is the lease's: a JS poolFree() of it must be an error,
+      // never a free that leaves the lease to double-free (and abort) when the call ends.
+      try {
+        p.free(h);
+        CHECK(false);
+      } catch (const Error& e) {
+        CHECK(e.code() == ErrorCode::InvalidHandle);
+        CHECK(std::string(e.what()).find("owned by an in-flight inference workspace") != std::string::npos);
+      }
+      CHECK(p.pointer(h) != nullptr);
+    }
+  }
+  PoolStats s = p.stats();
+  CHECK_EQ(s.liveBlocks, 1ull);  // the lease returned its blocks; the caller's block is untouched
+  CHECK_EQ(s.used, sizeClassOf(100));
+  p.free(mine);
+  CHECK_THROWS(p.free(mine), Error);
+}
+
+TEST(lease_over_budget_returns_what_it_took) {
+  auto be = makeHostBackend(1 << 24, 1);
+  Pool p(1, *be, 0, 4096);
+  {
+    Pool::Lease lease(p);
+    lease.take(2048);
+    CHECK_THROWS(lease.take(4096), OutOfMemory);
+    CHECK_EQ(lease.handles().size(), size_t(1));
+  }
+  CHECK_EQ(p.stats().used, 0ull);
 }

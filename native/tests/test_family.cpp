@@ -285,3 +285,37 @@ TEST(family_on_preloaded_blobs_and_duplicate_variant_ids) {
   CHECK_EQ(rt.blobs().stats().refs, 0ull);
   removeFiles(m);
 }
+
+TEST(zero_width_and_oversized_layer_dims_are_rejected_by_name) {
+  Made m = makeFamily(1);
+  Runtime rt(options());
+  uint32_t pool = rt.createPool(1 << 20, 0);
+  auto expectError = [&](const FamilySpec& spec, const std::string& part) {
+    try {
+      rt.loadFamily(spec, pool);
+    } catch (const Error& e) {
+      if (std::string(e.what()).find(part) == std::string::npos) {
+        throw t::Failure{"message \"" + std::string(e.what()) + "\" lacks \"" + part + "\""};
+      }
+      return;
+    }
+    throw t::Failure{"expected loadFamily to fail with \"" + part + "\""};
+  };
+  // A legal safetensors tensor with a zero dimension is no layer: [16 x 0].
+  FamilySpec zero = m.spec;
+  zero.baseBlob += "-zero";
+  zero.basePath = fx::writeFile(zero.name + "-zero.safetensors", {{"l0.w", {{16, 0}, {}}}, {"l0.b", {{0}, {}}}});
+  zero.layers.resize(1);
+  expectError(zero, "tensor \"l0.w\" in blob \"" + zero.baseBlob + "\" has shape [16, 0]: dimension 1 must be in [1, 2147483647]");
+  // A rank-0 adapter likewise.
+  FamilySpec rank0 = m.spec;
+  rank0.variants[0].blob += "-rank0";
+  fx::Tensors vt = m.variants[0];
+  vt[0] = {"a0", {{16, 0}, {}}};
+  rank0.variants[0].path = fx::writeFile(rank0.name + "-rank0.safetensors", vt);
+  expectError(rank0, "tensor \"a0\" in blob \"" + rank0.variants[0].blob + "\" has shape [16, 0]");
+  CHECK_EQ(rt.blobs().stats().refs, 0ull);
+  std::remove(zero.basePath.c_str());
+  std::remove(rank0.variants[0].path.c_str());
+  removeFiles(m);
+}

@@ -38,10 +38,31 @@ class Pool {
   Pool(const Pool&) = delete;
   Pool& operator=(const Pool&) = delete;
 
+  /**
+   * Scratch memory for one call (a family's inference workspace). Blocks taken through a lease belong to it and
+   * are freed together when it ends. free() refuses their handles (InvalidHandle): JS sees the handles of the
+   * same pool, and a block freed under a lease would make the lease's own free fail in its destructor.
+   */
+  class Lease {
+   public:
+    explicit Lease(Pool& pool) : pool_(pool) {}
+    ~Lease();
+    Lease(const Lease&) = delete;
+    Lease& operator=(const Lease&) = delete;
+    /** A block of at least `bytes` (0 is taken as 1). Throws OutOfMemory like alloc(). */
+    void* take(uint64_t bytes);
+    const std::vector<uint64_t>& handles() const { return handles_; }
+
+   private:
+    Pool& pool_;
+    std::vector<uint64_t> handles_;
+  };
+
   uint32_t id() const { return id_; }
   int device() const { return device_; }
-  /** Returns a handle (never 0). Throws OutOfMemory{requested, used, budget}. */
+  /** Returns a handle (never 0) the caller owns. Throws OutOfMemory{requested, used, budget}. */
   uint64_t alloc(uint64_t bytes);
+  /** Frees a handle from alloc(); InvalidHandle when it is not live or belongs to a Lease. */
   void free(uint64_t handle);
   /** The device pointer of a live handle. */
   void* pointer(uint64_t handle) const;
@@ -54,7 +75,10 @@ class Pool {
     void* ptr;
     uint64_t cls;
     uint64_t requested;
+    bool leased;  // owned by a Lease: only the lease frees it
   };
+  uint64_t allocBlock(uint64_t bytes, bool leased, void** ptr);
+  void freeLocked(std::unordered_map<uint64_t, Block>::iterator it);
   void emptyCacheLocked();
   uint32_t id_;
   Backend& backend_;

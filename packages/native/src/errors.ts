@@ -28,7 +28,10 @@ export class MemoryBudgetError extends OutOfMemoryError {
 }
 brand(MemoryBudgetError);
 
-/** A pool, allocation, blob reference or family handle that is unknown, released twice or used after release. */
+/**
+ * A pool, allocation, blob reference or family handle that is unknown, released twice or used after release,
+ * or an allocation handle that belongs to a family's in-flight inference workspace (not the caller's to free).
+ */
 export class InvalidHandleError extends IllegalStateError {}
 brand(InvalidHandleError);
 

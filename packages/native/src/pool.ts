@@ -21,7 +21,10 @@ export class MemoryPool {
     return new Allocation(this, native(() => this.h.poolAlloc(this.id, bytes)), bytes);
   }
 
-  /** Frees by handle; an unknown or already freed handle raises InvalidHandleError. */
+  /**
+   * Frees by handle. An unknown or already freed handle raises InvalidHandleError, and so does a handle of a
+   * family's inference workspace in this pool (the running batch owns it and frees it when it ends).
+   */
   free(handle: number): void {
     checkBytes('handle', handle, 0);
     native(() => this.h.poolFree(this.id, handle));

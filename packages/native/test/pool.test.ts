@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { InvalidHandleError, MemoryBudgetError, openNativeRuntime } from '../src/index.ts';
-import { addonBuilt, recordingLogger, skipReason } from './helpers.ts';
+import { InvalidHandleError, MemoryBudgetError, openNativeRuntime, writeExampleFamily } from '../src/index.ts';
+import { addonBuilt, recordingLogger, skipReason, tempDir } from './helpers.ts';
+import { input } from './reference.ts';
 
 describe.skipIf(!addonBuilt)(`memory pools${skipReason}`, () => {
   const rt = addonBuilt ? openNativeRuntime({ backend: 'host', hostCapacityBytes: 64 << 20, logger: recordingLogger() }) : undefined!;
@@ -47,6 +48,49 @@ describe.skipIf(!addonBuilt)(`memory pools${skipReason}`, () => {
     expect(() => pool.alloc(10)).toThrow(InvalidHandleError);
     expect(() => pool.stats()).toThrow(/does not exist or was destroyed/);
     expect(() => pool.destroy()).toThrow(InvalidHandleError);
+  });
+
+  it("freeing a handle that a running batch's workspace owns is an InvalidHandleError, not an abort", async () => {
+    const fam = await writeExampleFamily({ dir: tempDir('lease'), name: `lease${process.pid}`, dims: [256, 512, 512], variants: 2, rank: 8 });
+    const pool = rt.createPool({ budgetBytes: 64 << 20 });
+    const model = await rt.loadFamilyFile(fam.manifestPath, pool);
+    const rows = 512;
+    const x = input(rows, 256, 5);
+    const variants = Array.from({ length: rows }, (_, i) => i % 2);
+    const expected = await model.run(x, variants);
+    const mine = pool.alloc(100);
+    // Handles are sequential per pool: the batch's workspace takes the next ones. Free them while it runs.
+    let owned: unknown;
+    for (let attempt = 0; attempt < 5 && owned === undefined; attempt++) {
+      const first = mine.handle + 1 + attempt * 3;
+      const freed = pool.stats().freeCount;
+      const pending = model.run(x, variants);
+      const deadline = Date.now() + 5000;
+      while (owned === undefined && Date.now() < deadline) {
+        const s = pool.stats();
+        if (s.freeCount >= freed + 3) break;  // the batch already returned its three workspace blocks
+        if (s.liveBlocks < 2) continue;        // its worker thread has not taken them yet
+        for (let h = first; h < first + 3; h++) {
+          let err: unknown;
+          try {
+            pool.free(h);
+          } catch (e) {
+            err = e;
+          }
+          expect(err).toBeInstanceOf(InvalidHandleError);  // owned by the batch, or already returned by it: never freed
+          if (/owned by an in-flight inference workspace/.test((err as Error).message)) owned = err;
+        }
+      }
+      const y = await pending;
+      expect(y).toEqual(expected);  // the batch finished with its workspace intact
+    }
+    expect(owned).toBeInstanceOf(InvalidHandleError);
+    expect((owned as InvalidHandleError).code).toBe('ERR_ILLEGAL_STATE');
+    expect((owned as Error).message).toMatch(new RegExp(`pool ${pool.id}: allocation handle \\d+ is owned by an in-flight inference workspace`));
+    expect(pool.stats()).toMatchObject({ liveBlocks: 1, usedBytes: 512 });  // only the caller's own block is left
+    mine.free();
+    model.release();
+    pool.destroy();
   });
 
   it('rejects bad arguments with TypeError / RangeError naming them', () => {
