@@ -216,8 +216,11 @@ Napi::Object toJs(Napi::Env env, const RegistryStats& s) {
   o.Set("residentBytes", static_cast<double>(s.residentBytes));
   o.Set("idleBytes", static_cast<double>(s.idleBytes));
   o.Set("evictedBytes", static_cast<double>(s.evictedBytes));
+  o.Set("retired", static_cast<double>(s.retired));
   o.Set("loads", static_cast<double>(s.loads));
   o.Set("dedupedLoads", static_cast<double>(s.dedupedLoads));
+  o.Set("reloads", static_cast<double>(s.reloads));
+  o.Set("rehashedLoads", static_cast<double>(s.rehashedLoads));
   o.Set("evictions", static_cast<double>(s.evictions));
   o.Set("restores", static_cast<double>(s.restores));
   return o;

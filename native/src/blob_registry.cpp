@@ -1,9 +1,14 @@
 #include "shoal/blob_registry.hpp"
 
-#include <algorithm>
-#include <cstring>
-#include <fstream>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "content_hash.hpp"
 #include "shoal/errors.hpp"
 
 namespace shoal {
@@ -21,6 +26,12 @@ struct BlobRegistry::Blob {
   bool shared = false, attached = false;
   bool external = false;  // counted through reserveExternal (host shm blobs)
   ShmSegment segment;  // host: the image itself; CUDA: the published IPC handle
+  // Identity beyond the name. An attached blob's hash is computed when a load first compares against it.
+  bool hashKnown = false;
+  uint64_t hash = 0;
+  bool fromFile = false, stampTrusted = false;
+  FileStamp stamp;
+  bool retired = false;  // replaced under its name; lives until its last reference is released
 };
 
 namespace {
@@ -42,64 +53,158 @@ SafetensorsHeader tryParse(const uint8_t* data, uint64_t bytes, bool required) {
   }
 }
 
+int64_t nanos(const timespec& t) { return static_cast<int64_t>(t.tv_sec) * 1000000000 + t.tv_nsec; }
+
+FileStamp stampOf(const std::string& path, const struct stat& st) {
+  FileStamp f;
+  f.path = path;
+  f.dev = static_cast<uint64_t>(st.st_dev);
+  f.ino = static_cast<uint64_t>(st.st_ino);
+  f.size = static_cast<uint64_t>(st.st_size);
+  f.mtimeNs = nanos(st.st_mtim);
+  f.ctimeNs = nanos(st.st_ctim);
+  return f;
+}
+
+// Reads a whole regular file, again when it changed while being read: a torn image must never be loaded.
+std::vector<uint8_t> readStable(const std::string& name, const std::string& path, FileStamp* stamp) {
+  const std::string what = "weights file " + path + " for blob \"" + name + "\"";
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) throw ioError("cannot open " + what + ": " + std::strerror(errno));
+    struct Closer {
+      int fd;
+      ~Closer() { ::close(fd); }
+    } closer{fd};
+    struct stat before {}, after {};
+    if (::fstat(fd, &before) != 0) throw ioError("cannot stat " + what + ": " + std::strerror(errno));
+    if (!S_ISREG(before.st_mode)) throw ioError(what + " is not a regular file");
+    std::vector<uint8_t> image(static_cast<size_t>(before.st_size));
+    size_t got = 0;
+    while (got < image.size()) {
+      const ssize_t r = ::read(fd, image.data() + got, image.size() - got);
+      if (r < 0 && errno == EINTR) continue;
+      if (r < 0) throw ioError("cannot read " + what + ": " + std::strerror(errno));
+      if (r == 0) break;  // it shrank under us
+      got += static_cast<size_t>(r);
+    }
+    if (::fstat(fd, &after) != 0) throw ioError("cannot stat " + what + ": " + std::strerror(errno));
+    const FileStamp a = stampOf(path, before);
+    if (got == image.size() && a == stampOf(path, after)) {
+      *stamp = a;
+      return image;
+    }
+  }
+  throw ioError(what + " kept changing while it was read (3 attempts)");
+}
+
 }  // namespace
 
-BlobRegistry::BlobRegistry(Backend& backend, int device) : backend_(backend), device_(device) {}
+BlobRegistry::BlobRegistry(Backend& backend, int device, std::chrono::nanoseconds racyWindow)
+    : backend_(backend), device_(device), racyWindow_(racyWindow) {}
 
 BlobRegistry::~BlobRegistry() {
   std::lock_guard<std::mutex> lk(mu_);
   for (auto& [n, b] : blobs_) freeBlobLocked(*b);
+  for (auto& b : retired_) freeBlobLocked(*b);
 }
 
 BlobInfo BlobRegistry::loadFile(const std::string& name, const std::string& path, bool shared) {
-  {
+  if (name.empty()) throw invalidArgument("blob name must not be empty");
+  struct stat st {};
+  if (::stat(path.c_str(), &st) == 0) {  // errors are reported by the read below
+    const FileStamp now = stampOf(path, st);
     std::lock_guard<std::mutex> lk(mu_);
     auto it = blobs_.find(name);
-    if (it != blobs_.end()) {
+    // The common case, many replicas of one family: the same file, untouched since it was loaded.
+    if (it != blobs_.end() && it->second->fromFile && it->second->stampTrusted && it->second->stamp == now) {
       ++counters_.dedupedLoads;
       return infoLocked(*it->second);
     }
   }
-  std::ifstream f(path, std::ios::binary | std::ios::ate);
-  if (!f) throw ioError("cannot open weights file " + path + " for blob \"" + name + "\"");
-  const auto size = static_cast<std::streamoff>(f.tellg());
-  std::vector<uint8_t> image(static_cast<size_t>(size));
-  f.seekg(0);
-  if (!f.read(reinterpret_cast<char*>(image.data()), size)) throw ioError("cannot read weights file " + path);
+  Source src;
+  src.file = true;
+  std::vector<uint8_t> image = readStable(name, path, &src.stamp);
   // Validate before taking device memory: a bad file must not evict anything.
   (void)parseSafetensorsHeader(image.data(), image.size(), image.size());
-  return loadImage(name, std::move(image), shared);
+  src.hash = contentHash(image.data(), image.size());
+  // A rewrite within the filesystem's timestamp granularity of the last change may leave the stamp as it is:
+  // trust the stamp only for files whose last change is older than the window (git's racy-clean rule).
+  const int64_t nowNs = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                            std::chrono::system_clock::now().time_since_epoch()).count();
+  src.trusted = nowNs - std::max(src.stamp.mtimeNs, src.stamp.ctimeNs) >= racyWindow_.count();
+  return loadImage(name, std::move(image), shared, src);
 }
 
 BlobInfo BlobRegistry::loadBuffer(const std::string& name, const uint8_t* data, size_t bytes, bool shared) {
-  {
-    std::lock_guard<std::mutex> lk(mu_);
-    auto it = blobs_.find(name);
-    if (it != blobs_.end()) {
-      if (it->second->bytes != bytes) {
-        throw invalidArgument("blob \"" + name + "\" already loaded with " + std::to_string(it->second->bytes) +
-                              " bytes, got a buffer of " + std::to_string(bytes));
-      }
-      ++counters_.dedupedLoads;
-      return infoLocked(*it->second);
-    }
-  }
-  return loadImage(name, std::vector<uint8_t>(data, data + bytes), shared);
+  Source src;
+  src.hash = contentHash(data, bytes);
+  return loadImage(name, std::vector<uint8_t>(data, data + bytes), shared, src);
 }
 
-BlobInfo BlobRegistry::loadImage(const std::string& name, std::vector<uint8_t> image, bool shared) {
+void BlobRegistry::retireLocked(std::unique_ptr<Blob> b) {
+  if (b->refs == 0) {
+    freeBlobLocked(*b);
+    return;
+  }
+  b->retired = true;
+  retired_.push_back(std::move(b));
+}
+
+BlobInfo BlobRegistry::loadImage(const std::string& name, std::vector<uint8_t> image, bool shared, const Source& src) {
   if (name.empty()) throw invalidArgument("blob name must not be empty");
   std::lock_guard<std::mutex> lk(mu_);
   auto it = blobs_.find(name);
-  if (it != blobs_.end()) {  // lost a race with another loader of the same name
-    ++counters_.dedupedLoads;
-    return infoLocked(*it->second);
+  if (it != blobs_.end()) {
+    Blob& old = *it->second;
+    if (src.file) ++counters_.rehashedLoads;
+    if (!old.hashKnown && old.bytes == image.size()) {  // attached from another process: hash its bytes once
+      std::vector<uint8_t> copy(old.bytes);
+      if (old.state == BlobState::Resident) backend_.copyToHost(device_, copy.data(), old.device, old.bytes);
+      else std::memcpy(copy.data(), old.host, old.bytes);
+      old.hash = contentHash(copy.data(), copy.size());
+      old.hashKnown = true;
+    }
+    const bool same = old.hashKnown && old.hash == src.hash && old.bytes == image.size();
+    // Two loaders of one path racing a rewrite: the one that read the older version must not replace the
+    // newer one already here (ctime only moves forward for a path's successive versions).
+    const bool older = src.file && old.fromFile && old.stamp.path == src.stamp.path && old.stamp.ctimeNs > src.stamp.ctimeNs;
+    if (older) {
+      ++counters_.dedupedLoads;
+      return infoLocked(old);
+    }
+    if (same) {  // same content: a replica loading what is already here, or a loader that lost a race
+      if (src.file) {
+        old.fromFile = true;
+        old.stamp = src.stamp;
+        old.stampTrusted = src.trusted;
+      }
+      ++counters_.dedupedLoads;
+      return infoLocked(old);
+    }
+    // The content changed under this name (a redeploy): the new bytes replace it. An idle old blob is freed
+    // first (its memory may be what the new one needs); a referenced one keeps serving its holders and gives
+    // up its shm name so the new blob can publish under it. Should the new load then fail, the name is gone
+    // (or, when referenced, keeps its old bytes) and the next load starts afresh.
+    ++counters_.reloads;
+    if (old.refs == 0) {
+      freeBlobLocked(old);
+      blobs_.erase(it);
+      it = blobs_.end();
+    } else {
+      old.segment.disown();
+    }
   }
   auto b = std::make_unique<Blob>();
   b->name = name;
   b->bytes = image.size();
   b->header = tryParse(image.data(), image.size(), false);
   b->shared = shared;
+  b->hashKnown = true;
+  b->hash = src.hash;
+  b->fromFile = src.file;
+  b->stamp = src.stamp;
+  b->stampTrusted = src.trusted;
   if (shared && backend_.hostAddressable()) {
     reserveExternalLocked(b->bytes);
     try {
@@ -109,6 +214,11 @@ BlobInfo BlobRegistry::loadImage(const std::string& name, std::vector<uint8_t> i
         if (b->segment.size() != b->bytes) {
           throw invalidArgument("shared blob \"" + name + "\" exists with " + std::to_string(b->segment.size()) +
                                 " bytes, this load has " + std::to_string(b->bytes));
+        }
+        // Same name, other bytes: another process published an older (or newer) version of this blob.
+        if (b->bytes != 0 && std::memcmp(b->segment.data(), image.data(), b->bytes) != 0) {
+          throw invalidArgument("shared blob \"" + name + "\" is published by another process with different contents (" +
+                                std::to_string(b->bytes) + " bytes); drop it there or load this version under another name");
         }
       } else {
         b->segment = ShmSegment::create(name, b->bytes);
@@ -141,7 +251,12 @@ BlobInfo BlobRegistry::loadImage(const std::string& name, std::vector<uint8_t> i
   b->lastUsed = ++tick_;
   ++counters_.loads;
   BlobInfo info = infoLocked(*b);
-  blobs_.emplace(name, std::move(b));
+  if (it != blobs_.end()) {
+    retireLocked(std::move(it->second));
+    it->second = std::move(b);
+  } else {
+    blobs_.emplace(name, std::move(b));
+  }
   return info;
 }
 
@@ -283,6 +398,11 @@ void BlobRegistry::release(uint64_t ref) {
   refs_.erase(it);
   --b->refs;
   b->lastUsed = ++tick_;
+  if (b->retired && b->refs == 0) {
+    auto r = std::find_if(retired_.begin(), retired_.end(), [b](const std::unique_ptr<Blob>& p) { return p.get() == b; });
+    freeBlobLocked(*b);
+    retired_.erase(r);
+  }
 }
 
 BlobView BlobRegistry::view(uint64_t ref) const {
@@ -368,6 +488,7 @@ RegistryStats BlobRegistry::stats() const {
   RegistryStats s = counters_;
   s.blobs = blobs_.size();
   s.refs = refs_.size();
+  s.retired = retired_.size();
   for (auto& [n, b] : blobs_) {
     if (b->state == BlobState::Resident) {
       s.residentBytes += b->bytes;
@@ -376,6 +497,7 @@ RegistryStats BlobRegistry::stats() const {
       s.evictedBytes += b->bytes;
     }
   }
+  for (auto& b : retired_) s.residentBytes += b->bytes;  // referenced, hence resident
   return s;
 }
 

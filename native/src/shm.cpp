@@ -102,6 +102,11 @@ ShmSegment& ShmSegment::operator=(ShmSegment&& o) noexcept {
   return *this;
 }
 
+void ShmSegment::disown() {
+  if (owner_) unlink(key_);
+  owner_ = false;
+}
+
 void ShmSegment::unmap() {
   if (data_) munmap(data_, size_ == 0 ? 1 : size_);
   data_ = nullptr;

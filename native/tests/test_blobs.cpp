@@ -1,5 +1,11 @@
 // Blob registry: load-once, reference counts, LRU eviction to host memory and restore on acquire.
+#include <fcntl.h>
+#include <sys/stat.h>
+
+#include <chrono>
 #include <cstdio>
+#include <cstring>
+#include <fstream>
 
 #include "fixtures.hpp"
 #include "shoal/blob_registry.hpp"
@@ -104,5 +110,163 @@ TEST(load_from_file_and_bad_file) {
   CHECK_THROWS(reg.tensorF32(r, "nope", {}), Error);
   reg.release(r);
   CHECK_THROWS(reg.loadFile("g", "/nonexistent/file", false), Error);
+  std::remove(path.c_str());
+}
+
+// ---- identity: a name is deduplicated only while its content is the same ----
+
+namespace {
+
+float firstWeight(BlobRegistry& reg, const std::string& name) {
+  uint64_t r = reg.acquire(name);
+  float v = reg.tensorF32(r, "w", {})[0];
+  reg.release(r);
+  return v;
+}
+
+void writeImage(const std::string& path, const std::vector<uint8_t>& img) {
+  std::ofstream(path, std::ios::binary | std::ios::trunc).write(reinterpret_cast<const char*>(img.data()), static_cast<std::streamsize>(img.size()));
+}
+
+}  // namespace
+
+TEST(rewritten_file_under_the_same_name_serves_the_new_weights) {
+  auto be = makeHostBackend(1 << 20, 1);
+  BlobRegistry reg(*be, 0);
+  const std::string path = fx::tempPath("redeploy.safetensors");
+  writeImage(path, image(1.f, 100));
+  reg.loadFile("w", path, false);
+  CHECK(firstWeight(reg, "w") == 1.f);
+  // Same size, same name, rewritten in place at once: the stamp may not even change at coarse timestamp
+  // granularity, so the content decides.
+  writeImage(path, image(2.f, 100));
+  BlobInfo i = reg.loadFile("w", path, false);
+  CHECK_EQ(i.bytes, uint64_t(image(2.f, 100).size()));
+  CHECK(firstWeight(reg, "w") == 2.f);
+  RegistryStats s = reg.stats();
+  CHECK_EQ(s.loads, 2ull);
+  CHECK_EQ(s.reloads, 1ull);
+  CHECK_EQ(s.blobs, 1ull);
+  CHECK_EQ(s.retired, 0ull);  // the old blob was idle: freed, not parked
+  CHECK_EQ(s.residentBytes, uint64_t(image(2.f, 100).size()));
+  // Loading the unchanged file again is deduplicated.
+  reg.loadFile("w", path, false);
+  CHECK_EQ(reg.stats().loads, 2ull);
+  CHECK_EQ(reg.stats().dedupedLoads, 1ull);
+  // A different size is a different blob too.
+  writeImage(path, image(3.f, 200));
+  reg.loadFile("w", path, false);
+  CHECK(firstWeight(reg, "w") == 3.f);
+  CHECK_EQ(reg.info("w").bytes, uint64_t(image(3.f, 200).size()));
+  reg.drop("w");
+  CHECK_EQ(be->devices()[0].freeBytes, 1ull << 20);
+  std::remove(path.c_str());
+}
+
+TEST(references_to_replaced_weights_keep_them_until_released) {
+  auto be = makeHostBackend(1 << 20, 1);
+  BlobRegistry reg(*be, 0);
+  const std::string path = fx::tempPath("retire.safetensors");
+  writeImage(path, image(1.f, 100));
+  reg.loadFile("w", path, false);
+  uint64_t old = reg.acquire("w");  // a family built on the old weights
+  const float* oldW = reg.tensorF32(old, "w", {});
+  writeImage(path, image(5.f, 100));
+  reg.loadFile("w", path, false);
+  CHECK(firstWeight(reg, "w") == 5.f);  // new acquires get the new bytes
+  CHECK(oldW[99] == 1.f);               // the old holder still reads its own, intact
+  CHECK(reg.tensorF32(old, "w", {})[0] == 1.f);
+  const uint64_t sz = image(1.f, 100).size();
+  CHECK_EQ(reg.stats().retired, 1ull);
+  CHECK_EQ(reg.stats().residentBytes, 2 * sz);
+  CHECK_EQ(be->devices()[0].freeBytes, (1ull << 20) - 2 * sz);
+  CHECK_EQ(reg.info("w").refs, 0u);  // refs of the retired blob are not the new one's
+  reg.release(old);                   // the last reference frees the retired bytes
+  CHECK_EQ(reg.stats().retired, 0ull);
+  CHECK_EQ(be->devices()[0].freeBytes, (1ull << 20) - sz);
+  CHECK_THROWS(reg.release(old), Error);
+  std::remove(path.c_str());
+}
+
+TEST(stamp_identity_skips_rereading_unchanged_old_files) {
+  auto be = makeHostBackend(1 << 20, 1);
+  // A zero racy window trusts any stamp, as a file last written long ago is trusted by default.
+  BlobRegistry reg(*be, 0, std::chrono::nanoseconds(0));
+  const std::string path = fx::tempPath("stamp.safetensors");
+  writeImage(path, image(1.f, 100));
+  reg.loadFile("w", path, false);
+  for (int i = 0; i < 5; ++i) reg.loadFile("w", path, false);
+  CHECK_EQ(reg.stats().dedupedLoads, 5ull);
+  CHECK_EQ(reg.stats().rehashedLoads, 0ull);  // stat alone said "unchanged"
+  // Another path with the same bytes: read and hashed, then deduplicated (no new memory).
+  const std::string copy = fx::tempPath("stamp-copy.safetensors");
+  writeImage(copy, image(1.f, 100));
+  reg.loadFile("w", copy, false);
+  CHECK_EQ(reg.stats().rehashedLoads, 1ull);
+  CHECK_EQ(reg.stats().loads, 1ull);
+  // A rewrite that restores the old mtime still changes ctime (and the content): detected.
+  struct stat st {};
+  CHECK(::stat(copy.c_str(), &st) == 0);
+  writeImage(copy, image(9.f, 100));
+  const timespec times[2] = {st.st_atim, st.st_mtim};
+  CHECK(::utimensat(AT_FDCWD, copy.c_str(), times, 0) == 0);
+  reg.loadFile("w", copy, false);
+  CHECK(firstWeight(reg, "w") == 9.f);
+  CHECK_EQ(reg.stats().reloads, 1ull);
+  std::remove(path.c_str());
+  std::remove(copy.c_str());
+}
+
+TEST(buffers_are_identified_by_content) {
+  auto be = makeHostBackend(1 << 20, 1);
+  BlobRegistry reg(*be, 0);
+  auto a = image(1.f, 100), b = image(2.f, 100);
+  reg.loadBuffer("buf", a.data(), a.size(), false);
+  reg.loadBuffer("buf", a.data(), a.size(), false);
+  CHECK_EQ(reg.stats().dedupedLoads, 1ull);
+  reg.loadBuffer("buf", b.data(), b.size(), false);  // same size, other bytes: replaced, not ignored
+  CHECK(firstWeight(reg, "buf") == 2.f);
+  CHECK_EQ(reg.stats().reloads, 1ull);
+  auto c = image(3.f, 50);
+  reg.loadBuffer("buf", c.data(), c.size(), false);  // another size (this used to be an error)
+  CHECK(firstWeight(reg, "buf") == 3.f);
+}
+
+TEST(shared_blob_replaced_while_referenced_republishes_its_name) {
+  auto be = makeHostBackend(1 << 20, 1);
+  BlobRegistry reg(*be, 0);
+  const std::string name = "test-blobs-republish-" + std::to_string(getpid());
+  auto a = image(1.f, 100), b = image(2.f, 100);
+  reg.loadBuffer(name, a.data(), a.size(), true);
+  uint64_t held = reg.acquire(name);
+  reg.loadBuffer(name, b.data(), b.size(), true);
+  CHECK(reg.tensorF32(held, "w", {})[0] == 1.f);
+  // Another process attaching now maps the new bytes.
+  auto be2 = makeHostBackend(1 << 20, 1);
+  BlobRegistry other(*be2, 0);
+  other.attachShared(name);
+  CHECK(firstWeight(other, name) == 2.f);
+  // A process holding an old version cannot silently map the other one's different bytes.
+  BlobRegistry third(*be2, 0);
+  CHECK_THROWS(third.loadBuffer(name, a.data(), a.size(), true), Error);
+  reg.release(held);
+  CHECK_EQ(reg.stats().retired, 0ull);
+  reg.drop(name);
+}
+
+TEST(crafted_file_is_refused_before_taking_memory) {
+  auto be = makeHostBackend(1 << 20, 1);
+  BlobRegistry reg(*be, 0);
+  // 2^62 + 1 F32 elements in 4 bytes: before the checked sizes, this loaded and a GEMM read far past it.
+  const std::string json = R"({"w":{"dtype":"F32","shape":[4611686018427387905],"data_offsets":[0,4]}})";
+  std::vector<uint8_t> img(8 + json.size() + 4, 0);
+  img[0] = static_cast<uint8_t>(json.size());
+  std::memcpy(img.data() + 8, json.data(), json.size());
+  const std::string path = fx::tempPath("crafted.safetensors");
+  writeImage(path, img);
+  CHECK_THROWS(reg.loadFile("c", path, false), Error);
+  CHECK_EQ(reg.stats().blobs, 0ull);
+  CHECK_EQ(be->devices()[0].freeBytes, 1ull << 20);
+  CHECK_THROWS(reg.loadFile("c", "/tmp", false), Error);  // a directory is not a weights file
   std::remove(path.c_str());
 }

@@ -30,6 +30,9 @@ class ShmSegment {
   size_t size() const { return size_; }
   bool owner() const { return owner_; }
   const std::string& key() const { return key_; }
+  /** Removes the name now if this segment created it, and stops owning it: the mapping stays valid and a new
+   *  segment may be created under the same key (a blob replaced while still referenced). */
+  void disown();
   /** Unmaps without unlinking (eviction); the name stays openable. */
   void unmap();
   /** Maps the named segment again after unmap() (restore after eviction). */

@@ -69,8 +69,15 @@ export interface NativeBlobStats {
   idleBytes: number;
   /** Bytes parked in host memory. */
   evictedBytes: number;
+  /** Blobs replaced under their name (new content) but still referenced; their bytes count in residentBytes. */
+  retired: number;
   loads: number;
+  /** Loads of a name whose content was unchanged: no new memory. */
   dedupedLoads: number;
+  /** Loads that replaced a blob because its file or buffer content changed (a redeploy). */
+  reloads: number;
+  /** Loads of a known file that read it again to compare content (its stat changed or was too recent to trust). */
+  rehashedLoads: number;
   evictions: number;
   restores: number;
 }

@@ -92,8 +92,10 @@ export class NativeRuntime {
   }
 
   /**
-   * Loads a named blob once per device from a buffer or a safetensors file; loading a name that exists
-   * returns the existing blob (same bytes, no new device memory).
+   * Loads a named blob once per device from a buffer or a safetensors file. Loading a name that exists with
+   * the same content (an unchanged file, equal bytes) returns the existing blob: no new device memory. When the
+   * content changed (a redeployed file under the same name), the new bytes replace it; families loaded before
+   * keep the old bytes until they are released.
    */
   async loadBlob(name: string, source: Uint8Array | { path: string }, opts: BlobOptions = {}): Promise<NativeBlobInfo> {
     checkName('name', name);
@@ -152,7 +154,7 @@ export class NativeRuntime {
     native(() => this.h.dropBlob(name, device));
   }
 
-  /** Loads a family (reusing blobs already loaded under the same names) with its workspace in `pool`. */
+  /** Loads a family (reusing blobs already loaded under the same names and content) with its workspace in `pool`. */
   async loadFamily(manifest: FamilyManifest, pool: MemoryPool, opts: { baseDir?: string } = {}): Promise<ModelFamily> {
     return this.loadCompiled(compileFamilyManifest(manifest, opts.baseDir), pool);
   }

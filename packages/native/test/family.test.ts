@@ -69,6 +69,43 @@ describe.skipIf(!addonBuilt)(`model families${skipReason}`, () => {
     expect(rt.blobInfo(`flight${process.pid}/base`).refs).toBe(0);
   });
 
+  it('a family redeployed under the same names and paths serves the new weights', async () => {
+    const dir = tempDir('redeploy');
+    const name = `redeploy${process.pid}`;
+    const shape = { dir, name, dims: [24, 32, 16], variants: 2, rank: 4, headDim: 4 };
+    const v1 = await writeExampleFamily({ ...shape, seed: 1 });
+    const rt = openNativeRuntime({ backend: 'host', logger: recordingLogger() });
+    const pool = rt.createPool({ budgetBytes: 1 << 20 });
+    const x = input(3, 24, 9);
+    const variants = ['v0', 'v1', 'v0'];
+    const expectMatches = (y: Float32Array, fam: typeof v1): void => {
+      for (let i = 0; i < 3; i++) {
+        reference(fam, x.subarray(i * 24, (i + 1) * 24), Number(variants[i]!.slice(1))).forEach((r, j) => expect(y[i * 4 + j]).toBeCloseTo(r, 4));
+      }
+    };
+    const old = await rt.loadFamilyFile(v1.manifestPath, pool);
+    const before = await old.run(x, variants);
+    expectMatches(before, v1);
+    // Same files rewritten in place with other weights of the same shapes (same sizes), at once.
+    const v2 = await writeExampleFamily({ ...shape, seed: 2 });
+    expect(v2.baseBytes).toBe(v1.baseBytes);
+    const fresh = await rt.loadFamilyFile(v2.manifestPath, pool);
+    const after = await fresh.run(x, variants);
+    expectMatches(after, v2);
+    expect(after).not.toEqual(before);
+    // The family loaded before keeps serving the weights it was built on until it is released.
+    expect(await old.run(x, variants)).toEqual(before);
+    expect(rt.blobStats()).toMatchObject({ blobs: 3, reloads: 3, retired: 3 });
+    old.release();
+    expect(rt.blobStats()).toMatchObject({ blobs: 3, retired: 0, residentBytes: v2.baseBytes + v2.variantBytes.reduce((a, b) => a + b, 0) });
+    // Loading the unchanged files again is deduplicated.
+    const again = await rt.loadFamilyFile(v2.manifestPath, pool);
+    expect(rt.blobStats()).toMatchObject({ blobs: 3, reloads: 3 });
+    expect(await again.run(x, variants)).toEqual(after);
+    again.release();
+    fresh.release();
+  });
+
   it('validates inputs and manifests, and the workspace obeys the pool budget', async () => {
     const fam = await writeExampleFamily({ dir: tempDir('bad'), name: `bad${process.pid}`, variants: 2 });
     const rt = openNativeRuntime({ backend: 'host', logger: recordingLogger() });
