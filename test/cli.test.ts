@@ -51,13 +51,6 @@ describe('shoal CLI', () => {
     await waitFor('workers to exit', () => run.pids.every((p) => !isAlive(p)), 10_000);
   });
 
-  it('workers of a SIGKILLed head exit on their own', async () => {
-    const run = await startRun();
-    run.child.kill('SIGKILL');
-    await exitOf(run.child);
-    await waitFor('orphaned workers to exit', () => run.pids.every((p) => !isAlive(p)), 15_000);
-  });
-
   it('shutdown stops a head; a wrong token is refused with a clear error', async () => {
     const run = await startRun();
     const wrong = shoal(['shutdown', '--address', run.cluster, '--token', 'wrong']);

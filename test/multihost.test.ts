@@ -18,6 +18,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { resolve } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { env } from '@shoal/core';
 import type { ClusterStatus } from '@shoal/head';
 import type { WorkerStats } from '@shoal/protocol';
 import { isAlive, waitFor } from './helpers.ts';
@@ -25,8 +26,7 @@ import { isAlive, waitFor } from './helpers.ts';
 const REPO = resolve(import.meta.dirname, '..');
 const BIN = resolve(REPO, 'packages/cli/bin/shoal.mjs');
 const HELLO = resolve(REPO, 'examples/hello/app.ts');
-// Read here rather than through @shoal/core's constants module, which has no entry for it yet.
-const REQUIRE_NETNS = process.env.SHOAL_REQUIRE_NETNS === '1';
+const REQUIRE_NETNS = env.requireNetns();
 const WORKER_TIMEOUT_MS = 1500;
 const HEARTBEAT_MS = 250;
 const DEADLINE_MS = 3000;

@@ -6,11 +6,13 @@
  */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { resolve, basename } from 'node:path';
-import { existsSync } from 'node:fs';
-import { cpus as osCpus } from 'node:os';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { cpus as osCpus, homedir, tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { buildAppSpec, createLogger, env, InvalidOptionError, ReplicaUnavailableError, ShoalError, type AppSpec } from '@shoal/core';
-import { Head, type WorkerCommand } from '@shoal/head';
+import { FileStateStore, Head, RedisStateStore, StoreLockedError, type StateStore, type WorkerCommand } from '@shoal/head';
 import { isListenError, portError, resolveToken } from '@shoal/protocol';
 import { runWorker, WORKER_ENTRY } from '@shoal/worker/main';
 import { serveRepository } from './serve.ts';
@@ -34,6 +36,16 @@ start/run options:
   --host 127.0.0.1  --port 7450      cluster endpoint and control API
   --http-host 127.0.0.1 --http-port 8000   HTTP ingress
   --workers N                         local worker processes (default 2)
+  --warm-spares N                     extra local workers kept idle, to take over at once from one that dies (default 0)
+  --data-dir DIR                      where the head keeps its state (applications, workers last seen), so a head
+                                      restarted on it adopts the running workers (default ~/.shoal/head-PORT;
+                                      with --port 0, a fresh temporary directory)
+  --store redis://HOST:PORT[/DB]      keep the state in Redis instead (--store-prefix shoal:), e.g. for a standby head
+  --standby                           when another head holds the store, wait and take over when it goes
+run options:
+  --max-start-failures N              give up (exit 1) when a deployment fails to start N times in a row (default 5)
+shutdown options:
+  --keep-workers                      stop only the head: workers keep serving and rejoin the next head on the store
 worker options:
   --data-port 0  --http-port P  --http-host 127.0.0.1   data port for other workers (0: any), HTTP ingress
 run/deploy options:
@@ -48,10 +60,45 @@ const headFlags = {
   'http-host': { type: 'string' },
   'http-port': { type: 'string' },
   workers: { type: 'string' },
+  'warm-spares': { type: 'string' },
+  'data-dir': { type: 'string' },
+  store: { type: 'string' },
+  'store-prefix': { type: 'string' },
+  standby: { type: 'boolean' },
   token: { type: 'string' },
   'token-file': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } satisfies ParseArgsConfig['options'];
+
+/** The head's state store from --store / --data-dir (see USAGE). */
+function storeOf(values: Record<string, string | boolean | undefined>, port: number): { store: StateStore; dir?: string } {
+  const logger = createLogger('state-store');
+  const url = values.store as string | undefined;
+  if (url !== undefined) {
+    if (!/^rediss?:\/\//.test(url)) throw new InvalidOptionError('--store', 'must be a redis:// or rediss:// URL (or leave it out for the file under --data-dir)', url);
+    if (values['data-dir'] !== undefined) throw new InvalidOptionError('--data-dir', 'cannot be combined with --store');
+    return { store: new RedisStateStore({ url, ...(values['store-prefix'] ? { prefix: values['store-prefix'] as string } : {}), logger }) };
+  }
+  // With --port 0 no restarted head could be found by the workers anyway: the state is this run's only.
+  const dir = (values['data-dir'] as string | undefined) ?? (port === 0 ? mkdtempSync(join(tmpdir(), 'shoal-head-')) : join(homedir(), '.shoal', `head-${port}`));
+  return { store: new FileStateStore(dir, { logger }), dir };
+}
+
+/**
+ * A generated token is kept in the data directory (mode 0600), so a head restarted on it has the token its
+ * workers hold; one given by the operator is used as it is and never written.
+ */
+function dataDirToken(dir: string): string {
+  const file = join(dir, 'token');
+  if (existsSync(file)) {
+    const t = readFileSync(file, 'utf8').trim();
+    if (t !== '') return t;
+  }
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const t = randomBytes(24).toString('base64url');
+  writeFileSync(file, `${t}\n`, { mode: 0o600 });
+  return t;
+}
 
 const tokenFlags = {
   token: { type: 'string' },
@@ -72,6 +119,7 @@ const appFlags = {
   'route-prefix': { type: 'string' },
   address: { type: 'string' },
   wait: { type: 'string' },
+  'max-start-failures': { type: 'string' },
 } satisfies ParseArgsConfig['options'];
 
 /** Exit code for a command; a thrown error prints its message and exits 1. */
@@ -115,6 +163,9 @@ async function startHead(values: Record<string, string | boolean | undefined>, d
   const port = intFlag('port', values.port as string | undefined, 7450, 0);
   const httpHost = (values['http-host'] as string | undefined) ?? '127.0.0.1';
   const httpPort = intFlag('http-port', values['http-port'] as string | undefined, 8000, 0);
+  const { store, dir } = storeOf(values, port);
+  if (token === undefined && dir !== undefined) token = dataDirToken(dir);
+  const spares = intFlag('warm-spares', values['warm-spares'] as string | undefined, 0, 0);
   head = new Head({
     ...(token !== undefined ? { token } : {}),
     host,
@@ -122,17 +173,24 @@ async function startHead(values: Record<string, string | boolean | undefined>, d
     httpHost,
     httpPort,
     workers,
+    spareWorkers: spares,
+    store,
+    standby: values.standby === true,
     workerCommand: localWorkerCommand(),
     workerCpus: osCpus().length,
     logger,
     heartbeatMs: env.heartbeatMs(),
     workerTimeoutMs: env.workerTimeoutMs(),
     maxFrameBytes: env.maxFrameBytes(),
-    onShutdownRequest: () => { void stopAndExit(head!, 0); },
+    onShutdownRequest: ({ keepWorkers }) => { void stopAndExit(head!, 0, keepWorkers); },
+    onLeaseLost: (err) => { process.stderr.write(`shoal: ${err.message}; this head stops\n`); void stopAndExit(head!, 1, true); },
   });
   try {
+    // The head binds the HTTP socket its local workers serve on (a busy one fails head.start with httpPort), unless
+    // the workers of a previous head on the same store still hold it: then they keep serving, and it adopts them.
     await head.start();
   } catch (err) {
+    if (err instanceof StoreLockedError) throw new InvalidOptionError(values.store !== undefined ? '--store' : '--data-dir', `${err.message} (stop that head, pass --standby to wait for it, or choose another)`);
     throw busyPortError(err, head, { host, port, httpHost, httpPort }) ?? err;
   }
   installSignalHandlers(head);
@@ -147,7 +205,7 @@ function busyPortError(err: unknown, head: Head, at: { host: string; port: numbe
   const httpFailed = head.clusterAddress !== '';
   // The shared HTTP socket of local workers is bound by the head itself and reports as option httpPort.
   if (err instanceof InvalidOptionError && err.details?.path === 'httpPort') {
-    const code = /\b(E[A-Z]+)\b/.exec(err.message)?.[1] ?? 'error';
+    const code = /already in use/.test(err.message) ? 'EADDRINUSE' : /\b(E[A-Z]+)\b/.exec(err.message)?.[1] ?? 'error';
     return portError('--http-port', at.httpHost, at.httpPort, code);
   }
   if (!isListenError(err)) return undefined;
@@ -156,18 +214,21 @@ function busyPortError(err: unknown, head: Head, at: { host: string; port: numbe
 }
 
 let exiting = false;
-async function stopAndExit(head: Head, code: number): Promise<void> {
+/** Stops the head (draining its local workers, unless `keepWorkers`: a restart) and exits with `code`. */
+async function stopAndExit(head: Head, code: number, keepWorkers = false): Promise<void> {
   if (exiting) return;
   exiting = true;
-  process.stderr.write('shoal: stopping head and local workers\n');
-  const force = setTimeout(() => process.exit(code), 10_000);
+  process.stderr.write(keepWorkers ? 'shoal: stopping the head; its workers keep serving\n' : 'shoal: stopping head and local workers (draining)\n');
+  // Workers drain for up to 10 s and are killed 12 s after SIGTERM; past that something is stuck.
+  const force = setTimeout(() => process.exit(code), 15_000);
   force.unref();
-  try { await head.stop(); } finally { process.exit(code); }
+  try { await head.stop({ keepWorkers }); } finally { process.exit(code); }
 }
 
+/** SIGTERM is the orderly stop (drain, exit 0); Ctrl-C and SIGHUP drain too, with their conventional codes. */
 function installSignalHandlers(head: Head): void {
   process.once('SIGINT', () => { void stopAndExit(head, 130); });
-  process.once('SIGTERM', () => { void stopAndExit(head, 143); });
+  process.once('SIGTERM', () => { void stopAndExit(head, 0); });
   process.once('SIGHUP', () => { void stopAndExit(head, 129); });
 }
 
@@ -215,11 +276,12 @@ async function run(argv: string[]): Promise<number | undefined> {
     process.stdout.write(`deployed "${spec.name}" to ${address}; serving at ${String((res as { http?: string }).http ?? '')}${spec.routePrefix ?? ''}\n`);
     return 0;
   }
+  const maxFailures = intFlag('max-start-failures', values['max-start-failures'] as string | undefined, 5, 1);
   const head = await startHead(values, 2, token);
   printHead(head, token !== undefined);
   try {
     await head.deploy(spec);
-    await head.waitReady(spec.name, intFlag('wait', values.wait, 120_000, 0));
+    await waitReadyOrFailing(head, spec.name, intFlag('wait', values.wait, 120_000, 0), maxFailures);
   } catch (err) {
     process.stderr.write(`shoal: ${(err as Error).message}\n`);
     await stopAndExit(head, 1);
@@ -228,6 +290,21 @@ async function run(argv: string[]): Promise<number | undefined> {
   const prefix = spec.routePrefix === '/' ? '/' : `${spec.routePrefix ?? ''}`;
   process.stdout.write(`application "${spec.name}" ready: ${head.httpAddress}${prefix}   (Ctrl-C stops everything)\n`);
   return undefined;
+}
+
+/**
+ * Waits for the application, giving up (with the deployment's last start error) once one of its deployments has
+ * failed to start `maxFailures` times in a row: a constructor that always throws is not worth the whole wait.
+ */
+async function waitReadyOrFailing(head: Head, app: string, timeoutMs: number, maxFailures: number): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!head.controller.isReady(app)) {
+    const st = head.controller.status().applications.find((a) => a.name === app);
+    const failing = st?.deployments.find((d) => d.failures >= maxFailures);
+    if (failing !== undefined) throw new InvalidOptionError('APP', `deployment "${failing.name}" of "${app}" failed to start ${failing.failures} times in a row (--max-start-failures ${maxFailures}): ${failing.lastError ?? failing.message}`);
+    if (Date.now() > end) { await head.waitReady(app, 0); return; }
+    await new Promise((r) => setTimeout(r, 50));
+  }
 }
 
 async function serve(argv: string[]): Promise<number | undefined> {
@@ -341,9 +418,10 @@ async function status(argv: string[]): Promise<number> {
 }
 
 async function shutdown(argv: string[]): Promise<number> {
-  const { values } = parseArgs({ args: argv, options: { address: { type: 'string' }, ...tokenFlags }, allowPositionals: false });
+  const { values } = parseArgs({ args: argv, options: { address: { type: 'string' }, ...tokenFlags, 'keep-workers': { type: 'boolean' } }, allowPositionals: false });
   const address = requireAddress(values.address);
-  await control(address, tokenOf(values), 'POST', '/api/shutdown');
-  process.stdout.write(`asked the head at ${address} to shut down\n`);
+  const keep = values['keep-workers'] === true;
+  await control(address, tokenOf(values), 'POST', keep ? '/api/shutdown?keepWorkers=1' : '/api/shutdown');
+  process.stdout.write(keep ? `asked the head at ${address} to stop; its workers keep serving and rejoin the next head\n` : `asked the head at ${address} to shut down\n`);
   return 0;
 }

@@ -39,6 +39,10 @@ export const env = {
   requireNative: (): boolean => readString('SHOAL_REQUIRE_NATIVE') === '1',
   /** SHOAL_REQUIRE_PROMTOOL: set to 1 (CI does) so that the metrics test fails, instead of skipping its lint, without promtool. */
   requirePromtool: (): boolean => readString('SHOAL_REQUIRE_PROMTOOL') === '1',
+  /** SHOAL_REQUIRE_REDIS: set to 1 (CI does) so that the Redis state store tests fail, instead of skipping, without redis-server. */
+  requireRedis: (): boolean => readString('SHOAL_REQUIRE_REDIS') === '1',
+  /** SHOAL_REQUIRE_NETNS: set to 1 (CI does) so that the multi-host test fails, instead of skipping, without root and ip netns. */
+  requireNetns: (): boolean => readString('SHOAL_REQUIRE_NETNS') === '1',
   /** SHOAL_GPU_TESTS: set to 1 to run tests that need a CUDA GPU. */
   gpuTests: (): boolean => readString('SHOAL_GPU_TESTS') === '1',
 } as const;

@@ -35,6 +35,8 @@ export interface WorkerRecord {
   pid: number | undefined;
   /** Spawned on the head's machine (the embedded default): its process is ended and replaced when it is declared dead. */
   local?: boolean;
+  /** A warm spare: no replica is placed on it while another worker has room; promoteSpare() makes it a regular one. */
+  spare?: boolean;
   /** Monotonic ms (clock.monoNow()). */
   lastHeartbeat: number;
   /**
@@ -275,6 +277,8 @@ export class Controller {
     this.publishRoutes();
     this.workers.delete(workerId);
     this.loads.delete(workerId);
+    // A regular local worker lost: a warm spare takes its place now (its replacement process becomes the spare).
+    if (w.local === true && w.spare !== true) this.promoteSpare();
     this.opts.ops.dropWorker(workerId, reason);
   }
 
@@ -321,6 +325,24 @@ export class Controller {
 
   get isRecovering(): boolean {
     return this.recovering;
+  }
+
+  /** Makes one warm spare a regular worker (one of the regular ones died); false when there is none. */
+  promoteSpare(): boolean {
+    for (const w of this.workers.values()) {
+      if (w.state === 'ALIVE' && w.spare === true) {
+        w.spare = false;
+        this.opts.logger.info('warm spare promoted', { workerId: w.workerId });
+        return true;
+      }
+    }
+    return false;
+  }
+
+  /** A worker not yet declared dead (alive or disconnected) by its process id. */
+  workerByPid(pid: number): WorkerRecord | undefined {
+    for (const w of this.workers.values()) if (w.pid === pid && w.state !== 'DEAD') return w;
+    return undefined;
   }
 
   aliveWorkers(): WorkerRecord[] {
@@ -543,8 +565,12 @@ export class Controller {
   }
 
   private place(appName: string, spec: AppSpec, depName: string, version: string, d: DeploymentSpec): ReplicaRecord | undefined {
+    return this.placeOn(appName, spec, depName, version, d, (w) => w.spare !== true) ?? this.placeOn(appName, spec, depName, version, d, () => true);
+  }
+
+  private placeOn(appName: string, spec: AppSpec, depName: string, version: string, d: DeploymentSpec, eligible: (w: WorkerRecord) => boolean): ReplicaRecord | undefined {
     const res = d.options.resources;
-    const caps = this.aliveWorkers().map((w) => this.capacity(w, appName, depName, false));
+    const caps = this.aliveWorkers().filter(eligible).map((w) => this.capacity(w, appName, depName, false));
     const status = this.apps.get(appName)!.deployments.get(depName)!.status;
     let workerId: string;
     let devices: number[] | undefined;

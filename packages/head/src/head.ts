@@ -12,7 +12,7 @@ import {
   type Clock, type Logger, type WireHttpRequest, type WireHttpResponse,
 } from '@shoal/core';
 import {
-  PROTOCOL_VERSION, Peer, acceptHello, attachWebSocketEndpoint, sendWelcome, tokenMatches, type Message, type NewRequest, type RouteTable,
+  PROTOCOL_VERSION, Peer, acceptHello, attachWebSocketEndpoint, probePort, sendWelcome, tokenMatches, type Message, type NewRequest, type RouteTable,
   type WorkerStats,
 } from '@shoal/protocol';
 import { Router, type Dispatch, type ReplicaRef, type Transport } from '@shoal/router';
@@ -58,6 +58,15 @@ export interface HeadOptions {
    * keeps a second head off it. @default none (the state lives in this process only)
    */
   store?: StateStore;
+  /** When another head holds the store: wait as a standby and take over when it goes (else fail at once). @default false */
+  standby?: boolean;
+  /** The store's lease was lost to another head: this one must stop acting (the CLI exits). @default stop() */
+  onLeaseLost?: (err: Error) => void;
+  /**
+   * Local workers kept beyond `workers` with no replicas placed on them while others have room: one takes over at
+   * once from a local worker that dies, so re-placement pays the replica's start, not a process spawn. @default 0
+   */
+  spareWorkers?: number;
   /** How long a replica's start (construction and init()) may take before it counts as failed. @default 300000 */
   startTimeoutMs?: number;
   /**
@@ -149,10 +158,26 @@ export class Head {
   }
 
   async start(): Promise<void> {
+    try {
+      await this.startInner();
+    } catch (err) {
+      // Nothing half-started stays behind: the ports and the store's lease are let go.
+      await this.stop({ keepWorkers: true }).catch(() => undefined);
+      throw err;
+    }
+  }
+
+  private async startInner(): Promise<void> {
     const store = this.opts.store;
     let adoptLocal = false;
     if (store !== undefined) {
-      await store.open();
+      await store.open({
+        standby: this.opts.standby === true,
+        onLeaseLost: (err) => {
+          this.opts.logger.error('lost the state store to another head; stopping', { error: err.message });
+          if (this.opts.onLeaseLost) this.opts.onLeaseLost(err); else void this.stop({ keepWorkers: true });
+        },
+      });
       const state = await store.load();
       for (const { spec } of Object.values(state.apps)) {
         try {
@@ -184,7 +209,8 @@ export class Head {
       const http = await this.ingress.listen({ port: this.opts.httpPort ?? 8000, host: httpHost });
       this.httpAddress = `http://${http.host}:${http.port}`;
     } else {
-      shared = this.bindHttp(httpHost, this.opts.httpPort ?? 8000, adoptLocal);
+      const bound = await this.bindHttp(httpHost, this.opts.httpPort ?? 8000, adoptLocal);
+      shared = 'now' in bound ? bound.now : bound.later;
       const port = shared instanceof Promise ? this.opts.httpPort ?? 8000 : shared.port;
       this.httpAddress = `http://${httpHost.includes(':') ? `[${httpHost}]` : httpHost}:${port}`;
     }
@@ -203,7 +229,7 @@ export class Head {
     this.loop.unref();
     if ((this.opts.workers ?? 0) > 0) {
       this.locals = new LocalWorkers({
-        count: this.opts.workers!, address: this.clusterAddress, token: this.token, logger: this.opts.logger.child('local-workers'), command: this.opts.workerCommand!,
+        count: this.opts.workers! + (this.opts.spareWorkers ?? 0), address: this.clusterAddress, token: this.token, logger: this.opts.logger.child('local-workers'), command: this.opts.workerCommand!,
         ...(this.opts.workerCpus ? { cpus: this.opts.workerCpus } : {}), ...(shared ? { http: shared } : {}),
         onExit: (pid) => this.localExited(pid),
       });
@@ -217,24 +243,30 @@ export class Head {
    * Binds the public HTTP socket for local workers. A restarted head may find it still held by the workers of the
    * previous head, which keep serving on it: it then binds it once they are gone, for the workers it starts itself.
    */
-  private bindHttp(host: string, port: number, adoptLocal: boolean): SharedListenSocket | Promise<SharedListenSocket> {
+  private async bindHttp(host: string, port: number, adoptLocal: boolean): Promise<{ now: SharedListenSocket } | { later: Promise<SharedListenSocket> }> {
+    // libuv reports a busy port only at listen(), which the workers do: find out here, with a probe that listens.
+    let busy = false;
     try {
-      return this.shared = bindSharedSocket(host, port);
+      await probePort('httpPort', host, port);
     } catch (err) {
-      if (!adoptLocal || !/EADDRINUSE/.test((err as Error).message)) throw err;
+      if (!adoptLocal || !/already in use|EADDRINUSE/.test((err as Error).message)) throw err;
+      busy = true;
     }
+    if (!busy) return { now: this.shared = bindSharedSocket(host, port) };
     this.opts.logger.info('the HTTP port is held by the previous head\'s workers; binding it once they are gone', { host, port });
-    return new Promise<SharedListenSocket>((resolve) => {
+    // Wrapped, so that awaiting this method does not wait for the port.
+    return { later: new Promise<SharedListenSocket>((resolve) => {
       const retry = setInterval(() => {
         if (this.stopped) { clearInterval(retry); return; }
-        try {
+        probePort('httpPort', host, port).then(() => {
+          if (this.shared !== undefined || this.stopped) return;
           this.shared = bindSharedSocket(host, port);
           clearInterval(retry);
           resolve(this.shared);
-        } catch { /* still held */ }
+        }, () => undefined /* still held */);
       }, 500);
       retry.unref();
-    });
+    }) };
   }
 
   /** A pass of the controller now; completions ask for another soon after (once per tick at most). */
@@ -346,7 +378,8 @@ export class Head {
     clearInterval(this.loop);
     this.router.close();
     for (const p of this.peers.values()) p.close(1001, opts.keepWorkers ? 'head restarting' : 'head stopping');
-    if (opts.keepWorkers) this.locals?.detach(); else await this.locals?.stop();
+    if (opts.keepWorkers) this.locals?.detach();
+    else await Promise.all([this.locals?.stop(), this.stopAdoptedLocals()]);
     // The workers last seen stay in the store on a restart (the next head waits for them); a full stop forgets them.
     if (!opts.keepWorkers) await this.opts.store?.putWorkers([]).catch((err: unknown) => this.opts.logger.warn('could not clear the stored workers', { error: toWireError(err).message }));
     await this.opts.store?.close().catch(() => undefined);
@@ -416,12 +449,25 @@ export class Head {
     this.saveWorkers();
   }
 
+  /**
+   * Local workers a previous head started and this one adopted are not its children: on a full stop they get
+   * SIGTERM (they drain) and, if still there after 12 s, SIGKILL, as its own children do.
+   */
+  private async stopAdoptedLocals(): Promise<void> {
+    const mine = new Set(this.locals?.pids() ?? []);
+    const adopted = this.controller.status().workers.filter((w) => w.pid !== undefined && this.controller.worker(w.workerId)?.local === true && !mine.has(w.pid)).map((w) => w.pid!);
+    for (const pid of adopted) { try { process.kill(pid, 'SIGTERM'); } catch { /* gone */ } }
+    const end = Date.now() + 12_000;
+    while (adopted.some(processAlive) && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
+    for (const pid of adopted) if (processAlive(pid)) { try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ } }
+  }
+
   /** A local worker process exited: it is dead now, not after the timeout. */
   private localExited(pid: number | undefined): void {
-    for (const [workerId, p] of this.peers) {
-      if (p.meta.pid === pid) { this.controller.workerDead(workerId, `its process (pid ${pid}) exited`); return; }
-    }
-    for (const w of this.controller.aliveWorkers()) if (w.pid === pid) this.controller.workerDead(w.workerId, `its process (pid ${pid}) exited`);
+    if (pid === undefined) return;
+    // Alive or already disconnected (its socket closed a moment before the exit was seen): dead either way.
+    const w = this.controller.workerByPid(pid);
+    if (w !== undefined) { this.controller.workerDead(w.workerId, `its process (pid ${pid}) exited`); this.runPass(); }
   }
 
   /** Records the workers now alive, for a restarted head to wait for. */
@@ -471,8 +517,11 @@ export class Head {
       const old = this.peers.get(hello.previousWorkerId);
       if (old !== undefined && !old.closed) { this.peers.delete(hello.previousWorkerId); old.terminate('the worker reconnected'); }
     }
+    // A local worker beyond `workers` regular ones is a warm spare.
+    const regular = this.controller.aliveWorkers().filter((w) => w.local === true && w.spare !== true).length;
+    const spare = hello.local === true && (this.opts.spareWorkers ?? 0) > 0 && regular >= (this.opts.workers ?? 0);
     const rec = this.controller.addWorker({
-      name: hello.name, resources: hello.resources, dataAddress: hello.dataAddress, pid: hello.pid, local: hello.local === true,
+      name: hello.name, resources: hello.resources, dataAddress: hello.dataAddress, pid: hello.pid, local: hello.local === true, spare,
       ...(hello.previousWorkerId !== undefined ? { previousWorkerId: hello.previousWorkerId } : {}),
       ...(hello.replicas !== undefined ? { replicas: hello.replicas } : {}),
     });
@@ -489,7 +538,8 @@ export class Head {
         if (this.stopped) return; // the head is going away: nothing to re-place
         this.router.dropWorker(rec.workerId);
         // A local process that is gone is dead now; anything else may come back within the timeout.
-        const gone = hello.local === true && hello.pid !== undefined && !processAlive(hello.pid);
+        // Silent past the timeout (our liveness check cut it) has waited long enough already.
+        const gone = (hello.local === true && hello.pid !== undefined && !processAlive(hello.pid)) || /worker stopping|liveness timeout/.test(err.message);
         this.controller.workerDisconnected(rec.workerId, err.message, gone);
         this.runPass();
       },

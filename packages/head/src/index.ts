@@ -3,3 +3,4 @@ export { Controller, type ClusterOps, type ControllerOptions, type ClusterStatus
 export { chooseWorker, fits, explainNoFit, type WorkerCapacity } from './scheduler.ts';
 export { HeadMetrics, mergeMetrics, METRICS_CONTENT_TYPE, type HeadMetricsOptions, type WorkerMetricsSource } from './metrics.ts';
 export { LocalWorkers, bindSharedSocket, type WorkerCommand, type SharedListenSocket, type LocalWorkersOptions } from './local-workers.ts';
+export * from './state/index.ts';

@@ -127,8 +127,8 @@ export class LocalWorkers {
     for (const c of this.children) { c.removeAllListeners('message'); if (c.connected) c.disconnect(); }
   }
 
-  /** SIGTERM, then SIGKILL after timeoutMs; resolves when every child has exited. */
-  async stop(timeoutMs = 5000): Promise<void> {
+  /** SIGTERM (each worker drains, up to its drainTimeoutMs, 10 s), then SIGKILL after timeoutMs; resolves when every child has exited. */
+  async stop(timeoutMs = 12_000): Promise<void> {
     this.stopping = true;
     const waits = [...this.children].map((c) => new Promise<void>((resolve) => {
       if (c.exitCode !== null || c.signalCode !== null) { resolve(); return; }

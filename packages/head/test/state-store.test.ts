@@ -14,7 +14,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { Redis } from 'ioredis';
-import { CancelledError, IllegalStateError, InvalidOptionError, type Logger } from '@shoal/core';
+import { CancelledError, IllegalStateError, InvalidOptionError, env, type Logger } from '@shoal/core';
 import {
   FileStateStore, LOCK_FILE, RedisStateStore, STATE_FILE, StateStoreError, StoreCorruptError, StoreIoError, StoreLeaseLostError,
   StoreLockedError, specHash, type StateStore, type StateStoreOptions,
@@ -26,7 +26,7 @@ const HEAD_DIR = join(dirname(fileURLToPath(import.meta.url)), '..');
 const CHILD = join(HEAD_DIR, 'test', 'state-store-child.ts');
 // Read here rather than through core's env module, which this change does not edit (it belongs beside
 // env.requirePromtool there).
-const REQUIRE_REDIS = process.env.SHOAL_REQUIRE_REDIS === '1';
+const REQUIRE_REDIS = env.requireRedis();
 
 function capturingLogger(): Logger & { lines: string[] } {
   const lines: string[] = [];

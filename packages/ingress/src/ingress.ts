@@ -79,6 +79,9 @@ type Target = { kind: 'app'; mount: Mount; path: string } | { kind: 'extra'; rou
 export class Ingress {
   private mounts: Mount[] = [];
   private server: Server | undefined;
+  private inflight = 0;
+  /** Set by close(): answers say `connection: close`, so keep-alive clients move to another process. */
+  private closing = false;
   private readonly opts: IngressOptions;
 
   constructor(opts: IngressOptions) {
@@ -115,14 +118,28 @@ export class Ingress {
     });
   }
 
-  /** Stops accepting and closes every connection. */
-  close(): Promise<void> {
+  /**
+   * Stops accepting; requests in flight get up to `drainMs` to be answered (each with `connection: close`, and
+   * idle keep-alive connections are closed at once), then every connection still open is closed.
+   */
+  async close(drainMs = 0): Promise<void> {
     const server = this.server;
-    if (server === undefined) return Promise.resolve();
+    if (server === undefined) return;
     this.server = undefined;
+    this.closing = true;
+    const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+    server.closeIdleConnections();
+    const end = performance.now() + drainMs;
+    while (this.inflight > 0 && performance.now() < end) {
+      await new Promise((r) => setTimeout(r, 20));
+      server.closeIdleConnections();
+    }
     server.closeAllConnections();
-    return new Promise((resolve) => server.close(() => resolve()));
+    await closed;
   }
+
+  /** HTTP requests being handled now. */
+  get inflightRequests(): number { return this.inflight; }
 
   private match(pathname: string): Target | undefined {
     for (const r of this.opts.extraRoutes ?? []) if (r.match(pathname)) return { kind: 'extra', route: r, path: pathname, limits: r.limits(pathname) };
@@ -151,6 +168,7 @@ export class Ingress {
     const arrived = Date.now();
     const started = performance.now();
     const label = target.kind === 'app' ? target.mount.app : target.route.name;
+    this.inflight++;
     try {
       const header = req.headers[TIMEOUT_HEADER];
       let deadline: number | undefined;
@@ -188,12 +206,14 @@ export class Ingress {
         if (socket[INFLIGHT] === signal) socket[INFLIGHT] = DONE;
       }
       if (res.destroyed) return;
+      if (this.closing) res.setHeader('connection', 'close');
       sendResponse(res, out);
     } catch (err) {
       if (res.destroyed) return;
-      if (req.readable && !req.readableEnded) { res.setHeader('connection', 'close'); req.resume(); }
+      if (this.closing || (req.readable && !req.readableEnded)) { res.setHeader('connection', 'close'); req.resume(); }
       sendError(res, err);
     } finally {
+      this.inflight--;
       // 499: the client went away before an answer was written.
       this.opts.metrics?.observeHttp(label, res.headersSent ? res.statusCode : 499, (performance.now() - started) / 1e3);
     }

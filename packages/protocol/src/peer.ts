@@ -231,12 +231,16 @@ export class Peer {
     // public hook for raw bytes, so this listens on its socket when it can (an internal field, checked).
     const socket = (this.ws as unknown as { _socket?: { on?: (e: string, f: () => void) => void } })._socket;
     if (typeof socket?.on === 'function') socket.on('data', () => { this.lastSeen = performance.now(); });
+    // Silence is checked ten times per timeout, so a stopped peer is found within it, not a ping period later;
+    // pings go every intervalMs.
+    const checkMs = Math.max(20, Math.min(intervalMs, Math.floor(timeoutMs / 10)));
     let lastTick = performance.now();
+    let lastPing = Number.NEGATIVE_INFINITY;
     this.livenessTimer = setInterval(() => {
       const now = performance.now();
       // A tick far later than its period: this process did not run (stopped, or its loop blocked), so what the
       // peer sent meanwhile waits unread in the socket. Its silence is ours; start counting again.
-      if (now - lastTick > Math.max(2 * intervalMs, timeoutMs / 2)) this.lastSeen = now;
+      if (now - lastTick > Math.max(2 * checkMs + 50, timeoutMs / 2)) this.lastSeen = now;
       lastTick = now;
       if (this.closedError !== undefined) return;
       // While this side chose not to read (replies draining), nothing can arrive: that is not the peer's silence.
@@ -247,8 +251,11 @@ export class Peer {
         this.terminate(`nothing received for ${Math.round(silent)} ms (liveness timeout ${timeoutMs} ms)`);
         return;
       }
-      try { this.ws.ping(); } catch { /* closing: the close event fails the peer */ }
-    }, intervalMs);
+      if (now - lastPing >= intervalMs) {
+        lastPing = now;
+        try { this.ws.ping(); } catch { /* closing: the close event fails the peer */ }
+      }
+    }, checkMs);
     this.livenessTimer.unref();
   }
 

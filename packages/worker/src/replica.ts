@@ -98,6 +98,7 @@ export class Replica {
   /** Running plus waiting requests: the queue length reported to routers. */
   get load(): number { return this.ongoing + this.waiting.length; }
   get ongoingCount(): number { return this.ongoing; }
+  get gracefulShutdownTimeoutMs(): number { return this.options.gracefulShutdownTimeoutMs; }
   get queuedCount(): number { return this.waiting.length; }
 
   transition(to: ReplicaState, error?: string): void {

@@ -44,8 +44,10 @@ export interface WorkerOptions {
    * worker among its local ones. @default false
    */
   local?: boolean;
-  /** Longest wait between attempts to reach a head that was lost (the first waits 100 ms, then doubling). @default 2000 */
+  /** Longest wait between attempts to reach a head that was lost (the first waits 100 ms, then doubling). @default 1000 */
   maxReconnectDelayMs?: number;
+  /** How long a graceful stop (SIGTERM) waits for work in flight before it closes what is left. @default 10000 */
+  drainTimeoutMs?: number;
   /** The native addon's gauges, for this worker's metrics. @default none (the addon is not loaded) */
   nativeMetrics?: () => NativeGaugeSample[];
   /**
@@ -242,7 +244,7 @@ export class Worker {
   private async reconnect(): Promise<void> {
     if (this.reconnecting || this.stopping) return;
     this.reconnecting = true;
-    const maxDelay = this.opts.maxReconnectDelayMs ?? 2000;
+    const maxDelay = this.opts.maxReconnectDelayMs ?? 1000;
     let delay = 100;
     let attempts = 0;
     let lastLog = 0;
@@ -268,14 +270,20 @@ export class Worker {
     }
   }
 
-  /** Drains every replica and leaves the head. */
+  /**
+   * Graceful stop (SIGTERM): stops accepting HTTP, lets what is in flight finish (up to drainTimeoutMs), drains
+   * every replica (each up to its gracefulShutdownTimeoutMs, within the same bound), and leaves the head.
+   */
   async stop(): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
     clearInterval(this.heartbeat);
     this.metrics.close();
-    await this.ingress.close();
-    await Promise.all([...this.replicas.values()].map((r) => r.drain(2000).catch(() => undefined)));
+    const drainMs = this.opts.drainTimeoutMs ?? 10_000;
+    const end = performance.now() + drainMs;
+    await this.ingress.close(drainMs);
+    const left = Math.max(0, end - performance.now());
+    await Promise.all([...this.replicas.values()].map((r) => r.drain(Math.min(left, r.gracefulShutdownTimeoutMs)).catch(() => undefined)));
     this.router.close();
     await this.transport.close();
     this.head?.close(1000, 'worker stopping');

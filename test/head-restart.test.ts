@@ -1,0 +1,139 @@
+/**
+ * A head that dies or restarts does not take the service down: its local workers keep serving the public port from
+ * their last route table, rejoin the next head on the same data directory, and that head adopts their replicas
+ * (the same processes, the same replica ids) instead of starting new ones. Real processes, real SIGKILL, counted
+ * failures.
+ */
+import { afterAll, describe, expect, it } from 'vitest';
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer, type AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { FIXTURE_APP, isAlive, waitFor } from './helpers.ts';
+
+const BIN = resolve(import.meta.dirname, '../packages/cli/bin/shoal.mjs');
+const TOKEN = 'head-restart-token-0123456789';
+const started: number[] = [];
+
+interface Status {
+  applications: Array<{ deployments: Array<{ name: string; running: number; numReplicas: number }> }>;
+  replicas: Array<{ replicaId: string; state: string; workerId: string }>;
+  workers: Array<{ workerId: string; pid?: number; state: string }>;
+}
+
+function freePort(): Promise<number> {
+  return new Promise((res) => { const s = createServer().listen(0, '127.0.0.1', () => { const p = (s.address() as AddressInfo).port; s.close(() => res(p)); }); });
+}
+
+function shoal(args: string[]): { child: ChildProcessWithoutNullStreams; out: () => string } {
+  const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, SHOAL_TOKEN: TOKEN, SHOAL_LOG_LEVEL: 'warn', SHOAL_HEARTBEAT_MS: '200', SHOAL_WORKER_TIMEOUT_MS: '1500' }, stdio: 'pipe' });
+  if (child.pid !== undefined) started.push(child.pid);
+  let out = '';
+  child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
+  child.stderr.on('data', (d: Buffer) => { out += d.toString(); });
+  return { child, out: () => out };
+}
+
+function exitOf(child: ChildProcessWithoutNullStreams): Promise<number | null> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(child.exitCode);
+  return new Promise((r) => child.once('exit', (code) => r(code)));
+}
+
+async function status(port: number): Promise<Status | undefined> {
+  try {
+    const res = await fetch(`http://127.0.0.1:${port}/api/status`, { headers: { authorization: `Bearer ${TOKEN}` } });
+    return res.ok ? await res.json() as Status : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Client loops of GET requests; counts answers that are not 200. */
+function load(httpPort: number, loops: number): { stop: () => Promise<{ ok: number; failed: number; errors: string[] }> } {
+  let running = true;
+  const counts = { ok: 0, failed: 0, errors: [] as string[] };
+  const loop = async (): Promise<void> => {
+    while (running) {
+      try {
+        const res = await fetch(`http://127.0.0.1:${httpPort}/incr?by=1`, { headers: { 'x-shoal-timeout-ms': '5000' }, signal: AbortSignal.timeout(6000) });
+        await res.arrayBuffer();
+        if (res.status === 200) counts.ok++; else { counts.failed++; counts.errors.push(`HTTP ${res.status}`); }
+      } catch (err) {
+        counts.failed++;
+        counts.errors.push((err as Error).message);
+      }
+    }
+  };
+  const all = Array.from({ length: loops }, () => loop());
+  return { stop: async () => { running = false; await Promise.all(all); return counts; } };
+}
+
+afterAll(() => {
+  for (const pid of started) { try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ } }
+});
+
+describe('head restart', () => {
+  it('SIGKILL the head under load, start it again: 0 failed requests, the same replica processes are adopted', async () => {
+    const port = await freePort();
+    const httpPort = await freePort();
+    const dataDir = mkdtempSync(join(tmpdir(), 'shoal-restart-'));
+    const args = ['start', '--workers', '2', '--port', String(port), '--http-port', String(httpPort), '--data-dir', dataDir];
+    try {
+      const head1 = shoal(args);
+      await waitFor('the head and its workers', async () => ((await status(port))?.workers.length ?? 0) === 2, 30_000);
+      const dep = shoal(['deploy', FIXTURE_APP, '--address', `ws://127.0.0.1:${port}`]);
+      expect(await exitOf(dep.child), dep.out()).toBe(0);
+      const before = (await status(port))!;
+      const pids = before.workers.map((w) => w.pid!).sort();
+      for (const pid of pids) started.push(pid);
+      const replicaIds = before.replicas.map((r) => r.replicaId).sort();
+      expect(replicaIds.length).toBeGreaterThanOrEqual(2);
+
+      const traffic = load(httpPort, 8);
+      await new Promise((r) => setTimeout(r, 1000));
+      head1.child.kill('SIGKILL');
+      await exitOf(head1.child);
+      // No head: the workers keep serving (counted by the load loops).
+      await new Promise((r) => setTimeout(r, 1500));
+      expect(pids.every(isAlive)).toBe(true);
+
+      const head2 = shoal(args);
+      const restartedAt = Date.now();
+      await waitFor('the new head to adopt every replica', async () => {
+        const s = await status(port);
+        return s !== undefined && s.replicas.filter((r) => r.state === 'RUNNING').map((r) => r.replicaId).sort().join() === replicaIds.join();
+      }, 15_000);
+      const adoptedInMs = Date.now() - restartedAt;
+      await new Promise((r) => setTimeout(r, 1000));
+      const after = (await status(port))!;
+      expect(after.workers.map((w) => w.pid!).sort()).toEqual(pids);
+      expect(after.replicas.map((r) => r.replicaId).sort()).toEqual(replicaIds);
+
+      // A planned restart: the head goes, the workers stay.
+      const stopOnly = shoal(['shutdown', '--keep-workers', '--address', `ws://127.0.0.1:${port}`]);
+      expect(await exitOf(stopOnly.child)).toBe(0);
+      expect(await exitOf(head2.child)).toBe(0);
+      await new Promise((r) => setTimeout(r, 500));
+      const head3 = shoal(args);
+      await waitFor('the third head to adopt every replica', async () => {
+        const s = await status(port);
+        return s !== undefined && s.replicas.filter((r) => r.state === 'RUNNING').map((r) => r.replicaId).sort().join() === replicaIds.join() && s.workers.length === 2;
+      }, 15_000);
+      await new Promise((r) => setTimeout(r, 500));
+      const counts = await traffic.stop();
+      expect(counts.ok).toBeGreaterThan(100);
+      expect({ failed: counts.failed, errors: [...new Set(counts.errors)].slice(0, 5) }).toEqual({ failed: 0, errors: [] });
+      expect((await status(port))!.workers.map((w) => w.pid!).sort()).toEqual(pids);
+      // Adoption within a few seconds of the restart (the bench measures it; this only bounds it loosely).
+      expect(adoptedInMs).toBeLessThan(10_000);
+
+      // SIGTERM: drains and exits 0, taking the workers with it.
+      head3.child.kill('SIGTERM');
+      expect(await exitOf(head3.child), head3.out()).toBe(0);
+      await waitFor('workers to exit', () => pids.every((p) => !isAlive(p)), 20_000);
+    } finally {
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  }, 120_000);
+});
