@@ -7,6 +7,7 @@
 #include <cstring>
 #include <fstream>
 
+#include "content_hash.hpp"
 #include "fixtures.hpp"
 #include "shoal/blob_registry.hpp"
 #include "shoal/errors.hpp"
@@ -269,4 +270,15 @@ TEST(crafted_file_is_refused_before_taking_memory) {
   CHECK_EQ(be->devices()[0].freeBytes, 1ull << 20);
   CHECK_THROWS(reg.loadFile("c", "/tmp", false), Error);  // a directory is not a weights file
   std::remove(path.c_str());
+}
+
+TEST(content_hash_is_xxh64) {
+  // Reference values of XXH64 with seed 0: the hash that tells two versions of a blob apart.
+  CHECK_EQ(contentHash("", 0), 0xEF46DB3751D8E999ull);
+  CHECK_EQ(contentHash("a", 1), 0xD24EC4F1A98C6E5Bull);
+  const char* s = "Nobody inspects the spammish repetition";
+  CHECK_EQ(contentHash(s, std::strlen(s)), 0xFBCEA83C8A378BF1ull);
+  auto a = image(1.f, 100), b = image(1.f, 100);
+  b[b.size() - 1] ^= 1;  // one bit of one weight
+  CHECK(contentHash(a.data(), a.size()) != contentHash(b.data(), b.size()));
 }
