@@ -1,6 +1,7 @@
 /**
  * The embedded default: the head spawns N worker processes on this machine and keeps N alive. Workers get the
- * token through the environment (not argv, which other users can read), and are stopped with the head.
+ * token on stdin (not argv, which other users can read, nor the environment, which replicas could), and are
+ * stopped with the head.
  *
  * HTTP: the head binds the public port once and hands the socket to every local worker over IPC, so the kernel
  * spreads connections across the workers and each answers in its own process. The head itself never accepts on
@@ -97,7 +98,12 @@ export class LocalWorkers {
     const { command, args } = this.opts.command;
     const http = this.opts.http;
     const argv = [...args, '--address', this.opts.address, ...(this.opts.cpus ? ['--cpus', String(this.opts.cpus)] : []), ...(http ? ['--http-from-parent'] : []), '--local'];
-    const child = spawn(command, argv, { env: { ...process.env, SHOAL_TOKEN: this.opts.token }, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    // The token goes down stdin, read once as --token-file -: not in argv (ps shows it) nor in the environment
+    // (replicas, and /proc/PID/environ, would).
+    const { SHOAL_TOKEN: _drop, ...envWithoutToken } = process.env;
+    const child = spawn(command, [...argv, '--token-file', '-'], { env: envWithoutToken, stdio: ['pipe', 'inherit', 'inherit', 'ipc'] });
+    child.stdin?.on('error', () => undefined); // a worker that died at once: its exit is handled below
+    child.stdin?.end(`${this.opts.token}\n`);
     this.children.add(child);
     this.opts.logger.info('spawned local worker', { index, pid: child.pid });
     child.on('message', (m: unknown) => {

@@ -31,6 +31,13 @@ export function resolveToken(sources: TokenSources, warn: (message: string) => v
 /** Reads a token file: InvalidOptionError naming --token-file when it is missing, unreadable or empty. */
 export function readTokenFile(path: string, warn: (message: string) => void = () => {}): string {
   if (path === '') throw new InvalidOptionError('--token-file', 'must be a path');
+  // '-': read it from stdin to its end (how a head hands the token to the local workers it spawns).
+  if (path === '-') {
+    let piped: string;
+    try { piped = readFileSync(0, 'utf8').trim(); } catch (err) { throw new InvalidOptionError('--token-file', `cannot read stdin (${(err as NodeJS.ErrnoException).code ?? 'error'})`); }
+    if (piped === '') throw new InvalidOptionError('--token-file', 'stdin (-) held no token');
+    return piped;
+  }
   let text: string;
   try {
     text = readFileSync(path, 'utf8');

@@ -99,7 +99,7 @@ export async function runWorker(argv: string[]): Promise<Worker> {
   keepServingOnUnhandled(logger);
   const token = resolveToken({ token: values.token, tokenFile: values['token-file'] }, (m) => logger.warn(m));
   // Replicas run in this process and must not find the cluster token in their environment. (Linux still shows
-  // the environment the process started with in /proc/self/environ.)
+  // the environment the process started with in /proc/self/environ: local workers get it on stdin instead.)
   delete process.env.SHOAL_TOKEN;
   const address = values.address ?? env.address();
   if (address === undefined) throw new InvalidOptionError('--address', 'is required (ws://HOST:PORT of the head), or set SHOAL_ADDRESS');
