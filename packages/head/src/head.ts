@@ -108,6 +108,8 @@ export class Head {
   private expected = new Set<string>();
   private recoveryEndsAt = 0;
   private passScheduled = false;
+  /** What each worker said of itself at hello (its pid, whether it is local), kept until it is declared dead. */
+  private readonly joined = new Map<string, { pid?: number; local: boolean }>();
 
   constructor(opts: HeadOptions) {
     this.opts = { maxFrameBytes: 64 * 1024 * 1024, heartbeatMs: 500, workerTimeoutMs: 3000, startTimeoutMs: 300_000, ...opts };
@@ -437,9 +439,12 @@ export class Head {
     const peer = this.peers.get(workerId);
     this.peers.delete(workerId);
     this.router.dropWorker(workerId);
-    const pid = peer?.meta.pid as number | undefined;
+    // Its connection may be gone already (the liveness check cut it): what it said at hello is kept apart.
+    const who = this.joined.get(workerId);
+    this.joined.delete(workerId);
+    const pid = who?.pid;
     if (peer !== undefined && !peer.closed) peer.terminate(`declared dead: ${reason}`);
-    if (peer?.meta.local === true && pid !== undefined && !this.stopped) {
+    if (who?.local === true && pid !== undefined && !this.stopped) {
       // Stopped (SIGSTOP) or cut off: a local process that is not answering is ended, and another takes its place.
       if (!this.locals?.kill(pid)) {
         try { process.kill(pid, 'SIGKILL'); } catch { /* already gone */ }
@@ -546,6 +551,7 @@ export class Head {
     });
     peer.meta = { pid: hello.pid, local: hello.local === true };
     this.peers.set(rec.workerId, peer);
+    this.joined.set(rec.workerId, { ...(hello.pid !== undefined ? { pid: hello.pid } : {}), local: hello.local === true });
     if (!this.controller.isRecovering) {
       const routes = this.controller.currentRoutes();
       peer.send({ t: 'routes', version: routes.version, table: routes.table });

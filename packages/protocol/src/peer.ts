@@ -231,9 +231,11 @@ export class Peer {
     // public hook for raw bytes, so this listens on its socket when it can (an internal field, checked).
     const socket = (this.ws as unknown as { _socket?: { on?: (e: string, f: () => void) => void } })._socket;
     if (typeof socket?.on === 'function') socket.on('data', () => { this.lastSeen = performance.now(); });
-    // Silence is checked ten times per timeout, so a stopped peer is found within it, not a ping period later;
-    // pings go every intervalMs.
-    const checkMs = Math.max(20, Math.min(intervalMs, Math.floor(timeoutMs / 10)));
+    // Silence is checked twenty times per timeout, and a peer is cut once silent for the timeout less one check
+    // period: so it is found within timeoutMs of its last word (a stopped peer, within timeoutMs of stopping).
+    // Pings go every intervalMs.
+    const checkMs = Math.max(20, Math.min(intervalMs, Math.floor(timeoutMs / 20)));
+    const limitMs = timeoutMs - checkMs;
     let lastTick = performance.now();
     let lastPing = Number.NEGATIVE_INFINITY;
     this.livenessTimer = setInterval(() => {
@@ -246,7 +248,7 @@ export class Peer {
       // While this side chose not to read (replies draining), nothing can arrive: that is not the peer's silence.
       if (this.paused) this.lastSeen = now;
       const silent = now - this.lastSeen;
-      if (silent > timeoutMs) {
+      if (silent >= limitMs) {
         this.opts.logger.warn('peer silent past its liveness timeout; terminating the connection', { peer: this.name, silentMs: Math.round(silent), timeoutMs });
         this.terminate(`nothing received for ${Math.round(silent)} ms (liveness timeout ${timeoutMs} ms)`);
         return;
