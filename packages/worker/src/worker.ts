@@ -44,7 +44,7 @@ export interface WorkerOptions {
    * worker among its local ones. @default false
    */
   local?: boolean;
-  /** Longest wait between attempts to reach a head that was lost (the first waits 100 ms, then doubling). @default 1000 */
+  /** Longest wait between attempts to reach a head that was lost (the first waits 100 ms, then doubling). @default 500 */
   maxReconnectDelayMs?: number;
   /** How long a graceful stop (SIGTERM) waits for work in flight before it closes what is left. @default 10000 */
   drainTimeoutMs?: number;
@@ -244,7 +244,7 @@ export class Worker {
   private async reconnect(): Promise<void> {
     if (this.reconnecting || this.stopping) return;
     this.reconnecting = true;
-    const maxDelay = this.opts.maxReconnectDelayMs ?? 1000;
+    const maxDelay = this.opts.maxReconnectDelayMs ?? 500;
     let delay = 100;
     let attempts = 0;
     let lastLog = 0;
