@@ -6,7 +6,7 @@
  */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { resolve, basename } from 'node:path';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { cpus as osCpus, homedir, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -38,8 +38,8 @@ start/run options:
   --workers N                         local worker processes (default 2)
   --warm-spares N                     extra local workers kept idle, to take over at once from one that dies (default 0)
   --data-dir DIR                      where the head keeps its state (applications, workers last seen), so a head
-                                      restarted on it adopts the running workers (default ~/.shoal/head-PORT;
-                                      with --port 0, a fresh temporary directory)
+                                      restarted on it adopts the running workers (shoal start: ~/.shoal/head-PORT;
+                                      shoal run and serve, or --port 0: a fresh temporary directory)
   --store redis://HOST:PORT[/DB]      keep the state in Redis instead (--store-prefix shoal:), e.g. for a standby head
   --standby                           when another head holds the store, wait and take over when it goes
 run options:
@@ -71,7 +71,7 @@ const headFlags = {
 } satisfies ParseArgsConfig['options'];
 
 /** The head's state store from --store / --data-dir (see USAGE). */
-function storeOf(values: Record<string, string | boolean | undefined>, port: number): { store: StateStore; dir?: string } {
+function storeOf(values: Record<string, string | boolean | undefined>, port: number, durable: boolean): { store: StateStore; dir?: string } {
   const logger = createLogger('state-store');
   const url = values.store as string | undefined;
   if (url !== undefined) {
@@ -79,8 +79,12 @@ function storeOf(values: Record<string, string | boolean | undefined>, port: num
     if (values['data-dir'] !== undefined) throw new InvalidOptionError('--data-dir', 'cannot be combined with --store');
     return { store: new RedisStateStore({ url, ...(values['store-prefix'] ? { prefix: values['store-prefix'] as string } : {}), logger }) };
   }
-  // With --port 0 no restarted head could be found by the workers anyway: the state is this run's only.
-  const dir = (values['data-dir'] as string | undefined) ?? (port === 0 ? mkdtempSync(join(tmpdir(), 'shoal-head-')) : join(homedir(), '.shoal', `head-${port}`));
+  // With --port 0 no restarted head could be found by the workers anyway, and `shoal run` / `shoal serve` are a
+  // development loop whose applications come from the command line: unless --data-dir says otherwise, their
+  // state is this run's only. `shoal start` keeps its state across restarts.
+  let dir = values['data-dir'] as string | undefined;
+  if (dir === undefined && (!durable || port === 0)) dir = ephemeralDir = mkdtempSync(join(tmpdir(), 'shoal-head-'));
+  dir ??= join(homedir(), '.shoal', `head-${port}`);
   return { store: new FileStateStore(dir, { logger }), dir };
 }
 
@@ -155,7 +159,7 @@ export function localWorkerCommand(): WorkerCommand {
 }
 
 /** Starts a head with the given token (a generated one when undefined). */
-async function startHead(values: Record<string, string | boolean | undefined>, defaultWorkers: number, token: string | undefined): Promise<Head> {
+async function startHead(values: Record<string, string | boolean | undefined>, defaultWorkers: number, token: string | undefined, durable = false): Promise<Head> {
   const workers = intFlag('workers', values.workers as string | undefined, defaultWorkers, 0);
   const logger = createLogger('head');
   let head: Head | undefined;
@@ -163,7 +167,7 @@ async function startHead(values: Record<string, string | boolean | undefined>, d
   const port = intFlag('port', values.port as string | undefined, 7450, 0);
   const httpHost = (values['http-host'] as string | undefined) ?? '127.0.0.1';
   const httpPort = intFlag('http-port', values['http-port'] as string | undefined, 8000, 0);
-  const { store, dir } = storeOf(values, port);
+  const { store, dir } = storeOf(values, port, durable);
   if (token === undefined && dir !== undefined) token = dataDirToken(dir);
   const spares = intFlag('warm-spares', values['warm-spares'] as string | undefined, 0, 0);
   head = new Head({
@@ -214,6 +218,8 @@ function busyPortError(err: unknown, head: Head, at: { host: string; port: numbe
 }
 
 let exiting = false;
+/** A data directory made for this run only: removed when the head stops with its workers. */
+let ephemeralDir: string | undefined;
 /** Stops the head (draining its local workers, unless `keepWorkers`: a restart) and exits with `code`. */
 async function stopAndExit(head: Head, code: number, keepWorkers = false): Promise<void> {
   if (exiting) return;
@@ -222,7 +228,12 @@ async function stopAndExit(head: Head, code: number, keepWorkers = false): Promi
   // Workers drain for up to 10 s and are killed 12 s after SIGTERM; past that something is stuck.
   const force = setTimeout(() => process.exit(code), 15_000);
   force.unref();
-  try { await head.stop({ keepWorkers }); } finally { process.exit(code); }
+  try {
+    await head.stop({ keepWorkers });
+    if (!keepWorkers && ephemeralDir !== undefined) rmSync(ephemeralDir, { recursive: true, force: true });
+  } finally {
+    process.exit(code);
+  }
 }
 
 /** SIGTERM is the orderly stop (drain, exit 0); Ctrl-C and SIGHUP drain too, with their conventional codes. */
@@ -246,7 +257,7 @@ async function start(argv: string[]): Promise<number | undefined> {
   const { values } = parseArgs({ args: argv, options: headFlags, allowPositionals: false });
   if (values.help) { process.stdout.write(USAGE); return 0; }
   const token = tokenOf(values);
-  const head = await startHead(values, 2, token);
+  const head = await startHead(values, 2, token, true);
   printHead(head, token !== undefined);
   return undefined; // keeps serving until a signal or `shoal shutdown`
 }
