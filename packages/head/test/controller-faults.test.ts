@@ -164,7 +164,7 @@ describe('Controller under faults', () => {
       expect(placement(ctl, 'M')).toEqual({ [w2]: 2 });
     });
 
-    // BUG (controller.ts healthChecks(), lines 656-671): health checks go to RUNNING replicas whatever their worker's
+    // BUG (controller.ts healthChecks()): health checks go to RUNNING replicas whatever their worker's
     // state. The head's checkHealth on a worker that is not connected fails at once ("worker w1 is not connected",
     // head.ts callWorker), so every replica of a DISCONNECTED worker whose check falls due within the grace period
     // is stopped and started again elsewhere, which the grace period exists to avoid (and the worker, once back, has
@@ -198,7 +198,7 @@ describe('Controller under faults', () => {
       expect(placement(ctl, 'M')).toEqual({ [w1]: 1, [w2]: 1 });
     });
 
-    // BUG (controller.ts start(), lines 619-633): a start in flight when its worker's connection closes rejects with
+    // BUG (controller.ts start(), its catch): a start in flight when its worker's connection closes rejects with
     // ERR_PEER_GONE after the head has marked the worker DISCONNECTED (Peer.fail calls onClose, hence
     // workerDisconnected, before the rejection is delivered). The replica record is still there and STARTING, so the
     // catch counts it as a failed start of the deployment: failures++, a backoff, status UNHEALTHY, and while no

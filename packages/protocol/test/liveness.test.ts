@@ -191,7 +191,7 @@ describe('Peer liveness', () => {
     expect((r as { error: Error }).error?.message).toContain('liveness timeout 300 ms');
   });
 
-  // BUG (peer.ts line 247, `if (this.paused) this.lastSeen = now;`): while this side has stopped reading because its
+  // BUG (peer.ts watchLiveness(), `if (this.paused) this.lastSeen = now;`): while this side has stopped reading because its
   // replies to the peer are not draining, every tick forgives the peer's silence. But replies that do not drain mean
   // the peer is not reading either: a peer that is stopped (SIGSTOP) or cut off while it owes this side more than
   // highWaterBytes of unread replies is never found, and this side's own requests to it hang. Suggested fix: while

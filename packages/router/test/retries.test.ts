@@ -205,7 +205,7 @@ describe('Router retries', () => {
       expect(router.stats()[KEY]).toEqual({ inflight: 0, waiting: 0, replicas: 1 });
     });
 
-    // BUG (router.ts mayRetryNotRun, lines 205-213): mayRetry() (which takes a retry from the budget and counts
+    // BUG (router.ts mayRetryNotRun): mayRetry() (which takes a retry from the budget and counts
     // it in `retries.made`) runs before the check that an untried replica is left, so a refusal that stands because
     // every replica was tried still spends budget and counts as a retry made. Remove `.fails` once fixed.
     it.fails('a refusal that stands because no other replica is left spends no retry budget and counts no retry', async () => {
@@ -250,7 +250,7 @@ describe('Router retries', () => {
       expect(b.outcome).toEqual({ ok: true, value: 'b' });
     });
 
-    // BUG (router.ts wake(), lines 364-376, with routeQueued() lines 249-256): wake() counts free slots on every
+    // BUG (router.ts wake(), with routeQueued()): wake() counts free slots on every
     // replica, including ones a queued retry excludes, and wakes the head of the queue. The retry finds nothing it
     // may use, queues again at the back, and the slot it was woken for goes unused: a waiter behind it that could
     // take that replica stays queued while the replica sits idle, until some other reply or route table arrives.
@@ -331,7 +331,7 @@ describe('Router retries', () => {
       expect(router.stats()[KEY]!.inflight).toBe(0);
     });
 
-    // BUG (router.ts attempt(), line 192 `throw err`): a not-run rejection that is not retried (no replica left,
+    // BUG (router.ts attempt(), the `throw err` after mayRetryNotRun): a not-run rejection that is not retried (no replica left,
     // retries or budget spent) reaches the caller as the same object, still marked, while a not-run *reply* reaches
     // it rebuilt without the mark (unwrap -> rebuildError). When the caller is user code (a deployment calling
     // another through a handle) that lets the error through, its replica's asCallerError (worker/src/replica.ts)
