@@ -10,7 +10,9 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { env } from '@shoal/core';
 import { FIXTURE_APP, isAlive, waitFor } from './helpers.ts';
+import { redisServerAvailable, startRedisServer } from '../packages/head/test/redis-server.ts';
 
 const BIN = resolve(import.meta.dirname, '../packages/cli/bin/shoal.mjs');
 const TOKEN = 'head-restart-token-0123456789';
@@ -134,6 +136,50 @@ describe('head restart', () => {
       await waitFor('workers to exit', () => pids.every((p) => !isAlive(p)), 20_000);
     } finally {
       rmSync(dataDir, { recursive: true, force: true });
+    }
+  }, 120_000);
+
+  const redisMissing = !redisServerAvailable();
+  it.skipIf(redisMissing && !env.requireRedis())('with the Redis store: a second head is refused while the first holds it; after a SIGKILL the next head adopts the workers', async () => {
+    if (redisMissing) throw new Error('SHOAL_REQUIRE_REDIS=1 but redis-server is not installed');
+    const redis = await startRedisServer();
+    const port = await freePort();
+    const httpPort = await freePort();
+    const args = ['start', '--workers', '2', '--port', String(port), '--http-port', String(httpPort), '--store', redis.url, '--store-prefix', 'restart-test:'];
+    try {
+      const head1 = shoal(args);
+      await waitFor('the head and its workers', async () => ((await status(port))?.workers.length ?? 0) === 2, 30_000);
+      const dep = shoal(['deploy', FIXTURE_APP, '--address', `ws://127.0.0.1:${port}`]);
+      expect(await exitOf(dep.child), dep.out()).toBe(0);
+      const before = (await status(port))!;
+      const pids = before.workers.map((w) => w.pid!).sort();
+      for (const pid of pids) started.push(pid);
+      const replicaIds = before.replicas.map((r) => r.replicaId).sort();
+
+      // Two heads on one store never split: the second refuses, naming the first.
+      const second = shoal(['start', '--workers', '0', '--port', String(await freePort()), '--http-port', String(await freePort()), '--store', redis.url, '--store-prefix', 'restart-test:']);
+      expect(await exitOf(second.child)).toBe(1);
+      expect(second.out()).toMatch(new RegExp(`--store.*pid=${head1.child.pid}`));
+
+      const traffic = load(httpPort, 4);
+      head1.child.kill('SIGKILL');
+      await exitOf(head1.child);
+      await new Promise((r) => setTimeout(r, 500));
+      // The lease of a SIGKILLed head expires (10 s TTL); the next head waits for it as a standby.
+      const head2 = shoal([...args, '--standby']);
+      await waitFor('the new head to adopt every replica', async () => {
+        const s = await status(port);
+        return s !== undefined && s.replicas.filter((r) => r.state === 'RUNNING').map((r) => r.replicaId).sort().join() === replicaIds.join();
+      }, 30_000);
+      const counts = await traffic.stop();
+      expect({ failed: counts.failed, errors: [...new Set(counts.errors)].slice(0, 5) }).toEqual({ failed: 0, errors: [] });
+      expect(counts.ok).toBeGreaterThan(50);
+      expect((await status(port))!.workers.map((w) => w.pid!).sort()).toEqual(pids);
+      head2.child.kill('SIGTERM');
+      expect(await exitOf(head2.child)).toBe(0);
+      await waitFor('workers to exit', () => pids.every((p) => !isAlive(p)), 20_000);
+    } finally {
+      await redis.stop();
     }
   }, 120_000);
 });

@@ -8,6 +8,8 @@
  *   if (budget.tryRetry()) retry();   // each retry takes one
  */
 import type { Clock } from './clock.ts';
+import { InvalidOptionError } from './errors.ts';
+import { checkNumber } from './options.ts';
 
 export interface RetryBudgetOptions {
   /** Retries allowed per first attempt over the window. @default 0.2 */
@@ -32,9 +34,11 @@ export class RetryBudget {
   private refusedCount = 0;
 
   constructor(private readonly clock: Clock, opts: RetryBudgetOptions = {}) {
-    this.ratio = opts.ratio ?? 0.2;
-    this.minRetries = opts.minRetries ?? 10;
-    this.slotMs = (opts.windowMs ?? 10_000) / SLOTS;
+    this.ratio = checkNumber('retryBudget.ratio', opts.ratio, 0, 0.2);
+    this.minRetries = checkNumber('retryBudget.minRetries', opts.minRetries, 0, 10);
+    const windowMs = checkNumber('retryBudget.windowMs', opts.windowMs, 0, 10_000);
+    if (windowMs < SLOTS) throw new InvalidOptionError('retryBudget.windowMs', `must be at least ${SLOTS} ms`, windowMs);
+    this.slotMs = windowMs / SLOTS;
     this.slotAt = clock.monoNow();
   }
 

@@ -170,7 +170,9 @@ export class Controller {
     let workerId: string | undefined;
     if (previousWorkerId !== undefined && /^w\d+$/.test(previousWorkerId)) {
       const held = this.workers.get(previousWorkerId);
-      if (held === undefined || (held.state !== 'ALIVE' && held.name === w.name)) workerId = previousWorkerId;
+      // Its own record, still ALIVE, when it came back before its old connection was seen to close (same name:
+      // same host and process).
+      if (held === undefined || held.name === w.name) workerId = previousWorkerId;
       // The numbering goes on past every id a worker kept, so a new worker never takes one.
       this.nextWorker = Math.max(this.nextWorker, Number(previousWorkerId.slice(1)) + 1);
     }
@@ -619,8 +621,11 @@ export class Controller {
     } catch (err) {
       const wire = toWireError(err);
       const message = wire.message;
-      // A replica lost with its worker or stopped meanwhile is not a failure of the deployment: no backoff.
-      if (this.replicas.get(r.replicaId) === r && r.state === 'STARTING') {
+      // A replica lost with its worker or stopped meanwhile is not a failure of the deployment: no backoff. Nor is
+      // one whose worker's connection went: the worker coming back (it reports the replica, or not) or being
+      // declared dead decides what became of it.
+      const cutOff = wire.code === 'ERR_PEER_GONE' || this.workers.get(r.workerId)?.state !== 'ALIVE';
+      if (this.replicas.get(r.replicaId) === r && r.state === 'STARTING' && !cutOff) {
         this.replicas.delete(r.replicaId);
         status.failures++;
         status.lastError = message;
@@ -656,6 +661,8 @@ export class Controller {
   private healthChecks(now: number, work: Array<Promise<void>>): void {
     for (const r of this.replicas.values()) {
       if (r.state !== 'RUNNING' || now < r.nextHealthAt) continue;
+      // A worker in its grace period cannot answer; its replicas wait for it to come back, or to be declared dead.
+      if (this.workers.get(r.workerId)?.state !== 'ALIVE') continue;
       const d = this.apps.get(r.app)?.deployments.get(r.deployment);
       if (d === undefined) continue;
       r.nextHealthAt = now + d.spec.options.healthCheckPeriodMs;

@@ -164,13 +164,7 @@ describe('Controller under faults', () => {
       expect(placement(ctl, 'M')).toEqual({ [w2]: 2 });
     });
 
-    // BUG (controller.ts healthChecks()): health checks go to RUNNING replicas whatever their worker's
-    // state. The head's checkHealth on a worker that is not connected fails at once ("worker w1 is not connected",
-    // head.ts callWorker), so every replica of a DISCONNECTED worker whose check falls due within the grace period
-    // is stopped and started again elsewhere, which the grace period exists to avoid (and the worker, once back, has
-    // its copies stopped as extras). Suggested fix: skip replicas whose worker is not ALIVE in healthChecks() (their
-    // check is due again once it is back). Remove `.fails` once fixed.
-    it.fails('does not health-check, nor replace, the replicas of a DISCONNECTED worker during the grace period', async () => {
+    it('does not health-check, nor replace, the replicas of a DISCONNECTED worker during the grace period', async () => {
       const { ctl, ops, clock } = rig({ workerTimeoutMs: 3000 });
       const disconnected = new Set<string>();
       const check = ops.checkHealth.bind(ops);
@@ -198,16 +192,7 @@ describe('Controller under faults', () => {
       expect(placement(ctl, 'M')).toEqual({ [w1]: 1, [w2]: 1 });
     });
 
-    // BUG (controller.ts start(), its catch): a start in flight when its worker's connection closes rejects with
-    // ERR_PEER_GONE after the head has marked the worker DISCONNECTED (Peer.fail calls onClose, hence
-    // workerDisconnected, before the rejection is delivered). The replica record is still there and STARTING, so the
-    // catch counts it as a failed start of the deployment: failures++, a backoff, status UNHEALTHY, and while no
-    // replica runs the route table carries `unavailable: "connection to worker ... closed"`, so every router answers
-    // 503 ERR_REPLICA_UNAVAILABLE at once for what is a short disconnection, and `shoal run --max-start-failures`
-    // counts it. Suggested fix: in the catch, treat ERR_PEER_GONE (or a worker that is no longer ALIVE) like a lost
-    // worker: drop the record (or keep it STARTING for adoption) without counting a failure or setting retryAt.
-    // Remove `.fails` once fixed.
-    it.fails('a start cut off by its worker disconnecting is no failed start: no backoff, no `unavailable`', async () => {
+    it('a start cut off by its worker disconnecting is no failed start: no backoff, no `unavailable`', async () => {
       const { ctl, ops } = rig();
       ops.autoStart = false;
       join(ctl, 'host-1');

@@ -245,8 +245,8 @@ export class Peer {
       if (now - lastTick > Math.max(2 * checkMs + 50, timeoutMs / 2)) this.lastSeen = now;
       lastTick = now;
       if (this.closedError !== undefined) return;
-      // While this side chose not to read (replies draining), nothing can arrive: that is not the peer's silence.
-      if (this.paused) this.lastSeen = now;
+      // While this side chose not to read (replies draining), nothing can arrive: the peer's life shows instead as
+      // its taking our replies (replyWritten); a peer that takes none for the timeout is gone too.
       const silent = now - this.lastSeen;
       if (silent >= limitMs) {
         this.opts.logger.warn('peer silent past its liveness timeout; terminating the connection', { peer: this.name, silentMs: Math.round(silent), timeoutMs });
@@ -302,6 +302,7 @@ export class Peer {
 
   private replyWritten(bytes: number): void {
     this.unwrittenReplyBytes -= bytes;
+    if (this.paused) this.lastSeen = performance.now();
     if (this.paused && this.closedError === undefined && this.replyBacklog <= this.lowWaterBytes) this.resumeReading();
   }
 

@@ -191,14 +191,7 @@ describe('Peer liveness', () => {
     expect((r as { error: Error }).error?.message).toContain('liveness timeout 300 ms');
   });
 
-  // BUG (peer.ts watchLiveness(), `if (this.paused) this.lastSeen = now;`): while this side has stopped reading because its
-  // replies to the peer are not draining, every tick forgives the peer's silence. But replies that do not drain mean
-  // the peer is not reading either: a peer that is stopped (SIGSTOP) or cut off while it owes this side more than
-  // highWaterBytes of unread replies is never found, and this side's own requests to it hang. Suggested fix: while
-  // paused, count the silence from the last progress of the replies instead (replyWritten() resetting lastSeen, or a
-  // bufferedAmount that shrinks), so only a peer that drains nothing for timeoutMs is terminated. Remove `.fails`
-  // once fixed.
-  it.fails('finds a peer that stops reading while this side is paused on replies it owes that peer', async () => {
+  it('finds a peer that stops reading while this side is paused on replies it owes that peer', async () => {
     const MiB = 1 << 20;
     const [c, s] = await wsPair(server);
     const answering = peer(s, {

@@ -64,6 +64,8 @@ interface Attempt {
 }
 
 interface Waiter {
+  /** Replicas this waiter (a retry) must not be sent to. */
+  exclude: ReadonlySet<string> | undefined;
   wake: () => void;
   fail: (err: Error) => void;
   /** Starts the no-replica timeout of a waiter that queued while replicas existed and that now are all gone. */
@@ -189,7 +191,9 @@ export class Router {
       (err: unknown) => {
         if (a.tried === undefined) throw err; // refused before it was sent (queue full, deadline, cancelled)
         if (isNotRun(err)) {
-          if (!this.mayRetryNotRun(key, opts, a, (err as Error).message)) throw err;
+          // Given up: the caller gets the error without the mark, so code that lets it through (a deployment
+          // calling another) is not itself taken for never having run.
+          if (!this.mayRetryNotRun(key, opts, a, (err as Error).message)) throw rebuildError(toWireError(err));
         } else if (toWireError(err).code === 'ERR_PEER_GONE' && !a.diedRetried && this.idempotent(key, method)) {
           if (!this.mayRetry(key, opts, 'its worker went away mid-call', (err as Error).message)) throw err;
           a.diedRetried = true;
@@ -204,12 +208,16 @@ export class Router {
 
   private mayRetryNotRun(key: string, opts: RouteOptions, a: Attempt, why: string): boolean {
     if (a.notRunRetries >= this.opts.maxNotRunRetries || a.tried === undefined) return false;
+    const exclude = new Set(a.exclude);
+    exclude.add(a.tried.replicaId);
+    // Is any other replica left to try? If not, the refusal stands (a full queue on the only replica, say), and
+    // no retry is counted or charged to the budget.
+    const set = this.sets.get(key);
+    if (set !== undefined && set.replicas.length > 0 && !set.replicas.some((r) => !exclude.has(r.replicaId))) return false;
     if (!this.mayRetry(key, opts, 'it never ran', why)) return false;
     a.notRunRetries++;
-    (a.exclude ??= new Set()).add(a.tried.replicaId);
-    // Is any other replica left to try? If not, the refusal stands (a full queue on the only replica, say).
-    const set = this.sets.get(key);
-    return set === undefined || set.replicas.length === 0 || set.replicas.some((r) => !a.exclude!.has(r.replicaId));
+    a.exclude = exclude;
+    return true;
   }
 
   private mayRetry(key: string, opts: RouteOptions, reason: string, error: string): boolean {
@@ -250,7 +258,7 @@ export class Router {
     let set: ReplicaSet | undefined;
     let ref: ReplicaRef | undefined;
     while (ref === undefined || set === undefined) {
-      await this.waitForSlot(key, opts);
+      await this.waitForSlot(key, opts, a.exclude);
       set = this.sets.get(key);
       ref = set?.choose(a.exclude);
     }
@@ -319,7 +327,7 @@ export class Router {
     });
   }
 
-  private waitForSlot(key: string, opts: RouteOptions): Promise<void> {
+  private waitForSlot(key: string, opts: RouteOptions, exclude?: ReadonlySet<string>): Promise<void> {
     if (this.closed) return Promise.reject(new NoReplicaError(`router closed; cannot call "${key}"`));
     const set = this.sets.get(key);
     const queue = this.waiters.get(key) ?? [];
@@ -342,6 +350,7 @@ export class Router {
       };
       let noReplicaTimer: TimerHandle | undefined;
       const waiter: Waiter = {
+        exclude,
         wake: () => { done(); resolve(); },
         fail: (err) => { done(); reject(err); },
         armNoReplicaTimer: () => {
@@ -368,10 +377,20 @@ export class Router {
     if (set === undefined) return;
     // Waiters that queued for room would wait forever once no replica is left: bound their wait like any other.
     if (set.replicas.length === 0) { for (const w of queue) w.armNoReplicaTimer(); return; }
-    let room = 0;
-    for (const r of set.replicas) room += Math.max(0, set.maxOngoingRequests - r.inflight);
-    // Each woken waiter re-runs choose(); wake no more than there is room for.
-    while (room-- > 0 && queue.length > 0) queue[0]!.wake();
+    // Each woken waiter re-runs choose(); wake no more than there is room for, and only waiters that may use it
+    // (a retry avoids the replicas that refused it), in arrival order.
+    const room = new Map<string, number>();
+    for (const r of set.replicas) { const n = set.maxOngoingRequests - r.inflight; if (n > 0) room.set(r.replicaId, n); }
+    let i = 0;
+    while (room.size > 0 && i < queue.length) {
+      const w = queue[i]!;
+      let slot: string | undefined;
+      for (const id of room.keys()) if (w.exclude === undefined || !w.exclude.has(id)) { slot = id; break; }
+      if (slot === undefined) { i++; continue; }
+      const left = room.get(slot)! - 1;
+      if (left === 0) room.delete(slot); else room.set(slot, left);
+      w.wake(); // leaves the queue
+    }
   }
 }
 

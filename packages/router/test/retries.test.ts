@@ -205,10 +205,7 @@ describe('Router retries', () => {
       expect(router.stats()[KEY]).toEqual({ inflight: 0, waiting: 0, replicas: 1 });
     });
 
-    // BUG (router.ts mayRetryNotRun): mayRetry() (which takes a retry from the budget and counts
-    // it in `retries.made`) runs before the check that an untried replica is left, so a refusal that stands because
-    // every replica was tried still spends budget and counts as a retry made. Remove `.fails` once fixed.
-    it.fails('a refusal that stands because no other replica is left spends no retry budget and counts no retry', async () => {
+    it('a refusal that stands because no other replica is left spends no retry budget and counts no retry', async () => {
       const { router, transport, routes } = retryRig({ retryBudget: { ratio: 0, minRetries: 1 } });
       routes({ [KEY]: entry(replicas(1)) });
       const t = track(router.call(KEY, 'm', []));
@@ -250,13 +247,7 @@ describe('Router retries', () => {
       expect(b.outcome).toEqual({ ok: true, value: 'b' });
     });
 
-    // BUG (router.ts wake(), with routeQueued()): wake() counts free slots on every
-    // replica, including ones a queued retry excludes, and wakes the head of the queue. The retry finds nothing it
-    // may use, queues again at the back, and the slot it was woken for goes unused: a waiter behind it that could
-    // take that replica stays queued while the replica sits idle, until some other reply or route table arrives.
-    // Remove `.fails` once fixed (wake every waiter that the freed room can serve, or skip waiters whose exclude
-    // set covers every replica with room).
-    it.fails('a queued retry that excludes the only free replica does not hold back a waiter that can use it', async () => {
+    it('a queued retry that excludes the only free replica does not hold back a waiter that can use it', async () => {
       const { router, transport, routes } = retryRig({ random: () => 0 });
       routes({ [KEY]: entry(replicas(2), { maxOngoingRequests: 1 }) });
       const a = track(router.call(KEY, 'm', ['a'])); // -> r1
@@ -331,15 +322,7 @@ describe('Router retries', () => {
       expect(router.stats()[KEY]!.inflight).toBe(0);
     });
 
-    // BUG (router.ts attempt(), the `throw err` after mayRetryNotRun): a not-run rejection that is not retried (no replica left,
-    // retries or budget spent) reaches the caller as the same object, still marked, while a not-run *reply* reaches
-    // it rebuilt without the mark (unwrap -> rebuildError). When the caller is user code (a deployment calling
-    // another through a handle) that lets the error through, its replica's asCallerError (worker/src/replica.ts)
-    // passes the ShoalError on unchanged, worker.ts run() sees isNotRun(err) and answers `nr: true`, and the router
-    // upstream re-runs that deployment, whose user code did run, on another replica. Suggested fix: throw
-    // `rebuildError(toWireError(err))` (or a copy without the mark) where the router gives up on a not-run
-    // rejection. Remove `.fails` once fixed.
-    it.fails('gives up on a not-run rejection with an error that no longer carries the mark, as for a not-run reply', async () => {
+    it('gives up on a not-run rejection with an error that no longer carries the mark, as for a not-run reply', async () => {
       const { router, transport, routes } = retryRig();
       routes({ [KEY]: entry(replicas(1)) });
       const t = track(router.call(KEY, 'm', []));
