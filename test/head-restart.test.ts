@@ -71,6 +71,18 @@ function load(httpPort: number, loops: number): { stop: () => Promise<{ ok: numb
   return { stop: async () => { running = false; await Promise.all(all); return counts; } };
 }
 
+/** Starts a head with 2 local workers, deploys the fixture app, and returns its worker pids and replica ids. */
+async function startDeployed(args: string[], port: number): Promise<{ head: ReturnType<typeof shoal>; pids: number[]; replicaIds: string[] }> {
+  const head = shoal(args);
+  await waitFor('the head and its workers', async () => ((await status(port))?.workers.length ?? 0) === 2, 30_000);
+  const dep = shoal(['deploy', FIXTURE_APP, '--address', `ws://127.0.0.1:${port}`]);
+  expect(await exitOf(dep.child), dep.out()).toBe(0);
+  const before = (await status(port))!;
+  const pids = before.workers.map((w) => w.pid!).sort();
+  for (const pid of pids) started.push(pid);
+  return { head, pids, replicaIds: before.replicas.map((r) => r.replicaId).sort() };
+}
+
 afterAll(() => {
   for (const pid of started) { try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ } }
 });
@@ -82,14 +94,7 @@ describe('head restart', () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'shoal-restart-'));
     const args = ['start', '--workers', '2', '--port', String(port), '--http-port', String(httpPort), '--data-dir', dataDir];
     try {
-      const head1 = shoal(args);
-      await waitFor('the head and its workers', async () => ((await status(port))?.workers.length ?? 0) === 2, 30_000);
-      const dep = shoal(['deploy', FIXTURE_APP, '--address', `ws://127.0.0.1:${port}`]);
-      expect(await exitOf(dep.child), dep.out()).toBe(0);
-      const before = (await status(port))!;
-      const pids = before.workers.map((w) => w.pid!).sort();
-      for (const pid of pids) started.push(pid);
-      const replicaIds = before.replicas.map((r) => r.replicaId).sort();
+      const { head: head1, pids, replicaIds } = await startDeployed(args, port);
       expect(replicaIds.length).toBeGreaterThanOrEqual(2);
 
       const traffic = load(httpPort, 8);
@@ -147,14 +152,7 @@ describe('head restart', () => {
     const httpPort = await freePort();
     const args = ['start', '--workers', '2', '--port', String(port), '--http-port', String(httpPort), '--store', redis.url, '--store-prefix', 'restart-test:'];
     try {
-      const head1 = shoal(args);
-      await waitFor('the head and its workers', async () => ((await status(port))?.workers.length ?? 0) === 2, 30_000);
-      const dep = shoal(['deploy', FIXTURE_APP, '--address', `ws://127.0.0.1:${port}`]);
-      expect(await exitOf(dep.child), dep.out()).toBe(0);
-      const before = (await status(port))!;
-      const pids = before.workers.map((w) => w.pid!).sort();
-      for (const pid of pids) started.push(pid);
-      const replicaIds = before.replicas.map((r) => r.replicaId).sort();
+      const { head: head1, pids, replicaIds } = await startDeployed(args, port);
 
       // Two heads on one store never split: the second refuses, naming the first.
       const second = shoal(['start', '--workers', '0', '--port', String(await freePort()), '--http-port', String(await freePort()), '--store', redis.url, '--store-prefix', 'restart-test:']);
