@@ -321,7 +321,7 @@ describe('two heads on one data directory', () => {
       report('second-head', { refusal });
       expect(refusal).toHaveLength(1);
       expect(refusal[0]).toContain(`pid=${first.child.pid}`);
-      expect(refusal[0]).toMatch(/^shoal: .*--data-dir.*held by another head/);
+      expect(refusal[0]).toMatch(/^shoal: state store lock .*held by another head.*--standby.*--data-dir/);
       expect(await statusAt(p2!)).toBeUndefined();
 
       // A standby waits without serving anything.

@@ -49,5 +49,6 @@ export class Api {
 }
 
 export default deployment(Api, { numReplicas: 1 }).bind(
-  deployment(SentimentModel, { numReplicas: 2, userConfig: { bias: 0 } }).bind(),
+  // predict is a pure function of its input: safe to retry on another replica if its worker dies mid-call.
+  deployment(SentimentModel, { numReplicas: 2, userConfig: { bias: 0 }, idempotentMethods: ['predict'] }).bind(),
 );

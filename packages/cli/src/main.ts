@@ -11,7 +11,7 @@ import { randomBytes } from 'node:crypto';
 import { cpus as osCpus, homedir, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { buildAppSpec, createLogger, env, InvalidOptionError, ReplicaUnavailableError, ShoalError, type AppSpec } from '@shoal/core';
+import { DeployError, buildAppSpec, createLogger, env, InvalidOptionError, ReplicaUnavailableError, ShoalError, type AppSpec } from '@shoal/core';
 import { FileStateStore, Head, RedisStateStore, StoreLockedError, type StateStore, type WorkerCommand } from '@shoal/head';
 import { isListenError, portError, resolveToken } from '@shoal/protocol';
 import { runWorker, WORKER_ENTRY } from '@shoal/worker/main';
@@ -194,7 +194,8 @@ async function startHead(values: Record<string, string | boolean | undefined>, d
     // the workers of a previous head on the same store still hold it: then they keep serving, and it adopts them.
     await head.start();
   } catch (err) {
-    if (err instanceof StoreLockedError) throw new InvalidOptionError(values.store !== undefined ? '--store' : '--data-dir', `${err.message} (stop that head, pass --standby to wait for it, or choose another)`);
+    // Its message names the holder and the remedies (stop it, or --standby); another --data-dir or --store is the third.
+    if (err instanceof StoreLockedError) throw new DeployError(`${err.message} (--standby), or give this head its own ${values.store !== undefined ? '--store-prefix' : '--data-dir'}`);
     throw busyPortError(err, head, { host, port, httpHost, httpPort }) ?? err;
   }
   installSignalHandlers(head);
@@ -312,7 +313,7 @@ async function waitReadyOrFailing(head: Head, app: string, timeoutMs: number, ma
   while (!head.controller.isReady(app)) {
     const st = head.controller.status().applications.find((a) => a.name === app);
     const failing = st?.deployments.find((d) => d.failures >= maxFailures);
-    if (failing !== undefined) throw new InvalidOptionError('APP', `deployment "${failing.name}" of "${app}" failed to start ${failing.failures} times in a row (--max-start-failures ${maxFailures}): ${failing.lastError ?? failing.message}`);
+    if (failing !== undefined) throw new DeployError(`deployment "${failing.name}" of "${app}" failed to start ${failing.failures} times in a row (--max-start-failures ${maxFailures}): ${failing.lastError ?? failing.message}`);
     if (Date.now() > end) { await head.waitReady(app, 0); return; }
     await new Promise((r) => setTimeout(r, 50));
   }

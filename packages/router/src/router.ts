@@ -187,7 +187,17 @@ export class Router {
   private attempt(key: string, opts: RouteOptions, build: (replicaId: string) => NewRequest, method: string, a: Attempt): Promise<ReplyMessage> {
     a.tried = undefined;
     return this.pick(key, opts, build, a).then(
-      (r) => (r.ok || r.nr !== true || !this.mayRetryNotRun(key, opts, a, r.error.message) ? r : this.attempt(key, opts, build, method, a)),
+      (r) => {
+        if (r.ok) return r;
+        if (r.nr === true) return this.mayRetryNotRun(key, opts, a, r.error.message) ? this.attempt(key, opts, build, method, a) : r;
+        // The replica ran it, but a call it made died with its worker (its handle's ERR_PEER_GONE came back): an
+        // idempotent request gets its one retry for that too.
+        if (r.error.code === 'ERR_PEER_GONE' && !a.diedRetried && this.idempotent(key, method) && this.mayRetry(key, opts, 'a call it made lost its worker', r.error.message)) {
+          a.diedRetried = true;
+          return this.attempt(key, opts, build, method, a);
+        }
+        return r;
+      },
       (err: unknown) => {
         if (a.tried === undefined) throw err; // refused before it was sent (queue full, deadline, cancelled)
         if (isNotRun(err)) {

@@ -181,16 +181,32 @@ describe('Router retries', () => {
       const { router, transport, routes } = retryRig();
       routes({ [KEY]: entry(replicas(3)) });
       const a = track(router.call(KEY, 'm', []));
-      const b = track(router.http(KEY, httpReq('GET')));
+      const b = track(router.call(KEY, 'm', []));
       await flush();
       transport.all[0]!.answerError(new TypeError('user bug'));
-      // Even ERR_PEER_GONE in a reply is a downstream call of the replica's own failing, not this request's worker.
+      // ERR_PEER_GONE in a reply is a downstream call of the replica's failing; a non-idempotent call is not re-run.
       transport.all[1]!.answerError(new PeerGoneError('connection to worker w9 closed'));
       await flush();
       expect(transport.sent).toHaveLength(2);
       expect(errorOf(a)).toBeInstanceOf(UserCodeError);
       expect(errorOf(b)).toBeInstanceOf(PeerGoneError);
       expect(router.retries.made).toBe(0);
+    });
+
+    it('an idempotent request whose replica answers ERR_PEER_GONE (a call it made lost its worker) is retried once', async () => {
+      const { router, transport, routes } = retryRig();
+      routes({ [KEY]: entry(replicas(3)) });
+      const g = track(router.http(KEY, httpReq('GET')));
+      await flush();
+      transport.all[0]!.answerError(new PeerGoneError('connection to worker w9 closed'));
+      await flush();
+      expect(transport.sent).toHaveLength(2);
+      transport.all[1]!.answerError(new PeerGoneError('connection to worker w9 closed'));
+      await flush();
+      // One retry only: the second ERR_PEER_GONE reaches the caller.
+      expect(transport.sent).toHaveLength(2);
+      expect(errorOf(g)).toBeInstanceOf(PeerGoneError);
+      expect(router.retries.made).toBe(1);
     });
 
     it('with one replica the refusal stands at once: no retry goes anywhere', async () => {
