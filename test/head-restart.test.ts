@@ -157,7 +157,7 @@ describe('head restart', () => {
       // Two heads on one store never split: the second refuses, naming the first.
       const second = shoal(['start', '--workers', '0', '--port', String(await freePort()), '--http-port', String(await freePort()), '--store', redis.url, '--store-prefix', 'restart-test:']);
       expect(await exitOf(second.child)).toBe(1);
-      expect(second.out()).toMatch(new RegExp(`--store.*pid=${head1.child.pid}`));
+      expect(second.out()).toMatch(new RegExp(`held by another head: .*pid=${head1.child.pid}.*--standby`));
 
       const traffic = load(httpPort, 4);
       head1.child.kill('SIGKILL');
