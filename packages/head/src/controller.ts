@@ -130,7 +130,7 @@ export interface ClusterStatus {
 
 /** Version of a deployment's code and options: a change replaces replicas; userConfig, numReplicas and autoscaling don't. */
 function deploymentVersion(app: AppSpec, d: DeploymentSpec): string {
-  const { userConfig: _u, numReplicas: _n, ...rest } = d.options;
+  const { userConfig: _u, numReplicas: _n, autoscaling: _a, ...rest } = d.options;
   return createHash('sha256').update(JSON.stringify([app.modulePath, app.exportName, d.kind, d.dependencies, d.methods, rest])).digest('hex').slice(0, 12);
 }
 
@@ -203,7 +203,8 @@ export class Controller {
       const existing = this.replicas.get(x.replicaId);
       if (existing !== undefined && existing.workerId !== workerId) {
         this.opts.logger.warn('a rejoining worker reports a replica that runs elsewhere; stopping its copy', { replica: x.replicaId, workerId, elsewhere: existing.workerId });
-        void this.opts.ops.stopReplica(workerId, `${x.replicaId}`, 5000).catch(() => undefined);
+        // After this turn: the caller registers the worker's connection right after addWorker returns.
+        void Promise.resolve().then(() => this.opts.ops.stopReplica(workerId, x.replicaId, 5000)).catch(() => undefined);
         continue;
       }
       const rec: ReplicaRecord = {
@@ -214,7 +215,7 @@ export class Controller {
       this.replicas.set(x.replicaId, rec);
       if (state === 'STARTING') this.adoptedStarting.add(x.replicaId);
       if (existing === undefined) this.opts.logger.info('adopted a running replica', { replica: x.replicaId, workerId, state, known: d !== undefined });
-      if (d === undefined && (state === 'RUNNING' || state === 'STARTING') && !this.recovering) void this.stop(rec);
+      if (d === undefined && (state === 'RUNNING' || state === 'STARTING') && !this.recovering) void Promise.resolve().then(() => this.stop(rec));
     }
   }
 
@@ -318,6 +319,17 @@ export class Controller {
   endRecovery(): void {
     if (!this.recovering) return;
     this.recovering = false;
+    // An autoscaled count is not stored: what the workers still run is what the load needed. Start from that
+    // (within the bounds), not from initialReplicas, or the first pass would stop what is serving.
+    for (const [appName, app] of this.apps) {
+      for (const [depName, d] of app.deployments) {
+        const a = d.autoscale;
+        const cfg = d.spec.options.autoscaling;
+        if (a === undefined || cfg === undefined) continue;
+        const adopted = this.replicasOf(appName, depName).filter((r) => r.version === d.version && (r.state === 'RUNNING' || r.state === 'STARTING')).length;
+        if (adopted > 0) a.target = Math.min(cfg.maxReplicas, Math.max(cfg.minReplicas, adopted));
+      }
+    }
     // Adopted replicas of applications that no longer exist go now.
     for (const r of [...this.replicas.values()]) {
       if (this.apps.get(r.app)?.deployments.get(r.deployment) === undefined && (r.state === 'RUNNING' || r.state === 'STARTING')) void this.stop(r);
@@ -345,6 +357,11 @@ export class Controller {
   workerByPid(pid: number): WorkerRecord | undefined {
     for (const w of this.workers.values()) if (w.pid === pid && w.state !== 'DEAD') return w;
     return undefined;
+  }
+
+  /** Workers alive or in their grace period (disconnected, may come back). */
+  knownWorkers(): WorkerRecord[] {
+    return [...this.workers.values()].filter((w) => w.state !== 'DEAD');
   }
 
   aliveWorkers(): WorkerRecord[] {
@@ -391,8 +408,10 @@ export class Controller {
       const cfg = d.options.autoscaling;
       if (cfg !== undefined) {
         // The same autoscaling config on a redeploy keeps the count it reached; a changed one starts over.
+        // A changed one keeps the count reached too, brought within its new bounds, and starts its window afresh.
         const same = prev?.autoscale !== undefined && JSON.stringify(prev.spec.options.autoscaling) === JSON.stringify(cfg);
-        rec.autoscale = same ? prev.autoscale : { target: d.options.numReplicas, window: AutoscalingWindow.for(cfg), state: INITIAL_AUTOSCALING_STATE, lastSampleAt: Number.NEGATIVE_INFINITY };
+        const carried = prev?.autoscale === undefined ? d.options.numReplicas : Math.min(cfg.maxReplicas, Math.max(cfg.minReplicas, prev.autoscale.target));
+        rec.autoscale = same ? prev.autoscale : { target: carried, window: AutoscalingWindow.for(cfg), state: INITIAL_AUTOSCALING_STATE, lastSampleAt: Number.NEGATIVE_INFINITY };
       }
       deployments.set(d.name, rec);
       if (prev !== undefined && prev.version === version && JSON.stringify(prev.spec.options.userConfig) !== JSON.stringify(d.options.userConfig)) {
@@ -667,7 +686,10 @@ export class Controller {
       if (d === undefined) continue;
       r.nextHealthAt = now + d.spec.options.healthCheckPeriodMs;
       work.push(this.opts.ops.checkHealth(r.workerId, r.replicaId, d.spec.options.healthCheckTimeoutMs).catch(async (err: unknown) => {
-        const message = toWireError(err).message;
+        const wire = toWireError(err);
+        const message = wire.message;
+        // Cut off (its worker disconnected or came back on a new connection), not unhealthy: nothing to replace.
+        if (wire.code === 'ERR_PEER_GONE' || wire.code === 'ERR_REPLICA_UNAVAILABLE' || this.workers.get(r.workerId)?.state !== 'ALIVE' || this.replicas.get(r.replicaId) !== r) return;
         this.opts.logger.warn('health check failed; replacing replica', { replica: r.replicaId, error: message });
         d.status.message = `replica ${r.replicaId} failed its health check: ${message}`;
         r.error = message;
@@ -692,6 +714,8 @@ export class Controller {
     const running = this.replicasOf(app, deployment).filter((r) => r.state === 'RUNNING' && r.version === d.version).length;
     if (running >= this.target(d) && this.replicasOf(app, deployment).every((r) => r.version === d.version)) {
       d.status.status = 'HEALTHY';
+      // At its count, past failures no longer describe it (a later scale-up starts without their backoff).
+      if (running > 0) { d.status.failures = 0; d.status.lastError = undefined; d.status.retryAt = 0; }
       if (d.status.failures === 0) d.status.message = '';
     } else {
       d.status.status = d.status.failures > 0 ? 'UNHEALTHY' : 'UPDATING';
@@ -751,7 +775,8 @@ export class Controller {
           requestTimeoutMs: d.spec.options.requestTimeoutMs,
           replicas: [],
           ...(d.spec.options.idempotentMethods.length > 0 ? { idempotentMethods: [...d.spec.options.idempotentMethods] } : {}),
-          ...(d.status.failures > 0 && d.status.lastError !== undefined && !this.hasRunning(appName, depName) ? { unavailable: d.status.lastError } : {}),
+          // Not for a deployment at zero by choice (autoscaling): its next request must wait for a start, not fail.
+          ...(d.status.failures > 0 && d.status.lastError !== undefined && this.target(d) > 0 && !this.hasRunning(appName, depName) ? { unavailable: d.status.lastError } : {}),
         };
       }
     }

@@ -198,7 +198,7 @@ export class Head {
     }
     const host = this.opts.host ?? '127.0.0.1';
     this.server = createServer((req, res) => { void this.control(req, res); });
-    this.wss = attachWebSocketEndpoint(this.server, { token: this.token, maxFrameBytes: this.opts.maxFrameBytes, logger: this.opts.logger, onConnection: (ws, remote) => { void this.acceptWorker(ws, remote); } });
+    this.wss = attachWebSocketEndpoint(this.server, { token: this.token, maxFrameBytes: this.opts.maxFrameBytes, logger: this.opts.logger, onConnection: (ws, remote) => { this.acceptWorker(ws, remote).catch((err: unknown) => { this.opts.logger.error('accepting a worker failed', { remote, error: toWireError(err).message }); ws.terminate(); }); } });
     await new Promise<void>((resolve, reject) => {
       this.server!.once('error', reject);
       this.server!.listen(this.opts.port ?? 7450, host, () => resolve());
@@ -374,10 +374,12 @@ export class Head {
    * Stops the head. By default its local workers drain and stop with it; `keepWorkers` (a head restart) leaves
    * every worker serving from its last route table, to rejoin the next head on the same store.
    */
-  async stop(opts: { keepWorkers?: boolean } = {}): Promise<void> {
+  async stop(opts: { keepWorkers?: boolean; drainMs?: number } = {}): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
     clearInterval(this.loop);
+    // Its own ingress (no local workers) drains first, while the router and the workers can still answer.
+    await this.ingress?.close(opts.drainMs ?? 10_000);
     this.router.close();
     for (const p of this.peers.values()) p.close(1001, opts.keepWorkers ? 'head restarting' : 'head stopping');
     if (opts.keepWorkers) this.locals?.detach();
@@ -446,7 +448,10 @@ export class Head {
     if (peer !== undefined && !peer.closed) peer.terminate(`declared dead: ${reason}`);
     if (who?.local === true && pid !== undefined && !this.stopped) {
       // Stopped (SIGSTOP) or cut off: a local process that is not answering is ended, and another takes its place.
-      if (!this.locals?.kill(pid)) {
+      // One this head spawned is replaced by its own exit handler (once, whether it exited first or is killed now);
+      // one it adopted from a previous head is killed and replaced here.
+      if (this.locals?.owns(pid) === true) this.locals.kill(pid);
+      else {
         try { process.kill(pid, 'SIGKILL'); } catch { /* already gone */ }
         this.locals?.replace();
       }
@@ -479,7 +484,8 @@ export class Head {
   private saveWorkers(): void {
     const store = this.opts.store;
     if (store === undefined || this.controller.isRecovering || this.stopped) return;
-    const seen: SeenWorker[] = this.controller.aliveWorkers().map((w) => ({ name: w.name, dataAddress: w.dataAddress, workerId: w.workerId, local: w.local === true, ...(w.pid !== undefined ? { pid: w.pid } : {}) }));
+    // Disconnected ones too: a head restarted now must wait for them rather than place their replicas again.
+    const seen: SeenWorker[] = this.controller.knownWorkers().map((w) => ({ name: w.name, dataAddress: w.dataAddress, workerId: w.workerId, local: w.local === true, ...(w.pid !== undefined ? { pid: w.pid } : {}) }));
     store.putWorkers(seen).catch((err: unknown) => this.opts.logger.warn('could not store the workers', { error: toWireError(err).message }));
   }
 
@@ -524,7 +530,9 @@ export class Head {
     }
     // A local worker beyond `workers` regular ones is a warm spare.
     const regular = this.controller.aliveWorkers().filter((w) => w.local === true && w.spare !== true).length;
-    const spare = hello.local === true && (this.opts.spareWorkers ?? 0) > 0 && regular >= (this.opts.workers ?? 0);
+    const back = hello.previousWorkerId === undefined ? undefined : this.controller.worker(hello.previousWorkerId);
+    const spare = back !== undefined && back.name === hello.name ? back.spare === true
+      : hello.local === true && (this.opts.spareWorkers ?? 0) > 0 && regular >= (this.opts.workers ?? 0) && (hello.replicas?.length ?? 0) === 0;
     const rec = this.controller.addWorker({
       name: hello.name, resources: hello.resources, dataAddress: hello.dataAddress, pid: hello.pid, local: hello.local === true, spare,
       ...(hello.previousWorkerId !== undefined ? { previousWorkerId: hello.previousWorkerId } : {}),

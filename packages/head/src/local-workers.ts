@@ -68,6 +68,8 @@ export function bindSharedSocket(host: string, port: number): SharedListenSocket
 
 export class LocalWorkers {
   private readonly children = new Set<ChildProcess>();
+  /** Every pid spawned here, so a worker declared dead after its exit is not replaced twice. */
+  private readonly spawned = new Set<number>();
   private stopping = false;
   /** Set by detach(): the head goes, its workers stay, and nothing is respawned. */
   private detached = false;
@@ -94,6 +96,11 @@ export class LocalWorkers {
     return false;
   }
 
+  /** Whether this process spawned `pid` (alive or not): its exit, not the caller, starts the replacement. */
+  owns(pid: number): boolean {
+    return this.spawned.has(pid);
+  }
+
   private spawnOne(index: number): void {
     const { command, args } = this.opts.command;
     const http = this.opts.http;
@@ -105,6 +112,7 @@ export class LocalWorkers {
     child.stdin?.on('error', () => undefined); // a worker that died at once: its exit is handled below
     child.stdin?.end(`${this.opts.token}\n`);
     this.children.add(child);
+    if (child.pid !== undefined) this.spawned.add(child.pid);
     this.opts.logger.info('spawned local worker', { index, pid: child.pid });
     child.on('message', (m: unknown) => {
       if (m !== IPC_HTTP_SOCKET_REQUEST || http === undefined || !child.connected) return;

@@ -290,6 +290,8 @@ describe('Controller under faults', () => {
       // A different process (another name) claims the id and the replica.
       const w9 = join(ctl, 'other-host', { previousWorkerId: w1, replicas: report });
       expect(w9).not.toBe(w1);
+      // The stop goes once the caller has registered the reporter's connection (after this turn).
+      await new Promise((r) => setImmediate(r));
       expect(ops.stops.map((s) => [s.workerId, s.replicaId])).toEqual([[w9, report[0]!.replicaId]]);
       expect(ctl.status().replicas.find((r) => r.replicaId === report[0]!.replicaId)!.workerId).toBe(w1);
       expect(ctl.status().replicas).toHaveLength(1);
@@ -707,4 +709,53 @@ describe('Controller under faults', () => {
       expect(replicaIds(ctl, 'M')).toEqual(running);
     });
   });
+
+  describe('autoscaled deployments across changes and restarts', () => {
+    const AUTOSCALING = {
+      minReplicas: 1, maxReplicas: 8, initialReplicas: 1, targetOngoingRequests: 1,
+      upscaleDelayMs: 0, downscaleDelayMs: 60_000, metricsIntervalMs: 100, lookBackPeriodMs: 100,
+    };
+
+    async function scaledTo4(): Promise<ReturnType<typeof rig> & { w: string }> {
+      const r = rig();
+      const w = join(r.ctl, 'host-1', { cpus: 16 });
+      r.ctl.deploy(appSpec('a', [{ name: 'M', autoscaling: AUTOSCALING }]));
+      await r.ctl.reconcile();
+      for (let i = 0; i < 5; i++) {
+        r.clock.advance(100);
+        const replicas = r.ctl.status().replicas.map((x) => ({ replicaId: x.replicaId, ongoing: 4 / Math.max(1, r.ctl.status().replicas.length), queued: 0 }));
+        r.ctl.heartbeat(w, { replicas, waiting: { 'a/M': 0 } });
+        await r.ctl.reconcile();
+      }
+      expect(count(r.ctl, 'a', 'M')).toBe(4);
+      return { ...r, w };
+    }
+
+    it('a change of the autoscaling options alone replaces no replica and keeps the count reached, within the new bounds', async () => {
+      const { ctl, ops } = await scaledTo4();
+      const startsBefore = ops.starts.length;
+      ctl.deploy(appSpec('a', [{ name: 'M', autoscaling: { ...AUTOSCALING, maxReplicas: 3 } }]));
+      await ctl.reconcile();
+      // Same version: nothing rolls; the target is brought down to the new maximum, so one replica goes.
+      expect(ops.starts.length).toBe(startsBefore);
+      expect(ctl.status().applications[0]!.deployments[0]!.numReplicas).toBe(3);
+      expect(count(ctl, 'a', 'M')).toBe(3);
+    });
+
+    it('a restarted head starts from the count its workers still run, not initialReplicas', async () => {
+      const first = await scaledTo4();
+      const report = runningOn(first.ctl, first.w);
+      const { ctl, ops } = rig();
+      ctl.beginRecovery();
+      ctl.deploy(appSpec('a', [{ name: 'M', autoscaling: AUTOSCALING }]));
+      join(ctl, 'host-1', { cpus: 16, previousWorkerId: first.w, replicas: report });
+      ctl.endRecovery();
+      await ctl.reconcile();
+      expect(ops.stops).toHaveLength(0);
+      expect(ops.starts).toHaveLength(0);
+      expect(ctl.status().applications[0]!.deployments[0]!.numReplicas).toBe(4);
+      expect(count(ctl, 'a', 'M')).toBe(4);
+    });
+  });
 });
+

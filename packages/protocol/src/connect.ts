@@ -18,6 +18,8 @@ export interface ConnectOptions extends Omit<PeerOptions, 'name'> {
   timeoutMs?: number;
   /** Name of the remote side, for logs. @default the address */
   name?: string;
+  /** Called with the welcome before the Peer is made, so its owner can prepare for the messages that follow it. */
+  onWelcome?: (welcome: WelcomeMessage) => void;
 }
 
 /** Opens a connection and completes the handshake; rejects with the server's reason if refused. */
@@ -55,6 +57,8 @@ export function connectPeer(opts: ConnectOptions): Promise<{ peer: Peer; welcome
       if (first?.t !== 'welcome') { finish(new ProtocolError(`expected welcome from ${opts.address}, got ${first?.t}`)); return; }
       ws.removeAllListeners('error');
       ws.removeAllListeners('close');
+      // Before the Peer exists: what arrives in the same read as the welcome is handled by then.
+      opts.onWelcome?.(first);
       const peer = new Peer(ws, { ...opts, name: opts.name ?? opts.address });
       finish(undefined, { peer, welcome: first });
     });

@@ -52,6 +52,9 @@ export interface RouterOptions {
   onNoReplica?: (key: string) => void;
 }
 
+/** How long a worker this router lost its connection to stays out of its choices, unless a route table comes. */
+const QUARANTINE_MS = 1000;
+
 /** One request's retry bookkeeping: what it tried, and which retries it has used. */
 interface Attempt {
   /** Replicas this request was refused by (never ran there), avoided by its retries. */
@@ -64,8 +67,8 @@ interface Attempt {
 }
 
 interface Waiter {
-  /** Replicas this waiter (a retry) must not be sent to. */
-  exclude: ReadonlySet<string> | undefined;
+  /** Replicas this waiter (a retry) must not be sent to; cleared when they are all that is left. */
+  exclude: Set<string> | undefined;
   wake: () => void;
   fail: (err: Error) => void;
   /** Starts the no-replica timeout of a waiter that queued while replicas existed and that now are all gone. */
@@ -77,6 +80,11 @@ export class Router {
   private readonly waiters = new Map<string, Waiter[]>();
   private readonly opts: Required<Omit<RouterOptions, 'random' | 'localWorkerId' | 'retryBudget' | 'onNoReplica'>> & { random: () => number; localWorkerId: () => string | undefined; onNoReplica: (key: string) => void };
   private routesVersion = -1;
+  /** The latest route table, for replicas to come back from a quarantine (dropWorker). */
+  private lastTable: RouteTable | undefined;
+  /** Workers dropped for good (until the next table), and those in quarantine with the timer that ends it. */
+  private readonly gone = new Set<string>();
+  private readonly quarantine = new Map<string, TimerHandle>();
   private closed = false;
   private readonly budget: RetryBudget;
   private retryCount = 0;
@@ -99,6 +107,8 @@ export class Router {
   updateRoutes(table: RouteTable, version: number): void {
     if (version <= this.routesVersion) return;
     this.routesVersion = version;
+    this.lastTable = table;
+    this.gone.clear();
     for (const [key, entry] of Object.entries(table)) {
       let set = this.sets.get(key);
       if (set === undefined) { set = new ReplicaSet(key, this.opts.random, this.opts.localWorkerId); this.sets.set(key, set); }
@@ -126,12 +136,38 @@ export class Router {
     this.routesVersion = -1;
   }
 
-  /** Drops replicas of a worker known to be gone, before the head's next route table arrives. */
-  dropWorker(workerId: string): void {
+  /**
+   * Drops replicas of a worker known to be gone, before the head's next route table arrives. When `restoreAfterMs`
+   * is given (this router lost its own connection to the worker, which the head may still see alive) they come
+   * back after it from the last table, unless a newer table has said otherwise by then: a short quarantine, not
+   * for good.
+   */
+  dropWorker(workerId: string, restoreAfterMs?: number): void {
     for (const [key, set] of this.sets) {
       set.replicas = set.replicas.filter((r) => r.workerId !== workerId);
       this.wake(key);
     }
+    if (restoreAfterMs === undefined) {
+      // The owner knows it is gone (the head declared it dead): no quarantine brings it back, only a new table.
+      this.gone.add(workerId);
+      const t = this.quarantine.get(workerId);
+      if (t !== undefined) { this.opts.clock.clearTimeout(t); this.quarantine.delete(workerId); }
+      return;
+    }
+    if (this.closed || this.gone.has(workerId) || this.quarantine.has(workerId)) return;
+    const table = this.lastTable;
+    const timer = this.opts.clock.setTimeout(() => {
+      this.quarantine.delete(workerId);
+      if (this.closed || this.gone.has(workerId) || this.lastTable !== table || table === undefined) return;
+      for (const [key, entry] of Object.entries(table)) {
+        const set = this.sets.get(key);
+        if (set === undefined || !entry.replicas.some((r) => r.workerId === workerId)) continue;
+        set.update(entry);
+        this.wake(key);
+      }
+    }, restoreAfterMs);
+    (timer as { unref?: () => void }).unref?.();
+    this.quarantine.set(workerId, timer);
   }
 
   /** Counts, for metrics and tests: requests in flight and waiting, per deployment. */
@@ -303,8 +339,8 @@ export class Router {
         ref.inflight--;
         this.wake(key);
         // The connection to its worker is gone: none of that worker's replicas is reachable from here until the
-        // next route table says otherwise.
-        if (toWireError(err).code === 'ERR_PEER_GONE') this.dropWorker(ref.workerId);
+        // next route table says otherwise, or for a second (the head may still see it alive: a path of ours broke).
+        if (toWireError(err).code === 'ERR_PEER_GONE') this.dropWorker(ref.workerId, QUARANTINE_MS);
         throw err;
       },
     );
@@ -337,7 +373,7 @@ export class Router {
     });
   }
 
-  private waitForSlot(key: string, opts: RouteOptions, exclude?: ReadonlySet<string>): Promise<void> {
+  private waitForSlot(key: string, opts: RouteOptions, exclude?: Set<string>): Promise<void> {
     if (this.closed) return Promise.reject(new NoReplicaError(`router closed; cannot call "${key}"`));
     const set = this.sets.get(key);
     const queue = this.waiters.get(key) ?? [];
@@ -391,6 +427,9 @@ export class Router {
     // (a retry avoids the replicas that refused it), in arrival order.
     const room = new Map<string, number>();
     for (const r of set.replicas) { const n = set.maxOngoingRequests - r.inflight; if (n > 0) room.set(r.replicaId, n); }
+    // A retry that avoids every replica still listed would wait for nothing: it may try them again.
+    // (The set is the request's own, so its next choose() sees it emptied too.)
+    for (const w of queue) if (w.exclude !== undefined && w.exclude.size > 0 && set.replicas.every((r) => w.exclude!.has(r.replicaId))) w.exclude.clear();
     let i = 0;
     while (room.size > 0 && i < queue.length) {
       const w = queue[i]!;

@@ -456,4 +456,27 @@ describe('Router', () => {
       expect(await p).toBe('alive');
     });
   });
+
+  describe('quarantine of a worker this router lost its connection to', () => {
+    it('takes its replicas back from the last table after a second, unless a newer table or the owner says otherwise', async () => {
+      const { router, transport, clock, routes } = rig();
+      routes({ [KEY]: entry([['r1', 'w1'], ['r2', 'w2']]) });
+      const a = track(router.call(KEY, 'm', []));
+      await flush();
+      const toW1 = transport.sent.find((x) => x.replica.workerId === 'w1') ?? transport.sent[0]!;
+      toW1.die(new PeerGoneError(`${toW1.replica.workerId} gone`));
+      await flush();
+      void a;
+      expect(router.replicaCount(KEY)).toBe(1);
+      clock.advance(1000);
+      await flush();
+      expect(router.replicaCount(KEY)).toBe(2);
+      // The owner (the head) declared it dead: it stays out until a table lists it again.
+      router.dropWorker(toW1.replica.workerId);
+      clock.advance(5000);
+      await flush();
+      expect(router.replicaCount(KEY)).toBe(1);
+    });
+  });
 });
+

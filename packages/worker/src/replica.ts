@@ -82,6 +82,9 @@ export class Replica {
   private readonly onState: ((state: ReplicaState, error?: string) => void) | undefined;
   private httpMethod: string | undefined;
   private batching: ReplicaBatching | undefined;
+  /** The build in progress (start()), and whether drain() asked for the replica to stop meanwhile. */
+  private starting: Promise<void> | undefined;
+  private stopRequested = false;
   readonly devices: readonly number[] | undefined;
 
   constructor(init: ReplicaInit) {
@@ -111,7 +114,12 @@ export class Replica {
   }
 
   /** Builds the user instance (construct, init, reconfigure) and moves to RUNNING, or FAILED with the reason. */
-  async start(build: () => ReplicaInstance | Promise<ReplicaInstance>): Promise<void> {
+  start(build: () => ReplicaInstance | Promise<ReplicaInstance>): Promise<void> {
+    this.starting = this.build(build);
+    return this.starting;
+  }
+
+  private async build(build: () => ReplicaInstance | Promise<ReplicaInstance>): Promise<void> {
     try {
       // Construction and init() see the replica's identity and devices through requestContext(); nothing aborts it.
       const ctx = { signal: NEVER_ABORTED, deadline: undefined, app: this.app, deployment: this.deployment, replicaId: this.replicaId, devices: this.devices };
@@ -123,8 +131,17 @@ export class Replica {
       this.instance = instance;
       this.batching = batching;
       this.httpMethod = typeof instance.fetch === 'function' ? 'fetch' : typeof instance.call === 'function' ? 'call' : undefined;
+      if (this.stopRequested || this.stateValue !== 'STARTING') {
+        // drain() came while it was being built: shut the finished instance down instead of running it.
+        await this.batching.close(0, markNotRun(new ReplicaUnavailableError(`replica ${this.replicaId} of "${this.deployment}" stopped while starting`)));
+        try { if (typeof instance.shutdown === 'function') await instance.shutdown(); } catch (err) { this.logger.warn('shutdown hook threw', { replica: this.replicaId, error: describeThrown(err) }); }
+        if (this.stateValue === 'STARTING') this.transition('STOPPED');
+        throw new CancelledError(`replica ${this.replicaId} of "${this.deployment}" was stopped while starting`);
+      }
       this.transition('RUNNING');
     } catch (err) {
+      // Stopped meanwhile (drain() gave up waiting, or the stop path above): it is STOPPED, not a failed start.
+      if (this.stateValue !== 'STARTING') throw err instanceof CancelledError ? err : new CancelledError(`replica ${this.replicaId} of "${this.deployment}" was stopped while starting`);
       this.transition('FAILED', describeThrown(err));
       throw UserCodeError.from(err, { deployment: this.deployment, prefix: `replica ${this.replicaId} of "${this.deployment}" failed to start: ` });
     }
@@ -215,6 +232,16 @@ export class Replica {
    */
   async drain(timeoutMs: number): Promise<void> {
     if (this.stateValue === 'STOPPED') return;
+    if (this.stateValue === 'STARTING') {
+      // Stopped while still being built: let the build finish (up to the timeout), so its shutdown() frees what
+      // it holds (weights, device memory), instead of leaving a half-made instance nobody will ever stop.
+      this.stopRequested = true;
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([this.starting?.catch(() => undefined), new Promise<void>((resolve) => { timer = setTimeout(resolve, timeoutMs); })]);
+      clearTimeout(timer);
+      if (this.stateValue === 'STARTING') { this.transition('STOPPED'); return; }
+      if (this.stateValue === 'STOPPED' || this.stateValue === 'FAILED') { if (this.stateValue === 'FAILED') this.transition('STOPPED'); return; }
+    }
     if (this.stateValue === 'RUNNING') this.transition('DRAINING');
     // A duration, so monotonic time: a wall-clock step must not cut the drain short or stretch it.
     const end = realClock.monoNow() + timeoutMs;

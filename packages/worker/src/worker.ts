@@ -205,6 +205,7 @@ export class Worker {
     const replicas: RunningReplica[] = [...this.replicas.values()]
       .filter((r) => r.state === 'RUNNING' || r.state === 'STARTING')
       .map((r) => ({ replicaId: r.replicaId, app: r.app, deployment: r.deployment, version: this.versions.get(r.replicaId) ?? '', state: r.state, ...(r.devices !== undefined ? { devices: [...r.devices] } : {}) }));
+    const rejoined = this.workerId !== '';
     const { peer, welcome } = await connectPeer({
       address: this.opts.address,
       name: 'head',
@@ -215,22 +216,29 @@ export class Worker {
       },
       maxFrameBytes: this.opts.maxFrameBytes,
       logger: this.opts.logger,
+      onWelcome: (w) => {
+        // Also before the messages that follow: a route table is read against this worker's id.
+        this.workerId = w.workerId;
+        if (w.session === this.headSession) return;
+        // A new head numbers its route tables and application sets afresh: take its next ones (which may arrive
+        // in the same read as this welcome) whatever their version. Until then this worker serves from what it had.
+        this.router.resetRoutesVersion();
+        this.appsVersion = -1;
+        this.headSession = w.session;
+      },
       onMessage: (m, p) => this.onHeadMessage(m, p),
       onClose: (err, p) => { if (this.head === p) this.onHeadClosed(err.message); },
     });
     if (this.stopping) { peer.close(1000, 'worker stopping'); return; }
     this.head = peer;
-    const rejoined = this.workerId !== '';
     this.workerId = welcome.workerId;
-    if (welcome.session !== this.headSession) {
-      // A new head numbers its route tables and application sets afresh: take its next ones whatever their version.
-      // Until they arrive, this worker keeps serving from what it had.
-      this.router.resetRoutesVersion();
-      this.appsVersion = -1;
-      this.headSession = welcome.session;
-    }
     this.liveness = { intervalMs: welcome.heartbeatMs, timeoutMs: welcome.timeoutMs ?? Math.max(3000, welcome.heartbeatMs * 6) };
     peer.watchLiveness(this.liveness);
+    // A replica whose state changed during the handshake told the old connection: tell the new head now.
+    for (const x of replicas) {
+      const r = this.replicas.get(x.replicaId);
+      if (r !== undefined && r.state !== x.state) peer.send({ t: 'replicaState', replicaId: r.replicaId, state: r.state });
+    }
     this.opts.logger.info(rejoined ? 'rejoined head' : 'joined head', { workerId: this.workerId, head: this.opts.address, data: this.dataAddress, replicas: replicas.length });
     clearInterval(this.heartbeat);
     this.heartbeat = setInterval(() => this.sendHeartbeat(), welcome.heartbeatMs);
@@ -277,13 +285,14 @@ export class Worker {
   async stop(): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
-    clearInterval(this.heartbeat);
+    // Heartbeats go on while draining: a silent worker would be declared dead, and a local one killed mid-drain.
     this.metrics.close();
     const drainMs = this.opts.drainTimeoutMs ?? 10_000;
     const end = performance.now() + drainMs;
     await this.ingress.close(drainMs);
     const left = Math.max(0, end - performance.now());
     await Promise.all([...this.replicas.values()].map((r) => r.drain(Math.min(left, r.gracefulShutdownTimeoutMs)).catch(() => undefined)));
+    clearInterval(this.heartbeat);
     this.router.close();
     await this.transport.close();
     this.head?.close(1000, 'worker stopping');
