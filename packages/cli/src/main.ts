@@ -11,7 +11,7 @@ import { randomBytes } from 'node:crypto';
 import { cpus as osCpus, homedir, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { DeployError, buildAppSpec, createLogger, env, InvalidOptionError, ReplicaUnavailableError, ShoalError, type AppSpec } from '@shoal/core';
+import { DeployError, buildAppSpec, createLogger, describeThrown, env, InvalidOptionError, ReplicaUnavailableError, ShoalError, type AppSpec } from '@shoal/core';
 import { FileStateStore, Head, RedisStateStore, StoreLockedError, type StateStore, type WorkerCommand } from '@shoal/head';
 import { isListenError, portError, resolveToken } from '@shoal/protocol';
 import { runWorker, WORKER_ENTRY } from '@shoal/worker/main';
@@ -239,6 +239,11 @@ async function stopAndExit(head: Head, code: number, keepWorkers = false): Promi
 
 /** SIGTERM is the orderly stop (drain, exit 0); Ctrl-C and SIGHUP drain too, with their conventional codes. */
 function installSignalHandlers(head: Head): void {
+  // A promise no code awaited is logged, not fatal: the head's loop and its workers go on. (A thrown exception
+  // still ends the process; its workers keep serving and a restarted head adopts them.)
+  process.on('unhandledRejection', (reason: unknown) => {
+    process.stderr.write(`shoal: unhandled promise rejection in the head (going on): ${describeThrown(reason)}\n`);
+  });
   process.once('SIGINT', () => { void stopAndExit(head, 130); });
   process.once('SIGTERM', () => { void stopAndExit(head, 0); });
   process.once('SIGHUP', () => { void stopAndExit(head, 129); });

@@ -323,8 +323,15 @@ export class Head {
   }
 
   async deleteApp(name: string): Promise<void> {
+    const previous = this.controller.appSpecs().find((a) => a.name === name);
     this.controller.deleteApp(name);
-    await this.opts.store?.deleteApp(name);
+    try {
+      await this.opts.store?.deleteApp(name);
+    } catch (err) {
+      // Not removed from the store, so not deleted: it would come back after a restart.
+      if (previous !== undefined) this.controller.deploy(previous);
+      throw err;
+    }
     this.publishApps();
     this.runPass();
   }
