@@ -7,11 +7,10 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { env } from '@shoal/core';
-import { FIXTURE_APP, isAlive, waitFor } from './helpers.ts';
+import { FIXTURE_APP, freePort, isAlive, waitFor } from './helpers.ts';
 import { redisServerAvailable, startRedisServer } from '../packages/head/test/redis-server.ts';
 
 const BIN = resolve(import.meta.dirname, '../packages/cli/bin/shoal.mjs');
@@ -22,10 +21,6 @@ interface Status {
   applications: Array<{ deployments: Array<{ name: string; running: number; numReplicas: number }> }>;
   replicas: Array<{ replicaId: string; state: string; workerId: string }>;
   workers: Array<{ workerId: string; pid?: number; state: string }>;
-}
-
-function freePort(): Promise<number> {
-  return new Promise((res) => { const s = createServer().listen(0, '127.0.0.1', () => { const p = (s.address() as AddressInfo).port; s.close(() => res(p)); }); });
 }
 
 function shoal(args: string[]): { child: ChildProcessWithoutNullStreams; out: () => string } {

@@ -1,4 +1,5 @@
 /** Starts a real head in the test process with real worker processes on 127.0.0.1, port 0. */
+import { createServer } from 'node:net';
 import { resolve } from 'node:path';
 import { createLogger, silentLogger, type AppSpec, type Handle } from '@shoal/core';
 import { Head, type HeadOptions } from '@shoal/head';
@@ -36,6 +37,18 @@ export async function waitFor(what: string, cond: () => boolean | Promise<boolea
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 50));
   }
+}
+
+/** A port free on 127.0.0.1 right now (for a process that needs a fixed port: a head that restarts on it). */
+export function freePort(host = '127.0.0.1'): Promise<number> {
+  return new Promise((resolveP, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, host, () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolveP(port));
+    });
+  });
 }
 
 export function isAlive(pid: number): boolean {

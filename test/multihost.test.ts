@@ -15,13 +15,12 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { resolve } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { env } from '@shoal/core';
 import type { ClusterStatus } from '@shoal/head';
 import type { WorkerStats } from '@shoal/protocol';
-import { isAlive, waitFor } from './helpers.ts';
+import { freePort, isAlive, waitFor } from './helpers.ts';
 
 const REPO = resolve(import.meta.dirname, '..');
 const BIN = resolve(REPO, 'packages/cli/bin/shoal.mjs');
@@ -60,17 +59,6 @@ interface Host { ns: string; rootIf: string; nsIf: string; rootIp: string; nsIp:
 /** Everything made here, so that afterAll undoes it even after a failure halfway. */
 const made = { namespaces: [] as string[], links: [] as string[], children: [] as ChildProcess[], ipForward: undefined as string | undefined };
 const logs = new Map<string, string>();
-
-function freePort(host: string): Promise<number> {
-  return new Promise((resolveP, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, host, () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolveP(port));
-    });
-  });
-}
 
 function startProcess(name: string, command: string, args: string[], env: NodeJS.ProcessEnv): ChildProcess {
   const child = spawn(command, args, { cwd: REPO, env, stdio: ['ignore', 'pipe', 'pipe'] });

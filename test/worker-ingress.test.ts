@@ -3,13 +3,12 @@
  * so the head is off the data path. Real processes, real signals.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createServer } from 'node:net';
 import { resolve } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { Head } from '@shoal/head';
 import type { WorkerStats } from '@shoal/protocol';
 import { localWorkerCommand } from '../packages/cli/src/main.ts';
-import { FIXTURE_APP, deployFixture, isAlive, startCluster, waitFor } from './helpers.ts';
+import { FIXTURE_APP, deployFixture, freePort, isAlive, startCluster, waitFor } from './helpers.ts';
 
 const BIN = resolve(import.meta.dirname, '../packages/cli/bin/shoal.mjs');
 const TOKEN = 'ingress-test-token-0123456789';
@@ -18,17 +17,6 @@ const started: ChildProcess[] = [];
 afterAll(() => {
   for (const c of started) if (c.exitCode === null && c.signalCode === null) { c.kill('SIGCONT'); c.kill('SIGKILL'); }
 });
-
-function freePort(): Promise<number> {
-  return new Promise((resolveP, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolveP(port));
-    });
-  });
-}
 
 /** Runs `count` requests back to back on 8 loops; counts answers by status (0: no answer at all). */
 async function hammer(url: string, count: number): Promise<Record<number, number>> {

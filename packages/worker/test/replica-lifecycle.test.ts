@@ -7,17 +7,23 @@ function replica(): Replica {
   return new Replica({ replicaId: 'r1', app: 'app', deployment: 'Slow', options: compileDeploymentOptions({}, 'Slow'), logger: silentLogger });
 }
 
+/** A replica whose init() waits for finishInit(), started and left STARTING. */
+async function startingReplica(): Promise<{ r: Replica; finishInit: () => void; shutdowns: string[]; startOutcome: Promise<unknown> }> {
+  let finishInit!: () => void;
+  const shutdowns: string[] = [];
+  const r = replica();
+  const started = r.start(() => ({
+    init: () => new Promise<void>((resolve) => { finishInit = resolve; }),
+    shutdown: () => { shutdowns.push('down'); },
+  }) as unknown as ReplicaInstance);
+  const startOutcome = started.then(() => 'running', (e: unknown) => e);
+  await new Promise((res) => setImmediate(res));
+  return { r, finishInit, shutdowns, startOutcome };
+}
+
 describe('replica stopped while starting', () => {
   it('waits for init() to finish, then runs shutdown() and ends STOPPED; start() rejects with CancelledError', async () => {
-    let finishInit!: () => void;
-    const shutdowns: string[] = [];
-    const r = replica();
-    const started = r.start(() => ({
-      init: () => new Promise<void>((resolve) => { finishInit = resolve; }),
-      shutdown: () => { shutdowns.push('down'); },
-    }) as unknown as ReplicaInstance);
-    const startOutcome = started.then(() => 'running', (e: unknown) => e);
-    await new Promise((res) => setImmediate(res));
+    const { r, finishInit, shutdowns, startOutcome } = await startingReplica();
     expect(r.state).toBe('STARTING');
     const drained = r.drain(5000);
     finishInit();
@@ -28,15 +34,7 @@ describe('replica stopped while starting', () => {
   });
 
   it('gives up waiting after its timeout, and a build that finishes later is still shut down', async () => {
-    let finishInit!: () => void;
-    const shutdowns: string[] = [];
-    const r = replica();
-    const started = r.start(() => ({
-      init: () => new Promise<void>((resolve) => { finishInit = resolve; }),
-      shutdown: () => { shutdowns.push('down'); },
-    }) as unknown as ReplicaInstance);
-    const startOutcome = started.then(() => 'running', (e: unknown) => e);
-    await new Promise((res) => setImmediate(res));
+    const { r, finishInit, shutdowns, startOutcome } = await startingReplica();
     await r.drain(20);
     expect(r.state).toBe('STOPPED');
     finishInit();
