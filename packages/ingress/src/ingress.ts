@@ -210,7 +210,13 @@ export class Ingress {
       sendResponse(res, out);
     } catch (err) {
       if (res.destroyed) return;
-      if (this.closing || (req.readable && !req.readableEnded)) { res.setHeader('connection', 'close'); req.resume(); }
+      if (this.closing || (req.readable && !req.readableEnded)) {
+        res.setHeader('connection', 'close');
+        // A client still sending a body refused here (413) would see the connection reset, not this answer:
+        // read and drop the rest first, within bounds.
+        if (req.readable && !req.readableEnded) await discardBody(req);
+        if (res.destroyed) return;
+      }
       sendError(res, err);
     } finally {
       this.inflight--;
@@ -237,4 +243,23 @@ export class Ingress {
     }
     sendError(res, new NotFoundError(`no built-in endpoint ${pathname}`));
   }
+}
+
+/** How much of a refused request body is read and dropped before answering, and for how long at most. */
+const DISCARD_MAX_BYTES = 64 * 1024 * 1024;
+const DISCARD_MAX_MS = 5000;
+
+function discardBody(req: IncomingMessage): Promise<void> {
+  return new Promise((resolve) => {
+    let bytes = 0;
+    const done = (): void => { clearTimeout(timer); req.off('data', onData); resolve(); };
+    const onData = (chunk: Buffer): void => { bytes += chunk.byteLength; if (bytes > DISCARD_MAX_BYTES) done(); };
+    const timer = setTimeout(done, DISCARD_MAX_MS);
+    req.removeAllListeners('data');
+    req.on('data', onData);
+    req.once('end', done);
+    req.once('close', done);
+    req.once('error', done);
+    req.resume();
+  });
 }
