@@ -44,7 +44,7 @@ export interface WorkerOptions {
    * worker among its local ones. @default false
    */
   local?: boolean;
-  /** Longest wait between attempts to reach a head that was lost (the first waits 100 ms, then doubling). @default 500 */
+  /** Longest wait between attempts to reach a head that was lost (the first waits 100 ms, then doubling). @default 250 */
   maxReconnectDelayMs?: number;
   /** How long a graceful stop (SIGTERM) waits for work in flight before it closes what is left. @default 10000 */
   drainTimeoutMs?: number;
@@ -252,7 +252,7 @@ export class Worker {
   private async reconnect(): Promise<void> {
     if (this.reconnecting || this.stopping) return;
     this.reconnecting = true;
-    const maxDelay = this.opts.maxReconnectDelayMs ?? 500;
+    const maxDelay = this.opts.maxReconnectDelayMs ?? 250;
     let delay = 100;
     let attempts = 0;
     let lastLog = 0;
