@@ -107,6 +107,11 @@ export interface ControllerOptions {
   placement?: GpuPlacementOptions;
   /** Called whenever a start, stop or health check settles, so the owner runs another pass soon. @default none */
   onSettled?: () => void;
+  /**
+   * How long an adopted replica (one a worker reports STARTING after a head restart) may stay STARTING before it
+   * is stopped: the start deadline of the head that asked for it died with that head. @default 300000
+   */
+  startTimeoutMs?: number;
   /** Every autoscaling decision, with its numbers (also logged). @default none */
   onAutoscale?: (deployment: string, decision: AutoscalingDecision) => void;
   /** Requests waiting for a replica in routers that do not heartbeat (the head's own), per deployment key. @default none */
@@ -154,7 +159,7 @@ export class Controller {
   private readonly loads = new Map<string, WorkerLoad>();
 
   constructor(opts: ControllerOptions) {
-    this.opts = { workerTimeoutMs: 3000, maxBackoffMs: 30_000, placement: {}, onSettled: () => undefined, onAutoscale: () => undefined, localWaiting: () => ({}), ...opts };
+    this.opts = { workerTimeoutMs: 3000, maxBackoffMs: 30_000, placement: {}, onSettled: () => undefined, onAutoscale: () => undefined, localWaiting: () => ({}), startTimeoutMs: 300_000, ...opts };
   }
 
   // ---- workers ----
@@ -485,6 +490,12 @@ export class Controller {
     for (const r of this.replicas.values()) {
       const d = this.apps.get(r.app)?.deployments.get(r.deployment);
       if (d === undefined && (r.state === 'RUNNING' || r.state === 'STARTING')) work.push(this.stop(r));
+      // An adopted start that never finishes: nobody else is timing it.
+      else if (r.state === 'STARTING' && this.adoptedStarting.has(r.replicaId) && now - r.startedAt > this.opts.startTimeoutMs) {
+        this.adoptedStarting.delete(r.replicaId);
+        this.opts.logger.warn('an adopted replica is still starting past the start timeout; stopping it', { replica: r.replicaId, startTimeoutMs: this.opts.startTimeoutMs });
+        work.push(this.stop(r));
+      }
     }
     for (const [appName, app] of this.apps) {
       for (const [depName, d] of app.deployments) {

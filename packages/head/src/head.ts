@@ -129,7 +129,7 @@ export class Head {
       dropWorker: (w, reason) => this.dropWorker(w, reason),
     };
     this.controller = new Controller({
-      ops, clock, logger: opts.logger.child('controller'), workerTimeoutMs: this.opts.workerTimeoutMs, onSettled: () => this.schedulePass(),
+      ops, clock, logger: opts.logger.child('controller'), workerTimeoutMs: this.opts.workerTimeoutMs, startTimeoutMs: this.opts.startTimeoutMs, onSettled: () => this.schedulePass(),
       onAutoscale: (deployment, decision) => this.metrics.observeAutoscale(deployment, decision.reason),
       localWaiting: () => {
         const out: Record<string, number> = {};

@@ -757,5 +757,22 @@ describe('Controller under faults', () => {
       expect(count(ctl, 'a', 'M')).toBe(4);
     });
   });
+
+  it('stops an adopted replica that stays STARTING past startTimeoutMs (the head that timed its start is gone)', async () => {
+    const { ctl, ops, clock } = rig({ startTimeoutMs: 10_000 });
+    ctl.beginRecovery();
+    ctl.deploy(appSpec('a', [{ name: 'M', numReplicas: 1 }]));
+    const version = ctl.versionsOf('a').M!;
+    join(ctl, 'host-1', { previousWorkerId: 'w1', replicas: [{ replicaId: 'a.M.old1', app: 'a', deployment: 'M', version, state: 'STARTING' }] });
+    ctl.endRecovery();
+    await Promise.all(ctl.pass());
+    expect(ops.stops).toHaveLength(0);
+    expect(ops.starts).toHaveLength(0);
+    clock.advance(10_001);
+    await ctl.reconcile();
+    expect(ops.stoppedIds()).toEqual(['a.M.old1']);
+    // And a fresh one takes its place.
+    expect(ops.starts).toHaveLength(1);
+  });
 });
 
