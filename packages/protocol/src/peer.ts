@@ -238,6 +238,7 @@ export class Peer {
     const limitMs = timeoutMs - checkMs;
     let lastTick = performance.now();
     let lastPing = Number.NEGATIVE_INFINITY;
+    let lastBuffered = Number.POSITIVE_INFINITY;
     this.livenessTimer = setInterval(() => {
       const now = performance.now();
       // A tick far later than its period: this process did not run (stopped, or its loop blocked), so what the
@@ -246,7 +247,13 @@ export class Peer {
       lastTick = now;
       if (this.closedError !== undefined) return;
       // While this side chose not to read (replies draining), nothing can arrive: the peer's life shows instead as
-      // its taking our replies (replyWritten); a peer that takes none for the timeout is gone too.
+      // its taking our replies: a frame written (replyWritten), or the send buffer shrinking (frames queued behind
+      // one another on a slow link); a peer that takes nothing for the timeout is gone too.
+      if (this.paused) {
+        const buffered = this.ws.bufferedAmount;
+        if (buffered < lastBuffered) this.lastSeen = now;
+        lastBuffered = buffered;
+      }
       const silent = now - this.lastSeen;
       if (silent >= limitMs) {
         this.opts.logger.warn('peer silent past its liveness timeout; terminating the connection', { peer: this.name, silentMs: Math.round(silent), timeoutMs });
