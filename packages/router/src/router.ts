@@ -88,6 +88,7 @@ export class Router {
   private closed = false;
   private readonly budget: RetryBudget;
   private retryCount = 0;
+  private budgetWarnedAt = Number.NEGATIVE_INFINITY;
 
   constructor(opts: RouterOptions) {
     this.opts = { noReplicaTimeoutMs: 30_000, random: Math.random, localWorkerId: () => undefined, maxNotRunRetries: 3, onNoReplica: () => undefined, ...opts };
@@ -270,7 +271,12 @@ export class Router {
     if (this.closed || opts.signal?.aborted) return false;
     if (opts.deadline !== undefined && Deadline.expired(opts.deadline, this.opts.clock)) return false;
     if (!this.budget.tryRetry()) {
-      this.opts.logger.warn('retry budget spent; not retrying', { deployment: key, reason, error });
+      // Once a second at most: a storm is when this happens most.
+      const now = this.opts.clock.monoNow();
+      if (now - this.budgetWarnedAt >= 1000) {
+        this.budgetWarnedAt = now;
+        this.opts.logger.warn('retry budget spent; not retrying', { deployment: key, reason, error, refusedSoFar: this.budget.refused });
+      }
       return false;
     }
     this.retryCount++;
