@@ -105,7 +105,8 @@ describe('autoscaling', () => {
     await waitFor('Slow at zero replicas', async () => {
       zero = await status(head);
       const slow = zero === undefined ? undefined : slowOf(zero);
-      return slow !== undefined && slow.target === 0 && slow.running === 0;
+      // Running 0 comes first; the last replica is listed DRAINING until its drain ends.
+      return slow !== undefined && slow.target === 0 && slow.running === 0 && zero!.replicas.every((r) => !(r.app === 'auto' && r.deployment === 'Slow'));
     }, 30_000);
     const zeroMs = Date.now() - idleFrom;
     expect(zero!.replicas.filter((r) => r.app === 'auto' && r.deployment === 'Slow')).toEqual([]);
