@@ -1,9 +1,11 @@
 /**
  * Deterministic ONNX models for tests and benchmarks: a tiny affine model whose outputs are easy to check by
- * hand, and a GEMM-heavy MLP (MatMul + Add + Relu layers) with seeded weights.
+ * hand, and a GEMM-heavy MLP (MatMul + Add + Relu layers) with seeded weights, in float32 or in a float16 or int8
+ * variant made from the same weights.
  */
 import { seededRandom } from '@shoal/core';
-import { encodeModel, encodeModelBytes, type GraphSpec, type Initializer } from './onnx-writer.ts';
+import { toHalf } from '@shoal/oip';
+import { encodeModel, encodeModelBytes, type GraphSpec, type Initializer, type NodeSpec } from './onnx-writer.ts';
 
 /** Weights of the tiny model: y = relu(x · TINY_W + TINY_B), with x [batch, 4]; also sum = ReduceSum(y, axis 1). */
 export const TINY_W: readonly number[][] = [
@@ -56,52 +58,118 @@ export function buildTinyModel(): Uint8Array {
 }
 
 function withAxesConstant(spec: GraphSpec): GraphSpec {
-  // ReduceSum's axes input must be int64; the writer only stores float initializers, so cast a float constant.
-  return {
-    ...spec,
-    initializers: [...(spec.initializers ?? []), { name: 'axes_f', dims: [1], data: Float32Array.of(1) }],
-    nodes: [{ opType: 'Cast', inputs: ['axes_f'], outputs: ['axes'], attributes: { to: 7 }, intAttributes: ['to'] }, ...spec.nodes],
-  };
+  // ReduceSum's axes are an int64 input from opset 13 on.
+  return { ...spec, initializers: [...(spec.initializers ?? []), { name: 'axes', dims: [1], type: 'int64', data: BigInt64Array.of(1n) }] };
 }
+
+/**
+ * How the MLP's weights are stored and multiplied (biases, Add and Relu stay float32 in every variant but fp16):
+ *
+ *   fp32   float32 MatMul.
+ *   fp16   float16 weights and biases; the input is cast to float16, every layer runs in float16 (ORT's CPU MatMul
+ *          has a float16 kernel) and the output is cast back to float32. Half the file.
+ *   int8   dynamic quantization, as onnxruntime's quantize_dynamic writes it: weights int8, symmetric, one scale
+ *          per output column; each layer quantizes its input to uint8 at run time (DynamicQuantizeLinear, one
+ *          scale per tensor), multiplies in integers (MatMulInteger) and rescales to float32 (Cast, Mul). ORT fuses
+ *          the chain into one DynamicQuantizeMatMul per layer. A quarter of the file.
+ */
+export type MlpPrecision = 'fp32' | 'fp16' | 'int8';
 
 export interface MlpOptions {
   /** Width of the input and of every hidden layer. @default 2048 */
   hidden?: number;
   /** Number of MatMul + Add + Relu layers. @default 4 */
   layers?: number;
-  /** Seed of the weight generator; the same seed gives byte-identical models. @default 1 */
+  /** Seed of the weight generator; the same seed gives byte-identical models, and the same weights in every precision. @default 1 */
   seed?: number;
+  /** How the weights are stored and multiplied; see MlpPrecision. Input and output are float32 in every variant. @default 'fp32' */
+  precision?: MlpPrecision;
+}
+
+const CAST_TO = { float32: 1, float16: 10 } as const;
+const cast = (input: string, output: string, to: keyof typeof CAST_TO): NodeSpec => ({ opType: 'Cast', inputs: [input], outputs: [output], attributes: { to: CAST_TO[to] }, intAttributes: ['to'] });
+
+/** float32 -> float16 bits, round to nearest even. A plain loop: Uint16Array.from(w, toHalf) is 17x slower on 4M weights. */
+function halves(w: Float32Array): Uint16Array {
+  const h = new Uint16Array(w.length);
+  for (let i = 0; i < w.length; i++) h[i] = toHalf(w[i]!);
+  return h;
+}
+
+/** Symmetric int8 per output column of a [rows, cols] row-major matrix: q = round(w / scale), scale = max|w| / 127. */
+function quantizeColumns(w: Float32Array, rows: number, cols: number): { q: Int8Array; scale: Float32Array } {
+  const scale = new Float32Array(cols);
+  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) scale[c] = Math.max(scale[c]!, Math.abs(w[r * cols + c]!));
+  for (let c = 0; c < cols; c++) scale[c] = scale[c]! === 0 ? 1 : scale[c]! / 127;
+  const q = new Int8Array(w.length);
+  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) q[r * cols + c] = Math.max(-127, Math.min(127, Math.round(w[r * cols + c]! / scale[c]!)));
+  return { q, scale };
+}
+
+/** One layer's nodes and initializers: `input` times the weights plus the bias, then Relu into `output`. */
+function mlpLayer(precision: MlpPrecision, l: number, input: string, output: string, w: Float32Array, b: Float32Array, hidden: number): { nodes: NodeSpec[]; initializers: Initializer[] } {
+  const tail: NodeSpec[] = [{ opType: 'Add', inputs: [`mm${l}`, `b${l}`], outputs: [`pre${l}`] }, { opType: 'Relu', inputs: [`pre${l}`], outputs: [output] }];
+  if (precision === 'fp32') {
+    return { nodes: [{ opType: 'MatMul', inputs: [input, `w${l}`], outputs: [`mm${l}`] }, ...tail], initializers: [{ name: `w${l}`, dims: [hidden, hidden], data: w }, { name: `b${l}`, dims: [hidden], data: b }] };
+  }
+  if (precision === 'fp16') {
+    return {
+      nodes: [{ opType: 'MatMul', inputs: [input, `w${l}`], outputs: [`mm${l}`] }, ...tail],
+      initializers: [{ name: `w${l}`, dims: [hidden, hidden], type: 'float16', data: halves(w) }, { name: `b${l}`, dims: [hidden], type: 'float16', data: halves(b) }],
+    };
+  }
+  const { q, scale } = quantizeColumns(w, hidden, hidden);
+  return {
+    nodes: [
+      { opType: 'DynamicQuantizeLinear', inputs: [input], outputs: [`xq${l}`, `xs${l}`, `xz${l}`] },
+      { opType: 'Mul', inputs: [`xs${l}`, `ws${l}`], outputs: [`s${l}`] },
+      { opType: 'MatMulInteger', inputs: [`xq${l}`, `wq${l}`, `xz${l}`, `wz${l}`], outputs: [`mi${l}`] },
+      cast(`mi${l}`, `mf${l}`, 'float32'),
+      { opType: 'Mul', inputs: [`mf${l}`, `s${l}`], outputs: [`mm${l}`] },
+      ...tail,
+    ],
+    initializers: [
+      { name: `wq${l}`, dims: [hidden, hidden], type: 'int8', data: q },
+      { name: `ws${l}`, dims: [hidden], data: scale },
+      { name: `wz${l}`, dims: [hidden], type: 'int8', data: new Int8Array(hidden) },
+      { name: `b${l}`, dims: [hidden], data: b },
+    ],
+  };
 }
 
 /**
  * The MLP: input "x" float32 [batch, hidden] -> output "y" float32 [batch, hidden], dynamic batch. Weights are
  * uniform in ±sqrt(3/hidden) so activations keep roughly unit scale through the layers. Returned as chunks
- * (the 2048-wide model is 64 MiB of weights; write the chunks in order rather than concatenating them).
+ * (the 2048-wide float32 model is 64 MiB of weights; write the chunks in order rather than concatenating them).
  */
 export function buildMlpModel(opts: MlpOptions = {}): Uint8Array[] {
   const hidden = opts.hidden ?? 2048;
   const layers = opts.layers ?? 4;
+  const precision = opts.precision ?? 'fp32';
+  if (!['fp32', 'fp16', 'int8'].includes(precision)) throw new RangeError(`precision must be fp32, fp16 or int8, got ${JSON.stringify(precision)}`);
   const next = seededRandom(opts.seed ?? 1);
   const scale = Math.sqrt(3 / hidden);
   const initializers: Initializer[] = [];
-  const nodes: GraphSpec['nodes'] = [];
+  const nodes: NodeSpec[] = [];
   let prev = 'x';
+  if (precision === 'fp16') {
+    nodes.push(cast('x', 'x16', 'float16'));
+    prev = 'x16';
+  }
   for (let l = 0; l < layers; l++) {
     const w = new Float32Array(hidden * hidden);
     for (let i = 0; i < w.length; i++) w[i] = (next() * 2 - 1) * scale;
     const b = new Float32Array(hidden);
     for (let i = 0; i < b.length; i++) b[i] = (next() * 2 - 1) * 0.01;
-    initializers.push({ name: `w${l}`, dims: [hidden, hidden], data: w }, { name: `b${l}`, dims: [hidden], data: b });
-    const out = l === layers - 1 ? 'y' : `h${l}`;
-    nodes.push(
-      { opType: 'MatMul', inputs: [prev, `w${l}`], outputs: [`mm${l}`] },
-      { opType: 'Add', inputs: [`mm${l}`, `b${l}`], outputs: [`pre${l}`] },
-      { opType: 'Relu', inputs: [`pre${l}`], outputs: [out] },
-    );
+    const out = l < layers - 1 ? `h${l}` : precision === 'fp16' ? 'y16' : 'y';
+    const layer = mlpLayer(precision, l, prev, out, w, b, hidden);
+    nodes.push(...layer.nodes);
+    initializers.push(...layer.initializers);
     prev = out;
   }
+  if (precision === 'fp16') nodes.push(cast('y16', 'y', 'float32'));
   return encodeModel({
-    name: `mlp_${layers}x${hidden}`,
+    name: precision === 'fp32' ? `mlp_${layers}x${hidden}` : `mlp_${layers}x${hidden}_${precision}`,
     inputs: [{ name: 'x', type: 'float32', shape: ['batch', hidden] }],
     outputs: [{ name: 'y', type: 'float32', shape: ['batch', hidden] }],
     initializers,

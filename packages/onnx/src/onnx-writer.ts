@@ -1,6 +1,7 @@
 /**
  * A minimal ONNX (protobuf) writer: just enough of onnx.proto to emit graphs of standard operators with
- * float32 initializers, so tests and benchmarks can build models in TypeScript without python or protobufjs.
+ * float32, float16 and integer initializers (quantized weights included), so tests and benchmarks can build models
+ * in TypeScript without python or protobufjs.
  * Messages are kept as lists of chunks with a known length, so embedding a large weight tensor in a graph
  * never copies it until the final write.
  */
@@ -15,8 +16,23 @@ export type OnnxElemType = keyof typeof ONNX_ELEM_TYPE;
 /** A graph input or output: a dimension is a fixed size (number) or a symbolic name (dynamic). */
 export interface ValueInfo { name: string; type: OnnxElemType; shape: Array<number | string> }
 
-/** A float32 constant (weight) stored in the graph. */
-export interface Initializer { name: string; dims: number[]; data: Float32Array }
+/** The typed array an initializer of each element type is given as (float16: IEEE-754 binary16 bits). */
+export interface InitializerArrays {
+  float32: Float32Array; float16: Uint16Array; float64: Float64Array;
+  int8: Int8Array; uint8: Uint8Array; int16: Int16Array; uint16: Uint16Array; int32: Int32Array; uint32: Uint32Array;
+  int64: BigInt64Array; uint64: BigUint64Array;
+}
+export type InitializerType = keyof InitializerArrays;
+
+/** A constant (weight) stored in the graph: `type` says what `data` holds (float32 when absent); a scalar has `dims: []`. */
+export type Initializer =
+  | { name: string; dims: number[]; type?: 'float32'; data: Float32Array }
+  | { [T in Exclude<InitializerType, 'float32'>]: { name: string; dims: number[]; type: T; data: InitializerArrays[T] } }[Exclude<InitializerType, 'float32'>];
+
+const ARRAY_OF: { [T in InitializerType]: new (n: number) => InitializerArrays[T] } = {
+  float32: Float32Array, float16: Uint16Array, float64: Float64Array, int8: Int8Array, uint8: Uint8Array,
+  int16: Int16Array, uint16: Uint16Array, int32: Int32Array, uint32: Uint32Array, int64: BigInt64Array, uint64: BigUint64Array,
+};
 
 export interface NodeSpec {
   opType: string;
@@ -112,9 +128,14 @@ function valueInfo(v: ValueInfo): Encoded {
 }
 
 function initializer(t: Initializer): Encoded {
+  const type = t.type ?? 'float32';
+  // A mismatch would write bytes that ORT reads as another type or refuses with a message about the file.
+  if (!(t.data instanceof ARRAY_OF[type])) throw new TypeError(`initializer "${t.name}": type ${type} needs a ${ARRAY_OF[type].name}, got ${t.data.constructor.name}`);
+  const count = t.dims.reduce((a, b) => a * b, 1);
+  if (t.data.length !== count) throw new RangeError(`initializer "${t.name}": dims [${t.dims.join(', ')}] hold ${count} elements, data has ${t.data.length}`);
   const w = new Writer();
   for (const d of t.dims) w.int(1, d);
-  w.int(2, ONNX_ELEM_TYPE.float32).string(8, t.name);
+  w.int(2, ONNX_ELEM_TYPE[type]).string(8, t.name);
   // raw_data is little-endian; every host shoal runs on is little-endian.
   return w.bytes(9, new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength)).done();
 }
