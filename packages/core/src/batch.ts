@@ -8,12 +8,13 @@
  *   // elsewhere: await embedderHandle.embed('one text')
  *
  * The request's AbortSignal, deadline and priority travel into the queue: a cancelled or expired item leaves the
- * queue at once. Options change at run time with `reconfigure` (or the `batch` key of userConfig, see the replica
+ * queue at once. In a multiplexed deployment a batch holds the requests of one model only, and getModel() inside
+ * the batch function returns that model (`ctx.modelId` names it). Options change at run time with `reconfigure` (or the `batch` key of userConfig, see the replica
  * host), without restarting the replica.
  */
 import { BatchQueue, type BatchFunction, type BatchQueueStats } from './batching/batch-queue.ts';
 import type { BatchOptions } from './batching/options.ts';
-import { requestContext } from './context.ts';
+import { contextStorage, requestContext, type RequestContext } from './context.ts';
 
 const BATCHED = Symbol.for('shoal.batched');
 
@@ -36,15 +37,28 @@ export interface BatchedMethod<I, O> {
 }
 
 export function batch<I, O>(fn: BatchFunction<I, O>, options: BatchOptions<I> = {}, name?: string): BatchedMethod<I, O> {
-  const queue = new BatchQueue<I, O>(options, fn, name === undefined ? {} : { name });
+  // What a batch of one model runs in: the replica's side of the context of a request that named a model (every
+  // request of one replica shares it), with the batch's model id and signal, so getModel() reads the batch's model.
+  let replicaScope: Omit<RequestContext, 'signal' | 'deadline' | 'priority' | 'modelId'> | undefined;
+  const run: BatchFunction<I, O> = (items, bctx) => {
+    const scope = replicaScope;
+    if (bctx.modelId === undefined || scope === undefined) return fn(items, bctx);
+    return contextStorage.run({ ...scope, signal: bctx.signal, deadline: undefined, modelId: bctx.modelId }, fn, items, bctx);
+  };
+  const queue = new BatchQueue<I, O>(options, run, name === undefined ? {} : { name });
   const method = ((item: I, opts: BatchCallOptions = {}): Promise<O> => {
     const ctx = requestContext();
+    const modelId = ctx?.modelId;
+    if (modelId !== undefined && replicaScope === undefined) {
+      replicaScope = { app: ctx!.app, deployment: ctx!.deployment, replicaId: ctx!.replicaId, devices: ctx!.devices, models: ctx!.models };
+    }
     const priority = opts.priority ?? ctx?.priority;
     return queue.submit(item, {
       ...(ctx !== undefined ? { signal: ctx.signal } : {}),
       ...(ctx?.deadline !== undefined ? { deadlineMs: ctx.deadline } : {}),
       ...(priority !== undefined ? { priority } : {}),
       ...(opts.shapeKey !== undefined ? { shapeKey: opts.shapeKey } : {}),
+      ...(modelId !== undefined ? { modelId } : {}),
     });
   }) as BatchedMethod<I, O>;
   Object.defineProperties(method, {

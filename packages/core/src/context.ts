@@ -4,6 +4,7 @@
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
 import type { Deadline } from './clock.ts';
+import type { ModelSource } from './multiplex.ts';
 
 export interface RequestContext {
   /** Aborted when the request is cancelled or its deadline passes. */
@@ -20,6 +21,10 @@ export interface RequestContext {
    * Also set while the replica is constructed and its init() runs (then the signal never aborts).
    */
   readonly devices?: readonly number[] | undefined;
+  /** The model the request names (header x-shoal-model-id or handle modelId); read it with currentModelId(). */
+  readonly modelId?: string | undefined;
+  /** The replica's model cache, in a multiplexed deployment; getModel() reads the request's model from it. */
+  readonly models?: ModelSource | undefined;
 }
 
 const KEY = Symbol.for('shoal.requestContext');

@@ -19,12 +19,17 @@ export interface CallOptions {
   signal?: AbortSignal;
   /** Batch priority (higher first) for batched methods. @default 0 */
   priority?: number;
+  /**
+   * The model a multiplexed deployment serves this call with (see getModel()); routers prefer replicas holding it.
+   * @default the calling request's model id, if any
+   */
+  modelId?: string;
 }
 
 type AnyFn = (...args: never[]) => unknown;
 /** Methods the runtime calls on a replica; they are not reachable through handles. */
-export type LifecycleHook = 'init' | 'reconfigure' | 'checkHealth' | 'shutdown' | 'constructor';
-export const LIFECYCLE_HOOKS: readonly string[] = ['init', 'reconfigure', 'checkHealth', 'shutdown', 'constructor'];
+export type LifecycleHook = 'init' | 'reconfigure' | 'checkHealth' | 'shutdown' | 'constructor' | 'loadModel' | 'unloadModel';
+export const LIFECYCLE_HOOKS: readonly string[] = ['init', 'reconfigure', 'checkHealth', 'shutdown', 'constructor', 'loadModel', 'unloadModel'];
 type MethodKeys<T> = { [K in keyof T]-?: T[K] extends AnyFn ? (K extends LifecycleHook ? never : K) : never }[keyof T];
 
 /** A typed reference to another deployment, usable inside a replica: `await handle.method(...args)`. */
@@ -74,7 +79,9 @@ export class Deployment<T, A extends readonly unknown[]> {
   /** A copy of this deployment with some options replaced. */
   withOptions(overrides: DeploymentOptions): Deployment<T, A> {
     const raw = { ...this.rawOptions, ...overrides };
-    return new Deployment(this.kind, this.factory, compileDeploymentOptions(raw, this.options.name), raw);
+    const compiled = compileDeploymentOptions(raw, this.options.name);
+    if (compiled.multiplex !== undefined) checkMultiplexHooks(this.factory, this.kind === 'class', this.options.name);
+    return new Deployment(this.kind, this.factory, compiled, raw);
   }
 
   static isDeployment(v: unknown): v is Deployment<unknown, unknown[]> {
@@ -95,11 +102,20 @@ export function deployment(target: unknown, options: DeploymentOptions = {}): De
   if (typeof target !== 'function') throw new InvalidOptionError('deployment(target)', 'must be a class or a function', target);
   const defaultName = (target as { name?: string }).name || 'deployment';
   const compiled = compileDeploymentOptions(options, defaultName);
+  if (compiled.multiplex !== undefined) checkMultiplexHooks(target, isClass(target), defaultName);
   if (isClass(target)) return new Deployment('class', target as new (...args: never[]) => unknown, compiled, options);
   const fn = target as (...args: unknown[]) => unknown;
   const Wrapped = class { call(...args: unknown[]): unknown { return fn(...args); } };
   Object.defineProperty(Wrapped, 'name', { value: defaultName });
   return new Deployment('function', Wrapped as unknown as new (...args: never[]) => unknown, compiled, options);
+}
+
+/** A multiplexed deployment must be a class with loadModel(modelId), and unloadModel(modelId, model) if any, on its prototype. */
+function checkMultiplexHooks(target: unknown, cls: boolean, name: string): void {
+  if (!cls) throw new InvalidOptionError('deployment.multiplex', `needs a class with a loadModel(modelId) method; "${name}" is a function`);
+  const proto = (target as { prototype: Record<string, unknown> }).prototype;
+  if (typeof proto.loadModel !== 'function') throw new InvalidOptionError('deployment.multiplex', `needs a loadModel(modelId) method on class "${name}"`);
+  if (proto.unloadModel !== undefined && typeof proto.unloadModel !== 'function') throw new InvalidOptionError('deployment.multiplex', `unloadModel of class "${name}" must be a method (modelId, model)`);
 }
 
 /**

@@ -77,7 +77,30 @@ export interface DeploymentOptions {
   idempotentMethods?: string[];
   /** Scale the replica count with load instead of keeping `numReplicas`. @default undefined (a fixed count) */
   autoscaling?: AutoscalingOptions;
+  /**
+   * Serve many models by id from this deployment: the class defines `loadModel(modelId)` (and optionally
+   * `unloadModel(modelId, model)`), user code reads the request's model with `getModel()`. @default undefined (one model)
+   */
+  multiplex?: MultiplexOptions;
 }
+
+/**
+ * Model multiplexing (see getModel()). Each replica holds at most maxModelsPerReplica models and evicts the least
+ * recently used one to load another; routers send a request to a replica holding its model when one has room.
+ */
+export interface MultiplexOptions {
+  /** Models one replica holds at once; loading one more evicts the least recently used. @default 3 */
+  maxModelsPerReplica?: number;
+  /**
+   * Requests (running plus queued, as a router counts them) that every replica holding a model must have before a
+   * router sends a request for it to a replica without it too, which then loads it: how a hot model spreads. At
+   * most maxOngoingRequests. @default half of maxOngoingRequests, rounded up
+   */
+  hotOngoingRequests?: number;
+}
+
+/** Every multiplex option filled in; a valid input form too. */
+export type CompiledMultiplex = Required<MultiplexOptions>;
 
 /**
  * Autoscaling by load. The controller samples the deployment's ongoing requests (running on replicas plus waiting
@@ -149,6 +172,8 @@ export interface CompiledDeploymentOptions {
   /** Set when the count autoscales; numReplicas is then the initial count. */
   autoscaling: CompiledAutoscaling | undefined;
   idempotentMethods: string[];
+  /** Set when the deployment multiplexes models. */
+  multiplex?: CompiledMultiplex;
 }
 
 const NAME_RE = /^[A-Za-z_][A-Za-z0-9_.-]{0,127}$/;
@@ -174,7 +199,7 @@ export function checkName(path: string, value: unknown): string {
   return value;
 }
 
-const KNOWN = new Set(['name', 'numReplicas', 'autoscaling', 'maxOngoingRequests', 'maxQueuedRequests', 'maxRequestBytes', 'requestTimeoutMs', 'resources', 'userConfig', 'healthCheckPeriodMs', 'healthCheckTimeoutMs', 'gracefulShutdownTimeoutMs', 'idempotentMethods', 'batch']);
+const KNOWN = new Set(['name', 'numReplicas', 'autoscaling', 'maxOngoingRequests', 'maxQueuedRequests', 'maxRequestBytes', 'requestTimeoutMs', 'resources', 'userConfig', 'healthCheckPeriodMs', 'healthCheckTimeoutMs', 'gracefulShutdownTimeoutMs', 'idempotentMethods', 'batch', 'multiplex']);
 
 const RESOURCE_KEYS = ['cpus', 'gpus', 'memory', 'gpuMemory', 'sharedBlobs', 'device'];
 
@@ -234,6 +259,21 @@ function compileAutoscaling(input: unknown, path: string): CompiledAutoscaling {
     downscaleTolerance,
     metricsIntervalMs,
   };
+}
+
+const MULTIPLEX_KEYS: ReadonlyArray<keyof MultiplexOptions> = ['maxModelsPerReplica', 'hotOngoingRequests'];
+/** A bound for maxModelsPerReplica: each held model is reported to every router of the deployment. */
+const MAX_MODELS_PER_REPLICA = 1024;
+
+function compileMultiplex(input: unknown, maxOngoingRequests: number, path: string): CompiledMultiplex {
+  if (typeof input !== 'object' || input === null || Array.isArray(input)) throw new InvalidOptionError(path, 'must be an object', input);
+  for (const key of Object.keys(input)) {
+    if (!(MULTIPLEX_KEYS as readonly string[]).includes(key)) throw new InvalidOptionError(`${path}.${key}`, `is not a multiplex option (${MULTIPLEX_KEYS.join(', ')})`);
+  }
+  const m = input as MultiplexOptions;
+  const hot = checkInt(`${path}.hotOngoingRequests`, m.hotOngoingRequests, 1, Math.ceil(maxOngoingRequests / 2));
+  if (hot > maxOngoingRequests) throw new InvalidOptionError(`${path}.hotOngoingRequests`, `must be at most maxOngoingRequests (${maxOngoingRequests})`, hot);
+  return { maxModelsPerReplica: checkInt(`${path}.maxModelsPerReplica`, m.maxModelsPerReplica, 1, 3, MAX_MODELS_PER_REPLICA), hotOngoingRequests: hot };
 }
 
 function compileSharedBlobs(path: string, value: unknown): SharedBlobNeed[] {
@@ -296,5 +336,6 @@ export function compileDeploymentOptions(input: DeploymentOptions, defaultName: 
     autoscaling,
     idempotentMethods: compileMethodNames(`${path}.idempotentMethods`, input.idempotentMethods),
   };
+  if (input.multiplex !== undefined) compiled.multiplex = compileMultiplex(input.multiplex, compiled.maxOngoingRequests, `${path}.multiplex`);
   return compiled;
 }

@@ -33,6 +33,8 @@ export interface SubmitOptions {
    * share a batch. @default options.shapeOf(item), else ''
    */
   shapeKey?: string;
+  /** The model this item is for (a multiplexed deployment): items of different models never share a batch. @default none */
+  modelId?: string;
 }
 
 /** What the batch function learns about the batch besides the items. */
@@ -47,6 +49,8 @@ export interface BatchContext {
   readonly shapeKey: string;
   /** Each item's own shape key (they differ only when padding). */
   readonly shapeKeys: readonly string[];
+  /** The one model every item of the batch is for (SubmitOptions.modelId), or undefined when they name none. */
+  readonly modelId: string | undefined;
 }
 
 /**
@@ -92,6 +96,7 @@ type Outcome = 'succeeded' | 'failed' | 'cancelled' | 'deadlineExceeded' | 'queu
 interface Entry<I, O> {
   readonly item: I;
   readonly shapeKey: string;
+  readonly modelId: string | undefined;
   /** The priority asked for; the level used is capped by the current priorityLevels. */
   readonly priority: number;
   /** Monotonic arrival time (clock.monoNow()): every wait and latency is measured from it. */
@@ -209,7 +214,7 @@ export class BatchQueue<I, O> {
       entry.node = undefined;
       let groupKey: string;
       try {
-        groupKey = this.groupKeyOf(entry.shapeKey);
+        groupKey = this.groupKeyOf(entry.shapeKey, entry.modelId);
       } catch (err) {
         // The new pad.bucket refuses a shape the old options accepted: only that caller fails.
         this.finish(entry, 'failed', err);
@@ -258,7 +263,7 @@ export class BatchQueue<I, O> {
 
   private enqueue(item: I, opts: SubmitOptions): Promise<O> {
     if (this.lifecycle !== 'open') throw new IllegalStateError(`batch queue${this.label} is ${this.lifecycle}; submit refused`);
-    const { priority = this.options.defaultPriority, deadlineMs, queueTimeoutMs, signal } = opts;
+    const { priority = this.options.defaultPriority, deadlineMs, queueTimeoutMs, signal, modelId } = opts;
     if (!Number.isInteger(priority) || priority < 0 || priority >= this.options.priorityLevels) {
       throw new InvalidOptionError('submit.priority', `must be an integer in [0, ${this.options.priorityLevels - 1}] (higher is served first)`, priority);
     }
@@ -266,6 +271,7 @@ export class BatchQueue<I, O> {
     if (queueTimeoutMs !== undefined && (typeof queueTimeoutMs !== 'number' || !(queueTimeoutMs > 0))) {
       throw new InvalidOptionError('submit.queueTimeoutMs', 'must be a number > 0', queueTimeoutMs);
     }
+    if (modelId !== undefined && typeof modelId !== 'string') throw new InvalidOptionError('submit.modelId', 'must be a string', modelId);
     const shapeKey = this.shapeKeyOf(item, opts.shapeKey);
     this.totals.submitted++;
     const now = this.clock.monoNow();
@@ -291,7 +297,7 @@ export class BatchQueue<I, O> {
         retryAfterMs === undefined ? { queued, maxQueueSize: this.options.maxQueueSize } : { queued, maxQueueSize: this.options.maxQueueSize, retryAfterMs },
       );
     }
-    const groupKey = this.groupKeyOf(shapeKey);
+    const groupKey = this.groupKeyOf(shapeKey, modelId);
 
     let resolve!: (value: O) => void;
     let reject!: (err: unknown) => void;
@@ -300,7 +306,7 @@ export class BatchQueue<I, O> {
       reject = rej;
     });
     const entry: Entry<I, O> = {
-      item, shapeKey, priority, enqueuedAt: now, deadlineMs: Number.isFinite(deadlineMs) ? deadlineMs : undefined, deadlineBudgetMs, queueTimeoutMs, signal, resolve, reject,
+      item, shapeKey, modelId, priority, enqueuedAt: now, deadlineMs: Number.isFinite(deadlineMs) ? deadlineMs : undefined, deadlineBudgetMs, queueTimeoutMs, signal, resolve, reject,
       state: 'queued', node: undefined, timeoutTimer: undefined, deadlineTimer: undefined, onAbort: undefined, run: undefined,
     };
     if (this.pending.size === 0 && this.runningBatches === 0) this.idleArrival = true;
@@ -333,7 +339,14 @@ export class BatchQueue<I, O> {
     return key;
   }
 
-  private groupKeyOf(shapeKey: string): string {
+  /** The key items batch by: the shape (or its padded bucket), within one model. */
+  private groupKeyOf(shapeKey: string, modelId: string | undefined): string {
+    const bucket = this.bucketOf(shapeKey);
+    // NUL cannot occur in a model id (checkModelId refuses control characters), so the two parts never blur.
+    return modelId === undefined ? bucket : `${modelId}\u0000${bucket}`;
+  }
+
+  private bucketOf(shapeKey: string): string {
     const pad = this.options.pad;
     if (pad === undefined) return shapeKey;
     let bucket: unknown;
@@ -555,15 +568,17 @@ export class BatchQueue<I, O> {
     this.runningItems += size;
     try {
       const shapeKeys = entries.map((entry) => entry.shapeKey);
+      const modelId = entries[0]?.modelId;
+      const bucketKey = modelId === undefined ? groupKey : groupKey.slice(modelId.length + 1);
       let items = entries.map((entry) => entry.item);
       const apply = this.options.pad?.apply;
       if (apply !== undefined) {
-        items = apply(items, groupKey, shapeKeys);
+        items = apply(items, bucketKey, shapeKeys);
         if (!Array.isArray(items) || items.length !== size) {
           throw new BatchSizeMismatchError(`pad.apply returned ${Array.isArray(items) ? `${items.length} items` : describe(items)} for ${size} inputs`);
         }
       }
-      const ctx: BatchContext = { batchId: this.nextBatchId++, batchSize: size, signals, signal: batchAbort.signal, shapeKey: groupKey, shapeKeys };
+      const ctx: BatchContext = { batchId: this.nextBatchId++, batchSize: size, signals, signal: batchAbort.signal, shapeKey: bucketKey, shapeKeys, modelId };
       const results: unknown = await this.runBatch(items, ctx);
       answered = true;
       if (!Array.isArray(results)) throw new BatchSizeMismatchError(`batch method returned ${describe(results)} instead of an array for ${size} inputs`);
