@@ -29,3 +29,4 @@ export { registerProcessMetrics, type MetricsJson } from './process-metrics.ts';
 export { LazyAbortController, abortableOf, type Abortable } from './lazy-abort.ts';
 export { markNotRun, isNotRun } from './not-run.ts';
 export { RetryBudget, type RetryBudgetOptions } from './retry-budget.ts';
+export * from './cascade/index.ts';
