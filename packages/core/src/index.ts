@@ -30,3 +30,4 @@ export { LazyAbortController, abortableOf, type Abortable } from './lazy-abort.t
 export { markNotRun, isNotRun } from './not-run.ts';
 export { RetryBudget, type RetryBudgetOptions } from './retry-budget.ts';
 export * from './cascade/index.ts';
+export { stickyBucket, pickWeighted } from './sticky-hash.ts';
