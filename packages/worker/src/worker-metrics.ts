@@ -1,13 +1,14 @@
 /**
  * The worker's Prometheus registry, labelled worker=<workerId>: per replica gauges (requests running and queued,
  * lifecycle state), per batched method its queue and counters, this worker's router, the event loop's delay, and
- * the native addon's device, blob and pool gauges when the addon is loaded. The head asks for it with a `metrics`
+ * the native addon's device, blob and pool gauges when the addon is loaded, and the shoal_cascade_* series that
+ * cascade replicas record (see @shoal/core's cascade/metrics.ts). The head asks for it with a `metrics`
  * message and merges every worker's answer into one exposition (see the head's metrics.ts).
  */
 import { Counter, Gauge, Registry } from 'prom-client';
-import { EventLoopDelayGauge, registerProcessMetrics, type Logger, type MetricsJson } from '@shoal/core';
+import { EventLoopDelayGauge, registerCascadeMetrics, registerProcessMetrics, type Logger, type MetricsJson } from '@shoal/core';
 import type { ReplicaState, WorkerStats } from '@shoal/protocol';
-import { HttpMetrics } from '@shoal/ingress';
+import { DURATION_BUCKETS, HttpMetrics } from '@shoal/ingress';
 
 /** A gauge sample as the native addon reports it (`NativeRuntime.metrics()`). */
 export interface NativeGaugeSample {
@@ -55,6 +56,8 @@ export class WorkerMetrics {
   private readonly native = new Map<string, Gauge>();
   private nativeFailed = false;
   private readonly http: HttpMetrics;
+  /** Cascade replicas of this process record their shoal_cascade_* series into this registry. */
+  private readonly cascades: { close(): void };
   readonly contentType = Registry.PROMETHEUS_CONTENT_TYPE;
   private readonly g: {
     ongoing: Gauge<typeof REPLICA[number]>;
@@ -92,6 +95,7 @@ export class WorkerMetrics {
     };
     registerProcessMetrics(this.registry);
     this.http = new HttpMetrics(this.registry);
+    this.cascades = registerCascadeMetrics(this.registry, { buckets: DURATION_BUCKETS });
     this.loop = new EventLoopDelayGauge(opts.eventLoopResolutionMs ?? 10);
   }
 
@@ -116,6 +120,7 @@ export class WorkerMetrics {
 
   close(): void {
     this.loop.close();
+    this.cascades.close();
   }
 
   /** Sets every gauge from one snapshot; series of replicas and methods that are gone disappear. */
