@@ -3,7 +3,7 @@
  * messages (all messages queued in one event-loop tick travel in one frame). Messages are discriminated by `t`.
  * Requests carry an `id` unique per connection and direction; the answer is a `reply` with the same id.
  */
-import type { AppSpec, BatchQueueStats, WireError, WireHttpRequest, WireHttpResponse } from '@shoal/core';
+import type { AppSpec, BatchQueueStats, ModelCacheStats, WireError, WireHttpRequest, WireHttpResponse } from '@shoal/core';
 
 /** Bumped on any incompatible change; checked in `hello`. */
 export const PROTOCOL_VERSION = 3;
@@ -63,7 +63,13 @@ export interface RunningReplica {
  * deployment key: the demand that autoscaling and scale-from-zero act on.
  */
 export interface HeartbeatMessage { t: 'hb'; at: number; replicas: ReplicaLoad[]; waiting?: Record<string, number> }
-export interface ReplicaLoad { replicaId: string; ongoing: number; queued: number }
+export interface ReplicaLoad { replicaId: string; ongoing: number; queued: number; models?: ModelSet }
+/**
+ * The models a multiplexed replica holds (loaded or loading), and `v`, its cache's change count: of two sets for one
+ * replica the one with the higher `v` is newer. Travels in heartbeats (to the head), route entries (to routers) and
+ * in the reply to a request that named a model (so the router that sent it learns at once).
+ */
+export interface ModelSet { v: number; ids: string[] }
 export interface ReplicaStateMessage { t: 'replicaState'; replicaId: string; state: ReplicaState; error?: string }
 
 // ---- head -> worker (control connection) ----
@@ -105,6 +111,8 @@ export interface ReplicaStats {
   queued: number;
   /** Per batched method (field name). */
   batch: Record<string, BatchQueueStats>;
+  /** The model cache of a multiplexed replica. */
+  models?: ModelCacheStats;
 }
 
 export interface WorkerStats {
@@ -124,7 +132,12 @@ export interface RouteEntry {
   maxOngoingRequests: number;
   maxQueuedRequests: number;
   requestTimeoutMs: number;
-  replicas: Array<{ replicaId: string; workerId: string; dataAddress: string }>;
+  replicas: Array<{ replicaId: string; workerId: string; dataAddress: string; models?: ModelSet }>;
+  /**
+   * Set for a multiplexed deployment: requests at every replica holding a model past which a router also sends
+   * that model's requests to replicas without it (multiplex.hotOngoingRequests). Replicas then carry `models`.
+   */
+  hotOngoingRequests?: number;
   /** Methods a router may retry once after a worker died mid-call (HTTP GET and HEAD always may). @default none */
   idempotentMethods?: string[];
   /**
@@ -144,14 +157,16 @@ export interface CallMessage {
   /** Absolute deadline in Date.now() ms. */
   deadline?: number;
   priority?: number;
+  /** The model the request names (a multiplexed deployment serves it with that model). */
+  modelId?: string;
 }
-export interface HttpMessage { t: 'http'; id: number; replicaId: string; req: WireHttpRequest; deadline?: number; priority?: number }
+export interface HttpMessage { t: 'http'; id: number; replicaId: string; req: WireHttpRequest; deadline?: number; priority?: number; modelId?: string }
 export interface CancelMessage { t: 'cancel'; id: number }
 
 /** `q`: the replica's load (running + queued) right after answering, not counting the request answered. */
-export interface ReplyOk { t: 'reply'; id: number; ok: true; value: unknown; q?: number }
+export interface ReplyOk { t: 'reply'; id: number; ok: true; value: unknown; q?: number; models?: ModelSet }
 /** `nr`: the request provably never reached user code (the replica was draining or gone, its queue full): a router may retry it elsewhere. */
-export interface ReplyErr { t: 'reply'; id: number; ok: false; error: WireError; q?: number; nr?: true }
+export interface ReplyErr { t: 'reply'; id: number; ok: false; error: WireError; q?: number; nr?: true; models?: ModelSet }
 export type ReplyMessage = ReplyOk | ReplyErr;
 
 export type WorkerToHead = HelloMessage | HeartbeatMessage | ReplicaStateMessage | ScrapeMessage | RepositoryMessage | ReplyMessage;

@@ -5,11 +5,12 @@
  * `batch(...)`) take their run-time options from userConfig.batch and are closed when the replica stops.
  */
 import {
-  CancelledError, DeadlineExceededError, IllegalStateError, ReplicaUnavailableError, markNotRun, NotFoundError, QueueFullError, ShoalError, ShoalRequest,
+  CancelledError, DeadlineExceededError, IllegalStateError, LIFECYCLE_HOOKS, ReplicaUnavailableError, markNotRun, NotFoundError, QueueFullError, ShoalError, ShoalRequest,
   UserCodeError, contextStorage, describeThrown, realClock, toWireResponse, abortableOf, type Abortable, type CompiledDeploymentOptions, type Logger, type WireHttpRequest,
   type WireHttpResponse,
 } from '@shoal/core';
-import type { ReplicaState, ReplicaStats } from '@shoal/protocol';
+import type { ModelSet, ReplicaState, ReplicaStats } from '@shoal/protocol';
+import { ModelCache } from './model-cache.ts';
 import { ReplicaBatching } from './replica-batching.ts';
 
 const TRANSITIONS: Record<ReplicaState, readonly ReplicaState[]> = {
@@ -56,14 +57,16 @@ class CallContext {
     readonly deployment: string,
     readonly replicaId: string,
     readonly devices: readonly number[] | undefined,
+    readonly modelId: string | undefined,
+    readonly models: ModelCache | undefined,
   ) {}
 
   get signal(): AbortSignal { return this.abort.signal; }
 }
 
 const NEVER_ABORTED = new AbortController().signal;
-/** Lifecycle hooks: the replica host calls them; callers cannot. */
-const HOOKS: ReadonlySet<string> = new Set(['init', 'reconfigure', 'checkHealth', 'shutdown', 'constructor']);
+/** Lifecycle hooks (loadModel and unloadModel among them): the replica host calls them; callers cannot. */
+const HOOKS: ReadonlySet<string> = new Set(LIFECYCLE_HOOKS);
 
 /** How many requests may wait inside one replica beyond maxOngoingRequests before it refuses. */
 const LOCAL_QUEUE_FACTOR = 4;
@@ -82,6 +85,8 @@ export class Replica {
   private readonly onState: ((state: ReplicaState, error?: string) => void) | undefined;
   private httpMethod: string | undefined;
   private batching: ReplicaBatching | undefined;
+  /** The models a multiplexed deployment holds (options.multiplex). */
+  private models: ModelCache | undefined;
   /** The build in progress (start()), and whether drain() asked for the replica to stop meanwhile. */
   private starting: Promise<void> | undefined;
   private stopRequested = false;
@@ -103,6 +108,8 @@ export class Replica {
   get ongoingCount(): number { return this.ongoing; }
   get gracefulShutdownTimeoutMs(): number { return this.options.gracefulShutdownTimeoutMs; }
   get queuedCount(): number { return this.waiting.length; }
+  /** The models held, for routers (heartbeats, and replies to requests naming a model); undefined unless multiplexed. */
+  get modelSet(): ModelSet | undefined { return this.models?.modelSet(); }
 
   transition(to: ReplicaState, error?: string): void {
     const from = this.stateValue;
@@ -130,6 +137,7 @@ export class Replica {
       if (typeof instance.reconfigure === 'function' && this.options.userConfig !== undefined) await instance.reconfigure(this.options.userConfig);
       this.instance = instance;
       this.batching = batching;
+      if (this.options.multiplex !== undefined) this.models = this.modelCacheFor(instance, this.options.multiplex.maxModelsPerReplica);
       this.httpMethod = typeof instance.fetch === 'function' ? 'fetch' : typeof instance.call === 'function' ? 'call' : undefined;
       if (this.stopRequested || this.stateValue !== 'STARTING') {
         // drain() came while it was being built: shut the finished instance down instead of running it.
@@ -157,11 +165,26 @@ export class Replica {
     if (this.instance !== undefined && typeof this.instance.reconfigure === 'function') await this.instance.reconfigure(userConfig);
   }
 
+  /** The model cache over the instance's loadModel and unloadModel; they run in the replica's context, not a request's. */
+  private modelCacheFor(instance: ReplicaInstance, maxModels: number): ModelCache {
+    const loadModel = instance.loadModel;
+    const unloadModel = instance.unloadModel;
+    if (typeof loadModel !== 'function') throw new IllegalStateError(`deployment "${this.deployment}" is multiplexed, but its instance has no loadModel(modelId) method`);
+    return new ModelCache({
+      load: (modelId) => (loadModel as (id: string) => unknown).call(instance, modelId),
+      ...(typeof unloadModel === 'function' ? { unload: (modelId: string, model: unknown) => (unloadModel as (id: string, m: unknown) => unknown).call(instance, modelId, model) } : {}),
+    }, {
+      maxModels, deployment: this.deployment, logger: this.logger,
+      run: (modelId, fn) => contextStorage.run({ signal: NEVER_ABORTED, deadline: undefined, app: this.app, deployment: this.deployment, replicaId: this.replicaId, devices: this.devices, modelId }, fn),
+    });
+  }
+
   /** Gauges for metrics and tests: running and waiting requests, and each batched method's queue. */
   stats(): ReplicaStats {
     return {
       replicaId: this.replicaId, app: this.app, deployment: this.deployment, state: this.stateValue,
       ongoing: this.ongoing, queued: this.waiting.length, batch: this.batching?.stats() ?? {},
+      ...(this.models !== undefined ? { models: this.models.stats() } : {}),
     };
   }
 
@@ -187,14 +210,14 @@ export class Replica {
    * request that finds a free slot runs at once, and a synchronous method answers with one settled promise, so the
    * in-process path costs few promises (each one also pays the context-propagation hook).
    */
-  call(method: string, args: unknown[], given: Abortable | AbortSignal, deadline: number | undefined, priority?: number): Promise<unknown> {
+  call(method: string, args: unknown[], given: Abortable | AbortSignal, deadline: number | undefined, priority?: number, modelId?: string): Promise<unknown> {
     const signal = abortableOf(given);
     const instance = this.instance;
     const fn = instance?.[method];
     if (typeof fn !== 'function' || method.startsWith('_') || HOOKS.has(method)) {
       return Promise.reject(new NotFoundError(`deployment "${this.deployment}" has no method "${method}" (it has: ${callableNames(instance).join(', ') || 'none'})`));
     }
-    const ctx = new CallContext(signal, deadline, priority, this.app, this.deployment, this.replicaId, this.devices);
+    const ctx = new CallContext(signal, deadline, priority, this.app, this.deployment, this.replicaId, this.devices, modelId, this.models);
     if (this.stateValue === 'RUNNING' && !signal.aborted && this.ongoing < this.options.maxOngoingRequests) {
       this.ongoing++;
       return this.invoke(ctx, fn as (...a: unknown[]) => unknown, instance!, args);
@@ -205,25 +228,27 @@ export class Replica {
   /** Runs user code in its request context with a slot already taken; the slot is given back when it settles. */
   private invoke(ctx: CallContext, fn: (...a: unknown[]) => unknown, instance: object, args: unknown[]): Promise<unknown> {
     let result: unknown;
+    // Its model stays loaded while it runs: an eviction unloads it once the requests on it are done.
+    if (ctx.modelId !== undefined) this.models?.pin(ctx.modelId);
     try {
       result = contextStorage.run(ctx, invoke, fn, instance, args);
     } catch (err) {
-      this.release();
+      this.release(ctx);
       return Promise.reject(asCallerError(err, this.deployment));
     }
     if (!isThenable(result)) {
-      this.release();
+      this.release(ctx);
       return Promise.resolve(result);
     }
     return Promise.resolve(result).then(
-      (value) => { this.release(); return value; },
-      (err: unknown) => { this.release(); throw asCallerError(err, this.deployment); },
+      (value) => { this.release(ctx); return value; },
+      (err: unknown) => { this.release(ctx); throw asCallerError(err, this.deployment); },
     );
   }
 
-  http(req: WireHttpRequest, signal: Abortable | AbortSignal, deadline: number | undefined, priority?: number): Promise<WireHttpResponse> {
+  http(req: WireHttpRequest, signal: Abortable | AbortSignal, deadline: number | undefined, priority?: number, modelId?: string): Promise<WireHttpResponse> {
     if (this.httpMethod === undefined) return Promise.reject(new NotFoundError(`deployment "${this.deployment}" takes no HTTP requests: define fetch(request)`));
-    return this.call(this.httpMethod, [new ShoalRequest(req)], signal, deadline, priority).then(toWireResponse);
+    return this.call(this.httpMethod, [new ShoalRequest(req)], signal, deadline, priority, modelId).then(toWireResponse);
   }
 
   /**
@@ -256,6 +281,8 @@ export class Replica {
     // What still waits never ran: hand it back to its router (a not-run refusal it retries elsewhere), not a 499.
     for (const w of this.waiting.splice(0)) { w.signal.removeEventListener('abort', w.onAbort); w.reject(markNotRun(new ReplicaUnavailableError(`replica ${this.replicaId} of "${this.deployment}" stopped before the request ran`))); }
     await this.batching?.close(end - realClock.monoNow(), markNotRun(new ReplicaUnavailableError(`replica ${this.replicaId} of "${this.deployment}" stopped before the request was batched`)));
+    // Models go before shutdown(), which may free what loadModel relied on (a memory pool, a runtime).
+    await this.models?.close();
     try {
       if (typeof this.instance?.shutdown === 'function') await this.instance.shutdown();
     } catch (err) {
@@ -293,7 +320,8 @@ export class Replica {
     });
   }
 
-  private release(): void {
+  private release(ctx?: CallContext): void {
+    if (ctx?.modelId !== undefined) this.models?.unpin(ctx.modelId);
     this.ongoing--;
     const next = this.waiting.shift();
     if (next !== undefined) next.run();

@@ -1,6 +1,6 @@
 /**
  * The worker's Prometheus registry, labelled worker=<workerId>: per replica gauges (requests running and queued,
- * lifecycle state), per batched method its queue and counters, this worker's router, the event loop's delay, and
+ * lifecycle state), per batched method its queue and counters, a multiplexed replica's model cache, this worker's router, the event loop's delay, and
  * the native addon's device, blob and pool gauges when the addon is loaded, and the shoal_cascade_* series that
  * cascade replicas record (see @shoal/core's cascade/metrics.ts). The head asks for it with a `metrics`
  * message and merges every worker's answer into one exposition (see the head's metrics.ts).
@@ -68,6 +68,8 @@ export class WorkerMetrics {
     batchMaxSize: Gauge<typeof METHOD[number]>;
     batches: Counter<typeof METHOD[number] | 'size'>;
     items: Counter<typeof METHOD[number] | 'result'>;
+    modelsHeld: Gauge<typeof REPLICA[number]>;
+    modelEvents: Counter<typeof REPLICA[number] | 'event'>;
     routerInflight: Gauge<'deployment'>;
     routerWaiting: Gauge<'deployment'>;
     loopP50: Gauge;
@@ -86,6 +88,8 @@ export class WorkerMetrics {
       batchMaxSize: new Gauge({ name: 'shoal_batch_max_size', help: 'Largest batch a batched method forms now (its option, or the adaptive controller\'s choice).', labelNames: METHOD, registers }),
       batches: new Counter({ name: 'shoal_batch_batches_total', help: 'Batches a batched method dispatched, by batch size.', labelNames: [...METHOD, 'size'], registers }),
       items: new Counter({ name: 'shoal_batch_items_total', help: 'Items through a batched method, by what became of them.', labelNames: [...METHOD, 'result'], registers }),
+      modelsHeld: new Gauge({ name: 'shoal_multiplex_models_held', help: 'Models a multiplexed replica holds (loaded or being loaded).', labelNames: REPLICA, registers }),
+      modelEvents: new Counter({ name: 'shoal_multiplex_model_events_total', help: 'A multiplexed replica\'s model cache: hit and miss (getModel found its model held or not), load, load_failure, eviction.', labelNames: [...REPLICA, 'event'], registers }),
       routerInflight: new Gauge({ name: 'shoal_worker_router_inflight_requests', help: 'Handle calls this worker\'s replicas have in flight, per target deployment.', labelNames: ['deployment'], registers }),
       routerWaiting: new Gauge({ name: 'shoal_worker_router_waiting_requests', help: 'Handle calls waiting in this worker\'s router for a replica slot, per target deployment.', labelNames: ['deployment'], registers }),
       // One gauge per percentile: promtool refuses a `quantile` label on anything but a summary.
@@ -126,13 +130,19 @@ export class WorkerMetrics {
   /** Sets every gauge from one snapshot; series of replicas and methods that are gone disappear. */
   private refresh(): void {
     const g = this.g;
-    for (const m of [g.ongoing, g.queued, g.state, g.batchQueued, g.batchRunning, g.batchMaxSize, g.batches, g.items, g.routerInflight, g.routerWaiting]) m.reset();
+    for (const m of [g.ongoing, g.queued, g.state, g.batchQueued, g.batchRunning, g.batchMaxSize, g.batches, g.items, g.modelsHeld, g.modelEvents, g.routerInflight, g.routerWaiting]) m.reset();
     const stats = this.opts.stats();
     for (const r of stats.replicas) {
       const labels = { app: r.app, deployment: r.deployment, replica: r.replicaId };
       g.ongoing.set(labels, r.ongoing);
       g.queued.set(labels, r.queued);
       for (const s of STATES) g.state.set({ ...labels, state: s }, s === r.state ? 1 : 0);
+      if (r.models !== undefined) {
+        const m = r.models;
+        g.modelsHeld.set(labels, m.models.length);
+        const events: Record<string, number> = { hit: m.hits, miss: m.misses, load: m.loads, load_failure: m.loadFailures, eviction: m.evictions };
+        for (const [event, n] of Object.entries(events)) g.modelEvents.inc({ ...labels, event }, n);
+      }
       for (const [method, b] of Object.entries(r.batch)) {
         const ml = { ...labels, method };
         g.batchQueued.set(ml, b.queued);

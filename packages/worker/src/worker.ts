@@ -312,7 +312,7 @@ export class Worker {
     if (this.head === undefined || this.head.closed) return;
     const waiting: Record<string, number> = {};
     for (const [key, s] of Object.entries(this.router.stats())) if (s.waiting > 0) waiting[key] = s.waiting;
-    this.head.send({ t: 'hb', at: Date.now(), replicas: [...this.replicas.values()].map((r) => ({ replicaId: r.replicaId, ongoing: r.ongoingCount, queued: r.queuedCount })), waiting });
+    this.head.send({ t: 'hb', at: Date.now(), replicas: [...this.replicas.values()].map((r) => ({ replicaId: r.replicaId, ongoing: r.ongoingCount, queued: r.queuedCount, ...(r.modelSet !== undefined ? { models: r.modelSet } : {}) })), waiting });
   }
 
   private listenData(): Promise<void> {
@@ -441,9 +441,9 @@ export class Worker {
       if (armDeadline) timer = setTimeout(() => controller.abort(new DeadlineExceededError(`deadline exceeded in "${replica.deployment}"`)), left);
     }
     const running = m.t === 'http'
-      ? replica.http(m.req, controller, m.deadline, m.priority)
-      : replica.call(m.method, m.args, controller, m.deadline, m.priority);
-    return running.then(
+      ? replica.http(m.req, controller, m.deadline, m.priority, m.modelId)
+      : replica.call(m.method, m.args, controller, m.deadline, m.priority, m.modelId);
+    const replied = running.then(
       (value): ReplyMessage => {
         if (timer !== undefined) clearTimeout(timer);
         // Past the deadline the answer is 504, even when user code returned late.
@@ -461,6 +461,13 @@ export class Worker {
         return { t: 'reply', id: 0, ok: false, error: wire, q: replica.load };
       },
     );
+    if (m.modelId === undefined) return replied;
+    // The models the replica holds now, so the router that sent it learns before the next route table.
+    return replied.then((reply) => {
+      const models = replica.modelSet;
+      if (models !== undefined) reply.models = models;
+      return reply;
+    });
   }
 
   private abortAll(peer: Peer, reason: string): void {
