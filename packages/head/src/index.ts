@@ -4,3 +4,4 @@ export { chooseWorker, fits, explainNoFit, type WorkerCapacity } from './schedul
 export { HeadMetrics, mergeMetrics, METRICS_CONTENT_TYPE, type HeadMetricsOptions, type WorkerMetricsSource } from './metrics.ts';
 export { LocalWorkers, bindSharedSocket, type WorkerCommand, type SharedListenSocket, type LocalWorkersOptions } from './local-workers.ts';
 export * from './state/index.ts';
+export * from './experiments/index.ts';
