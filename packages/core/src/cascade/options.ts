@@ -151,6 +151,7 @@ export function compileCascadeOptions(input: CascadeOptions, path = 'cascade'): 
   const deployment = input.deployment ?? {};
   if (typeof deployment !== 'object' || deployment === null) throw new InvalidOptionError(`${path}.deployment`, 'must be an object', deployment);
   if ('name' in deployment) throw new InvalidOptionError(`${path}.deployment.name`, `is set by ${path}.name`, (deployment as { name?: unknown }).name);
+  if ('multiplex' in deployment) throw new InvalidOptionError(`${path}.deployment.multiplex`, 'does not apply: a cascade loads no models of its own (multiplex the small or large deployment)');
   const clock = input.clock ?? realClock;
   if (typeof clock !== 'object' || clock === null || typeof clock.monoNow !== 'function') throw new InvalidOptionError(`${path}.clock`, 'must be a Clock', clock);
   return {

@@ -141,18 +141,21 @@ export class CascadeRunner {
     if (rate === 0 || this.closing.signal.aborted || !(this.o.random() < rate)) return;
     if (this.inflight >= this.o.maxConcurrentAudits) { this.observer.audit('busy'); return; }
     this.inflight++;
+    // The one thing of the caller's request the audit keeps: which model a multiplexed large deployment serves it with.
+    const modelId = requestContext()?.modelId;
+    const handle = modelId === undefined ? this.auditHandle : this.auditHandle.withOptions({ modelId });
     // Outside the caller's context (no inherited deadline, signal or priority), and after the caller's answer is on
     // its way: setImmediate runs once every promise callback queued so far, the reply's included, has run.
-    contextStorage.exit(() => setImmediate(() => { void this.audit(small, args); }));
+    contextStorage.exit(() => setImmediate(() => { void this.audit(handle, small, args); }));
   }
 
-  private async audit(small: unknown, args: unknown[]): Promise<void> {
+  private async audit(handle: CascadeModelHandle, small: unknown, args: unknown[]): Promise<void> {
     const { clock } = this.o;
     const start = clock.monoNow();
     try {
       let large: unknown;
       try {
-        large = await this.call(this.auditHandle, args);
+        large = await this.call(handle, args);
       } catch {
         this.observer.modelCall('large', 'audit', clock.monoNow() - start, false);
         this.observer.audit('error');

@@ -53,6 +53,7 @@ describe('cascade options', () => {
     rejects({ maxConcurrentAudits: 0 }, 'cascade.maxConcurrentAudits');
     rejects({ envelope: 'yes' }, 'cascade.envelope');
     rejects({ deployment: { name: 'x' } }, 'cascade.deployment.name');
+    rejects({ deployment: { multiplex: {} } }, 'cascade.deployment.multiplex');
     rejects({ thresold: 0.8 }, 'cascade.thresold');
   });
 

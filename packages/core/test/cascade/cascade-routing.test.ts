@@ -174,6 +174,13 @@ describe('cascade audits', () => {
     expect(call.opts.signal!.aborted).toBe(true);
   });
 
+  it("keeps the caller's model id for the audit (a multiplexed large model serves it with the same model)", async () => {
+    const { inst, large } = build({ auditSampleRate: 1 });
+    await contextStorage.run(context({ modelId: 'tenant-7' }), () => inst.predict(0.9));
+    await flushMicrotasks();
+    expect(large.calls[0]!.opts).toMatchObject({ modelId: 'tenant-7', priority: -1 });
+  });
+
   it('counts agreements and disagreements with agree(), and audits lost to a busy limit or a failure', async () => {
     let fail = false;
     const large = new FakeHandle(() => { if (fail) throw new Error('large failed'); return alwaysPos(); });
