@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { Registry } from 'prom-client';
 import { cascade, compileCascadeOptions, registerCascadeMetrics, type CascadeInstance, type CascadeOptions } from '../../src/cascade/index.ts';
-import { buildAppSpec, deployment } from '../../src/deployment.ts';
+import { buildAppSpec, deployment, type Handle } from '../../src/deployment.ts';
 import { InvalidOptionError } from '../../src/errors.ts';
 import { FakeHandle, Model } from './fakes.ts';
 
@@ -81,6 +81,17 @@ describe('cascade options', () => {
     expect(answer.label).toBe('a');
     // @ts-expect-error predict takes a number
     void (() => inst.predict('x'));
+  });
+
+  it('binds into another deployment as a handle of the cascade', () => {
+    const app = cascade({ name: 'classify', small, large, method: 'predict', confidence: (a) => a.score, threshold: 0.5 });
+    class Front {
+      constructor(readonly c: Handle<CascadeInstance<'predict', [number], { label: string; score: number }>>) {}
+      async fetch(): Promise<unknown> { return { label: (await this.c.predict(0.5)).label, stats: (await this.c.cascadeStats()).requests }; }
+    }
+    const spec = buildAppSpec(deployment(Front).bind(app), { name: 'c', routePrefix: '/', modulePath: '/x.ts', exportName: 'default' });
+    expect(spec.ingress).toBe('Front');
+    expect(spec.deployments.find((d) => d.name === 'Front')!.dependencies).toEqual(['classify']);
   });
 
   it('registers its Prometheus series once per registry', () => {
