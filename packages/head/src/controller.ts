@@ -8,7 +8,7 @@ import {
   DeployError, InsufficientResourcesError, NotFoundError, toWireError, type AppSpec, type Clock,
   type CompiledDeploymentResources, type DeploymentSpec, type Logger,
 } from '@shoal/core';
-import type { ReplicaState, RouteTable, RunningReplica, WorkerResources } from '@shoal/protocol';
+import type { ModelSet, ReplicaState, RouteTable, RunningReplica, WorkerResources } from '@shoal/protocol';
 import { deviceStates, gpuNeedOf, usesDevicePlacement, type DeviceCharge } from './device-accounting.ts';
 import { placeGpuReplicas, type GpuDeviceState, type GpuPlacementOptions } from './gpu-placement.ts';
 import { chooseWorker, explainNoFit, fits, type WorkerCapacity } from './scheduler.ts';
@@ -87,6 +87,8 @@ interface WorkerLoad {
   replicas: Map<string, number>;
   /** Requests its router holds for a replica, per deployment key. */
   waiting: Record<string, number>;
+  /** The models each of its multiplexed replicas holds, as last reported. */
+  models: Map<string, ModelSet>;
 }
 
 interface AppRecord {
@@ -242,12 +244,17 @@ export class Controller {
    * A heartbeat, with the worker's load when it sent one: requests per replica and what its router holds for want
    * of a replica. Returns true when that shows demand for a deployment scaled to zero (the caller runs a pass now).
    */
-  heartbeat(workerId: string, load?: { replicas: ReadonlyArray<{ replicaId: string; ongoing: number; queued: number }>; waiting?: Record<string, number> }): boolean {
+  heartbeat(workerId: string, load?: { replicas: ReadonlyArray<{ replicaId: string; ongoing: number; queued: number; models?: ModelSet }>; waiting?: Record<string, number> }): boolean {
     const w = this.workers.get(workerId);
     if (w === undefined || w.state !== 'ALIVE') return false;
     w.lastHeartbeat = this.opts.clock.monoNow();
     if (load === undefined) return false;
-    this.loads.set(workerId, { replicas: new Map(load.replicas.map((r) => [r.replicaId, r.ongoing + r.queued])), waiting: load.waiting ?? {} });
+    const models = new Map<string, ModelSet>();
+    for (const r of load.replicas) if (r.models !== undefined) models.set(r.replicaId, r.models);
+    const before = this.loads.get(workerId)?.models;
+    this.loads.set(workerId, { replicas: new Map(load.replicas.map((r) => [r.replicaId, r.ongoing + r.queued])), waiting: load.waiting ?? {}, models });
+    // Routers learn from the route table which replica holds which model (model multiplexing): publish a change.
+    if (models.size !== (before?.size ?? 0) || [...models].some(([id, m]) => before?.get(id)?.v !== m.v)) this.publishRoutes();
     for (const key of Object.keys(load.waiting ?? {})) {
       const [app, dep] = splitKey(key);
       if (this.apps.get(app)?.deployments.get(dep)?.autoscale?.target === 0) return true;
@@ -786,6 +793,7 @@ export class Controller {
           requestTimeoutMs: d.spec.options.requestTimeoutMs,
           replicas: [],
           ...(d.spec.options.idempotentMethods.length > 0 ? { idempotentMethods: [...d.spec.options.idempotentMethods] } : {}),
+          ...(d.spec.options.multiplex !== undefined ? { hotOngoingRequests: d.spec.options.multiplex.hotOngoingRequests } : {}),
           // Not for a deployment at zero by choice (autoscaling): its next request must wait for a start, not fail.
           ...(d.status.failures > 0 && d.status.lastError !== undefined && this.target(d) > 0 && !this.hasRunning(appName, depName) ? { unavailable: d.status.lastError } : {}),
         };
@@ -796,7 +804,8 @@ export class Controller {
       const entry = table[`${r.app}/${r.deployment}`];
       const w = this.workers.get(r.workerId);
       if (entry === undefined || w === undefined || w.state !== 'ALIVE') continue;
-      entry.replicas.push({ replicaId: r.replicaId, workerId: r.workerId, dataAddress: w.dataAddress });
+      const models = entry.hotOngoingRequests !== undefined ? this.loads.get(r.workerId)?.models.get(r.replicaId) : undefined;
+      entry.replicas.push({ replicaId: r.replicaId, workerId: r.workerId, dataAddress: w.dataAddress, ...(models !== undefined ? { models } : {}) });
     }
     for (const e of Object.values(table)) e.replicas.sort((a, b) => a.replicaId.localeCompare(b.replicaId));
     return table;
