@@ -8,9 +8,9 @@ import { createWriteStream } from 'node:fs';
 import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { buildMlpModel } from '@shoal/onnx';
+import { buildMlpModel, type MlpOptions } from '@shoal/onnx';
 
-export async function writeMlpModel(path: string, opts: { hidden?: number; layers?: number } = {}): Promise<void> {
+export async function writeMlpModel(path: string, opts: MlpOptions = {}): Promise<void> {
   const out = createWriteStream(path);
   for (const chunk of buildMlpModel(opts)) {
     if (!out.write(chunk)) await once(out, 'drain');
