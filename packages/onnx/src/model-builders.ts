@@ -66,8 +66,10 @@ function withAxesConstant(spec: GraphSpec): GraphSpec {
  * How the MLP's weights are stored and multiplied (biases, Add and Relu stay float32 in every variant but fp16):
  *
  *   fp32   float32 MatMul.
- *   fp16   float16 weights and biases; the input is cast to float16, every layer runs in float16 (ORT's CPU MatMul
- *          has a float16 kernel) and the output is cast back to float32. Half the file.
+ *   fp16   float16 weights and biases, a float16 graph between a Cast of the input and a Cast of the output back to
+ *          float32. Half the file. It runs in float16 where the execution provider has float16 kernels (CUDA's
+ *          does); onnxruntime's x86 CPU provider has none for MatMul, so it inserts Casts and folds the weights
+ *          back to float32 at load: weight-only fp16, with fp32's memory and speed (bench/quantization shows which).
  *   int8   dynamic quantization, as onnxruntime's quantize_dynamic writes it: weights int8, symmetric, one scale
  *          per output column; each layer quantizes its input to uint8 at run time (DynamicQuantizeLinear, one
  *          scale per tensor), multiplies in integers (MatMulInteger) and rescales to float32 (Cast, Mul). ORT fuses
