@@ -29,5 +29,7 @@ export { registerProcessMetrics, type MetricsJson } from './process-metrics.ts';
 export { LazyAbortController, abortableOf, type Abortable } from './lazy-abort.ts';
 export { markNotRun, isNotRun } from './not-run.ts';
 export { RetryBudget, type RetryBudgetOptions } from './retry-budget.ts';
-export * from './cascade/index.ts';
+export { compileRollout, resolveCount, type RolloutOptions, type CompiledRollout, type ShadowOptions, type CanaryOptions, type ExperimentRolloutOptions, type CompiledShadow, type CompiledCanary, type CompiledExperimentRollout } from './rollout-options.ts';
+export { LatencyHistogram, LATENCY_BUCKETS, latencyBucket, bucketUpperMs, denseCounts, subtractCounts, addCounts, emptyCounts, quantileMs, type OutcomeCounts } from './latency-histogram.ts';
 export { stickyBucket, pickWeighted } from './sticky-hash.ts';
+export * from './cascade/index.ts';

@@ -3,6 +3,7 @@
  * unit normalised. Compiled once, when a deployment is declared; errors name the full option path.
  */
 import { InvalidOptionError } from './errors.ts';
+import { compileRollout, type CompiledRollout, type RolloutOptions } from './rollout-options.ts';
 
 export interface ResourceOptions {
   /** CPU cores one replica reserves on its worker. @default 1 */
@@ -63,6 +64,8 @@ export interface DeploymentOptions {
    * @default undefined
    */
   userConfig?: unknown;
+  /** How a new version replaces the running one: rolling (maxSurge, maxUnavailable), shadow, canary or experiment. @default a rolling update, maxSurge '25%', maxUnavailable 0 */
+  rollout?: RolloutOptions;
   /** How often the controller calls the replica's `checkHealth()`. @default 10000 */
   healthCheckPeriodMs?: number;
   /** A health check slower than this counts as failed. @default 30000 */
@@ -172,6 +175,7 @@ export interface CompiledDeploymentOptions {
   /** Set when the count autoscales; numReplicas is then the initial count. */
   autoscaling: CompiledAutoscaling | undefined;
   idempotentMethods: string[];
+  rollout: CompiledRollout;
   /** Set when the deployment multiplexes models. */
   multiplex?: CompiledMultiplex;
 }
@@ -199,7 +203,7 @@ export function checkName(path: string, value: unknown): string {
   return value;
 }
 
-const KNOWN = new Set(['name', 'numReplicas', 'autoscaling', 'maxOngoingRequests', 'maxQueuedRequests', 'maxRequestBytes', 'requestTimeoutMs', 'resources', 'userConfig', 'healthCheckPeriodMs', 'healthCheckTimeoutMs', 'gracefulShutdownTimeoutMs', 'idempotentMethods', 'batch', 'multiplex']);
+const KNOWN = new Set(['name', 'numReplicas', 'autoscaling', 'maxOngoingRequests', 'maxQueuedRequests', 'maxRequestBytes', 'requestTimeoutMs', 'resources', 'userConfig', 'healthCheckPeriodMs', 'healthCheckTimeoutMs', 'gracefulShutdownTimeoutMs', 'idempotentMethods', 'batch', 'rollout', 'multiplex']);
 
 const RESOURCE_KEYS = ['cpus', 'gpus', 'memory', 'gpuMemory', 'sharedBlobs', 'device'];
 
@@ -335,6 +339,7 @@ export function compileDeploymentOptions(input: DeploymentOptions, defaultName: 
     gracefulShutdownTimeoutMs: checkInt(`${path}.gracefulShutdownTimeoutMs`, input.gracefulShutdownTimeoutMs, 0, 20_000),
     autoscaling,
     idempotentMethods: compileMethodNames(`${path}.idempotentMethods`, input.idempotentMethods),
+    rollout: compileRollout(input.rollout, `${path}.rollout`),
   };
   if (input.multiplex !== undefined) compiled.multiplex = compileMultiplex(input.multiplex, compiled.maxOngoingRequests, `${path}.multiplex`);
   return compiled;

@@ -5,10 +5,14 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import {
-  DeployError, InsufficientResourcesError, NotFoundError, toWireError, type AppSpec, type Clock,
-  type CompiledDeploymentResources, type DeploymentSpec, type Logger,
+  DeployError, InsufficientResourcesError, NotFoundError, addCounts, denseCounts, emptyCounts, resolveCount, subtractCounts, toWireError, type AppSpec, type Clock,
+  type CompiledDeploymentResources, type CompiledExperimentRollout, type DeploymentSpec, type Logger, type OutcomeCounts,
 } from '@shoal/core';
-import type { ModelSet, ReplicaState, RouteTable, RunningReplica, WorkerResources } from '@shoal/protocol';
+import type { ModelSet, ReplicaState, RouteTable, RouteTraffic, RunningReplica, ShadowCounts, WorkerResources } from '@shoal/protocol';
+import {
+  addShadow, emptyShadowCounts, judgeCanary, judgeShadow, shadowSince, sideReplicas, summarizeShadow, windowOf,
+  type RolloutDecision, type RolloutPhase, type ShadowSummary, type VersionWindow,
+} from './rollout.ts';
 import { deviceStates, gpuNeedOf, usesDevicePlacement, type DeviceCharge } from './device-accounting.ts';
 import { placeGpuReplicas, type GpuDeviceState, type GpuPlacementOptions } from './gpu-placement.ts';
 import { chooseWorker, explainNoFit, fits, type WorkerCapacity } from './scheduler.ts';
@@ -73,10 +77,49 @@ export interface DeploymentStatus {
   lastError?: string | undefined;
 }
 
+/** One version of a deployment: what its replicas run. */
+export interface VersionInfo {
+  id: string;
+  spec: DeploymentSpec;
+  /** The application spec its replicas are started from (its module, its deployments' methods). */
+  app: AppSpec;
+  /** Wall ms (epoch) it was deployed. */
+  createdAtMs: number;
+}
+
+/** A rollout in progress: `from` serves while `to` (the deployment's current version) proves itself. */
+interface Rollout {
+  from: VersionInfo;
+  phase: RolloutPhase;
+  /** Monotonic ms the rollout, its phase and its canary step began. */
+  startedAt: number;
+  phaseStartedAt: number;
+  step: number;
+  /** The new version's share of live traffic now (canary), in percent. */
+  weight: number;
+  /** Replica outcome counts when the step began, subtracted to judge the step's window. */
+  baseline: Map<string, OutcomeCounts>;
+  /** Shadow comparison counts (summed over routers) when the shadow phase began. */
+  shadowBaseline: ShadowCounts;
+  /** Failed starts and health checks of the new version during this rollout. */
+  failures: number;
+  /** The latest verdict's explanation (status shows it). */
+  note: string;
+  /** Set when an experiment holds the split: its name. */
+  experiment?: string;
+}
+
 interface DeploymentRecord {
   spec: DeploymentSpec;
   version: string;
+  /** The application spec the current version runs from. */
+  app: AppSpec;
   status: DeploymentStatus;
+  /** Versions deployed, oldest first (at most HISTORY_LIMIT), the current one last. */
+  history: VersionInfo[];
+  rollout?: Rollout;
+  /** The latest rollout decisions, oldest first (at most DECISIONS_LIMIT). */
+  decisions: RolloutDecision[];
   /** Set when the deployment autoscales: the count kept now, the load window and the policy's memory. */
   autoscale?: { target: number; window: AutoscalingWindow; state: AutoscalingPolicyState; lastSampleAt: number };
 }
@@ -118,7 +161,16 @@ export interface ControllerOptions {
   onAutoscale?: (deployment: string, decision: AutoscalingDecision) => void;
   /** Requests waiting for a replica in routers that do not heartbeat (the head's own), per deployment key. @default none */
   localWaiting?: () => Record<string, number>;
+  /** Every rollout decision, with its numbers (also logged and kept in status). @default none */
+  onRollout?: (decision: RolloutDecision) => void;
+  /** An experiment split begins: the head opens the experiment that outcomes are reported to. @default none */
+  onExperimentStart?: (name: string, cfg: CompiledExperimentRollout, variants: Array<{ name: string; version: string; percent: number }>) => void;
+  /** Shadow comparisons of routers that do not heartbeat (the head's own), cumulative. @default none */
+  localShadow?: () => Record<string, ShadowCounts>;
 }
+
+const HISTORY_LIMIT = 10;
+const DECISIONS_LIMIT = 50;
 
 export interface ClusterStatus {
   applications: Array<{ name: string; routePrefix: string | null; ingress: string; deployments: Array<{
@@ -130,15 +182,42 @@ export interface ClusterStatus {
     /** Failed starts in a row, and the last one's error. */
     failures: number;
     lastError?: string;
+    /** The current version and the ones before it (newest last). */
+    version: string;
+    versions: Array<{ id: string; createdAtMs: number; current: boolean; running: number }>;
+    rollout?: DeploymentRolloutStatus;
+    decisions: RolloutDecision[];
+    /** Shadow comparisons per shadow version, while or since one ran. */
+    shadow?: Record<string, ShadowSummary>;
   }> }>;
   replicas: Array<{ replicaId: string; app: string; deployment: string; state: ReplicaState; workerId: string; devices?: number[]; error?: string }>;
   workers: Array<{ workerId: string; name: string; state: string; pid?: number; dataAddress: string; resources: WorkerResources; used: { cpus: number; gpus: number; memory: number }; replicas: number }>;
 }
 
-/** Version of a deployment's code and options: a change replaces replicas; userConfig, numReplicas and autoscaling don't. */
-function deploymentVersion(app: AppSpec, d: DeploymentSpec): string {
-  const { userConfig: _u, numReplicas: _n, autoscaling: _a, ...rest } = d.options;
-  return createHash('sha256').update(JSON.stringify([app.modulePath, app.exportName, d.kind, d.dependencies, d.methods, rest])).digest('hex').slice(0, 12);
+/** A rollout as `shoal status` shows it. */
+export interface DeploymentRolloutStatus {
+  from: string;
+  to: string;
+  phase: RolloutPhase;
+  /** The new version's share of live traffic (canary, experiment), or of mirrored traffic (shadow), in percent. */
+  percent: number;
+  step?: number;
+  failures: number;
+  note: string;
+  experiment?: string;
+  /** This step's window: the canary's and the stable version's answers. */
+  canary?: VersionWindow;
+  stable?: VersionWindow;
+}
+
+/**
+ * Version of a deployment's code and options: a change replaces replicas; userConfig (batching included),
+ * numReplicas, autoscaling and rollout don't. `codeHash`: the module file's content hash, so editing the code
+ * and deploying again is a new version too.
+ */
+export function deploymentVersion(app: AppSpec, d: DeploymentSpec, codeHash = ''): string {
+  const { userConfig: _u, numReplicas: _n, autoscaling: _a, rollout: _r, ...rest } = d.options;
+  return createHash('sha256').update(JSON.stringify([app.modulePath, app.exportName, codeHash, d.kind, d.dependencies, d.methods, rest])).digest('hex').slice(0, 12);
 }
 
 export class Controller {
@@ -159,9 +238,18 @@ export class Controller {
   private readonly adoptedStarting = new Set<string>();
   private readonly opts: Required<ControllerOptions>;
   private readonly loads = new Map<string, WorkerLoad>();
+  /** Each replica's outcome counts, cumulative, from its worker's latest heartbeat. */
+  private readonly outcomes = new Map<string, OutcomeCounts>();
+  /** Each worker router's shadow comparisons, cumulative, from its latest heartbeat. */
+  private readonly shadowByWorker = new Map<string, Record<string, ShadowCounts>>();
+  /** Shadow summaries of rollouts that ended, per deployment key and version (status keeps showing them). */
+  private readonly shadowResults = new Map<string, Record<string, ShadowSummary>>();
 
   constructor(opts: ControllerOptions) {
-    this.opts = { workerTimeoutMs: 3000, maxBackoffMs: 30_000, placement: {}, onSettled: () => undefined, onAutoscale: () => undefined, localWaiting: () => ({}), startTimeoutMs: 300_000, ...opts };
+    this.opts = {
+      workerTimeoutMs: 3000, maxBackoffMs: 30_000, placement: {}, onSettled: () => undefined, onAutoscale: () => undefined, localWaiting: () => ({}), startTimeoutMs: 300_000,
+      onRollout: () => undefined, onExperimentStart: () => undefined, localShadow: () => ({}), ...opts,
+    };
   }
 
   // ---- workers ----
@@ -244,11 +332,15 @@ export class Controller {
    * A heartbeat, with the worker's load when it sent one: requests per replica and what its router holds for want
    * of a replica. Returns true when that shows demand for a deployment scaled to zero (the caller runs a pass now).
    */
-  heartbeat(workerId: string, load?: { replicas: ReadonlyArray<{ replicaId: string; ongoing: number; queued: number; models?: ModelSet }>; waiting?: Record<string, number> }): boolean {
+  heartbeat(workerId: string, load?: { replicas: ReadonlyArray<{ replicaId: string; ongoing: number; queued: number; o?: { n: number; e: number; h: number[] }; models?: ModelSet }>; waiting?: Record<string, number>; shadow?: Record<string, ShadowCounts> }): boolean {
     const w = this.workers.get(workerId);
     if (w === undefined || w.state !== 'ALIVE') return false;
     w.lastHeartbeat = this.opts.clock.monoNow();
     if (load === undefined) return false;
+    for (const r of load.replicas) {
+      if (r.o !== undefined && this.replicas.get(r.replicaId)?.workerId === workerId) this.outcomes.set(r.replicaId, { requests: r.o.n, errors: r.o.e, counts: denseCounts(r.o.h) });
+    }
+    if (load.shadow !== undefined) this.shadowByWorker.set(workerId, load.shadow);
     const models = new Map<string, ModelSet>();
     for (const r of load.replicas) if (r.models !== undefined) models.set(r.replicaId, r.models);
     const before = this.loads.get(workerId)?.models;
@@ -292,6 +384,7 @@ export class Controller {
     this.publishRoutes();
     this.workers.delete(workerId);
     this.loads.delete(workerId);
+    this.shadowByWorker.delete(workerId);
     // A regular local worker lost: a warm spare takes its place now (its replacement process becomes the spare).
     if (w.local === true && w.spare !== true) this.promoteSpare();
     this.opts.ops.dropWorker(workerId, reason);
@@ -386,8 +479,12 @@ export class Controller {
 
   // ---- applications ----
 
-  /** Records the desired state of an application; replicas follow in reconcile(). */
-  deploy(spec: AppSpec): void {
+  /**
+   * Records the desired state of an application; replicas follow in reconcile(). A deployment whose version
+   * changed while its old version serves begins a rollout (see Rollout); `codeHash` (the module file's content
+   * hash) makes a code edit a new version. `atMs`: wall time of the deploy, for the version history.
+   */
+  deploy(spec: AppSpec, opts: { codeHash?: string; atMs?: number; rollout?: boolean } = {}): void {
     for (const other of this.apps.values()) {
       if (other.spec.name !== spec.name && spec.routePrefix !== null && other.spec.routePrefix === spec.routePrefix) {
         throw new DeployError(`route prefix "${spec.routePrefix}" is already served by application "${other.spec.name}"`, 409);
@@ -412,11 +509,21 @@ export class Controller {
       }
     }
     const previous = this.apps.get(spec.name);
-    const deployments = new Map<string, { spec: DeploymentSpec; version: string; status: DeploymentStatus }>();
+    const deployments = new Map<string, DeploymentRecord>();
+    const atMs = opts.atMs ?? this.opts.clock.wallNow();
     for (const d of spec.deployments) {
-      const version = deploymentVersion(spec, d);
+      const version = deploymentVersion(spec, d, opts.codeHash);
       const prev = previous?.deployments.get(d.name);
-      const rec: DeploymentRecord = { spec: d, version, status: { status: 'UPDATING', message: '', failures: 0, retryAt: 0 } };
+      const info: VersionInfo = { id: version, spec: d, app: spec, createdAtMs: atMs };
+      const history = (prev?.history ?? []).filter((v) => v.id !== version);
+      // The same version keeps its entry (and its time): a scale or userConfig change is not a new version.
+      const same = prev?.history.find((v) => v.id === version);
+      history.push(same === undefined ? info : { ...same, spec: d, app: spec });
+      const rec: DeploymentRecord = {
+        spec: d, version, app: spec, status: { status: 'UPDATING', message: '', failures: 0, retryAt: 0 },
+        history: history.slice(-HISTORY_LIMIT), decisions: prev?.decisions ?? [],
+      };
+      if (prev !== undefined) this.carryRollout(spec.name, d.name, prev, rec, opts.rollout !== false);
       const cfg = d.options.autoscaling;
       if (cfg !== undefined) {
         // The same autoscaling config on a redeploy keeps the count it reached; a changed one starts over.
@@ -454,8 +561,15 @@ export class Controller {
     const app = this.apps.get(name);
     if (app === undefined) return false;
     for (const [depName, d] of app.deployments) {
-      const running = this.replicasOf(name, depName).filter((r) => r.state === 'RUNNING' && r.version === d.version).length;
-      if (running < this.target(d)) return false;
+      const want = this.target(d);
+      const runningOf = (v: string): number => this.replicasOf(name, depName).filter((r) => r.state === 'RUNNING' && r.version === v).length;
+      const ro = d.rollout;
+      // A shadow, canary or experiment is deployed once both versions run: the stable at its count, the new at its share.
+      if (ro !== undefined && ro.phase !== 'rolling') {
+        if (runningOf(ro.from.id) < want || (want > 0 && runningOf(d.version) < 1)) return false;
+        continue;
+      }
+      if (runningOf(d.version) < want) return false;
     }
     return true;
   }
@@ -518,54 +632,324 @@ export class Controller {
       }
     }
     this.healthChecks(now, work);
+    for (const id of this.outcomes.keys()) if (!this.replicas.has(id)) this.outcomes.delete(id);
     this.publishRoutes();
     return work;
   }
 
   private reconcileDeployment(now: number, appName: string, app: AppRecord, depName: string, d: DeploymentRecord, work: Array<Promise<void>>): void {
-    const mine = this.replicasOf(appName, depName);
-    const current = mine.filter((r) => r.version === d.version && (r.state === 'RUNNING' || r.state === 'STARTING'));
-    const outdated = mine.filter((r) => r.version !== d.version && (r.state === 'RUNNING' || r.state === 'STARTING'));
+    const key = `${appName}/${depName}`;
+    const live = (r: ReplicaRecord): boolean => r.state === 'RUNNING' || r.state === 'STARTING';
+    const mine = this.replicasOf(appName, depName).filter(live);
+    const ro = d.rollout;
     const want = this.target(d);
-    // Scale down: STARTING before RUNNING, then the least busy (idle before busy), then the newest.
-    if (current.length > want) {
-      const busy = (r: ReplicaRecord): number => this.loads.get(r.workerId)?.replicas.get(r.replicaId) ?? 0;
-      const victims = [...current].sort((a, b) => (a.state !== b.state ? (a.state === 'STARTING' ? -1 : 1) : busy(a) !== busy(b) ? busy(a) - busy(b) : b.startedAt - a.startedAt)).slice(0, current.length - want);
-      for (const v of victims) work.push(this.stop(v));
+    const current = mine.filter((r) => r.version === d.version);
+    const cur: VersionInfo = { id: d.version, spec: d.spec, app: d.app, createdAtMs: 0 };
+    if (ro !== undefined && ro.phase !== 'rolling') {
+      // Two versions serve side by side: the stable one at the full count, the new one at its share.
+      const stable = mine.filter((r) => r.version === ro.from.id);
+      for (const r of mine) if (r.version !== d.version && r.version !== ro.from.id) work.push(this.stop(r));
+      const percent = ro.phase === 'shadow' ? d.spec.options.rollout.shadow!.percent : ro.weight;
+      this.scaleTo(now, appName, depName, d, ro.from, stable, want, work);
+      this.scaleTo(now, appName, depName, d, cur, current, want === 0 ? 0 : sideReplicas(want, percent), work);
+      this.judge(now, key, appName, depName, d, ro);
+      return;
     }
-    // Scale up, unless backing off after failures.
+    // A rolling update (or none): new replicas start within maxSurge above the count; old ones stop as long as
+    // maxUnavailable allows, counting only RUNNING replicas (those that passed their readiness check) as available.
+    const outdated = mine.filter((r) => r.version !== d.version);
+    if (outdated.length === 0) {
+      this.scaleTo(now, appName, depName, d, cur, current, want, work);
+      if (ro !== undefined && current.filter((r) => r.state === 'RUNNING').length >= want) {
+        d.rollout = undefined;
+        this.decide(key, d, { from: ro.from.id, to: d.version, action: 'done', reason: `${d.version} serves at the full count (${want})` });
+      }
+      return;
+    }
+    const cfg = d.spec.options.rollout;
+    const surge = resolveCount(cfg.maxSurge, want, 'up');
+    const unavailable = resolveCount(cfg.maxUnavailable, want, 'down');
+    const room = Math.max(0, Math.min(want, want + surge - outdated.length));
+    const { placedNow, blocked } = this.scaleTo(now, appName, depName, d, cur, current, current.length > want ? want : Math.max(current.length, room), work);
+    const runningNew = current.filter((r) => r.state === 'RUNNING').length;
+    let available = runningNew + outdated.filter((r) => r.state === 'RUNNING').length;
+    const minAvailable = want - unavailable;
+    const busy = (r: ReplicaRecord): number => this.loads.get(r.workerId)?.replicas.get(r.replicaId) ?? 0;
+    // Not serving first (STARTING), then the least busy.
+    const victims = [...outdated].sort((a, b) => (a.state !== b.state ? (a.state === 'STARTING' ? -1 : 1) : busy(a) - busy(b)));
+    let stopped = 0;
+    // Old replicas go only once the new version runs enough of them: never more than the count plus the surge
+    // of the new version's replicas, nor fewer available than the count minus maxUnavailable.
+    for (const v of victims) {
+      const serving = v.state === 'RUNNING';
+      if (serving && available - 1 < minAvailable) continue;
+      work.push(this.stop(v));
+      stopped++;
+      if (serving) available--;
+    }
+    // No room for the new version beside the old one: retire one old replica at a time, and only while nothing
+    // new is starting, to make room (this takes one replica below the count; status says so).
+    if (stopped === 0 && blocked && placedNow === 0 && current.every((r) => r.state === 'RUNNING')) {
+      const v = victims.find((r) => r.state === 'RUNNING') ?? victims[0]!;
+      d.status.message = `no room for ${d.version} beside the old version: retiring ${v.replicaId} first (${d.status.message})`;
+      work.push(this.stop(v));
+      this.again = true;
+    }
+  }
+
+  /**
+   * Starts or stops replicas of one version toward `want` (a version other than the current one is started from
+   * its own spec). Scale down: STARTING before RUNNING, then the least busy, then the newest.
+   */
+  private scaleTo(now: number, appName: string, depName: string, d: DeploymentRecord, v: VersionInfo, have: ReplicaRecord[], want: number, work: Array<Promise<void>>): { placedNow: number; blocked: boolean } {
+    if (have.length > want) {
+      const busy = (r: ReplicaRecord): number => this.loads.get(r.workerId)?.replicas.get(r.replicaId) ?? 0;
+      const victims = [...have].sort((a, b) => (a.state !== b.state ? (a.state === 'STARTING' ? -1 : 1) : busy(a) !== busy(b) ? busy(a) - busy(b) : b.startedAt - a.startedAt)).slice(0, have.length - want);
+      for (const r of victims) work.push(this.stop(r));
+      return { placedNow: 0, blocked: false };
+    }
     let placedNow = 0;
     let blocked = false;
-    if (current.length < want && now >= d.status.retryAt && usesDevicePlacement(d.spec.options.resources)) {
+    if (have.length >= want || now < d.status.retryAt) return { placedNow, blocked };
+    const res = v.spec.options.resources;
+    if (usesDevicePlacement(res)) {
       // Placed whole or not at all: refuse, with the numbers, rather than start replicas that cannot all fit.
-      // Outdated replicas of this deployment are about to go, so their memory counts as free.
-      const retiring = (r: ReplicaRecord): boolean => r.app === appName && r.deployment === depName && r.version !== d.version;
-      const refusal = this.devicesRefuse(depName, want - current.length, d.spec.options.resources, undefined, retiring);
+      // Replicas of versions about to go count as free.
+      const keep = new Set([d.version, d.rollout?.from.id]);
+      const retiring = (r: ReplicaRecord): boolean => r.app === appName && r.deployment === depName && !keep.has(r.version);
+      const refusal = this.devicesRefuse(depName, want - have.length, res, undefined, retiring);
       if (refusal !== undefined) {
-        d.status.message = `cannot place ${want - current.length} replica(s) by device memory: ${refusal.message}`;
-        blocked = true;
+        d.status.message = `cannot place ${want - have.length} replica(s) by device memory: ${refusal.message}`;
+        return { placedNow, blocked: true };
       }
     }
-    if (current.length < want && now >= d.status.retryAt && !blocked) {
-      for (let i = current.length; i < want; i++) {
-        const placed = this.place(appName, app.spec, depName, d.version, d.spec);
-        if (placed === undefined) { blocked = true; break; }
-        placedNow++;
-        work.push(this.start(placed, app.spec, d.status));
-      }
+    for (let i = have.length; i < want; i++) {
+      const placed = this.place(appName, v.app, depName, v.id, v.spec);
+      if (placed === undefined) { blocked = true; break; }
+      placedNow++;
+      work.push(this.start(placed, v.app, d.status));
     }
-    // Rolling update: outdated replicas stop only once the current version runs at full count, so callers never
-    // have fewer replicas than asked for. When the new version has no room beside the old one, retire one
-    // outdated replica at a time, and only while nothing new is starting, to make room.
-    if (outdated.length > 0) {
-      const runningCurrent = current.filter((r) => r.state === 'RUNNING').length;
-      if (runningCurrent >= want) {
-        for (const v of outdated) work.push(this.stop(v));
-      } else if (blocked && placedNow === 0 && current.every((r) => r.state === 'RUNNING')) {
-        work.push(this.stop(outdated[0]!));
-        this.again = true;
-      }
+    return { placedNow, blocked };
+  }
+
+  /** Moves a shadow or canary phase on, or rolls it back, on this pass's numbers. */
+  private judge(now: number, key: string, appName: string, depName: string, d: DeploymentRecord, ro: Rollout): void {
+    const cfg = d.spec.options.rollout;
+    const newRunning = this.replicasOf(appName, depName).some((r) => r.version === d.version && r.state === 'RUNNING');
+    if (!newRunning) {
+      // Its window starts when it takes traffic.
+      ro.phaseStartedAt = now;
+      ro.baseline = this.snapshot(appName, depName);
+      ro.shadowBaseline = this.shadowTotal(key, d.version);
+      ro.note = `waiting for a replica of ${d.version} to run`;
+      return;
     }
+    if (ro.phase === 'experiment') {
+      ro.note = `experiment "${ro.experiment}" splits traffic ${100 - ro.weight}/${ro.weight} by header ${cfg.experiment!.header}; promote or roll back when its report says`;
+      return;
+    }
+    if (ro.phase === 'shadow') {
+      const c = shadowSince(this.shadowTotal(key, d.version), ro.shadowBaseline);
+      const v = judgeShadow(cfg.shadow!, c, now - ro.phaseStartedAt);
+      ro.note = v.reason;
+      const summary = summarizeShadow(c);
+      this.shadowResultsFor(key)[d.version] = summary;
+      const numbers = { compared: summary.compared, agreement: summary.agreement, meanAbsDiff: summary.meanAbsDiff, maxAbsDiff: summary.maxAbsDiff, shadowErrors: summary.shadowErrors, dropped: summary.dropped };
+      if (v.verdict === 'fail') { this.failRollout(appName, depName, d, 'rollback', `shadow: ${v.reason}`, numbers); return; }
+      if (v.verdict === 'pass') {
+        const next: RolloutPhase = cfg.canary !== undefined ? 'canary' : 'rolling';
+        this.decide(key, d, { from: ro.from.id, to: d.version, action: 'shadow passed', reason: `${v.reason}; next: ${next}`, numbers });
+        this.enterPhase(now, appName, depName, d, ro, next);
+      }
+      return;
+    }
+    const canaryCfg = cfg.canary!;
+    const canary = windowOf(this.windowFor(appName, depName, d.version, ro.baseline));
+    const stable = windowOf(this.windowFor(appName, depName, ro.from.id, ro.baseline));
+    const v = judgeCanary(canaryCfg, canary, stable, now - ro.phaseStartedAt);
+    ro.note = `step ${ro.step + 1}/${canaryCfg.steps.length} at ${ro.weight}%: ${v.reason}`;
+    const numbers = { step: ro.step + 1, percent: ro.weight, canaryRequests: canary.requests, canaryErrors: canary.errors, canaryP99Ms: canary.p99Ms, stableRequests: stable.requests, stableErrors: stable.errors, stableP99Ms: stable.p99Ms };
+    if (v.verdict === 'fail') { this.failRollout(appName, depName, d, 'rollback', `canary at ${ro.weight}%: ${v.reason}`, numbers); return; }
+    if (v.verdict !== 'pass') return;
+    if (ro.step + 1 >= canaryCfg.steps.length || canaryCfg.steps[ro.step + 1]! >= 100) {
+      this.decide(key, d, { from: ro.from.id, to: d.version, action: 'promote', reason: `canary passed its last step (${ro.weight}%): ${v.reason}`, numbers });
+      this.enterPhase(now, appName, depName, d, ro, 'rolling');
+      return;
+    }
+    ro.step++;
+    ro.weight = canaryCfg.steps[ro.step]!;
+    ro.phaseStartedAt = now;
+    ro.baseline = this.snapshot(appName, depName);
+    this.decide(key, d, { from: ro.from.id, to: d.version, action: 'step', reason: `canary passed step ${ro.step} (${v.reason}); now ${ro.weight}%`, numbers });
+  }
+
+  private enterPhase(now: number, appName: string, depName: string, d: DeploymentRecord, ro: Rollout, phase: RolloutPhase): void {
+    const cfg = d.spec.options.rollout;
+    const key = `${appName}/${depName}`;
+    ro.phase = phase;
+    ro.phaseStartedAt = now;
+    ro.step = 0;
+    ro.baseline = this.snapshot(appName, depName);
+    ro.shadowBaseline = this.shadowTotal(key, d.version);
+    ro.weight = phase === 'canary' ? cfg.canary!.steps[0]! : phase === 'experiment' ? cfg.experiment!.percent : phase === 'rolling' ? 100 : 0;
+    ro.note = '';
+    if (phase === 'experiment') {
+      const e = cfg.experiment!;
+      ro.experiment = e.name ?? `${appName}.${depName}`;
+      this.opts.onExperimentStart(ro.experiment, e, [{ name: 'A', version: ro.from.id, percent: 100 - e.percent }, { name: 'B', version: d.version, percent: e.percent }]);
+    }
+    this.again = true;
+  }
+
+  /**
+   * Ends a rollout in favour of the stable version: traffic leaves the new version at once (the next route
+   * table), its replicas drain, and the deployment's spec is the stable one again.
+   */
+  private failRollout(appName: string, depName: string, d: DeploymentRecord, action: 'rollback' | 'failed' | 'abort', reason: string, numbers?: Record<string, number>): void {
+    const ro = d.rollout;
+    if (ro === undefined) return;
+    const key = `${appName}/${depName}`;
+    const to = d.version;
+    d.rollout = undefined;
+    this.revertTo(appName, depName, d, ro.from);
+    d.status.failures = 0;
+    d.status.retryAt = 0;
+    d.status.lastError = undefined;
+    d.status.message = `rolled back from ${to} to ${ro.from.id}: ${reason}`;
+    this.decide(key, d, { from: to, to: ro.from.id, action, reason, ...(numbers !== undefined ? { numbers } : {}) });
+    this.publishRoutes();
+    this.again = true;
+  }
+
+  /** Makes `v` the deployment's current version again (its spec replaces the deployment's in the app spec). */
+  private revertTo(appName: string, depName: string, d: DeploymentRecord, v: VersionInfo): void {
+    d.spec = v.spec;
+    d.version = v.id;
+    d.app = v.app;
+    d.history = [...d.history.filter((h) => h.id !== v.id), v];
+    const app = this.apps.get(appName);
+    if (app !== undefined) app.spec = { ...app.spec, deployments: app.spec.deployments.map((x) => (x.name === depName ? v.spec : x)) };
+  }
+
+  private decide(key: string, d: DeploymentRecord, x: Omit<RolloutDecision, 'atMs' | 'deployment'>): void {
+    const decision: RolloutDecision = { atMs: this.opts.clock.wallNow(), deployment: key, ...x };
+    d.decisions = [...d.decisions, decision].slice(-DECISIONS_LIMIT);
+    this.opts.logger.info(`rollout ${decision.action}`, { deployment: key, from: decision.from, to: decision.to, reason: decision.reason, ...(decision.numbers ?? {}) });
+    this.opts.onRollout(decision);
+  }
+
+  /** Every replica's outcome counts now (a window's baseline). */
+  private snapshot(appName: string, depName: string): Map<string, OutcomeCounts> {
+    const out = new Map<string, OutcomeCounts>();
+    for (const r of this.replicasOf(appName, depName)) { const c = this.outcomes.get(r.replicaId); if (c !== undefined) out.set(r.replicaId, c); }
+    return out;
+  }
+
+  /** A version's answers since `baseline`, summed over its replicas. */
+  private windowFor(appName: string, depName: string, version: string, baseline: Map<string, OutcomeCounts>): OutcomeCounts {
+    const sum = emptyCounts();
+    for (const r of this.replicasOf(appName, depName)) {
+      if (r.version !== version) continue;
+      const c = this.outcomes.get(r.replicaId);
+      if (c !== undefined) addCounts(sum, subtractCounts(c, baseline.get(r.replicaId)));
+    }
+    return sum;
+  }
+
+  /** Shadow comparisons of a version, summed over every router that reported. */
+  private shadowTotal(key: string, version: string): ShadowCounts {
+    const sum = emptyShadowCounts();
+    const k = `${key}@${version}`;
+    for (const counts of this.shadowByWorker.values()) { const c = counts[k]; if (c !== undefined) addShadow(sum, c); }
+    const local = this.opts.localShadow()[k];
+    if (local !== undefined) addShadow(sum, local);
+    return sum;
+  }
+
+  private shadowResultsFor(key: string): Record<string, ShadowSummary> {
+    let r = this.shadowResults.get(key);
+    if (r === undefined) { r = {}; this.shadowResults.set(key, r); }
+    return r;
+  }
+
+  /**
+   * A redeploy of a deployment: the same version keeps its rollout (an in-place change); a new version while
+   * another serves begins one, from the version serving (a rollout still in progress keeps its stable version;
+   * deploying that stable version again ends the rollout). `phases` false: a plain rolling update.
+   */
+  private carryRollout(appName: string, depName: string, prev: DeploymentRecord, rec: DeploymentRecord, phases: boolean): void {
+    const key = `${appName}/${depName}`;
+    if (prev.version === rec.version) { if (prev.rollout !== undefined) rec.rollout = prev.rollout; return; }
+    const stable = prev.rollout?.from ?? prev.history.find((v) => v.id === prev.version);
+    if (stable === undefined) return;
+    if (stable.id === rec.version) {
+      if (prev.rollout !== undefined) this.decide(key, rec, { from: prev.version, to: rec.version, action: 'abort', reason: 'the stable version was deployed again' });
+      return;
+    }
+    // Nothing serves to protect (a first start that never ran, or scaled to zero): a plain start.
+    if (!this.replicasOf(appName, depName).some((r) => r.version === stable.id && r.state === 'RUNNING')) return;
+    const cfg = rec.spec.options.rollout;
+    const phase: RolloutPhase = !phases ? 'rolling' : cfg.shadow !== undefined ? 'shadow' : cfg.canary !== undefined ? 'canary' : cfg.experiment !== undefined ? 'experiment' : 'rolling';
+    const now = this.opts.clock.monoNow();
+    const ro: Rollout = { from: stable, phase: 'rolling', startedAt: now, phaseStartedAt: now, step: 0, weight: 100, baseline: new Map(), shadowBaseline: emptyShadowCounts(), failures: 0, note: '' };
+    rec.rollout = ro;
+    this.decide(key, rec, { from: stable.id, to: rec.version, action: 'start', reason: `${phase === 'rolling' ? 'rolling update' : phase} from ${stable.id} to ${rec.version}` });
+    if (phase !== 'rolling') this.enterPhase(now, appName, depName, rec, ro, phase);
+  }
+
+  /**
+   * Returns a deployment to its previous version: a rollout in progress is abandoned (its stable version never
+   * stopped serving), else the version before the current one in the history rolls out, as a plain rolling
+   * update. Returns the application spec now desired (for the store).
+   */
+  rollback(appName: string, depName: string): { from: string; to: string; spec: AppSpec } {
+    const app = this.apps.get(appName);
+    const d = app?.deployments.get(depName);
+    if (app === undefined || d === undefined) throw new NotFoundError(`no deployment "${depName}" in application "${appName}"`);
+    const from = d.version;
+    if (d.rollout !== undefined) {
+      const to = d.rollout.from.id;
+      this.failRollout(appName, depName, d, 'abort', 'rolled back by the operator');
+      return { from, to, spec: app.spec };
+    }
+    const previous = [...d.history].reverse().find((v) => v.id !== d.version);
+    if (previous === undefined) throw new NotFoundError(`deployment "${appName}/${depName}" has no earlier version to roll back to (versions: ${d.history.map((v) => v.id).join(', ')})`);
+    const now = this.opts.clock.monoNow();
+    const current: VersionInfo = d.history.find((v) => v.id === d.version) ?? { id: d.version, spec: d.spec, app: d.app, createdAtMs: this.opts.clock.wallNow() };
+    this.revertTo(appName, depName, d, previous);
+    if (this.replicasOf(appName, depName).some((r) => r.version === current.id && r.state === 'RUNNING')) {
+      d.rollout = { from: current, phase: 'rolling', startedAt: now, phaseStartedAt: now, step: 0, weight: 100, baseline: new Map(), shadowBaseline: emptyShadowCounts(), failures: 0, note: '' };
+    }
+    d.status = { status: 'UPDATING', message: '', failures: 0, retryAt: 0 };
+    this.decide(`${appName}/${depName}`, d, { from, to: previous.id, action: 'rollback', reason: 'rolled back by the operator to the previous version' });
+    this.again = true;
+    return { from, to: previous.id, spec: app.spec };
+  }
+
+  /** Skips what is left of a shadow, canary or experiment phase: the new version rolls out to the full count. */
+  promote(appName: string, depName: string): { version: string } {
+    const d = this.apps.get(appName)?.deployments.get(depName);
+    if (d === undefined) throw new NotFoundError(`no deployment "${depName}" in application "${appName}"`);
+    const ro = d.rollout;
+    if (ro === undefined || ro.phase === 'rolling') throw new DeployError(`deployment "${appName}/${depName}" has no shadow, canary or experiment to promote (${ro === undefined ? 'no rollout in progress' : 'already rolling out'})`, 409);
+    this.decide(`${appName}/${depName}`, d, { from: ro.from.id, to: d.version, action: 'promote', reason: `promoted by the operator during its ${ro.phase} phase` });
+    this.enterPhase(this.opts.clock.monoNow(), appName, depName, d, ro, 'rolling');
+    return { version: d.version };
+  }
+
+  /** Called when a start or health check of the new version fails during a rollout: enough of them end it. */
+  private rolloutFailure(r: ReplicaRecord, why: string): void {
+    const d = this.apps.get(r.app)?.deployments.get(r.deployment);
+    const ro = d?.rollout;
+    if (d === undefined || ro === undefined || r.version !== d.version) return;
+    ro.failures++;
+    const max = d.spec.options.rollout.maxFailures;
+    if (ro.failures >= max) this.failRollout(r.app, r.deployment, d, 'failed', `${ro.failures} failures of the new version (maxFailures ${max}); the last: ${why}`);
+  }
+
+  /** The application spec now desired (a rollback changes it). */
+  appSpec(name: string): AppSpec | undefined {
+    return this.apps.get(name)?.spec;
   }
 
   /** Replicas a deployment should have now: its numReplicas, or the count autoscaling keeps. */
@@ -593,7 +977,9 @@ export class Controller {
     if (!fromZero && now - a.lastSampleAt < cfg.metricsIntervalMs) return;
     a.lastSampleAt = now;
     a.window.record(now, ongoing + waiting);
-    const running = this.replicasOf(appName, depName).filter((r) => r.state === 'RUNNING' && r.version === d.version).length;
+    // While a shadow, canary or experiment runs, the count is the stable version's (the new one runs a share of it).
+    const serving = d.rollout !== undefined && d.rollout.phase !== 'rolling' ? d.rollout.from.id : d.version;
+    const running = this.replicasOf(appName, depName).filter((r) => r.state === 'RUNNING' && r.version === serving).length;
     const result = decideReplicas({ config: cfg, currentTarget: a.target, running, samples: a.window.samples(now), state: a.state, now });
     a.state = result.state;
     if (result.decision !== undefined) {
@@ -670,8 +1056,10 @@ export class Controller {
         status.retryAt = this.opts.clock.monoNow() + backoff;
         status.message = `replica failed to start (${status.failures} in a row, retry in ${backoff} ms): ${message}`;
         this.opts.logger.warn('replica failed to start', { replica: r.replicaId, error: message, retryInMs: backoff });
-        // A start that timed out may still be running on the worker: stop it there, so it does not linger unseen.
-        if (wire.code === 'ERR_DEADLINE_EXCEEDED') void this.opts.ops.stopReplica(r.workerId, r.replicaId, 5000).catch(() => undefined);
+        // A start that timed out, or a replica that failed its readiness check, may still run on the worker:
+        // stop it there, so it does not linger unseen.
+        void this.opts.ops.stopReplica(r.workerId, r.replicaId, 5000).catch(() => undefined);
+        this.rolloutFailure(r, message);
       }
     } finally {
       this.updateStatus(r.app, r.deployment);
@@ -711,6 +1099,7 @@ export class Controller {
         this.opts.logger.warn('health check failed; replacing replica', { replica: r.replicaId, error: message });
         d.status.message = `replica ${r.replicaId} failed its health check: ${message}`;
         r.error = message;
+        this.rolloutFailure(r, `health check: ${message}`);
         await this.stop(r);
         this.again = true;
       }));
@@ -730,6 +1119,11 @@ export class Controller {
     const d = this.apps.get(app)?.deployments.get(deployment);
     if (d === undefined) return;
     const running = this.replicasOf(app, deployment).filter((r) => r.state === 'RUNNING' && r.version === d.version).length;
+    if (d.rollout !== undefined) {
+      d.status.status = 'UPDATING';
+      if (d.rollout.note !== '' && d.status.failures === 0) d.status.message = `${d.rollout.phase} ${d.rollout.from.id} -> ${d.version}: ${d.rollout.note}`;
+      return;
+    }
     if (running >= this.target(d) && this.replicasOf(app, deployment).every((r) => r.version === d.version)) {
       d.status.status = 'HEALTHY';
       // At its count, past failures no longer describe it (a later scale-up starts without their backoff).
@@ -794,6 +1188,7 @@ export class Controller {
           replicas: [],
           ...(d.spec.options.idempotentMethods.length > 0 ? { idempotentMethods: [...d.spec.options.idempotentMethods] } : {}),
           ...(d.spec.options.multiplex !== undefined ? { hotOngoingRequests: d.spec.options.multiplex.hotOngoingRequests } : {}),
+          ...(this.trafficOf(d) !== undefined ? { traffic: this.trafficOf(d)! } : {}),
           // Not for a deployment at zero by choice (autoscaling): its next request must wait for a start, not fail.
           ...(d.status.failures > 0 && d.status.lastError !== undefined && this.target(d) > 0 && !this.hasRunning(appName, depName) ? { unavailable: d.status.lastError } : {}),
         };
@@ -805,10 +1200,34 @@ export class Controller {
       const w = this.workers.get(r.workerId);
       if (entry === undefined || w === undefined || w.state !== 'ALIVE') continue;
       const models = entry.hotOngoingRequests !== undefined ? this.loads.get(r.workerId)?.models.get(r.replicaId) : undefined;
-      entry.replicas.push({ replicaId: r.replicaId, workerId: r.workerId, dataAddress: w.dataAddress, ...(models !== undefined ? { models } : {}) });
+      entry.replicas.push({ replicaId: r.replicaId, workerId: r.workerId, dataAddress: w.dataAddress, ...(entry.traffic !== undefined ? { version: r.version } : {}), ...(models !== undefined ? { models } : {}) });
     }
     for (const e of Object.values(table)) e.replicas.sort((a, b) => a.replicaId.localeCompare(b.replicaId));
     return table;
+  }
+
+  /** How routers split a deployment's requests while a shadow, canary or experiment phase runs. */
+  private trafficOf(d: DeploymentRecord): RouteTraffic | undefined {
+    const ro = d.rollout;
+    if (ro === undefined || ro.phase === 'rolling') return undefined;
+    const cfg = d.spec.options.rollout;
+    if (ro.phase === 'shadow') return { weights: [{ version: ro.from.id, percent: 100 }], shadow: { version: d.version, percent: cfg.shadow!.percent } };
+    const t: RouteTraffic = { weights: [{ version: ro.from.id, percent: 100 - ro.weight }, { version: d.version, percent: ro.weight }] };
+    if (ro.phase === 'experiment') t.sticky = { header: cfg.experiment!.header, experiment: ro.experiment! };
+    return t;
+  }
+
+  private rolloutStatus(appName: string, depName: string, d: DeploymentRecord, ro: Rollout): DeploymentRolloutStatus {
+    const out: DeploymentRolloutStatus = {
+      from: ro.from.id, to: d.version, phase: ro.phase, percent: ro.phase === 'shadow' ? d.spec.options.rollout.shadow!.percent : ro.weight,
+      failures: ro.failures, note: ro.note, ...(ro.experiment !== undefined ? { experiment: ro.experiment } : {}),
+    };
+    if (ro.phase === 'canary') {
+      out.step = ro.step + 1;
+      out.canary = windowOf(this.windowFor(appName, depName, d.version, ro.baseline));
+      out.stable = windowOf(this.windowFor(appName, depName, ro.from.id, ro.baseline));
+    }
+    return out;
   }
 
   private hasRunning(app: string, deployment: string): boolean {
@@ -839,6 +1258,11 @@ export class Controller {
           ...(d.autoscale !== undefined ? { autoscaling: { target: d.autoscale.target, min: d.spec.options.autoscaling!.minReplicas, max: d.spec.options.autoscaling!.maxReplicas } } : {}),
           failures: d.status.failures, ...(d.status.lastError !== undefined ? { lastError: d.status.lastError } : {}),
           running: this.replicasOf(a.spec.name, name).filter((r) => r.state === 'RUNNING').length,
+          version: d.version,
+          versions: d.history.map((v) => ({ id: v.id, createdAtMs: v.createdAtMs, current: v.id === d.version, running: this.replicasOf(a.spec.name, name).filter((r) => r.state === 'RUNNING' && r.version === v.id).length })),
+          ...(d.rollout !== undefined ? { rollout: this.rolloutStatus(a.spec.name, name, d, d.rollout) } : {}),
+          decisions: d.decisions,
+          ...(this.shadowResults.has(`${a.spec.name}/${name}`) ? { shadow: { ...this.shadowResults.get(`${a.spec.name}/${name}`)! } } : {}),
         })),
       })),
       replicas: [...this.replicas.values()].map((r) => ({

@@ -249,7 +249,7 @@ describe('Controller reconciliation', () => {
       const publishedBefore = ops.published.length;
 
       ops.autoStart = false;
-      ctl.deploy(appSpec('a', [{ name: 'M', numReplicas: 2, methods: ['v1', 'v2'] }]));
+      ctl.deploy(appSpec('a', [{ name: 'M', numReplicas: 2, methods: ['v1', 'v2'], rollout: { maxSurge: '100%' } }]));
       const done = ctl.reconcile();
       await flush();
       const fresh = ops.starts.slice(2);

@@ -46,7 +46,7 @@ function source(workerId: string, metrics: WorkerMetrics): WorkerMetricsSource {
 function headOptions(workers: () => WorkerMetricsSource[], extra: Partial<HeadMetricsOptions> = {}): HeadMetricsOptions {
   return {
     status: () => ({
-      applications: [{ name: 'shop', routePrefix: '/', ingress: 'Model', deployments: [{ name: 'Model', status: 'HEALTHY', message: '', numReplicas: 2, running: 2, failures: 0 }] }],
+      applications: [{ name: 'shop', routePrefix: '/', ingress: 'Model', deployments: [{ name: 'Model', status: 'HEALTHY', message: '', numReplicas: 2, running: 2, failures: 0, version: 'v1', versions: [], decisions: [] }] }],
       replicas: [
         { replicaId: 'r1', app: 'shop', deployment: 'Model', state: 'RUNNING', workerId: 'w1' },
         { replicaId: 'r2', app: 'shop', deployment: 'Model', state: 'RUNNING', workerId: 'w2' },

@@ -62,8 +62,35 @@ export interface RunningReplica {
  * `waiting`: requests this worker's router holds for a deployment that has no free replica (or none at all), per
  * deployment key: the demand that autoscaling and scale-from-zero act on.
  */
-export interface HeartbeatMessage { t: 'hb'; at: number; replicas: ReplicaLoad[]; waiting?: Record<string, number> }
-export interface ReplicaLoad { replicaId: string; ongoing: number; queued: number; models?: ModelSet }
+export interface HeartbeatMessage {
+  t: 'hb'; at: number; replicas: ReplicaLoad[]; waiting?: Record<string, number>;
+  /** Shadow comparisons this worker's router made, cumulative, keyed `${app}/${deployment}@${shadowVersion}`. */
+  shadow?: Record<string, ShadowCounts>;
+  /** Experiment assignments made since the last heartbeat: [experiment, requestId, variant index]. */
+  assign?: Array<[string, string, number]>;
+}
+/**
+ * `o`: what the replica answered since it started, cumulative: requests, errors (thrown, or HTTP 5xx) and the
+ * sparse latency histogram (LatencyHistogram.sparse()) of the time from arrival at the replica to the answer.
+ */
+export interface ReplicaLoad { replicaId: string; ongoing: number; queued: number; o?: { n: number; e: number; h: number[] }; models?: ModelSet }
+/** One router's comparison of a shadow version's answers with the live ones, cumulative. */
+export interface ShadowCounts {
+  /** Copies sent to the shadow version. */
+  mirrored: number;
+  /** Copies not sent: no shadow replica had room (the mirror is the first thing dropped under load). */
+  dropped: number;
+  /** Pairs compared (both answered). */
+  compared: number;
+  /** Pairs whose labels and structure agree (every non-numeric part equal). */
+  agreed: number;
+  /** The shadow failed where the live answer succeeded. */
+  shadowErrors: number;
+  /** Numbers compared across all pairs, the sum and the largest of their absolute differences. */
+  numbers: number;
+  sumAbsDiff: number;
+  maxAbsDiff: number;
+}
 /**
  * The models a multiplexed replica holds (loaded or loading), and `v`, its cache's change count: of two sets for one
  * replica the one with the higher `v` is newer. Travels in heartbeats (to the head), route entries (to routers) and
@@ -132,7 +159,10 @@ export interface RouteEntry {
   maxOngoingRequests: number;
   maxQueuedRequests: number;
   requestTimeoutMs: number;
-  replicas: Array<{ replicaId: string; workerId: string; dataAddress: string; models?: ModelSet }>;
+  /** `version`: the deployment version the replica runs (set whenever `traffic` is). */
+  replicas: Array<{ replicaId: string; workerId: string; dataAddress: string; version?: string; models?: ModelSet }>;
+  /** Set while two versions serve (a canary, a shadow, an experiment): how routers split requests between them. */
+  traffic?: RouteTraffic;
   /**
    * Set for a multiplexed deployment: requests at every replica holding a model past which a router also sends
    * that model's requests to replicas without it (multiplex.hotOngoingRequests). Replicas then carry `models`.
@@ -145,6 +175,15 @@ export interface RouteEntry {
    * answer 503 with it at once instead of holding requests for a replica that is not coming.
    */
   unavailable?: string;
+}
+
+export interface RouteTraffic {
+  /** Share of live requests per version, in percent (summing to 100); a version not listed gets none. */
+  weights: Array<{ version: string; percent: number }>;
+  /** A sticky split (an experiment): the hash of this header's value and the experiment's name picks the version. */
+  sticky?: { header: string; experiment: string };
+  /** Mirror this share of requests to this version: its answers are compared with the live ones, never returned. */
+  shadow?: { version: string; percent: number };
 }
 
 // ---- data plane: any caller -> worker hosting the replica ----

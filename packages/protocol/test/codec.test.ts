@@ -11,6 +11,7 @@ const app: AppSpec = {
     options: {
       name: 'I', numReplicas: 1, maxOngoingRequests: 100, maxQueuedRequests: 1000, maxRequestBytes: 1024, requestTimeoutMs: 0,
       resources: { cpus: 1, gpus: 0.5, memory: 0, gpuMemory: 0, sharedBlobs: [], device: 'cuda' }, userConfig: { k: [1, 'x'] }, healthCheckPeriodMs: 10, healthCheckTimeoutMs: 20, gracefulShutdownTimeoutMs: 0, autoscaling: undefined, idempotentMethods: [],
+      rollout: { maxSurge: '25%', maxUnavailable: 0, maxFailures: 3, shadow: undefined, canary: undefined, experiment: undefined },
     },
   }],
 };

@@ -6,10 +6,12 @@
  */
 import {
   CancelledError, Deadline, DeadlineExceededError, LazyAbortController, NoReplicaError, QueueFullError, ReplicaUnavailableError, RetryBudget,
-  isNotRun, rebuildError, toWireError, type Clock, type Logger, type RetryBudgetOptions, type TimerHandle, type WireHttpRequest, type WireHttpResponse,
+  isNotRun, pickWeighted, rebuildError, stickyBucket, toWireError, type Clock, type Logger, type RetryBudgetOptions, type TimerHandle, type WireHttpRequest, type WireHttpResponse,
 } from '@shoal/core';
-import type { NewRequest, ReplyMessage, RouteTable } from '@shoal/protocol';
+import { randomUUID } from 'node:crypto';
+import type { NewRequest, ReplyMessage, RouteTable, RouteTraffic, ShadowCounts } from '@shoal/protocol';
 import { ReplicaSet, type ReplicaRef } from './replica-set.ts';
+import { compareAnswers } from './compare-answers.ts';
 
 /** One request in flight, with a way to cancel it at the replica. */
 export interface Dispatch {
@@ -29,6 +31,10 @@ export interface RouteOptions {
   /** Aborting it cancels the call; a LazyAbortController (what the ingress makes per request) never has to make its signal. */
   signal?: AbortSignal | LazyAbortController;
   priority?: number;
+  /** The model the request names (a multiplexed deployment): replicas holding it are preferred. @default none */
+  modelId?: string;
+  /** The key a sticky split (an experiment) hashes to pick a version; HTTP requests take it from the experiment's header. @default none */
+  stickyKey?: string;
 }
 
 export interface RouterOptions {
@@ -64,11 +70,20 @@ interface Attempt {
   notRunRetries: number;
   /** The one retry an idempotent request gets after its worker died mid-call. */
   diedRetried: boolean;
+  /** While versions are split: the version this request goes to (undefined: any live one). */
+  version: string | undefined;
 }
+
+/** Experiment assignments kept between two heartbeats; past it they are dropped (and counted). */
+const MAX_PENDING_ASSIGNMENTS = 50_000;
+/** Numbers compared per answer pair at most, so a huge tensor cannot stall the router's event loop. */
+const MAX_COMPARED_NUMBERS = 1_000_000;
 
 interface Waiter {
   /** Replicas this waiter (a retry) must not be sent to; cleared when they are all that is left. */
   exclude: Set<string> | undefined;
+  /** The version it waits for while versions are split (undefined: any live one). */
+  version: string | undefined;
   wake: () => void;
   fail: (err: Error) => void;
   /** Starts the no-replica timeout of a waiter that queued while replicas existed and that now are all gone. */
@@ -89,6 +104,12 @@ export class Router {
   private readonly budget: RetryBudget;
   private retryCount = 0;
   private budgetWarnedAt = Number.NEGATIVE_INFINITY;
+  /** How each deployment's requests are split between versions, while they are (RouteEntry.traffic). */
+  private readonly traffic = new Map<string, RouteTraffic>();
+  /** Shadow comparisons, cumulative, keyed `${key}@${version}` (reported in the worker's heartbeat). */
+  private readonly shadow = new Map<string, ShadowCounts>();
+  private assignments: Array<[string, string, number]> = [];
+  private droppedAssignments = 0;
 
   constructor(opts: RouterOptions) {
     this.opts = { noReplicaTimeoutMs: 30_000, random: Math.random, localWorkerId: () => undefined, maxNotRunRetries: 3, onNoReplica: () => undefined, ...opts };
@@ -98,6 +119,22 @@ export class Router {
   /** Retries made, and retries refused because the budget was spent, since the start. */
   get retries(): { made: number; refused: number } {
     return { made: this.retryCount, refused: this.budget.refused };
+  }
+
+  /** Shadow comparisons made by this router since it started, cumulative, keyed `${deployment key}@${shadow version}`. */
+  shadowCounts(): Record<string, ShadowCounts> {
+    return Object.fromEntries([...this.shadow].map(([k, c]) => [k, { ...c }]));
+  }
+
+  /** Experiment assignments ([experiment, requestId, variant index]) made since the last call; the caller sends them on. */
+  takeAssignments(): Array<[string, string, number]> {
+    const out = this.assignments;
+    this.assignments = [];
+    if (this.droppedAssignments > 0) {
+      this.opts.logger.warn('experiment assignments dropped: more than the bound between two reports', { dropped: this.droppedAssignments, bound: MAX_PENDING_ASSIGNMENTS });
+      this.droppedAssignments = 0;
+    }
+    return out;
   }
 
   /** The clock deadlines are read on: a handle makes its deadline from it. */
@@ -114,6 +151,7 @@ export class Router {
       let set = this.sets.get(key);
       if (set === undefined) { set = new ReplicaSet(key, this.opts.random, this.opts.localWorkerId); this.sets.set(key, set); }
       set.update(entry);
+      if (entry.traffic === undefined) this.traffic.delete(key); else this.traffic.set(key, entry.traffic);
       if (set.replicas.length === 0 && set.unavailable !== undefined) {
         // Its starts keep failing: what waits for a replica would wait for nothing.
         for (const w of [...this.waiters.get(key) ?? []]) w.fail(this.unavailableError(key, set.unavailable));
@@ -123,6 +161,7 @@ export class Router {
     for (const key of [...this.sets.keys()]) {
       if (!(key in table)) {
         this.sets.delete(key);
+        this.traffic.delete(key);
         const queue = this.waiters.get(key) ?? [];
         for (const w of [...queue]) w.fail(new NoReplicaError(`deployment "${key}" was removed while a request waited for it`));
       }
@@ -191,13 +230,36 @@ export class Router {
   }
 
   call(key: string, method: string, args: unknown[], opts: RouteOptions = {}): Promise<unknown> {
-    return this.route(key, opts, (replicaId) => ({ t: 'call', replicaId, method, args, deadline: opts.deadline, priority: opts.priority }), method).then(unwrap);
+    return this.route(key, opts, (replicaId) => ({ t: 'call', replicaId, method, args, deadline: opts.deadline, priority: opts.priority, modelId: opts.modelId }), method, this.pickVersion(key, opts.stickyKey)).then(unwrap);
   }
 
-  /** GET and HEAD are idempotent; other HTTP methods when the deployment declares `fetch` (or '*') idempotent. */
+  /**
+   * GET and HEAD are idempotent; other HTTP methods when the deployment declares `fetch` (or '*') idempotent.
+   * While an experiment splits the deployment, the experiment's header is the sticky key: the answer carries
+   * x-request-id (the caller's own, or a new one) and x-shoal-variant, which outcomes are reported against.
+   */
   http(key: string, req: WireHttpRequest, opts: RouteOptions = {}): Promise<WireHttpResponse> {
     const method = req.method === 'GET' || req.method === 'HEAD' ? '*' : 'fetch';
-    return this.route(key, opts, (replicaId) => ({ t: 'http', replicaId, req, deadline: opts.deadline, priority: opts.priority }), method).then(unwrap) as Promise<WireHttpResponse>;
+    const sticky = this.traffic.get(key)?.sticky;
+    const build = (replicaId: string): NewRequest => ({ t: 'http', replicaId, req, deadline: opts.deadline, priority: opts.priority, modelId: opts.modelId });
+    if (sticky === undefined) return this.route(key, opts, build, method, this.pickVersion(key, opts.stickyKey)).then(unwrap) as Promise<WireHttpResponse>;
+    const raw = req.headers[sticky.header];
+    const stickyKey = (Array.isArray(raw) ? raw[0] : raw) ?? opts.stickyKey;
+    const version = this.pickVersion(key, stickyKey === '' ? undefined : stickyKey);
+    const variant = version === undefined ? -1 : this.traffic.get(key)!.weights.findIndex((w) => w.version === version);
+    const given = req.headers['x-request-id'];
+    const requestId = (typeof given === 'string' && given !== '' && given.length <= 200 ? given : undefined) ?? randomUUID();
+    return this.route(key, opts, build, method, version).then((reply) => {
+      const res = unwrap(reply) as WireHttpResponse;
+      const headers: Record<string, string> = { ...res.headers, 'x-request-id': requestId };
+      // Only a request with a key is in the experiment: one without goes to the control and is not counted.
+      if (stickyKey !== undefined && stickyKey !== '' && variant >= 0) {
+        headers['x-shoal-variant'] = variantName(variant);
+        if (this.assignments.length < MAX_PENDING_ASSIGNMENTS) this.assignments.push([sticky.experiment, requestId, variant]);
+        else this.droppedAssignments++;
+      }
+      return { ...res, headers };
+    });
   }
 
   close(): void {
@@ -213,12 +275,68 @@ export class Router {
    * once when its worker died mid-call if `method` is idempotent ('*': always idempotent, as GET and HEAD are), as
    * far as the retry budget and the deadline allow.
    */
-  private route(key: string, opts: RouteOptions, build: (replicaId: string) => NewRequest, method: string): Promise<ReplyMessage> {
+  private route(key: string, opts: RouteOptions, build: (replicaId: string) => NewRequest, method: string, version: string | undefined): Promise<ReplyMessage> {
     if (opts.signal?.aborted) return Promise.reject(new CancelledError(`call to "${key}" cancelled before it was sent`));
     if (opts.deadline !== undefined && Deadline.expired(opts.deadline, this.opts.clock)) return Promise.reject(new DeadlineExceededError(`deadline passed before the call to "${key}" was sent`));
     this.budget.request();
-    const a: Attempt = { exclude: undefined, tried: undefined, notRunRetries: 0, diedRetried: false };
-    return this.attempt(key, opts, build, method, a);
+    const a: Attempt = { exclude: undefined, tried: undefined, notRunRetries: 0, diedRetried: false, version };
+    const reply = this.attempt(key, opts, build, method, a);
+    const shadow = this.traffic.get(key)?.shadow;
+    if (shadow !== undefined && this.opts.random() * 100 < shadow.percent) this.mirror(key, shadow.version, build, reply);
+    return reply;
+  }
+
+  /**
+   * The version a request goes to while the deployment's versions are split: by its sticky key's hash when the
+   * split is sticky and it has one (without one, the control: the first version), else at random by weight.
+   */
+  private pickVersion(key: string, stickyKey: string | undefined): string | undefined {
+    const t = this.traffic.get(key);
+    if (t === undefined || t.weights.length === 0) return undefined;
+    if (t.sticky !== undefined && stickyKey === undefined) return t.weights[0]!.version;
+    const u = t.sticky !== undefined ? stickyBucket(t.sticky.experiment, stickyKey!) : this.opts.random();
+    return t.weights[pickWeighted(t.weights.map((w) => w.percent), u)]!.version;
+  }
+
+  /**
+   * Sends a copy of a request to the shadow version, after the live one has gone out, and compares the two
+   * answers. The copy never waits: without a shadow replica that has room it is dropped (and counted), so the
+   * shadow adds no queueing to the callers; it takes no retry and no share of the retry budget.
+   */
+  private mirror(key: string, version: string, build: (replicaId: string) => NewRequest, live: Promise<ReplyMessage>): void {
+    const countKey = `${key}@${version}`;
+    let c = this.shadow.get(countKey);
+    if (c === undefined) { c = { mirrored: 0, dropped: 0, compared: 0, agreed: 0, shadowErrors: 0, numbers: 0, sumAbsDiff: 0, maxAbsDiff: 0 }; this.shadow.set(countKey, c); }
+    const counts = c;
+    setImmediate(() => {
+      const set = this.sets.get(key);
+      const ref = this.closed ? undefined : set?.choose(undefined, version);
+      if (set === undefined || ref === undefined) { counts.dropped++; return; }
+      counts.mirrored++;
+      ref.inflight++;
+      let shadowReply: Promise<ReplyMessage>;
+      try {
+        shadowReply = this.opts.transport.dispatch(ref, build(ref.replicaId)).reply;
+      } catch {
+        ref.inflight--;
+        counts.shadowErrors++;
+        return;
+      }
+      const settled = shadowReply.then(
+        (r) => { ref.inflight--; this.wake(key); set.report(ref, r.q, r.models); return r; },
+        () => { ref.inflight--; this.wake(key); return undefined; },
+      );
+      Promise.all([live.catch(() => undefined), settled]).then(([l, sh]) => {
+        if (l === undefined || !l.ok) return; // nothing live to compare with
+        if (sh === undefined || !sh.ok) { counts.shadowErrors++; return; }
+        const d = compareAnswers(l.value, sh.value, MAX_COMPARED_NUMBERS);
+        counts.compared++;
+        if (d.agree) counts.agreed++;
+        counts.numbers += d.numbers;
+        counts.sumAbsDiff += d.sumAbsDiff;
+        if (d.maxAbsDiff > counts.maxAbsDiff) counts.maxAbsDiff = d.maxAbsDiff;
+      }, () => undefined);
+    });
   }
 
   private attempt(key: string, opts: RouteOptions, build: (replicaId: string) => NewRequest, method: string, a: Attempt): Promise<ReplyMessage> {
@@ -264,6 +382,8 @@ export class Router {
     if (!this.mayRetry(key, opts, 'it never ran', why)) return false;
     a.notRunRetries++;
     a.exclude = exclude;
+    // A retry may go to any live version: the one it was sent to may be the one going away (a rollback).
+    a.version = undefined;
     return true;
   }
 
@@ -301,7 +421,8 @@ export class Router {
   private pick(key: string, opts: RouteOptions, build: (replicaId: string) => NewRequest, a: Attempt): Promise<ReplyMessage> {
     const set = this.sets.get(key);
     if (set !== undefined && set.replicas.length === 0 && set.unavailable !== undefined) return Promise.reject(this.unavailableError(key, set.unavailable));
-    const ref = set?.choose(a.exclude);
+    if (a.version !== undefined) unpinGone(set, a);
+    const ref = set?.choose(a.exclude, a.version, opts.modelId);
     if (set !== undefined && ref !== undefined) return this.send(key, set, ref, opts, build, a);
     return this.routeQueued(key, opts, build, a);
   }
@@ -310,9 +431,10 @@ export class Router {
     let set: ReplicaSet | undefined;
     let ref: ReplicaRef | undefined;
     while (ref === undefined || set === undefined) {
-      await this.waitForSlot(key, opts, a.exclude);
+      await this.waitForSlot(key, opts, a.exclude, a.version);
       set = this.sets.get(key);
-      ref = set?.choose(a.exclude);
+      if (a.version !== undefined) unpinGone(set, a);
+      ref = set?.choose(a.exclude, a.version, opts.modelId);
     }
     // An abort that lands between a waiter's wake-up and this line removed no listener yet to be added: check it
     // here, or the call would be sent and never cancelled.
@@ -338,7 +460,7 @@ export class Router {
         this.wake(key);
         // `q` is the replica's load after it answered, which no longer counts this request: compare it with what
         // this router still has there, so after the decrement.
-        set.report(ref, r.q);
+        set.report(ref, r.q, r.models);
         return r;
       },
       (err: unknown) => {
@@ -379,7 +501,7 @@ export class Router {
     });
   }
 
-  private waitForSlot(key: string, opts: RouteOptions, exclude?: Set<string>): Promise<void> {
+  private waitForSlot(key: string, opts: RouteOptions, exclude?: Set<string>, version?: string): Promise<void> {
     if (this.closed) return Promise.reject(new NoReplicaError(`router closed; cannot call "${key}"`));
     const set = this.sets.get(key);
     const queue = this.waiters.get(key) ?? [];
@@ -403,6 +525,7 @@ export class Router {
       let noReplicaTimer: TimerHandle | undefined;
       const waiter: Waiter = {
         exclude,
+        version,
         wake: () => { done(); resolve(); },
         fail: (err) => { done(); reject(err); },
         armNoReplicaTimer: () => {
@@ -433,6 +556,11 @@ export class Router {
     // (a retry avoids the replicas that refused it), in arrival order.
     const room = new Map<string, number>();
     for (const r of set.replicas) { const n = set.maxOngoingRequests - r.inflight; if (n > 0) room.set(r.replicaId, n); }
+    // While versions are split, a waiter may take only a replica of its version (or of a live one).
+    const split = this.traffic.has(key);
+    const versionOf = split ? new Map(set.replicas.map((r) => [r.replicaId, r.version ?? ''])) : undefined;
+    const live = split ? new Set(set.candidates().map((r) => r.replicaId)) : undefined;
+    const fits = (w: Waiter, id: string): boolean => !split || (w.version === undefined ? live!.has(id) : versionOf!.get(id) === w.version);
     // A retry that avoids every replica still listed would wait for nothing: it may try them again.
     // (The set is the request's own, so its next choose() sees it emptied too.)
     for (const w of queue) if (w.exclude !== undefined && w.exclude.size > 0 && set.replicas.every((r) => w.exclude!.has(r.replicaId))) w.exclude.clear();
@@ -440,13 +568,23 @@ export class Router {
     while (room.size > 0 && i < queue.length) {
       const w = queue[i]!;
       let slot: string | undefined;
-      for (const id of room.keys()) if (w.exclude === undefined || !w.exclude.has(id)) { slot = id; break; }
+      for (const id of room.keys()) if ((w.exclude === undefined || !w.exclude.has(id)) && fits(w, id)) { slot = id; break; }
       if (slot === undefined) { i++; continue; }
       const left = room.get(slot)! - 1;
       if (left === 0) room.delete(slot); else room.set(slot, left);
       w.wake(); // leaves the queue
     }
   }
+}
+
+/** A request pinned to a version that no longer has a replica here goes to any live one instead. */
+function unpinGone(set: ReplicaSet | undefined, a: Attempt): void {
+  if (set === undefined || set.versionCount(a.version!) === 0) a.version = undefined;
+}
+
+/** Variant 0 is 'A' (the control), 1 'B', and so on. */
+export function variantName(index: number): string {
+  return index < 26 ? String.fromCharCode(65 + index) : `V${index}`;
 }
 
 /** Calls `fn` once when `signal` aborts: through the lazy controller's one listener, or an abort event. */

@@ -6,7 +6,7 @@
  */
 import {
   CancelledError, DeadlineExceededError, IllegalStateError, LIFECYCLE_HOOKS, ReplicaUnavailableError, markNotRun, NotFoundError, QueueFullError, ShoalError, ShoalRequest,
-  UserCodeError, contextStorage, describeThrown, realClock, toWireResponse, abortableOf, type Abortable, type CompiledDeploymentOptions, type Logger, type WireHttpRequest,
+  UserCodeError, LatencyHistogram, contextStorage, describeThrown, realClock, toWireResponse, abortableOf, type Abortable, type CompiledDeploymentOptions, type Logger, type WireHttpRequest,
   type WireHttpResponse,
 } from '@shoal/core';
 import type { ModelSet, ReplicaState, ReplicaStats } from '@shoal/protocol';
@@ -78,6 +78,8 @@ export class Replica {
   private stateValue: ReplicaState = 'STARTING';
   private instance: ReplicaInstance | undefined;
   private ongoing = 0;
+  /** Answers since start: requests, errors and latency, for the head to judge a version by (heartbeat `o`). */
+  readonly outcomes = new LatencyHistogram();
   private readonly waiting: Waiting[] = [];
   private idleWaiters: Array<() => void> = [];
   private options: CompiledDeploymentOptions;
@@ -135,6 +137,12 @@ export class Replica {
       const batching = new ReplicaBatching(instance, this.deployment);
       batching.apply(this.options.userConfig);
       if (typeof instance.reconfigure === 'function' && this.options.userConfig !== undefined) await instance.reconfigure(this.options.userConfig);
+      // Readiness: a replica reports RUNNING (and takes traffic) only once its health check has passed once.
+      try {
+        await this.runHealthCheck(instance, this.options.healthCheckTimeoutMs);
+      } catch (err) {
+        throw new Error(`its readiness check (checkHealth) failed: ${describeThrown(err)}`);
+      }
       this.instance = instance;
       this.batching = batching;
       if (this.options.multiplex !== undefined) this.models = this.modelCacheFor(instance, this.options.multiplex.maxModelsPerReplica);
@@ -191,12 +199,16 @@ export class Replica {
   /** Runs the user's health check with a timeout; throws if it fails or is slow. */
   async checkHealth(timeoutMs: number): Promise<void> {
     if (this.stateValue !== 'RUNNING') throw new IllegalStateError(`replica ${this.replicaId} is ${this.stateValue}, not RUNNING`);
-    const fn = this.instance?.checkHealth;
+    await this.runHealthCheck(this.instance, timeoutMs);
+  }
+
+  private async runHealthCheck(instance: ReplicaInstance | undefined, timeoutMs: number): Promise<void> {
+    const fn = instance?.checkHealth;
     if (typeof fn !== 'function') return;
     let timer: NodeJS.Timeout | undefined;
     try {
       await Promise.race([
-        Promise.resolve(fn.call(this.instance)),
+        Promise.resolve(fn.call(instance)),
         new Promise((_, reject) => { timer = setTimeout(() => reject(new DeadlineExceededError(`health check of ${this.replicaId} took over ${timeoutMs} ms`)), timeoutMs); }),
       ]);
     } finally {
@@ -218,15 +230,19 @@ export class Replica {
       return Promise.reject(new NotFoundError(`deployment "${this.deployment}" has no method "${method}" (it has: ${callableNames(instance).join(', ') || 'none'})`));
     }
     const ctx = new CallContext(signal, deadline, priority, this.app, this.deployment, this.replicaId, this.devices, modelId, this.models);
+    const t0 = performance.now();
     if (this.stateValue === 'RUNNING' && !signal.aborted && this.ongoing < this.options.maxOngoingRequests) {
       this.ongoing++;
-      return this.invoke(ctx, fn as (...a: unknown[]) => unknown, instance!, args);
+      return this.invoke(ctx, fn as (...a: unknown[]) => unknown, instance!, args, t0);
     }
-    return this.acquire(signal).then(() => this.invoke(ctx, fn as (...a: unknown[]) => unknown, instance!, args));
+    return this.acquire(signal).then(() => this.invoke(ctx, fn as (...a: unknown[]) => unknown, instance!, args, t0));
   }
 
-  /** Runs user code in its request context with a slot already taken; the slot is given back when it settles. */
-  private invoke(ctx: CallContext, fn: (...a: unknown[]) => unknown, instance: object, args: unknown[]): Promise<unknown> {
+  /**
+   * Runs user code in its request context with a slot already taken; the slot is given back when it settles, and
+   * the answer is counted in `outcomes` (from `t0`, its arrival here), which is what a canary is judged on.
+   */
+  private invoke(ctx: CallContext, fn: (...a: unknown[]) => unknown, instance: object, args: unknown[], t0: number): Promise<unknown> {
     let result: unknown;
     // Its model stays loaded while it runs: an eviction unloads it once the requests on it are done.
     if (ctx.modelId !== undefined) this.models?.pin(ctx.modelId);
@@ -234,21 +250,27 @@ export class Replica {
       result = contextStorage.run(ctx, invoke, fn, instance, args);
     } catch (err) {
       this.release(ctx);
+      this.outcomes.record(performance.now() - t0, true);
       return Promise.reject(asCallerError(err, this.deployment));
     }
     if (!isThenable(result)) {
       this.release(ctx);
+      this.outcomes.record(performance.now() - t0);
       return Promise.resolve(result);
     }
     return Promise.resolve(result).then(
-      (value) => { this.release(ctx); return value; },
-      (err: unknown) => { this.release(ctx); throw asCallerError(err, this.deployment); },
+      (value) => { this.release(ctx); this.outcomes.record(performance.now() - t0); return value; },
+      (err: unknown) => { this.release(ctx); this.outcomes.record(performance.now() - t0, !isCallerFault(err)); throw asCallerError(err, this.deployment); },
     );
   }
 
   http(req: WireHttpRequest, signal: Abortable | AbortSignal, deadline: number | undefined, priority?: number, modelId?: string): Promise<WireHttpResponse> {
     if (this.httpMethod === undefined) return Promise.reject(new NotFoundError(`deployment "${this.deployment}" takes no HTTP requests: define fetch(request)`));
-    return this.call(this.httpMethod, [new ShoalRequest(req)], signal, deadline, priority, modelId).then(toWireResponse);
+    return this.call(this.httpMethod, [new ShoalRequest(req)], signal, deadline, priority, modelId).then((value) => {
+      const res = toWireResponse(value);
+      if (res.status >= 500) this.outcomes.markError();
+      return res;
+    });
   }
 
   /**
@@ -353,6 +375,11 @@ function abortReason(signal: { readonly reason: unknown }, deployment: string): 
 }
 
 /** Errors from user code keep the user's message; shoal's own errors pass through unchanged. */
+/** An error that is the caller's doing, not the version's (a 4xx, a cancellation): not counted as an error. */
+function isCallerFault(err: unknown): boolean {
+  return err instanceof ShoalError && err.httpStatus < 500;
+}
+
 function asCallerError(err: unknown, deployment: string): Error {
   if (err instanceof ShoalError) return err;
   return UserCodeError.from(err, { deployment });
