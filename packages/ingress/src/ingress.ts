@@ -10,7 +10,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import {
-  CancelledError, InvalidOptionError, LazyAbortController, NotFoundError, type AppSpec, type Logger, type WireHttpRequest,
+  CancelledError, InvalidOptionError, LazyAbortController, MODEL_ID_HEADER, NotFoundError, checkModelId, type AppSpec, type Logger, type WireHttpRequest,
 } from '@shoal/core';
 import type { Router } from '@shoal/router';
 import { readBody, sendError, sendJson, sendResponse, type HttpAnswer } from './http-util.ts';
@@ -72,6 +72,8 @@ DONE.abort(new CancelledError('done'));
 export const TIMEOUT_HEADER = 'x-shoal-timeout-ms';
 /** An integer priority for the request (higher is dequeued first by batched methods); it flows to downstream calls. */
 export const PRIORITY_HEADER = 'x-shoal-priority';
+/** The model a multiplexed deployment serves the request with (1-256 characters, no control characters); it flows to downstream calls. */
+export { MODEL_ID_HEADER };
 
 /** Where a request goes: an application's ingress deployment, or an extra route. */
 type Target = { kind: 'app'; mount: Mount; path: string } | { kind: 'extra'; route: ExtraRoute; path: string; limits: { maxRequestBytes: number; requestTimeoutMs: number } };
@@ -186,6 +188,7 @@ export class Ingress {
         priority = Number(ph);
         if (!Number.isSafeInteger(priority) || typeof ph !== 'string' || ph.trim() === '') throw new InvalidOptionError(`header ${PRIORITY_HEADER}`, 'must be an integer', ph);
       }
+      const modelId = modelIdOf(req);
       // No content-length and no transfer-encoding: HTTP/1.1 says there is no body, so do not wait for 'end'.
       const hasBody = req.headers['content-length'] !== undefined || req.headers['transfer-encoding'] !== undefined;
       const limit = target.kind === 'app' ? target.mount.maxRequestBytes : target.limits.maxRequestBytes;
@@ -200,7 +203,7 @@ export class Ingress {
       let out: HttpAnswer;
       try {
         out = target.kind === 'app'
-          ? await this.opts.router.http(target.mount.key, wire, { deadline, signal, priority })
+          ? await this.opts.router.http(target.mount.key, wire, { deadline, signal, priority, ...(modelId === undefined ? {} : { modelId }) })
           : await target.route.serve(wire, { deadline, priority, signal });
       } finally {
         if (socket[INFLIGHT] === signal) socket[INFLIGHT] = DONE;
@@ -243,6 +246,14 @@ export class Ingress {
     }
     sendError(res, new NotFoundError(`no built-in endpoint ${pathname}`));
   }
+}
+
+/** The request's model id (header x-shoal-model-id), checked; a header given twice is refused, not joined. */
+function modelIdOf(req: IncomingMessage): string | undefined {
+  const given = req.headersDistinct[MODEL_ID_HEADER];
+  if (given === undefined) return undefined;
+  if (given.length > 1) throw new InvalidOptionError(`header ${MODEL_ID_HEADER}`, `must be given once, got ${given.length} values`);
+  return checkModelId(`header ${MODEL_ID_HEADER}`, given[0]);
 }
 
 /** How much of a refused request body is read and dropped before answering, and for how long at most. */

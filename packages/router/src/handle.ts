@@ -1,5 +1,5 @@
 /** Handles: typed proxies that turn `handle.method(...args)` into a router call. */
-import { Deadline, InvalidOptionError, type CallOptions, type Handle } from '@shoal/core';
+import { Deadline, InvalidOptionError, checkModelId, type CallOptions, type Handle } from '@shoal/core';
 import type { Router } from './router.ts';
 
 export interface HandleTarget {
@@ -13,6 +13,8 @@ export interface HandleTarget {
   inheritedSignal?: () => AbortSignal | undefined;
   /** The calling request's priority, used when the call sets none. */
   inheritedPriority?: () => number | undefined;
+  /** The calling request's model id (multiplexing), used when the call sets none. */
+  inheritedModelId?: () => string | undefined;
 }
 
 export function createHandle<T>(target: HandleTarget, opts: CallOptions = {}): Handle<T> {
@@ -42,7 +44,11 @@ export function createHandle<T>(target: HandleTarget, opts: CallOptions = {}): H
         const signals = [opts.signal, target.inheritedSignal?.()].filter((s): s is AbortSignal => s !== undefined);
         const signal = signals.length === 0 ? undefined : signals.length === 1 ? signals[0] : AbortSignal.any(signals);
         const priority = opts.priority ?? target.inheritedPriority?.();
-        return target.router.call(target.key, prop, args, { deadline, signal, ...(priority === undefined ? {} : { priority }) });
+        if (opts.modelId !== undefined) {
+          try { checkModelId('handle.withOptions.modelId', opts.modelId); } catch (err) { return Promise.reject(err); }
+        }
+        const modelId = opts.modelId ?? target.inheritedModelId?.();
+        return target.router.call(target.key, prop, args, { deadline, signal, ...(priority === undefined ? {} : { priority }), ...(modelId === undefined ? {} : { modelId }) });
       };
       cache.set(prop, fn);
       return fn;

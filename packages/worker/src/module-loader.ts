@@ -41,6 +41,7 @@ export async function buildInstance(spec: AppSpec, deploymentName: string, route
     inheritedDeadline: () => requestContext()?.deadline,
     inheritedSignal: () => requestContext()?.signal,
     inheritedPriority: () => requestContext()?.priority,
+    inheritedModelId: () => requestContext()?.modelId,
   });
   const args = node.args.map((a) => replaceApplications(a, toHandle));
   const Factory = node.deployment.factory as unknown as new (...a: unknown[]) => ReplicaInstance;
