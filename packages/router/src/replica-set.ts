@@ -155,10 +155,10 @@ export class ReplicaSet {
   }
 
   /**
-   * A request for `modelId`: the least loaded replica with room that holds it (a local one on a tie), unless it has
-   * `hot` requests or more: then a replica without the model when that one is less loaded, so a hot model spreads
-   * (the replica chosen loads it, and says so in its reply). Undefined when no replica with room holds the model:
-   * the caller then chooses as for any request, and the replica chosen loads the model.
+   * A request for `modelId`: the least loaded replica with room that holds it (a local one on a tie), unless that
+   * one has `hot` requests or more: then a replica without the model when that one is less loaded, so a hot model
+   * spreads (the replica chosen loads it, and says so in its reply). With no holder that has room, a replica that
+   * will load it (see chooseLoader); undefined when no replica has room.
    */
   private chooseForModel(list: ReplicaRef[], modelId: string, hot: number): ReplicaRef | undefined {
     const max = this.maxOngoingRequests;
@@ -170,9 +170,28 @@ export class ReplicaSet {
       if (r.inflight >= max) continue;
       if (best === undefined || load(r) < load(best) || (load(r) === load(best) && r.workerId === local && best.workerId !== local)) best = r;
     }
-    if (best === undefined || load(best) < hot || others === 0) return best;
-    const spread = this.chooseAny(list.filter((r) => r.models?.ids.includes(modelId) !== true));
-    return spread !== undefined && load(spread) < load(best) ? spread : best;
+    if (best !== undefined && (load(best) < hot || others === 0)) return best;
+    const loader = this.chooseLoader(list, modelId);
+    if (best === undefined) return loader;
+    return loader !== undefined && load(loader) < load(best) ? loader : best;
+  }
+
+  /**
+   * Power of two choices among the replicas with room that do not hold `modelId`: the less loaded, and of two as
+   * loaded the one holding fewer models, so a model goes where loading it evicts nothing when the loads allow.
+   */
+  private chooseLoader(list: ReplicaRef[], modelId: string): ReplicaRef | undefined {
+    const max = this.maxOngoingRequests;
+    const rs = list.filter((r) => r.inflight < max && r.models?.ids.includes(modelId) !== true);
+    const n = rs.length;
+    if (n <= 1) return rs[0];
+    const i = Math.floor(this.random() * n);
+    let j = Math.floor(this.random() * (n - 1));
+    if (j >= i) j++;
+    const a = rs[i]!;
+    const b = rs[j]!;
+    if (load(a) !== load(b)) return load(a) < load(b) ? a : b;
+    return (a.models?.ids.length ?? 0) <= (b.models?.ids.length ?? 0) ? a : b;
   }
 
   /**

@@ -47,6 +47,15 @@ describe('ReplicaSet: model affinity', () => {
     expect(c.r0!).toBeGreaterThan(c.r1!);
   });
 
+  it('loads a model no replica holds where it evicts nothing, when the loads are even', () => {
+    expect(counts(setOf(multiplexed([['x', 'y'], ['z']]), [1, 1]), 'new')).toEqual({ r1: 2000 });
+    // Of three, r1 wins every comparison it is sampled in: two draws out of three.
+    const three = counts(setOf(multiplexed([['x', 'y'], ['z'], ['p', 'q']]), [1, 1, 1]), 'new');
+    expect(Math.abs(three.r1! / 2000 - 2 / 3)).toBeLessThan(0.05);
+    // The load comes first: a busier replica is not chosen for holding fewer models.
+    expect(counts(setOf(multiplexed([['x', 'y'], [], ['p', 'q']]), [0, 2, 0]), 'new').r1).toBeUndefined();
+  });
+
   it('among replicas holding it, the least loaded; a local one on a tie', () => {
     expect(counts(setOf(multiplexed([['a'], ['a'], []]), [3, 1, 0]), 'a')).toEqual({ r1: 2000 });
     expect(counts(setOf(multiplexed([['a'], ['a'], []]), [2, 2, 0], 'w1'), 'a')).toEqual({ r1: 2000 });
