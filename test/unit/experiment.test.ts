@@ -176,6 +176,8 @@ describe('assignments and outcomes', () => {
       expect(() => exp.recordOutcome({ requestId: 'r2', value })).toThrow(BadRequestError);
     }
     expect(() => exp.recordOutcome({ requestId: 'nope', value: 1 })).toThrow(NotFoundError);
+    expect(() => exp.recordOutcome(null as never)).toThrow(BadRequestError);
+    expect(() => exp.recordOutcome({ requestId: 42, value: 1 } as never)).toThrow(/requestId must be a string/);
     // A refused value does not use up the request's outcome.
     expect(exp.recordOutcome({ requestId: 'r2', value: 0 }).variant).toBe('A');
     expect(exp.report().bookkeeping.refused).toEqual({ unknown: 1, expired: 0, duplicate: 1, invalid: 7 });

@@ -96,7 +96,6 @@ export class Experiment {
     return this.options.name;
   }
 
-
   /** The variant of a sticky key (a user id): the same for the same key while the weights stay the same, in any process. */
   assign(key: string): string {
     if (typeof key !== 'string') throw new BadRequestError(`experiment "${this.name}": the sticky key must be a string (got ${typeof key})`);
@@ -125,6 +124,10 @@ export class Experiment {
    * (the first counts); nothing is counted then.
    */
   recordOutcome(outcome: OutcomeInput): OutcomeReceipt {
+    // The HTTP API passes a parsed body: anything may arrive.
+    if (typeof outcome !== 'object' || outcome === null) {
+      throw new BadRequestError(`experiment "${this.name}": an outcome must be an object { requestId, value } (got ${describe(outcome)})`);
+    }
     const { requestId, value } = outcome;
     this.checkRequestId(requestId);
     const x = this.outcomeValue(value, requestId);
