@@ -12,7 +12,7 @@ import { cpus as osCpus, homedir, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { DeployError, buildAppSpec, createLogger, describeThrown, env, InvalidOptionError, ReplicaUnavailableError, ShoalError, type AppSpec } from '@shoal/core';
-import { FileStateStore, Head, RedisStateStore, StoreLockedError, type StateStore, type WorkerCommand } from '@shoal/head';
+import { FileStateStore, Head, RedisStateStore, StoreLockedError, type ClusterStatus, type ExperimentReport, type StateStore, type WorkerCommand, formatExperimentReport } from '@shoal/head';
 import { isListenError, portError, resolveToken } from '@shoal/protocol';
 import { runWorker, WORKER_ENTRY } from '@shoal/worker/main';
 import { serveRepository } from './serve.ts';
@@ -25,7 +25,10 @@ commands:
   run APP.ts            start a head (or use --address), deploy the module's application, serve until Ctrl-C
   serve DIR             start a head and serve a model repository (DIR/MODEL/VERSION/model.onnx) over KServe v2 at /v2
   deploy APP.ts         deploy an application to a running head
-  status                applications, deployments, replicas and workers of a running head
+  status                applications, deployments (versions, rollouts and their decisions), replicas and workers
+  rollback APP/DEP      return a deployment to its previous version (a rollout in progress: its stable version)
+  promote APP/DEP       end a shadow, canary or experiment early: the new version rolls out to the full count
+  experiment [NAME]     an A/B experiment's report: counts, rates or means, intervals, p-values, verdicts
   shutdown              stop a running head and its local workers
 
 common options:
@@ -139,6 +142,9 @@ export async function main(argv: string[]): Promise<number | undefined> {
     case 'serve': return serve(rest);
     case 'deploy': return deploy(rest);
     case 'status': return status(rest);
+    case 'rollback': return deploymentAction('rollback', rest);
+    case 'promote': return deploymentAction('promote', rest);
+    case 'experiment': return experiment(rest);
     case 'shutdown': return shutdown(rest);
     default:
       process.stderr.write(`shoal: unknown command "${command}"\n${USAGE}`);
@@ -386,13 +392,8 @@ async function deploy(argv: string[]): Promise<number> {
   return 0;
 }
 
-interface StatusJson {
-  applications: Array<{ name: string; routePrefix: string | null; ingress: string; deployments: Array<{ name: string; status: string; message: string; numReplicas: number; running: number }> }>;
-  replicas: Array<{ replicaId: string; app: string; deployment: string; state: string; workerId: string; devices?: number[]; error?: string }>;
-  workers: Array<{ workerId: string; name: string; state: string; pid?: number; dataAddress: string; resources: { cpus: number; gpus: number; memory: number; devices?: Array<{ index?: number; kind?: string; name: string; totalBytes: number; freeBytes: number }> }; used: { cpus: number; gpus: number; memory: number }; replicas: number }>;
-  cluster: string;
-  http: string;
-}
+/** What GET /api/status answers: the controller's status and the head's addresses. */
+type StatusJson = ClusterStatus & { cluster: string; http: string };
 
 function table(rows: string[][]): string {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
@@ -406,7 +407,23 @@ export function formatStatus(s: StatusJson): string {
   out.push('APPLICATIONS');
   const appRows = [['APP', 'ROUTE', 'DEPLOYMENT', 'STATUS', 'REPLICAS', 'MESSAGE']];
   for (const a of s.applications) for (const d of a.deployments) appRows.push([a.name, a.routePrefix ?? '-', d.name + (d.name === a.ingress ? ' (ingress)' : ''), d.status, `${d.running}/${d.numReplicas}`, d.message]);
-  out.push(appRows.length > 1 ? table(appRows) : '  (none)', '', 'REPLICAS');
+  out.push(appRows.length > 1 ? table(appRows) : '  (none)');
+  const versionRows = [['DEPLOYMENT', 'VERSION', 'DEPLOYED', 'RUNNING', '']];
+  for (const a of s.applications) for (const d of a.deployments) {
+    for (const v of d.versions ?? []) versionRows.push([`${a.name}/${d.name}`, v.id, new Date(v.createdAtMs).toISOString(), String(v.running), v.current ? 'current' : '']);
+  }
+  if (versionRows.length > 1) out.push('', 'VERSIONS', table(versionRows));
+  const rollouts = s.applications.flatMap((a) => a.deployments.filter((d) => d.rollout !== undefined || (d.decisions ?? []).length > 0).map((d) => ({ key: `${a.name}/${d.name}`, d })));
+  if (rollouts.length > 0) {
+    out.push('', 'ROLLOUTS');
+    for (const { key, d } of rollouts) {
+      const r = d.rollout;
+      if (r !== undefined) out.push(`  ${key}: ${r.phase} ${r.from} -> ${r.to} at ${r.percent}%${r.step !== undefined ? ` (step ${r.step})` : ''}${r.failures > 0 ? `, ${r.failures} failures` : ''}${r.note ? `: ${r.note}` : ''}`);
+      for (const x of (d.decisions ?? []).slice(-5)) out.push(`    ${new Date(x.atMs).toISOString()} ${x.action} ${x.from} -> ${x.to}: ${x.reason}`);
+      for (const [v, sh] of Object.entries(d.shadow ?? {})) out.push(`    shadow ${v}: ${sh.compared} compared, agreement ${(sh.agreement * 100).toFixed(2)}%, mean abs diff ${sh.meanAbsDiff.toPrecision(3)}, max abs diff ${sh.maxAbsDiff.toPrecision(3)}, ${sh.dropped} dropped, ${sh.shadowErrors} shadow errors`);
+    }
+  }
+  out.push('', 'REPLICAS');
   const repRows = [['REPLICA', 'APP', 'DEPLOYMENT', 'STATE', 'WORKER', 'ERROR']];
   // "w1:gpu0" for a replica placed by device memory.
   const deviceLabel = (workerId: string, index: number): string => {
@@ -431,6 +448,40 @@ async function status(argv: string[]): Promise<number> {
   const { values } = parseArgs({ args: argv, options: { address: { type: 'string' }, ...tokenFlags, json: { type: 'boolean' } }, allowPositionals: false });
   const s = await control(requireAddress(values.address), tokenOf(values), 'GET', '/api/status') as StatusJson;
   process.stdout.write(values.json ? `${JSON.stringify(s, null, 2)}\n` : formatStatus(s));
+  return 0;
+}
+
+/** `shoal rollback APP/DEPLOYMENT` (or DEPLOYMENT when one application has it), `shoal promote ...`. */
+async function deploymentAction(action: 'rollback' | 'promote', argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({ args: argv, options: { address: { type: 'string' }, ...tokenFlags }, allowPositionals: true });
+  if (positionals.length !== 1) throw new InvalidOptionError('DEPLOYMENT', `shoal ${action} takes one deployment: APP/DEPLOYMENT, or DEPLOYMENT when only one application has it`);
+  const address = requireAddress(values.address);
+  const token = tokenOf(values);
+  let [app, dep] = positionals[0]!.includes('/') ? positionals[0]!.split('/', 2) as [string, string] : [undefined, positionals[0]!];
+  if (app === undefined) {
+    const s = await control(address, token, 'GET', '/api/status') as StatusJson;
+    const owners = s.applications.filter((a) => a.deployments.some((d) => d.name === dep)).map((a) => a.name);
+    if (owners.length !== 1) throw new InvalidOptionError('DEPLOYMENT', owners.length === 0 ? `no application has a deployment "${dep}"` : `"${dep}" is a deployment of ${owners.join(', ')}: say which, as APP/${dep}`, dep);
+    app = owners[0]!;
+  }
+  const r = await control(address, token, 'POST', `/api/apps/${encodeURIComponent(app)}/deployments/${encodeURIComponent(dep)}/${action}`) as { from?: string; to?: string; version?: string };
+  process.stdout.write(action === 'rollback' ? `${app}/${dep}: rolling back from ${r.from} to ${r.to}\n` : `${app}/${dep}: promoted ${r.version}; it rolls out to the full count\n`);
+  return 0;
+}
+
+/** `shoal experiment [NAME]`: an experiment's report (all of them without a name). */
+async function experiment(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({ args: argv, options: { address: { type: 'string' }, ...tokenFlags, json: { type: 'boolean' } }, allowPositionals: true });
+  const address = requireAddress(values.address);
+  const token = tokenOf(values);
+  if (positionals.length === 0) {
+    const r = await control(address, token, 'GET', '/api/experiments');
+    process.stdout.write(`${JSON.stringify(r, null, 2)}\n`);
+    return 0;
+  }
+  const path = `/api/experiments/${encodeURIComponent(positionals[0]!)}`;
+  const report = await control(address, token, 'GET', path) as ExperimentReport;
+  process.stdout.write(values.json ? `${JSON.stringify(report, null, 2)}\n` : `${formatExperimentReport(report)}\n`);
   return 0;
 }
 

@@ -6,7 +6,8 @@
  *   const spec = validateAppSpec(JSON.parse(body));   // InvalidOptionError (400) on the first bad field
  *   await assertModuleFile(spec.modulePath);            // and the module is a file on this host
  */
-import { stat } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { readFile, stat } from 'node:fs/promises';
 import { isAbsolute } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { InvalidOptionError } from './errors.ts';
@@ -14,7 +15,7 @@ import { checkAppName, type AppSpec, type DeploymentKind, type DeploymentSpec } 
 import { checkName, compileDeploymentOptions, type DeploymentOptions } from './options.ts';
 
 const ROOT = 'app';
-const APP_KEYS = ['name', 'routePrefix', 'ingress', 'modulePath', 'exportName', 'deployments'];
+const APP_KEYS = ['name', 'routePrefix', 'ingress', 'modulePath', 'exportName', 'deployments', 'codeHash'];
 const DEPLOYMENT_KEYS = ['name', 'kind', 'options', 'dependencies', 'methods', 'oip'];
 const OIP_KEYS = ['model', 'version', 'platform'];
 const KINDS: readonly DeploymentKind[] = ['class', 'function'];
@@ -73,6 +74,11 @@ export async function assertModuleFile(modulePath: string): Promise<void> {
   if (!isFile) throw new InvalidOptionError(MODULE_PATH, 'is not a regular file', modulePath);
 }
 
+/** sha256 (hex) of a module file's content: what AppSpec.codeHash holds. */
+export async function moduleCodeHash(modulePath: string): Promise<string> {
+  return createHash('sha256').update(await readFile(modulePathToFile(modulePath))).digest('hex');
+}
+
 /** Returns a new spec with compiled options; throws InvalidOptionError naming the first bad field. */
 export function validateAppSpec(raw: unknown): AppSpec {
   const app = object(ROOT, raw, APP_KEYS);
@@ -120,5 +126,8 @@ export function validateAppSpec(raw: unknown): AppSpec {
   if (typeof app.ingress !== 'string' || !firstIndex.has(app.ingress)) {
     throw new InvalidOptionError(`${ROOT}.ingress`, `must name one of the deployments (${[...firstIndex.keys()].join(', ')})`, app.ingress);
   }
-  return { name: app.name, routePrefix, ingress: app.ingress, modulePath, exportName, deployments };
+  if (app.codeHash !== undefined && (typeof app.codeHash !== 'string' || !/^[0-9a-f]{16,64}$/.test(app.codeHash))) {
+    throw new InvalidOptionError(`${ROOT}.codeHash`, 'must be 16 to 64 lowercase hex digits (a sha256 of the module file)', app.codeHash);
+  }
+  return { name: app.name, routePrefix, ingress: app.ingress, modulePath, exportName, deployments, ...(app.codeHash !== undefined ? { codeHash: app.codeHash } : {}) };
 }

@@ -156,6 +156,12 @@ export interface AppSpec {
   /** Which export of the module holds the application. */
   exportName: string;
   deployments: DeploymentSpec[];
+  /**
+   * sha256 (hex) of the module file's content when it was deployed, set by the head: part of every deployment's
+   * version (an edited file is a new version), the key workers import it under (so two versions of one file run
+   * side by side), and checked by workers against the file they read. @default none (the head fills it)
+   */
+  codeHash?: string;
 }
 
 function methodNames(factory: new (...args: never[]) => unknown): string[] {

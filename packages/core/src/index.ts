@@ -13,7 +13,7 @@
 export * from './errors.ts';
 export { deployment, Deployment, Application, type Handle, type CallOptions, type BindArgs, type FunctionInstance, type AppSpec, type DeploymentSpec, type DeploymentKind, type LifecycleHook, type OipModelInfo, OIP_MODEL, LIFECYCLE_HOOKS, buildAppSpec, collectGraph, forEachApplication, checkAppName } from './deployment.ts';
 export { type DeploymentOptions, type AutoscalingOptions, type CompiledAutoscaling, type MultiplexOptions, type CompiledMultiplex, type ResourceOptions, type CompiledDeploymentOptions, type CompiledResources, type CompiledDeploymentResources, type SharedBlobNeed, type DeviceKind, compileDeploymentOptions, checkInt, checkNumber, checkName } from './options.ts';
-export { validateAppSpec, assertModuleFile } from './app-spec.ts';
+export { validateAppSpec, assertModuleFile, moduleCodeHash } from './app-spec.ts';
 export { ShoalRequest, HttpResponse, HttpError, response, toWireResponse, type WireHttpRequest, type WireHttpResponse } from './http.ts';
 export { requestContext, contextStorage, type RequestContext } from './context.ts';
 export { getModel, currentModelId, checkModelId, MODEL_ID_HEADER, MAX_MODEL_ID_CHARS, type ModelSource, type ModelCacheStats } from './multiplex.ts';

@@ -215,9 +215,12 @@ export interface DeploymentRolloutStatus {
  * numReplicas, autoscaling and rollout don't. `codeHash`: the module file's content hash, so editing the code
  * and deploying again is a new version too.
  */
-export function deploymentVersion(app: AppSpec, d: DeploymentSpec, codeHash = ''): string {
+export function deploymentVersion(app: AppSpec, d: DeploymentSpec): string {
   const { userConfig: _u, numReplicas: _n, autoscaling: _a, rollout: _r, ...rest } = d.options;
-  return createHash('sha256').update(JSON.stringify([app.modulePath, app.exportName, codeHash, d.kind, d.dependencies, d.methods, rest])).digest('hex').slice(0, 12);
+  // Without a code hash the list is the one versions had before there was one, so their ids stay the same.
+  const parts: unknown[] = [app.modulePath, app.exportName, d.kind, d.dependencies, d.methods, rest];
+  if (app.codeHash !== undefined) parts.push(app.codeHash);
+  return createHash('sha256').update(JSON.stringify(parts)).digest('hex').slice(0, 12);
 }
 
 export class Controller {
@@ -481,10 +484,11 @@ export class Controller {
 
   /**
    * Records the desired state of an application; replicas follow in reconcile(). A deployment whose version
-   * changed while its old version serves begins a rollout (see Rollout); `codeHash` (the module file's content
-   * hash) makes a code edit a new version. `atMs`: wall time of the deploy, for the version history.
+   * changed while its old version serves begins a rollout (see Rollout); spec.codeHash (the module file's content
+   * hash) makes a code edit a new version. `atMs`: wall time of the deploy, for the version history. `rollout`
+   * false: a changed version rolls out as a plain rolling update (no shadow, canary or experiment).
    */
-  deploy(spec: AppSpec, opts: { codeHash?: string; atMs?: number; rollout?: boolean } = {}): void {
+  deploy(spec: AppSpec, opts: { atMs?: number; rollout?: boolean } = {}): void {
     for (const other of this.apps.values()) {
       if (other.spec.name !== spec.name && spec.routePrefix !== null && other.spec.routePrefix === spec.routePrefix) {
         throw new DeployError(`route prefix "${spec.routePrefix}" is already served by application "${other.spec.name}"`, 409);
@@ -512,7 +516,7 @@ export class Controller {
     const deployments = new Map<string, DeploymentRecord>();
     const atMs = opts.atMs ?? this.opts.clock.wallNow();
     for (const d of spec.deployments) {
-      const version = deploymentVersion(spec, d, opts.codeHash);
+      const version = deploymentVersion(spec, d);
       const prev = previous?.deployments.get(d.name);
       const info: VersionInfo = { id: version, spec: d, app: spec, createdAtMs: atMs };
       const history = (prev?.history ?? []).filter((v) => v.id !== version);
@@ -812,6 +816,9 @@ export class Controller {
     const to = d.version;
     d.rollout = undefined;
     this.revertTo(appName, depName, d, ro.from);
+    // The new version's replicas leave the route table in the same publication that ends the split: listed
+    // without it, they would take an even share of live traffic while they drain.
+    for (const r of this.replicasOf(appName, depName)) if (r.version === to && (r.state === 'RUNNING' || r.state === 'STARTING')) void this.stop(r);
     d.status.failures = 0;
     d.status.retryAt = 0;
     d.status.lastError = undefined;
@@ -828,7 +835,13 @@ export class Controller {
     d.app = v.app;
     d.history = [...d.history.filter((h) => h.id !== v.id), v];
     const app = this.apps.get(appName);
-    if (app !== undefined) app.spec = { ...app.spec, deployments: app.spec.deployments.map((x) => (x.name === depName ? v.spec : x)) };
+    if (app === undefined) return;
+    const deployments = app.spec.deployments.map((x) => (x.name === depName ? v.spec : x));
+    // The module the version came from, when it is the app's only deployment (a module change would otherwise make
+    // the others new versions too; they keep the current module).
+    const code = deployments.length === 1 ? { modulePath: v.app.modulePath, exportName: v.app.exportName, codeHash: v.app.codeHash } : {};
+    app.spec = { ...app.spec, ...code, deployments };
+    if (app.spec.codeHash === undefined) delete app.spec.codeHash;
   }
 
   private decide(key: string, d: DeploymentRecord, x: Omit<RolloutDecision, 'atMs' | 'deployment'>): void {

@@ -8,20 +8,27 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { randomBytes } from 'node:crypto';
 import { WebSocketServer, type WebSocket } from 'ws';
 import {
-  DeadlineExceededError, DeployError, InvalidOptionError, NotFoundError, ReplicaUnavailableError, UnauthorizedError, assertModuleFile, realClock, toWireError, validateAppSpec, type AppSpec,
+  BadRequestError, DeadlineExceededError, DeployError, InvalidOptionError, NotFoundError, ReplicaUnavailableError, UnauthorizedError, assertModuleFile, moduleCodeHash, realClock, toWireError, validateAppSpec, type AppSpec,
   type Clock, type Logger, type WireHttpRequest, type WireHttpResponse,
 } from '@shoal/core';
 import {
   PROTOCOL_VERSION, Peer, acceptHello, attachWebSocketEndpoint, probePort, sendWelcome, tokenMatches, type Message, type NewRequest, type RouteTable,
   type WorkerStats,
 } from '@shoal/protocol';
-import { Router, type Dispatch, type ReplicaRef, type Transport } from '@shoal/router';
+import { Router, variantName, type Dispatch, type ReplicaRef, type Transport } from '@shoal/router';
 import { rebuildError } from '@shoal/core';
 import { Ingress, OipRoute, readBody, sendError, sendJson, type ExtraRoute } from '@shoal/ingress';
 import { Controller, type ClusterOps } from './controller.ts';
 import { LocalWorkers, bindSharedSocket, type SharedListenSocket, type WorkerCommand } from './local-workers.ts';
 import type { StateStore, SeenWorker } from './state/state-store.ts';
 import { HeadMetrics, METRICS_CONTENT_TYPE } from './metrics.ts';
+import { Experiment, compileExperimentOptions, type ExperimentOptions } from './experiments/index.ts';
+import type { RolloutDecision } from './rollout.ts';
+
+/** Experiments kept (running or finished) for their reports; past it, the oldest finished one goes. */
+const MAX_EXPERIMENTS = 100;
+/** Outcomes one control call may report at once. */
+const MAX_OUTCOMES_PER_CALL = 10_000;
 
 /** A transport-free handler of repository requests (@shoal/oip's createKServeHandler over a repository). */
 export type RepositoryHandler = (req: { method: string; path: string; headers: Record<string, string | string[] | undefined>; body: Buffer }) => Promise<{ status: number; headers: Record<string, string>; body: Buffer | readonly Buffer[] }>;
@@ -110,6 +117,8 @@ export class Head {
   private passScheduled = false;
   /** What each worker said of itself at hello (its pid, whether it is local), kept until it is declared dead. */
   private readonly joined = new Map<string, { pid?: number; local: boolean }>();
+  /** A/B experiments by name, running or finished (their reports stay). */
+  private readonly experiments = new Map<string, Experiment>();
 
   constructor(opts: HeadOptions) {
     this.opts = { maxFrameBytes: 64 * 1024 * 1024, heartbeatMs: 500, workerTimeoutMs: 3000, startTimeoutMs: 300_000, ...opts };
@@ -135,6 +144,15 @@ export class Head {
         const out: Record<string, number> = {};
         for (const [key, st] of Object.entries(this.router.stats())) if (st.waiting > 0) out[key] = st.waiting;
         return out;
+      },
+      localShadow: () => this.router.shadowCounts(),
+      onRollout: (d) => this.onRollout(d),
+      onExperimentStart: (name, cfg, variants) => {
+        try {
+          this.openExperiment(name, { name, metric: cfg.metric, ...cfg.stats, variants: variants.map((v) => ({ name: v.name, weight: v.percent })) } as ExperimentOptions);
+        } catch (err) {
+          this.opts.logger.error('could not open the experiment', { experiment: name, error: toWireError(err).message });
+        }
       },
     });
     const transport: Transport = { dispatch: (ref, m) => this.dispatch(ref, m) };
@@ -226,6 +244,7 @@ export class Head {
       lastTick = now;
       if (this.controller.isRecovering && now >= this.recoveryEndsAt) this.endRecovery(`waited ${this.opts.recoveryTimeoutMs ?? this.opts.workerTimeoutMs} ms; missing: ${[...this.expected].join(', ')}`);
       this.controller.checkWorkers();
+      this.recordAssignments(this.router.takeAssignments());
       this.runPass();
     }, 200);
     this.loop.unref();
@@ -308,7 +327,11 @@ export class Head {
    * Records the application (in the store first, when there is one: a deploy the head acknowledged survives its
    * restart) and starts reconciling; it does not wait for replicas (waitReady() does).
    */
-  async deploy(spec: AppSpec): Promise<void> {
+  async deploy(given: AppSpec): Promise<void> {
+    // The module's content is part of every version: an edited file rolls out; an unchanged one changes nothing.
+    const spec: AppSpec = /^(\/|file:)/i.test(given.modulePath) ? { ...given, codeHash: await moduleCodeHash(given.modulePath).catch(() => given.codeHash ?? '') } : given;
+    if (spec.codeHash === '') delete spec.codeHash;
+    checkExperimentOptions(spec);
     const previous = this.controller.appSpecs().find((a) => a.name === spec.name);
     this.controller.deploy(spec);
     try {
@@ -334,6 +357,70 @@ export class Head {
     }
     this.publishApps();
     this.runPass();
+  }
+
+  /**
+   * Returns a deployment to its previous version (see Controller.rollback) and stores the spec that results. A
+   * version whose module file has changed on disk since cannot come back: refused, naming the file.
+   */
+  async rollback(app: string, deployment: string): Promise<{ from: string; to: string }> {
+    const before = this.controller.appSpecs().find((a) => a.name === app);
+    const r = this.controller.rollback(app, deployment);
+    try {
+      await this.opts.store?.putApp(r.spec, { deployedAtMs: Date.now(), versions: this.controller.versionsOf(app) });
+    } catch (err) {
+      if (before !== undefined) this.controller.deploy(before, { rollout: false });
+      throw err;
+    }
+    this.publishApps();
+    this.runPass();
+    return { from: r.from, to: r.to };
+  }
+
+  /** Ends a shadow, canary or experiment phase early: the new version rolls out to the full count. */
+  promote(app: string, deployment: string): { version: string } {
+    const r = this.controller.promote(app, deployment);
+    this.runPass();
+    return r;
+  }
+
+  /** An experiment by name (running, or finished with its last report). */
+  experiment(name: string): Experiment {
+    const e = this.experiments.get(name);
+    if (e === undefined) throw new NotFoundError(`no experiment named "${name}" (experiments: ${[...this.experiments.keys()].join(', ') || 'none'})`);
+    return e;
+  }
+
+  /** Opens (or reopens, starting afresh) an experiment. */
+  openExperiment(name: string, options: ExperimentOptions): Experiment {
+    const e = new Experiment(options, { path: `experiment "${name}"` });
+    if (this.experiments.has(name)) this.opts.logger.warn('an experiment of this name starts again; the previous one is discarded', { experiment: name });
+    this.experiments.delete(name);
+    this.experiments.set(name, e);
+    while (this.experiments.size > MAX_EXPERIMENTS) this.experiments.delete(this.experiments.keys().next().value!);
+    this.opts.logger.info('experiment opened', { experiment: name, variants: e.variants.join(','), metric: e.options.metric, mode: e.options.mode });
+    return e;
+  }
+
+  private recordAssignments(assign: ReadonlyArray<readonly [string, string, number]>): void {
+    for (const [name, requestId, index] of assign) {
+      const e = this.experiments.get(name);
+      if (e === undefined || typeof requestId !== 'string' || !Number.isInteger(index)) continue;
+      try { e.recordAssignment(requestId, variantName(index)); } catch { /* a malformed id from a client header: not counted */ }
+    }
+  }
+
+  private onRollout(d: RolloutDecision): void {
+    this.metrics.observeRollout(d.deployment, d.action);
+    // A rollback the controller decided changes the desired spec: store it, so a restart does not redo the rollout.
+    if (d.action !== 'rollback' && d.action !== 'failed' && d.action !== 'abort') return;
+    const app = d.deployment.slice(0, d.deployment.indexOf('/'));
+    const spec = this.controller.appSpec(app);
+    if (spec === undefined) return;
+    this.publishApps();
+    this.opts.store?.putApp(spec, { deployedAtMs: Date.now(), versions: this.controller.versionsOf(app) }).catch((err: unknown) => {
+      this.opts.logger.warn('could not store the rolled-back spec', { app, error: toWireError(err).message });
+    });
   }
 
   /** Serves the repository extension of the Open Inference Protocol (shoal serve's model repository). */
@@ -580,7 +667,8 @@ export class Head {
   private onWorkerMessage(workerId: string, m: Message, peer: Peer): void {
     if (m.t === 'hb') {
       // Requests waiting for a deployment at zero replicas: scale it up now, not at the next tick.
-      if (this.controller.heartbeat(workerId, { replicas: m.replicas, ...(m.waiting !== undefined ? { waiting: m.waiting } : {}) })) this.schedulePass();
+      if (this.controller.heartbeat(workerId, { replicas: m.replicas, ...(m.waiting !== undefined ? { waiting: m.waiting } : {}), ...(m.shadow !== undefined ? { shadow: m.shadow } : {}) })) this.schedulePass();
+      if (m.assign !== undefined) this.recordAssignments(m.assign);
       return;
     }
     if (m.t === 'repository') {
@@ -627,6 +715,27 @@ export class Head {
         sendJson(res, 200, { ok: true, app: spec.name, http: this.httpAddress });
         return;
       }
+      const act = /^\/api\/apps\/([^/]+)\/deployments\/([^/]+)\/(rollback|promote)$/.exec(url.pathname);
+      if (req.method === 'POST' && act !== null) {
+        req.resume();
+        const [app, dep] = [decodeURIComponent(act[1]!), decodeURIComponent(act[2]!)];
+        sendJson(res, 200, { ok: true, ...(act[3] === 'rollback' ? await this.rollback(app, dep) : this.promote(app, dep)) });
+        return;
+      }
+      if (req.method === 'GET' && url.pathname === '/api/experiments') { sendJson(res, 200, { experiments: [...this.experiments.values()].map((e) => e.report()) }); return; }
+      const exp = /^\/api\/experiments\/([^/]+)(\/outcomes)?$/.exec(url.pathname);
+      if (exp !== null && req.method === 'GET' && exp[2] === undefined) {
+        const e = this.experiment(decodeURIComponent(exp[1]!));
+        if (url.searchParams.get('format') === 'text') { const text = e.format(); res.writeHead(200, { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(text) }).end(text); return; }
+        sendJson(res, 200, e.report());
+        return;
+      }
+      if (exp !== null && req.method === 'POST' && exp[2] !== undefined) {
+        const e = this.experiment(decodeURIComponent(exp[1]!));
+        const body: unknown = JSON.parse((await readBody(req, 16 * 1024 * 1024, 'the outcomes API')).toString());
+        sendJson(res, 200, recordOutcomes(e, body));
+        return;
+      }
       const del = /^\/api\/apps\/([^/]+)$/.exec(url.pathname);
       if (req.method === 'DELETE' && del !== null) { await this.deleteApp(decodeURIComponent(del[1]!)); sendJson(res, 200, { ok: true }); return; }
       if (req.method === 'POST' && url.pathname === '/api/shutdown') {
@@ -643,6 +752,41 @@ export class Head {
       sendError(res, err);
     }
   }
+}
+
+/**
+ * Outcomes for an experiment: one `{ requestId, value }`, or `{ outcomes: [...] }`. One outcome answers with its
+ * receipt or its error (404 unknown id, 409 a second outcome, 400 a bad value); a list counts each one it can and
+ * lists the others' errors by index, so one bad entry does not lose the rest.
+ */
+function recordOutcomes(e: Experiment, body: unknown): unknown {
+  if (typeof body === 'object' && body !== null && Array.isArray((body as { outcomes?: unknown }).outcomes)) {
+    const list = (body as { outcomes: unknown[] }).outcomes;
+    if (list.length > MAX_OUTCOMES_PER_CALL) throw new BadRequestError(`outcomes: ${list.length} in one call, over the bound of ${MAX_OUTCOMES_PER_CALL}`);
+    let counted = 0;
+    const errors: Array<{ index: number; code: string; error: string }> = [];
+    list.forEach((o, index) => {
+      try { e.recordOutcome(asOutcome(o, `outcomes[${index}]`)); counted++; } catch (err) { const w = toWireError(err); errors.push({ index, code: w.code, error: w.message }); }
+    });
+    return { ok: errors.length === 0, counted, errors };
+  }
+  return { ok: true, ...e.recordOutcome(asOutcome(body, 'body')) };
+}
+
+function asOutcome(o: unknown, path: string): { requestId: string; value: unknown } {
+  if (typeof o !== 'object' || o === null || Array.isArray(o)) throw new BadRequestError(`${path} must be an object { requestId, value }`);
+  const { requestId, value } = o as Record<string, unknown>;
+  if (typeof requestId !== 'string') throw new BadRequestError(`${path}.requestId must be a string (the x-request-id the answer carried)`);
+  return { requestId, value };
+}
+
+/** Refuses, at deploy, experiment statistics options the experiment would refuse when it opens. */
+function checkExperimentOptions(spec: AppSpec): void {
+  spec.deployments.forEach((d, i) => {
+    const e = d.options.rollout.experiment;
+    if (e === undefined) return;
+    compileExperimentOptions({ name: e.name ?? `${spec.name}.${d.name}`, metric: e.metric, ...e.stats, variants: [{ name: 'A', weight: 100 - e.percent }, { name: 'B', weight: e.percent }] } as ExperimentOptions, `app.deployments[${i}].options.rollout.experiment.stats`);
+  });
 }
 
 function processAlive(pid: number): boolean {

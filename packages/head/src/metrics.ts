@@ -80,12 +80,25 @@ export class HeadMetrics {
     this.decisions = new Counter({ name: 'shoal_autoscaling_decisions_total', help: 'Autoscaling decisions, per deployment and reason (upscale, downscale, downscale-to-zero, scale-from-zero, bounds).', labelNames: ['deployment', 'reason'], registers });
     this.coldStart = new Histogram({ name: 'shoal_replica_start_seconds', help: 'Time from the head asking a worker to start a replica to the replica running (cold start), per deployment.', labelNames: ['deployment'], buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120], registers });
     this.workersLost = new Counter({ name: 'shoal_workers_lost_total', help: 'Workers declared dead (silent past the timeout, disconnected and not back, or their process exited), with the reason kind.', labelNames: ['reason'], registers });
+    this.rollouts = new Counter({ name: 'shoal_rollout_decisions_total', help: 'Rollout decisions, per deployment and action (start, shadow passed, step, promote, rollback, failed, abort, done).', labelNames: ['deployment', 'action'], registers });
+    new Gauge({
+      name: 'shoal_rollout_traffic_percent', help: 'Share of live traffic the new version of a deployment gets while a canary or experiment runs (mirrored share for a shadow).', labelNames: ['app', 'deployment', 'phase'], registers,
+      collect() {
+        this.reset();
+        for (const a of opts.status().applications) for (const d of a.deployments) if (d.rollout !== undefined) this.set({ app: a.name, deployment: d.name, phase: d.rollout.phase }, d.rollout.percent);
+      },
+    });
     registerProcessMetrics(this.registry);
   }
 
+  private readonly rollouts: Counter;
   private readonly decisions: Counter;
   private readonly coldStart: Histogram;
   private readonly workersLost: Counter;
+
+  observeRollout(deployment: string, action: string): void {
+    this.rollouts.inc({ deployment, action });
+  }
 
   observeAutoscale(deployment: string, reason: string): void {
     this.decisions.inc({ deployment, reason });

@@ -10,8 +10,8 @@ export interface ReplicaRef {
   readonly replicaId: string;
   readonly workerId: string;
   readonly dataAddress: string;
-  /** The deployment version it runs (listed while two versions serve). */
-  readonly version?: string;
+  /** The deployment version it runs (listed while two versions serve; a kept ref takes each table's). */
+  version?: string | undefined;
   /** Requests this router has in flight to the replica. */
   inflight: number;
   /** Requests from other callers at the replica when it last answered us. */
@@ -86,6 +86,7 @@ export class ReplicaSet {
     this.replicas = entry.replicas.map((r) => {
       const kept = old.get(r.replicaId);
       if (kept === undefined) return { ...r, inflight: 0, others: 0 };
+      kept.version = r.version;
       learnModels(kept, r.models);
       return kept;
     });

@@ -72,6 +72,10 @@ interface Attempt {
   diedRetried: boolean;
   /** While versions are split: the version this request goes to (undefined: any live one). */
   version: string | undefined;
+  /** The one retry on the stable version an idempotent request gets when a canary failed it. */
+  canaryRetried: boolean;
+  /** The split in force when the latest attempt was sent (a rollback may end it while the canary still answers). */
+  split: RouteTraffic | undefined;
 }
 
 /** Experiment assignments kept between two heartbeats; past it they are dropped (and counted). */
@@ -279,7 +283,7 @@ export class Router {
     if (opts.signal?.aborted) return Promise.reject(new CancelledError(`call to "${key}" cancelled before it was sent`));
     if (opts.deadline !== undefined && Deadline.expired(opts.deadline, this.opts.clock)) return Promise.reject(new DeadlineExceededError(`deadline passed before the call to "${key}" was sent`));
     this.budget.request();
-    const a: Attempt = { exclude: undefined, tried: undefined, notRunRetries: 0, diedRetried: false, version };
+    const a: Attempt = { exclude: undefined, tried: undefined, notRunRetries: 0, diedRetried: false, version, canaryRetried: false, split: undefined };
     const reply = this.attempt(key, opts, build, method, a);
     const shadow = this.traffic.get(key)?.shadow;
     if (shadow !== undefined && this.opts.random() * 100 < shadow.percent) this.mirror(key, shadow.version, build, reply);
@@ -343,6 +347,17 @@ export class Router {
     a.tried = undefined;
     return this.pick(key, opts, build, a).then(
       (r) => {
+        // Not charged to the retry budget: these retries are bounded by the canary's share of traffic, and last only
+        // until the canary is judged; a budget sized for overload would let a bad canary's errors through.
+        if (this.canaryFailed(key, a, r, method) && !this.closed && opts.signal?.aborted !== true && (opts.deadline === undefined || !Deadline.expired(opts.deadline, this.opts.clock))) {
+          // The stable version answers instead: a bad canary is judged on its errors, callers never see them.
+          this.retryCount++;
+          a.canaryRetried = true;
+          const stable = a.split!.weights[0]!.version;
+          a.version = (this.sets.get(key)?.versionCount(stable) ?? 0) > 0 ? stable : undefined;
+          a.exclude = new Set([a.tried!.replicaId]);
+          return this.attempt(key, opts, build, method, a);
+        }
         if (r.ok) return r;
         if (r.nr === true) return this.mayRetryNotRun(key, opts, a, r.error.message) ? this.attempt(key, opts, build, method, a) : r;
         // The replica ran it, but a call it made died with its worker (its handle's ERR_PEER_GONE came back): an
@@ -369,6 +384,23 @@ export class Router {
         return this.attempt(key, opts, build, method, a);
       },
     );
+  }
+
+  /**
+   * A canary (a version other than the stable first one, in a split that is not an experiment's) failed an
+   * idempotent request: an error that is not the caller's (5xx), or an HTTP answer of 5xx.
+   */
+  private canaryFailed(key: string, a: Attempt, r: ReplyMessage, method: string): boolean {
+    if (a.canaryRetried || a.tried === undefined) return false;
+    const t = a.split;
+    if (t === undefined || t.sticky !== undefined || t.weights.length < 2 || a.tried.version === t.weights[0]!.version) return false;
+    if (r.ok) {
+      const v = r.value as Partial<WireHttpResponse> | null;
+      if (!(typeof v === 'object' && v !== null && typeof v.status === 'number' && v.status >= 500 && 'body' in v)) return false;
+    } else if (r.nr === true || (r.error.httpStatus ?? 500) < 500) {
+      return false;
+    }
+    return this.idempotent(key, method);
   }
 
   private mayRetryNotRun(key: string, opts: RouteOptions, a: Attempt, why: string): boolean {
@@ -444,6 +476,7 @@ export class Router {
 
   private send(key: string, set: ReplicaSet, ref: ReplicaRef, opts: RouteOptions, build: (replicaId: string) => NewRequest, a: Attempt): Promise<ReplyMessage> {
     a.tried = ref;
+    a.split = this.traffic.get(key);
     ref.inflight++;
     let reply: Promise<ReplyMessage>;
     try {

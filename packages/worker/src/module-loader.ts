@@ -3,25 +3,39 @@
  * deployment name, and constructs it with bound deployments replaced by handles.
  */
 import { pathToFileURL } from 'node:url';
-import { Application, DeployError, collectGraph, requestContext, type AppSpec, type Handle } from '@shoal/core';
+import { Application, DeployError, collectGraph, moduleCodeHash, requestContext, type AppSpec, type Handle } from '@shoal/core';
 import { createHandle, type Router } from '@shoal/router';
 import type { ReplicaInstance } from './replica.ts';
 
 const modules = new Map<string, Promise<Record<string, unknown>>>();
 
-export async function importAppModule(modulePath: string): Promise<Record<string, unknown>> {
-  let p = modules.get(modulePath);
+/**
+ * Imports an application module once per (path, codeHash): two versions of one file run side by side in one
+ * worker, each under its own URL (`?v=<codeHash>`). With a codeHash, the file read here must still hash to it: a
+ * version whose code has since changed on disk fails to start, rather than run code it was not deployed with.
+ */
+export async function importAppModule(modulePath: string, codeHash?: string): Promise<Record<string, unknown>> {
+  const key = codeHash === undefined ? modulePath : `${modulePath}\u0000${codeHash}`;
+  let p = modules.get(key);
   if (p === undefined) {
-    const url = /^[a-z]+:/i.test(modulePath) ? modulePath : pathToFileURL(modulePath).href;
-    p = import(url) as Promise<Record<string, unknown>>;
-    modules.set(modulePath, p);
-    p.catch(() => modules.delete(modulePath));
+    const base = /^[a-z]+:/i.test(modulePath) ? modulePath : pathToFileURL(modulePath).href;
+    p = (async () => {
+      if (codeHash !== undefined && /^file:/i.test(base)) {
+        const found = await moduleCodeHash(base);
+        if (found !== codeHash) {
+          throw new DeployError(`module ${modulePath} has changed since this version was deployed: it hashes to ${found.slice(0, 16)} here, the version was deployed from ${codeHash.slice(0, 16)}; deploy it again (or restore the file)`);
+        }
+      }
+      return await import(codeHash === undefined ? base : `${base}${base.includes('?') ? '&' : '?'}v=${codeHash.slice(0, 16)}`) as Record<string, unknown>;
+    })();
+    modules.set(key, p);
+    p.catch(() => modules.delete(key));
   }
   return p;
 }
 
-export async function loadApplication(spec: Pick<AppSpec, 'modulePath' | 'exportName'>): Promise<Application> {
-  const mod = await importAppModule(spec.modulePath);
+export async function loadApplication(spec: Pick<AppSpec, 'modulePath' | 'exportName' | 'codeHash'>): Promise<Application> {
+  const mod = await importAppModule(spec.modulePath, spec.codeHash);
   const app = mod[spec.exportName];
   if (!Application.isApplication(app)) {
     throw new DeployError(`export "${spec.exportName}" of ${spec.modulePath} is not an application (call .bind() on a deployment); exports: ${Object.keys(mod).join(', ')}`);
