@@ -960,6 +960,43 @@ export class Controller {
     if (ro.failures >= max) this.failRollout(r.app, r.deployment, d, 'failed', `${ro.failures} failures of the new version (maxFailures ${max}); the last: ${why}`);
   }
 
+  /** Rollouts in progress in an application, as the store keeps them (see AppMeta.rollouts). */
+  rolloutsOf(appName: string): Record<string, { from: string; phase: RolloutPhase; step: number }> {
+    const out: Record<string, { from: string; phase: RolloutPhase; step: number }> = {};
+    for (const [dep, d] of this.apps.get(appName)?.deployments ?? []) if (d.rollout !== undefined) out[dep] = { from: d.rollout.from.id, phase: d.rollout.phase, step: d.rollout.step };
+    return out;
+  }
+
+  /**
+   * After a restart: the version history a deployment had (oldest first, the current one among them), and the
+   * rollout it was in, resumed at the phase and step it had reached with fresh windows (its numbers are not stored).
+   */
+  restoreHistory(appName: string, depName: string, versions: VersionInfo[], rollout?: { from: string; phase: RolloutPhase; step: number }): void {
+    const d = this.apps.get(appName)?.deployments.get(depName);
+    if (d === undefined) return;
+    const byId = new Map<string, VersionInfo>();
+    for (const v of versions) { byId.delete(v.id); byId.set(v.id, v); }
+    const current = d.history.find((v) => v.id === d.version);
+    if (current !== undefined && !byId.has(current.id)) byId.set(current.id, current);
+    d.history = [...byId.values()].slice(-HISTORY_LIMIT);
+    if (rollout === undefined) return;
+    const from = byId.get(rollout.from);
+    if (from === undefined || from.id === d.version) {
+      this.opts.logger.warn('a stored rollout names a version not in the history; going on as a rolling update', { deployment: `${appName}/${depName}`, from: rollout.from });
+      return;
+    }
+    const now = this.opts.clock.monoNow();
+    const cfg = d.spec.options.rollout;
+    const ro: Rollout = { from, phase: 'rolling', startedAt: now, phaseStartedAt: now, step: 0, weight: 100, baseline: new Map(), shadowBaseline: emptyShadowCounts(), failures: 0, note: '' };
+    d.rollout = ro;
+    const phaseOk = rollout.phase === 'rolling' || (rollout.phase === 'shadow' && cfg.shadow !== undefined) || (rollout.phase === 'canary' && cfg.canary !== undefined) || (rollout.phase === 'experiment' && cfg.experiment !== undefined);
+    if (phaseOk && rollout.phase !== 'rolling') {
+      this.enterPhase(now, appName, depName, d, ro, rollout.phase);
+      if (rollout.phase === 'canary') { ro.step = Math.min(rollout.step, cfg.canary!.steps.length - 1); ro.weight = cfg.canary!.steps[ro.step]!; }
+    }
+    this.opts.logger.info('rollout resumed after a restart', { deployment: `${appName}/${depName}`, from: from.id, to: d.version, phase: ro.phase, step: ro.step });
+  }
+
   /** The application spec now desired (a rollback changes it). */
   appSpec(name: string): AppSpec | undefined {
     return this.apps.get(name)?.spec;

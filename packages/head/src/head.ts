@@ -199,9 +199,16 @@ export class Head {
         },
       });
       const state = await store.load();
-      for (const { spec } of Object.values(state.apps)) {
+      for (const { spec, history, meta } of Object.values(state.apps)) {
         try {
           this.controller.deploy(spec);
+          for (const d of spec.deployments) {
+            const versions = (history[d.name] ?? []).filter((v) => v.spec !== undefined).map((v) => ({
+              id: v.versionId, spec: v.spec!, createdAtMs: v.atMs,
+              app: { ...spec, ...(v.code ?? {}), deployments: spec.deployments.map((x) => (x.name === d.name ? v.spec! : x)) },
+            }));
+            this.controller.restoreHistory(spec.name, d.name, versions, meta.rollouts?.[d.name]);
+          }
         } catch (err) {
           this.opts.logger.error('a stored application no longer deploys; skipped', { app: spec.name, error: toWireError(err).message });
         }
@@ -335,7 +342,7 @@ export class Head {
     const previous = this.controller.appSpecs().find((a) => a.name === spec.name);
     this.controller.deploy(spec);
     try {
-      await this.opts.store?.putApp(spec, { deployedAtMs: Date.now(), versions: this.controller.versionsOf(spec.name) });
+      await this.opts.store?.putApp(spec, this.metaOf(spec.name));
     } catch (err) {
       // Not stored, so not deployed: put back what was there.
       if (previous !== undefined) this.controller.deploy(previous); else this.controller.deleteApp(spec.name);
@@ -367,7 +374,7 @@ export class Head {
     const before = this.controller.appSpecs().find((a) => a.name === app);
     const r = this.controller.rollback(app, deployment);
     try {
-      await this.opts.store?.putApp(r.spec, { deployedAtMs: Date.now(), versions: this.controller.versionsOf(app) });
+      await this.opts.store?.putApp(r.spec, this.metaOf(app));
     } catch (err) {
       if (before !== undefined) this.controller.deploy(before, { rollout: false });
       throw err;
@@ -410,17 +417,22 @@ export class Head {
     }
   }
 
+  /** What the store keeps with an application: its versions and the rollouts in progress. */
+  private metaOf(app: string): { deployedAtMs: number; versions: Record<string, string>; rollouts: Record<string, { from: string; phase: 'shadow' | 'canary' | 'experiment' | 'rolling'; step: number }> } {
+    return { deployedAtMs: Date.now(), versions: this.controller.versionsOf(app), rollouts: this.controller.rolloutsOf(app) };
+  }
+
   private onRollout(d: RolloutDecision): void {
     this.metrics.observeRollout(d.deployment, d.action);
-    // A rollback the controller decided changes the desired spec: store it, so a restart does not redo the rollout.
-    if (d.action !== 'rollback' && d.action !== 'failed' && d.action !== 'abort') return;
+    // Every decision changes what a restarted head must go on with (the phase, the step; a rollback the spec).
     const app = d.deployment.slice(0, d.deployment.indexOf('/'));
     const spec = this.controller.appSpec(app);
-    if (spec === undefined) return;
-    this.publishApps();
-    this.opts.store?.putApp(spec, { deployedAtMs: Date.now(), versions: this.controller.versionsOf(app) }).catch((err: unknown) => {
-      this.opts.logger.warn('could not store the rolled-back spec', { app, error: toWireError(err).message });
-    });
+    if (spec === undefined || d.action === 'start') return; // a start is stored by the deploy that began it
+    if (d.action === 'rollback' || d.action === 'failed' || d.action === 'abort') this.publishApps();
+    // After this turn: the controller finishes the decision (its rollout state) before the store reads it.
+    queueMicrotask(() => this.opts.store?.putApp(this.controller.appSpec(app) ?? spec, this.metaOf(app)).catch((err: unknown) => {
+      this.opts.logger.warn('could not store the rollout decision', { app, action: d.action, error: toWireError(err).message });
+    }));
   }
 
   /** Serves the repository extension of the Open Inference Protocol (shoal serve's model repository). */

@@ -131,7 +131,9 @@ function sharedSuite(fresh: () => Promise<Harness>): void {
     expect(Object.keys(state.apps).sort()).toEqual(['a', 'b']);
     expect(state.apps.b!.spec).toEqual(appSpec('b', 3));
     expect(state.apps.b!.meta).toEqual(meta('vb', 1_700_000_000_500));
-    expect(state.apps.b!.history).toEqual({ Model: [{ versionId: 'vb', specHash: specHash(appSpec('b', 3).deployments[0]!), atMs: 1_700_000_000_500 }] });
+    const b = appSpec('b', 3);
+    // Each version keeps its spec and module, so a head restarted on the store can roll back to it.
+    expect(state.apps.b!.history).toEqual({ Model: [{ versionId: 'vb', specHash: specHash(b.deployments[0]!), atMs: 1_700_000_000_500, spec: b.deployments[0], code: { modulePath: b.modulePath, exportName: b.exportName } }] });
     expect(state.workers).toEqual(workers(3));
     expect(await store.deleteApp('a')).toBe(true);
     expect(await store.deleteApp('a')).toBe(false);

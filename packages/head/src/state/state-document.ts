@@ -6,9 +6,9 @@
  * on write InvalidOptionError naming the argument.
  */
 import { createHash } from 'node:crypto';
-import { InvalidOptionError, describe, validateAppSpec, type AppSpec, type DeploymentSpec } from '@shoal/core';
+import { InvalidOptionError, compileDeploymentOptions, describe, validateAppSpec, type AppSpec, type DeploymentSpec } from '@shoal/core';
 import { StoreCorruptError } from './errors.ts';
-import type { AppMeta, ClusterState, DeploymentVersion, SeenWorker, StoredApp } from './state-store.ts';
+import type { AppMeta, ClusterState, DeploymentVersion, SeenWorker, StoredApp, StoredRollout } from './state-store.ts';
 
 export type Fail = (path: string, problem: string, cause?: unknown) => never;
 
@@ -76,7 +76,20 @@ function checkMeta(path: string, value: unknown, spec: AppSpec, fail: Fail): App
   const out: Record<string, string> = {};
   for (const d of spec.deployments) out[d.name] = text(`${path}.versions.${d.name}`, versions[d.name], fail);
   for (const name of Object.keys(versions)) if (out[name] === undefined) fail(`${path}.versions.${name}`, `names no deployment of application "${spec.name}"`);
-  return { deployedAtMs: wallMs(`${path}.deployedAtMs`, m.deployedAtMs, fail), versions: out };
+  const meta: AppMeta = { deployedAtMs: wallMs(`${path}.deployedAtMs`, m.deployedAtMs, fail), versions: out };
+  if (m.rollouts !== undefined) {
+    const rollouts: Record<string, StoredRollout> = {};
+    for (const [dep, raw] of Object.entries(record(`${path}.rollouts`, m.rollouts, fail))) {
+      const at = `${path}.rollouts.${dep}`;
+      if (out[dep] === undefined) fail(at, `names no deployment of application "${spec.name}"`);
+      const r = record(at, raw, fail);
+      if (!['shadow', 'canary', 'experiment', 'rolling'].includes(r.phase as string)) fail(`${at}.phase`, `must be shadow, canary, experiment or rolling (got ${describe(r.phase)})`);
+      if (typeof r.step !== 'number' || !Number.isInteger(r.step) || r.step < 0) fail(`${at}.step`, `must be an integer >= 0 (got ${describe(r.step)})`);
+      rollouts[dep] = { from: text(`${at}.from`, r.from, fail), phase: r.phase as StoredRollout['phase'], step: r.step as number };
+    }
+    meta.rollouts = rollouts;
+  }
+  return meta;
 }
 
 function checkHistory(path: string, value: unknown, spec: AppSpec, fail: Fail): Record<string, DeploymentVersion[]> {
@@ -88,10 +101,32 @@ function checkHistory(path: string, value: unknown, spec: AppSpec, fail: Fail): 
     out[d.name] = (list as unknown[]).map((raw, i) => {
       const at = `${path}.${d.name}[${i}]`;
       const v = record(at, raw, fail);
-      return { versionId: text(`${at}.versionId`, v.versionId, fail), specHash: text(`${at}.specHash`, v.specHash, fail), atMs: wallMs(`${at}.atMs`, v.atMs, fail) };
+      const entry: DeploymentVersion = { versionId: text(`${at}.versionId`, v.versionId, fail), specHash: text(`${at}.specHash`, v.specHash, fail), atMs: wallMs(`${at}.atMs`, v.atMs, fail) };
+      if (v.spec !== undefined) entry.spec = checkVersionSpec(`${at}.spec`, v.spec, d.name, fail);
+      if (v.code !== undefined) {
+        const c = record(`${at}.code`, v.code, fail);
+        entry.code = { modulePath: text(`${at}.code.modulePath`, c.modulePath, fail), exportName: text(`${at}.code.exportName`, c.exportName, fail) };
+        if (c.codeHash !== undefined) entry.code.codeHash = text(`${at}.code.codeHash`, c.codeHash, fail);
+      }
+      return entry;
     });
   }
   return out;
+}
+
+/** A deployment spec kept with a version: its shape, and its options through compileDeploymentOptions. */
+function checkVersionSpec(path: string, value: unknown, name: string, fail: Fail): DeploymentSpec {
+  const s = record(path, value, fail);
+  if (s.name !== name) fail(`${path}.name`, `must be "${name}" (got ${describe(s.name)})`);
+  if (s.kind !== 'class' && s.kind !== 'function') fail(`${path}.kind`, `must be 'class' or 'function' (got ${describe(s.kind)})`);
+  for (const k of ['dependencies', 'methods'] as const) {
+    if (!Array.isArray(s[k]) || (s[k] as unknown[]).some((x) => typeof x !== 'string')) fail(`${path}.${k}`, 'must be an array of strings');
+  }
+  try {
+    return { ...(s as unknown as DeploymentSpec), options: compileDeploymentOptions(s.options as never, name, `${path}.options`) };
+  } catch (err) {
+    return fail(`${path}.options`, `are not valid deployment options: ${(err as Error).message}`, err);
+  }
 }
 
 /** Checks one stored application; its spec goes through validateAppSpec, as a spec from the control API would. */
@@ -144,9 +179,12 @@ export function nextStoredApp(previous: StoredApp | undefined, spec: AppSpec, ra
   const history: Record<string, DeploymentVersion[]> = {};
   for (const d of spec.deployments) {
     const list = [...(previous?.history[d.name] ?? [])];
-    const entry: DeploymentVersion = { versionId: meta.versions[d.name]!, specHash: specHash(d), atMs: meta.deployedAtMs };
+    const code = { modulePath: spec.modulePath, exportName: spec.exportName, ...(spec.codeHash !== undefined ? { codeHash: spec.codeHash } : {}) };
+    const entry: DeploymentVersion = { versionId: meta.versions[d.name]!, specHash: specHash(d), atMs: meta.deployedAtMs, spec: d, code };
     const newest = list[list.length - 1];
     if (newest === undefined || newest.versionId !== entry.versionId || newest.specHash !== entry.specHash) list.push(entry);
+    // A version deployed again (a rollback) is the newest entry once more, with its first time kept.
+    else if (newest.spec === undefined) list[list.length - 1] = { ...newest, spec: d, code };
     history[d.name] = list;
   }
   // A JSON round trip: the stored value is exactly what a load returns, and the caller's spec is not aliased.

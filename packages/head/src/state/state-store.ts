@@ -6,7 +6,7 @@
  * Every write is atomic and ordered: after a crash at any moment the store loads either the state before the
  * write or the state after it, and writes land in the order they were called.
  */
-import type { AppSpec, Clock, Logger } from '@shoal/core';
+import type { AppSpec, Clock, DeploymentSpec, Logger } from '@shoal/core';
 import type { StoreLeaseLostError } from './errors.ts';
 
 /** The layout of stored state; a store written under another version refuses to load (ERR_STORE_CORRUPT). */
@@ -21,6 +21,20 @@ export interface AppMeta {
    * one). A history entry is added when a deployment's version id or spec hash differs from its newest entry.
    */
   versions: Readonly<Record<string, string>>;
+  /**
+   * Rollouts in progress, by deployment: the version that serves while the current one proves itself, and the
+   * phase it had reached, so a restarted head goes on with it rather than promote a half-judged canary. @default none
+   */
+  rollouts?: Readonly<Record<string, StoredRollout>>;
+}
+
+/** A rollout in progress, as stored (see AppMeta.rollouts). */
+export interface StoredRollout {
+  /** The stable version's id: it must be in the deployment's history (with its spec). */
+  from: string;
+  phase: 'shadow' | 'canary' | 'experiment' | 'rolling';
+  /** The canary step reached (0-based). */
+  step: number;
 }
 
 /** One entry of a deployment's version history. */
@@ -31,6 +45,9 @@ export interface DeploymentVersion {
   specHash: string;
   /** Wall ms (epoch): the AppMeta.deployedAtMs of the putApp that added it. */
   atMs: number;
+  /** The deployment's spec at this version, and the module it came from: what a rollback to it starts. */
+  spec?: DeploymentSpec;
+  code?: { modulePath: string; exportName: string; codeHash?: string };
 }
 
 export interface StoredApp {
