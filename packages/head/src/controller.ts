@@ -190,7 +190,7 @@ export interface ClusterStatus {
     /** Shadow comparisons per shadow version, while or since one ran. */
     shadow?: Record<string, ShadowSummary>;
   }> }>;
-  replicas: Array<{ replicaId: string; app: string; deployment: string; state: ReplicaState; workerId: string; devices?: number[]; error?: string }>;
+  replicas: Array<{ replicaId: string; app: string; deployment: string; version: string; state: ReplicaState; workerId: string; devices?: number[]; error?: string }>;
   workers: Array<{ workerId: string; name: string; state: string; pid?: number; dataAddress: string; resources: WorkerResources; used: { cpus: number; gpus: number; memory: number }; replicas: number }>;
 }
 
@@ -1316,7 +1316,7 @@ export class Controller {
         })),
       })),
       replicas: [...this.replicas.values()].map((r) => ({
-        replicaId: r.replicaId, app: r.app, deployment: r.deployment, state: r.state, workerId: r.workerId,
+        replicaId: r.replicaId, app: r.app, deployment: r.deployment, version: r.version, state: r.state, workerId: r.workerId,
         ...(r.devices !== undefined ? { devices: r.devices } : {}), ...(r.error ? { error: r.error } : {}),
       })),
       workers: [...this.workers.values()].map((w) => {

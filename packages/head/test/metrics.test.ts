@@ -48,8 +48,8 @@ function headOptions(workers: () => WorkerMetricsSource[], extra: Partial<HeadMe
     status: () => ({
       applications: [{ name: 'shop', routePrefix: '/', ingress: 'Model', deployments: [{ name: 'Model', status: 'HEALTHY', message: '', numReplicas: 2, running: 2, failures: 0, version: 'v1', versions: [], decisions: [] }] }],
       replicas: [
-        { replicaId: 'r1', app: 'shop', deployment: 'Model', state: 'RUNNING', workerId: 'w1' },
-        { replicaId: 'r2', app: 'shop', deployment: 'Model', state: 'RUNNING', workerId: 'w2' },
+        { replicaId: 'r1', app: 'shop', deployment: 'Model', version: 'v1', state: 'RUNNING', workerId: 'w1' },
+        { replicaId: 'r2', app: 'shop', deployment: 'Model', version: 'v1', state: 'RUNNING', workerId: 'w2' },
       ],
       workers: [
         { workerId: 'w1', name: 'a', state: 'ALIVE', dataAddress: '', resources: { cpus: 1, memory: 1, gpus: 0, devices: [] }, used: { cpus: 0, gpus: 0, memory: 0 }, replicas: 1 },
