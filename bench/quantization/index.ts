@@ -17,7 +17,7 @@
  * Each load (and the onnxruntime-alone runs) runs --rounds times, the variants interleaved, and the best round of each is reported (the machine's
  * other work during one round then does not decide a ratio); every round is in the JSON.
  *
- *   pnpm bench quantization [--seconds 4] [--rounds 2] [--out FILE (instead of bench/results/quantization.json)]
+ *   pnpm bench quantization [--seconds 3] [--rounds 3] [--out FILE (instead of bench/results/quantization.json)]
  */
 import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
@@ -34,7 +34,7 @@ import { ACCURACY_BOUNDS, PRECISIONS, absError, accuracyInputs, writeMlpVariants
 import { describeKernels, matmulKernels } from './kernels.ts';
 import { inferBody, inferRows } from './kserve-client.ts';
 
-const { values } = parseArgs({ options: { seconds: { type: 'string', default: '4' }, rounds: { type: 'string', default: '2' }, out: { type: 'string' } } });
+const { values } = parseArgs({ options: { seconds: { type: 'string', default: '3' }, rounds: { type: 'string', default: '3' }, out: { type: 'string' } } });
 const seconds = Number(values.seconds);
 if (!(seconds > 0)) throw new RangeError(`--seconds must be a positive number, got ${JSON.stringify(values.seconds)}`);
 const rounds = Number(values.rounds);
@@ -233,6 +233,9 @@ try {
   if (!fp16Compute) {
     process.stdout.write('fp16 is weight-only here: this CPU has no float16 MatMul kernel in onnxruntime, which casts the fp16 graph back to\n'
       + 'float32 at load (weights folded to float32), so fp16 halves the file only; memory and speed are fp32\'s.\n');
+  }
+  if (kernels.fp16 === kernels.fp32) {
+    process.stdout.write(`fp16 and fp32 run the same kernels here: their difference in speed (${ratio(saturation.fp16.rps, saturation.fp32.rps)}x items/s) is this machine's noise between runs.\n`);
   }
   process.stdout.write('int8 quantizes activations per tensor at run time, so a row\'s output depends slightly on the rows batched with it.\n\n');
   printGoals(goals);
