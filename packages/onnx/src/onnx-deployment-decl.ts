@@ -15,7 +15,7 @@ import { defaultModelName, onnxModel, type OnnxModelInstance, type OnnxModelOpti
 /** Deployment options that onnxDeployment() passes to deployment(); `name` is shared with the model. */
 const DEPLOYMENT_KEYS = [
   'numReplicas', 'maxOngoingRequests', 'maxQueuedRequests', 'maxRequestBytes', 'requestTimeoutMs', 'resources',
-  'userConfig', 'healthCheckPeriodMs', 'healthCheckTimeoutMs', 'gracefulShutdownTimeoutMs', 'autoscaling', 'idempotentMethods',
+  'userConfig', 'healthCheckPeriodMs', 'healthCheckTimeoutMs', 'gracefulShutdownTimeoutMs', 'autoscaling', 'idempotentMethods', 'rollout',
 ] as const satisfies ReadonlyArray<keyof DeploymentOptions>;
 
 type DeploymentKey = (typeof DEPLOYMENT_KEYS)[number];

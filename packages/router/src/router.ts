@@ -108,6 +108,7 @@ export class Router {
   private readonly budget: RetryBudget;
   private retryCount = 0;
   private budgetWarnedAt = Number.NEGATIVE_INFINITY;
+  private shadowWarnedAt = Number.NEGATIVE_INFINITY;
   /** How each deployment's requests are split between versions, while they are (RouteEntry.traffic). */
   private readonly traffic = new Map<string, RouteTraffic>();
   /** Shadow comparisons, cumulative, keyed `${key}@${version}` (reported in the worker's heartbeat). */
@@ -284,10 +285,31 @@ export class Router {
     if (opts.deadline !== undefined && Deadline.expired(opts.deadline, this.opts.clock)) return Promise.reject(new DeadlineExceededError(`deadline passed before the call to "${key}" was sent`));
     this.budget.request();
     const a: Attempt = { exclude: undefined, tried: undefined, notRunRetries: 0, diedRetried: false, version, canaryRetried: false, split: undefined };
-    const reply = this.attempt(key, opts, build, method, a);
     const shadow = this.traffic.get(key)?.shadow;
-    if (shadow !== undefined && this.opts.random() * 100 < shadow.percent) this.mirror(key, shadow.version, build, reply);
+    // The copy is made before the live request goes: a local replica may take its buffers (a transfer to an
+    // inference thread detaches them).
+    const copy = shadow !== undefined && this.opts.random() * 100 < shadow.percent ? this.mirrorCopy(key, shadow.version, build) : undefined;
+    const reply = this.attempt(key, opts, build, method, a);
+    if (copy !== undefined) this.mirror(key, shadow!.version, copy, reply);
     return reply;
+  }
+
+  private shadowCountsFor(key: string, version: string): ShadowCounts {
+    const countKey = `${key}@${version}`;
+    let c = this.shadow.get(countKey);
+    if (c === undefined) { c = { mirrored: 0, dropped: 0, compared: 0, agreed: 0, shadowErrors: 0, numbers: 0, sumAbsDiff: 0, maxAbsDiff: 0 }; this.shadow.set(countKey, c); }
+    return c;
+  }
+
+  /** A copy of the request for the shadow, or undefined (counted as dropped) when no shadow replica has room now. */
+  private mirrorCopy(key: string, version: string, build: (replicaId: string) => NewRequest): NewRequest | undefined {
+    if (this.closed || this.sets.get(key)?.choose(undefined, version) === undefined) { this.shadowCountsFor(key, version).dropped++; return undefined; }
+    try {
+      return structuredClone(build(''));
+    } catch {
+      this.shadowCountsFor(key, version).shadowErrors++;
+      return undefined;
+    }
   }
 
   /**
@@ -307,11 +329,10 @@ export class Router {
    * answers. The copy never waits: without a shadow replica that has room it is dropped (and counted), so the
    * shadow adds no queueing to the callers; it takes no retry and no share of the retry budget.
    */
-  private mirror(key: string, version: string, build: (replicaId: string) => NewRequest, live: Promise<ReplyMessage>): void {
-    const countKey = `${key}@${version}`;
-    let c = this.shadow.get(countKey);
-    if (c === undefined) { c = { mirrored: 0, dropped: 0, compared: 0, agreed: 0, shadowErrors: 0, numbers: 0, sumAbsDiff: 0, maxAbsDiff: 0 }; this.shadow.set(countKey, c); }
-    const counts = c;
+  private mirror(key: string, version: string, copy: NewRequest, live: Promise<ReplyMessage>): void {
+    const counts = this.shadowCountsFor(key, version);
+    // A snapshot of the live answer as it arrives, before its caller can pass its buffers on (and detach them).
+    const liveSnapshot = live.then((l) => (l.ok ? { ...l, value: cloneAnswer(l.value) } : l), () => undefined);
     setImmediate(() => {
       const set = this.sets.get(key);
       const ref = this.closed ? undefined : set?.choose(undefined, version);
@@ -320,7 +341,7 @@ export class Router {
       ref.inflight++;
       let shadowReply: Promise<ReplyMessage>;
       try {
-        shadowReply = this.opts.transport.dispatch(ref, build(ref.replicaId)).reply;
+        shadowReply = this.opts.transport.dispatch(ref, { ...copy, replicaId: ref.replicaId } as NewRequest).reply;
       } catch {
         ref.inflight--;
         counts.shadowErrors++;
@@ -328,11 +349,20 @@ export class Router {
       }
       const settled = shadowReply.then(
         (r) => { ref.inflight--; this.wake(key); set.report(ref, r.q, r.models); return r; },
-        () => { ref.inflight--; this.wake(key); return undefined; },
+        (err: unknown) => { ref.inflight--; this.wake(key); return { t: 'reply', id: 0, ok: false, error: toWireError(err) } satisfies ReplyMessage; },
       );
-      Promise.all([live.catch(() => undefined), settled]).then(([l, sh]) => {
+      Promise.all([liveSnapshot, settled]).then(([l, sh]) => {
         if (l === undefined || !l.ok) return; // nothing live to compare with
-        if (sh === undefined || !sh.ok) { counts.shadowErrors++; return; }
+        if (sh === undefined || !sh.ok) {
+          counts.shadowErrors++;
+          // Once a second at most: a shadow that fails everything would otherwise flood the log.
+          const now = this.opts.clock.monoNow();
+          if (now - this.shadowWarnedAt >= 1000) {
+            this.shadowWarnedAt = now;
+            this.opts.logger.warn('the shadow version failed a request the live version answered', { deployment: key, version, error: sh === undefined ? 'no answer' : sh.error.message, failedSoFar: counts.shadowErrors });
+          }
+          return;
+        }
         const d = compareAnswers(l.value, sh.value, MAX_COMPARED_NUMBERS);
         counts.compared++;
         if (d.agree) counts.agreed++;
@@ -608,6 +638,11 @@ export class Router {
       w.wake(); // leaves the queue
     }
   }
+}
+
+/** A copy of an answer to compare later; one that cannot be cloned (a function, a class instance) is kept as is. */
+function cloneAnswer(v: unknown): unknown {
+  try { return structuredClone(v); } catch { return v; }
 }
 
 /** A request pinned to a version that no longer has a replica here goes to any live one instead. */
