@@ -23,7 +23,8 @@ class Faulty {
   }
 }
 
-const base = { name: 'Model', numReplicas: 2, maxOngoingRequests: 64 } as const;
+// A quarter of a core each, so two applications and their shadows fit on the bench's two workers.
+const base = { name: 'Model', numReplicas: 2, maxOngoingRequests: 64, resources: { cpus: 0.25 } } as const;
 const rolling: RolloutOptions = { maxSurge: 1, maxUnavailable: 0 };
 const canary: RolloutOptions = { canary: { steps: [25, 50], stepIntervalMs: 4000, minRequests: 200 } };
 /** Stays in the shadow phase for the whole measurement. */

@@ -9,12 +9,13 @@
  *             fails every request: rolled back automatically. Verdict: the rollback decision's time; complete:
  *             the first /api/status (polled every 50 ms) with no replica of the canary version left
  *   rollback  16 loops, 8 s; v2 fully rolled out, then at 3 s `shoal rollback Model`: back to v1
- *   shadow    4 loops, 10 s each, interleaved rounds: v1 alone (shadow off), then v1 with a near copy as a 100%
- *             shadow (the same cluster, shadow on); p99 compared round by round, the median of the ratios kept
+ *   shadow    4 loops, 6 s rounds alternating between two apps on the same workers: v1 alone (shadow off) and
+ *             v1 with a near copy as a 100% shadow (shadow on), after a 3 s warm-up of each; p99 compared round by
+ *             round, the median of the ratios kept
  *
  * Reported per scenario: requests, failed, p50/p99/max latency (client side), and the scenario's own timings.
  *
- *   pnpm bench rollout [--only rolling,canary,rollback,shadow] [--rounds 3] [--keep-logs]
+ *   pnpm bench rollout [--only rolling,canary,rollback,shadow] [--rounds 6] [--keep-logs]
  */
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -26,7 +27,7 @@ import { ChaosCluster, sleep, type HeadProcess, type Status } from '../chaos/clu
 import { runLoad, StatusRecorder, type LoadSummary } from '../chaos/load.ts';
 import { ProcessTracker } from '../chaos/procs.ts';
 
-const { values } = parseArgs({ options: { only: { type: 'string', default: 'rolling,canary,rollback,shadow' }, rounds: { type: 'string', default: '3' }, 'keep-logs': { type: 'boolean', default: false } } });
+const { values } = parseArgs({ options: { only: { type: 'string', default: 'rolling,canary,rollback,shadow' }, rounds: { type: 'string', default: '6' }, 'keep-logs': { type: 'boolean', default: false } } });
 const REPO = resolve(import.meta.dirname, '../..');
 const APP = join(REPO, 'bench/rollout/app.ts');
 const only = new Set(values.only.split(','));
@@ -109,6 +110,8 @@ async function rollback(): Promise<Row> {
     await deploy(c, 'rollingV1');
     await deploy(c, 'rollingV2');
     await c.waitStatus((s) => (model(s)?.decisions ?? []).some((d) => d.action === 'done'), 30_000);
+    const previous = model(await c.status())?.versions.find((v) => !v.current)?.id;
+    if (previous === undefined) throw new Error('no previous version to roll back to');
     const rec = new StatusRecorder(c, tracker);
     let at = 0;
     const running = runLoad(tracker, loadCfg(c, 16, 8), (t0) => { at = t0 + 3000; });
@@ -118,40 +121,45 @@ async function rollback(): Promise<Row> {
     if (r.code !== 0) throw new Error(`shoal rollback exited ${r.code}: ${r.out}`);
     const l = await running;
     await rec.stop();
-    const back = rec.first(t, (s) => { const d = model(s); return d !== undefined && d.rollout === undefined && d.versions.find((v) => v.current)!.running === 2 && s.replicas.filter((x) => x.deployment === 'Model').length === 2; });
-    return loadRow('shoal rollback after a full rollout', l, { rollback_ms: back === undefined ? null : back - t });
+    // Back: the previous version current, at its count, and nothing else left (the other version's replicas gone).
+    const back = rec.first(t, (s) => { const d = model(s); return d !== undefined && d.version === previous && d.rollout === undefined && s.replicas.filter((x) => x.deployment === 'Model' && x.version === previous && x.state === 'RUNNING').length === 2 && s.replicas.filter((x) => x.deployment === 'Model').length === 2; });
+    return loadRow('shoal rollback after a full rollout', l, { rollback_ms: back === undefined ? null : back - t, note: 'from the shoal rollback command (a CLI process) to v1 alone at full count' });
   });
 }
 
 async function shadow(rounds: number): Promise<{ rows: Row[]; addedP99: number | null; compared: number }> {
   return withCluster('shadow', async (c) => {
+    // Two applications on the same workers: /off serves v1 alone, /on serves v1 with a near copy as a 100% shadow.
+    // Rounds alternate between them (off, on, then on, off), so drift on a shared machine cancels out.
+    const app = (s: Status | undefined, name: string): Dep | undefined => s?.applications.find((a) => a.name === name)?.deployments[0];
+    await c.deploy(APP, ['--export', 'shadowV1', '--name', 'off', '--route-prefix', '/off']);
+    await c.deploy(APP, ['--export', 'shadowV1', '--name', 'on', '--route-prefix', '/on']);
+    await c.deploy(APP, ['--export', 'shadowNear', '--name', 'on', '--route-prefix', '/on']);
+    if (await c.waitStatus((s) => app(s, 'on')?.rollout?.phase === 'shadow' && s.replicas.filter((r) => r.app === 'on' && r.state === 'RUNNING').length === 4, 30_000) === undefined) throw new Error('the shadow phase did not start');
+    const cfg = (path: string, seconds: number) => ({ ...loadCfg(c, 4, seconds), url: `${c.httpUrl}/${path}/?x=1` });
+    await runLoad(tracker, cfg('off', 3), () => undefined);
+    await runLoad(tracker, cfg('on', 3), () => undefined);
+    const before = Object.values(app(await c.status(), 'on')?.shadow ?? {})[0];
     const off: LoadSummary[] = [];
     const on: LoadSummary[] = [];
-    let compared = 0;
-    let dropped = 0;
     for (let i = 0; i < rounds; i++) {
-      await deploy(c, 'shadowV1');
-      await c.waitStatus((s) => model(s)?.rollout === undefined && s.replicas.filter((r) => r.deployment === 'Model' && r.state === 'RUNNING').length === 2, 30_000);
-      off.push(await runLoad(tracker, loadCfg(c, 4, 10), () => undefined));
-      await deploy(c, 'shadowNear');
-      await c.waitStatus((s) => model(s)?.rollout?.phase === 'shadow' && s.replicas.filter((r) => r.deployment === 'Model' && r.state === 'RUNNING').length === 4, 30_000);
-      const before = Object.values(model(await c.status())?.shadow ?? {})[0];
-      on.push(await runLoad(tracker, loadCfg(c, 4, 10), () => undefined));
-      await sleep(600); // the last heartbeat's comparisons
-      const after = Object.values(model(await c.status())?.shadow ?? {})[0];
-      compared += (after?.compared ?? 0) - (before?.compared ?? 0);
-      dropped += (after?.dropped ?? 0) - (before?.dropped ?? 0);
-      const rb = await c.cli(['rollback', 'Model', '--address', c.address]);
-      if (rb.code !== 0) throw new Error(`shoal rollback exited ${rb.code}: ${rb.out}`);
+      for (const which of i % 2 === 0 ? ['off', 'on'] : ['on', 'off']) (which === 'off' ? off : on).push(await runLoad(tracker, cfg(which, 6), () => undefined));
     }
+    await sleep(600); // the last heartbeat's comparisons
+    const after = Object.values(app(await c.status(), 'on')?.shadow ?? {})[0];
+    const compared = (after?.compared ?? 0) - (before?.compared ?? 0);
+    const dropped = (after?.dropped ?? 0) - (before?.dropped ?? 0);
     const ratios = off.map((o, i) => (on[i]!.p99Ms ?? 0) / (o.p99Ms ?? 1));
     const addedP99 = ratios.length === 0 ? null : (median(ratios) - 1) * 100;
-    const sum = (xs: LoadSummary[], f: (l: LoadSummary) => number | null): number => xs.reduce((s, l) => s + (f(l) ?? 0), 0);
+    const sum = (xs: LoadSummary[], f: (l: LoadSummary) => number | null): number => xs.reduce((acc, l) => acc + (f(l) ?? 0), 0);
     const merged = (xs: LoadSummary[]): LoadSummary => ({ ...xs[0]!, requests: sum(xs, (l) => l.requests), failed: sum(xs, (l) => l.failed), p50Ms: median(xs.map((l) => l.p50Ms ?? 0)), p99Ms: median(xs.map((l) => l.p99Ms ?? 0)), maxMs: Math.max(...xs.map((l) => l.maxMs ?? 0)), failures: {} });
     return {
       rows: [
-        loadRow('shadow off (v1 alone), 4 loops', merged(off), { p99_per_round: off.map((l) => l.p99Ms).join(' / ') }),
-        loadRow('shadow on (100% to a near copy), 4 loops', merged(on), { p99_per_round: on.map((l) => l.p99Ms).join(' / '), compared, mirror_dropped: dropped, added_p99_pct: addedP99 === null ? null : round(addedP99, 1) }),
+        loadRow(`shadow off (v1 alone), 4 loops, ${rounds} x 6 s`, merged(off), { p99_per_round: off.map((l) => l.p99Ms).join(' / ') }),
+        loadRow(`shadow on (100% to a near copy), 4 loops, ${rounds} x 6 s`, merged(on), {
+          p99_per_round: on.map((l) => l.p99Ms).join(' / '), compared, mirror_dropped: dropped, added_p99_pct: addedP99 === null ? null : round(addedP99, 1),
+          agreement: after?.agreement ?? null, mean_abs_diff: after?.meanAbsDiff ?? null, max_abs_diff: after?.maxAbsDiff ?? null,
+        }),
       ],
       addedP99, compared,
     };
