@@ -17,7 +17,35 @@ describe('compileDeploymentOptions', () => {
       name: 'Model', numReplicas: 1, maxOngoingRequests: 100, maxQueuedRequests: 1000, maxRequestBytes: 16 * 1024 * 1024,
       requestTimeoutMs: 0, resources: { cpus: 1, gpus: 0, memory: 0, gpuMemory: 0, sharedBlobs: [], device: 'cuda' }, userConfig: undefined,
       healthCheckPeriodMs: 10_000, healthCheckTimeoutMs: 30_000, gracefulShutdownTimeoutMs: 20_000, autoscaling: undefined, idempotentMethods: [],
+      rollout: { maxSurge: '25%', maxUnavailable: 0, maxFailures: 3, shadow: undefined, canary: undefined, experiment: undefined },
     });
+  });
+
+  it('fills the rollout phases\' defaults, and the compiled form recompiles to itself', () => {
+    const c = compileDeploymentOptions({ rollout: { shadow: {}, canary: {} } }, 'M');
+    expect(c.rollout.shadow).toEqual({ percent: 100, minComparisons: 100, minDurationMs: 0, minAgreement: undefined, maxMeanAbsDiff: undefined, maxAbsDiff: undefined, maxErrorRate: 0.01 });
+    expect(c.rollout.canary).toEqual({ steps: [10, 50], stepIntervalMs: 30_000, minRequests: 100, maxErrorRateIncrease: 0.01, maxP99Increase: 0.5, p99FloorMs: 5 });
+    expect(compileDeploymentOptions(c as never, 'M')).toEqual(c);
+    const e = compileDeploymentOptions({ rollout: { experiment: { header: 'X-User', stats: { alpha: 0.01 } } } }, 'M').rollout.experiment;
+    expect(e).toEqual({ name: undefined, header: 'x-user', percent: 50, metric: 'conversion', stats: { alpha: 0.01 } });
+  });
+
+  it.each<[string, unknown, string, string]>([
+    ['maxSurge and maxUnavailable both 0', { maxSurge: 0, maxUnavailable: '0%' }, 'deployment.rollout.maxSurge', 'cannot both be 0'],
+    ['a percent over 100', { maxSurge: '150%' }, 'deployment.rollout.maxSurge', "a percent such as '25%'"],
+    ['steps not increasing', { canary: { steps: [50, 10] } }, 'deployment.rollout.canary.steps[1]', 'must be above the step before it (50)'],
+    ['a step of 0', { canary: { steps: [0] } }, 'deployment.rollout.canary.steps[0]', 'must be > 0'],
+    ['an experiment with a canary', { canary: {}, experiment: {} }, 'deployment.rollout.experiment', 'cannot be combined with shadow or canary'],
+    ['an experiment at 100%', { experiment: { percent: 100 } }, 'deployment.rollout.experiment.percent', 'must be below 100'],
+    ['a bad header', { experiment: { header: 'x user' } }, 'deployment.rollout.experiment.header', 'must be an HTTP header name'],
+    ['an unknown key', { canary: { step: [10] } }, 'deployment.rollout.canary.step', 'is not an option here'],
+    ['minAgreement over 1', { shadow: { minAgreement: 2 } }, 'deployment.rollout.shadow.minAgreement', 'must be <= 1'],
+  ])('refuses rollout with %s, naming the option', (_name, rollout, path, problem) => {
+    let err: unknown;
+    try { compileDeploymentOptions({ rollout } as never, 'M'); } catch (e) { err = e; }
+    expect(err).toBeInstanceOf(InvalidOptionError);
+    expect((err as Error).message).toContain(path);
+    expect((err as Error).message).toContain(problem);
   });
 
   it('keeps the values it is given', () => {
