@@ -9,8 +9,9 @@ import {
   type CompiledDeploymentResources, type CompiledExperimentRollout, type DeploymentSpec, type Logger, type OutcomeCounts,
 } from '@shoal/core';
 import type { ModelSet, ReplicaState, RouteTable, RouteTraffic, RunningReplica, ShadowCounts, WorkerResources } from '@shoal/protocol';
+import { emptyShadowCounts } from '@shoal/router';
 import {
-  addShadow, emptyShadowCounts, judgeCanary, judgeShadow, shadowSince, sideReplicas, summarizeShadow, windowOf,
+  addShadow, judgeCanary, judgeShadow, shadowSince, sideReplicas, summarizeShadow, windowOf,
   type RolloutDecision, type RolloutPhase, type ShadowSummary, type VersionWindow,
 } from './rollout.ts';
 import { deviceStates, gpuNeedOf, usesDevicePlacement, type DeviceCharge } from './device-accounting.ts';
@@ -91,8 +92,7 @@ export interface VersionInfo {
 interface Rollout {
   from: VersionInfo;
   phase: RolloutPhase;
-  /** Monotonic ms the rollout, its phase and its canary step began. */
-  startedAt: number;
+  /** Monotonic ms the phase (or its canary step) began. */
   phaseStartedAt: number;
   step: number;
   /** The new version's share of live traffic now (canary), in percent. */
@@ -547,6 +547,7 @@ export class Controller {
 
   deleteApp(name: string): void {
     if (!this.apps.delete(name)) throw new NotFoundError(`no application named "${name}"`);
+    for (const key of [...this.shadowResults.keys()]) if (key.startsWith(`${name}/`)) this.shadowResults.delete(key);
   }
 
   /** The version id of each deployment of an application (what its replicas run once current). */
@@ -904,7 +905,7 @@ export class Controller {
     const cfg = rec.spec.options.rollout;
     const phase: RolloutPhase = !phases ? 'rolling' : cfg.shadow !== undefined ? 'shadow' : cfg.canary !== undefined ? 'canary' : cfg.experiment !== undefined ? 'experiment' : 'rolling';
     const now = this.opts.clock.monoNow();
-    const ro: Rollout = { from: stable, phase: 'rolling', startedAt: now, phaseStartedAt: now, step: 0, weight: 100, baseline: new Map(), shadowBaseline: emptyShadowCounts(), failures: 0, note: '' };
+    const ro = rollingFrom(stable, now);
     rec.rollout = ro;
     this.decide(key, rec, { from: stable.id, to: rec.version, action: 'start', reason: `${phase === 'rolling' ? 'rolling update' : phase} from ${stable.id} to ${rec.version}` });
     if (phase !== 'rolling') this.enterPhase(now, appName, depName, rec, ro, phase);
@@ -931,7 +932,7 @@ export class Controller {
     const current: VersionInfo = d.history.find((v) => v.id === d.version) ?? { id: d.version, spec: d.spec, app: d.app, createdAtMs: this.opts.clock.wallNow() };
     this.revertTo(appName, depName, d, previous);
     if (this.replicasOf(appName, depName).some((r) => r.version === current.id && r.state === 'RUNNING')) {
-      d.rollout = { from: current, phase: 'rolling', startedAt: now, phaseStartedAt: now, step: 0, weight: 100, baseline: new Map(), shadowBaseline: emptyShadowCounts(), failures: 0, note: '' };
+      d.rollout = rollingFrom(current, now);
     }
     d.status = { status: 'UPDATING', message: '', failures: 0, retryAt: 0 };
     this.decide(`${appName}/${depName}`, d, { from, to: previous.id, action: 'rollback', reason: 'rolled back by the operator to the previous version' });
@@ -987,7 +988,7 @@ export class Controller {
     }
     const now = this.opts.clock.monoNow();
     const cfg = d.spec.options.rollout;
-    const ro: Rollout = { from, phase: 'rolling', startedAt: now, phaseStartedAt: now, step: 0, weight: 100, baseline: new Map(), shadowBaseline: emptyShadowCounts(), failures: 0, note: '' };
+    const ro = rollingFrom(from, now);
     d.rollout = ro;
     const phaseOk = rollout.phase === 'rolling' || (rollout.phase === 'shadow' && cfg.shadow !== undefined) || (rollout.phase === 'canary' && cfg.canary !== undefined) || (rollout.phase === 'experiment' && cfg.experiment !== undefined);
     if (phaseOk && rollout.phase !== 'rolling') {
@@ -1333,6 +1334,11 @@ export class Controller {
  */
 function workerNeed(res: CompiledDeploymentResources): { cpus: number; gpus: number; memory: number } {
   return { cpus: res.cpus, gpus: res.device === 'host' ? 0 : res.gpus, memory: res.memory };
+}
+
+/** A rollout from `from` in its rolling phase; enterPhase() moves it to another. */
+function rollingFrom(from: VersionInfo, now: number): Rollout {
+  return { from, phase: 'rolling', phaseStartedAt: now, step: 0, weight: 100, baseline: new Map(), shadowBaseline: emptyShadowCounts(), failures: 0, note: '' };
 }
 
 function splitKey(key: string): [string, string] {

@@ -336,8 +336,9 @@ export class Head {
    */
   async deploy(given: AppSpec): Promise<void> {
     // The module's content is part of every version: an edited file rolls out; an unchanged one changes nothing.
-    const spec: AppSpec = /^(\/|file:)/i.test(given.modulePath) ? { ...given, codeHash: await moduleCodeHash(given.modulePath).catch(() => given.codeHash ?? '') } : given;
-    if (spec.codeHash === '') delete spec.codeHash;
+    // (A module the head cannot read keeps what the spec said: its workers report what they find.)
+    const codeHash = await moduleCodeHash(given.modulePath).catch(() => given.codeHash);
+    const spec: AppSpec = codeHash === undefined ? given : { ...given, codeHash };
     checkExperimentOptions(spec);
     const previous = this.controller.appSpecs().find((a) => a.name === spec.name);
     this.controller.deploy(spec);

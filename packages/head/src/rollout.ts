@@ -52,10 +52,6 @@ export function judgeCanary(cfg: CompiledCanary, canary: VersionWindow, stable: 
   return { verdict: 'pass', reason: healthy };
 }
 
-export function emptyShadowCounts(): ShadowCounts {
-  return { mirrored: 0, dropped: 0, compared: 0, agreed: 0, shadowErrors: 0, numbers: 0, sumAbsDiff: 0, maxAbsDiff: 0 };
-}
-
 /** a - b for the additive fields; maxAbsDiff is a's (a maximum cannot be subtracted). */
 export function shadowSince(a: ShadowCounts, b: ShadowCounts | undefined): ShadowCounts {
   if (b === undefined) return { ...a };

@@ -7,6 +7,13 @@
  *   // { agree: true, numbers: 1, sumAbsDiff: 0.02, maxAbsDiff: 0.02 }
  */
 
+import type { ShadowCounts } from '@shoal/protocol';
+
+/** Counts of a shadow version with nothing compared yet. */
+export function emptyShadowCounts(): ShadowCounts {
+  return { mirrored: 0, dropped: 0, compared: 0, agreed: 0, shadowErrors: 0, numbers: 0, sumAbsDiff: 0, maxAbsDiff: 0 };
+}
+
 export interface AnswerDiff {
   /** Every non-numeric part (labels, keys, lengths, HTTP status) is equal. */
   agree: boolean;

@@ -11,7 +11,7 @@ import {
 import { randomUUID } from 'node:crypto';
 import type { NewRequest, ReplyMessage, RouteTable, RouteTraffic, ShadowCounts } from '@shoal/protocol';
 import { ReplicaSet, type ReplicaRef } from './replica-set.ts';
-import { compareAnswers } from './compare-answers.ts';
+import { compareAnswers, emptyShadowCounts } from './compare-answers.ts';
 
 /** One request in flight, with a way to cancel it at the replica. */
 export interface Dispatch {
@@ -297,7 +297,7 @@ export class Router {
   private shadowCountsFor(key: string, version: string): ShadowCounts {
     const countKey = `${key}@${version}`;
     let c = this.shadow.get(countKey);
-    if (c === undefined) { c = { mirrored: 0, dropped: 0, compared: 0, agreed: 0, shadowErrors: 0, numbers: 0, sumAbsDiff: 0, maxAbsDiff: 0 }; this.shadow.set(countKey, c); }
+    if (c === undefined) { c = emptyShadowCounts(); this.shadow.set(countKey, c); }
     return c;
   }
 
