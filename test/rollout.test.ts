@@ -100,9 +100,7 @@ describe('rollouts under load', () => {
     await new Promise((r) => setTimeout(r, 300));
     await head.deploy(await spec('faulty', rollout));
     await waitFor('the automatic rollback', () => deploymentStatus(head!).decisions.some((d) => d.action === 'rollback'), 30_000);
-    const verdictAt = Date.now();
     await waitFor('the canary replicas to be gone', () => head!.controller.status().replicas.filter((x) => x.deployment === 'Model').length === 2, 10_000);
-    const rollbackMs = Date.now() - verdictAt;
     await new Promise((r) => setTimeout(r, 300));
     const r = await l.stop();
     expect({ failed: r.failed, ok: r.ok, errors: r.errors, retries: head.router.retries }).toMatchObject({ failed: 0, errors: [] });
@@ -111,7 +109,6 @@ describe('rollouts under load', () => {
     const rb = deploymentStatus(head).decisions.find((d) => d.action === 'rollback')!;
     expect(rb.reason).toMatch(/canary error rate/);
     expect(rb.numbers!.canaryErrors).toBeGreaterThan(0);
-    expect(rollbackMs).toBeGreaterThanOrEqual(0);
     expect(deploymentStatus(head).status).toBe('HEALTHY');
     expect(deploymentStatus(head).version).toBe(rb.to);
   });
@@ -129,9 +126,9 @@ describe('rollouts under load', () => {
     const st = deploymentStatus(head);
     const sh = Object.values(st.shadow!)[0]!;
     expect(sh.compared).toBeGreaterThanOrEqual(200);
-    // Labels agree; `version` differs ('v1' vs 'near'), so agreement counts structure and labels: version is a label.
+    // Every answer's `version` label differs ('v1' vs 'near'): no pair agrees, while the numbers are 0.001 apart.
     expect(sh.agreement).toBe(0);
-    expect(sh.meanAbsDiff).toBeCloseTo(0.001 / 1, 3);
+    expect(sh.meanAbsDiff).toBeCloseTo(0.001, 6); // y is the only number
     expect(sh.maxAbsDiff).toBeCloseTo(0.001, 6);
     await waitFor('the rollout to finish', () => deploymentStatus(head!).decisions.some((d) => d.action === 'done'), 30_000);
   });
@@ -183,16 +180,13 @@ describe('rollouts under load', () => {
     await head.deploy(await spec('v2', { maxSurge: '100%' }));
     await waitFor('v2 everywhere', () => deploymentStatus(head!).decisions.some((d) => d.action === 'done'), 30_000);
     const l = load(head.httpAddress, 8);
-    const t0 = Date.now();
     const r = await head.rollback('r', 'Model');
     expect(r.to).toBe(deploymentStatus(head).versions.find((v) => v.current)!.id);
     await waitFor('v1 everywhere', () => deploymentStatus(head!).versions.find((v) => v.current)!.running === 2 && head!.controller.status().replicas.length === 2, 10_000);
-    const took = Date.now() - t0;
     await new Promise((res) => setTimeout(res, 300));
     const res = await l.stop();
     expect(res.failed).toBe(0);
     expect(new Set(res.last.slice(-50))).toEqual(new Set(['v1']));
-    expect(took).toBeGreaterThan(0);
     await expect(head.rollback('r', 'Nope')).rejects.toThrow(/no deployment "Nope"/);
   });
 });

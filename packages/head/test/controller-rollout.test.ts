@@ -29,9 +29,8 @@ function setup(dep: Omit<DeploymentDef, 'name' | 'methods'>) {
   };
   /** Reports each replica of `version` with the given outcome counts. */
   const report = (version: string, o: { n: number; e: number; h: number[] }, extra: { shadow?: Record<string, ShadowCounts> } = {}) => {
-    const ids = r.ctl.status().replicas.filter((x) => x.state === 'RUNNING').map((x) => x.replicaId);
-    const mine = ids.filter((id) => (r.ctl as unknown as { replicas: Map<string, { version: string }> }).replicas.get(id)!.version === version);
-    r.ctl.heartbeat(w, { replicas: mine.map((replicaId) => ({ replicaId, ongoing: 0, queued: 0, o })), ...extra });
+    const mine = r.ctl.status().replicas.filter((x) => x.state === 'RUNNING' && x.version === version);
+    r.ctl.heartbeat(w, { replicas: mine.map(({ replicaId }) => ({ replicaId, ongoing: 0, queued: 0, o })), ...extra });
   };
   return { ...r, w, v1, v2, decisions, experiments, versionOf, byVersion, report };
 }
