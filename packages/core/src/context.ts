@@ -25,6 +25,17 @@ export interface RequestContext {
   readonly modelId?: string | undefined;
   /** The replica's model cache, in a multiplexed deployment; getModel() reads the request's model from it. */
   readonly models?: ModelSource | undefined;
+  /** The request's id: its X-Request-ID header, or one the ingress generated (echoed in the answer). */
+  readonly requestId?: string | undefined;
+  /** The W3C trace context of this call's span (see tracing.ts); present on every request, sampled or not. */
+  readonly trace?: TraceContext | undefined;
+}
+
+/** A W3C trace context (traceparent): 32 hex digits of trace id, 16 of span id, and the sampled flag. */
+export interface TraceContext {
+  readonly traceId: string;
+  readonly spanId: string;
+  readonly sampled: boolean;
 }
 
 const KEY = Symbol.for('shoal.requestContext');

@@ -15,7 +15,7 @@ export { deployment, Deployment, Application, type Handle, type CallOptions, typ
 export { type DeploymentOptions, type AutoscalingOptions, type CompiledAutoscaling, type MultiplexOptions, type CompiledMultiplex, type ResourceOptions, type CompiledDeploymentOptions, type CompiledResources, type CompiledDeploymentResources, type SharedBlobNeed, type DeviceKind, compileDeploymentOptions, checkInt, checkNumber, checkName } from './options.ts';
 export { validateAppSpec, assertModuleFile, moduleCodeHash } from './app-spec.ts';
 export { ShoalRequest, HttpResponse, HttpError, response, toWireResponse, type WireHttpRequest, type WireHttpResponse } from './http.ts';
-export { requestContext, contextStorage, type RequestContext } from './context.ts';
+export { requestContext, contextStorage, type RequestContext, type TraceContext } from './context.ts';
 export { getModel, currentModelId, checkModelId, MODEL_ID_HEADER, MAX_MODEL_ID_CHARS, type ModelSource, type ModelCacheStats } from './multiplex.ts';
 export { env } from './constants.ts';
 export { createLogger, silentLogger, type Logger, type LogLevel } from './log.ts';
