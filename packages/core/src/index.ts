@@ -16,6 +16,7 @@ export { type DeploymentOptions, type AutoscalingOptions, type CompiledAutoscali
 export { validateAppSpec, assertModuleFile, moduleCodeHash } from './app-spec.ts';
 export { ShoalRequest, HttpResponse, HttpError, response, toWireResponse, type WireHttpRequest, type WireHttpResponse } from './http.ts';
 export { requestContext, contextStorage, type RequestContext, type TraceContext } from './context.ts';
+export { reportLoadProgress, loadProgressOf, clearLoadProgress } from './load-progress.ts';
 export { getModel, currentModelId, checkModelId, MODEL_ID_HEADER, MAX_MODEL_ID_CHARS, type ModelSource, type ModelCacheStats } from './multiplex.ts';
 export { env } from './constants.ts';
 export { createLogger, silentLogger, type Logger, type LogLevel } from './log.ts';
@@ -30,6 +31,12 @@ export { LazyAbortController, abortableOf, type Abortable } from './lazy-abort.t
 export { markNotRun, isNotRun } from './not-run.ts';
 export { RetryBudget, type RetryBudgetOptions } from './retry-budget.ts';
 export { compileRollout, resolveCount, type RolloutOptions, type CompiledRollout, type ShadowOptions, type CanaryOptions, type ExperimentRolloutOptions, type CompiledShadow, type CompiledCanary, type CompiledExperimentRollout } from './rollout-options.ts';
+export { compileSlo, LATENCY_OBJECTIVES, DEFAULT_SLO_WINDOW_MS, type SloOptions, type SloLatencyOptions, type CompiledSlo, type LatencyObjectiveName, type SloObjectiveName } from './slo-options.ts';
 export { LatencyHistogram, LATENCY_BUCKETS, latencyBucket, bucketUpperMs, denseCounts, subtractCounts, addCounts, emptyCounts, quantileMs, type OutcomeCounts } from './latency-histogram.ts';
 export { stickyBucket, pickWeighted } from './sticky-hash.ts';
 export * from './cascade/index.ts';
+export {
+  REQUEST_ID_HEADER, TRACEPARENT_HEADER, MAX_REQUEST_ID_LENGTH, SpanKinds, checkTracingOptions, flushTracing, formatTraceparent, newSpanId, newTraceContext, newTraceId,
+  parseTraceparent, requestIdOf, startSpan, startTracing, stopTracing, traceContextOf, tracingActive, tracingFromEnv,
+  type ShoalSpan, type ShoalSpanKind, type TracingOptions,
+} from './tracing.ts';

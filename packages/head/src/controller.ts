@@ -132,6 +132,8 @@ interface WorkerLoad {
   waiting: Record<string, number>;
   /** The models each of its multiplexed replicas holds, as last reported. */
   models: Map<string, ModelSet>;
+  /** Model load progress of its starting replicas, [bytes loaded, bytes total], as last reported. */
+  progress?: Map<string, [number, number]>;
 }
 
 interface AppRecord {
@@ -190,7 +192,8 @@ export interface ClusterStatus {
     /** Shadow comparisons per shadow version, while or since one ran. */
     shadow?: Record<string, ShadowSummary>;
   }> }>;
-  replicas: Array<{ replicaId: string; app: string; deployment: string; version: string; state: ReplicaState; workerId: string; devices?: number[]; error?: string }>;
+  /** `load`: a STARTING replica's model load progress, as its code last reported it (reportLoadProgress). */
+  replicas: Array<{ replicaId: string; app: string; deployment: string; version: string; state: ReplicaState; workerId: string; devices?: number[]; error?: string; load?: { bytes: number; total: number } }>;
   workers: Array<{ workerId: string; name: string; state: string; pid?: number; dataAddress: string; resources: WorkerResources; used: { cpus: number; gpus: number; memory: number }; replicas: number }>;
 }
 
@@ -335,7 +338,7 @@ export class Controller {
    * A heartbeat, with the worker's load when it sent one: requests per replica and what its router holds for want
    * of a replica. Returns true when that shows demand for a deployment scaled to zero (the caller runs a pass now).
    */
-  heartbeat(workerId: string, load?: { replicas: ReadonlyArray<{ replicaId: string; ongoing: number; queued: number; o?: { n: number; e: number; h: number[] }; models?: ModelSet }>; waiting?: Record<string, number>; shadow?: Record<string, ShadowCounts> }): boolean {
+  heartbeat(workerId: string, load?: { replicas: ReadonlyArray<{ replicaId: string; ongoing: number; queued: number; o?: { n: number; e: number; h: number[] }; models?: ModelSet; p?: [number, number] }>; waiting?: Record<string, number>; shadow?: Record<string, ShadowCounts> }): boolean {
     const w = this.workers.get(workerId);
     if (w === undefined || w.state !== 'ALIVE') return false;
     w.lastHeartbeat = this.opts.clock.monoNow();
@@ -347,7 +350,9 @@ export class Controller {
     const models = new Map<string, ModelSet>();
     for (const r of load.replicas) if (r.models !== undefined) models.set(r.replicaId, r.models);
     const before = this.loads.get(workerId)?.models;
-    this.loads.set(workerId, { replicas: new Map(load.replicas.map((r) => [r.replicaId, r.ongoing + r.queued])), waiting: load.waiting ?? {}, models });
+    const progress = new Map<string, [number, number]>();
+    for (const r of load.replicas) if (r.p !== undefined) progress.set(r.replicaId, r.p);
+    this.loads.set(workerId, { replicas: new Map(load.replicas.map((r) => [r.replicaId, r.ongoing + r.queued])), waiting: load.waiting ?? {}, models, ...(progress.size > 0 ? { progress } : {}) });
     // Routers learn from the route table which replica holds which model (model multiplexing): publish a change.
     if (models.size !== (before?.size ?? 0) || [...models].some(([id, m]) => before?.get(id)?.v !== m.v)) this.publishRoutes();
     for (const key of Object.keys(load.waiting ?? {})) {
@@ -1300,6 +1305,12 @@ export class Controller {
     return { table: this.routeTable(), version: this.routesVersion };
   }
 
+  /** A STARTING replica's last reported load progress, as status shows it. */
+  private loadOf(r: ReplicaRecord): { load?: { bytes: number; total: number } } {
+    const p = r.state === 'STARTING' ? this.loads.get(r.workerId)?.progress?.get(r.replicaId) : undefined;
+    return p === undefined ? {} : { load: { bytes: p[0], total: p[1] } };
+  }
+
   status(): ClusterStatus {
     return {
       applications: [...this.apps.values()].map((a) => ({
@@ -1319,6 +1330,7 @@ export class Controller {
       replicas: [...this.replicas.values()].map((r) => ({
         replicaId: r.replicaId, app: r.app, deployment: r.deployment, version: r.version, state: r.state, workerId: r.workerId,
         ...(r.devices !== undefined ? { devices: r.devices } : {}), ...(r.error ? { error: r.error } : {}),
+        ...this.loadOf(r),
       })),
       workers: [...this.workers.values()].map((w) => {
         const cap = this.capacity(w, '', '', false);

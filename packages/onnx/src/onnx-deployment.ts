@@ -21,6 +21,7 @@ import { batchKey, splitFeeds, stackFeeds } from './batch-tensors.ts';
 import { EventLoopDelayGauge, type EventLoopDelayStats } from '@shoal/core';
 import { compileOrtPoolOptions, type OrtPoolOptions } from './options.ts';
 import { OrtPool } from './ort-pool.ts';
+import { reportModelRead } from './model-read-progress.ts';
 import { isFromOrtThread } from './ort-thread-client.ts';
 import { countTensorCopy, tensorCopies, validateFeeds, type Feeds, type ModelMetadata, type NumericArray, type TensorCopyStats } from '@shoal/oip';
 
@@ -161,6 +162,11 @@ export function onnxModel(options: OnnxModelOptions): OnnxModelClass {
       this.loading = OrtPool.load({ ...poolOptions, name });
       // init() surfaces a load failure; this keeps it from also being reported as unhandled.
       this.loading.catch(() => undefined);
+      // Bytes of the model file read, for `shoal deploy` (the sessions' own read is native and silent).
+      if (typeof poolOptions.model === 'string') {
+        const read = reportModelRead(poolOptions.model);
+        this.loading.finally(() => read.stop()).catch(() => undefined);
+      }
       this.#batcher = batchOptions === undefined
         ? undefined
         : batch<Feeds, Feeds>(async (items) => (await this.inferBatch(items)).map((r) => (r instanceof Error ? itemError(r) : r)), batchOptions, `${name}.infer`);

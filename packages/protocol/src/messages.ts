@@ -3,7 +3,7 @@
  * messages (all messages queued in one event-loop tick travel in one frame). Messages are discriminated by `t`.
  * Requests carry an `id` unique per connection and direction; the answer is a `reply` with the same id.
  */
-import type { AppSpec, BatchQueueStats, ModelCacheStats, WireError, WireHttpRequest, WireHttpResponse } from '@shoal/core';
+import type { AppSpec, BatchQueueStats, ModelCacheStats, TraceContext, WireError, WireHttpRequest, WireHttpResponse } from '@shoal/core';
 
 /** Bumped on any incompatible change; checked in `hello`. */
 export const PROTOCOL_VERSION = 3;
@@ -72,8 +72,9 @@ export interface HeartbeatMessage {
 /**
  * `o`: what the replica answered since it started, cumulative: requests, errors (thrown, or HTTP 5xx) and the
  * sparse latency histogram (LatencyHistogram.sparse()) of the time from arrival at the replica to the answer.
+ * `p`: while the replica starts, the model load progress its code last reported (reportLoadProgress), [bytes loaded, bytes total].
  */
-export interface ReplicaLoad { replicaId: string; ongoing: number; queued: number; o?: { n: number; e: number; h: number[] }; models?: ModelSet }
+export interface ReplicaLoad { replicaId: string; ongoing: number; queued: number; o?: { n: number; e: number; h: number[] }; models?: ModelSet; p?: [number, number] }
 /** One router's comparison of a shadow version's answers with the live ones, cumulative. */
 export interface ShadowCounts {
   /** Copies sent to the shadow version. */
@@ -198,8 +199,12 @@ export interface CallMessage {
   priority?: number;
   /** The model the request names (a multiplexed deployment serves it with that model). */
   modelId?: string;
+  /** The request's id (X-Request-ID at the ingress). */
+  rid?: string;
+  /** The calling span's trace context: the replica's spans are its children. */
+  tc?: TraceContext;
 }
-export interface HttpMessage { t: 'http'; id: number; replicaId: string; req: WireHttpRequest; deadline?: number; priority?: number; modelId?: string }
+export interface HttpMessage { t: 'http'; id: number; replicaId: string; req: WireHttpRequest; deadline?: number; priority?: number; modelId?: string; rid?: string; tc?: TraceContext }
 export interface CancelMessage { t: 'cancel'; id: number }
 
 /** `q`: the replica's load (running + queued) right after answering, not counting the request answered. */

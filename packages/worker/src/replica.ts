@@ -6,7 +6,7 @@
  */
 import {
   CancelledError, DeadlineExceededError, IllegalStateError, LIFECYCLE_HOOKS, ReplicaUnavailableError, markNotRun, NotFoundError, QueueFullError, ShoalError, ShoalRequest,
-  UserCodeError, LatencyHistogram, contextStorage, describeThrown, realClock, toWireResponse, abortableOf, type Abortable, type CompiledDeploymentOptions, type Logger, type WireHttpRequest,
+  UserCodeError, LatencyHistogram, contextStorage, clearLoadProgress, describeThrown, loadProgressOf, realClock, toWireResponse, abortableOf, type Abortable, type BatchObserver, type CompiledDeploymentOptions, type Logger, type WireHttpRequest,
   type WireHttpResponse,
 } from '@shoal/core';
 import type { ModelSet, ReplicaState, ReplicaStats } from '@shoal/protocol';
@@ -38,6 +38,20 @@ export interface ReplicaInit {
   /** Device indices the head placed this replica on; user code reads them as requestContext().devices. */
   devices?: readonly number[];
   onState?: (state: ReplicaState, error?: string) => void;
+  /** Where its per-request times go (the worker's metrics). @default none */
+  observer?: ReplicaObserver;
+}
+
+/** Receives a replica's per-request times, in monotonic ms, for metrics. Called on the data path: keep it cheap. */
+export interface ReplicaObserver {
+  /** A request waited `waitMs` here for a slot (0: one was free at once). */
+  queueWaited(waitMs: number): void;
+  /** User code took `computeMs` for an unbatched request (a batched method's queue reports its batch runs instead). */
+  computed(computeMs: number): void;
+  /** The observer of a batched method's queue. */
+  batch(method: string): BatchObserver;
+  /** A multiplexed replica's model load took `loadMs` (`ok`: it loaded). */
+  modelLoaded(loadMs: number, ok: boolean): void;
 }
 
 interface Waiting {
@@ -85,6 +99,7 @@ export class Replica {
   private options: CompiledDeploymentOptions;
   private readonly logger: Logger;
   private readonly onState: ((state: ReplicaState, error?: string) => void) | undefined;
+  private readonly observer: ReplicaObserver | undefined;
   private httpMethod: string | undefined;
   private batching: ReplicaBatching | undefined;
   /** The models a multiplexed deployment holds (options.multiplex). */
@@ -101,6 +116,7 @@ export class Replica {
     this.options = init.options;
     this.logger = init.logger;
     this.onState = init.onState;
+    this.observer = init.observer;
     this.devices = init.devices;
   }
 
@@ -110,6 +126,8 @@ export class Replica {
   get ongoingCount(): number { return this.ongoing; }
   get gracefulShutdownTimeoutMs(): number { return this.options.gracefulShutdownTimeoutMs; }
   get queuedCount(): number { return this.waiting.length; }
+  /** The latest model load progress user code reported, [bytesLoaded, bytesTotal], while STARTING. */
+  get loadProgress(): readonly [number, number] | undefined { return this.stateValue === 'STARTING' ? loadProgressOf(this.replicaId) : undefined; }
   /** The models held, for routers (heartbeats, and replies to requests naming a model); undefined unless multiplexed. */
   get modelSet(): ModelSet | undefined { return this.models?.modelSet(); }
 
@@ -118,6 +136,8 @@ export class Replica {
     if (from === to) return;
     if (!TRANSITIONS[from].includes(to)) throw new IllegalStateError(`replica ${this.replicaId} cannot go from ${from} to ${to}`);
     this.stateValue = to;
+    // Load progress (reportLoadProgress) is shown while STARTING only.
+    if (from === 'STARTING') clearLoadProgress(this.replicaId);
     this.logger.info('replica state', { replica: this.replicaId, from, to, ...(error ? { error } : {}) });
     this.onState?.(to, error);
   }
@@ -134,7 +154,7 @@ export class Replica {
       const ctx = { signal: NEVER_ABORTED, deadline: undefined, app: this.app, deployment: this.deployment, replicaId: this.replicaId, devices: this.devices };
       const instance = await contextStorage.run(ctx, build);
       if (typeof instance.init === 'function') await contextStorage.run(ctx, () => instance.init!());
-      const batching = new ReplicaBatching(instance, this.deployment);
+      const batching = new ReplicaBatching(instance, this.deployment, this.observer === undefined ? undefined : (method) => this.observer!.batch(method));
       batching.apply(this.options.userConfig);
       if (typeof instance.reconfigure === 'function' && this.options.userConfig !== undefined) await instance.reconfigure(this.options.userConfig);
       // Readiness: a replica reports RUNNING (and takes traffic) only once its health check has passed once.
@@ -183,6 +203,7 @@ export class Replica {
       ...(typeof unloadModel === 'function' ? { unload: (modelId: string, model: unknown) => (unloadModel as (id: string, m: unknown) => unknown).call(instance, modelId, model) } : {}),
     }, {
       maxModels, deployment: this.deployment, logger: this.logger,
+      ...(this.observer === undefined ? {} : { onLoad: (loadMs: number, ok: boolean) => this.observer!.modelLoaded(loadMs, ok) }),
       run: (modelId, fn) => contextStorage.run({ signal: NEVER_ABORTED, deadline: undefined, app: this.app, deployment: this.deployment, replicaId: this.replicaId, devices: this.devices, modelId }, fn),
     });
   }
@@ -231,18 +252,27 @@ export class Replica {
     }
     const ctx = new CallContext(signal, deadline, priority, this.app, this.deployment, this.replicaId, this.devices, modelId, this.models);
     const t0 = performance.now();
+    const observer = this.observer;
+    // A batched method's time in user code is its batch's run, which its queue reports.
+    const compute = observer !== undefined && this.batching?.has(method) !== true ? observer : undefined;
     if (this.stateValue === 'RUNNING' && !signal.aborted && this.ongoing < this.options.maxOngoingRequests) {
       this.ongoing++;
-      return this.invoke(ctx, fn as (...a: unknown[]) => unknown, instance!, args, t0);
+      observer?.queueWaited(0);
+      return this.invoke(ctx, fn as (...a: unknown[]) => unknown, instance!, args, t0, t0, compute);
     }
-    return this.acquire(signal).then(() => this.invoke(ctx, fn as (...a: unknown[]) => unknown, instance!, args, t0));
+    return this.acquire(signal).then(() => {
+      const started = performance.now();
+      observer?.queueWaited(started - t0);
+      return this.invoke(ctx, fn as (...a: unknown[]) => unknown, instance!, args, t0, started, compute);
+    });
   }
 
   /**
    * Runs user code in its request context with a slot already taken; the slot is given back when it settles, and
-   * the answer is counted in `outcomes` (from `t0`, its arrival here), which is what a canary is judged on.
+   * the answer is counted in `outcomes` (from `t0`, its arrival here), which is what a canary is judged on, and its
+   * time in user code (from `started`, when it got its slot) goes to `compute`.
    */
-  private invoke(ctx: CallContext, fn: (...a: unknown[]) => unknown, instance: object, args: unknown[], t0: number): Promise<unknown> {
+  private invoke(ctx: CallContext, fn: (...a: unknown[]) => unknown, instance: object, args: unknown[], t0: number, started: number, compute: ReplicaObserver | undefined): Promise<unknown> {
     let result: unknown;
     // Its model stays loaded while it runs: an eviction unloads it once the requests on it are done.
     if (ctx.modelId !== undefined) this.models?.pin(ctx.modelId);
@@ -250,17 +280,21 @@ export class Replica {
       result = contextStorage.run(ctx, invoke, fn, instance, args);
     } catch (err) {
       this.release(ctx);
-      this.outcomes.record(performance.now() - t0, true);
+      const t1 = performance.now();
+      this.outcomes.record(t1 - t0, true);
+      compute?.computed(t1 - started);
       return Promise.reject(asCallerError(err, this.deployment));
     }
     if (!isThenable(result)) {
       this.release(ctx);
-      this.outcomes.record(performance.now() - t0);
+      const t1 = performance.now();
+      this.outcomes.record(t1 - t0);
+      compute?.computed(t1 - started);
       return Promise.resolve(result);
     }
     return Promise.resolve(result).then(
-      (value) => { this.release(ctx); this.outcomes.record(performance.now() - t0); return value; },
-      (err: unknown) => { this.release(ctx); this.outcomes.record(performance.now() - t0, !isCallerFault(err)); throw asCallerError(err, this.deployment); },
+      (value) => { this.release(ctx); const t1 = performance.now(); this.outcomes.record(t1 - t0); compute?.computed(t1 - started); return value; },
+      (err: unknown) => { this.release(ctx); const t1 = performance.now(); this.outcomes.record(t1 - t0, !isCallerFault(err)); compute?.computed(t1 - started); throw asCallerError(err, this.deployment); },
     );
   }
 

@@ -312,11 +312,15 @@ export class Worker {
     if (this.head === undefined || this.head.closed) return;
     const waiting: Record<string, number> = {};
     for (const [key, s] of Object.entries(this.router.stats())) if (s.waiting > 0) waiting[key] = s.waiting;
-    const replicas = [...this.replicas.values()].map((r) => ({
-      replicaId: r.replicaId, ongoing: r.ongoingCount, queued: r.queuedCount,
-      ...(r.modelSet !== undefined ? { models: r.modelSet } : {}),
-      ...(r.outcomes.requests > 0 ? { o: { n: r.outcomes.requests, e: r.outcomes.errors, h: r.outcomes.sparse() } } : {}),
-    }));
+    const replicas = [...this.replicas.values()].map((r) => {
+      const p = r.loadProgress;
+      return {
+        replicaId: r.replicaId, ongoing: r.ongoingCount, queued: r.queuedCount,
+        ...(p !== undefined ? { p: [p[0], p[1]] as [number, number] } : {}),
+        ...(r.modelSet !== undefined ? { models: r.modelSet } : {}),
+        ...(r.outcomes.requests > 0 ? { o: { n: r.outcomes.requests, e: r.outcomes.errors, h: r.outcomes.sparse() } } : {}),
+      };
+    });
     const shadow = this.router.shadowCounts();
     const assign = this.router.takeAssignments();
     this.head.send({ t: 'hb', at: Date.now(), replicas, waiting, ...(Object.keys(shadow).length > 0 ? { shadow } : {}), ...(assign.length > 0 ? { assign } : {}) });
