@@ -24,6 +24,7 @@ import type { StateStore, SeenWorker } from './state/state-store.ts';
 import { HeadMetrics, METRICS_CONTENT_TYPE } from './metrics.ts';
 import { Experiment, compileExperimentOptions, type ExperimentOptions } from './experiments/index.ts';
 import type { RolloutDecision } from './rollout.ts';
+import { Dashboard, DASHBOARD_PATH, isDashboardPath } from './dashboard/index.ts';
 
 /** Experiments kept (running or finished) for their reports; past it, the oldest finished one goes. */
 const MAX_EXPERIMENTS = 100;
@@ -93,6 +94,8 @@ export class Head {
   readonly controller: Controller;
   readonly router: Router;
   readonly metrics: HeadMetrics;
+  /** The live dashboard page at /dashboard on the control port. */
+  readonly dashboard: Dashboard;
   private readonly peers = new Map<string, Peer>();
   /** The head's own ingress, when it has no local workers to serve HTTP. */
   private readonly ingress: Ingress | undefined;
@@ -156,7 +159,11 @@ export class Head {
       },
     });
     const transport: Transport = { dispatch: (ref, m) => this.dispatch(ref, m) };
-    this.router = new Router({ transport, clock, logger: opts.logger.child('router'), onNoReplica: () => this.schedulePass() });
+    this.router = new Router({
+      transport, clock, logger: opts.logger.child('router'), onNoReplica: () => this.schedulePass(),
+      onAnswered: (key, elapsedMs, ok) => this.metrics.routes.observeAnswered(key, elapsedMs, ok),
+      onQueued: (key, waitedMs) => this.metrics.routes.observeQueued(key, waitedMs),
+    });
     this.metrics = new HeadMetrics({
       status: () => this.controller.status(), router: () => this.router.stats(), logger: opts.logger.child('metrics'),
       workers: () => [...this.peers.entries()].filter(([, p]) => !p.closed).map(([workerId, p]) => ({
@@ -166,6 +173,10 @@ export class Head {
           return { reply: reply.then((r) => (r.ok ? r.value : Promise.reject(new Error(r.error.message)))), abandon: () => p.forget(id) };
         },
       })),
+    });
+    this.dashboard = new Dashboard({
+      token: this.token, logger: opts.logger.child('dashboard'), clock,
+      source: async () => ({ status: { ...this.controller.status(), cluster: this.clusterAddress, http: this.httpAddress }, stats: await this.stats() }),
     });
     if ((opts.workers ?? 0) > 0 && opts.workerCommand === undefined) throw new InvalidOptionError('workerCommand', `is required to spawn ${opts.workers} local workers (the CLI's localWorkerCommand() gives it)`);
     if ((opts.workers ?? 0) === 0) {
@@ -488,6 +499,7 @@ export class Head {
     // Its own ingress (no local workers) drains first, while the router and the workers can still answer.
     await this.ingress?.close(opts.drainMs ?? 10_000);
     this.router.close();
+    this.metrics.close();
     for (const p of this.peers.values()) p.close(1001, opts.keepWorkers ? 'head restarting' : 'head stopping');
     if (opts.keepWorkers) this.locals?.detach();
     else await Promise.all([this.locals?.stop(), this.stopAdoptedLocals()]);
@@ -498,6 +510,7 @@ export class Head {
     this.shared?.close();
     for (const c of this.wss?.clients ?? []) c.terminate();
     this.wss?.close();
+    this.dashboard.close();
     const server = this.server;
     if (server !== undefined) {
       server.closeAllConnections();
@@ -510,6 +523,12 @@ export class Head {
    * Gauges of the whole cluster, for metrics and tests: this head's router (the HTTP ingress and handles made
    * here) and, per connected worker, its replicas (batch queues included) and its router.
    */
+  /** The dashboard's address on the control port; with the token, the one that signs a browser in. */
+  dashboardUrl(withToken = false): string {
+    const base = `${this.clusterAddress.replace(/^ws:/, 'http:')}${DASHBOARD_PATH}`;
+    return withToken ? `${base}?token=${encodeURIComponent(this.token)}` : base;
+  }
+
   async stats(): Promise<{ router: ReturnType<Router['stats']>; workers: WorkerStats[] }> {
     const answers = await Promise.all([...this.peers.entries()].filter(([, p]) => !p.closed).map(([id, p]) => this.callPeer(p, { t: 'stats' }, WORKER_CALL_TIMEOUT_MS, `stats of worker ${id}`).then(
       (v) => v as WorkerStats,
@@ -709,6 +728,8 @@ export class Head {
         res.writeHead(200, { 'content-type': METRICS_CONTENT_TYPE, 'content-length': Buffer.byteLength(text) }).end(text);
         return;
       }
+      // The dashboard checks its own credential: a browser brings a session cookie, not an Authorization header.
+      if (isDashboardPath(url.pathname)) { this.dashboard.handle(req, res, url); return; }
       const auth = req.headers.authorization;
       const given = auth?.startsWith('Bearer ') ? auth.slice(7) : undefined;
       if (!tokenMatches(this.token, given)) {

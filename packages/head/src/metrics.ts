@@ -1,13 +1,14 @@
 /**
  * Prometheus metrics of the whole cluster, served by the ingress at GET /-/metrics: the head's own registry
- * (HTTP requests per application and status code, their latency, the head router's gauges, workers alive,
- * replicas by state) merged with every live worker's registry, fetched as JSON over the worker's connection.
+ * (HTTP requests per application and status code, their latency, the head router's gauges and latency
+ * histograms, workers alive, replicas by state, the head's event-loop delay) merged with every live worker's
+ * registry, fetched as JSON over the worker's connection. docs/METRICS.md lists every series.
  * A worker that does not answer within workerTimeoutMs is left out of that scrape (and logged): a scrape
  * never waits on a stuck worker.
  */
 import { AggregatorRegistry, Counter, Gauge, Histogram, Registry, type MetricObjectWithValues, type MetricValue } from 'prom-client';
-import { HttpMetrics } from '@shoal/ingress';
-import { registerProcessMetrics, type Logger, type MetricsJson } from '@shoal/core';
+import { HttpMetrics, RouterMetrics } from '@shoal/ingress';
+import { EventLoopDelayGauge, registerProcessMetrics, type Logger, type MetricsJson } from '@shoal/core';
 import type { ReplicaState } from '@shoal/protocol';
 import type { ClusterStatus } from './controller.ts';
 
@@ -26,6 +27,8 @@ export interface HeadMetricsOptions {
   logger: Logger;
   /** How long a scrape waits for a worker's answer. @default 1000 */
   workerTimeoutMs?: number;
+  /** Event-loop sampling period (Node's minimum is 1). @default 10 */
+  eventLoopResolutionMs?: number;
 }
 
 export const METRICS_CONTENT_TYPE = Registry.PROMETHEUS_CONTENT_TYPE;
@@ -43,12 +46,24 @@ export function mergeMetrics(parts: readonly MetricsJson[]): Registry {
 export class HeadMetrics {
   readonly registry = new Registry();
   private readonly http: HttpMetrics;
+  /** The head router's series (end-to-end time, wait for a slot): Router's onAnswered and onQueued. */
+  readonly routes: RouterMetrics;
   private readonly timeoutMs: number;
+  private readonly loop: EventLoopDelayGauge;
+  private readonly loopGauges: { p50: Gauge; p99: Gauge; max: Gauge };
 
   constructor(private readonly opts: HeadMetricsOptions) {
     this.timeoutMs = opts.workerTimeoutMs ?? 1000;
     const registers = [this.registry];
     this.http = new HttpMetrics(this.registry);
+    this.routes = new RouterMetrics(this.registry);
+    this.loop = new EventLoopDelayGauge(opts.eventLoopResolutionMs ?? 10);
+    // The head's own names (the workers' are shoal_worker_event_loop_delay_*): one gauge per percentile, as there.
+    this.loopGauges = {
+      p50: new Gauge({ name: 'shoal_head_event_loop_delay_p50_seconds', help: 'Median event-loop delay of the head process since the previous scrape.', registers }),
+      p99: new Gauge({ name: 'shoal_head_event_loop_delay_p99_seconds', help: '99th percentile of the head process\'s event-loop delay since the previous scrape.', registers }),
+      max: new Gauge({ name: 'shoal_head_event_loop_delay_max_seconds', help: 'Largest event-loop delay of the head process since the previous scrape.', registers }),
+    };
     new Gauge({
       name: 'shoal_router_inflight_requests', help: 'Requests the head\'s router has in flight to replicas, per deployment.', labelNames: ['deployment'], registers,
       collect() { this.reset(); for (const [deployment, s] of Object.entries(opts.router())) this.set({ deployment }, s.inflight); },
@@ -117,8 +132,18 @@ export class HeadMetrics {
     this.http.observeHttp(app, code, seconds);
   }
 
+  /** Stops sampling the event loop. */
+  close(): void {
+    this.loop.close();
+  }
+
   /** The merged exposition: this head's registry and every worker that answered in time. */
   async scrape(): Promise<string> {
+    // The window since the previous scrape, less the sampling period itself (an idle loop reads 0, as a worker's).
+    const loop = this.loop.snapshot(true);
+    this.loopGauges.p50.set(loop.p50Ms / 1e3);
+    this.loopGauges.p99.set(loop.p99Ms / 1e3);
+    this.loopGauges.max.set(loop.maxMs / 1e3);
     const workers = await Promise.all(this.opts.workers().map((w) => this.fetchWorker(w)));
     const parts = [await this.registry.getMetricsAsJSON() as MetricsJson, ...workers.filter((w): w is MetricsJson => w !== undefined)];
     return mergeMetrics(parts).metrics();

@@ -1,7 +1,8 @@
 /**
  * The HTTP series every ingress records (the head's when it serves HTTP itself, every worker's): answered
- * requests per application and status code, and their latency. One definition, registered in whichever registry
- * the process exposes, so the merged exposition has one HELP and TYPE per name.
+ * requests per application and status code, and their latency; and the series every router records (the head's
+ * and every worker's): each routed request's end-to-end time and its wait for a replica slot. One definition,
+ * registered in whichever registry the process exposes, so the merged exposition has one HELP and TYPE per name.
  */
 import { Counter, Histogram, type Registry } from 'prom-client';
 
@@ -22,5 +23,59 @@ export class HttpMetrics {
   observeHttp(app: string, code: number, seconds: number): void {
     this.requests.inc({ app, code: String(code) });
     this.duration.observe({ app }, seconds);
+  }
+}
+
+/** Label values of one deployment key (`app/deployment`), made once per key. */
+interface KeyLabels {
+  ok: { app: string; deployment: string; outcome: 'ok' };
+  error: { app: string; deployment: string; outcome: 'error' };
+  plain: { app: string; deployment: string };
+}
+
+/**
+ * A router's series, fed by its onAnswered and onQueued hooks: `shoal_request_duration_seconds` (from the router
+ * taking a request to its answer, per deployment and outcome) and `shoal_router_queue_wait_seconds` (the wait of
+ * requests that found every replica full).
+ */
+export class RouterMetrics {
+  private readonly duration: Histogram<'app' | 'deployment' | 'outcome'>;
+  private readonly wait: Histogram<'app' | 'deployment'>;
+  /** Bounded by the deployments this router has routed to. */
+  private readonly keys = new Map<string, KeyLabels>();
+
+  constructor(registry: Registry) {
+    const registers = [registry];
+    this.duration = new Histogram({
+      name: 'shoal_request_duration_seconds', help: 'Time from a router taking a request to its answer (waits for a slot and retries included), per deployment and outcome (ok: a replica answered; error: it failed).',
+      labelNames: ['app', 'deployment', 'outcome'], buckets: DURATION_BUCKETS, registers,
+    });
+    this.wait = new Histogram({
+      name: 'shoal_router_queue_wait_seconds', help: 'Time a request waited in a router for a replica slot, counted only for requests that found every replica full, per deployment.',
+      labelNames: ['app', 'deployment'], buckets: DURATION_BUCKETS, registers,
+    });
+  }
+
+  /** RouterOptions.onAnswered. */
+  observeAnswered(key: string, elapsedMs: number, ok: boolean): void {
+    const l = this.labelsOf(key);
+    this.duration.observe(ok ? l.ok : l.error, elapsedMs / 1e3);
+  }
+
+  /** RouterOptions.onQueued. */
+  observeQueued(key: string, waitedMs: number): void {
+    this.wait.observe(this.labelsOf(key).plain, waitedMs / 1e3);
+  }
+
+  private labelsOf(key: string): KeyLabels {
+    let l = this.keys.get(key);
+    if (l === undefined) {
+      const slash = key.indexOf('/');
+      const app = slash < 0 ? '' : key.slice(0, slash);
+      const deployment = slash < 0 ? key : key.slice(slash + 1);
+      l = { ok: { app, deployment, outcome: 'ok' }, error: { app, deployment, outcome: 'error' }, plain: { app, deployment } };
+      this.keys.set(key, l);
+    }
+    return l;
   }
 }

@@ -10,5 +10,5 @@
  */
 export { Ingress, TIMEOUT_HEADER, PRIORITY_HEADER, type IngressOptions, type IngressMetrics, type ExtraRoute, type RequestScope, type ListenTarget } from './ingress.ts';
 export { sendError, sendJson, sendResponse, readBody, type HttpAnswer } from './http-util.ts';
-export { HttpMetrics, DURATION_BUCKETS } from './http-metrics.ts';
+export { HttpMetrics, RouterMetrics, DURATION_BUCKETS } from './http-metrics.ts';
 export { OipRoute, type OipRouteOptions } from './oip-route.ts';

@@ -6,9 +6,8 @@
  */
 import {
   CancelledError, Deadline, DeadlineExceededError, LazyAbortController, NoReplicaError, QueueFullError, ReplicaUnavailableError, RetryBudget,
-  isNotRun, pickWeighted, rebuildError, stickyBucket, toWireError, type Clock, type Logger, type RetryBudgetOptions, type TimerHandle, type WireHttpRequest, type WireHttpResponse,
+  SpanKinds, isNotRun, pickWeighted, rebuildError, requestIdOf, startSpan, stickyBucket, toWireError, tracingActive, type Clock, type ShoalSpan, type TraceContext, type Logger, type RetryBudgetOptions, type TimerHandle, type WireHttpRequest, type WireHttpResponse,
 } from '@shoal/core';
-import { randomUUID } from 'node:crypto';
 import type { NewRequest, ReplyMessage, RouteTable, RouteTraffic, ShadowCounts } from '@shoal/protocol';
 import { ReplicaSet, type ReplicaRef } from './replica-set.ts';
 import { compareAnswers, emptyShadowCounts } from './compare-answers.ts';
@@ -35,6 +34,10 @@ export interface RouteOptions {
   modelId?: string;
   /** The key a sticky split (an experiment) hashes to pick a version; HTTP requests take it from the experiment's header. @default none */
   stickyKey?: string;
+  /** The request's id (X-Request-ID), passed to the replica's requestContext(). @default none */
+  requestId?: string;
+  /** The caller's trace context: the call's span is its child (when tracing records), and the replica's is that span's. @default none */
+  trace?: TraceContext;
 }
 
 export interface RouterOptions {
@@ -56,6 +59,22 @@ export interface RouterOptions {
    * the owner can tell the head at once rather than at its next heartbeat. @default none
    */
   onNoReplica?: (key: string) => void;
+  /**
+   * Told once per routed request, when its answer settles, how long it took from this router taking it to the
+   * answer (retries and waits for a slot included), in monotonic ms; `ok`: a replica answered without an error
+   * (an HTTP answer of any status is one). For metrics: keep it cheap. @default none
+   */
+  onAnswered?: (key: string, elapsedMs: number, ok: boolean) => void;
+  /** Told how long a request waited in this router for a replica slot (every replica was full), once it got one, in ms. @default none */
+  onQueued?: (key: string, waitedMs: number) => void;
+}
+
+/** Ends a call's span when its answer settles: ERROR with the error, or what `failed` makes of the value. */
+function endWith<T>(span: ShoalSpan, answer: Promise<T>, failed?: (value: T) => string | undefined): Promise<T> {
+  return answer.then(
+    (value) => { span.end(failed?.(value)); return value; },
+    (err: unknown) => { span.end(err); throw err; },
+  );
 }
 
 /** How long a worker this router lost its connection to stays out of its choices, unless a route table comes. */
@@ -97,7 +116,7 @@ interface Waiter {
 export class Router {
   private readonly sets = new Map<string, ReplicaSet>();
   private readonly waiters = new Map<string, Waiter[]>();
-  private readonly opts: Required<Omit<RouterOptions, 'random' | 'localWorkerId' | 'retryBudget' | 'onNoReplica'>> & { random: () => number; localWorkerId: () => string | undefined; onNoReplica: (key: string) => void };
+  private readonly opts: Required<Omit<RouterOptions, 'random' | 'localWorkerId' | 'retryBudget' | 'onNoReplica' | 'onAnswered' | 'onQueued'>> & { random: () => number; localWorkerId: () => string | undefined; onNoReplica: (key: string) => void };
   private routesVersion = -1;
   /** The latest route table, for replicas to come back from a quarantine (dropWorker). */
   private lastTable: RouteTable | undefined;
@@ -115,10 +134,14 @@ export class Router {
   private readonly shadow = new Map<string, ShadowCounts>();
   private assignments: Array<[string, string, number]> = [];
   private droppedAssignments = 0;
+  private readonly onAnswered: RouterOptions['onAnswered'];
+  private readonly onQueued: RouterOptions['onQueued'];
 
   constructor(opts: RouterOptions) {
     this.opts = { noReplicaTimeoutMs: 30_000, random: Math.random, localWorkerId: () => undefined, maxNotRunRetries: 3, onNoReplica: () => undefined, ...opts };
     this.budget = new RetryBudget(opts.clock, opts.retryBudget);
+    this.onAnswered = opts.onAnswered;
+    this.onQueued = opts.onQueued;
   }
 
   /** Retries made, and retries refused because the budget was spent, since the start. */
@@ -235,7 +258,11 @@ export class Router {
   }
 
   call(key: string, method: string, args: unknown[], opts: RouteOptions = {}): Promise<unknown> {
-    return this.route(key, opts, (replicaId) => ({ t: 'call', replicaId, method, args, deadline: opts.deadline, priority: opts.priority, modelId: opts.modelId }), method, this.pickVersion(key, opts.stickyKey)).then(unwrap);
+    const span = tracingActive() && opts.trace !== undefined ? startSpan(`call ${key}.${method}`, opts.trace, SpanKinds.CLIENT, { 'shoal.deployment': key, 'shoal.method': method }) : undefined;
+    const tc = span?.context ?? opts.trace;
+    const rid = opts.requestId;
+    const reply = this.route(key, opts, (replicaId) => ({ t: 'call', replicaId, method, args, deadline: opts.deadline, priority: opts.priority, modelId: opts.modelId, rid, tc }), method, this.pickVersion(key, opts.stickyKey)).then(unwrap);
+    return span === undefined ? reply : endWith(span, reply);
   }
 
   /**
@@ -246,14 +273,21 @@ export class Router {
   http(key: string, req: WireHttpRequest, opts: RouteOptions = {}): Promise<WireHttpResponse> {
     const method = req.method === 'GET' || req.method === 'HEAD' ? '*' : 'fetch';
     const sticky = this.traffic.get(key)?.sticky;
-    const build = (replicaId: string): NewRequest => ({ t: 'http', replicaId, req, deadline: opts.deadline, priority: opts.priority, modelId: opts.modelId });
-    if (sticky === undefined) return this.route(key, opts, build, method, this.pickVersion(key, opts.stickyKey)).then(unwrap) as Promise<WireHttpResponse>;
+    const span = tracingActive() && opts.trace !== undefined ? startSpan(`call ${key}`, opts.trace, SpanKinds.CLIENT, { 'shoal.deployment': key, 'http.request.method': req.method }) : undefined;
+    const tc = span?.context ?? opts.trace;
+    const rid = opts.requestId;
+    const build = (replicaId: string): NewRequest => ({ t: 'http', replicaId, req, deadline: opts.deadline, priority: opts.priority, modelId: opts.modelId, rid, tc });
+    const answer = sticky === undefined ? this.route(key, opts, build, method, this.pickVersion(key, opts.stickyKey)).then(unwrap) as Promise<WireHttpResponse> : this.experimentHttp(key, req, opts, build, method, sticky);
+    return span === undefined ? answer : endWith(span, answer, (res) => { span.setAttribute('http.response.status_code', res.status); return res.status >= 500 ? `HTTP ${res.status}` : undefined; });
+  }
+
+  /** An HTTP request to a deployment an experiment splits: pinned by its sticky key, answered with its variant. */
+  private experimentHttp(key: string, req: WireHttpRequest, opts: RouteOptions, build: (replicaId: string) => NewRequest, method: string, sticky: NonNullable<RouteTraffic['sticky']>): Promise<WireHttpResponse> {
     const raw = req.headers[sticky.header];
     const stickyKey = (Array.isArray(raw) ? raw[0] : raw) ?? opts.stickyKey;
     const version = this.pickVersion(key, stickyKey === '' ? undefined : stickyKey);
     const variant = version === undefined ? -1 : this.traffic.get(key)!.weights.findIndex((w) => w.version === version);
-    const given = req.headers['x-request-id'];
-    const requestId = (typeof given === 'string' && given !== '' && given.length <= 200 ? given : undefined) ?? randomUUID();
+    const requestId = opts.requestId ?? requestIdOf(req.headers['x-request-id']);
     return this.route(key, opts, build, method, version).then((reply) => {
       const res = unwrap(reply) as WireHttpResponse;
       const headers: Record<string, string> = { ...res.headers, 'x-request-id': requestId };
@@ -289,9 +323,15 @@ export class Router {
     // The copy is made before the live request goes: a local replica may take its buffers (a transfer to an
     // inference thread detaches them).
     const copy = shadow !== undefined && this.opts.random() * 100 < shadow.percent ? this.mirrorCopy(key, shadow.version, build) : undefined;
+    const onAnswered = this.onAnswered;
+    const t0 = onAnswered === undefined ? 0 : this.opts.clock.monoNow();
     const reply = this.attempt(key, opts, build, method, a);
     if (copy !== undefined) this.mirror(key, shadow!.version, copy, reply);
-    return reply;
+    if (onAnswered === undefined) return reply;
+    return reply.then(
+      (r) => { onAnswered(key, this.opts.clock.monoNow() - t0, r.ok); return r; },
+      (err: unknown) => { onAnswered(key, this.opts.clock.monoNow() - t0, false); throw err; },
+    );
   }
 
   private shadowCountsFor(key: string, version: string): ShadowCounts {
@@ -492,12 +532,14 @@ export class Router {
   private async routeQueued(key: string, opts: RouteOptions, build: (replicaId: string) => NewRequest, a: Attempt): Promise<ReplyMessage> {
     let set: ReplicaSet | undefined;
     let ref: ReplicaRef | undefined;
+    const queuedAt = this.opts.clock.monoNow();
     while (ref === undefined || set === undefined) {
       await this.waitForSlot(key, opts, a.exclude, a.version);
       set = this.sets.get(key);
       if (a.version !== undefined) unpinGone(set, a);
       ref = set?.choose(a.exclude, a.version, opts.modelId);
     }
+    this.onQueued?.(key, this.opts.clock.monoNow() - queuedAt);
     // An abort that lands between a waiter's wake-up and this line removed no listener yet to be added: check it
     // here, or the call would be sent and never cancelled.
     if (opts.signal?.aborted) throw new CancelledError(`call to "${key}" cancelled while queued`);

@@ -29,6 +29,8 @@ export interface ModelCacheOptions {
   logger: Logger;
   /** Runs a hook in the replica's own context (not the request's that happened to ask first). @default fn() */
   run?: <T>(modelId: string, fn: () => T) => T;
+  /** Told how long each load hook took, in monotonic ms, retries after freeing memory included (`ok`: it loaded). @default none */
+  onLoad?: (loadMs: number, ok: boolean) => void;
 }
 
 /** `waiting`: asked for, not yet admitted (no room); `loading`: the load hook runs; `loaded`: held. */
@@ -133,12 +135,15 @@ export class ModelCache implements ModelSource {
   }
 
   private async load(entry: Held, after: Promise<void> | undefined): Promise<unknown> {
+    /** When the load hook started; undefined before it, and once its time was reported. */
+    let hookStartedAt: number | undefined;
     try {
       // The previous copy of this model is still being unloaded: never two copies of one model.
       if (after !== undefined) await after;
       await this.makeRoom(entry);
       if (this.closed) throw new IllegalStateError(`replica of "${this.opts.deployment}" is stopping: model "${entry.id}" was not loaded`);
       entry.state = 'loading';
+      hookStartedAt = performance.now();
       let model: unknown;
       for (let freed = 0; ; freed++) {
         try {
@@ -149,6 +154,8 @@ export class ModelCache implements ModelSource {
           this.opts.logger.info('model load ran out of memory; freed another model and retrying', { deployment: this.opts.deployment, model: entry.id, error: err.message });
         }
       }
+      this.opts.onLoad?.(performance.now() - hookStartedAt, true);
+      hookStartedAt = undefined;
       if (this.closed || this.held.get(entry.id) !== entry) {
         // Stopped (or cleared) while loading: nobody will unload it later, so unload it now.
         await this.unload({ id: entry.id, model, started: false, done: Promise.resolve(), resolve: () => undefined });
@@ -161,6 +168,7 @@ export class ModelCache implements ModelSource {
     } catch (err) {
       if (this.held.get(entry.id) === entry) { this.held.delete(entry.id); this.version++; }
       this.counts.loadFailures++;
+      if (hookStartedAt !== undefined) this.opts.onLoad?.(performance.now() - hookStartedAt, false);
       this.opts.logger.warn('model load failed', { deployment: this.opts.deployment, model: entry.id, error: describeThrown(err) });
       throw err instanceof ShoalError ? err : UserCodeError.from(err, { deployment: this.opts.deployment, prefix: `loadModel("${entry.id}") of "${this.opts.deployment}" failed: ` });
     }

@@ -7,7 +7,7 @@
  * any is applied, so an invalid userConfig changes nothing.
  */
 import {
-  InvalidOptionError, batchedMethodsOf, mergeBatchOptions, type BatchOptions, type BatchQueueStats,
+  InvalidOptionError, batchedMethodsOf, mergeBatchOptions, type BatchObserver, type BatchOptions, type BatchQueueStats,
   type BatchedMethod, type CompiledBatchOptions,
 } from '@shoal/core';
 
@@ -22,16 +22,25 @@ interface Batched {
 export class ReplicaBatching {
   private readonly methods = new Map<string, Batched>();
 
-  /** Finds the batched fields of `instance` and names their queues `deployment.field` in error messages. */
-  constructor(instance: object, private readonly deployment: string) {
+  /**
+   * Finds the batched fields of `instance`, names their queues `deployment.field` in error messages, and gives
+   * each queue the observer `observerFor` makes for its field.
+   */
+  constructor(instance: object, private readonly deployment: string, observerFor?: (method: string) => BatchObserver) {
     for (const [name, method] of batchedMethodsOf(instance)) {
       method.queue.rename(`${deployment}.${name}`);
+      if (observerFor !== undefined) method.queue.setObserver(observerFor(name));
       this.methods.set(name, { method, declared: method.queue.config, applied: '{}' });
     }
   }
 
   get size(): number {
     return this.methods.size;
+  }
+
+  /** Whether `method` is one of the batched fields. */
+  has(method: string): boolean {
+    return this.methods.has(method);
   }
 
   /** Applies userConfig.batch (see the file comment); throws InvalidOptionError naming `userConfig.batch...`. */

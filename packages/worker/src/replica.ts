@@ -7,7 +7,7 @@
 import {
   CancelledError, DeadlineExceededError, IllegalStateError, LIFECYCLE_HOOKS, ReplicaUnavailableError, markNotRun, NotFoundError, QueueFullError, ShoalError, ShoalRequest,
   UserCodeError, LatencyHistogram, contextStorage, clearLoadProgress, describeThrown, loadProgressOf, realClock, toWireResponse, abortableOf, type Abortable, type BatchObserver, type CompiledDeploymentOptions, type Logger, type WireHttpRequest,
-  type WireHttpResponse,
+  type WireHttpResponse, SpanKinds, startSpan, tracingActive, type ShoalSpan, type TraceContext,
 } from '@shoal/core';
 import type { ModelSet, ReplicaState, ReplicaStats } from '@shoal/protocol';
 import { ModelCache } from './model-cache.ts';
@@ -73,9 +73,27 @@ class CallContext {
     readonly devices: readonly number[] | undefined,
     readonly modelId: string | undefined,
     readonly models: ModelCache | undefined,
+    readonly requestId: string | undefined,
+    /** The caller's context; once the compute span starts (tracing on), that span's. */
+    public trace: TraceContext | undefined,
   ) {}
 
+  /** The compute span, while tracing records. */
+  span: ShoalSpan | undefined = undefined;
+
   get signal(): AbortSignal { return this.abort.signal; }
+}
+
+/**
+ * The replica's spans of one request: `queue` from its arrival to its slot (zero long when one was free), then
+ * `compute` (user code) as the caller's child; user code's handle calls become children of `compute`.
+ */
+function startReplicaSpans(ctx: CallContext, method: string, arrived: number, started: number): void {
+  const attrs = { 'shoal.app': ctx.app, 'shoal.deployment': ctx.deployment, 'shoal.replica': ctx.replicaId, 'shoal.method': method, ...(ctx.requestId === undefined ? {} : { 'shoal.request_id': ctx.requestId }) };
+  startSpan(`queue ${ctx.deployment}`, ctx.trace, SpanKinds.INTERNAL, attrs, arrived).end(undefined, started);
+  const compute = startSpan(`compute ${ctx.deployment}.${method}`, ctx.trace, SpanKinds.SERVER, attrs, started);
+  ctx.span = compute;
+  ctx.trace = compute.context;
 }
 
 const NEVER_ABORTED = new AbortController().signal;
@@ -92,6 +110,9 @@ export class Replica {
   private stateValue: ReplicaState = 'STARTING';
   private instance: ReplicaInstance | undefined;
   private ongoing = 0;
+  /** Busy time: ms with at least one request holding a slot, closed periods plus when the open one began. */
+  private busyClosedMs = 0;
+  private busySince = 0;
   /** Answers since start: requests, errors and latency, for the head to judge a version by (heartbeat `o`). */
   readonly outcomes = new LatencyHistogram();
   private readonly waiting: Waiting[] = [];
@@ -124,6 +145,8 @@ export class Replica {
   /** Running plus waiting requests: the queue length reported to routers. */
   get load(): number { return this.ongoing + this.waiting.length; }
   get ongoingCount(): number { return this.ongoing; }
+  /** Cumulative ms during which at least one request was in user code (heartbeat `b`, for cost and idle share). */
+  get busyMs(): number { return this.ongoing > 0 ? this.busyClosedMs + performance.now() - this.busySince : this.busyClosedMs; }
   get gracefulShutdownTimeoutMs(): number { return this.options.gracefulShutdownTimeoutMs; }
   get queuedCount(): number { return this.waiting.length; }
   /** The latest model load progress user code reported, [bytesLoaded, bytesTotal], while STARTING. */
@@ -243,26 +266,29 @@ export class Replica {
    * request that finds a free slot runs at once, and a synchronous method answers with one settled promise, so the
    * in-process path costs few promises (each one also pays the context-propagation hook).
    */
-  call(method: string, args: unknown[], given: Abortable | AbortSignal, deadline: number | undefined, priority?: number, modelId?: string): Promise<unknown> {
+  call(method: string, args: unknown[], given: Abortable | AbortSignal, deadline: number | undefined, priority?: number, modelId?: string, requestId?: string, trace?: TraceContext): Promise<unknown> {
     const signal = abortableOf(given);
     const instance = this.instance;
     const fn = instance?.[method];
     if (typeof fn !== 'function' || method.startsWith('_') || HOOKS.has(method)) {
       return Promise.reject(new NotFoundError(`deployment "${this.deployment}" has no method "${method}" (it has: ${callableNames(instance).join(', ') || 'none'})`));
     }
-    const ctx = new CallContext(signal, deadline, priority, this.app, this.deployment, this.replicaId, this.devices, modelId, this.models);
+    const ctx = new CallContext(signal, deadline, priority, this.app, this.deployment, this.replicaId, this.devices, modelId, this.models, requestId, trace);
     const t0 = performance.now();
+    const traced = trace !== undefined && tracingActive();
     const observer = this.observer;
     // A batched method's time in user code is its batch's run, which its queue reports.
     const compute = observer !== undefined && this.batching?.has(method) !== true ? observer : undefined;
     if (this.stateValue === 'RUNNING' && !signal.aborted && this.ongoing < this.options.maxOngoingRequests) {
-      this.ongoing++;
+      this.take();
       observer?.queueWaited(0);
+      if (traced) startReplicaSpans(ctx, method, t0, t0);
       return this.invoke(ctx, fn as (...a: unknown[]) => unknown, instance!, args, t0, t0, compute);
     }
     return this.acquire(signal).then(() => {
       const started = performance.now();
       observer?.queueWaited(started - t0);
+      if (traced) startReplicaSpans(ctx, method, t0, started);
       return this.invoke(ctx, fn as (...a: unknown[]) => unknown, instance!, args, t0, started, compute);
     });
   }
@@ -283,6 +309,7 @@ export class Replica {
       const t1 = performance.now();
       this.outcomes.record(t1 - t0, true);
       compute?.computed(t1 - started);
+      ctx.span?.end(err, t1);
       return Promise.reject(asCallerError(err, this.deployment));
     }
     if (!isThenable(result)) {
@@ -290,17 +317,18 @@ export class Replica {
       const t1 = performance.now();
       this.outcomes.record(t1 - t0);
       compute?.computed(t1 - started);
+      ctx.span?.end(undefined, t1);
       return Promise.resolve(result);
     }
     return Promise.resolve(result).then(
-      (value) => { this.release(ctx); const t1 = performance.now(); this.outcomes.record(t1 - t0); compute?.computed(t1 - started); return value; },
-      (err: unknown) => { this.release(ctx); const t1 = performance.now(); this.outcomes.record(t1 - t0, !isCallerFault(err)); compute?.computed(t1 - started); throw asCallerError(err, this.deployment); },
+      (value) => { this.release(ctx); const t1 = performance.now(); this.outcomes.record(t1 - t0); compute?.computed(t1 - started); ctx.span?.end(undefined, t1); return value; },
+      (err: unknown) => { this.release(ctx); const t1 = performance.now(); this.outcomes.record(t1 - t0, !isCallerFault(err)); compute?.computed(t1 - started); ctx.span?.end(err, t1); throw asCallerError(err, this.deployment); },
     );
   }
 
-  http(req: WireHttpRequest, signal: Abortable | AbortSignal, deadline: number | undefined, priority?: number, modelId?: string): Promise<WireHttpResponse> {
+  http(req: WireHttpRequest, signal: Abortable | AbortSignal, deadline: number | undefined, priority?: number, modelId?: string, requestId?: string, trace?: TraceContext): Promise<WireHttpResponse> {
     if (this.httpMethod === undefined) return Promise.reject(new NotFoundError(`deployment "${this.deployment}" takes no HTTP requests: define fetch(request)`));
-    return this.call(this.httpMethod, [new ShoalRequest(req)], signal, deadline, priority, modelId).then((value) => {
+    return this.call(this.httpMethod, [new ShoalRequest(req)], signal, deadline, priority, modelId, requestId, trace).then((value) => {
       const res = toWireResponse(value);
       if (res.status >= 500) this.outcomes.markError();
       return res;
@@ -352,7 +380,7 @@ export class Replica {
       return Promise.reject(markNotRun(new ReplicaUnavailableError(`replica ${this.replicaId} of "${this.deployment}" is ${this.stateValue}`)));
     }
     if (abort.aborted) return Promise.reject(abortReason(abort, this.deployment));
-    if (this.ongoing < this.options.maxOngoingRequests) { this.ongoing++; return Promise.resolve(); }
+    if (this.ongoing < this.options.maxOngoingRequests) { this.take(); return Promise.resolve(); }
     // Only a request that has to wait listens for its abort (and so makes its signal).
     const signal = abort.signal;
     const limit = this.options.maxOngoingRequests * LOCAL_QUEUE_FACTOR;
@@ -361,7 +389,7 @@ export class Replica {
     }
     return new Promise<void>((resolve, reject) => {
       const entry: Waiting = {
-        run: () => { signal.removeEventListener('abort', entry.onAbort); this.ongoing++; resolve(); },
+        run: () => { signal.removeEventListener('abort', entry.onAbort); this.take(); resolve(); },
         reject,
         signal,
         onAbort: () => {
@@ -378,10 +406,16 @@ export class Replica {
 
   private release(ctx?: CallContext): void {
     if (ctx?.modelId !== undefined) this.models?.unpin(ctx.modelId);
-    this.ongoing--;
+    // The clock is read only where the replica turns busy or idle, not per request.
+    if (--this.ongoing === 0) this.busyClosedMs += performance.now() - this.busySince;
     const next = this.waiting.shift();
     if (next !== undefined) next.run();
     else this.maybeIdle();
+  }
+
+  /** Takes a slot; the first one taken opens a busy period. */
+  private take(): void {
+    if (this.ongoing++ === 0) this.busySince = performance.now();
   }
 
   private maybeIdle(): void {

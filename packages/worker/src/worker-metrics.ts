@@ -2,13 +2,16 @@
  * The worker's Prometheus registry, labelled worker=<workerId>: per replica gauges (requests running and queued,
  * lifecycle state), per batched method its queue and counters, a multiplexed replica's model cache, this worker's router, the event loop's delay, and
  * the native addon's device, blob and pool gauges when the addon is loaded, and the shoal_cascade_* series that
- * cascade replicas record (see @shoal/core's cascade/metrics.ts). The head asks for it with a `metrics`
- * message and merges every worker's answer into one exposition (see the head's metrics.ts).
+ * cascade replicas record (see @shoal/core's cascade/metrics.ts). Per deployment (no replica label, so their
+ * number stays bounded) the latency histograms its replicas and router feed: queue wait, compute, batch wait and
+ * size, batch release reasons, model load time, and end-to-end time (see docs/METRICS.md). The head asks for it
+ * with a `metrics` message and merges every worker's answer into one exposition (see the head's metrics.ts).
  */
-import { Counter, Gauge, Registry } from 'prom-client';
-import { EventLoopDelayGauge, registerCascadeMetrics, registerProcessMetrics, type Logger, type MetricsJson } from '@shoal/core';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { EventLoopDelayGauge, registerCascadeMetrics, registerProcessMetrics, type BatchObserver, type BatchReleaseReason, type Logger, type MetricsJson } from '@shoal/core';
 import type { ReplicaState, WorkerStats } from '@shoal/protocol';
-import { DURATION_BUCKETS, HttpMetrics } from '@shoal/ingress';
+import { DURATION_BUCKETS, HttpMetrics, RouterMetrics } from '@shoal/ingress';
+import type { ReplicaObserver } from './replica.ts';
 
 /** A gauge sample as the native addon reports it (`NativeRuntime.metrics()`). */
 export interface NativeGaugeSample {
@@ -33,6 +36,12 @@ export type { MetricsJson };
 const STATES: readonly ReplicaState[] = ['STARTING', 'RUNNING', 'DRAINING', 'STOPPED', 'FAILED'];
 const REPLICA = ['app', 'deployment', 'replica'] as const;
 const METHOD = [...REPLICA, 'method'] as const;
+const DEPLOYMENT = ['app', 'deployment'] as const;
+const DEPLOYMENT_METHOD = [...DEPLOYMENT, 'method'] as const;
+/** Batch sizes: powers of two up to the largest maxBatchSize worth batching. */
+const BATCH_SIZE_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024];
+/** Model load times, in seconds: from a small model in the page cache to a large one from a slow disk. */
+const LOAD_BUCKETS = [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300];
 
 /** Help lines of the addon's samples; a sample not listed gets a generic one. */
 const NATIVE_HELP: Record<string, string> = {
@@ -56,6 +65,16 @@ export class WorkerMetrics {
   private readonly native = new Map<string, Gauge>();
   private nativeFailed = false;
   private readonly http: HttpMetrics;
+  /** This worker's router's series (end-to-end time, wait for a slot): Router's onAnswered and onQueued. */
+  readonly routes: RouterMetrics;
+  private readonly h: {
+    queueWait: Histogram<typeof DEPLOYMENT[number]>;
+    compute: Histogram<typeof DEPLOYMENT[number]>;
+    batchWait: Histogram<typeof DEPLOYMENT_METHOD[number]>;
+    batchSize: Histogram<typeof DEPLOYMENT_METHOD[number]>;
+    releases: Counter<typeof DEPLOYMENT_METHOD[number] | 'reason'>;
+    modelLoad: Histogram<typeof DEPLOYMENT[number] | 'result'>;
+  };
   /** Cascade replicas of this process record their shoal_cascade_* series into this registry. */
   private readonly cascades: { close(): void };
   readonly contentType = Registry.PROMETHEUS_CONTENT_TYPE;
@@ -97,6 +116,15 @@ export class WorkerMetrics {
       loopP99: new Gauge({ name: 'shoal_worker_event_loop_delay_p99_seconds', help: '99th percentile of event-loop delay since the previous scrape.', registers }),
       loopMax: new Gauge({ name: 'shoal_worker_event_loop_delay_max_seconds', help: 'Largest event-loop delay since the previous scrape.', registers }),
     };
+    this.h = {
+      queueWait: new Histogram({ name: 'shoal_request_queue_wait_seconds', help: 'Time a request waited in a replica for a slot (maxOngoingRequests), 0 when one was free, per deployment.', labelNames: DEPLOYMENT, buckets: DURATION_BUCKETS, registers }),
+      compute: new Histogram({ name: 'shoal_request_compute_seconds', help: 'Time a request spent in user code, per deployment: the method\'s run, or for a batched method its batch\'s run.', labelNames: DEPLOYMENT, buckets: DURATION_BUCKETS, registers }),
+      batchWait: new Histogram({ name: 'shoal_batch_wait_seconds', help: 'Time an item waited in a batched method\'s queue until its batch was dispatched.', labelNames: DEPLOYMENT_METHOD, buckets: DURATION_BUCKETS, registers }),
+      batchSize: new Histogram({ name: 'shoal_batch_size', help: 'Items per dispatched batch of a batched method.', labelNames: DEPLOYMENT_METHOD, buckets: BATCH_SIZE_BUCKETS, registers }),
+      releases: new Counter({ name: 'shoal_batch_releases_total', help: 'Batches dispatched, by why: full (maxBatchSize), preferred (a preferredBatchSizes size), timeout (maxWaitMs), adaptive (the adaptive controller\'s smaller limits), idle (it came to an idle queue).', labelNames: [...DEPLOYMENT_METHOD, 'reason'], registers }),
+      modelLoad: new Histogram({ name: 'shoal_multiplex_model_load_seconds', help: 'Time a multiplexed replica\'s loadModel hook took, per deployment and result (ok or error).', labelNames: [...DEPLOYMENT, 'result'], buckets: LOAD_BUCKETS, registers }),
+    };
+    this.routes = new RouterMetrics(this.registry);
     registerProcessMetrics(this.registry);
     this.http = new HttpMetrics(this.registry);
     this.cascades = registerCascadeMetrics(this.registry, { buckets: DURATION_BUCKETS });
@@ -106,6 +134,37 @@ export class WorkerMetrics {
   /** Records one HTTP request this worker's ingress answered. */
   observeHttp(app: string, code: number, seconds: number): void {
     this.http.observeHttp(app, code, seconds);
+  }
+
+  /**
+   * What a replica of `app`/`deployment` reports its per-request times to (ReplicaInit.observer). Label objects are
+   * made here once, so an observation allocates none.
+   */
+  replicaObserver(app: string, deployment: string): ReplicaObserver {
+    const labels = { app, deployment };
+    const { queueWait, compute, batchWait, batchSize, releases, modelLoad } = this.h;
+    const loadOk = { ...labels, result: 'ok' };
+    const loadError = { ...labels, result: 'error' };
+    return {
+      queueWaited: (waitMs) => queueWait.observe(labels, waitMs / 1e3),
+      computed: (computeMs) => compute.observe(labels, computeMs / 1e3),
+      modelLoaded: (loadMs, ok) => modelLoad.observe(ok ? loadOk : loadError, loadMs / 1e3),
+      batch: (method): BatchObserver => {
+        const ml = { ...labels, method };
+        const byReason = new Map<BatchReleaseReason, typeof ml & { reason: string }>();
+        return {
+          released: (size, reason) => {
+            batchSize.observe(ml, size);
+            let rl = byReason.get(reason);
+            if (rl === undefined) { rl = { ...ml, reason }; byReason.set(reason, rl); }
+            releases.inc(rl);
+          },
+          waited: (waitMs) => batchWait.observe(ml, waitMs / 1e3),
+          // Each request of the batch spent the batch's run in user code.
+          ran: (runMs, size) => { const s = runMs / 1e3; for (let i = 0; i < size; i++) compute.observe(labels, s); },
+        };
+      },
+    };
   }
 
   /** This worker's registry alone as Prometheus text (what /-/metrics answers when the head cannot). */

@@ -6,7 +6,7 @@ import { hostname, cpus, totalmem } from 'node:os';
 import { createServer, type Server } from 'node:http';
 import { WebSocketServer, type WebSocket } from 'ws';
 import {
-  CancelledError, DeadlineExceededError, LazyAbortController, isNotRun, ReplicaUnavailableError, realClock, toWireError, type AppSpec, type Logger,
+  CancelledError, DeadlineExceededError, LazyAbortController, isNotRun, processLogRing, ReplicaUnavailableError, realClock, setProcessLogWorker, toWireError, type AppSpec, type Logger,
   type WireError, type WireHttpResponse,
 } from '@shoal/core';
 import {
@@ -20,6 +20,7 @@ import { Replica } from './replica.ts';
 import { buildInstance } from './module-loader.ts';
 import { WorkerTransport } from './transport.ts';
 import { WorkerMetrics, type NativeGaugeSample } from './worker-metrics.ts';
+import { WorkerLogService } from './log-service.ts';
 
 export interface WorkerOptions {
   /** Head cluster address, ws://host:port. */
@@ -73,6 +74,8 @@ export class Worker {
   private readonly router: Router;
   private readonly transport: WorkerTransport;
   private readonly metrics: WorkerMetrics;
+  /** `shoal logs`: this process's log ring, queried and followed by the head. */
+  private readonly logs = new WorkerLogService(processLogRing(), () => this.workerId || this.name);
   private readonly ingress: Ingress;
   private readonly oip: OipRoute;
   private ingressStarted = false;
@@ -114,6 +117,8 @@ export class Worker {
         this.lastDemandAt = now;
         queueMicrotask(() => this.sendHeartbeat());
       },
+      onAnswered: (key, elapsedMs, ok) => this.metrics.routes.observeAnswered(key, elapsedMs, ok),
+      onQueued: (key, waitedMs) => this.metrics.routes.observeQueued(key, waitedMs),
     });
     this.metrics = new WorkerMetrics({
       workerId: () => this.workerId, stats: () => this.stats(), logger: opts.logger,
@@ -219,6 +224,7 @@ export class Worker {
       onWelcome: (w) => {
         // Also before the messages that follow: a route table is read against this worker's id.
         this.workerId = w.workerId;
+        setProcessLogWorker(w.workerId);
         if (w.session === this.headSession) return;
         // A new head numbers its route tables and application sets afresh: take its next ones (which may arrive
         // in the same read as this welcome) whatever their version. Until then this worker serves from what it had.
@@ -319,6 +325,7 @@ export class Worker {
         ...(p !== undefined ? { p: [p[0], p[1]] as [number, number] } : {}),
         ...(r.modelSet !== undefined ? { models: r.modelSet } : {}),
         ...(r.outcomes.requests > 0 ? { o: { n: r.outcomes.requests, e: r.outcomes.errors, h: r.outcomes.sparse() } } : {}),
+        b: Math.round(r.busyMs),
       };
     });
     const shadow = this.router.shadowCounts();
@@ -377,6 +384,7 @@ export class Worker {
       }
       case 'stats': peer.reply(m.id, this.stats()); return;
       case 'metrics': this.metrics.json().then((v) => peer.reply(m.id, v), (e: unknown) => peer.replyError(m.id, toWireError(e))); return;
+      case 'logs': case 'logsFollow': case 'logsUnfollow': this.logs.handle(m, peer); return;
       case 'routes': this.router.updateRoutes(m.table, m.version); return;
       case 'apps': this.setApps(m.version, m.apps, m.repository === true); return;
       default: this.onDataMessage(m, peer);
@@ -388,6 +396,7 @@ export class Worker {
     if (spec === undefined) { head.replyError(id, toWireError(new ReplicaUnavailableError(`application "${app.name}" has no deployment "${deployment}"`))); return; }
     const replica = new Replica({
       replicaId, app: app.name, deployment, options: spec.options, logger: this.opts.logger, ...(devices === undefined ? {} : { devices }),
+      observer: this.metrics.replicaObserver(app.name, deployment),
       // To whichever head this worker is joined to now: a start asked by a head that since restarted ends at the next.
       onState: (state, error) => { const h = this.head; if (h !== undefined && !h.closed) h.send({ t: 'replicaState', replicaId, state, ...(error ? { error } : {}) }); },
     });
@@ -452,8 +461,8 @@ export class Worker {
       if (armDeadline) timer = setTimeout(() => controller.abort(new DeadlineExceededError(`deadline exceeded in "${replica.deployment}"`)), left);
     }
     const running = m.t === 'http'
-      ? replica.http(m.req, controller, m.deadline, m.priority, m.modelId)
-      : replica.call(m.method, m.args, controller, m.deadline, m.priority, m.modelId);
+      ? replica.http(m.req, controller, m.deadline, m.priority, m.modelId, m.rid, m.tc)
+      : replica.call(m.method, m.args, controller, m.deadline, m.priority, m.modelId, m.rid, m.tc);
     const replied = running.then(
       (value): ReplyMessage => {
         if (timer !== undefined) clearTimeout(timer);

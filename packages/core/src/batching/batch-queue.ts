@@ -12,6 +12,8 @@ import {
 import { AdaptiveBatchController, type AdaptiveSnapshot, type EffectiveBatchLimits } from './adaptive.ts';
 import { Deadline, realClock, type Clock, type TimerHandle } from '../clock.ts';
 import { ItemError } from './item-error.ts';
+import { contextStorage, type TraceContext } from '../context.ts';
+import { SpanKinds, startSpan, tracingActive } from '../tracing.ts';
 import { compileBatchOptions, mergeBatchOptions, type BatchOptions, type CompiledBatchOptions } from './options.ts';
 import { PendingQueue, type GroupView, type QueueNode } from './pending-queue.ts';
 
@@ -60,6 +62,27 @@ export interface BatchContext {
 export type BatchFunction<I, O> = (items: I[], ctx: BatchContext) => Promise<Array<O | ItemError>> | Array<O | ItemError>;
 
 export type BatchQueueState = 'open' | 'closing' | 'closed';
+
+/**
+ * Why a batch left the queue: `full` (it reached maxBatchSize), `preferred` (it reached one of
+ * preferredBatchSizes), `timeout` (its oldest item waited maxWaitMs), `adaptive` (the adaptive controller's
+ * smaller size or shorter wait released it before the options' own would have), `idle` (it came to an idle
+ * queue, so it went at once). A queue that closes releases no batch: it rejects what is queued.
+ */
+export type BatchReleaseReason = 'full' | 'preferred' | 'timeout' | 'adaptive' | 'idle';
+
+/**
+ * Receives a queue's measurements, for metrics. Called on the data path: every method must be cheap and must not
+ * throw. Times are monotonic milliseconds.
+ */
+export interface BatchObserver {
+  /** A batch of `size` items was dispatched, for `reason`. */
+  released(size: number, reason: BatchReleaseReason): void;
+  /** One item of a dispatched batch waited `waitMs` in the queue, from its submit to its batch's dispatch. */
+  waited(waitMs: number): void;
+  /** The batch function ran `runMs` for a batch of `size` items (answered or threw). */
+  ran(runMs: number, size: number): void;
+}
 
 /** Gauges and counters of one queue. Every gauge returns to 0 when the queue is idle, whatever was cancelled. */
 export interface BatchQueueStats {
@@ -117,6 +140,9 @@ interface Entry<I, O> {
   onAbort: (() => void) | undefined;
   /** Set while running: the signal the batch function sees for this item. */
   run: AbortController | undefined;
+  /** While tracing records: the submitting request's span context, and when it was queued (performance.now()). */
+  trace: TraceContext | undefined;
+  tracedAt: number;
 }
 
 export class BatchQueue<I, O> {
@@ -145,6 +171,7 @@ export class BatchQueue<I, O> {
   private readonly idleWaiters: Array<() => void> = [];
   private label: string;
   private readonly clock: Clock;
+  private observer: BatchObserver | undefined;
 
   /**
    * @param options raw or compiled batch options (compiled here; throws InvalidOptionError naming `batch.<field>`)
@@ -168,6 +195,11 @@ export class BatchQueue<I, O> {
   /** Names the queue in error messages (the replica host names it `deployment.method`). */
   rename(name: string): void {
     this.label = ` for ${JSON.stringify(name)}`;
+  }
+
+  /** Sends this queue's batch measurements to `observer` (undefined: to nobody). */
+  setObserver(observer: BatchObserver | undefined): void {
+    this.observer = observer;
   }
 
   /** The options in force, compiled. */
@@ -308,7 +340,12 @@ export class BatchQueue<I, O> {
     const entry: Entry<I, O> = {
       item, shapeKey, modelId, priority, enqueuedAt: now, deadlineMs: Number.isFinite(deadlineMs) ? deadlineMs : undefined, deadlineBudgetMs, queueTimeoutMs, signal, resolve, reject,
       state: 'queued', node: undefined, timeoutTimer: undefined, deadlineTimer: undefined, onAbort: undefined, run: undefined,
+      trace: undefined, tracedAt: 0,
     };
+    if (tracingActive()) {
+      entry.trace = contextStorage.getStore()?.trace;
+      entry.tracedAt = performance.now();
+    }
     if (this.pending.size === 0 && this.runningBatches === 0) this.idleArrival = true;
     entry.node = this.pending.add(entry, groupKey, this.levelOf(priority), now);
     this.unsettled++;
@@ -484,18 +521,18 @@ export class BatchQueue<I, O> {
     const now = this.clock.monoNow();
     let nextReadyAt = Infinity;
     while (this.runningBatches < this.options.maxConcurrentBatches && this.pending.size > 0) {
-      let best: { view: GroupView; size: number } | undefined;
+      let best: { view: GroupView; size: number; reason: BatchReleaseReason } | undefined;
       nextReadyAt = Infinity;
       for (const view of this.pending.groupViews()) {
         const decision = this.readiness(view, now, idle && this.runningBatches === 0);
         if (decision.size === 0) {
           nextReadyAt = Math.min(nextReadyAt, decision.readyAt);
         } else if (best === undefined || view.headLane < best.view.headLane || (view.headLane === best.view.headLane && view.headSeq < best.view.headSeq)) {
-          best = { view, size: decision.size };
+          best = { view, size: decision.size, reason: decision.reason };
         }
       }
       if (best === undefined) break;
-      this.dispatch(best.view.key, best.size, now);
+      this.dispatch(best.view.key, best.size, now, best.reason);
     }
     if (this.runningBatches >= this.options.maxConcurrentBatches || this.pending.size === 0) nextReadyAt = Infinity;
     this.armWaitTimer(nextReadyAt, now);
@@ -505,17 +542,20 @@ export class BatchQueue<I, O> {
    * How many items of a group to dispatch now (0: not yet, until readyAt). `idle`: the items came to an idle queue,
    * so a partial batch goes at once, as if its wait were over: light load pays no maxWaitMs.
    */
-  private readiness(view: GroupView, now: number, idle: boolean): { size: number; readyAt: number } {
+  private readiness(view: GroupView, now: number, idle: boolean): { size: number; readyAt: number; reason: BatchReleaseReason } {
     const { maxBatchSize, maxWaitMs } = this.effective;
     const fits = Math.min(view.size, maxBatchSize);
+    // The controller's limits are never above the options' own: below them, it is what released the batch.
+    const adaptiveSize = this.adaptive !== undefined && maxBatchSize < this.options.maxBatchSize;
     const preferred = this.options.preferredBatchSizes;
     for (let i = preferred.length - 1; i >= 0; i--) {
       const size = preferred[i] as number;
-      if (size <= fits) return { size, readyAt: now };
+      if (size <= fits) return { size, readyAt: now, reason: size < maxBatchSize ? 'preferred' : adaptiveSize ? 'adaptive' : 'full' };
     }
-    if (view.size >= maxBatchSize) return { size: maxBatchSize, readyAt: now };
+    if (view.size >= maxBatchSize) return { size: maxBatchSize, readyAt: now, reason: adaptiveSize ? 'adaptive' : 'full' };
     const readyAt = view.oldestEnqueuedAt + maxWaitMs;
-    return idle || now >= readyAt ? { size: view.size, readyAt } : { size: 0, readyAt };
+    if (now >= readyAt) return { size: view.size, readyAt, reason: this.adaptive !== undefined && maxWaitMs < this.options.maxWaitMs ? 'adaptive' : 'timeout' };
+    return { size: idle ? view.size : 0, readyAt, reason: 'idle' };
   }
 
   private armWaitTimer(at: number, now: number): void {
@@ -536,20 +576,45 @@ export class BatchQueue<I, O> {
     this.waitTimerAt = Infinity;
   }
 
-  private dispatch(groupKey: string, size: number, now: number): void {
+  private dispatch(groupKey: string, size: number, now: number, reason: BatchReleaseReason): void {
     const entries = this.pending.take(groupKey, size).map((node) => node.value);
+    const observer = this.observer;
+    observer?.released(entries.length, reason);
     for (const entry of entries) {
+      observer?.waited(now - entry.enqueuedAt);
       entry.node = undefined;
       entry.state = 'running';
       entry.run = new AbortController();
       if (entry.timeoutTimer !== undefined) this.clock.clearTimeout(entry.timeoutTimer);
       entry.timeoutTimer = undefined;
     }
-    void this.execute(entries, groupKey, now);
+    void this.execute(entries, groupKey, now, reason);
   }
 
-  private async execute(entries: Entry<I, O>[], groupKey: string, dispatchedAt: number): Promise<void> {
+  /**
+   * With tracing on: one `batch wait` span per traced request (queued to released) in its own trace, and one
+   * `batch` span for the run, under the first traced request and linked to every request of the batch.
+   */
+  private traceBatch(entries: readonly Entry<I, O>[], reason: BatchReleaseReason): ReturnType<typeof startSpan> | undefined {
+    let first: TraceContext | undefined;
+    const links: TraceContext[] = [];
+    const now = performance.now();
+    // label is ` for "deployment.method"` (or empty).
+    const name = this.label === '' ? 'batch' : `batch ${this.label.slice(' for '.length).replace(/"/g, '')}`;
+    for (const entry of entries) {
+      if (entry.trace === undefined) continue;
+      first ??= entry.trace;
+      links.push(entry.trace);
+      startSpan(`${name} wait`, entry.trace, SpanKinds.INTERNAL, { 'shoal.batch.size': entries.length, 'shoal.batch.release_reason': reason }, entry.tracedAt).end(undefined, now);
+    }
+    if (first === undefined) return undefined;
+    return startSpan(name, first, SpanKinds.INTERNAL, { 'shoal.batch.size': entries.length, 'shoal.batch.release_reason': reason }, now, links);
+  }
+
+  private async execute(entries: Entry<I, O>[], groupKey: string, dispatchedAt: number, reason: BatchReleaseReason): Promise<void> {
     const size = entries.length;
+    const span = tracingActive() ? this.traceBatch(entries, reason) : undefined;
+    let failure: unknown;
     const epoch = this.adaptive?.epoch ?? 0;
     const backlog = this.pending.size;
     this.sizeCounts.set(size, (this.sizeCounts.get(size) ?? 0) + 1);
@@ -589,17 +654,23 @@ export class BatchQueue<I, O> {
         else this.finish(entry, 'succeeded', result);
       });
     } catch (err) {
+      failure = err;
       for (const entry of entries) this.finish(entry, 'failed', err);
     } finally {
+      span?.end(failure);
       this.runningBatches--;
       this.runningItems -= size;
       for (const signal of signals) signal.removeEventListener('abort', onItemAbort);
       for (const entry of entries) entry.run = undefined;
-      if (answered) {
+      const observer = this.observer;
+      if (answered || observer !== undefined) {
         const end = this.clock.monoNow();
         const serviceMs = end - dispatchedAt;
-        this.serviceEwmaMs = this.serviceEwmaMs === undefined ? serviceMs : this.serviceEwmaMs + 0.2 * (serviceMs - this.serviceEwmaMs);
-        this.adaptive?.observe({ size, serviceMs, latenciesMs: entries.map((entry) => end - entry.enqueuedAt), backlog, epoch });
+        observer?.ran(serviceMs, size);
+        if (answered) {
+          this.serviceEwmaMs = this.serviceEwmaMs === undefined ? serviceMs : this.serviceEwmaMs + 0.2 * (serviceMs - this.serviceEwmaMs);
+          this.adaptive?.observe({ size, serviceMs, latenciesMs: entries.map((entry) => end - entry.enqueuedAt), backlog, epoch });
+        }
       }
       if (this.lifecycle === 'open') this.schedulePump();
       else this.settleIfIdle();

@@ -18,7 +18,7 @@
  * ```
  */
 export { BatchQueue } from './batch-queue.ts';
-export type { BatchContext, BatchFunction, BatchQueueState, BatchQueueStats, SubmitOptions } from './batch-queue.ts';
+export type { BatchContext, BatchFunction, BatchObserver, BatchQueueState, BatchQueueStats, BatchReleaseReason, SubmitOptions } from './batch-queue.ts';
 export { ItemError, itemError } from './item-error.ts';
 export { shapeKeyOf } from './shape-key.ts';
 export { BATCH_DEFAULTS, compileBatchOptions, mergeBatchOptions } from './options.ts';
