@@ -11,11 +11,12 @@ import { randomBytes } from 'node:crypto';
 import { cpus as osCpus, homedir, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { DeployError, buildAppSpec, createLogger, describeThrown, env, InvalidOptionError, ReplicaUnavailableError, ShoalError, type AppSpec } from '@shoal/core';
+import { DeployError, buildAppSpec, checkTracingOptions, createLogger, startTracing, stopTracing, tracingFromEnv, describeThrown, env, InvalidOptionError, ReplicaUnavailableError, ShoalError, type AppSpec } from '@shoal/core';
 import { FileStateStore, Head, RedisStateStore, StoreLockedError, type ClusterStatus, type ExperimentReport, type StateStore, type WorkerCommand, formatExperimentReport } from '@shoal/head';
 import { isListenError, portError, resolveToken } from '@shoal/protocol';
 import { runWorker, WORKER_ENTRY } from '@shoal/worker/main';
 import { serveRepository } from './serve.ts';
+import { watchProgress, type ProgressMode, type ProgressStatus } from './progress.ts';
 
 const USAGE = `usage: shoal <command> [options]
 
@@ -45,6 +46,9 @@ start/run options:
                                       shoal run and serve, or --port 0: a fresh temporary directory)
   --store redis://HOST:PORT[/DB]      keep the state in Redis instead (--store-prefix shoal:), e.g. for a standby head
   --standby                           when another head holds the store, wait and take over when it goes
+  --otlp-endpoint URL                 export OpenTelemetry spans over OTLP/HTTP (e.g. http://localhost:4318/v1/traces);
+                                      local workers inherit it (also $SHOAL_OTLP_ENDPOINT, $OTEL_EXPORTER_OTLP_ENDPOINT)
+  --trace-sample-ratio R              share of new traces recorded, 0..1 (default 1); a traceparent's flag wins
 run options:
   --max-start-failures N              give up (exit 1) when a deployment fails to start N times in a row (default 5)
 shutdown options:
@@ -70,6 +74,8 @@ const headFlags = {
   standby: { type: 'boolean' },
   token: { type: 'string' },
   'token-file': { type: 'string' },
+  'otlp-endpoint': { type: 'string' },
+  'trace-sample-ratio': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } satisfies ParseArgsConfig['options'];
 
@@ -176,6 +182,7 @@ async function startHead(values: Record<string, string | boolean | undefined>, d
   const { store, dir } = storeOf(values, port, durable);
   if (token === undefined && dir !== undefined) token = dataDirToken(dir);
   const spares = intFlag('warm-spares', values['warm-spares'] as string | undefined, 0, 0);
+  await startProcessTracing(values);
   head = new Head({
     ...(token !== undefined ? { token } : {}),
     host,
@@ -224,6 +231,26 @@ function busyPortError(err: unknown, head: Head, at: { host: string; port: numbe
   return httpFailed ? portError('--http-port', at.httpHost, at.httpPort, code) : portError('--port', at.host, at.port, code);
 }
 
+/**
+ * --otlp-endpoint / --trace-sample-ratio (or SHOAL_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT): set in
+ * this process's environment, which the local workers inherit, and spans of this head's own router and ingress.
+ */
+async function startProcessTracing(values: Record<string, string | boolean | undefined>): Promise<void> {
+  const endpoint = values['otlp-endpoint'] as string | undefined;
+  const ratio = values['trace-sample-ratio'] as string | undefined;
+  if (endpoint !== undefined) {
+    try { checkTracingOptions({ endpoint, serviceName: 'shoal-head' }); } catch { throw new InvalidOptionError('--otlp-endpoint', 'must be an http:// or https:// URL (an OTLP/HTTP traces endpoint, e.g. http://localhost:4318/v1/traces)', endpoint); }
+    process.env.SHOAL_OTLP_ENDPOINT = endpoint;
+  }
+  if (ratio !== undefined) {
+    const r = Number(ratio);
+    if (ratio.trim() === '' || !(r >= 0 && r <= 1)) throw new InvalidOptionError('--trace-sample-ratio', 'must be a number from 0 to 1', ratio);
+    process.env.SHOAL_TRACE_SAMPLE_RATIO = ratio;
+  }
+  const opts = tracingFromEnv('shoal-head', { 'shoal.role': 'head', 'process.pid': String(process.pid) });
+  if (opts !== undefined) await startTracing(opts);
+}
+
 let exiting = false;
 /** A data directory made for this run only: removed when the head stops with its workers. */
 let ephemeralDir: string | undefined;
@@ -238,6 +265,7 @@ async function stopAndExit(head: Head, code: number, keepWorkers = false): Promi
   try {
     await head.stop({ keepWorkers });
     if (!keepWorkers && ephemeralDir !== undefined) rmSync(ephemeralDir, { recursive: true, force: true });
+    await stopTracing().catch(() => undefined);
   } finally {
     process.exit(code);
   }
@@ -260,6 +288,7 @@ function printHead(head: Head, tokenGiven: boolean): void {
     `shoal head running`,
     `  cluster:  ${head.clusterAddress}   (workers: shoal worker --address ${head.clusterAddress})`,
     `  http:     ${head.httpAddress}`,
+    `  dashboard: ${head.dashboardUrl(!tokenGiven)}${tokenGiven ? '?token=<the token>' : ''}`,
     tokenGiven ? `  token:    (as given)` : `  token:    ${head.token}   (export SHOAL_TOKEN=${head.token})`,
     '',
   ].join('\n'));
@@ -295,7 +324,8 @@ async function run(argv: string[]): Promise<number | undefined> {
   const address = values.address ?? env.address();
   const token = tokenOf(values);
   if (address !== undefined) {
-    const res = await control(address, token, 'POST', `/api/apps?wait=${intFlag('wait', values.wait, 120_000, 0)}`, spec);
+    const res = await withProgress(spec.name, () => control(address, token, 'GET', '/api/status') as Promise<ProgressStatus>, 'redraw',
+      () => control(address, token, 'POST', `/api/apps?wait=${intFlag('wait', values.wait, 120_000, 0)}`, spec));
     process.stdout.write(`deployed "${spec.name}" to ${address}; serving at ${String((res as { http?: string }).http ?? '')}${spec.routePrefix ?? ''}\n`);
     return 0;
   }
@@ -303,8 +333,11 @@ async function run(argv: string[]): Promise<number | undefined> {
   const head = await startHead(values, 2, token);
   printHead(head, token !== undefined);
   try {
-    await head.deploy(spec);
-    await waitReadyOrFailing(head, spec.name, intFlag('wait', values.wait, 120_000, 0), maxFailures);
+    // Line by line: the local workers write their logs to this terminal too (see progress.ts).
+    await withProgress(spec.name, () => head.controller.status(), 'lines', async () => {
+      await head.deploy(spec);
+      await waitReadyOrFailing(head, spec.name, intFlag('wait', values.wait, 120_000, 0), maxFailures);
+    });
   } catch (err) {
     process.stderr.write(`shoal: ${(err as Error).message}\n`);
     await stopAndExit(head, 1);
@@ -327,6 +360,16 @@ async function waitReadyOrFailing(head: Head, app: string, timeoutMs: number, ma
     if (failing !== undefined) throw new DeployError(`deployment "${failing.name}" of "${app}" failed to start ${failing.failures} times in a row (--max-start-failures ${maxFailures}): ${failing.lastError ?? failing.message}`);
     if (Date.now() > end) { await head.waitReady(app, 0); return; }
     await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** Runs `work` while the deploy progress of `app` shows on stdout, when stdout is a terminal (nothing otherwise). */
+async function withProgress<T>(app: string, status: () => ProgressStatus | Promise<ProgressStatus>, mode: ProgressMode, work: () => Promise<T>): Promise<T> {
+  const progress = watchProgress({ stream: process.stdout, app, status, mode });
+  try {
+    return await work();
+  } finally {
+    await progress.stop();
   }
 }
 
@@ -387,7 +430,9 @@ async function deploy(argv: string[]): Promise<number> {
   const file = positionals[0];
   if (file === undefined) throw new InvalidOptionError('APP', 'shoal deploy needs an application file');
   const spec = await loadAppSpec(file, { ...(values.export ? { exportName: values.export } : {}), ...(values.name ? { name: values.name } : {}), ...(values['route-prefix'] ? { routePrefix: values['route-prefix'] } : {}) });
-  const res = await control(address, tokenOf(values), 'POST', `/api/apps?wait=${intFlag('wait', values.wait, 120_000, 0)}`, spec) as { http?: string };
+  const token = tokenOf(values);
+  const res = await withProgress(spec.name, () => control(address, token, 'GET', '/api/status') as Promise<ProgressStatus>, 'redraw',
+    () => control(address, token, 'POST', `/api/apps?wait=${intFlag('wait', values.wait, 120_000, 0)}`, spec)) as { http?: string };
   process.stdout.write(`deployed "${spec.name}": ${res.http ?? ''}${spec.routePrefix ?? ''}\n`);
   return 0;
 }

@@ -19,7 +19,9 @@ export { requestContext, contextStorage, type RequestContext, type TraceContext 
 export { reportLoadProgress, loadProgressOf, clearLoadProgress } from './load-progress.ts';
 export { getModel, currentModelId, checkModelId, MODEL_ID_HEADER, MAX_MODEL_ID_CHARS, type ModelSource, type ModelCacheStats } from './multiplex.ts';
 export { env } from './constants.ts';
-export { createLogger, silentLogger, type Logger, type LogLevel } from './log.ts';
+export { createLogger, silentLogger, logger, processLogRing, processLogSink, setProcessLogWorker, type Logger, type LogLevel, type LogSink } from './log.ts';
+export { LogRing, compileLogFilter, LOG_LEVELS, LOG_LEVEL_VALUES, MAX_LOG_QUERY_LIMIT, DEFAULT_LOG_QUERY_LIMIT, type LogFilter, type LogMeta, type TimedLine, type LogQueryAnswer, type LogFollower, type LogFollowOptions, type LogRingOptions } from './log-ring.ts';
+export { formatLogRecord, formatLogLine, logLine } from './log-format.ts';
 export { realClock, FakeClock, Deadline, flushMicrotasks, FAKE_WALL_EPOCH_MS, type Clock, type TimerHandle } from './clock.ts';
 export { batch, isBatched, batchedMethodsOf, type BatchedMethod, type BatchCallOptions } from './batch.ts';
 export * from './batching/index.ts';

@@ -10,7 +10,8 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import {
-  CancelledError, InvalidOptionError, LazyAbortController, MODEL_ID_HEADER, NotFoundError, checkModelId, type AppSpec, type Logger, type WireHttpRequest,
+  CancelledError, InvalidOptionError, LazyAbortController, MODEL_ID_HEADER, NotFoundError, REQUEST_ID_HEADER, SpanKinds, TRACEPARENT_HEADER, checkModelId, newTraceContext,
+  parseTraceparent, requestIdOf, startSpan, tracingActive, type AppSpec, type Logger, type ShoalSpan, type TraceContext, type WireHttpRequest,
 } from '@shoal/core';
 import type { Router } from '@shoal/router';
 import { readBody, sendError, sendJson, sendResponse, type HttpAnswer } from './http-util.ts';
@@ -24,6 +25,10 @@ export interface RequestScope {
   priority: number | undefined;
   /** Aborted when the client disconnects. */
   signal: LazyAbortController;
+  /** X-Request-ID (the client's, or a new one; echoed in the answer). */
+  requestId: string;
+  /** The ingress span's context (or the client's traceparent, or a new trace, when tracing is off). */
+  trace: TraceContext;
 }
 
 /**
@@ -171,6 +176,16 @@ export class Ingress {
     const started = performance.now();
     const label = target.kind === 'app' ? target.mount.app : target.route.name;
     this.inflight++;
+    const requestId = requestIdOf(req.headers[REQUEST_ID_HEADER]);
+    res.setHeader(REQUEST_ID_HEADER, requestId);
+    const parent = parseTraceparent(req.headers[TRACEPARENT_HEADER]);
+    let span: ShoalSpan | undefined;
+    if (tracingActive()) {
+      span = startSpan(`${req.method ?? 'GET'} ${target.kind === 'app' ? target.mount.prefix || '/' : target.route.name}`, parent, SpanKinds.SERVER, {
+        'http.request.method': req.method ?? 'GET', 'url.path': pathname(req.url), 'shoal.app': label, 'shoal.request_id': requestId,
+      }, started);
+    }
+    const trace = span?.context ?? parent ?? newTraceContext();
     try {
       const header = req.headers[TIMEOUT_HEADER];
       let deadline: number | undefined;
@@ -203,8 +218,8 @@ export class Ingress {
       let out: HttpAnswer;
       try {
         out = target.kind === 'app'
-          ? await this.opts.router.http(target.mount.key, wire, { deadline, signal, priority, ...(modelId === undefined ? {} : { modelId }) })
-          : await target.route.serve(wire, { deadline, priority, signal });
+          ? await this.opts.router.http(target.mount.key, wire, { deadline, signal, priority, requestId, trace, ...(modelId === undefined ? {} : { modelId }) })
+          : await target.route.serve(wire, { deadline, priority, signal, requestId, trace });
       } finally {
         if (socket[INFLIGHT] === signal) socket[INFLIGHT] = DONE;
       }
@@ -224,7 +239,12 @@ export class Ingress {
     } finally {
       this.inflight--;
       // 499: the client went away before an answer was written.
-      this.opts.metrics?.observeHttp(label, res.headersSent ? res.statusCode : 499, (performance.now() - started) / 1e3);
+      const code = res.headersSent ? res.statusCode : 499;
+      this.opts.metrics?.observeHttp(label, code, (performance.now() - started) / 1e3);
+      if (span !== undefined) {
+        span.setAttribute('http.response.status_code', code);
+        span.end(code >= 500 ? `HTTP ${code}` : undefined);
+      }
     }
   }
 
@@ -246,6 +266,12 @@ export class Ingress {
     }
     sendError(res, new NotFoundError(`no built-in endpoint ${pathname}`));
   }
+}
+
+function pathname(url: string | undefined): string {
+  const u = url ?? '/';
+  const q = u.indexOf('?');
+  return q < 0 ? u : u.slice(0, q);
 }
 
 /** The request's model id (header x-shoal-model-id), checked; a header given twice is refused, not joined. */

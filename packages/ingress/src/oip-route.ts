@@ -171,7 +171,7 @@ export class OipRoute implements ExtraRoute {
     let metadata = this.metadata.get(s.key);
     if (metadata === undefined && ready) {
       try {
-        metadata = await router.call(s.key, 'metadata', [], { deadline: scope.deadline, signal: scope.signal }) as ModelMetadata;
+        metadata = await router.call(s.key, 'metadata', [], { deadline: scope.deadline, signal: scope.signal, requestId: scope.requestId, trace: scope.trace }) as ModelMetadata;
         this.metadata.set(s.key, metadata);
       } catch (err) {
         // The request's own deadline or disconnect ends it as it would end infer; anything else: not ready yet.
@@ -181,7 +181,7 @@ export class OipRoute implements ExtraRoute {
     }
     return {
       name: s.name, version: s.version, versions: s.versions, platform: s.platform, metadata, ready: ready && metadata !== undefined,
-      infer: async (feeds: Feeds) => await router.call(s.key, 'infer', [feeds], { deadline: scope.deadline, signal: scope.signal, ...(scope.priority === undefined ? {} : { priority: scope.priority }) }) as Feeds,
+      infer: async (feeds: Feeds) => await router.call(s.key, 'infer', [feeds], { deadline: scope.deadline, signal: scope.signal, requestId: scope.requestId, trace: scope.trace, ...(scope.priority === undefined ? {} : { priority: scope.priority }) }) as Feeds,
     };
   }
 }

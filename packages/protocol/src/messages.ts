@@ -3,7 +3,7 @@
  * messages (all messages queued in one event-loop tick travel in one frame). Messages are discriminated by `t`.
  * Requests carry an `id` unique per connection and direction; the answer is a `reply` with the same id.
  */
-import type { AppSpec, BatchQueueStats, ModelCacheStats, TraceContext, WireError, WireHttpRequest, WireHttpResponse } from '@shoal/core';
+import type { AppSpec, BatchQueueStats, LogFilter, ModelCacheStats, TimedLine, TraceContext, WireError, WireHttpRequest, WireHttpResponse } from '@shoal/core';
 
 /** Bumped on any incompatible change; checked in `hello`. */
 export const PROTOCOL_VERSION = 3;
@@ -72,9 +72,10 @@ export interface HeartbeatMessage {
 /**
  * `o`: what the replica answered since it started, cumulative: requests, errors (thrown, or HTTP 5xx) and the
  * sparse latency histogram (LatencyHistogram.sparse()) of the time from arrival at the replica to the answer.
+ * `b`: ms the replica has had at least one request in user code since it started, cumulative (cost, idle share).
  * `p`: while the replica starts, the model load progress its code last reported (reportLoadProgress), [bytes loaded, bytes total].
  */
-export interface ReplicaLoad { replicaId: string; ongoing: number; queued: number; o?: { n: number; e: number; h: number[] }; models?: ModelSet; p?: [number, number] }
+export interface ReplicaLoad { replicaId: string; ongoing: number; queued: number; o?: { n: number; e: number; h: number[] }; models?: ModelSet; p?: [number, number]; b?: number }
 /** One router's comparison of a shadow version's answers with the live ones, cumulative. */
 export interface ShadowCounts {
   /** Copies sent to the shadow version. */
@@ -122,6 +123,18 @@ export interface AppsMessage { t: 'apps'; version: number; apps: AppSpec[]; /** 
 export interface StatsMessage { t: 'stats'; id: number }
 /** Asks a worker for its Prometheus registry; the reply's value is prom-client's getMetricsAsJSON() array. */
 export interface MetricsMessage { t: 'metrics'; id: number }
+/**
+ * Asks a worker for its recent log records (its in-memory ring); the reply's value is a LogQueryAnswer (@shoal/core):
+ * [epoch ms, JSON line] pairs oldest first, each line with a `worker` field, and how many older ones the limit left out.
+ * `logsFollow` also subscribes, in the same turn (no line is missed or sent twice between the two): new matching
+ * lines then come as `logsPush` with the same `sub` until `logsUnfollow` or the connection closes. A worker that
+ * does not know these messages ignores them (the head gives up on it after a second): no version bump needed.
+ */
+export interface LogsMessage { t: 'logs'; id: number; filter: LogFilter }
+export interface LogsFollowMessage { t: 'logsFollow'; id: number; sub: number; filter: LogFilter }
+export interface LogsUnfollowMessage { t: 'logsUnfollow'; sub: number }
+/** Worker -> head: new lines for a follow; `dropped`: lines lost since the last push because the head was behind. */
+export interface LogsPushMessage { t: 'logsPush'; sub: number; lines: TimedLine[]; dropped?: number }
 /** Worker -> head: asks for the whole cluster's metrics (the reply's value is the Prometheus text), for /-/metrics on a worker's ingress. */
 export interface ScrapeMessage { t: 'scrape'; id: number }
 /** Worker -> head: a model repository request (index, load, unload) its ingress received; the reply's value is a WireHttpResponse. */
@@ -213,13 +226,13 @@ export interface ReplyOk { t: 'reply'; id: number; ok: true; value: unknown; q?:
 export interface ReplyErr { t: 'reply'; id: number; ok: false; error: WireError; q?: number; nr?: true; models?: ModelSet }
 export type ReplyMessage = ReplyOk | ReplyErr;
 
-export type WorkerToHead = HelloMessage | HeartbeatMessage | ReplicaStateMessage | ScrapeMessage | RepositoryMessage | ReplyMessage;
-export type HeadToWorker = WelcomeMessage | RefuseMessage | StartReplicaMessage | StopReplicaMessage | ReconfigureMessage | HealthMessage | StatsMessage | MetricsMessage | RoutesMessage | AppsMessage | CallMessage | HttpMessage | CancelMessage | ReplyMessage;
+export type WorkerToHead = HelloMessage | HeartbeatMessage | ReplicaStateMessage | ScrapeMessage | RepositoryMessage | LogsPushMessage | ReplyMessage;
+export type HeadToWorker = WelcomeMessage | RefuseMessage | StartReplicaMessage | StopReplicaMessage | ReconfigureMessage | HealthMessage | StatsMessage | MetricsMessage | LogsMessage | LogsFollowMessage | LogsUnfollowMessage | RoutesMessage | AppsMessage | CallMessage | HttpMessage | CancelMessage | ReplyMessage;
 export type PeerToWorker = HelloMessage | CallMessage | HttpMessage | CancelMessage | ReplyMessage;
 export type Message = WorkerToHead | HeadToWorker | PeerToWorker;
 
 /** Messages that expect a reply. */
-export type RequestMessage = StartReplicaMessage | StopReplicaMessage | ReconfigureMessage | HealthMessage | StatsMessage | MetricsMessage | ScrapeMessage | RepositoryMessage | CallMessage | HttpMessage;
+export type RequestMessage = StartReplicaMessage | StopReplicaMessage | ReconfigureMessage | HealthMessage | StatsMessage | MetricsMessage | LogsMessage | LogsFollowMessage | ScrapeMessage | RepositoryMessage | CallMessage | HttpMessage;
 
 export type { WireHttpRequest, WireHttpResponse };
 

@@ -1,5 +1,5 @@
 /** Handles: typed proxies that turn `handle.method(...args)` into a router call. */
-import { Deadline, InvalidOptionError, checkModelId, type CallOptions, type Handle } from '@shoal/core';
+import { Deadline, InvalidOptionError, checkModelId, type CallOptions, type Handle, type TraceContext } from '@shoal/core';
 import type { Router } from './router.ts';
 
 export interface HandleTarget {
@@ -15,6 +15,8 @@ export interface HandleTarget {
   inheritedPriority?: () => number | undefined;
   /** The calling request's model id (multiplexing), used when the call sets none. */
   inheritedModelId?: () => string | undefined;
+  /** The calling request's id and trace context: the call is a child of its span, with its request id. */
+  inheritedRequest?: () => { readonly requestId?: string | undefined; readonly trace?: TraceContext | undefined } | undefined;
 }
 
 export function createHandle<T>(target: HandleTarget, opts: CallOptions = {}): Handle<T> {
@@ -48,7 +50,11 @@ export function createHandle<T>(target: HandleTarget, opts: CallOptions = {}): H
           try { checkModelId('handle.withOptions.modelId', opts.modelId); } catch (err) { return Promise.reject(err); }
         }
         const modelId = opts.modelId ?? target.inheritedModelId?.();
-        return target.router.call(target.key, prop, args, { deadline, signal, ...(priority === undefined ? {} : { priority }), ...(modelId === undefined ? {} : { modelId }) });
+        const caller = target.inheritedRequest?.();
+        return target.router.call(target.key, prop, args, {
+          deadline, signal, ...(priority === undefined ? {} : { priority }), ...(modelId === undefined ? {} : { modelId }),
+          ...(caller?.requestId === undefined ? {} : { requestId: caller.requestId }), ...(caller?.trace === undefined ? {} : { trace: caller.trace }),
+        });
       };
       cache.set(prop, fn);
       return fn;

@@ -7,7 +7,7 @@
  */
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
-import { createLogger, describeThrown, env, InvalidOptionError, type Logger } from '@shoal/core';
+import { createLogger, describeThrown, env, InvalidOptionError, startTracing, stopTracing, tracingFromEnv, type Logger } from '@shoal/core';
 import { IPC_HTTP_SOCKET, IPC_HTTP_SOCKET_REQUEST, isListenError, listenErrorFor, probePort, resolveToken, type DeviceInfo } from '@shoal/protocol';
 import type { ListenTarget } from '@shoal/ingress';
 import { Worker } from './worker.ts';
@@ -92,6 +92,8 @@ export async function runWorker(argv: string[]): Promise<Worker> {
       'http-from-parent': { type: 'boolean' },
       // Set by the head on the workers it spawns (LocalWorkers); the hello will carry it.
       local: { type: 'boolean' },
+      'otlp-endpoint': { type: 'string' },
+      'trace-sample-ratio': { type: 'string' },
     },
     allowPositionals: false,
   });
@@ -121,6 +123,10 @@ export async function runWorker(argv: string[]): Promise<Worker> {
   } else if (values['http-from-parent']) {
     http = socketFromParent();
   }
+  if (values['otlp-endpoint'] !== undefined) process.env.SHOAL_OTLP_ENDPOINT = values['otlp-endpoint'];
+  if (values['trace-sample-ratio'] !== undefined) process.env.SHOAL_TRACE_SAMPLE_RATIO = values['trace-sample-ratio'];
+  const tracing = tracingFromEnv('shoal-worker', { 'shoal.role': 'worker', 'process.pid': String(process.pid) });
+  if (tracing !== undefined) await startTracing(tracing);
   const { devices, metrics: nativeMetrics } = await detectDevices(logger);
   const worker = new Worker({
     devices,
@@ -138,7 +144,7 @@ export async function runWorker(argv: string[]): Promise<Worker> {
   const stop = (): void => {
     if (stopping) return;
     stopping = true;
-    worker.stop().finally(() => process.exit(0));
+    worker.stop().then(() => stopTracing()).catch(() => undefined).finally(() => process.exit(0));
   };
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);

@@ -56,6 +56,7 @@ export async function buildInstance(spec: AppSpec, deploymentName: string, route
     inheritedSignal: () => requestContext()?.signal,
     inheritedPriority: () => requestContext()?.priority,
     inheritedModelId: () => requestContext()?.modelId,
+    inheritedRequest: () => requestContext(),
   });
   const args = node.args.map((a) => replaceApplications(a, toHandle));
   const Factory = node.deployment.factory as unknown as new (...a: unknown[]) => ReplicaInstance;
