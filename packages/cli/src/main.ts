@@ -16,6 +16,7 @@ import { FileStateStore, Head, RedisStateStore, StoreLockedError, type ClusterSt
 import { isListenError, portError, resolveToken } from '@shoal/protocol';
 import { runWorker, WORKER_ENTRY } from '@shoal/worker/main';
 import { serveRepository } from './serve.ts';
+import { LOGS_FLAGS, logsPath, printLogs } from './logs.ts';
 import { watchProgress, type ProgressMode, type ProgressStatus } from './progress.ts';
 
 const USAGE = `usage: shoal <command> [options]
@@ -30,6 +31,7 @@ commands:
   rollback APP/DEP      return a deployment to its previous version (a rollout in progress: its stable version)
   promote APP/DEP       end a shadow, canary or experiment early: the new version rolls out to the full count
   experiment [NAME]     an A/B experiment's report: counts, rates or means, intervals, p-values, verdicts
+  logs                  recent log records of the head and every worker, merged by time (--follow: and new ones)
   shutdown              stop a running head and its local workers
 
 common options:
@@ -51,6 +53,11 @@ start/run options:
   --trace-sample-ratio R              share of new traces recorded, 0..1 (default 1); a traceparent's flag wins
 run options:
   --max-start-failures N              give up (exit 1) when a deployment fails to start N times in a row (default 5)
+logs options:
+  -f, --follow                        keep printing new records until Ctrl-C
+  --deployment APP/DEP or DEP         records logged inside that deployment's replicas; --app A: that application's
+  --since 10m|2h|ISO-TIME             records from then on   --level debug|info|warn|error: that level and above
+  --limit N                           the most recent N (default 1000, at most 10000)   --json: the JSON lines as they are
 shutdown options:
   --keep-workers                      stop only the head: workers keep serving and rejoin the next head on the store
 worker options:
@@ -151,6 +158,7 @@ export async function main(argv: string[]): Promise<number | undefined> {
     case 'rollback': return deploymentAction('rollback', rest);
     case 'promote': return deploymentAction('promote', rest);
     case 'experiment': return experiment(rest);
+    case 'logs': return logs(rest);
     case 'shutdown': return shutdown(rest);
     default:
       process.stderr.write(`shoal: unknown command "${command}"\n${USAGE}`);
@@ -528,6 +536,15 @@ async function experiment(argv: string[]): Promise<number> {
   const report = await control(address, token, 'GET', path) as ExperimentReport;
   process.stdout.write(values.json ? `${JSON.stringify(report, null, 2)}\n` : `${formatExperimentReport(report)}\n`);
   return 0;
+}
+
+/** `shoal logs`: see logs.ts. */
+async function logs(argv: string[]): Promise<number> {
+  const { values } = parseArgs({ args: argv, options: { address: { type: 'string' }, ...tokenFlags, ...LOGS_FLAGS }, allowPositionals: false });
+  const path = logsPath(values);
+  const token = tokenOf(values);
+  if (token === undefined) throw new InvalidOptionError('--token-file', 'is required to talk to a head (a file holding the token `shoal start` printed), or set SHOAL_TOKEN');
+  return printLogs(controlUrl(requireAddress(values.address), path), token, { json: values.json === true });
 }
 
 async function shutdown(argv: string[]): Promise<number> {
