@@ -4,6 +4,7 @@
  */
 import { InvalidOptionError } from './errors.ts';
 import { compileRollout, type CompiledRollout, type RolloutOptions } from './rollout-options.ts';
+import { compileSlo, type CompiledSlo, type SloOptions } from './slo-options.ts';
 
 export interface ResourceOptions {
   /** CPU cores one replica reserves on its worker. @default 1 */
@@ -85,6 +86,12 @@ export interface DeploymentOptions {
    * `unloadModel(modelId, model)`), user code reads the request's model with `getModel()`. @default undefined (one model)
    */
   multiplex?: MultiplexOptions;
+  /**
+   * Service level objectives: latency (p50, p95, p99, p999 in ms) and availability, over a compliance period; the
+   * head reports attainment, error budget and burn rates (status, metrics). Changing them restarts no replica.
+   * @default undefined (none)
+   */
+  slo?: SloOptions;
 }
 
 /**
@@ -178,6 +185,8 @@ export interface CompiledDeploymentOptions {
   rollout: CompiledRollout;
   /** Set when the deployment multiplexes models. */
   multiplex?: CompiledMultiplex;
+  /** Set when the deployment declares objectives. */
+  slo?: CompiledSlo;
 }
 
 const NAME_RE = /^[A-Za-z_][A-Za-z0-9_.-]{0,127}$/;
@@ -203,7 +212,7 @@ export function checkName(path: string, value: unknown): string {
   return value;
 }
 
-const KNOWN = new Set(['name', 'numReplicas', 'autoscaling', 'maxOngoingRequests', 'maxQueuedRequests', 'maxRequestBytes', 'requestTimeoutMs', 'resources', 'userConfig', 'healthCheckPeriodMs', 'healthCheckTimeoutMs', 'gracefulShutdownTimeoutMs', 'idempotentMethods', 'batch', 'rollout', 'multiplex']);
+const KNOWN = new Set(['name', 'numReplicas', 'autoscaling', 'maxOngoingRequests', 'maxQueuedRequests', 'maxRequestBytes', 'requestTimeoutMs', 'resources', 'userConfig', 'healthCheckPeriodMs', 'healthCheckTimeoutMs', 'gracefulShutdownTimeoutMs', 'idempotentMethods', 'batch', 'rollout', 'multiplex', 'slo']);
 
 const RESOURCE_KEYS = ['cpus', 'gpus', 'memory', 'gpuMemory', 'sharedBlobs', 'device'];
 
@@ -342,5 +351,6 @@ export function compileDeploymentOptions(input: DeploymentOptions, defaultName: 
     rollout: compileRollout(input.rollout, `${path}.rollout`),
   };
   if (input.multiplex !== undefined) compiled.multiplex = compileMultiplex(input.multiplex, compiled.maxOngoingRequests, `${path}.multiplex`);
+  if (input.slo !== undefined) compiled.slo = compileSlo(input.slo, `${path}.slo`);
   return compiled;
 }

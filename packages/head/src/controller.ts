@@ -19,6 +19,7 @@ import { placeGpuReplicas, type GpuDeviceState, type GpuPlacementOptions } from 
 import { chooseWorker, explainNoFit, fits, type WorkerCapacity } from './scheduler.ts';
 import { INITIAL_AUTOSCALING_STATE, decideReplicas, formatAutoscalingDecision, type AutoscalingDecision, type AutoscalingPolicyState } from './autoscaling-policy.ts';
 import { AutoscalingWindow } from './autoscaling-window.ts';
+import { SloTracker, type DeploymentCost, type Prices, type SloStatus, type TrafficFigures } from './slo/index.ts';
 
 /** What the controller asks of the cluster. Implemented over worker connections by the head; faked in tests. */
 export interface ClusterOps {
@@ -169,9 +170,13 @@ export interface ControllerOptions {
   onExperimentStart?: (name: string, cfg: CompiledExperimentRollout, variants: Array<{ name: string; version: string; percent: number }>) => void;
   /** Shadow comparisons of routers that do not heartbeat (the head's own), cumulative. @default none */
   localShadow?: () => Record<string, ShadowCounts>;
+  /** Prices per core-hour and device-hour, for status's cost per 1,000 requests. @default none (no cost, idle share only) */
+  prices?: Prices | undefined;
 }
 
 const HISTORY_LIMIT = 10;
+/** The latency buckets of a replica that has answered nothing yet. */
+const NO_COUNTS: readonly number[] = Object.freeze(emptyCounts().counts);
 const DECISIONS_LIMIT = 50;
 
 export interface ClusterStatus {
@@ -191,6 +196,12 @@ export interface ClusterStatus {
     decisions: RolloutDecision[];
     /** Shadow comparisons per shadow version, while or since one ran. */
     shadow?: Record<string, ShadowSummary>;
+    /** Requests per second, error rate and latency quantiles over about the last minute (docs/slo.md). */
+    traffic?: TrafficFigures;
+    /** Attainment, error budget and burn rates of the deployment's objectives (options.slo). */
+    slo?: SloStatus;
+    /** Allocated and busy resource-hours, cost per 1,000 requests and idle share, over the last hour and since the head began. */
+    cost?: DeploymentCost;
   }> }>;
   /** `load`: a STARTING replica's model load progress, as its code last reported it (reportLoadProgress). */
   replicas: Array<{ replicaId: string; app: string; deployment: string; version: string; state: ReplicaState; workerId: string; devices?: number[]; error?: string; load?: { bytes: number; total: number } }>;
@@ -215,11 +226,11 @@ export interface DeploymentRolloutStatus {
 
 /**
  * Version of a deployment's code and options: a change replaces replicas; userConfig (batching included),
- * numReplicas, autoscaling and rollout don't. `codeHash`: the module file's content hash, so editing the code
+ * numReplicas, autoscaling, rollout and slo don't. `codeHash`: the module file's content hash, so editing the code
  * and deploying again is a new version too.
  */
 export function deploymentVersion(app: AppSpec, d: DeploymentSpec): string {
-  const { userConfig: _u, numReplicas: _n, autoscaling: _a, rollout: _r, ...rest } = d.options;
+  const { userConfig: _u, numReplicas: _n, autoscaling: _a, rollout: _r, slo: _s, ...rest } = d.options;
   // Without a code hash the list is the one versions had before there was one, so their ids stay the same.
   const parts: unknown[] = [app.modulePath, app.exportName, d.kind, d.dependencies, d.methods, rest];
   if (app.codeHash !== undefined) parts.push(app.codeHash);
@@ -242,7 +253,7 @@ export class Controller {
   private readonly idPrefix = randomBytes(3).toString('hex');
   /** Adopted replicas still STARTING: the worker's replicaState message says when they run. */
   private readonly adoptedStarting = new Set<string>();
-  private readonly opts: Required<ControllerOptions>;
+  private readonly opts: Required<Omit<ControllerOptions, 'prices'>> & Pick<ControllerOptions, 'prices'>;
   private readonly loads = new Map<string, WorkerLoad>();
   /** Each replica's outcome counts, cumulative, from its worker's latest heartbeat. */
   private readonly outcomes = new Map<string, OutcomeCounts>();
@@ -250,12 +261,15 @@ export class Controller {
   private readonly shadowByWorker = new Map<string, Record<string, ShadowCounts>>();
   /** Shadow summaries of rollouts that ended, per deployment key and version (status keeps showing them). */
   private readonly shadowResults = new Map<string, Record<string, ShadowSummary>>();
+  /** Every deployment's traffic series from heartbeats: status's traffic, SLO and cost figures. */
+  private readonly traffic: SloTracker;
 
   constructor(opts: ControllerOptions) {
     this.opts = {
       workerTimeoutMs: 3000, maxBackoffMs: 30_000, placement: {}, onSettled: () => undefined, onAutoscale: () => undefined, localWaiting: () => ({}), startTimeoutMs: 300_000,
       onRollout: () => undefined, onExperimentStart: () => undefined, localShadow: () => ({}), ...opts,
     };
+    this.traffic = new SloTracker(this.opts.prices);
   }
 
   // ---- workers ----
@@ -316,6 +330,7 @@ export class Controller {
       this.replicas.set(x.replicaId, rec);
       if (state === 'STARTING') this.adoptedStarting.add(x.replicaId);
       if (existing === undefined) this.opts.logger.info('adopted a running replica', { replica: x.replicaId, workerId, state, known: d !== undefined });
+      if (existing === undefined) this.traffic.markAdopted(x.replicaId);
       if (d === undefined && (state === 'RUNNING' || state === 'STARTING') && !this.recovering) void Promise.resolve().then(() => this.stop(rec));
     }
   }
@@ -338,7 +353,7 @@ export class Controller {
    * A heartbeat, with the worker's load when it sent one: requests per replica and what its router holds for want
    * of a replica. Returns true when that shows demand for a deployment scaled to zero (the caller runs a pass now).
    */
-  heartbeat(workerId: string, load?: { replicas: ReadonlyArray<{ replicaId: string; ongoing: number; queued: number; o?: { n: number; e: number; h: number[] }; models?: ModelSet; p?: [number, number] }>; waiting?: Record<string, number>; shadow?: Record<string, ShadowCounts> }): boolean {
+  heartbeat(workerId: string, load?: { replicas: ReadonlyArray<{ replicaId: string; ongoing: number; queued: number; o?: { n: number; e: number; h: number[] }; b?: number; models?: ModelSet; p?: [number, number] }>; waiting?: Record<string, number>; shadow?: Record<string, ShadowCounts> }): boolean {
     const w = this.workers.get(workerId);
     if (w === undefined || w.state !== 'ALIVE') return false;
     w.lastHeartbeat = this.opts.clock.monoNow();
@@ -346,6 +361,7 @@ export class Controller {
     for (const r of load.replicas) {
       if (r.o !== undefined && this.replicas.get(r.replicaId)?.workerId === workerId) this.outcomes.set(r.replicaId, { requests: r.o.n, errors: r.o.e, counts: denseCounts(r.o.h) });
     }
+    this.observeTraffic(workerId, load.replicas);
     if (load.shadow !== undefined) this.shadowByWorker.set(workerId, load.shadow);
     const models = new Map<string, ModelSet>();
     for (const r of load.replicas) if (r.models !== undefined) models.set(r.replicaId, r.models);
@@ -643,6 +659,7 @@ export class Controller {
     }
     this.healthChecks(now, work);
     for (const id of this.outcomes.keys()) if (!this.replicas.has(id)) this.outcomes.delete(id);
+    this.traffic.retain((key) => { const [a, d] = splitKey(key); return this.apps.get(a)?.deployments.has(d) === true; }, (id) => this.replicas.has(id));
     this.publishRoutes();
     return work;
   }
@@ -855,6 +872,21 @@ export class Controller {
     d.decisions = [...d.decisions, decision].slice(-DECISIONS_LIMIT);
     this.opts.logger.info(`rollout ${decision.action}`, { deployment: key, from: decision.from, to: decision.to, reason: decision.reason, ...(decision.numbers ?? {}) });
     this.opts.onRollout(decision);
+  }
+
+  /** Feeds each reported replica's counters (answers, latency, busy ms) and its declared resources to the traffic series. */
+  private observeTraffic(workerId: string, reported: ReadonlyArray<{ replicaId: string; o?: { n: number; e: number }; b?: number }>): void {
+    const now = this.opts.clock.monoNow();
+    for (const x of reported) {
+      const r = this.replicas.get(x.replicaId);
+      const d = r === undefined || r.workerId !== workerId ? undefined : this.apps.get(r.app)?.deployments.get(r.deployment);
+      if (d === undefined) continue;
+      const res = (d.history.find((v) => v.id === r!.version)?.spec ?? d.spec).options.resources;
+      const c = x.o === undefined ? undefined : this.outcomes.get(x.replicaId);
+      this.traffic.observe(now, `${r!.app}/${r!.deployment}`, d.spec.options.slo, x.replicaId,
+        { requests: c?.requests ?? 0, errors: c?.errors ?? 0, counts: c?.counts ?? NO_COUNTS, ...(x.b !== undefined ? { busyMs: x.b } : {}) },
+        { cpus: res.cpus, devices: workerNeed(res).gpus }, r!.startedAt);
+    }
   }
 
   /** Every replica's outcome counts now (a window's baseline). */
@@ -1325,6 +1357,7 @@ export class Controller {
           ...(d.rollout !== undefined ? { rollout: this.rolloutStatus(a.spec.name, name, d, d.rollout) } : {}),
           decisions: d.decisions,
           ...(this.shadowResults.has(`${a.spec.name}/${name}`) ? { shadow: { ...this.shadowResults.get(`${a.spec.name}/${name}`)! } } : {}),
+          ...this.traffic.figures(this.opts.clock.monoNow(), `${a.spec.name}/${name}`, d.spec.options.slo),
         })),
       })),
       replicas: [...this.replicas.values()].map((r) => ({

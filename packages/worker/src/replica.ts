@@ -89,9 +89,10 @@ class CallContext {
  * `compute` (user code) as the caller's child; user code's handle calls become children of `compute`.
  */
 function startReplicaSpans(ctx: CallContext, method: string, arrived: number, started: number): void {
-  const attrs = { 'shoal.app': ctx.app, 'shoal.deployment': ctx.deployment, 'shoal.replica': ctx.replicaId, 'shoal.method': method, ...(ctx.requestId === undefined ? {} : { 'shoal.request_id': ctx.requestId }) };
-  startSpan(`queue ${ctx.deployment}`, ctx.trace, SpanKinds.INTERNAL, attrs, arrived).end(undefined, started);
-  const compute = startSpan(`compute ${ctx.deployment}.${method}`, ctx.trace, SpanKinds.SERVER, attrs, started);
+  if (ctx.trace?.sampled !== true) return; // nothing is recorded under an unsampled parent: keep passing it on
+  // The span's name says deployment and method; the resource says which worker; the replica and request are here.
+  startSpan(`queue ${ctx.deployment}`, ctx.trace, SpanKinds.INTERNAL, undefined, arrived).end(undefined, started);
+  const compute = startSpan(`compute ${ctx.deployment}.${method}`, ctx.trace, SpanKinds.SERVER, ctx.requestId === undefined ? { 'shoal.app': ctx.app, 'shoal.replica': ctx.replicaId } : { 'shoal.app': ctx.app, 'shoal.replica': ctx.replicaId, 'shoal.request_id': ctx.requestId }, started);
   ctx.span = compute;
   ctx.trace = compute.context;
 }
