@@ -12,6 +12,15 @@ function readInt(name: string, fallback: number, min: number): number {
   return n;
 }
 
+/** A non-negative number (a price); undefined when unset. */
+function readPrice(name: string): number | undefined {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return undefined;
+  const n = Number(raw);
+  if (!Number.isFinite(n) || n < 0) throw new InvalidOptionError(`env ${name}`, 'must be a non-negative number (a price per hour)', raw);
+  return n;
+}
+
 function readString(name: string): string | undefined {
   const raw = process.env[name];
   return raw === undefined || raw === '' ? undefined : raw;
@@ -24,6 +33,8 @@ export const env = {
   address: (): string | undefined => readString('SHOAL_ADDRESS'),
   /** SHOAL_LOG_LEVEL: debug | info | warn | error (default info). */
   logLevel: (): string => readString('SHOAL_LOG_LEVEL') ?? 'info',
+  /** SHOAL_LOG_FORMAT: json | pretty | auto (default auto: pretty when stderr is a terminal, JSON lines otherwise). */
+  logFormat: (): string => readString('SHOAL_LOG_FORMAT') ?? 'auto',
   /** SHOAL_MAX_FRAME_BYTES: largest WebSocket frame accepted between head and workers (default 64 MiB). */
   maxFrameBytes: (): number => readInt('SHOAL_MAX_FRAME_BYTES', 64 * 1024 * 1024, 1024),
   /**
@@ -31,6 +42,10 @@ export const env = {
    * reading pauses (default 128 MiB: a few maximum frames, so large tensors still flow while a slow peer is bounded).
    */
   peerHighWaterBytes: (): number => readInt('SHOAL_PEER_HIGH_WATER_BYTES', 128 * 1024 * 1024, 1024),
+  /** SHOAL_PRICE_CORE_HOUR: price of one CPU core for an hour, for cost per 1,000 requests (default: none; --price-core-hour). */
+  priceCoreHour: (): number | undefined => readPrice('SHOAL_PRICE_CORE_HOUR'),
+  /** SHOAL_PRICE_DEVICE_HOUR: price of one device (GPU) for an hour (default: none; --price-device-hour). */
+  priceDeviceHour: (): number | undefined => readPrice('SHOAL_PRICE_DEVICE_HOUR'),
   /** SHOAL_HEARTBEAT_MS: how often a worker heartbeats to the head (default 500). */
   heartbeatMs: (): number => readInt('SHOAL_HEARTBEAT_MS', 500, 10),
   /** SHOAL_WORKER_TIMEOUT_MS: silence after which the head declares a worker dead (default 3000). */

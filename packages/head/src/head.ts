@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { WebSocketServer, type WebSocket } from 'ws';
 import {
   BadRequestError, DeadlineExceededError, DeployError, InvalidOptionError, NotFoundError, ReplicaUnavailableError, UnauthorizedError, assertModuleFile, moduleCodeHash, realClock, toWireError, validateAppSpec, type AppSpec,
-  type Clock, type Logger, type WireHttpRequest, type WireHttpResponse,
+  type Clock, type Logger, type WireHttpRequest, type WireHttpResponse, processLogRing,
 } from '@shoal/core';
 import {
   PROTOCOL_VERSION, Peer, acceptHello, attachWebSocketEndpoint, probePort, sendWelcome, tokenMatches, type Message, type NewRequest, type RouteTable,
@@ -22,6 +22,8 @@ import { Controller, type ClusterOps } from './controller.ts';
 import { LocalWorkers, bindSharedSocket, type SharedListenSocket, type WorkerCommand } from './local-workers.ts';
 import type { StateStore, SeenWorker } from './state/state-store.ts';
 import { HeadMetrics, METRICS_CONTENT_TYPE } from './metrics.ts';
+import { compilePrices, type PriceOptions } from './slo/index.ts';
+import { HeadLogs } from './logs-api.ts';
 import { Experiment, compileExperimentOptions, type ExperimentOptions } from './experiments/index.ts';
 import type { RolloutDecision } from './rollout.ts';
 import { Dashboard, DASHBOARD_PATH, isDashboardPath } from './dashboard/index.ts';
@@ -82,6 +84,8 @@ export interface HeadOptions {
    * @default workerTimeoutMs
    */
   recoveryTimeoutMs?: number;
+  /** Prices per core-hour and device-hour: status and metrics then show cost per 1,000 requests (docs/slo.md). @default none */
+  prices?: PriceOptions;
 }
 
 /** How long a stats, metrics or reconfigure call to a worker may take. */
@@ -94,6 +98,8 @@ export class Head {
   readonly controller: Controller;
   readonly router: Router;
   readonly metrics: HeadMetrics;
+  /** GET /api/logs: this process's log ring and every live worker's, merged or followed. */
+  readonly logs = new HeadLogs({ ring: processLogRing(), workers: () => [...this.peers.entries()].filter(([, p]) => !p.closed) });
   /** The live dashboard page at /dashboard on the control port. */
   readonly dashboard: Dashboard;
   private readonly peers = new Map<string, Peer>();
@@ -142,6 +148,7 @@ export class Head {
     };
     this.controller = new Controller({
       ops, clock, logger: opts.logger.child('controller'), workerTimeoutMs: this.opts.workerTimeoutMs, startTimeoutMs: this.opts.startTimeoutMs, onSettled: () => this.schedulePass(),
+      prices: compilePrices(opts.prices),
       onAutoscale: (deployment, decision) => this.metrics.observeAutoscale(deployment, decision.reason),
       localWaiting: () => {
         const out: Record<string, number> = {};
@@ -496,6 +503,7 @@ export class Head {
     if (this.stopped) return;
     this.stopped = true;
     clearInterval(this.loop);
+    this.logs.closeAll();
     // Its own ingress (no local workers) drains first, while the router and the workers can still answer.
     await this.ingress?.close(opts.drainMs ?? 10_000);
     this.router.close();
@@ -685,6 +693,7 @@ export class Head {
     });
     peer.meta = { pid: hello.pid, local: hello.local === true };
     this.peers.set(rec.workerId, peer);
+    this.logs.workerJoined(rec.workerId, peer);
     this.joined.set(rec.workerId, { ...(hello.pid !== undefined ? { pid: hello.pid } : {}), local: hello.local === true });
     if (!this.controller.isRecovering) {
       const routes = this.controller.currentRoutes();
@@ -707,6 +716,7 @@ export class Head {
       this.repositoryCall(m.req).then((r) => peer.reply(m.id, r), (e: unknown) => peer.replyError(m.id, toWireError(e)));
       return;
     }
+    if (m.t === 'logsPush') { this.logs.onPush(workerId, m); return; }
     if (m.t === 'scrape') {
       this.metrics.scrape().then((text) => peer.reply(m.id, text), (e: unknown) => peer.replyError(m.id, toWireError(e)));
       return;
@@ -738,6 +748,7 @@ export class Head {
         throw new UnauthorizedError(given ? 'wrong cluster token' : 'missing cluster token: send "Authorization: Bearer <token>"');
       }
       if (req.method === 'GET' && url.pathname === '/api/status') { sendJson(res, 200, { ...this.controller.status(), cluster: this.clusterAddress, http: this.httpAddress }); return; }
+      if (req.method === 'GET' && url.pathname === '/api/logs') { await this.logs.serve(url, req, res); return; }
       if (req.method === 'GET' && url.pathname === '/api/stats') { sendJson(res, 200, await this.stats()); return; }
       if (req.method === 'POST' && url.pathname === '/api/apps') {
         // Re-validated and compiled here: the body comes from outside, whatever built it.

@@ -122,7 +122,7 @@ describe('metrics merge', () => {
     expect(abandoned).toBe(1);
     expect(sample(text, 'shoal_replica_ongoing_requests', { worker: 'w1' })).toBe(2);
     expect(text).not.toMatch(/worker="w[23]"/);
-    expect(lines.join('\n')).toMatch(/no answer in time.*w2/);
+    expect(lines.map((l) => JSON.parse(l) as { msg: string; workerId?: string })).toContainEqual(expect.objectContaining({ msg: expect.stringMatching(/no answer in time/), workerId: 'w2' }));
     expect(lines.join('\n')).toMatch(/peer gone/);
   });
 
