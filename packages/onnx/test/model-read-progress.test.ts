@@ -48,3 +48,23 @@ describe('reportModelRead', () => {
     expect(loadProgressOf('mr-3')).toBeUndefined();
   });
 });
+
+describe('onnxModel() load progress', () => {
+  it('reports the model file\'s bytes read while a replica constructs it and init() loads the sessions', async () => {
+    const { buildTinyModel, onnxModel } = await import('../src/index.ts');
+    const file = join(dir, 'tiny.onnx');
+    const bytes = buildTinyModel();
+    writeFileSync(file, bytes);
+    const Tiny = onnxModel({ model: file, warmup: false });
+    const m = contextStorage.run(ctxOf('mr-4'), () => new Tiny());
+    await contextStorage.run(ctxOf('mr-4'), () => m.init());
+    // The read ran alongside the load: it reported the file's size as the total (and stopped once the pool was up).
+    for (let i = 0; i < 500 && loadProgressOf('mr-4') === undefined; i++) await new Promise((r) => setTimeout(r, 10));
+    const p = loadProgressOf('mr-4');
+    expect(p?.[1]).toBe(bytes.byteLength);
+    expect(p![0]).toBeGreaterThanOrEqual(0);
+    expect(p![0]).toBeLessThanOrEqual(bytes.byteLength);
+    await m.shutdown();
+    clearLoadProgress('mr-4');
+  });
+});
