@@ -3,8 +3,8 @@
  * lifecycle state), per batched method its queue and counters, a multiplexed replica's model cache, this worker's router, the event loop's delay, and
  * the native addon's device, blob and pool gauges when the addon is loaded, and the shoal_cascade_* series that
  * cascade replicas record (see @shoal/core's cascade/metrics.ts). Per deployment (no replica label, so their
- * number stays bounded) the latency histograms its replicas and router feed: queue wait, compute, batch wait and
- * size, batch release reasons, model load time, and end-to-end time (see docs/METRICS.md). The head asks for it
+ * number stays bounded) the latency histograms its replicas and router feed: queue wait, compute, batch wait, run
+ * and size, batch release reasons, model load time, and end-to-end time (see docs/METRICS.md). The head asks for it
  * with a `metrics` message and merges every worker's answer into one exposition (see the head's metrics.ts).
  */
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
@@ -72,6 +72,7 @@ export class WorkerMetrics {
     compute: Histogram<typeof DEPLOYMENT[number]>;
     batchWait: Histogram<typeof DEPLOYMENT_METHOD[number]>;
     batchSize: Histogram<typeof DEPLOYMENT_METHOD[number]>;
+    batchRun: Histogram<typeof DEPLOYMENT_METHOD[number]>;
     releases: Counter<typeof DEPLOYMENT_METHOD[number] | 'reason'>;
     modelLoad: Histogram<typeof DEPLOYMENT[number] | 'result'>;
   };
@@ -118,9 +119,12 @@ export class WorkerMetrics {
     };
     this.h = {
       queueWait: new Histogram({ name: 'shoal_request_queue_wait_seconds', help: 'Time a request waited in a replica for a slot (maxOngoingRequests), 0 when one was free, per deployment.', labelNames: DEPLOYMENT, buckets: DURATION_BUCKETS, registers }),
-      compute: new Histogram({ name: 'shoal_request_compute_seconds', help: 'Time a request spent in user code, per deployment: the method\'s run, or for a batched method its batch\'s run.', labelNames: DEPLOYMENT, buckets: DURATION_BUCKETS, registers }),
+      // A batched method's time in user code is its batch's run (shoal_batch_run_seconds): counting it here too would
+      // count twice a request whose method (fetch, say) calls a batched field itself.
+      compute: new Histogram({ name: 'shoal_request_compute_seconds', help: 'Time a request to an unbatched method spent in user code, from getting its replica slot to its answer, per deployment (batched methods: shoal_batch_run_seconds).', labelNames: DEPLOYMENT, buckets: DURATION_BUCKETS, registers }),
       batchWait: new Histogram({ name: 'shoal_batch_wait_seconds', help: 'Time an item waited in a batched method\'s queue until its batch was dispatched.', labelNames: DEPLOYMENT_METHOD, buckets: DURATION_BUCKETS, registers }),
       batchSize: new Histogram({ name: 'shoal_batch_size', help: 'Items per dispatched batch of a batched method.', labelNames: DEPLOYMENT_METHOD, buckets: BATCH_SIZE_BUCKETS, registers }),
+      batchRun: new Histogram({ name: 'shoal_batch_run_seconds', help: 'Time a batched method\'s batch function took per batch (answered or failed): the compute time of each request in it.', labelNames: DEPLOYMENT_METHOD, buckets: DURATION_BUCKETS, registers }),
       releases: new Counter({ name: 'shoal_batch_releases_total', help: 'Batches dispatched, by why: full (maxBatchSize), preferred (a preferredBatchSizes size), timeout (maxWaitMs), adaptive (the adaptive controller\'s smaller limits), idle (it came to an idle queue).', labelNames: [...DEPLOYMENT_METHOD, 'reason'], registers }),
       modelLoad: new Histogram({ name: 'shoal_multiplex_model_load_seconds', help: 'Time a multiplexed replica\'s loadModel hook took, per deployment and result (ok or error).', labelNames: [...DEPLOYMENT, 'result'], buckets: LOAD_BUCKETS, registers }),
     };
@@ -142,7 +146,7 @@ export class WorkerMetrics {
    */
   replicaObserver(app: string, deployment: string): ReplicaObserver {
     const labels = { app, deployment };
-    const { queueWait, compute, batchWait, batchSize, releases, modelLoad } = this.h;
+    const { queueWait, compute, batchWait, batchSize, batchRun, releases, modelLoad } = this.h;
     const loadOk = { ...labels, result: 'ok' };
     const loadError = { ...labels, result: 'error' };
     return {
@@ -160,8 +164,7 @@ export class WorkerMetrics {
             releases.inc(rl);
           },
           waited: (waitMs) => batchWait.observe(ml, waitMs / 1e3),
-          // Each request of the batch spent the batch's run in user code.
-          ran: (runMs, size) => { const s = runMs / 1e3; for (let i = 0; i < size; i++) compute.observe(labels, s); },
+          ran: (runMs) => batchRun.observe(ml, runMs / 1e3),
         };
       },
     };
