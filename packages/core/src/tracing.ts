@@ -7,11 +7,12 @@
  * span, so handle calls made from it are children of that span, and logs carry its trace id.
  *
  * Spans are started with explicit parents (no OpenTelemetry context manager, which would add an async hook to
- * every promise): the parent is whatever TraceContext the caller holds. The SDK is imported only when tracing
- * starts, so a process that never traces never loads it.
+ * every promise): the parent is whatever TraceContext the caller holds. A span costs a small object until it
+ * ends; the OpenTelemetry exporter turns the records into OTLP in a worker thread (tracing-export.mjs). The
+ * packages are imported only when tracing starts, so a process that never traces never loads them.
  */
 import { randomFillSync, randomUUID } from 'node:crypto';
-import type { Attributes, Link, Span, SpanContext, Tracer } from '@opentelemetry/api';
+import type { Attributes } from '@opentelemetry/api';
 import type { TraceContext } from './context.ts';
 import { InvalidOptionError } from './errors.ts';
 
@@ -123,64 +124,143 @@ export interface TracingOptions {
   attributes?: Record<string, string>;
   /** Share of new traces recorded (0..1); a request that arrives with a traceparent follows its sampled flag. @default 1 */
   sampleRatio?: number;
-  /** How often the batch processor exports, ms. @default 1000 */
+  /** How long recorded spans wait before they go to the export thread (1,024 go at once), ms. @default 1000 */
   exportIntervalMs?: number;
-  /** Spans kept waiting for export; past it new ones are dropped (the SDK counts them). @default 16384 */
+  /** Spans recorded and not yet exported; past it new ones are dropped and counted (tracingCounts()). @default 65536 */
   maxQueueSize?: number;
   /** Extra headers sent with every export (an API key). */
   headers?: Record<string, string>;
 }
 
-interface Active {
-  tracer: Tracer;
-  provider: { forceFlush(): Promise<void>; shutdown(): Promise<void> };
-  api: typeof import('@opentelemetry/api');
+/** A recorded span, as it travels to the export thread: [name, kind, traceId, spanId, parentSpanId ('' for a root), startMs, endMs, attributes, error ([type, message]) or null, links ([traceId, spanId][]) or null]. */
+type SpanRecord = [string, number, string, string, string, number, number, Attributes | undefined, [string, string] | null, Array<[string, string]> | null];
+
+/**
+ * Spans this process records go in batches to one export thread (tracing-export.mjs), which builds the
+ * OpenTelemetry ReadableSpans and exports them with the OTLP/HTTP exporter: serializing thousands of spans a second
+ * would otherwise stall the event loop that serves requests. Bounded: past maxQueueSize spans not yet exported,
+ * new ones are dropped and counted.
+ */
+class Recorder {
+  private buffer: SpanRecord[] = [];
+  private timer: NodeJS.Timeout | undefined;
+  /** Spans handed to the thread and not yet exported (or failed). */
+  private outstanding = 0;
+  private nextFlushId = 0;
+  private readonly flushes = new Map<number, () => void>();
+  readonly counts = { recorded: 0, exported: 0, failed: 0, dropped: 0 };
+  private lastError: string | undefined;
+  private warnedAt = Number.NEGATIVE_INFINITY;
+
+  constructor(
+    private readonly thread: import('node:worker_threads').Worker,
+    private readonly sampler: { shouldSample(traceId: string): boolean },
+    private readonly opts: { intervalMs: number; maxQueueSize: number; batch: number; warn: (msg: string, fields: Record<string, unknown>) => void },
+  ) {
+    thread.on('message', (m: { kind: string; n?: number; ok?: boolean; error?: string; id?: number }) => {
+      if (m.kind === 'exported') {
+        this.outstanding -= m.n!;
+        if (m.ok === true) this.counts.exported += m.n!;
+        else { this.counts.failed += m.n!; this.lastError = m.error; this.warn(); }
+      } else if (m.kind === 'flushed') {
+        this.flushes.get(m.id!)?.();
+        this.flushes.delete(m.id!);
+      }
+    });
+    thread.unref();
+  }
+
+  sampleRoot(traceId: string): boolean { return this.sampler.shouldSample(traceId); }
+
+  record(r: SpanRecord): void {
+    if (this.outstanding + this.buffer.length >= this.opts.maxQueueSize) { this.counts.dropped++; this.warn(); return; }
+    this.counts.recorded++;
+    this.buffer.push(r);
+    if (this.buffer.length >= this.opts.batch) this.send();
+    else if (this.timer === undefined) { this.timer = setTimeout(() => this.send(), this.opts.intervalMs); this.timer.unref(); }
+  }
+
+  private send(): void {
+    if (this.timer !== undefined) { clearTimeout(this.timer); this.timer = undefined; }
+    if (this.buffer.length === 0) return;
+    const spans = this.buffer;
+    this.buffer = [];
+    this.outstanding += spans.length;
+    this.thread.postMessage({ kind: 'spans', spans });
+  }
+
+  /** Resolves once every span recorded so far was exported (or failed). */
+  flush(): Promise<void> {
+    this.send();
+    const id = this.nextFlushId++;
+    return new Promise((resolve) => {
+      this.flushes.set(id, resolve);
+      this.thread.postMessage({ kind: 'flush', id });
+    });
+  }
+
+  private warn(): void {
+    const now = performance.now();
+    if (now - this.warnedAt < 10_000) return;
+    this.warnedAt = now;
+    this.opts.warn('spans not exported', { ...this.counts, lastError: this.lastError ?? null });
+  }
 }
 
-let active: Active | undefined;
+let active: Recorder | undefined;
+let activeThread: import('node:worker_threads').Worker | undefined;
 
 /** Whether spans are being recorded (startTracing ran and did not stop). */
 export function tracingActive(): boolean {
   return active !== undefined;
 }
 
-/**
- * Starts exporting spans over OTLP/HTTP (JSON) with the OpenTelemetry SDK: a batch processor, a parent-based
- * ratio sampler, and this process's resource. Idempotent for one process: a second call replaces the first.
- */
-export async function startTracing(opts: TracingOptions): Promise<void> {
-  checkTracingOptions(opts);
-  const [api, sdk, otlp, resources] = await Promise.all([
-    import('@opentelemetry/api'),
-    import('@opentelemetry/sdk-trace-node'),
-    import('@opentelemetry/exporter-trace-otlp-http'),
-    import('@opentelemetry/resources'),
-  ]);
-  if (active !== undefined) await stopTracing();
-  const exporter = new otlp.OTLPTraceExporter({ url: opts.endpoint, ...(opts.headers === undefined ? {} : { headers: opts.headers }) });
-  const ratio = opts.sampleRatio ?? 1;
-  const provider = new sdk.NodeTracerProvider({
-    resource: resources.resourceFromAttributes({ 'service.name': opts.serviceName, ...opts.attributes }),
-    sampler: new sdk.ParentBasedSampler({ root: ratio >= 1 ? new sdk.AlwaysOnSampler() : new sdk.TraceIdRatioBasedSampler(ratio) }),
-    spanProcessors: [new sdk.BatchSpanProcessor(exporter, {
-      scheduledDelayMillis: opts.exportIntervalMs ?? 1000,
-      maxQueueSize: opts.maxQueueSize ?? 16_384,
-      maxExportBatchSize: 2048,
-    })],
-  });
-  active = { tracer: provider.getTracer('shoal'), provider, api };
+/** Spans recorded, exported, failed (the collector refused or was unreachable) and dropped (queue full). */
+export function tracingCounts(): { recorded: number; exported: number; failed: number; dropped: number } | undefined {
+  return active === undefined ? undefined : { ...active.counts };
 }
 
-/** Exports what is buffered and stops recording. */
+/**
+ * Starts recording spans and exporting them over OTLP/HTTP (JSON) from a worker thread, with a parent-based
+ * ratio sampler (OpenTelemetry's TraceIdRatioBasedSampler decides new traces). A second call replaces the first.
+ */
+export async function startTracing(opts: TracingOptions, warn: (msg: string, fields: Record<string, unknown>) => void = (m, f) => process.stderr.write(`${JSON.stringify({ level: 'warn', msg: m, ...f })}\n`)): Promise<void> {
+  checkTracingOptions(opts);
+  const [api, sdk, threads] = await Promise.all([import('@opentelemetry/api'), import('@opentelemetry/sdk-trace-node'), import('node:worker_threads')]);
+  if (active !== undefined) await stopTracing();
+  const ratio = opts.sampleRatio ?? 1;
+  const ratioSampler = new sdk.TraceIdRatioBasedSampler(ratio);
+  const sampler = {
+    shouldSample: ratio >= 1 ? () => true : ratio <= 0 ? () => false
+      : (traceId: string) => ratioSampler.shouldSample(api.ROOT_CONTEXT, traceId).decision === sdk.SamplingDecision.RECORD_AND_SAMPLED,
+  };
+  const thread = new threads.Worker(new URL('./tracing-export.mjs', import.meta.url), {
+    name: 'shoal-span-export',
+    workerData: {
+      endpoint: opts.endpoint, headers: opts.headers, serviceName: opts.serviceName, attributes: opts.attributes ?? {},
+      timeOrigin: performance.timeOrigin, maxExportBatchSize: 2048,
+    },
+  });
+  thread.on('error', (err) => warn('span export thread failed: tracing stops', { error: err.message }));
+  thread.on('exit', () => { if (activeThread === thread) { active = undefined; activeThread = undefined; } });
+  active = new Recorder(thread, sampler, { intervalMs: opts.exportIntervalMs ?? 1000, maxQueueSize: opts.maxQueueSize ?? 65_536, batch: 1024, warn });
+  activeThread = thread;
+}
+
+/** Exports what is recorded and stops recording. */
 export async function stopTracing(): Promise<void> {
   const a = active;
+  const t = activeThread;
   active = undefined;
-  if (a !== undefined) await a.provider.shutdown();
+  activeThread = undefined;
+  if (a === undefined || t === undefined) return;
+  await Promise.race([a.flush(), new Promise((r) => setTimeout(r, 5000).unref())]);
+  await t.terminate();
 }
 
-/** Exports what is buffered now (tests, and a process about to exit). */
+/** Exports what is recorded now (tests, and a process about to exit). */
 export async function flushTracing(): Promise<void> {
-  await active?.provider.forceFlush();
+  await active?.flush();
 }
 
 export function checkTracingOptions(opts: TracingOptions): void {
@@ -222,52 +302,62 @@ class PassSpan implements ShoalSpan {
   end(): void {}
 }
 
-class OtelSpan implements ShoalSpan {
+/** A sampled span: a few fields until end() hands its record to the recorder. */
+class RecordedSpan implements ShoalSpan {
   readonly context: TraceContext;
-  constructor(private readonly span: Span, private readonly api: Active['api']) {
-    const sc = span.spanContext();
-    this.context = { traceId: sc.traceId, spanId: sc.spanId, sampled: (sc.traceFlags & 1) === 1 };
+  private attrs: Attributes | undefined;
+  private ended = false;
+
+  constructor(
+    private readonly recorder: Recorder,
+    private readonly name: string,
+    private readonly kind: ShoalSpanKind,
+    private readonly parentSpanId: string,
+    traceId: string,
+    attributes: Attributes | undefined,
+    private readonly start: number,
+    private readonly links: readonly TraceContext[] | undefined,
+  ) {
+    this.context = { traceId, spanId: newSpanId(), sampled: true };
+    this.attrs = attributes;
   }
 
-  setAttribute(key: string, value: string | number | boolean): void { this.span.setAttribute(key, value); }
+  setAttribute(key: string, value: string | number | boolean): void {
+    (this.attrs ??= {})[key] = value;
+  }
 
   end(error?: unknown, endTime?: number): void {
-    if (error !== undefined) {
-      const message = error instanceof Error ? error.message : String(error);
-      this.span.setStatus({ code: this.api.SpanStatusCode.ERROR, message });
-      if (error instanceof Error) this.span.recordException(error);
-    }
-    this.span.end(endTime);
+    if (this.ended) return;
+    this.ended = true;
+    const err: [string, string] | null = error === undefined ? null
+      : error instanceof Error ? [(error as { code?: unknown }).code !== undefined ? String((error as { code?: unknown }).code) : error.name, error.message] : ['Error', String(error)];
+    const links = this.links === undefined || this.links.length === 0 ? null : this.links.map((l): [string, string] => [l.traceId, l.spanId]);
+    this.recorder.record([this.name, this.kind, this.context.traceId, this.context.spanId, this.parentSpanId, this.start, endTime ?? performance.now(), this.attrs, err, links]);
   }
-}
-
-function spanContextOf(tc: TraceContext): SpanContext {
-  return { traceId: tc.traceId, spanId: tc.spanId, traceFlags: tc.sampled ? 1 : 0, isRemote: true };
 }
 
 /**
- * Starts a span under `parent`. With tracing off it records nothing and its context is the parent's (so ids still
- * travel); with no parent it starts a new trace. `startTime`: performance.now() ms (default now). `links`: spans
- * it relates to outside its own trace (the requests of one batch).
+ * Starts a span under `parent`. With tracing off, or under an unsampled parent (a parent-based sampler records
+ * nothing below it), it records nothing and its context is the parent's, so ids still travel; with no parent it
+ * starts a new trace, which the ratio sampler records or not. `startTime`: performance.now() ms (default now).
+ * `links`: spans it relates to outside its parentage (the requests of one batch).
  */
 export function startSpan(
   name: string, parent: TraceContext | undefined, kind: ShoalSpanKind = SpanKinds.INTERNAL,
   attributes?: Attributes, startTime?: number, links?: readonly TraceContext[],
 ): ShoalSpan {
-  const a = active;
-  if (a === undefined) return new PassSpan(parent ?? { traceId: newTraceId(), spanId: newSpanId(), sampled: false });
-  const ctx = parent === undefined ? a.api.ROOT_CONTEXT : a.api.trace.setSpanContext(a.api.ROOT_CONTEXT, spanContextOf(parent));
-  const l: Link[] | undefined = links === undefined || links.length === 0 ? undefined : links.map((t) => ({ context: spanContextOf(t) }));
-  const span = a.tracer.startSpan(name, {
-    kind,
-    ...(attributes === undefined ? {} : { attributes }),
-    ...(startTime === undefined ? {} : { startTime }),
-    ...(l === undefined ? {} : { links: l }),
-  }, ctx);
-  return new OtelSpan(span, a.api);
+  const r = active;
+  if (r === undefined) return new PassSpan(parent ?? newTraceContext());
+  if (parent !== undefined && !parent.sampled) return new PassSpan(parent);
+  if (parent === undefined) {
+    const traceId = newTraceId();
+    if (!r.sampleRoot(traceId)) return new PassSpan({ traceId, spanId: newSpanId(), sampled: false });
+    return new RecordedSpan(r, name, kind, '', traceId, attributes, startTime ?? performance.now(), links);
+  }
+  return new RecordedSpan(r, name, kind, parent.spanId, parent.traceId, attributes, startTime ?? performance.now(), links);
 }
 
-/** A new root context, for a request that arrived without (a valid) traceparent. Sampled when tracing records. */
+/** A new root context, for a request that arrived without (a valid) traceparent while tracing is off. */
 export function newTraceContext(): TraceContext {
   return { traceId: newTraceId(), spanId: newSpanId(), sampled: false };
 }

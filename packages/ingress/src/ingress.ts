@@ -181,9 +181,14 @@ export class Ingress {
     const parent = parseTraceparent(req.headers[TRACEPARENT_HEADER]);
     let span: ShoalSpan | undefined;
     if (tracingActive()) {
-      span = startSpan(`${req.method ?? 'GET'} ${target.kind === 'app' ? target.mount.prefix || '/' : target.route.name}`, parent, SpanKinds.SERVER, {
-        'http.request.method': req.method ?? 'GET', 'url.path': pathname(req.url), 'shoal.app': label, 'shoal.request_id': requestId,
-      }, started);
+      span = startSpan(`${req.method ?? 'GET'} ${target.kind === 'app' ? target.mount.prefix || '/' : target.route.name}`, parent, SpanKinds.SERVER, undefined, started);
+      if (span.context.sampled) {
+        span.setAttribute('http.request.method', req.method ?? 'GET');
+        span.setAttribute('url.path', pathname(req.url));
+        span.setAttribute('shoal.request_id', requestId);
+      } else {
+        span = undefined;
+      }
     }
     const trace = span?.context ?? parent ?? newTraceContext();
     try {

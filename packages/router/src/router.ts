@@ -258,7 +258,7 @@ export class Router {
   }
 
   call(key: string, method: string, args: unknown[], opts: RouteOptions = {}): Promise<unknown> {
-    const span = tracingActive() && opts.trace !== undefined ? startSpan(`call ${key}.${method}`, opts.trace, SpanKinds.CLIENT, { 'shoal.deployment': key, 'shoal.method': method }) : undefined;
+    const span = tracingActive() && opts.trace?.sampled === true ? startSpan(`call ${key}.${method}`, opts.trace, SpanKinds.CLIENT) : undefined;
     const tc = span?.context ?? opts.trace;
     const rid = opts.requestId;
     const reply = this.route(key, opts, (replicaId) => ({ t: 'call', replicaId, method, args, deadline: opts.deadline, priority: opts.priority, modelId: opts.modelId, rid, tc }), method, this.pickVersion(key, opts.stickyKey)).then(unwrap);
@@ -273,7 +273,7 @@ export class Router {
   http(key: string, req: WireHttpRequest, opts: RouteOptions = {}): Promise<WireHttpResponse> {
     const method = req.method === 'GET' || req.method === 'HEAD' ? '*' : 'fetch';
     const sticky = this.traffic.get(key)?.sticky;
-    const span = tracingActive() && opts.trace !== undefined ? startSpan(`call ${key}`, opts.trace, SpanKinds.CLIENT, { 'shoal.deployment': key, 'http.request.method': req.method }) : undefined;
+    const span = tracingActive() && opts.trace?.sampled === true ? startSpan(`call ${key}`, opts.trace, SpanKinds.CLIENT) : undefined;
     const tc = span?.context ?? opts.trace;
     const rid = opts.requestId;
     const build = (replicaId: string): NewRequest => ({ t: 'http', replicaId, req, deadline: opts.deadline, priority: opts.priority, modelId: opts.modelId, rid, tc });

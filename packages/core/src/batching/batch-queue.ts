@@ -602,7 +602,7 @@ export class BatchQueue<I, O> {
     // label is ` for "deployment.method"` (or empty).
     const name = this.label === '' ? 'batch' : `batch ${this.label.slice(' for '.length).replace(/"/g, '')}`;
     for (const entry of entries) {
-      if (entry.trace === undefined) continue;
+      if (entry.trace?.sampled !== true) continue;
       first ??= entry.trace;
       links.push(entry.trace);
       startSpan(`${name} wait`, entry.trace, SpanKinds.INTERNAL, { 'shoal.batch.size': entries.length, 'shoal.batch.release_reason': reason }, entry.tracedAt).end(undefined, now);
