@@ -112,6 +112,8 @@ describe('dashboard: sign-in and the event stream', () => {
     // The session cookie opens nothing of the control API.
     expect((await fetch(`${base}/api/status`, { headers: { cookie } })).status).toBe(401);
     expect((await fetch(`${base}/dashboard`, { method: 'POST', headers: { cookie } })).status).toBe(405);
+    const probe = await fetch(`${base}/api/dashboard/events`, { method: 'HEAD', headers: { cookie } });
+    expect([probe.status, probe.headers.get('content-type'), head.dashboard.feed.watching]).toEqual([200, 'text/event-stream; charset=utf-8', 0]);
   });
 
   it('streams snapshots of the cluster while a client reads, and stops when it leaves', async () => {

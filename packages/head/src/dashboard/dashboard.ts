@@ -82,6 +82,8 @@ export class Dashboard {
       if (dashboardCredential(req, this.opts.token) === undefined) {
         throw new UnauthorizedError(`no dashboard session: open ${DASHBOARD_PATH}?token=<cluster token> first, or send "Authorization: Bearer <token>"`);
       }
+      // HEAD learns the stream's type without holding a connection open for snapshots it would never get.
+      if (req.method === 'HEAD') { req.resume(); res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-store' }).end(); return; }
       this.feed.attach(req, res);
       return;
     }
