@@ -19,12 +19,15 @@ export interface HeadLogsOptions {
   /** The head process's own records. */
   ring: LogRing;
   /** The workers connected now. */
-  workers: () => Array<[workerId: string, peer: Peer]>;
+  workers: () => Array<[workerId: string, peer: LogPeer]>;
   /** How long a worker has to answer a query before it is left out. @default 1000 */
   answerTimeoutMs?: number;
   /** Bytes a follow's client may leave unread before new lines are dropped (and counted). @default 1 MiB */
   maxBufferedBytes?: number;
 }
+
+/** What this needs of a worker's connection (a Peer; tests pass fakes). */
+export type LogPeer = Pick<Peer, 'requestWithId' | 'forget' | 'send' | 'closed'>;
 
 /** The worker field of the head's own lines. */
 const HEAD = 'head';
@@ -34,7 +37,7 @@ interface Follow {
   res: ServerResponse;
   filter: LogFilter;
   startedAtMs: number;
-  subs: Map<number, { workerId: string; peer: Peer }>;
+  subs: Map<number, { workerId: string; peer: LogPeer }>;
   own: LogFollower | undefined;
   /** Lines that came while the merged backlog was still being gathered; written right after it. */
   early: string[] | undefined;
@@ -86,7 +89,7 @@ export class HeadLogs {
   }
 
   /** A worker joined: every open follow subscribes to it, from the follow's start on. */
-  workerJoined(workerId: string, peer: Peer): void {
+  workerJoined(workerId: string, peer: LogPeer): void {
     for (const f of this.follows) {
       if (f.closed) continue;
       const last = f.lastMs.get(workerId);
@@ -117,7 +120,7 @@ export class HeadLogs {
     return merge([own, ...answers], filter.limit ?? DEFAULT_LOG_QUERY_LIMIT).lines;
   }
 
-  private async subscribe(f: Follow, workerId: string, peer: Peer, filter: LogFilter): Promise<Source> {
+  private async subscribe(f: Follow, workerId: string, peer: LogPeer, filter: LogFilter): Promise<Source> {
     const sub = this.nextSub++;
     f.subs.set(sub, { workerId, peer });
     this.bySub.set(sub, f);
@@ -138,7 +141,7 @@ export class HeadLogs {
   }
 
   /** One worker's answer, or a note saying why there is none; never waits past answerTimeoutMs. */
-  private async ask(workerId: string, peer: Peer, message: NewRequest): Promise<Source> {
+  private async ask(workerId: string, peer: LogPeer, message: NewRequest): Promise<Source> {
     let timer: NodeJS.Timeout | undefined;
     const { id, reply } = peer.requestWithId(message);
     const timeout = new Promise<'timeout'>((resolve) => { timer = setTimeout(() => resolve('timeout'), this.answerTimeoutMs); });

@@ -6,16 +6,19 @@
 import { BadRequestError, toWireError, type LogFollower, type LogRing } from '@shoal/core';
 import type { LogsFollowMessage, LogsMessage, LogsUnfollowMessage, Peer } from '@shoal/protocol';
 
+/** What this needs of the head's connection (a Peer; tests pass fakes). */
+export type LogServicePeer = Pick<Peer, 'closed' | 'congested' | 'send' | 'reply' | 'replyError'>;
+
 /** Follows one head connection may hold at once (each is one `shoal logs --follow`). */
 const MAX_FOLLOWS_PER_PEER = 64;
 
 export class WorkerLogService {
-  private readonly follows = new WeakMap<Peer, Map<number, LogFollower>>();
+  private readonly follows = new WeakMap<LogServicePeer, Map<number, LogFollower>>();
 
   /** `tag`: this worker's id, written into lines logged before it had one. */
   constructor(private readonly ring: LogRing, private readonly tag: () => string) {}
 
-  handle(m: LogsMessage | LogsFollowMessage | LogsUnfollowMessage, peer: Peer): void {
+  handle(m: LogsMessage | LogsFollowMessage | LogsUnfollowMessage, peer: LogServicePeer): void {
     if (m.t === 'logsUnfollow') {
       const subs = this.follows.get(peer);
       subs?.get(m.sub)?.close();
@@ -32,7 +35,7 @@ export class WorkerLogService {
     }
   }
 
-  private follow(m: LogsFollowMessage, peer: Peer): void {
+  private follow(m: LogsFollowMessage, peer: LogServicePeer): void {
     let subs = this.follows.get(peer);
     if (subs === undefined) { subs = new Map(); this.follows.set(peer, subs); }
     subs.get(m.sub)?.close();

@@ -1,0 +1,136 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { BadRequestError, LogRing, type LogMeta, type LogQueryAnswer } from '@shoal/core';
+import type { Message, NewRequest, ReplyMessage } from '@shoal/protocol';
+import { HeadLogs, parseLogQuery, type LogPeer } from '../src/logs-api.ts';
+
+const meta = (timeMs: number, extra: Partial<LogMeta> = {}): LogMeta => ({ timeMs, level: 30, app: 'a', deployment: 'D', tagged: false, ...extra });
+
+/** A worker connection that answers log queries from its own ring (or never, when `silent`). */
+class FakeWorker implements LogPeer {
+  closed = false;
+  readonly sent: Message[] = [];
+  readonly asked: NewRequest[] = [];
+  readonly ring = new LogRing();
+  private nextId = 1;
+  constructor(readonly workerId: string, private readonly silent = false) {}
+  requestWithId(message: NewRequest): { id: number; reply: Promise<ReplyMessage> } {
+    this.asked.push(message);
+    const id = this.nextId++;
+    if (this.silent) return { id, reply: new Promise(() => undefined) };
+    const filter = (message as { filter: Parameters<LogRing['query']>[0] }).filter;
+    const value: LogQueryAnswer = this.ring.query(filter, this.workerId);
+    return { id, reply: Promise.resolve({ t: 'reply', id, ok: true, value }) };
+  }
+  forget(): boolean { return true; }
+  send(m: Message): void { this.sent.push(m); }
+}
+
+let server: Server | undefined;
+afterEach(() => { server?.closeAllConnections(); server?.close(); server = undefined; });
+
+async function serveOn(logs: HeadLogs): Promise<string> {
+  server = createServer((req, res) => {
+    logs.serve(new URL(req.url ?? '/', 'http://x'), req, res).catch((err: unknown) => res.writeHead(400).end((err as Error).message));
+  });
+  await new Promise<void>((r) => server!.listen(0, '127.0.0.1', () => r()));
+  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+}
+
+describe('HeadLogs', () => {
+  it('merges the head\'s and every worker\'s lines by time, and leaves out a worker that does not answer in time with a line saying so', async () => {
+    const own = new LogRing();
+    const w1 = new FakeWorker('w1');
+    const w2 = new FakeWorker('w2', true);
+    own.push('{"msg":"h2"}', meta(20));
+    w1.ring.push('{"msg":"a1"}', meta(10));
+    w1.ring.push('{"msg":"a3"}', meta(30));
+    const logs = new HeadLogs({ ring: own, workers: () => [['w1', w1], ['w2', w2]], answerTimeoutMs: 30 });
+    const base = await serveOn(logs);
+    const res = await fetch(`${base}/api/logs?deployment=a/D`);
+    expect(res.headers.get('content-type')).toMatch(/application\/x-ndjson/);
+    const lines = (await res.text()).trimEnd().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(lines.slice(0, 3)).toEqual([{ worker: 'w1', msg: 'a1' }, { worker: 'head', msg: 'h2' }, { worker: 'w1', msg: 'a3' }]);
+    expect(lines[3]).toMatchObject({ level: 'warn', component: 'logs', worker: 'w2', msg: 'worker w2 did not answer within 30 ms; its lines are left out' });
+    expect(lines).toHaveLength(4);
+    expect(w1.asked).toEqual([{ t: 'logs', filter: { app: 'a', deployment: 'D', limit: 1000 } }]);
+  });
+
+  it('cuts to the most recent `limit` across sources, with a first line counting what was left out', async () => {
+    const own = new LogRing();
+    const w1 = new FakeWorker('w1');
+    for (let i = 0; i < 5; i++) own.push(`{"msg":"h${i}"}`, meta(i * 2));
+    for (let i = 0; i < 5; i++) w1.ring.push(`{"msg":"w${i}"}`, meta(i * 2 + 1));
+    const logs = new HeadLogs({ ring: own, workers: () => [['w1', w1]] });
+    const text = await (await fetch(`${await serveOn(logs)}/api/logs?limit=3`)).text();
+    const msgs = text.trimEnd().split('\n').map((l) => (JSON.parse(l) as { msg: string }).msg);
+    expect(msgs).toEqual(['7 older matching lines left out (limit 3)', 'w3', 'h4', 'w4']);
+  });
+
+  it('follow: the merged backlog, then pushes and the head\'s own new lines; drops are said; the client going unsubscribes everywhere', async () => {
+    const own = new LogRing();
+    const w1 = new FakeWorker('w1');
+    w1.ring.push('{"msg":"old"}', meta(1));
+    const logs = new HeadLogs({ ring: own, workers: () => [['w1', w1]] });
+    const ac = new AbortController();
+    const res = await fetch(`${await serveOn(logs)}/api/logs?follow=1`, { signal: ac.signal });
+    const reader = res.body!.getReader();
+    const decoder = new TextDecoder();
+    let text = '';
+    const until = async (n: number): Promise<Array<Record<string, unknown>>> => {
+      while (text.split('\n').length - 1 < n) text += decoder.decode((await reader.read()).value, { stream: true });
+      return text.trimEnd().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    };
+    expect(await until(1)).toEqual([{ worker: 'w1', msg: 'old' }]);
+    const follow = w1.asked[0] as { t: string; sub: number };
+    expect(follow.t).toBe('logsFollow');
+    logs.onPush('w1', { t: 'logsPush', sub: follow.sub, lines: [[5, '{"worker":"w1","msg":"new"}']], dropped: 2 });
+    logs.onPush('w9', { t: 'logsPush', sub: follow.sub, lines: [[6, '{"worker":"w9","msg":"not its sub"}']] });
+    own.push('{"msg":"head new"}', meta(7));
+    const got = await until(4);
+    expect(got[1]).toMatchObject({ level: 'warn', worker: 'w1', dropped: 2, msg: '2 log lines of w1 dropped: the head did not keep up' });
+    expect(got.slice(2)).toEqual([{ worker: 'w1', msg: 'new' }, { worker: 'head', msg: 'head new' }]);
+
+    // A worker joining now is followed from the follow's start on.
+    const w2 = new FakeWorker('w2');
+    w2.ring.push('{"msg":"before the follow"}', meta(0));
+    w2.ring.push('{"msg":"w2 started"}', meta(Date.now() + 1000));
+    logs.workerJoined('w2', w2);
+    expect((await until(5))[4]).toEqual({ worker: 'w2', msg: 'w2 started' });
+
+    expect(logs.followCount).toBe(1);
+    ac.abort();
+    await reader.closed.catch(() => undefined);
+    for (let i = 0; i < 100 && logs.followCount > 0; i++) await new Promise((r) => setTimeout(r, 10));
+    expect(logs.followCount).toBe(0);
+    expect(own.followerCount).toBe(0);
+    expect(w1.sent).toEqual([{ t: 'logsUnfollow', sub: follow.sub }]);
+    expect(w2.sent).toEqual([{ t: 'logsUnfollow', sub: (w2.asked[0] as { sub: number }).sub }]);
+  });
+});
+
+describe('parseLogQuery', () => {
+  it('reads every parameter, and splits APP/DEPLOYMENT', () => {
+    expect(parseLogQuery(new URLSearchParams('deployment=shop/Ranker&since=2026-12-01T16:00:00Z&level=warn&limit=5&follow=1'))).toEqual({
+      filter: { app: 'shop', deployment: 'Ranker', sinceMs: Date.parse('2026-12-01T16:00:00Z'), level: 'warn', limit: 5 }, follow: true,
+    });
+    expect(parseLogQuery(new URLSearchParams('since=1700000000000'))).toEqual({ filter: { sinceMs: 1700000000000, limit: 1000 }, follow: false });
+  });
+
+  it('refuses what it cannot read, naming the parameter', () => {
+    const bad: Array<[string, RegExp]> = [
+      ['level=loud', /logs\.level: must be one of debug, info, warn, error/],
+      ['since=soon', /since: must be an ISO 8601 time or epoch milliseconds, got "soon"/],
+      ['limit=-1', /limit: must be a whole number/],
+      ['limit=20000', /logs\.limit: must be at most 10000/],
+      ['follow=yes', /follow: must be 1 or 0/],
+      ['deployment=a/D&app=b', /names application "a" but app is "b"/],
+      ['verbose=1', /unknown parameter "verbose"/],
+    ];
+    for (const [q, message] of bad) {
+      expect(() => parseLogQuery(new URLSearchParams(q)), q).toThrow(BadRequestError);
+      expect(() => parseLogQuery(new URLSearchParams(q)), q).toThrow(message);
+    }
+  });
+});
