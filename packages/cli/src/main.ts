@@ -48,6 +48,8 @@ start/run options:
                                       shoal run and serve, or --port 0: a fresh temporary directory)
   --store redis://HOST:PORT[/DB]      keep the state in Redis instead (--store-prefix shoal:), e.g. for a standby head
   --standby                           when another head holds the store, wait and take over when it goes
+  --price-core-hour P  --price-device-hour P   prices per core-hour and device-hour (default $SHOAL_PRICE_CORE_HOUR,
+                                      $SHOAL_PRICE_DEVICE_HOUR): status then shows cost per 1,000 requests
   --otlp-endpoint URL                 export OpenTelemetry spans over OTLP/HTTP (e.g. http://localhost:4318/v1/traces);
                                       local workers inherit it (also $SHOAL_OTLP_ENDPOINT, $OTEL_EXPORTER_OTLP_ENDPOINT)
   --trace-sample-ratio R              share of new traces recorded, 0..1 (default 1); a traceparent's flag wins
@@ -79,6 +81,8 @@ const headFlags = {
   store: { type: 'string' },
   'store-prefix': { type: 'string' },
   standby: { type: 'boolean' },
+  'price-core-hour': { type: 'string' },
+  'price-device-hour': { type: 'string' },
   token: { type: 'string' },
   'token-file': { type: 'string' },
   'otlp-endpoint': { type: 'string' },
@@ -173,6 +177,20 @@ function intFlag(name: string, raw: string | undefined, fallback: number, min: n
   return n;
 }
 
+/** --price-core-hour / --price-device-hour, else SHOAL_PRICE_CORE_HOUR / SHOAL_PRICE_DEVICE_HOUR (docs/slo.md). */
+function pricesOf(values: Record<string, string | boolean | undefined>): { coreHour?: number; deviceHour?: number } {
+  const flag = (name: string): number | undefined => {
+    const raw = values[name] as string | undefined;
+    if (raw === undefined) return undefined;
+    const n = Number(raw);
+    if (raw.trim() === '' || !Number.isFinite(n) || n < 0) throw new InvalidOptionError(`--${name}`, 'must be a non-negative number (a price per hour)', raw);
+    return n;
+  };
+  const coreHour = flag('price-core-hour') ?? env.priceCoreHour();
+  const deviceHour = flag('price-device-hour') ?? env.priceDeviceHour();
+  return { ...(coreHour !== undefined ? { coreHour } : {}), ...(deviceHour !== undefined ? { deviceHour } : {}) };
+}
+
 /** How the head starts a local worker: this Node with tsx (workers import TypeScript app modules as they are). */
 export function localWorkerCommand(): WorkerCommand {
   return { command: process.execPath, args: ['--import', import.meta.resolve('tsx'), WORKER_ENTRY] };
@@ -181,6 +199,7 @@ export function localWorkerCommand(): WorkerCommand {
 /** Starts a head with the given token (a generated one when undefined). */
 async function startHead(values: Record<string, string | boolean | undefined>, defaultWorkers: number, token: string | undefined, durable = false): Promise<Head> {
   const workers = intFlag('workers', values.workers as string | undefined, defaultWorkers, 0);
+  const prices = pricesOf(values);
   const logger = createLogger('head');
   let head: Head | undefined;
   const host = (values.host as string | undefined) ?? '127.0.0.1';
@@ -207,6 +226,7 @@ async function startHead(values: Record<string, string | boolean | undefined>, d
     heartbeatMs: env.heartbeatMs(),
     workerTimeoutMs: env.workerTimeoutMs(),
     maxFrameBytes: env.maxFrameBytes(),
+    prices,
     onShutdownRequest: ({ keepWorkers }) => { void stopAndExit(head!, 0, keepWorkers); },
     onLeaseLost: (err) => { process.stderr.write(`shoal: ${err.message}; this head stops\n`); void stopAndExit(head!, 1, true); },
   });
@@ -476,6 +496,7 @@ export function formatStatus(s: StatusJson): string {
       for (const [v, sh] of Object.entries(d.shadow ?? {})) out.push(`    shadow ${v}: ${sh.compared} compared, agreement ${(sh.agreement * 100).toFixed(2)}%, mean abs diff ${sh.meanAbsDiff.toPrecision(3)}, max abs diff ${sh.maxAbsDiff.toPrecision(3)}, ${sh.dropped} dropped, ${sh.shadowErrors} shadow errors`);
     }
   }
+  out.push(...sloLines(s));
   out.push('', 'REPLICAS');
   const repRows = [['REPLICA', 'APP', 'DEPLOYMENT', 'STATE', 'WORKER', 'ERROR']];
   // "w1:gpu0" for a replica placed by device memory.
@@ -495,6 +516,40 @@ export function formatStatus(s: StatusJson): string {
   }
   out.push(wRows.length > 1 ? table(wRows) : '  (none)');
   return `${out.join('\n')}\n`;
+}
+
+const pct = (x: number | null | undefined, digits = 2): string => (x === null || x === undefined ? '-' : `${(x * 100).toFixed(digits)}%`);
+const msOf = (x: number | null | undefined): string => (x === null || x === undefined ? '-' : x < 10 ? `${x.toFixed(2)}ms` : `${Math.round(x)}ms`);
+const burnOf = (x: number | null | undefined): string => (x === null || x === undefined ? '-' : x.toFixed(2));
+
+/** TRAFFIC, SLOS and COST sections of `shoal status` (docs/slo.md says what each figure is). */
+function sloLines(s: StatusJson): string[] {
+  const out: string[] = [];
+  const deps = s.applications.flatMap((a) => a.deployments.map((d) => ({ key: `${a.name}/${d.name}`, d })));
+  const trafficRows = [['DEPLOYMENT', 'RPS', 'ERRORS', 'P50', 'P95', 'P99', 'OVER']];
+  for (const { key, d } of deps) {
+    const t = d.traffic;
+    if (t !== undefined) trafficRows.push([key, t.rps.toFixed(1), pct(t.errorRate), msOf(t.p50Ms), msOf(t.p95Ms), msOf(t.p99Ms), `${Math.round(t.windowMs / 1000)}s`]);
+  }
+  if (trafficRows.length > 1) out.push('', 'TRAFFIC', table(trafficRows));
+  const sloRows = [['DEPLOYMENT', 'OBJECTIVE', 'TARGET', 'ATTAINED 5m', '1h', 'PERIOD', 'BUDGET LEFT', 'BURN 5m', '1h', '30m', '6h', '']];
+  for (const { key, d } of deps) {
+    for (const o of d.slo?.objectives ?? []) {
+      const name = o.thresholdMs !== undefined ? `${o.name} <= ${o.thresholdMs}ms` : o.name;
+      sloRows.push([key, name, pct(o.target, 3), pct(o.attainment['5m'], 3), pct(o.attainment['1h'], 3), pct(o.attainment.period, 3), pct(o.budgetRemaining, 1),
+        burnOf(o.burn['5m']), burnOf(o.burn['1h']), burnOf(o.burn['30m']), burnOf(o.burn['6h']), o.alerting ? 'ALERT' : '']);
+    }
+  }
+  if (sloRows.length > 1) out.push('', 'SLOS', table(sloRows));
+  const costRows = [['DEPLOYMENT', 'COST/1K REQ', 'IDLE', 'COST', 'CORE-H', 'DEVICE-H', 'REQUESTS', 'OVER']];
+  for (const { key, d } of deps) {
+    const c = d.cost;
+    if (c === undefined) continue;
+    const money = (x: number | null): string => (x === null ? '-' : x.toPrecision(4));
+    costRows.push([key, money(c.costPer1kRequests), pct(c.idleShare, 1), money(c.cost), c.allocatedCoreHours.toFixed(3), c.allocatedDeviceHours.toFixed(3), String(c.requests), `${Math.round(c.windowMs / 1000)}s`]);
+  }
+  if (costRows.length > 1) out.push('', 'COST (last hour)', table(costRows));
+  return out;
 }
 
 async function status(argv: string[]): Promise<number> {

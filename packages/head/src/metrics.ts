@@ -43,6 +43,48 @@ export function mergeMetrics(parts: readonly MetricsJson[]): Registry {
   return AggregatorRegistry.aggregate(parts as Array<Array<MetricObjectWithValues<MetricValue<string>>>>);
 }
 
+/**
+ * SLO and cost gauges, read from status on each scrape (docs/slo.md). A figure status reports as null (a window
+ * without requests, no prices) has no series rather than a made-up value.
+ */
+function registerSloMetrics(status: HeadMetricsOptions['status'], registers: Registry[]): void {
+  type Dep = ClusterStatus['applications'][number]['deployments'][number];
+  const each = (g: Gauge, f: (labels: { app: string; deployment: string }, d: Dep) => void): void => {
+    g.reset();
+    for (const a of status().applications) for (const d of a.deployments) f({ app: a.name, deployment: d.name }, d);
+  };
+  const set = (g: Gauge, labels: Record<string, string>, v: number | null | undefined): void => { if (v !== null && v !== undefined) g.set(labels, v); };
+  const objective = ['app', 'deployment', 'objective'];
+  new Gauge({
+    name: 'shoal_slo_objective', help: 'Target share of good requests of each SLO objective of a deployment (options.slo).', labelNames: objective, registers,
+    collect() { each(this, (l, d) => { for (const o of d.slo?.objectives ?? []) this.set({ ...l, objective: o.name }, o.target); }); },
+  });
+  new Gauge({
+    name: 'shoal_slo_attainment_ratio', help: 'Share of good requests of an SLO objective over a window (5m, 1h, period); absent without requests.', labelNames: [...objective, 'window'], registers,
+    collect() { each(this, (l, d) => { for (const o of d.slo?.objectives ?? []) for (const [window, v] of Object.entries(o.attainment)) set(this, { ...l, objective: o.name, window }, v); }); },
+  });
+  new Gauge({
+    name: 'shoal_slo_error_budget_remaining_ratio', help: 'Share of the error budget of an SLO objective left over its compliance period (below 0: overspent).', labelNames: objective, registers,
+    collect() { each(this, (l, d) => { for (const o of d.slo?.objectives ?? []) set(this, { ...l, objective: o.name }, o.budgetRemaining); }); },
+  });
+  new Gauge({
+    name: 'shoal_slo_burn_rate', help: 'Error budget burn rate of an SLO objective over a window (5m, 30m, 1h, 6h): 1 spends the budget exactly over the period.', labelNames: [...objective, 'window'], registers,
+    collect() { each(this, (l, d) => { for (const o of d.slo?.objectives ?? []) for (const [window, v] of Object.entries(o.burn)) set(this, { ...l, objective: o.name, window }, v); }); },
+  });
+  new Gauge({
+    name: 'shoal_slo_alerting', help: 'Whether an SLO objective pages: 1 when the 1h and 5m burn rates both exceed 14.4, or the 6h and 30m ones both exceed 6.', labelNames: objective, registers,
+    collect() { each(this, (l, d) => { for (const o of d.slo?.objectives ?? []) this.set({ ...l, objective: o.name }, o.alerting ? 1 : 0); }); },
+  });
+  new Gauge({
+    name: 'shoal_cost_per_1k_requests', help: 'Cost of a deployment\'s allocated cores and devices over the last hour per 1,000 requests answered, at the head\'s prices.', labelNames: ['app', 'deployment'], registers,
+    collect() { each(this, (l, d) => set(this, l, d.cost?.costPer1kRequests)); },
+  });
+  new Gauge({
+    name: 'shoal_idle_capacity_ratio', help: 'Share of a deployment\'s replica time over the last hour with no request in user code.', labelNames: ['app', 'deployment'], registers,
+    collect() { each(this, (l, d) => set(this, l, d.cost?.idleShare)); },
+  });
+}
+
 export class HeadMetrics {
   readonly registry = new Registry();
   private readonly http: HttpMetrics;
@@ -103,6 +145,7 @@ export class HeadMetrics {
         for (const a of opts.status().applications) for (const d of a.deployments) if (d.rollout !== undefined) this.set({ app: a.name, deployment: d.name, phase: d.rollout.phase }, d.rollout.percent);
       },
     });
+    registerSloMetrics(opts.status, registers);
     registerProcessMetrics(this.registry);
   }
 

@@ -4,5 +4,6 @@ export {
   type BurnWindow, type Objective, type ObjectiveStatus, type SloStatus,
 } from './objectives.ts';
 export { costOf, type CostFigures, type Prices } from './cost.ts';
+export { compilePrices, type PriceOptions } from './prices.ts';
 export { trafficOf, TRAFFIC_WINDOW_MS, type TrafficFigures } from './traffic.ts';
 export { SloTracker, COST_WINDOW_MS, type DeploymentCost, type DeploymentFigures } from './tracker.ts';
