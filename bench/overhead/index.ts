@@ -2,7 +2,10 @@
  * bench/overhead: what shoal's data path costs. In one run, side by side: a bare Node http no-op server, the same
  * no-op served through shoal (HTTP ingress -> worker replica -> back), and the two-deployment hello graph of
  * examples/hello (an ingress deployment calling a second deployment through a handle), under wrk with 64 connections
- * and with 1; plus a handle-call round trip from the head process to a replica.
+ * and with 1; plus a handle-call round trip from the head process to a replica. And the cost of tracing: the same
+ * no-op on clusters whose worker records spans (ingress, call, queue, compute) of every request (100% sampled)
+ * or of one in ten, and exports them over OTLP/HTTP to a receiver in its own process (otlp-sink.mjs), which
+ * counts them.
  *
  *   pnpm bench overhead [--seconds 5] [--rounds 3] [--out FILE (instead of bench/results/overhead.json)]
  */
@@ -28,17 +31,57 @@ const bare = spawn(process.execPath, [resolve(import.meta.dirname, 'bare-server.
 const barePort = await new Promise<string>((r) => createInterface({ input: bare.stdout! }).once('line', r));
 const bareUrl = `http://127.0.0.1:${barePort}/`;
 
+interface SinkTotals { exports: number; spans: number; bytes: number }
+/** An OTLP receiver in its own process, as a collector would be; totals() asks it what it got so far. */
+async function startSink(): Promise<{ port: string; totals(): Promise<SinkTotals>; kill(): void }> {
+  const child = spawn(process.execPath, [resolve(import.meta.dirname, 'otlp-sink.mjs')], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const lines = createInterface({ input: child.stdout! });
+  const port = await new Promise<string>((r) => lines.once('line', r));
+  return {
+    port,
+    async totals() {
+      const line = new Promise<string>((r) => lines.once('line', r));
+      child.kill('SIGUSR2');
+      return JSON.parse(await line) as SinkTotals;
+    },
+    kill: () => { child.kill('SIGTERM'); },
+  };
+}
+const sink = await startSink();
+const sink10 = await startSink();
+
 // One worker holds the no-op and hello's three replicas (each asks for 1 logical CPU by default).
 const head = new Head({ port: 0, httpPort: 0, workers: 1, workerCommand: localWorkerCommand(), workerCpus: 4, logger: silentLogger });
+// The traced clusters: each local worker inherits the OTLP endpoint and ratio from the environment it is spawned with.
+const traced = new Head({ port: 0, httpPort: 0, workers: 1, workerCommand: localWorkerCommand(), workerCpus: 4, logger: silentLogger });
+const sampled = new Head({ port: 0, httpPort: 0, workers: 1, workerCommand: localWorkerCommand(), workerCpus: 4, logger: silentLogger });
 try {
   await head.start();
   await head.waitForWorkers(1);
+  process.env.SHOAL_OTLP_ENDPOINT = `http://127.0.0.1:${sink.port}/v1/traces`;
+  process.env.SHOAL_TRACE_SAMPLE_RATIO = '1';
+  await traced.start();
+  await traced.waitForWorkers(1);
+  process.env.SHOAL_OTLP_ENDPOINT = `http://127.0.0.1:${sink10.port}/v1/traces`;
+  process.env.SHOAL_TRACE_SAMPLE_RATIO = '0.1';
+  await sampled.start();
+  await sampled.waitForWorkers(1);
+  delete process.env.SHOAL_OTLP_ENDPOINT;
+  delete process.env.SHOAL_TRACE_SAMPLE_RATIO;
   const spec = await loadAppSpec(resolve(import.meta.dirname, 'app.ts'), {});
   await head.deploy(spec);
   await head.waitReady(spec.name);
   const shoalUrl = `${head.httpAddress}/`;
   const check = await (await fetch(shoalUrl)).json() as { ok?: boolean };
   if (check.ok !== true) throw new Error(`the no-op app answered ${JSON.stringify(check)}`);
+  await traced.deploy(spec);
+  await traced.waitReady(spec.name);
+  await sampled.deploy(spec);
+  await sampled.waitReady(spec.name);
+  const tracedUrl = `${traced.httpAddress}/`;
+  const sampledUrl = `${sampled.httpAddress}/`;
+  const tracedCheck = await fetch(tracedUrl);
+  if (tracedCheck.headers.get('x-request-id') === null || (await tracedCheck.json() as { ok?: boolean }).ok !== true) throw new Error('the traced no-op app did not answer with a request id');
   const hello = await loadAppSpec(resolve(import.meta.dirname, '../../examples/hello/app.ts'), { name: 'hello', routePrefix: '/hello' });
   await head.deploy(hello);
   await head.waitReady(hello.name);
@@ -51,14 +94,28 @@ try {
   await wrk(bareUrl, { connections: 64, seconds: 3 });
   await wrk(shoalUrl, { connections: 64, seconds: 3 });
   await wrk(helloUrl, { connections: 64, seconds: 3 });
+  await wrk(sampledUrl, { connections: 64, seconds: 3 });
+  await wrk(tracedUrl, { connections: 64, seconds: 3 });
+  // Let the warm-up's spans go out, so the counts below are the measured runs'.
+  await new Promise((r) => setTimeout(r, 2500));
+  const sinkBefore = await sink.totals();
+  const sink10Before = await sink10.totals();
+  if (sinkBefore.spans === 0) throw new Error('the traced cluster exported no spans during its warm-up');
 
-  const urls = { bare: bareUrl, shoal: shoalUrl, hello: helloUrl };
+  const urls = { bare: bareUrl, shoal: shoalUrl, traced: tracedUrl, sampled: sampledUrl, hello: helloUrl };
   const runs: Record<string, WrkResult[]> = {};
   for (let r = 0; r < rounds; r++) {
     for (const connections of [64, 1]) {
       for (const [target, url] of Object.entries(urls)) (runs[`${target} c${connections}`] ??= []).push(await wrk(url, { connections, seconds }));
     }
   }
+  // The batch processor exports every second: give it two to send what the last run left.
+  await new Promise((r) => setTimeout(r, 2500));
+  const sinkAfter = await sink.totals();
+  const sink10After = await sink10.totals();
+  const requestsOf = (target: string): number => Object.entries(runs).filter(([k]) => k.startsWith(`${target} `)).reduce((sum, [, xs]) => sum + xs.reduce((a, x) => a + x.requests, 0), 0);
+  const spansPerRequest = (sinkAfter.spans - sinkBefore.spans) / requestsOf('traced');
+  const sampledShare = (sink10After.spans - sink10Before.spans) / (spansPerRequest * requestsOf('sampled'));
   const summary = (k: string): WrkResult => {
     const xs = runs[k]!;
     return { rps: median(xs.map((x) => x.rps)), p50us: median(xs.map((x) => x.p50us)), p99us: median(xs.map((x) => x.p99us)), errors: xs.reduce((s, x) => s + x.errors, 0), requests: xs.reduce((s, x) => s + x.requests, 0) };
@@ -85,7 +142,7 @@ try {
   for (const k of Object.keys(runs)) {
     const s = summary(k);
     const [target, conns] = k.split(' ');
-    const path = target === 'bare' ? 'bare node http' : target === 'shoal' ? 'shoal http->worker (no-op)' : 'shoal hello graph (ingress -> handle -> model)';
+    const path = target === 'bare' ? 'bare node http' : target === 'shoal' ? 'shoal http->worker (no-op)' : target === 'traced' ? 'shoal no-op, tracing on (100% sampled, OTLP/HTTP)' : target === 'sampled' ? 'shoal no-op, tracing on (10% sampled)' : 'shoal hello graph (ingress -> handle -> model)';
     rows.push({ path, connections: Number(conns!.slice(1)), 'req/s': round(s.rps, 0), p50_us: round(s.p50us), p99_us: round(s.p99us), errors: s.errors });
   }
   rows.push({ path: 'shoal handle call (seq)', connections: 1, 'req/s': round(n / (lat.reduce((a, b) => a + b, 0) / 1e6), 0), p50_us: round(percentile(lat, 50)), p99_us: round(percentile(lat, 99)), errors: 0 });
@@ -98,14 +155,26 @@ try {
   const helloAdded = summary('hello c1').p50us - summary('bare c1').p50us;
   process.stdout.write(`\nno-op through shoal / bare at 64 connections: ${ratio.toFixed(2)}x; added p50 at concurrency 1: ${added.toFixed(0)} us\n`);
   process.stdout.write(`hello graph / bare at 64 connections: ${helloRatio.toFixed(2)}x; added p50 at concurrency 1: ${helloAdded.toFixed(0)} us (no goal)\n`);
+  const tracingRatio = summary('traced c64').rps / summary('shoal c64').rps;
+  const tracingRatio1 = summary('traced c1').rps / summary('shoal c1').rps;
+  const tracingAdded = summary('traced c1').p50us - summary('shoal c1').p50us;
+  const sampledRatio = summary('sampled c64').rps / summary('shoal c64').rps;
+  process.stdout.write(`tracing on / off (no-op): ${tracingRatio.toFixed(3)}x at 64 connections, ${tracingRatio1.toFixed(3)}x at 1 (p50 +${tracingAdded.toFixed(0)} us); ${spansPerRequest.toFixed(2)} spans exported per request; 10% sampled: ${sampledRatio.toFixed(3)}x at 64, ${(100 * sampledShare).toFixed(1)}% of its requests traced (${sinkAfter.exports - sinkBefore.exports} exports, ${((sinkAfter.bytes - sinkBefore.bytes) / 1e6).toFixed(1)} MB)\n`);
   const goals: Goal[] = [
     { goal: 'no-op through shoal req/s / bare node req/s (wrk, 64 connections)', value: round(ratio, 2), target: '>= 0.75', unit: 'x', met: ratio >= 0.75 },
     { goal: 'no-op through shoal: added p50 latency at concurrency 1', value: round(added, 0), target: '< 50', unit: 'us', met: added < 50 },
+    { goal: 'tracing on costs under 10% of no-op throughput: traced req/s / untraced req/s (wrk, 64 connections)', value: round(tracingRatio, 3), target: '> 0.90', unit: 'x', met: tracingRatio > 0.9 },
+    { goal: 'tracing at 10% sampling: traced req/s / untraced req/s (wrk, 64 connections; no target of its own)', value: round(sampledRatio, 3), target: '> 0.90', unit: 'x', met: sampledRatio > 0.9 },
+    { goal: 'every traced request exports its ingress, call, queue and compute spans (spans per request)', value: round(spansPerRequest, 2), target: '>= 4', unit: 'spans', met: spansPerRequest >= 4 },
   ];
   printGoals(goals);
-  const file = writeResult('overhead', rows, goals, { settings: { seconds, rounds, wrkThreads: 1, workers: 1, rawRuns: runs }, hello: { vsBare: round(helloRatio, 2), addedP50us: round(helloAdded, 0) } }, values.out === undefined ? undefined : resolve(values.out));
+  const file = writeResult('overhead', rows, goals, { settings: { seconds, rounds, wrkThreads: 1, workers: 1, rawRuns: runs }, tracing: { sampled10vsUntraced64: round(sampledRatio, 3), sampled10TracedShare: round(sampledShare, 3), vsUntraced64: round(tracingRatio, 3), vsUntraced1: round(tracingRatio1, 3), addedP50usAt1: round(tracingAdded, 0), spansPerRequest: round(spansPerRequest, 2), exports: sinkAfter.exports - sinkBefore.exports, bytes: sinkAfter.bytes - sinkBefore.bytes }, hello: { vsBare: round(helloRatio, 2), addedP50us: round(helloAdded, 0) } }, values.out === undefined ? undefined : resolve(values.out));
   process.stdout.write(`wrote ${file}\n`);
 } finally {
   await head.stop();
+  await traced.stop();
+  await sampled.stop();
   bare.kill('SIGTERM');
+  sink.kill();
+  sink10.kill();
 }
