@@ -103,8 +103,8 @@ function clashFree(fields: Record<string, unknown>): Record<string, unknown> {
   return out;
 }
 
-function checkLevel(level: string): LogLevel {
-  if (!(LOG_LEVELS as readonly string[]).includes(level)) throw new InvalidOptionError('level', `must be one of ${LOG_LEVELS.join(', ')} (SHOAL_LOG_LEVEL)`, level);
+function checkLevel(level: string, path = 'level'): LogLevel {
+  if (!(LOG_LEVELS as readonly string[]).includes(level)) throw new InvalidOptionError(path, `must be one of ${LOG_LEVELS.join(', ')}`, level);
   return level as LogLevel;
 }
 
@@ -112,7 +112,7 @@ function checkLevel(level: string): LogLevel {
  * A logger for `component`. `level`: the least level written (SHOAL_LOG_LEVEL by default). `sink`: where lines
  * go (tests pass a function that keeps them); by default this process's ring and stderr.
  */
-export function createLogger(component: string, level: LogLevel = checkLevel(env.logLevel()), sink: LogSink = processLogSink): Logger {
+export function createLogger(component: string, level: LogLevel = checkLevel(env.logLevel(), 'env SHOAL_LOG_LEVEL'), sink: LogSink = processLogSink): Logger {
   const min = LOG_LEVEL_VALUES[checkLevel(level)];
   const out = sink;
   const root = pino({
