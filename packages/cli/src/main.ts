@@ -64,6 +64,7 @@ shutdown options:
   --keep-workers                      stop only the head: workers keep serving and rejoin the next head on the store
 worker options:
   --data-port 0  --http-port P  --http-host 127.0.0.1   data port for other workers (0: any), HTTP ingress
+  --otlp-endpoint URL  --trace-sample-ratio R          export spans over OTLP/HTTP (as for start; docs/tracing.md)
 run/deploy options:
   --export NAME (default: default)  --name APP (default: default)  --route-prefix /PATH (default: /)
 serve options:
