@@ -3,7 +3,8 @@
  * datasource variable, targets with expressions, a unique id and a place on the grid that no other panel takes),
  * every PromQL expression parses (`promtool check rules`, offline), and every metric name an expression, an
  * annotation or a template variable reads exists in a live cluster's /-/metrics exposition, so no panel can
- * stay empty for want of a metric that was renamed or never existed.
+ * stay empty for want of a metric that was renamed or never existed. Where Debian's `prometheus` is installed, a
+ * real server scrapes that cluster and evaluates every expression, and the core panels must return series.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
@@ -12,7 +13,8 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { env } from '@shoal/core';
 import type { Head } from '@shoal/head';
-import { deployFixture, startCluster } from './helpers.ts';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { deployFixture, freePort, startCluster, waitFor } from './helpers.ts';
 
 const DASHBOARD = resolve(import.meta.dirname, '../docs/grafana/shoal.json');
 
@@ -208,6 +210,53 @@ describe('metrics the dashboard reads, against a live cluster', () => {
     expect(missing).toEqual([]);
     expect(checked).toBeGreaterThan(50);
   });
+
+  it('evaluates every expression in a real Prometheus scraping the cluster, and the core panels have data', async (ctx) => {
+    if (spawnSync('prometheus', ['--version'], { stdio: 'ignore' }).error !== undefined) {
+      if (env.requirePromtool()) throw new Error('prometheus is not on PATH and SHOAL_REQUIRE_PROMTOOL=1: install it (Debian: apt-get install prometheus)');
+      ctx.skip();
+    }
+    const dir = mkdtempSync(join(tmpdir(), 'shoal-grafana-prom-'));
+    let prom: ChildProcess | undefined;
+    let log = '';
+    try {
+      const target = new URL(head.clusterAddress.replace('ws://', 'http://')).host;
+      writeFileSync(join(dir, 'prometheus.yml'), `global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: shoal\n    metrics_path: /-/metrics\n    static_configs:\n      - targets: ['${target}']\n`);
+      const port = await freePort();
+      const url = `http://127.0.0.1:${port}`;
+      prom = spawn('prometheus', [`--config.file=${join(dir, 'prometheus.yml')}`, `--storage.tsdb.path=${join(dir, 'data')}`, `--web.listen-address=127.0.0.1:${port}`, '--log.level=warn'], { stdio: ['ignore', 'ignore', 'pipe'] });
+      prom.stderr!.on('data', (b: Buffer) => { log = (log + b.toString()).slice(-4000); });
+      const query = async (promql: string): Promise<{ status: string; error?: string; data?: { result: unknown[] } }> =>
+        await (await fetch(`${url}/api/v1/query?${new URLSearchParams({ query: promql })}`)).json() as { status: string; error?: string; data?: { result: unknown[] } };
+      // Three scrapes at least, so that rate() over a minute has points to work with.
+      await waitFor(`prometheus to scrape the head three times (${log})`, async () => {
+        const r = await query('count_over_time(up{job="shoal"}[1m]) >= 3').catch(() => undefined);
+        return (r?.data?.result.length ?? 0) === 1;
+      }, 45_000);
+      for (let i = 0; i < 5; i++) await fetch(`${head.httpAddress}/?x=${i}`);
+      const empty = new Set<string>();
+      for (const { where, expr } of expressions()) {
+        const r = await query(substitute(expr));
+        expect(r.status, `${where}: ${r.error ?? ''}`).toBe('success');
+        if ((r.data?.result.length ?? 0) === 0) empty.add(where);
+      }
+      // Series the test cluster has for certain: these panels must show something (their selectors match real labels).
+      const core = ['Request rate per application', 'End-to-end latency p50 / p99 per deployment', 'Replicas by state', 'Batch release reasons', 'Batch size', 'Cold start p50 / p90', 'Event-loop delay p99', 'Resident memory', 'Workers'];
+      if (families.has('shoal_native_device_total_bytes')) core.push('Device memory used', 'Memory pool usage');
+      for (const title of core) {
+        const p = queryPanels.find((x) => x.title === title);
+        expect(p, title).toBeDefined();
+        expect([...empty].filter((w) => w.startsWith(`panel ${p!.id} `) && w.endsWith(' target A')), `${title} has data`).toEqual([]);
+      }
+    } finally {
+      if (prom !== undefined && prom.exitCode === null && prom.signalCode === null) {
+        const gone = new Promise((r) => prom!.once('exit', r));
+        prom.kill('SIGTERM');
+        await Promise.race([gone, new Promise((r) => setTimeout(r, 10_000))]);
+      }
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 90_000);
 
   it('uses rate() and increase() on counters and histogram series only, and quantiles on histogram buckets', () => {
     const misuse: string[] = [];
