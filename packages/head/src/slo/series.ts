@@ -79,6 +79,8 @@ export class DeploymentSeries {
   private periodMs: number;
   private lastObservedAt: number;
   private readonly startedAt: number;
+  /** The first point, all zeros: never replaced by a later one of its step, so the first report stays counted. */
+  private readonly origin: Point;
 
   /** `edges`: the latency bucket indices whose "at or below" counts the points keep (one per latency objective). */
   constructor(now: number, edges: readonly number[], periodMs: number) {
@@ -88,7 +90,8 @@ export class DeploymentSeries {
     this.totals = { t: now, requests: 0, errors: 0, good: undefined, counts: this.counts, allocMs: 0, busyMs: 0, allocCoreMs: 0, allocDeviceMs: 0, busyCoreMs: 0, busyDeviceMs: 0 };
     this.startedAt = now;
     this.lastObservedAt = now;
-    this.fine.push(this.copy(now, true));
+    this.origin = this.copy(now, true);
+    this.fine.push(this.origin);
   }
 
   /** The edges the points are kept for. */
@@ -225,7 +228,7 @@ export class DeploymentSeries {
     const last = this.fine[this.fine.length - 1];
     const t = Math.max(at, last?.t ?? at);
     const p = this.copy(t, true);
-    if (last !== undefined && Math.floor(last.t / FINE_STEP_MS) === Math.floor(t / FINE_STEP_MS)) this.fine[this.fine.length - 1] = p;
+    if (last !== undefined && last !== this.origin && Math.floor(last.t / FINE_STEP_MS) === Math.floor(t / FINE_STEP_MS)) this.fine[this.fine.length - 1] = p;
     else this.fine.push(p);
     for (const q of this.fine) { if (q.t >= t - RECENT_MS) break; q.counts = undefined; }
     // Keep one fine point at or before the span's start, so a window of the whole span has its baseline.
