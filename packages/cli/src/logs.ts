@@ -48,7 +48,7 @@ export function logsPath(v: LogsValues, nowMs = Date.now()): string {
     q.set('level', v.level);
   }
   if (v.limit !== undefined) {
-    const n = Number(v.limit);
+    const n = /^\d+$/.test(v.limit) ? Number(v.limit) : Number.NaN;
     if (!Number.isInteger(n) || n < 1 || n > MAX_LOG_QUERY_LIMIT) throw new InvalidOptionError('--limit', `must be an integer from 1 to ${MAX_LOG_QUERY_LIMIT}`, v.limit);
     q.set('limit', String(n));
   }

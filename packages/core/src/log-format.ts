@@ -5,7 +5,7 @@
 import type { LogLevel } from './log-ring.ts';
 
 /** Keys every record has, printed in fixed places rather than as key=value. */
-const PLACED = new Set(['time', 'level', 'msg', 'component', 'worker', 'pid']);
+const PLACED = new Set(['time', 'level', 'msg', 'component', 'worker']);
 
 function value(v: unknown): string {
   if (typeof v === 'string') return /^[^\s"=]*$/.test(v) && v !== '' ? v : JSON.stringify(v);

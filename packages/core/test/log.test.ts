@@ -176,8 +176,8 @@ describe('LogRing.follow', () => {
 
 describe('formatLogRecord', () => {
   it('puts time, level, worker, component and msg first, then the other fields as key=value', () => {
-    const line = '{"level":"warn","time":"2026-12-01T16:00:00.123Z","pid":7,"component":"replica","worker":"w-1","requestId":"r 1","n":3,"obj":{"a":1},"msg":"slow"}';
-    expect(formatLogLine(line)).toBe('2026-12-01T16:00:00.123Z WARN  w-1 replica slow requestId="r 1" n=3 obj={"a":1}');
+    const line = '{"level":"warn","time":"2026-12-01T16:00:00.123Z","component":"replica","worker":"w-1","requestId":"r 1","pid":7,"obj":{"a":1},"msg":"slow"}';
+    expect(formatLogLine(line)).toBe('2026-12-01T16:00:00.123Z WARN  w-1 replica slow requestId="r 1" pid=7 obj={"a":1}');
     expect(formatLogLine('not json')).toBe('not json');
     expect(formatLogRecord({ msg: 'x' })).toBe('- ?     x');
   });
