@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { connect, type AddressInfo } from 'node:net';
 import { BadRequestError, LogRing, type LogMeta, type LogQueryAnswer } from '@shoal/core';
 import type { Message, NewRequest, ReplyMessage } from '@shoal/protocol';
 import { HeadLogs, parseLogQuery, type LogPeer } from '../src/logs-api.ts';
@@ -107,6 +107,44 @@ describe('HeadLogs', () => {
     expect(own.followerCount).toBe(0);
     expect(w1.sent).toEqual([{ t: 'logsUnfollow', sub: follow.sub }]);
     expect(w2.sent).toEqual([{ t: 'logsUnfollow', sub: (w2.asked[0] as { sub: number }).sub }]);
+  });
+});
+
+describe('HeadLogs follow with a client that does not read', () => {
+  it('drops lines past maxBufferedBytes instead of buffering them, and says how many once the client reads again', async () => {
+    const w1 = new FakeWorker('w1');
+    const logs = new HeadLogs({ ring: new LogRing(), workers: () => [['w1', w1]], maxBufferedBytes: 64 * 1024 });
+    let response: import('node:http').ServerResponse | undefined;
+    server = createServer((req, res) => { response = res; void logs.serve(new URL(req.url ?? '/', 'http://x'), req, res); });
+    await new Promise<void>((r) => server!.listen(0, '127.0.0.1', () => r()));
+    const client = connect((server.address() as AddressInfo).port, '127.0.0.1');
+    let received = '';
+    client.on('data', (d: Buffer) => { received += d.toString('latin1'); });
+    client.write('GET /api/logs?follow=1 HTTP/1.1\r\nhost: x\r\n\r\n');
+    while (w1.asked.length === 0) await new Promise((r) => setTimeout(r, 5));
+    client.pause();
+    const sub = (w1.asked[0] as { sub: number }).sub;
+    const batch = Array.from({ length: 1000 }, (_, i): [number, string] => [i, `{"worker":"w1","pad":"${'x'.repeat(1000)}"}`]);
+    // Fill the kernel's buffers and then the response's own, past the bound ...
+    for (let i = 0; response === undefined || response.writableLength <= 64 * 1024; i++) {
+      if (i >= 200) throw new Error('200 MB pushed and the response never buffered past its bound');
+      logs.onPush('w1', { t: 'logsPush', sub, lines: batch });
+      await new Promise((r) => setImmediate(r));
+    }
+    const buffered = response.writableLength;
+    // ... then these are dropped, not buffered.
+    logs.onPush('w1', { t: 'logsPush', sub, lines: batch });
+    expect(response.writableLength).toBe(buffered);
+    client.resume();
+    while (response.writableLength > 0) await new Promise((r) => setTimeout(r, 5));
+    logs.onPush('w1', { t: 'logsPush', sub, lines: [[1, '{"worker":"w1","msg":"after"}']] });
+    while (!received.includes('"msg":"after"')) await new Promise((r) => setTimeout(r, 5));
+    const tail = received.slice(received.lastIndexOf('dropped: this reader'));
+    expect(received).toMatch(/"msg":"\d+ log lines dropped: this reader did not keep up"/);
+    const dropped = Number(/"dropped":(\d+)/.exec(received.slice(received.lastIndexOf('"component":"logs"')))?.[1]);
+    expect(dropped).toBeGreaterThanOrEqual(1000);
+    expect(tail).toContain('"msg":"after"');
+    client.destroy();
   });
 });
 
