@@ -17,7 +17,7 @@ import { isListenError, portError, resolveToken } from '@shoal/protocol';
 import { runWorker, WORKER_ENTRY } from '@shoal/worker/main';
 import { serveRepository } from './serve.ts';
 import { LOGS_FLAGS, logsPath, printLogs } from './logs.ts';
-import { watchProgress, type ProgressMode, type ProgressStatus } from './progress.ts';
+import { deploymentSettled, followProgress, watchProgress, type ProgressMode, type ProgressStatus } from './progress.ts';
 
 const USAGE = `usage: shoal <command> [options]
 
@@ -27,7 +27,8 @@ commands:
   run APP.ts            start a head (or use --address), deploy the module's application, serve until Ctrl-C
   serve DIR             start a head and serve a model repository (DIR/MODEL/VERSION/model.onnx) over KServe v2 at /v2
   deploy APP.ts         deploy an application to a running head
-  status                applications, deployments (versions, rollouts and their decisions), replicas and workers
+  status                applications, deployments (versions, rollouts and their decisions), traffic, SLOs and
+                        cost per 1,000 requests (docs/slo.md), replicas and workers
   rollback APP/DEP      return a deployment to its previous version (a rollout in progress: its stable version)
   promote APP/DEP       end a shadow, canary or experiment early: the new version rolls out to the full count
   experiment [NAME]     an A/B experiment's report: counts, rates or means, intervals, p-values, verdicts
@@ -67,6 +68,11 @@ worker options:
   --otlp-endpoint URL  --trace-sample-ratio R          export spans over OTLP/HTTP (as for start; docs/tracing.md)
 run/deploy options:
   --export NAME (default: default)  --name APP (default: default)  --route-prefix /PATH (default: /)
+  --wait MS                           how long to wait for the application to be ready (default 120000); on a
+                                      terminal, progress shows meanwhile: replicas ready, rollout, model load
+rollback/promote options:
+  --wait MS                           on a terminal, show the rollout's progress until it has played out, at most MS
+                                      (default 120000); elsewhere the command returns once the head has the order
 serve options:
   --load all|none                     load every model at start, or only on POST /v2/repository/models/M/load (default all)
 `;
@@ -562,7 +568,7 @@ async function status(argv: string[]): Promise<number> {
 
 /** `shoal rollback APP/DEPLOYMENT` (or DEPLOYMENT when one application has it), `shoal promote ...`. */
 async function deploymentAction(action: 'rollback' | 'promote', argv: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({ args: argv, options: { address: { type: 'string' }, ...tokenFlags }, allowPositionals: true });
+  const { values, positionals } = parseArgs({ args: argv, options: { address: { type: 'string' }, ...tokenFlags, wait: { type: 'string' } }, allowPositionals: true });
   if (positionals.length !== 1) throw new InvalidOptionError('DEPLOYMENT', `shoal ${action} takes one deployment: APP/DEPLOYMENT, or DEPLOYMENT when only one application has it`);
   const address = requireAddress(values.address);
   const token = tokenOf(values);
@@ -575,6 +581,8 @@ async function deploymentAction(action: 'rollback' | 'promote', argv: string[]):
   }
   const r = await control(address, token, 'POST', `/api/apps/${encodeURIComponent(app)}/deployments/${encodeURIComponent(dep)}/${action}`) as { from?: string; to?: string; version?: string };
   process.stdout.write(action === 'rollback' ? `${app}/${dep}: rolling back from ${r.from} to ${r.to}\n` : `${app}/${dep}: promoted ${r.version}; it rolls out to the full count\n`);
+  // In a terminal, the rollout's progress until it has played out (Ctrl-C stops watching, not the rollout).
+  await followProgress({ stream: process.stdout, app, verb: action === 'rollback' ? 'rolling back' : 'promoting', status: () => control(address, token, 'GET', '/api/status') as Promise<ProgressStatus>, until: (st) => deploymentSettled(st, app!, dep), timeoutMs: intFlag('wait', values.wait, 120_000, 0) });
   return 0;
 }
 
