@@ -73,6 +73,31 @@ describe('deploy progress', () => {
     expect(await res.json()).toEqual({ loaded: true });
   });
 
+  /** Runs shoal in a 160-column pseudo-terminal; its exit code and everything it drew. */
+  async function inTerminal(args: string[]): Promise<{ code: number | null; out: string }> {
+    const cmd = [process.execPath, BIN, ...args].map(quote).join(' ');
+    const child = spawn('script', ['-qfec', `stty cols 160; ${cmd}`, '/dev/null'], { env: ENV, stdio: 'pipe' }) as ChildProcessWithoutNullStreams;
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
+    child.stderr.on('data', (d: Buffer) => { out += d.toString(); });
+    return { code: await exitOf(child), out };
+  }
+
+  it('a new version deployed over the first shows the rollout, and shoal rollback follows it to the end in a terminal', async (ctx) => {
+    if (!hasScript) ctx.skip();
+    const common = ['--name', 'loader', '--route-prefix', '/loader', '--address', cluster, '--token', TOKEN];
+    const deploy = await inTerminal(['deploy', LOADER, '--export', 'v2', ...common]);
+    expect(deploy.code, deploy.out).toBe(0);
+    expect(deploy.out).toMatch(/SlowLoader\s+0\/1 ready\s+rolling \w{8} -> \w{8} at \d+%/);
+    expect(deploy.out).toMatch(/loading model \[[#-]{20}\]/);
+    const back = await inTerminal(['rollback', 'loader/SlowLoader', '--address', cluster, '--token', TOKEN]);
+    expect(back.code, back.out).toBe(0);
+    expect(back.out).toMatch(/loader\/SlowLoader: rolling back from \w+ to \w+/);
+    expect(back.out).toMatch(/rolling back "loader": 0 of 1 deployments ready/);
+    // It returned once the rollback had played out: the previous version running at the count, nothing starting.
+    expect(back.out).toMatch(/rolling back "loader": 1 of 1 deployments ready[^\n]*\r?\n\s+SlowLoader\s+1\/1 ready\r?\n$/);
+  });
+
   it('shoal deploy with stdout a pipe prints its one summary line, no escape codes', async () => {
     const dep = shoal(['deploy', LOADER, '--name', 'loader2', '--route-prefix', '/loader2', '--address', cluster, '--token', TOKEN]);
     expect(await exitOf(dep.child)).toBe(0);

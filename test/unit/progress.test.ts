@@ -1,7 +1,7 @@
 /** The CLI's progress renderer and formatter, with a fake terminal and a fake clock. */
 import { describe, expect, it } from 'vitest';
 import { FakeClock } from '@shoal/core';
-import { ProgressRenderer, formatBytes, formatProgress, truncate, watchProgress, type ProgressStatus, type ProgressStream } from '../../packages/cli/src/progress.ts';
+import { ProgressRenderer, deploymentSettled, followProgress, formatBytes, formatProgress, truncate, watchProgress, type ProgressStatus, type ProgressStream } from '../../packages/cli/src/progress.ts';
 
 class FakeTerminal implements ProgressStream {
   readonly writes: string[] = [];
@@ -179,5 +179,49 @@ describe('watchProgress', () => {
     fail = false;
     await w.stop();
     expect(out.text).toContain('1/1 ready');
+  });
+});
+
+describe('deploymentSettled', () => {
+  const rollout = { from: 'v1bbbbbbbbbb', to: 'v2aaaaaaaaaa', phase: 'rolling' as const, percent: 50, failures: 0, note: '' };
+  const starting = { replicaId: 'shop.Api.9', app: 'shop', deployment: 'Api', version: 'v2aaaaaaaaaa', state: 'STARTING' as const, workerId: 'w1' };
+  it('holds once no rollout runs, the current version runs at the count and no replica starts or drains', () => {
+    expect(deploymentSettled(status([dep('Api', 2, 2)]), 'shop', 'Api')).toBe(true);
+    expect(deploymentSettled(status([dep('Api', 2, 2, { rollout })]), 'shop', 'Api')).toBe(false);
+    expect(deploymentSettled(status([dep('Api', 1, 2)]), 'shop', 'Api')).toBe(false);
+    expect(deploymentSettled(status([dep('Api', 2, 2)], [starting]), 'shop', 'Api')).toBe(false);
+    expect(deploymentSettled(status([dep('Api', 2, 2)], [{ ...starting, state: 'DRAINING' }]), 'shop', 'Api')).toBe(false);
+    expect(deploymentSettled(status([dep('Api', 2, 2)], [{ ...starting, state: 'RUNNING' }]), 'shop', 'Api')).toBe(true);
+    // Gone (deleted meanwhile): nothing left to wait for.
+    expect(deploymentSettled(status([dep('Api', 2, 2)]), 'shop', 'Other')).toBe(true);
+  });
+});
+
+describe('followProgress', () => {
+  it('draws until the condition holds, then stops reading', async () => {
+    const out = new FakeTerminal(true);
+    const clock = new FakeClock();
+    let running = 1;
+    let reads = 0;
+    const followed = followProgress({ stream: out, app: 'shop', verb: 'rolling back', clock, pollMs: 250, timeoutMs: 60_000, status: () => { reads++; return status([dep('Api', running, 2)]); }, until: (s) => deploymentSettled(s, 'shop', 'Api') });
+    await clock.advanceAsync(0);
+    expect(out.text).toContain('rolling back "shop": 0 of 1 deployments ready');
+    running = 2;
+    await clock.advanceAsync(250);
+    expect(await followed).toBe(true);
+    expect(out.writes.at(-1)).toContain('Api  2/2 ready');
+    const n = reads;
+    await clock.advanceAsync(5000);
+    expect(reads).toBe(n);
+  });
+
+  it('gives up after timeoutMs, and reads nothing when not a terminal', async () => {
+    const clock = new FakeClock();
+    const followed = followProgress({ stream: new FakeTerminal(true), app: 'shop', clock, pollMs: 250, timeoutMs: 1000, status: () => status([dep('Api', 0, 2)]), until: () => false });
+    await clock.advanceAsync(1000);
+    expect(await followed).toBe(false);
+    let reads = 0;
+    expect(await followProgress({ stream: new FakeTerminal(false), app: 'shop', clock, timeoutMs: 1000, status: () => { reads++; return status([]); }, until: () => true })).toBe(false);
+    expect(reads).toBe(0);
   });
 });

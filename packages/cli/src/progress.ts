@@ -136,6 +136,8 @@ export interface FormatProgressOptions {
   coarse?: boolean;
   /** Shown in the header (redraw mode). */
   elapsedMs?: number;
+  /** The header's first word(s). @default 'deploying' */
+  verb?: string;
 }
 
 /**
@@ -144,11 +146,12 @@ export interface FormatProgressOptions {
  */
 export function formatProgress(status: ProgressStatus, app: string, opts: FormatProgressOptions = {}): ProgressLine[] {
   const a = status.applications.find((x) => x.name === app);
-  if (a === undefined) return [{ key: 'app', text: `deploying "${app}": waiting for the head to list it` }];
+  const verb = opts.verb ?? 'deploying';
+  if (a === undefined) return [{ key: 'app', text: `${verb} "${app}": waiting for the head to list it` }];
   const readyOf = (d: (typeof a.deployments)[number]): number => d.versions.find((v) => v.id === d.version)?.running ?? d.running;
   const ready = a.deployments.filter((d) => readyOf(d) >= d.numReplicas).length;
   const elapsed = opts.coarse === true || opts.elapsedMs === undefined ? '' : ` (${(opts.elapsedMs / 1000).toFixed(1)}s)`;
-  const out: ProgressLine[] = [{ key: 'app', text: `deploying "${app}": ${ready} of ${a.deployments.length} deployments ready${elapsed}` }];
+  const out: ProgressLine[] = [{ key: 'app', text: `${verb} "${app}": ${ready} of ${a.deployments.length} deployments ready${elapsed}` }];
   const nameWidth = Math.max(...a.deployments.map((d) => d.name.length));
   for (const d of a.deployments) {
     let text = `  ${d.name.padEnd(nameWidth)}  ${readyOf(d)}/${d.numReplicas} ready`;
@@ -175,6 +178,18 @@ export function formatProgress(status: ProgressStatus, app: string, opts: Format
   return out;
 }
 
+/**
+ * True once a deployment's change has played out: no rollout in progress, its current version running at the
+ * count, and none of its replicas starting or draining (or the deployment is gone).
+ */
+export function deploymentSettled(status: ProgressStatus, app: string, deployment: string): boolean {
+  const d = status.applications.find((a) => a.name === app)?.deployments.find((x) => x.name === deployment);
+  if (d === undefined) return true;
+  const ready = d.versions.find((v) => v.id === d.version)?.running ?? d.running;
+  const moving = status.replicas.some((r) => r.app === app && r.deployment === deployment && (r.state === 'STARTING' || r.state === 'DRAINING'));
+  return d.rollout === undefined && ready >= d.numReplicas && !moving;
+}
+
 export interface WatchOptions {
   stream: ProgressStream;
   app: string;
@@ -183,6 +198,8 @@ export interface WatchOptions {
   mode?: ProgressMode;
   /** How often status is read. @default 250 */
   pollMs?: number;
+  /** The header's first word(s). @default 'deploying' */
+  verb?: string;
   clock?: Clock;
 }
 
@@ -203,7 +220,7 @@ export function watchProgress(opts: WatchOptions): { stop(): Promise<void> } {
   const poll = async (): Promise<void> => {
     try {
       const s = await opts.status();
-      renderer.update(formatProgress(s, opts.app, { coarse: mode === 'lines', elapsedMs: clock.monoNow() - started }));
+      renderer.update(formatProgress(s, opts.app, { coarse: mode === 'lines', elapsedMs: clock.monoNow() - started, ...(opts.verb !== undefined ? { verb: opts.verb } : {}) }));
     } catch {
       // The head did not answer this time; the deploy request itself says why if it fails.
     }
@@ -221,4 +238,33 @@ export function watchProgress(opts: WatchOptions): { stop(): Promise<void> } {
       renderer.done();
     },
   };
+}
+
+/**
+ * Shows an application's progress until `until(status)` holds or `timeoutMs` passes, then draws the final state;
+ * resolves whether it held. Returns at once, reading nothing, when the stream is not a terminal.
+ */
+export async function followProgress(opts: WatchOptions & { until: (s: ProgressStatus) => boolean; timeoutMs: number }): Promise<boolean> {
+  if (opts.stream.isTTY !== true) return false;
+  const clock = opts.clock ?? realClock;
+  let held = false;
+  let done!: () => void;
+  const finished = new Promise<void>((r) => { done = r; });
+  const timer = clock.setTimeout(done, opts.timeoutMs);
+  // The clock's timers are unref'd, and a status read in flight is all that runs between polls: this one keeps
+  // the process alive until the end (with a fake clock the test holds it).
+  const hold = opts.clock === undefined ? setTimeout(() => undefined, opts.timeoutMs) : undefined;
+  const w = watchProgress({
+    ...opts,
+    status: async () => {
+      const s = await opts.status();
+      if (opts.until(s)) { held = true; done(); }
+      return s;
+    },
+  });
+  await finished;
+  clock.clearTimeout(timer);
+  clearTimeout(hold);
+  await w.stop();
+  return held;
 }
