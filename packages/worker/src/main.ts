@@ -97,7 +97,7 @@ export async function runWorker(argv: string[]): Promise<Worker> {
     },
     allowPositionals: false,
   });
-  const logger = createLogger(`worker ${process.pid}`);
+  const logger = createLogger('worker');
   keepServingOnUnhandled(logger);
   const token = resolveToken({ token: values.token, tokenFile: values['token-file'] }, (m) => logger.warn(m));
   // Replicas run in this process and must not find the cluster token in their environment. (Linux still shows
