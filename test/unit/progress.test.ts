@@ -225,3 +225,12 @@ describe('followProgress', () => {
     expect(reads).toBe(0);
   });
 });
+
+describe('shoal status', () => {
+  it('shows a starting replica\'s model load next to its state', async () => {
+    const { formatStatus } = await import('../../packages/cli/src/main.ts');
+    const s = status([dep('Model', 0, 1)], [{ replicaId: 'shop.Model.r1', app: 'shop', deployment: 'Model', version: 'v2aaaaaaaaaa', state: 'STARTING', workerId: 'w1', load: { bytes: 3 << 28, total: 1 << 30 } }]);
+    const text = formatStatus({ ...s, workers: [], cluster: 'ws://h:1', http: 'http://h:2' } as Parameters<typeof formatStatus>[0]);
+    expect(text).toMatch(/shop\.Model\.r1\s+shop\s+Model\s+STARTING \(75% of 1\.0 GiB\)\s+w1/);
+  });
+});
