@@ -17,7 +17,7 @@ import { isListenError, portError, resolveToken } from '@shoal/protocol';
 import { runWorker, WORKER_ENTRY } from '@shoal/worker/main';
 import { serveRepository } from './serve.ts';
 import { LOGS_FLAGS, logsPath, printLogs } from './logs.ts';
-import { deploymentSettled, followProgress, formatBytes, watchProgress, type ProgressMode, type ProgressStatus } from './progress.ts';
+import { deploymentSettled, followProgress, formatBytes, loadFraction, watchProgress, type ProgressMode, type ProgressStatus } from './progress.ts';
 
 const USAGE = `usage: shoal <command> [options]
 
@@ -514,7 +514,7 @@ export function formatStatus(s: StatusJson): string {
   for (const r of s.replicas) {
     const where = r.devices === undefined ? r.workerId : `${r.workerId}:${r.devices.map((i) => deviceLabel(r.workerId, i)).join('+')}`;
     // A starting replica's model load, as its code last reported it: "STARTING (45% of 1.2 GiB)".
-    const state = r.load === undefined ? r.state : `${r.state} (${r.load.total > 0 ? Math.floor((100 * r.load.bytes) / r.load.total) : 100}% of ${formatBytes(r.load.total)})`;
+    const state = r.load === undefined ? r.state : `${r.state} (${Math.floor(100 * loadFraction(r.load))}% of ${formatBytes(r.load.total)})`;
     repRows.push([r.replicaId, r.app, r.deployment, state, where, r.error ?? '']);
   }
   out.push(repRows.length > 1 ? table(repRows) : '  (none)', '', 'WORKERS');

@@ -131,6 +131,18 @@ function bar(fraction: number, width = 20): string {
   return `[${'#'.repeat(full)}${'-'.repeat(width - full)}]`;
 }
 
+type DeploymentView = ProgressStatus['applications'][number]['deployments'][number];
+
+/** Replicas of the deployment's current version running: during a rollout, the new version's. */
+function readyOf(d: DeploymentView): number {
+  return d.versions.find((v) => v.id === d.version)?.running ?? d.running;
+}
+
+/** Share of a model load done, 0..1 (a total of 0 bytes: done). */
+export function loadFraction(load: { bytes: number; total: number }): number {
+  return load.total > 0 ? load.bytes / load.total : 1;
+}
+
 export interface FormatProgressOptions {
   /** `lines` mode: no elapsed time, and load in steps of 10%, so a line is printed when something moved. */
   coarse?: boolean;
@@ -148,7 +160,6 @@ export function formatProgress(status: ProgressStatus, app: string, opts: Format
   const a = status.applications.find((x) => x.name === app);
   const verb = opts.verb ?? 'deploying';
   if (a === undefined) return [{ key: 'app', text: `${verb} "${app}": waiting for the head to list it` }];
-  const readyOf = (d: (typeof a.deployments)[number]): number => d.versions.find((v) => v.id === d.version)?.running ?? d.running;
   const ready = a.deployments.filter((d) => readyOf(d) >= d.numReplicas).length;
   const elapsed = opts.coarse === true || opts.elapsedMs === undefined ? '' : ` (${(opts.elapsedMs / 1000).toFixed(1)}s)`;
   const out: ProgressLine[] = [{ key: 'app', text: `${verb} "${app}": ${ready} of ${a.deployments.length} deployments ready${elapsed}` }];
@@ -167,7 +178,7 @@ export function formatProgress(status: ProgressStatus, app: string, opts: Format
       let line = `    replica ${id} starting on ${rep.workerId}`;
       const load = rep.load;
       if (load !== undefined) {
-        const f = load.total > 0 ? load.bytes / load.total : 1;
+        const f = loadFraction(load);
         line += opts.coarse === true
           ? `  loading model ${Math.floor(f * 10) * 10}% of ${formatBytes(load.total)}`
           : `  loading model ${bar(f)} ${Math.floor(f * 100)}%  ${formatBytes(load.bytes)} of ${formatBytes(load.total)}`;
@@ -185,7 +196,7 @@ export function formatProgress(status: ProgressStatus, app: string, opts: Format
 export function deploymentSettled(status: ProgressStatus, app: string, deployment: string): boolean {
   const d = status.applications.find((a) => a.name === app)?.deployments.find((x) => x.name === deployment);
   if (d === undefined) return true;
-  const ready = d.versions.find((v) => v.id === d.version)?.running ?? d.running;
+  const ready = readyOf(d);
   const moving = status.replicas.some((r) => r.app === app && r.deployment === deployment && (r.state === 'STARTING' || r.state === 'DRAINING'));
   return d.rollout === undefined && ready >= d.numReplicas && !moving;
 }
