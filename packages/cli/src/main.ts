@@ -530,6 +530,16 @@ export function formatStatus(s: StatusJson): string {
 const pct = (x: number | null | undefined, digits = 2): string => (x === null || x === undefined ? '-' : `${(x * 100).toFixed(digits)}%`);
 const msOf = (x: number | null | undefined): string => (x === null || x === undefined ? '-' : x < 10 ? `${x.toFixed(2)}ms` : `${Math.round(x)}ms`);
 const burnOf = (x: number | null | undefined): string => (x === null || x === undefined ? '-' : x.toFixed(2));
+type SloObjective = NonNullable<ClusterStatus['applications'][number]['deployments'][number]['slo']>['objectives'][number];
+/**
+ * A burn over a window the series does not yet cover in full is marked `*`: it is shown but does not page. The
+ * window's length is its name (5m, 1h); coveredMs is absent from a head older than it.
+ */
+function burnCell(o: SloObjective, w: keyof SloObjective['burn']): string {
+  const covered = (o.coveredMs as SloObjective['coveredMs'] | undefined)?.[w];
+  const windowMs = Number(w.slice(0, -1)) * (w.endsWith('h') ? 3_600_000 : 60_000);
+  return o.burn[w] !== null && covered !== undefined && covered < windowMs ? `${burnOf(o.burn[w])}*` : burnOf(o.burn[w]);
+}
 
 /** TRAFFIC, SLOS and COST sections of `shoal status` (docs/slo.md says what each figure is). */
 function sloLines(s: StatusJson): string[] {
@@ -546,10 +556,11 @@ function sloLines(s: StatusJson): string[] {
     for (const o of d.slo?.objectives ?? []) {
       const name = o.thresholdMs !== undefined ? `${o.name} <= ${o.thresholdMs}ms` : o.name;
       sloRows.push([key, name, pct(o.target, 3), pct(o.attainment['5m'], 3), pct(o.attainment['1h'], 3), pct(o.attainment.period, 3), pct(o.budgetRemaining, 1),
-        burnOf(o.burn['5m']), burnOf(o.burn['1h']), burnOf(o.burn['30m']), burnOf(o.burn['6h']), o.alerting ? 'ALERT' : '']);
+        burnCell(o, '5m'), burnCell(o, '1h'), burnCell(o, '30m'), burnCell(o, '6h'), o.alerting ? 'ALERT' : '']);
     }
   }
   if (sloRows.length > 1) out.push('', 'SLOS', table(sloRows));
+  if (sloRows.some((r) => r.some((c) => c.endsWith('*')))) out.push('  * window not yet covered (the head has watched for less): shown, does not page');
   const costRows = [['DEPLOYMENT', 'COST/1K REQ', 'IDLE', 'COST', 'CORE-H', 'DEVICE-H', 'REQUESTS', 'OVER']];
   for (const { key, d } of deps) {
     const c = d.cost;

@@ -32,8 +32,10 @@ describe('Controller: SLOs, traffic and cost', () => {
     // The series began with the first heartbeat (at 5 s), which counts all it reported.
     expect(d.traffic).toMatchObject({ windowMs: 55_000, errorRate: 0.1 });
     expect(d.traffic!.rps).toBeCloseTo(120 / 55, 9);
-    expect(d.slo!.objectives.map((o) => [o.name, o.attainment['5m'], o.alerting])).toEqual([['p99', 0.9, true], ['availability', 0.9, true]]);
+    // Burning at 10, but over a minute of data: no window is covered yet, so nothing pages.
+    expect(d.slo!.objectives.map((o) => [o.name, o.attainment['5m'], o.alerting])).toEqual([['p99', 0.9, false], ['availability', 0.9, false]]);
     expect(d.slo!.objectives[0]!.burn['5m']).toBeCloseTo(10 / 1, 9);
+    expect(d.slo!.objectives[0]!.coveredMs['5m']).toBe(55_000);
     // 60 s of one replica of 2 cores, 12 s of it busy, at 1 per core-hour, for 120 requests.
     expect(d.cost!.requests).toBe(120);
     expect(d.cost!.allocatedCoreHours).toBeCloseTo((2 * 60) / 3600, 12);

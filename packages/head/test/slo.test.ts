@@ -61,7 +61,8 @@ describe('SLO arithmetic', () => {
   });
 
   it('computes attainment, budget and burn rates from known counts, and pages on the 1 h / 5 m pair', () => {
-    const { series, status } = seriesFor({ latency: { p99: 200 }, availability: 0.99 });
+    // The head has watched the deployment, idle, for 4 h before its first request: every window is covered.
+    const { series, status } = seriesFor({ latency: { p99: 200 }, availability: 0.99 }, -4 * HOUR);
     const r = new FakeReplica();
     // Two hours at 2% slow and 1% failed: p99 burns at 2, availability at 1.
     let t = run(series, r, 0, 720, (x) => x.serve(100, 2, 1));
@@ -78,7 +79,8 @@ describe('SLO arithmetic', () => {
     expect(avail).toMatchObject({ name: 'availability', target: 0.99, alerting: false });
     expect(avail!.burn['1h']).toBeCloseTo(1, 9);
     expect(avail!.budgetRemaining).toBeCloseTo(0, 9);
-    expect(p99!.periodCoveredMs).toBe(t);
+    expect(p99!.periodCoveredMs).toBe(t + 4 * HOUR);
+    expect(p99!.coveredMs).toEqual({ '5m': 5 * MIN, '30m': 30 * MIN, '1h': HOUR, '6h': 6 * HOUR });
     // Ten minutes where every request is slow: 5 m burns at 100, 1 h at (300 x 2 + 60 x 100) / 360 = 18.3.
     t = run(series, r, t, 60, (x) => x.serve(100, 100));
     s = status(t);
@@ -104,10 +106,40 @@ describe('SLO arithmetic', () => {
   });
 
   it('pages on the 6 h / 30 m pair alone', () => {
-    expect(alertingOf({ '5m': 7, '1h': 7, '30m': 7, '6h': 6.5 })).toBe(true);
-    expect(alertingOf({ '5m': 20, '1h': 10, '30m': 7, '6h': 5 })).toBe(false);
-    expect(alertingOf({ '5m': 15, '1h': 15, '30m': null, '6h': null })).toBe(true);
-    expect(alertingOf({ '5m': null, '1h': 15, '30m': null, '6h': null })).toBe(false);
+    const full = { '5m': 5 * MIN, '30m': 30 * MIN, '1h': HOUR, '6h': 6 * HOUR };
+    expect(alertingOf({ '5m': 7, '1h': 7, '30m': 7, '6h': 6.5 }, full)).toBe(true);
+    expect(alertingOf({ '5m': 20, '1h': 10, '30m': 7, '6h': 5 }, full)).toBe(false);
+    expect(alertingOf({ '5m': 15, '1h': 15, '30m': null, '6h': null }, full)).toBe(true);
+    expect(alertingOf({ '5m': null, '1h': 15, '30m': null, '6h': null }, full)).toBe(false);
+    // A window not yet covered in full does not count, however hot it burns.
+    expect(alertingOf({ '5m': 15, '1h': 15, '30m': null, '6h': null }, { ...full, '1h': HOUR - 1 })).toBe(false);
+    expect(alertingOf({ '5m': 7, '1h': 7, '30m': 7, '6h': 6.5 }, { ...full, '6h': 5 * HOUR })).toBe(false);
+  });
+
+  it('does not page on a young series: a fresh deployment pages once its windows are covered', () => {
+    const { series, status } = seriesFor({ availability: 0.999 });
+    const r = new FakeReplica();
+    // The first report: 1 failure in 10 burns at 100 over every window, but each covers only 10 s.
+    let t = run(series, r, 0, 1, (x) => x.serve(10, 0, 1));
+    let o = status(t).objectives[0]!;
+    expect(o.burn['5m']).toBeCloseTo(100, 9);
+    expect(o.burn['1h']).toBeCloseTo(100, 9);
+    expect(o.coveredMs).toEqual({ '5m': 10_000, '30m': 10_000, '1h': 10_000, '6h': 10_000 });
+    expect(o.alerting).toBe(false);
+    // It keeps failing at that rate: still no page while the hour is short, though 5 m is covered.
+    t = run(series, r, t, 354, (x) => x.serve(10, 0, 1));
+    o = status(t).objectives[0]!;
+    expect(t).toBe(HOUR - 50_000);
+    expect(o.coveredMs['5m']).toBe(5 * MIN);
+    expect(o.coveredMs['1h']).toBe(HOUR - 50_000);
+    expect(o.alerting).toBe(false);
+    // Once the series is an hour old, the 1 h / 5 m pair is real and pages; the 6 h one is still short.
+    t = run(series, r, t, 5, (x) => x.serve(10, 0, 1));
+    o = status(t).objectives[0]!;
+    expect(o.coveredMs).toMatchObject({ '1h': HOUR, '6h': HOUR });
+    expect(o.burn['1h']).toBeCloseTo(100, 9);
+    expect(o.alerting).toBe(true);
+    expect(status(t).alerting).toBe(true);
   });
 
   it('reports null where a window has no requests, and shorter windows while the series is young', () => {

@@ -187,8 +187,10 @@ export const DASHBOARD_JS = String.raw`
     var t = snap.at;
     cluster.push({ t: t, rps: snap.totals.ingressRps });
     trim(cluster, t, HISTORY_MS);
+    var seen = new Set();
     snap.applications.forEach(function (a) {
       a.deployments.forEach(function (d) {
+        seen.add(d.key);
         var tr = obj(d.traffic) || {};
         var list = series.get(d.key);
         if (!list) { list = []; series.set(d.key, list); }
@@ -196,12 +198,18 @@ export const DASHBOARD_JS = String.raw`
         trim(list, t, HISTORY_MS);
         d.batch.forEach(function (b) {
           var bk = d.key + ' ' + b.method;
+          seen.add(bk);
           var bl = batchSeries.get(bk);
           if (!bl) { bl = []; batchSeries.set(bk, bl); }
           bl.push({ t: t, sizes: b.sizes, mean: b.meanBatchSize, rate: b.batchesPerSec });
           trim(bl, t, BATCH_WINDOW_MS);
         });
       });
+    });
+    // A deployment (or batched method) gone from the snapshot takes its history with it: the maps hold only the
+    // latest snapshot's keys, however many deployments came and went.
+    [series, batchSeries].forEach(function (m) {
+      Array.from(m.keys()).forEach(function (k) { if (!seen.has(k)) m.delete(k); });
     });
   }
 
@@ -284,6 +292,22 @@ export const DASHBOARD_JS = String.raw`
     return null;
   }
 
+  /** How much of a burn window is covered when less than the window (its length is its name: 5m, 1h), else null. */
+  function partialWindow(x, w) {
+    var covered = num(obj(x.coveredMs) && x.coveredMs[w]);
+    var m = /^(\d+)([mh])$/.exec(w);
+    if (covered === null || !m) return null;
+    return covered < Number(m[1]) * (m[2] === 'h' ? 3600000 : 60000) ? covered : null;
+  }
+
+  /** A burn rate; one over a window not yet covered is marked * (it does not page). */
+  function burnCell(x, w) {
+    var b = num(obj(x.burn) && x.burn[w]);
+    var covered = b === null ? null : partialWindow(x, w);
+    if (covered === null) return el('td', { cls: 'num', text: fmt(b, 2) + 'x' });
+    return el('td', { cls: 'num muted', 'data-partial': 'true', title: 'over ' + Math.round(covered / 1000) + ' s of ' + w + ': does not page yet', text: fmt(b, 2) + 'x*' });
+  }
+
   function sloTable(slo) {
     var o = obj(slo);
     if (!o || !Array.isArray(o.objectives) || o.objectives.length === 0) return el('div', { cls: 'muted', text: 'No objectives declared (\u2014).' });
@@ -303,10 +327,12 @@ export const DASHBOARD_JS = String.raw`
         el('td', { cls: 'num', text: fmtPct(x.target, 2) }),
       ].concat(attW.map(function (w) { return el('td', { cls: 'num', text: fmtPct(obj(x.attainment) ? x.attainment[w] : null, 2) }); }))
         .concat([el('td', { cls: 'num', text: fmtPct(x.budgetRemaining, 1) })])
-        .concat(burnW.map(function (w) { return el('td', { cls: 'num', text: fmt(obj(x.burn) ? x.burn[w] : null, 2) + 'x' }); }))
+        .concat(burnW.map(function (w) { return burnCell(x, w); }))
         .concat([el('td', { cls: x.alerting ? 'alert' : 'okay', text: x.alerting ? 'ALERT' : 'ok' })]));
     });
-    return el('div', { cls: 'scroll' }, [el('table', {}, [el('thead', {}, [head]), el('tbody', {}, rows)])]);
+    var partial = o.objectives.some(function (x) { return burnW.some(function (w) { return partialWindow(x, w) !== null; }); });
+    return el('div', { cls: 'scroll' }, [el('table', {}, [el('thead', {}, [head]), el('tbody', {}, rows)]),
+      partial ? el('div', { cls: 'muted', 'data-field': 'burn-partial', text: '* window not yet covered (the head has watched for less): shown, does not page' }) : null]);
   }
 
   function detailSection(snap, key) {

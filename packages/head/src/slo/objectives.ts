@@ -39,7 +39,12 @@ export interface ObjectiveStatus {
   budgetRemaining: number | null;
   /** Bad share / allowed bad share per window: 1 spends the budget exactly over the period. */
   burn: Record<BurnWindow, number | null>;
-  /** Both windows of a burn-rate pair over its threshold. */
+  /**
+   * How much of each window the series covers: less than the window while the series (the deployment, or the head
+   * watching it) is younger. A burn over a window not yet covered is shown but does not page.
+   */
+  coveredMs: Record<BurnWindow, number>;
+  /** Both windows of a burn-rate pair over its threshold, each covered in full. */
   alerting: boolean;
 }
 
@@ -101,9 +106,14 @@ export function budgetRemainingOf(good: number, total: number, target: number): 
   return burn === null ? null : 1 - burn;
 }
 
-/** Whether a burn-rate pair pages: both of its windows over the threshold. */
-export function alertingOf(burn: Partial<Record<BurnWindow, number | null>>): boolean {
-  return BURN_ALERTS.some((a) => (burn[a.long] ?? 0) > a.threshold && (burn[a.short] ?? 0) > a.threshold);
+/**
+ * Whether a burn-rate pair pages: both of its windows over the threshold, and both covered in full (`coveredMs`).
+ * A window shorter than asked is no evidence of a sustained burn: one failure in a fresh deployment's first
+ * ten requests would read as a 1 h burn of 100 (the workbook's long window must be real).
+ */
+export function alertingOf(burn: Partial<Record<BurnWindow, number | null>>, coveredMs: Partial<Record<BurnWindow, number>>): boolean {
+  const over = (w: BurnWindow, threshold: number): boolean => (coveredMs[w] ?? 0) >= SLO_WINDOWS_MS[w] && (burn[w] ?? 0) > threshold;
+  return BURN_ALERTS.some((a) => over(a.long, a.threshold) && over(a.short, a.threshold));
 }
 
 /** Every objective's status at `now` from the series (whose edges are edgesOf(objectives)). */
@@ -117,10 +127,12 @@ export function sloStatusOf(series: DeploymentSeries, objectives: readonly Objec
     };
     const period = over(periodMs);
     const burn = {} as Record<BurnWindow, number | null>;
+    const coveredMs = {} as Record<BurnWindow, number>;
     const att: Partial<Record<BurnWindow, number | null>> = {};
     for (const [name, ms] of Object.entries(SLO_WINDOWS_MS) as Array<[BurnWindow, number]>) {
       const x = over(ms);
       burn[name] = burnRateOf(x.good, x.total, o.target);
+      coveredMs[name] = Math.min(ms, x.spanMs);
       att[name] = attainmentOf(x.good, x.total);
     }
     return {
@@ -130,7 +142,8 @@ export function sloStatusOf(series: DeploymentSeries, objectives: readonly Objec
       periodCoveredMs: Math.min(periodMs, period.spanMs),
       budgetRemaining: budgetRemainingOf(period.good, period.total, o.target),
       burn,
-      alerting: alertingOf(burn),
+      coveredMs,
+      alerting: alertingOf(burn, coveredMs),
     };
   });
   return { periodMs, objectives: out, alerting: out.some((o) => o.alerting) };
