@@ -102,6 +102,23 @@ describe('buildSnapshot', () => {
     expect(second.snapshot.replicas.find((r) => r.replicaId === 'e2')).toMatchObject({ ongoing: null, queued: null });
   });
 
+  it('takes a replica\'s batch counters as a baseline when its worker missed the last stats call, then counts again', () => {
+    const one = (counts: Record<number, number>): Array<{ id: string; ingress: number; replicas: ReplicaStats[] }> => [
+      { id: 'w1', ingress: 0, replicas: [replica('e1', 'Embedder', { embed: queue({ 2: 1 }) })] },
+      { id: 'w2', ingress: 0, replicas: [replica('e2', 'Embedder', { embed: queue(counts) })] },
+    ];
+    const first = buildSnapshot(st, stats(one({ 8: 1000 })), undefined, { wallMs: 0, monoMs: 0 });
+    // w2 misses a stats call: its replica's counters are not in this snapshot's.
+    const missed = buildSnapshot(st, stats([one({})[0]!]), first.counters, { wallMs: 1000, monoMs: 1000 });
+    // It answers again with 2 more batches of 8: its 1,002 since it started are a baseline, not one second's worth.
+    const back = buildSnapshot(st, stats(one({ 8: 1002 })), missed.counters, { wallMs: 2000, monoMs: 2000 });
+    const emb = back.snapshot.applications[0]!.deployments.find((d) => d.name === 'Embedder')!;
+    expect(emb.batch[0]).toMatchObject({ sizes: {}, meanBatchSize: null, batchesPerSec: 0 });
+    // The next answer is counted against that baseline.
+    const next = buildSnapshot(st, stats(one({ 8: 1005 })), back.counters, { wallMs: 3000, monoMs: 3000 });
+    expect(next.snapshot.applications[0]!.deployments.find((d) => d.name === 'Embedder')!.batch[0]).toMatchObject({ sizes: { 8: 3 }, meanBatchSize: 8, batchesPerSec: 3 });
+  });
+
   it('passes on the status\'s traffic, SLO and cost figures, the cost without its since-start totals', () => {
     const withFigures = status([['g1', 'Gateway', 'w1']]);
     const g = withFigures.applications[0]!.deployments[0]!;

@@ -194,8 +194,10 @@ export function buildSnapshot(
         b.maxBatchSize = Math.max(b.maxBatchSize, q.effective.maxBatchSize);
         const counterKey = `${r.replicaId} ${method}`;
         counters.batches.set(counterKey, q.batchSizeCounts);
-        if (prev === undefined) continue;
-        const before = prev.batches.get(counterKey) ?? {};
+        // No earlier counters for this replica (first snapshot, a new replica, or its worker missed the last stats
+        // call): what it holds is cumulative over an unknown span, so it is only the baseline, as for ingress rates.
+        const before = prev?.batches.get(counterKey);
+        if (before === undefined) continue;
         for (const [sizeText, count] of Object.entries(q.batchSizeCounts)) {
           const size = Number(sizeText);
           const was = before[size] ?? 0;
