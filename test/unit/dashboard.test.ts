@@ -10,7 +10,9 @@ import { Script } from 'node:vm';
 import { FakeClock, silentLogger, type BatchQueueStats } from '@shoal/core';
 import type { ReplicaStats, WorkerStats } from '@shoal/protocol';
 import { buildSnapshot, type DashboardStatsInput, type DashboardStatusInput } from '../../packages/head/src/dashboard/snapshot.ts';
-import { cookieValue, dashboardCredential, dashboardSession, sessionCookie } from '../../packages/head/src/dashboard/auth.ts';
+import {
+  DASHBOARD_COOKIE_MAX_AGE_S, DASHBOARD_COOKIE_SKEW_S, cookieValue, dashboardCredential, dashboardSession, sessionCookie, sessionValid,
+} from '../../packages/head/src/dashboard/auth.ts';
 import { DashboardFeed } from '../../packages/head/src/dashboard/feed.ts';
 import { DASHBOARD_JS } from '../../packages/head/src/dashboard/page-js.ts';
 
@@ -137,18 +139,45 @@ describe('dashboard session', () => {
   const token = 'secret-token';
   const req = (headers: Record<string, string>): IncomingMessage => ({ headers } as unknown as IncomingMessage);
 
-  it('derives the cookie from the token, and accepts it or the Bearer token only', () => {
-    expect(dashboardSession(token)).not.toContain(token);
-    expect(dashboardSession(token)).not.toBe(dashboardSession('other'));
-    expect(sessionCookie(token)).toBe(`shoal_dashboard=${dashboardSession(token)}; HttpOnly; SameSite=Strict; Path=/; Max-Age=43200`);
+  it('derives the cookie from the token and its issue time, and accepts it or the Bearer token only', () => {
+    const clock = new FakeClock();
+    const now = clock.wallNow();
+    const session = dashboardSession(token, now);
+    expect(session).not.toContain(token);
+    expect(session).toMatch(new RegExp(`^${Math.floor(now / 1000)}\\.[\\w-]+$`));
+    expect(session).not.toBe(dashboardSession('other', now));
+    expect(sessionCookie(token, now)).toBe(`shoal_dashboard=${session}; HttpOnly; SameSite=Strict; Path=/; Max-Age=43200`);
     expect(cookieValue('a=1; shoal_dashboard=xyz ; b=2', 'shoal_dashboard')).toBe('xyz');
     expect(cookieValue('a=1', 'shoal_dashboard')).toBeUndefined();
-    expect(dashboardCredential(req({ cookie: `x=1; shoal_dashboard=${dashboardSession(token)}` }), token)).toBe('cookie');
-    expect(dashboardCredential(req({ authorization: `Bearer ${token}` }), token)).toBe('bearer');
-    expect(dashboardCredential(req({ cookie: `shoal_dashboard=${token}` }), token)).toBeUndefined();
-    expect(dashboardCredential(req({ cookie: `shoal_dashboard=${dashboardSession('other')}` }), token)).toBeUndefined();
-    expect(dashboardCredential(req({ authorization: 'Bearer nope' }), token)).toBeUndefined();
-    expect(dashboardCredential(req({}), token)).toBeUndefined();
+    expect(dashboardCredential(req({ cookie: `x=1; shoal_dashboard=${session}` }), token, now)).toBe('cookie');
+    expect(dashboardCredential(req({ authorization: `Bearer ${token}` }), token, now)).toBe('bearer');
+    expect(dashboardCredential(req({ cookie: `shoal_dashboard=${token}` }), token, now)).toBeUndefined();
+    expect(dashboardCredential(req({ cookie: `shoal_dashboard=${dashboardSession('other', now)}` }), token, now)).toBeUndefined();
+    expect(dashboardCredential(req({ authorization: 'Bearer nope' }), token, now)).toBeUndefined();
+    expect(dashboardCredential(req({}), token, now)).toBeUndefined();
+  });
+
+  it('refuses a cookie past its max age, issued in the future, or with its issue time changed', () => {
+    const clock = new FakeClock();
+    const session = dashboardSession(token, clock.wallNow());
+    const [iat, mac] = session.split('.') as [string, string];
+    const valid = (value: string): boolean => sessionValid(token, value, clock.wallNow());
+    expect(valid(session)).toBe(true);
+    // A later issue time under the same HMAC (to stretch its life) is refused; so is a leading zero.
+    expect(valid(`${Number(iat) + 3600}.${mac}`)).toBe(false);
+    expect(valid(`0${iat}.${mac}`)).toBe(false);
+    expect(valid(`${iat}.`)).toBe(false);
+    expect(valid('garbage')).toBe(false);
+    // Good until 12 h have passed, refused a second after, whatever the browser keeps.
+    clock.advance(DASHBOARD_COOKIE_MAX_AGE_S * 1000);
+    expect(valid(session)).toBe(true);
+    clock.advance(1000);
+    expect(valid(session)).toBe(false);
+    expect(dashboardCredential(req({ cookie: `shoal_dashboard=${session}` }), token, clock.wallNow())).toBeUndefined();
+    // Issued within the skew ahead of the head's clock: accepted; further ahead: refused.
+    const t = clock.wallNow();
+    expect(valid(dashboardSession(token, t + DASHBOARD_COOKIE_SKEW_S * 1000))).toBe(true);
+    expect(valid(dashboardSession(token, t + (DASHBOARD_COOKIE_SKEW_S + 2) * 1000))).toBe(false);
   });
 
   it('serves a script that is valid JavaScript', () => {

@@ -7,7 +7,7 @@
  *   GET /api/dashboard/events   Server-Sent Events, one snapshot a second (cookie or Authorization: Bearer)
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { NotFoundError, UnauthorizedError, type Clock, type Logger } from '@shoal/core';
+import { NotFoundError, UnauthorizedError, realClock, type Clock, type Logger } from '@shoal/core';
 import { tokenMatches } from '@shoal/protocol';
 import { sendError, sendJson } from '@shoal/ingress';
 import { dashboardCredential, sessionCookie } from './auth.ts';
@@ -79,7 +79,7 @@ export class Dashboard {
     if (asset !== undefined) { this.send(req, res, 200, asset.type, asset.body); return; }
     if (path === DASHBOARD_PATH) { this.page(req, res, url); return; }
     if (path === DASHBOARD_EVENTS_PATH) {
-      if (dashboardCredential(req, this.opts.token) === undefined) {
+      if (dashboardCredential(req, this.opts.token, this.wallNow()) === undefined) {
         throw new UnauthorizedError(`no dashboard session: open ${DASHBOARD_PATH}?token=<cluster token> first, or send "Authorization: Bearer <token>"`);
       }
       // HEAD learns the stream's type without holding a connection open for snapshots it would never get.
@@ -100,14 +100,19 @@ export class Dashboard {
       }
       // 303 to the bare address: the token leaves the address bar and the history; the cookie carries the session.
       req.resume();
-      res.writeHead(303, { location: DASHBOARD_PATH, 'set-cookie': sessionCookie(this.opts.token), 'cache-control': 'no-store', 'content-length': 0, ...DASHBOARD_SECURITY_HEADERS }).end();
+      res.writeHead(303, { location: DASHBOARD_PATH, 'set-cookie': sessionCookie(this.opts.token, this.wallNow()), 'cache-control': 'no-store', 'content-length': 0, ...DASHBOARD_SECURITY_HEADERS }).end();
       return;
     }
-    if (dashboardCredential(req, this.opts.token) === undefined) {
+    if (dashboardCredential(req, this.opts.token, this.wallNow()) === undefined) {
       this.send(req, res, 401, 'text/html; charset=utf-8', signInPage('Sign in to the shoal dashboard.'));
       return;
     }
     this.send(req, res, 200, 'text/html; charset=utf-8', DASHBOARD_HTML);
+  }
+
+  /** Wall time, for the session cookie's issue and expiry. */
+  private wallNow(): number {
+    return (this.opts.clock ?? realClock).wallNow();
   }
 
   private send(req: IncomingMessage, res: ServerResponse, status: number, type: string, body: string): void {
