@@ -18,6 +18,19 @@ export class WorkerLogService {
   /** `tag`: this worker's id, written into lines logged before it had one. */
   constructor(private readonly ring: LogRing, private readonly tag: () => string) {}
 
+  /** The connection went away: ends every follow it held at once (a follow with no new line would wait forever). */
+  closePeer(peer: LogServicePeer): void {
+    const subs = this.follows.get(peer);
+    if (subs === undefined) return;
+    for (const f of subs.values()) f.close();
+    this.follows.delete(peer);
+  }
+
+  /** Follows a connection holds now. */
+  followCount(peer: LogServicePeer): number {
+    return this.follows.get(peer)?.size ?? 0;
+  }
+
   handle(m: LogsMessage | LogsFollowMessage | LogsUnfollowMessage, peer: LogServicePeer): void {
     if (m.t === 'logsUnfollow') {
       const subs = this.follows.get(peer);
@@ -25,6 +38,7 @@ export class WorkerLogService {
       subs?.delete(m.sub);
       return;
     }
+    if (peer.closed) return;
     try {
       // Query and subscription in one turn: no line falls between them, none comes twice.
       const answer = this.ring.query(m.filter, this.tag());

@@ -233,7 +233,7 @@ export class Worker {
         this.headSession = w.session;
       },
       onMessage: (m, p) => this.onHeadMessage(m, p),
-      onClose: (err, p) => { if (this.head === p) this.onHeadClosed(err.message); },
+      onClose: (err, p) => { this.logs.closePeer(p); if (this.head === p) this.onHeadClosed(err.message); },
     });
     if (this.stopping) { peer.close(1000, 'worker stopping'); return; }
     this.head = peer;

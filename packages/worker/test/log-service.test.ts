@@ -62,4 +62,22 @@ describe('WorkerLogService', () => {
     expect(head.sent).toEqual([]);
     expect(ring.followerCount).toBe(0);
   });
+
+  it('ends every follow of a connection when it closes, even with no line to deliver, and only that connection\'s', () => {
+    const ring = new LogRing({ clock: new FakeClock() });
+    const svc = new WorkerLogService(ring, () => 'w7');
+    const gone = new FakeHead();
+    const other = new FakeHead();
+    svc.handle({ t: 'logsFollow', id: 1, sub: 1, filter: {} }, gone);
+    svc.handle({ t: 'logsFollow', id: 2, sub: 2, filter: { deployment: 'D' } }, gone);
+    svc.handle({ t: 'logsFollow', id: 1, sub: 1, filter: {} }, other);
+    expect(ring.followerCount).toBe(3);
+    gone.closed = true;
+    svc.closePeer(gone);
+    expect(ring.followerCount).toBe(1);
+    expect([svc.followCount(gone), svc.followCount(other)]).toEqual([0, 1]);
+    // A follow arriving on the closed connection afterwards is not kept.
+    svc.handle({ t: 'logsFollow', id: 3, sub: 3, filter: {} }, gone);
+    expect(ring.followerCount).toBe(1);
+  });
 });
