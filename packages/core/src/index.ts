@@ -42,3 +42,4 @@ export {
   parseTraceparent, requestIdOf, startSpan, startTracing, stopTracing, traceContextOf, tracingActive, tracingCounts, tracingFromEnv,
   type ShoalSpan, type ShoalSpanKind, type TracingOptions,
 } from './tracing.ts';
+export { FastCounter, FastHistogram, CounterChild, HistogramChild, type FastMetricOptions } from './fast-metrics.ts';

@@ -4,33 +4,43 @@
  * and every worker's): each routed request's end-to-end time and its wait for a replica slot. One definition,
  * registered in whichever registry the process exposes, so the merged exposition has one HELP and TYPE per name.
  */
-import { Counter, Histogram, type Registry } from 'prom-client';
+import type { Registry } from 'prom-client';
+import { FastCounter, FastHistogram, type CounterChild, type HistogramChild } from '@shoal/core';
 
 /** Request latency buckets, in seconds: from a cache hit to a slow generation. */
 export const DURATION_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
 
+/** One application's series: its latency child, and its counter child per status code (a handful). */
+interface AppSeries { duration: HistogramChild; codes: Map<number, CounterChild> }
+
 export class HttpMetrics {
-  private readonly requests: Counter<'app' | 'code'>;
-  private readonly duration: Histogram<'app'>;
+  private readonly requests: FastCounter<'app' | 'code'>;
+  private readonly duration: FastHistogram<'app'>;
+  /** Bounded by the applications (and their status codes) this ingress answered for. */
+  private readonly apps = new Map<string, AppSeries>();
 
   constructor(registry: Registry) {
     const registers = [registry];
-    this.requests = new Counter({ name: 'shoal_http_requests_total', help: 'HTTP requests the ingress answered, per application and status code (499: the client left first).', labelNames: ['app', 'code'], registers });
-    this.duration = new Histogram({ name: 'shoal_http_request_duration_seconds', help: 'Time from an HTTP request\'s arrival at the ingress to its answer, per application.', labelNames: ['app'], buckets: DURATION_BUCKETS, registers });
+    this.requests = new FastCounter({ name: 'shoal_http_requests_total', help: 'HTTP requests the ingress answered, per application and status code (499: the client left first).', labelNames: ['app', 'code'], registers });
+    this.duration = new FastHistogram({ name: 'shoal_http_request_duration_seconds', help: 'Time from an HTTP request\'s arrival at the ingress to its answer, per application.', labelNames: ['app'], buckets: DURATION_BUCKETS, registers });
   }
 
   /** Records one answered HTTP request of an application. */
   observeHttp(app: string, code: number, seconds: number): void {
-    this.requests.inc({ app, code: String(code) });
-    this.duration.observe({ app }, seconds);
+    let a = this.apps.get(app);
+    if (a === undefined) { a = { duration: this.duration.child({ app }), codes: new Map() }; this.apps.set(app, a); }
+    let c = a.codes.get(code);
+    if (c === undefined) { c = this.requests.child({ app, code: String(code) }); a.codes.set(code, c); }
+    c.inc();
+    a.duration.observe(seconds);
   }
 }
 
-/** Label values of one deployment key (`app/deployment`), made once per key. */
+/** The series of one deployment key (`app/deployment`), bound once per key. */
 interface KeyLabels {
-  ok: { app: string; deployment: string; outcome: 'ok' };
-  error: { app: string; deployment: string; outcome: 'error' };
-  plain: { app: string; deployment: string };
+  ok: HistogramChild;
+  error: HistogramChild;
+  wait: HistogramChild;
 }
 
 /**
@@ -39,18 +49,18 @@ interface KeyLabels {
  * requests that found every replica full).
  */
 export class RouterMetrics {
-  private readonly duration: Histogram<'app' | 'deployment' | 'outcome'>;
-  private readonly wait: Histogram<'app' | 'deployment'>;
+  private readonly duration: FastHistogram<'app' | 'deployment' | 'outcome'>;
+  private readonly wait: FastHistogram<'app' | 'deployment'>;
   /** Bounded by the deployments this router has routed to. */
   private readonly keys = new Map<string, KeyLabels>();
 
   constructor(registry: Registry) {
     const registers = [registry];
-    this.duration = new Histogram({
+    this.duration = new FastHistogram({
       name: 'shoal_request_duration_seconds', help: 'Time from a router taking a request to its answer (waits for a slot and retries included), per deployment and outcome (ok: a replica answered; error: it failed).',
       labelNames: ['app', 'deployment', 'outcome'], buckets: DURATION_BUCKETS, registers,
     });
-    this.wait = new Histogram({
+    this.wait = new FastHistogram({
       name: 'shoal_router_queue_wait_seconds', help: 'Time a request waited in a router for a replica slot, counted only for requests that found every replica full, per deployment.',
       labelNames: ['app', 'deployment'], buckets: DURATION_BUCKETS, registers,
     });
@@ -59,12 +69,12 @@ export class RouterMetrics {
   /** RouterOptions.onAnswered. */
   observeAnswered(key: string, elapsedMs: number, ok: boolean): void {
     const l = this.labelsOf(key);
-    this.duration.observe(ok ? l.ok : l.error, elapsedMs / 1e3);
+    (ok ? l.ok : l.error).observe(elapsedMs / 1e3);
   }
 
   /** RouterOptions.onQueued. */
   observeQueued(key: string, waitedMs: number): void {
-    this.wait.observe(this.labelsOf(key).plain, waitedMs / 1e3);
+    this.labelsOf(key).wait.observe(waitedMs / 1e3);
   }
 
   private labelsOf(key: string): KeyLabels {
@@ -73,7 +83,7 @@ export class RouterMetrics {
       const slash = key.indexOf('/');
       const app = slash < 0 ? '' : key.slice(0, slash);
       const deployment = slash < 0 ? key : key.slice(slash + 1);
-      l = { ok: { app, deployment, outcome: 'ok' }, error: { app, deployment, outcome: 'error' }, plain: { app, deployment } };
+      l = { ok: this.duration.child({ app, deployment, outcome: 'ok' }), error: this.duration.child({ app, deployment, outcome: 'error' }), wait: this.wait.child({ app, deployment }) };
       this.keys.set(key, l);
     }
     return l;

@@ -8,7 +8,7 @@
  * with a `metrics` message and merges every worker's answer into one exposition (see the head's metrics.ts).
  */
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
-import { EventLoopDelayGauge, registerCascadeMetrics, registerProcessMetrics, type BatchObserver, type BatchReleaseReason, type Logger, type MetricsJson } from '@shoal/core';
+import { EventLoopDelayGauge, FastCounter, FastHistogram, type CounterChild, registerCascadeMetrics, registerProcessMetrics, type BatchObserver, type BatchReleaseReason, type Logger, type MetricsJson } from '@shoal/core';
 import type { ReplicaState, WorkerStats } from '@shoal/protocol';
 import { DURATION_BUCKETS, HttpMetrics, RouterMetrics } from '@shoal/ingress';
 import type { ReplicaObserver } from './replica.ts';
@@ -68,12 +68,12 @@ export class WorkerMetrics {
   /** This worker's router's series (end-to-end time, wait for a slot): Router's onAnswered and onQueued. */
   readonly routes: RouterMetrics;
   private readonly h: {
-    queueWait: Histogram<typeof DEPLOYMENT[number]>;
-    compute: Histogram<typeof DEPLOYMENT[number]>;
-    batchWait: Histogram<typeof DEPLOYMENT_METHOD[number]>;
-    batchSize: Histogram<typeof DEPLOYMENT_METHOD[number]>;
-    batchRun: Histogram<typeof DEPLOYMENT_METHOD[number]>;
-    releases: Counter<typeof DEPLOYMENT_METHOD[number] | 'reason'>;
+    queueWait: FastHistogram<typeof DEPLOYMENT[number]>;
+    compute: FastHistogram<typeof DEPLOYMENT[number]>;
+    batchWait: FastHistogram<typeof DEPLOYMENT_METHOD[number]>;
+    batchSize: FastHistogram<typeof DEPLOYMENT_METHOD[number]>;
+    batchRun: FastHistogram<typeof DEPLOYMENT_METHOD[number]>;
+    releases: FastCounter<typeof DEPLOYMENT_METHOD[number] | 'reason'>;
     modelLoad: Histogram<typeof DEPLOYMENT[number] | 'result'>;
   };
   /** Cascade replicas of this process record their shoal_cascade_* series into this registry. */
@@ -118,14 +118,14 @@ export class WorkerMetrics {
       loopMax: new Gauge({ name: 'shoal_worker_event_loop_delay_max_seconds', help: 'Largest event-loop delay since the previous scrape.', registers }),
     };
     this.h = {
-      queueWait: new Histogram({ name: 'shoal_request_queue_wait_seconds', help: 'Time a request waited in a replica for a slot (maxOngoingRequests), 0 when one was free, per deployment.', labelNames: DEPLOYMENT, buckets: DURATION_BUCKETS, registers }),
+      queueWait: new FastHistogram({ name: 'shoal_request_queue_wait_seconds', help: 'Time a request waited in a replica for a slot (maxOngoingRequests), 0 when one was free, per deployment.', labelNames: DEPLOYMENT, buckets: DURATION_BUCKETS, registers }),
       // A batched method's time in user code is its batch's run (shoal_batch_run_seconds): counting it here too would
       // count twice a request whose method (fetch, say) calls a batched field itself.
-      compute: new Histogram({ name: 'shoal_request_compute_seconds', help: 'Time a request to an unbatched method spent in user code, from getting its replica slot to its answer, per deployment (batched methods: shoal_batch_run_seconds).', labelNames: DEPLOYMENT, buckets: DURATION_BUCKETS, registers }),
-      batchWait: new Histogram({ name: 'shoal_batch_wait_seconds', help: 'Time an item waited in a batched method\'s queue until its batch was dispatched.', labelNames: DEPLOYMENT_METHOD, buckets: DURATION_BUCKETS, registers }),
-      batchSize: new Histogram({ name: 'shoal_batch_size', help: 'Items per dispatched batch of a batched method.', labelNames: DEPLOYMENT_METHOD, buckets: BATCH_SIZE_BUCKETS, registers }),
-      batchRun: new Histogram({ name: 'shoal_batch_run_seconds', help: 'Time a batched method\'s batch function took per batch (answered or failed): the compute time of each request in it.', labelNames: DEPLOYMENT_METHOD, buckets: DURATION_BUCKETS, registers }),
-      releases: new Counter({ name: 'shoal_batch_releases_total', help: 'Batches dispatched, by why: full (maxBatchSize), preferred (a preferredBatchSizes size), timeout (maxWaitMs), adaptive (the adaptive controller\'s smaller limits), idle (it came to an idle queue).', labelNames: [...DEPLOYMENT_METHOD, 'reason'], registers }),
+      compute: new FastHistogram({ name: 'shoal_request_compute_seconds', help: 'Time a request to an unbatched method spent in user code, from getting its replica slot to its answer, per deployment (batched methods: shoal_batch_run_seconds).', labelNames: DEPLOYMENT, buckets: DURATION_BUCKETS, registers }),
+      batchWait: new FastHistogram({ name: 'shoal_batch_wait_seconds', help: 'Time an item waited in a batched method\'s queue until its batch was dispatched.', labelNames: DEPLOYMENT_METHOD, buckets: DURATION_BUCKETS, registers }),
+      batchSize: new FastHistogram({ name: 'shoal_batch_size', help: 'Items per dispatched batch of a batched method.', labelNames: DEPLOYMENT_METHOD, buckets: BATCH_SIZE_BUCKETS, registers }),
+      batchRun: new FastHistogram({ name: 'shoal_batch_run_seconds', help: 'Time a batched method\'s batch function took per batch (answered or failed): the compute time of each request in it.', labelNames: DEPLOYMENT_METHOD, buckets: DURATION_BUCKETS, registers }),
+      releases: new FastCounter({ name: 'shoal_batch_releases_total', help: 'Batches dispatched, by why: full (maxBatchSize), preferred (a preferredBatchSizes size), timeout (maxWaitMs), adaptive (the adaptive controller\'s smaller limits), idle (it came to an idle queue).', labelNames: [...DEPLOYMENT_METHOD, 'reason'], registers }),
       modelLoad: new Histogram({ name: 'shoal_multiplex_model_load_seconds', help: 'Time a multiplexed replica\'s loadModel hook took, per deployment and result (ok or error).', labelNames: [...DEPLOYMENT, 'result'], buckets: LOAD_BUCKETS, registers }),
     };
     this.routes = new RouterMetrics(this.registry);
@@ -146,25 +146,30 @@ export class WorkerMetrics {
    */
   replicaObserver(app: string, deployment: string): ReplicaObserver {
     const labels = { app, deployment };
-    const { queueWait, compute, batchWait, batchSize, batchRun, releases, modelLoad } = this.h;
+    const { batchWait, batchSize, batchRun, releases, modelLoad } = this.h;
+    const queueWait = this.h.queueWait.child(labels);
+    const compute = this.h.compute.child(labels);
     const loadOk = { ...labels, result: 'ok' };
     const loadError = { ...labels, result: 'error' };
     return {
-      queueWaited: (waitMs) => queueWait.observe(labels, waitMs / 1e3),
-      computed: (computeMs) => compute.observe(labels, computeMs / 1e3),
+      queueWaited: (waitMs) => queueWait.observe(waitMs / 1e3),
+      computed: (computeMs) => compute.observe(computeMs / 1e3),
       modelLoaded: (loadMs, ok) => modelLoad.observe(ok ? loadOk : loadError, loadMs / 1e3),
       batch: (method): BatchObserver => {
         const ml = { ...labels, method };
-        const byReason = new Map<BatchReleaseReason, typeof ml & { reason: string }>();
+        const size = batchSize.child(ml);
+        const wait = batchWait.child(ml);
+        const run = batchRun.child(ml);
+        const byReason = new Map<BatchReleaseReason, CounterChild>();
         return {
-          released: (size, reason) => {
-            batchSize.observe(ml, size);
+          released: (n, reason) => {
+            size.observe(n);
             let rl = byReason.get(reason);
-            if (rl === undefined) { rl = { ...ml, reason }; byReason.set(reason, rl); }
-            releases.inc(rl);
+            if (rl === undefined) { rl = releases.child({ ...ml, reason }); byReason.set(reason, rl); }
+            rl.inc();
           },
-          waited: (waitMs) => batchWait.observe(ml, waitMs / 1e3),
-          ran: (runMs) => batchRun.observe(ml, runMs / 1e3),
+          waited: (waitMs) => wait.observe(waitMs / 1e3),
+          ran: (runMs) => run.observe(runMs / 1e3),
         };
       },
     };
