@@ -680,6 +680,7 @@ export class Head {
       liveness: { intervalMs: this.opts.heartbeatMs, timeoutMs: this.opts.workerTimeoutMs },
       onMessage: (m, p) => this.onWorkerMessage(rec.workerId, m, p),
       onClose: (err, p) => {
+        this.logs.workerLeft(rec.workerId, p); // this connection's log subscriptions, whether or not it was replaced
         if (this.peers.get(rec.workerId) !== p) return; // replaced by a newer connection, or dropped on purpose
         this.peers.delete(rec.workerId);
         if (this.stopped) return; // the head is going away: nothing to re-place

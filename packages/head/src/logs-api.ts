@@ -39,8 +39,13 @@ interface Follow {
   startedAtMs: number;
   subs: Map<number, { workerId: string; peer: LogPeer }>;
   own: LogFollower | undefined;
-  /** Lines that came while the merged backlog was still being gathered; written right after it. */
+  /**
+   * Lines that came while the merged backlog was still being gathered; written right after it. Bounded by
+   * maxBufferedBytes like the client's buffer: past it lines are counted in earlyDropped, and a line says so.
+   */
   early: string[] | undefined;
+  earlyBytes: number;
+  earlyDropped: number;
   /** Per worker, the time of the last line streamed: a worker that comes back is followed from there on. */
   lastMs: Map<string, number>;
   dropped: number;
@@ -61,6 +66,8 @@ export class HeadLogs {
 
   /** Follows open now (for tests and status). */
   get followCount(): number { return this.follows.size; }
+  /** Subscriptions on workers held now, over every follow (for tests). */
+  get subscriptionCount(): number { return this.bySub.size; }
 
   /** Answers GET /api/logs (the token was checked); a bad parameter throws before anything is written. */
   async serve(url: URL, req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -74,7 +81,7 @@ export class HeadLogs {
     req.resume();
     res.writeHead(200, { 'content-type': 'application/x-ndjson; charset=utf-8', 'cache-control': 'no-store', 'x-accel-buffering': 'no' });
     res.flushHeaders();
-    const f: Follow = { res, filter, startedAtMs: Date.now(), subs: new Map(), own: undefined, early: [], lastMs: new Map(), dropped: 0, closed: false };
+    const f: Follow = { res, filter, startedAtMs: Date.now(), subs: new Map(), own: undefined, early: [], earlyBytes: 0, earlyDropped: 0, lastMs: new Map(), dropped: 0, closed: false };
     this.follows.add(f);
     res.on('close', () => this.close(f));
     // The head's own: backlog and subscription in the same turn.
@@ -85,6 +92,10 @@ export class HeadLogs {
     const { lines } = merge([{ source: HEAD, answer: own }, ...answers], filter.limit ?? DEFAULT_LOG_QUERY_LIMIT);
     const early = f.early ?? [];
     f.early = undefined;
+    if (f.earlyDropped > 0) {
+      early.push(logLine('warn', 'logs', `${f.earlyDropped} log lines dropped while the backlog was gathered (over maxBufferedBytes ${this.maxBufferedBytes})`, { dropped: f.earlyDropped }));
+      f.earlyDropped = 0;
+    }
     this.write(f, [...lines, ...early]);
   }
 
@@ -98,6 +109,21 @@ export class HeadLogs {
         const { lines } = merge([a], f.filter.limit ?? DEFAULT_LOG_QUERY_LIMIT);
         this.write(f, lines);
       });
+    }
+  }
+
+  /**
+   * A worker's connection closed: its subscriptions end with it (the worker ends its side on its own). Without
+   * this they stayed in every follow until the client went. `peer`: the connection that closed, so a newer one
+   * of the same worker keeps its subscriptions.
+   */
+  workerLeft(workerId: string, peer: LogPeer): void {
+    for (const f of this.follows) {
+      for (const [sub, s] of f.subs) {
+        if (s.workerId !== workerId || s.peer !== peer) continue;
+        f.subs.delete(sub);
+        this.bySub.delete(sub);
+      }
     }
   }
 
@@ -172,7 +198,14 @@ export class HeadLogs {
 
   private write(f: Follow, lines: string[]): boolean {
     if (f.closed || lines.length === 0) return true;
-    if (f.early !== undefined) { f.early.push(...lines); return true; }
+    if (f.early !== undefined) {
+      for (const l of lines) {
+        if (f.earlyBytes + l.length > this.maxBufferedBytes) { f.earlyDropped++; continue; }
+        f.earlyBytes += l.length + 1;
+        f.early.push(l);
+      }
+      return true;
+    }
     if (f.res.writableLength > this.maxBufferedBytes) { f.dropped += lines.length; return true; }
     let text = '';
     if (f.dropped > 0) {

@@ -110,6 +110,70 @@ describe('HeadLogs', () => {
   });
 });
 
+describe('HeadLogs follow and workers that go', () => {
+  /** Reads a follow's lines as they come. */
+  function lineReader(res: Response): (n: number) => Promise<Array<Record<string, unknown>>> {
+    const reader = res.body!.getReader();
+    const decoder = new TextDecoder();
+    let text = '';
+    return async (n) => {
+      while (text.split('\n').length - 1 < n) text += decoder.decode((await reader.read()).value, { stream: true });
+      return text.trimEnd().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    };
+  }
+
+  it('drops a worker\'s subscriptions when its connection closes, not those of its newer connection', async () => {
+    const w1 = new FakeWorker('w1');
+    const logs = new HeadLogs({ ring: new LogRing(), workers: () => [['w1', w1]] });
+    const ac = new AbortController();
+    const res = await fetch(`${await serveOn(logs)}/api/logs?follow=1`, { signal: ac.signal });
+    const until = lineReader(res);
+    logs.onPush('w1', { t: 'logsPush', sub: (w1.asked[0] as { sub: number }).sub, lines: [[1, '{"worker":"w1","msg":"first"}']] });
+    expect(await until(1)).toEqual([{ worker: 'w1', msg: 'first' }]);
+    expect(logs.subscriptionCount).toBe(1);
+    // The worker reconnects: the new connection is subscribed; then the old one's close is learnt.
+    const again = new FakeWorker('w1');
+    logs.workerJoined('w1', again);
+    for (let i = 0; i < 100 && logs.subscriptionCount < 2; i++) await new Promise((r) => setTimeout(r, 5));
+    w1.closed = true;
+    logs.workerLeft('w1', w1);
+    expect(logs.subscriptionCount).toBe(1);
+    // A late push on the old subscription goes nowhere; the new one streams.
+    logs.onPush('w1', { t: 'logsPush', sub: (w1.asked[0] as { sub: number }).sub, lines: [[2, '{"worker":"w1","msg":"stale"}']] });
+    logs.onPush('w1', { t: 'logsPush', sub: (again.asked[0] as { sub: number }).sub, lines: [[3, '{"worker":"w1","msg":"second"}']] });
+    expect((await until(2))[1]).toEqual({ worker: 'w1', msg: 'second' });
+    again.closed = true;
+    logs.workerLeft('w1', again);
+    expect([logs.subscriptionCount, logs.followCount]).toEqual([0, 1]);
+    ac.abort();
+    for (let i = 0; i < 100 && logs.followCount > 0; i++) await new Promise((r) => setTimeout(r, 10));
+    // Nothing is sent to the closed connections.
+    expect([w1.sent, again.sent]).toEqual([[], []]);
+  });
+
+  it('bounds the lines kept while the backlog is gathered, and says how many it dropped', async () => {
+    const fast = new FakeWorker('w1');
+    const slow = new FakeWorker('w2', true);
+    const logs = new HeadLogs({ ring: new LogRing(), workers: () => [['w1', fast], ['w2', slow]], answerTimeoutMs: 200, maxBufferedBytes: 1000 });
+    const pending = fetch(`${await serveOn(logs)}/api/logs?follow=1`);
+    while (fast.asked.length === 0 || slow.asked.length === 0) await new Promise((r) => setTimeout(r, 5));
+    // w2 has not answered yet: w1's pushes wait for the backlog, 100 lines of ~100 bytes against a 1000-byte bound.
+    const sub = (fast.asked[0] as { sub: number }).sub;
+    const pad = 'x'.repeat(70);
+    logs.onPush('w1', { t: 'logsPush', sub, lines: Array.from({ length: 100 }, (_, i): [number, string] => [i, `{"worker":"w1","i":${i},"pad":"${pad}"}`]) });
+    const got = await lineReader(await pending)(11);
+    expect(got[0]).toMatchObject({ level: 'warn', worker: 'w2' });
+    const kept = got.slice(1).filter((l) => l.i !== undefined);
+    expect(kept.length).toBeGreaterThan(0);
+    expect(kept.length).toBeLessThanOrEqual(10);
+    expect(kept.map((l) => l.i)).toEqual(kept.map((_, i) => i));
+    const note = got[kept.length + 1]!;
+    expect(note).toMatchObject({ level: 'warn', dropped: 100 - kept.length });
+    expect(String(note.msg)).toMatch(/dropped while the backlog was gathered \(over maxBufferedBytes 1000\)/);
+    server?.closeAllConnections();
+  });
+});
+
 describe('HeadLogs follow with a client that does not read', () => {
   it('drops lines past maxBufferedBytes instead of buffering them, and says how many once the client reads again', async () => {
     const w1 = new FakeWorker('w1');
