@@ -8,7 +8,7 @@
  * with a `metrics` message and merges every worker's answer into one exposition (see the head's metrics.ts).
  */
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
-import { EventLoopDelayGauge, FastCounter, FastHistogram, type CounterChild, registerCascadeMetrics, registerProcessMetrics, type BatchObserver, type BatchReleaseReason, type Logger, type MetricsJson } from '@shoal/core';
+import { EventLoopDelayGauge, FastCounter, FastHistogram, type CounterChild, type HistogramChild, registerCascadeMetrics, registerProcessMetrics, type BatchObserver, type BatchReleaseReason, type Logger, type MetricsJson } from '@shoal/core';
 import type { ReplicaState, WorkerStats } from '@shoal/protocol';
 import { DURATION_BUCKETS, HttpMetrics, RouterMetrics } from '@shoal/ingress';
 import type { ReplicaObserver } from './replica.ts';
@@ -147,13 +147,14 @@ export class WorkerMetrics {
   replicaObserver(app: string, deployment: string): ReplicaObserver {
     const labels = { app, deployment };
     const { batchWait, batchSize, batchRun, releases, modelLoad } = this.h;
-    const queueWait = this.h.queueWait.child(labels);
-    const compute = this.h.compute.child(labels);
+    // Bound on first use: a deployment whose requests all go to batched methods has no compute series.
+    let queueWait: HistogramChild | undefined;
+    let compute: HistogramChild | undefined;
     const loadOk = { ...labels, result: 'ok' };
     const loadError = { ...labels, result: 'error' };
     return {
-      queueWaited: (waitMs) => queueWait.observe(waitMs / 1e3),
-      computed: (computeMs) => compute.observe(computeMs / 1e3),
+      queueWaited: (waitMs) => (queueWait ??= this.h.queueWait.child(labels)).observe(waitMs / 1e3),
+      computed: (computeMs) => (compute ??= this.h.compute.child(labels)).observe(computeMs / 1e3),
       modelLoaded: (loadMs, ok) => modelLoad.observe(ok ? loadOk : loadError, loadMs / 1e3),
       batch: (method): BatchObserver => {
         const ml = { ...labels, method };
