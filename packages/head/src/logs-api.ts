@@ -256,7 +256,7 @@ function followFilter(f: LogFilter): LogFilter {
 }
 
 /**
- * The query string: deployment=D or APP/D, app=A, since=ISO time or epoch ms, level=debug|info|warn|error,
+ * The query string: deployment=D or APP/D, app=A, since=ISO 8601 time or epoch ms (12+ digits), level=debug|info|warn|error,
  * limit=N (1..10000, default 1000), follow=1.
  */
 export function parseLogQuery(q: URLSearchParams): { filter: LogFilter & { limit: number }; follow: boolean } {
@@ -275,8 +275,12 @@ export function parseLogQuery(q: URLSearchParams): { filter: LogFilter & { limit
   if (deployment !== undefined) filter.deployment = deployment;
   const since = q.get('since');
   if (since !== null) {
-    const ms = /^\d+$/.test(since) ? Number(since) : Date.parse(since);
-    if (!Number.isFinite(ms)) throw new BadRequestError(`since: must be an ISO 8601 time or epoch milliseconds, got "${since}"`);
+    // Epoch ms with 12 digits or more (from 1973 on, what `shoal logs` sends), or an ISO 8601 time: a bare number
+    // such as 2024 is neither a year nor 2 s after 1970, so it is refused rather than guessed.
+    const ms = /^\d{12,}$/.test(since) ? Number(since) : /^\d{4}-\d\d-\d\d/.test(since) ? Date.parse(since) : Number.NaN;
+    if (!Number.isFinite(ms)) {
+      throw new BadRequestError(`since: must be an ISO 8601 time (2026-12-01T16:00:00Z) or epoch milliseconds (12 digits or more), got "${since}"`);
+    }
     filter.sinceMs = ms;
   }
   const level = q.get('level');

@@ -218,12 +218,19 @@ describe('parseLogQuery', () => {
       filter: { app: 'shop', deployment: 'Ranker', sinceMs: Date.parse('2026-12-01T16:00:00Z'), level: 'warn', limit: 5 }, follow: true,
     });
     expect(parseLogQuery(new URLSearchParams('since=1700000000000'))).toEqual({ filter: { sinceMs: 1700000000000, limit: 1000 }, follow: false });
+    expect(parseLogQuery(new URLSearchParams('since=2026-12-01')).filter.sinceMs).toBe(Date.parse('2026-12-01'));
+    expect(parseLogQuery(new URLSearchParams('since=100000000000')).filter.sinceMs).toBe(100_000_000_000);
   });
 
   it('refuses what it cannot read, naming the parameter', () => {
     const bad: Array<[string, RegExp]> = [
       ['level=loud', /logs\.level: must be one of debug, info, warn, error/],
-      ['since=soon', /since: must be an ISO 8601 time or epoch milliseconds, got "soon"/],
+      ['since=soon', /since: must be an ISO 8601 time \(2026-12-01T16:00:00Z\) or epoch milliseconds \(12 digits or more\), got "soon"/],
+      // A year, or seconds since 1970, are not read as epoch ms.
+      ['since=2024', /since: must be an ISO 8601 time .* got "2024"/],
+      ['since=1700000000', /since: must be an ISO 8601 time .* got "1700000000"/],
+      ['since=2024-13-45T99:00:00Z', /since: must be an ISO 8601 time/],
+      ['since=10m', /since: must be an ISO 8601 time/],
       ['limit=-1', /limit: must be a whole number/],
       ['limit=20000', /logs\.limit: must be at most 10000/],
       ['follow=yes', /follow: must be 1 or 0/],
