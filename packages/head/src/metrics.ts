@@ -72,7 +72,7 @@ function registerSloMetrics(status: HeadMetricsOptions['status'], registers: Reg
     collect() { each(this, (l, d) => { for (const o of d.slo?.objectives ?? []) for (const [window, v] of Object.entries(o.burn)) set(this, { ...l, objective: o.name, window }, v); }); },
   });
   new Gauge({
-    name: 'shoal_slo_alerting', help: 'Whether an SLO objective pages: 1 when the 1h and 5m burn rates both exceed 14.4, or the 6h and 30m ones both exceed 6.', labelNames: objective, registers,
+    name: 'shoal_slo_alerting', help: 'Whether an SLO objective pages: 1 when the 1h and 5m burn rates both exceed 14.4, or the 6h and 30m ones both exceed 6, each window covered in full by the data (docs/slo.md).', labelNames: objective, registers,
     collect() { each(this, (l, d) => { for (const o of d.slo?.objectives ?? []) this.set({ ...l, objective: o.name }, o.alerting ? 1 : 0); }); },
   });
   new Gauge({
@@ -94,9 +94,17 @@ export class HeadMetrics {
   private readonly loop: EventLoopDelayGauge;
   private readonly loopGauges: { p50: Gauge; p99: Gauge; max: Gauge };
 
+  /**
+   * The status of the scrape in progress: computed once per scrape and shared by every gauge that reads it (a
+   * ClusterStatus is built from the whole controller, with SLO and cost figures; ten gauges each building one was
+   * ten times the work). Outside a scrape (a bare registry read) each read takes status afresh.
+   */
+  private scrapeStatus: ReturnType<HeadMetricsOptions['status']> | undefined;
+
   constructor(private readonly opts: HeadMetricsOptions) {
     this.timeoutMs = opts.workerTimeoutMs ?? 1000;
     const registers = [this.registry];
+    const status = (): ReturnType<HeadMetricsOptions['status']> => this.scrapeStatus ?? opts.status();
     this.http = new HttpMetrics(this.registry);
     this.routes = new RouterMetrics(this.registry);
     this.loop = new EventLoopDelayGauge(opts.eventLoopResolutionMs ?? 10);
@@ -116,13 +124,13 @@ export class HeadMetrics {
     });
     new Gauge({
       name: 'shoal_workers_alive', help: 'Workers connected and heartbeating.', registers,
-      collect() { this.set(opts.status().workers.filter((w) => w.state === 'ALIVE').length); },
+      collect() { this.set(status().workers.filter((w) => w.state === 'ALIVE').length); },
     });
     new Gauge({
       name: 'shoal_replicas', help: 'Replicas per deployment and lifecycle state, as the controller records them.', labelNames: ['app', 'deployment', 'state'], registers,
       collect() {
         this.reset();
-        const st = opts.status();
+        const st = status();
         for (const a of st.applications) for (const d of a.deployments) for (const state of STATES) this.set({ app: a.name, deployment: d.name, state }, 0);
         for (const r of st.replicas) this.inc({ app: r.app, deployment: r.deployment, state: r.state });
       },
@@ -131,7 +139,7 @@ export class HeadMetrics {
       name: 'shoal_autoscaling_target_replicas', help: 'Replica count autoscaling keeps now, per autoscaled deployment.', labelNames: ['app', 'deployment'], registers,
       collect() {
         this.reset();
-        for (const a of opts.status().applications) for (const d of a.deployments) if (d.autoscaling !== undefined) this.set({ app: a.name, deployment: d.name }, d.autoscaling.target);
+        for (const a of status().applications) for (const d of a.deployments) if (d.autoscaling !== undefined) this.set({ app: a.name, deployment: d.name }, d.autoscaling.target);
       },
     });
     this.decisions = new Counter({ name: 'shoal_autoscaling_decisions_total', help: 'Autoscaling decisions, per deployment and reason (upscale, downscale, downscale-to-zero, scale-from-zero, bounds).', labelNames: ['deployment', 'reason'], registers });
@@ -142,10 +150,10 @@ export class HeadMetrics {
       name: 'shoal_rollout_traffic_percent', help: 'Share of live traffic the new version of a deployment gets while a canary or experiment runs (mirrored share for a shadow).', labelNames: ['app', 'deployment', 'phase'], registers,
       collect() {
         this.reset();
-        for (const a of opts.status().applications) for (const d of a.deployments) if (d.rollout !== undefined) this.set({ app: a.name, deployment: d.name, phase: d.rollout.phase }, d.rollout.percent);
+        for (const a of status().applications) for (const d of a.deployments) if (d.rollout !== undefined) this.set({ app: a.name, deployment: d.name, phase: d.rollout.phase }, d.rollout.percent);
       },
     });
-    registerSloMetrics(opts.status, registers);
+    registerSloMetrics(status, registers);
     registerProcessMetrics(this.registry);
   }
 
@@ -188,8 +196,16 @@ export class HeadMetrics {
     this.loopGauges.p99.set(loop.p99Ms / 1e3);
     this.loopGauges.max.set(loop.maxMs / 1e3);
     const workers = await Promise.all(this.opts.workers().map((w) => this.fetchWorker(w)));
-    const parts = [await this.registry.getMetricsAsJSON() as MetricsJson, ...workers.filter((w): w is MetricsJson => w !== undefined)];
-    return mergeMetrics(parts).metrics();
+    const mine = this.opts.status();
+    this.scrapeStatus = mine;
+    let own: MetricsJson;
+    try {
+      own = await this.registry.getMetricsAsJSON() as MetricsJson;
+    } finally {
+      // An overlapping scrape may have set its own since: leave that one for it.
+      if (this.scrapeStatus === mine) this.scrapeStatus = undefined;
+    }
+    return mergeMetrics([own, ...workers.filter((w): w is MetricsJson => w !== undefined)]).metrics();
   }
 
   private async fetchWorker(w: WorkerMetricsSource): Promise<MetricsJson | undefined> {

@@ -64,6 +64,25 @@ function headOptions(workers: () => WorkerMetricsSource[], extra: Partial<HeadMe
 }
 
 describe('metrics merge', () => {
+  it('builds the cluster status once per scrape, shared by every gauge that reads it', async () => {
+    const base = headOptions(() => []);
+    let calls = 0;
+    const st = base.status();
+    // A deployment with SLO and cost figures, so every SLO and cost gauge has something to read.
+    st.applications[0]!.deployments[0]!.slo = {
+      periodMs: 2_592_000_000, alerting: false,
+      objectives: [{ name: 'availability', target: 0.99, attainment: { '5m': 1, '1h': 1, period: 1 }, periodCoveredMs: 1000, budgetRemaining: 1, burn: { '5m': 0, '30m': 0, '1h': 0, '6h': 0 }, coveredMs: { '5m': 1000, '30m': 1000, '1h': 1000, '6h': 1000 }, alerting: false }],
+    };
+    const head = new HeadMetrics({ ...base, status: () => { calls++; return st; } });
+    const text = await head.scrape();
+    expect(text).toMatch(/^shoal_slo_alerting\{app="shop",deployment="Model",objective="availability"\} 0$/m);
+    expect(text).toMatch(/^shoal_replicas\{app="shop",deployment="Model",state="RUNNING"\} 2$/m);
+    expect(calls).toBe(1);
+    await head.scrape();
+    expect(calls).toBe(2);
+    head.close();
+  });
+
   it('merges the head and every worker into one exposition: one HELP and TYPE per name, series apart by worker', async () => {
     const native = (): NativeGaugeSample[] => [
       { name: 'shoal_native_device_total_bytes', labels: { device: '0', backend: 'host' }, value: 1024 },
