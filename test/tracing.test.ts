@@ -111,6 +111,9 @@ describe('tracing over OTLP/HTTP', () => {
     const failed = await fetch(`${head.httpAddress}/fail`, { headers: { 'x-request-id': 'req-failed' } });
     expect(failed.status).toBe(500);
     expect(failed.headers.get('x-request-id')).toBe('req-failed');
+    // And the ingress's built-in endpoints.
+    const health = await fetch(`${head.httpAddress}/-/healthz`, { headers: { 'x-request-id': 'req-health' } });
+    expect(health.headers.get('x-request-id')).toBe('req-health');
   });
 
   it('every request\'s trace holds ingress, queue, compute and downstream spans, parented as the request went', async () => {

@@ -11,7 +11,7 @@ import { randomBytes } from 'node:crypto';
 import { cpus as osCpus, homedir, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { DeployError, buildAppSpec, checkTracingOptions, createLogger, startTracing, stopTracing, tracingFromEnv, describeThrown, env, InvalidOptionError, ReplicaUnavailableError, ShoalError, type AppSpec } from '@shoal/core';
+import { DeployError, applyTracingFlags, buildAppSpec, createLogger, startTracing, stopTracing, tracingFromEnv, describeThrown, env, InvalidOptionError, ReplicaUnavailableError, ShoalError, type AppSpec } from '@shoal/core';
 import { FileStateStore, Head, RedisStateStore, StoreLockedError, type ClusterStatus, type ExperimentReport, type StateStore, type WorkerCommand, formatExperimentReport } from '@shoal/head';
 import { isListenError, portError, resolveToken } from '@shoal/protocol';
 import { runWorker, WORKER_ENTRY } from '@shoal/worker/main';
@@ -271,17 +271,7 @@ function busyPortError(err: unknown, head: Head, at: { host: string; port: numbe
  * this process's environment, which the local workers inherit, and spans of this head's own router and ingress.
  */
 async function startProcessTracing(values: Record<string, string | boolean | undefined>): Promise<void> {
-  const endpoint = values['otlp-endpoint'] as string | undefined;
-  const ratio = values['trace-sample-ratio'] as string | undefined;
-  if (endpoint !== undefined) {
-    try { checkTracingOptions({ endpoint, serviceName: 'shoal-head' }); } catch { throw new InvalidOptionError('--otlp-endpoint', 'must be an http:// or https:// URL (an OTLP/HTTP traces endpoint, e.g. http://localhost:4318/v1/traces)', endpoint); }
-    process.env.SHOAL_OTLP_ENDPOINT = endpoint;
-  }
-  if (ratio !== undefined) {
-    const r = Number(ratio);
-    if (ratio.trim() === '' || !(r >= 0 && r <= 1)) throw new InvalidOptionError('--trace-sample-ratio', 'must be a number from 0 to 1', ratio);
-    process.env.SHOAL_TRACE_SAMPLE_RATIO = ratio;
-  }
+  applyTracingFlags(values['otlp-endpoint'] as string | undefined, values['trace-sample-ratio'] as string | undefined);
   const opts = tracingFromEnv('shoal-head', { 'shoal.role': 'head', 'process.pid': String(process.pid) });
   if (opts !== undefined) await startTracing(opts);
 }

@@ -38,7 +38,7 @@ export { LatencyHistogram, LATENCY_BUCKETS, latencyBucket, bucketUpperMs, denseC
 export { stickyBucket, pickWeighted } from './sticky-hash.ts';
 export * from './cascade/index.ts';
 export {
-  REQUEST_ID_HEADER, TRACEPARENT_HEADER, MAX_REQUEST_ID_LENGTH, SpanKinds, checkTracingOptions, flushTracing, formatTraceparent, newSpanId, newTraceContext, newTraceId,
+  REQUEST_ID_HEADER, TRACEPARENT_HEADER, MAX_REQUEST_ID_LENGTH, SpanKinds, applyTracingFlags, checkTracingOptions, flushTracing, formatTraceparent, newSpanId, newTraceContext, newTraceId,
   parseTraceparent, requestIdOf, startSpan, startTracing, stopTracing, traceContextOf, tracingActive, tracingCounts, tracingFromEnv,
   type ShoalSpan, type ShoalSpanKind, type TracingOptions,
 } from './tracing.ts';

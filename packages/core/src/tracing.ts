@@ -100,6 +100,7 @@ export function traceContextOf(value: unknown): TraceContext | undefined {
   if (typeof value !== 'object' || value === null) return undefined;
   const v = value as Record<string, unknown>;
   if (typeof v.traceId !== 'string' || v.traceId.length !== 32 || typeof v.spanId !== 'string' || v.spanId.length !== 16) return undefined;
+  if (!isHex(v.traceId, 0, 32) || !isHex(v.spanId, 0, 16) || v.traceId === ZERO_TRACE || v.spanId === ZERO_SPAN) return undefined;
   return { traceId: v.traceId, spanId: v.spanId, sampled: v.sampled === true };
 }
 
@@ -172,6 +173,12 @@ class Recorder {
 
   sampleRoot(traceId: string): boolean { return this.sampler.shouldSample(traceId); }
 
+  /** The thread is gone: nothing will answer the flushes waiting, so they end now. */
+  threadGone(): void {
+    for (const resolve of this.flushes.values()) resolve();
+    this.flushes.clear();
+  }
+
   record(r: SpanRecord): void {
     if (this.outstanding + this.buffer.length >= this.opts.maxQueueSize) { this.counts.dropped++; this.warn(); return; }
     this.counts.recorded++;
@@ -224,7 +231,16 @@ export function tracingCounts(): { recorded: number; exported: number; failed: n
  * Starts recording spans and exporting them over OTLP/HTTP (JSON) from a worker thread, with a parent-based
  * ratio sampler (OpenTelemetry's TraceIdRatioBasedSampler decides new traces). A second call replaces the first.
  */
-export async function startTracing(opts: TracingOptions, warn: (msg: string, fields: Record<string, unknown>) => void = (m, f) => process.stderr.write(`${JSON.stringify({ level: 'warn', msg: m, ...f })}\n`)): Promise<void> {
+export function startTracing(opts: TracingOptions, warn?: (msg: string, fields: Record<string, unknown>) => void): Promise<void> {
+  // One at a time: two overlapping starts would each make a thread, and one would be orphaned.
+  const next = starting.then(() => startTracingNow(opts, warn));
+  starting = next.catch(() => undefined);
+  return next;
+}
+
+let starting: Promise<unknown> = Promise.resolve();
+
+async function startTracingNow(opts: TracingOptions, warn: (msg: string, fields: Record<string, unknown>) => void = (m, f) => process.stderr.write(`${JSON.stringify({ level: 'warn', msg: m, ...f })}\n`)): Promise<void> {
   checkTracingOptions(opts);
   const [api, sdk, threads] = await Promise.all([import('@opentelemetry/api'), import('@opentelemetry/sdk-trace-node'), import('node:worker_threads')]);
   if (active !== undefined) await stopTracing();
@@ -242,8 +258,12 @@ export async function startTracing(opts: TracingOptions, warn: (msg: string, fie
     },
   });
   thread.on('error', (err) => warn('span export thread failed: tracing stops', { error: err.message }));
-  thread.on('exit', () => { if (activeThread === thread) { active = undefined; activeThread = undefined; } });
-  active = new Recorder(thread, sampler, { intervalMs: opts.exportIntervalMs ?? 1000, maxQueueSize: opts.maxQueueSize ?? 65_536, batch: 1024, warn });
+  const recorder = new Recorder(thread, sampler, { intervalMs: opts.exportIntervalMs ?? 1000, maxQueueSize: opts.maxQueueSize ?? 65_536, batch: 1024, warn });
+  thread.on('exit', () => {
+    recorder.threadGone();
+    if (activeThread === thread) { active = undefined; activeThread = undefined; }
+  });
+  active = recorder;
   activeThread = thread;
 }
 
@@ -263,10 +283,33 @@ export async function flushTracing(): Promise<void> {
   await active?.flush();
 }
 
+/**
+ * The --otlp-endpoint and --trace-sample-ratio flags of `shoal start|run|serve|worker`: checked (an error names
+ * the flag), then put in this process's environment, where tracingFromEnv reads them and local workers inherit them.
+ */
+export function applyTracingFlags(endpoint: string | undefined, ratio: string | undefined, e: NodeJS.ProcessEnv = process.env): void {
+  if (endpoint !== undefined) {
+    if (!isHttpUrl(endpoint)) throw new InvalidOptionError('--otlp-endpoint', 'must be an http:// or https:// URL (an OTLP/HTTP traces endpoint, e.g. http://localhost:4318/v1/traces)', endpoint);
+    e.SHOAL_OTLP_ENDPOINT = endpoint;
+  }
+  if (ratio !== undefined) {
+    const r = Number(ratio);
+    if (ratio.trim() === '' || !(r >= 0 && r <= 1)) throw new InvalidOptionError('--trace-sample-ratio', 'must be a number from 0 to 1', ratio);
+    e.SHOAL_TRACE_SAMPLE_RATIO = ratio;
+  }
+}
+
+function isHttpUrl(text: string): boolean {
+  try {
+    const url = new URL(text);
+    return url.protocol === 'http:' || url.protocol === 'https:';
+  } catch {
+    return false;
+  }
+}
+
 export function checkTracingOptions(opts: TracingOptions): void {
-  let url: URL;
-  try { url = new URL(opts.endpoint); } catch { throw new InvalidOptionError('tracing.endpoint', 'must be an http:// or https:// URL', opts.endpoint); }
-  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new InvalidOptionError('tracing.endpoint', 'must be an http:// or https:// URL', opts.endpoint);
+  if (!isHttpUrl(opts.endpoint)) throw new InvalidOptionError('tracing.endpoint', 'must be an http:// or https:// URL', opts.endpoint);
   const r = opts.sampleRatio;
   if (r !== undefined && (typeof r !== 'number' || !(r >= 0 && r <= 1))) throw new InvalidOptionError('tracing.sampleRatio', 'must be a number from 0 to 1', r);
 }
@@ -279,20 +322,20 @@ export function checkTracingOptions(opts: TracingOptions): void {
  */
 export function tracingFromEnv(serviceName: string, attributes: Record<string, string> = {}, e: NodeJS.ProcessEnv = process.env): TracingOptions | undefined {
   if (e.OTEL_SDK_DISABLED?.toLowerCase() === 'true') return undefined;
-  let endpoint = e.SHOAL_OTLP_ENDPOINT || e.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT || undefined;
-  if (endpoint === undefined && e.OTEL_EXPORTER_OTLP_ENDPOINT) endpoint = `${e.OTEL_EXPORTER_OTLP_ENDPOINT.replace(/\/+$/, '')}/v1/traces`;
-  if (endpoint === undefined) return undefined;
-  const ratioText = e.SHOAL_TRACE_SAMPLE_RATIO ?? e.OTEL_TRACES_SAMPLER_ARG;
+  const from = ['SHOAL_OTLP_ENDPOINT', 'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT', 'OTEL_EXPORTER_OTLP_ENDPOINT'].find((n) => (e[n] ?? '') !== '');
+  if (from === undefined) return undefined;
+  const given = e[from]!;
+  const endpoint = from === 'OTEL_EXPORTER_OTLP_ENDPOINT' ? `${given.replace(/\/+$/, '')}/v1/traces` : given;
+  if (!isHttpUrl(endpoint)) throw new InvalidOptionError(from, 'must be an http:// or https:// URL (an OTLP/HTTP endpoint)', given);
+  const ratioName = ['SHOAL_TRACE_SAMPLE_RATIO', 'OTEL_TRACES_SAMPLER_ARG'].find((n) => (e[n] ?? '') !== '');
   let sampleRatio: number | undefined;
-  if (ratioText !== undefined && ratioText !== '') {
-    sampleRatio = Number(ratioText);
-    const name = e.SHOAL_TRACE_SAMPLE_RATIO !== undefined ? 'SHOAL_TRACE_SAMPLE_RATIO' : 'OTEL_TRACES_SAMPLER_ARG';
-    if (!Number.isFinite(sampleRatio) || sampleRatio < 0 || sampleRatio > 1) throw new InvalidOptionError(name, 'must be a number from 0 to 1', ratioText);
+  if (ratioName !== undefined) {
+    const text = e[ratioName]!;
+    sampleRatio = Number(text);
+    if (text.trim() === '' || !Number.isFinite(sampleRatio) || sampleRatio < 0 || sampleRatio > 1) throw new InvalidOptionError(ratioName, 'must be a number from 0 to 1', text);
   }
   const name = e.OTEL_SERVICE_NAME || serviceName;
-  const opts: TracingOptions = { endpoint, serviceName: name, attributes, ...(sampleRatio === undefined ? {} : { sampleRatio }) };
-  checkTracingOptions(opts);
-  return opts;
+  return { endpoint, serviceName: name, attributes, ...(sampleRatio === undefined ? {} : { sampleRatio }) };
 }
 
 /** A span that records nothing: it carries its parent's context on, so propagation works with tracing off. */

@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import {
-  formatTraceparent, newSpanId, newTraceId, parseTraceparent, requestIdOf, startSpan, startTracing, stopTracing, tracingActive, tracingFromEnv, InvalidOptionError,
+  applyTracingFlags, formatTraceparent, newSpanId, newTraceId, parseTraceparent, requestIdOf, startSpan, startTracing, stopTracing, traceContextOf, tracingActive, tracingFromEnv, InvalidOptionError,
 } from '../src/index.ts';
 
 const TP = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01';
@@ -44,6 +44,27 @@ describe('traceparent', () => {
   });
 });
 
+describe('applyTracingFlags', () => {
+  it('checks the flags, naming them, and sets the environment the local workers inherit', () => {
+    const e: NodeJS.ProcessEnv = {};
+    applyTracingFlags('http://c:4318/v1/traces', '0.25', e);
+    expect(e).toEqual({ SHOAL_OTLP_ENDPOINT: 'http://c:4318/v1/traces', SHOAL_TRACE_SAMPLE_RATIO: '0.25' });
+    expect(() => applyTracingFlags('ftp://x', undefined, {})).toThrow(/--otlp-endpoint.*http/);
+    for (const bad of ['', '2', '-0.1', 'half']) expect(() => applyTracingFlags(undefined, bad, {}), bad).toThrow(/--trace-sample-ratio.*from 0 to 1/);
+  });
+});
+
+describe('traceContextOf (a trace context from another process\'s message)', () => {
+  it('keeps a well-formed one and drops the rest', () => {
+    const ok = { traceId: '4bf92f3577b34da6a3ce929d0e0e4736', spanId: '00f067aa0ba902b7', sampled: true };
+    expect(traceContextOf(ok)).toEqual(ok);
+    expect(traceContextOf({ ...ok, sampled: 'yes' })?.sampled).toBe(false);
+    for (const bad of [undefined, null, 'x', { ...ok, traceId: 'z'.repeat(32) }, { ...ok, spanId: 'ABCDEF0123456789' }, { ...ok, traceId: '0'.repeat(32) }, { ...ok, spanId: 5 }]) {
+      expect(traceContextOf(bad), JSON.stringify(bad)).toBeUndefined();
+    }
+  });
+});
+
 describe('request ids', () => {
   it('keeps a usable client id and replaces the rest with a UUID', () => {
     expect(requestIdOf('abc-123')).toBe('abc-123');
@@ -73,7 +94,12 @@ describe('tracingFromEnv', () => {
     expect(tracingFromEnv('s', {}, { SHOAL_OTLP_ENDPOINT: 'http://a:1/v1/traces', SHOAL_TRACE_SAMPLE_RATIO: '0.25' })?.sampleRatio).toBe(0.25);
     expect(() => tracingFromEnv('s', {}, { SHOAL_OTLP_ENDPOINT: 'http://a:1/v1/traces', SHOAL_TRACE_SAMPLE_RATIO: '2' })).toThrow(/SHOAL_TRACE_SAMPLE_RATIO.*from 0 to 1/);
     expect(() => tracingFromEnv('s', {}, { SHOAL_OTLP_ENDPOINT: 'http://a:1/v1/traces', OTEL_TRACES_SAMPLER_ARG: 'half' })).toThrow(InvalidOptionError);
-    expect(() => tracingFromEnv('s', {}, { SHOAL_OTLP_ENDPOINT: 'ftp://a/v1/traces' })).toThrow(/tracing\.endpoint.*http/);
+    // Each error names the variable the value came from.
+    expect(() => tracingFromEnv('s', {}, { SHOAL_OTLP_ENDPOINT: 'ftp://a/v1/traces' })).toThrow(/SHOAL_OTLP_ENDPOINT.*http/);
+    expect(() => tracingFromEnv('s', {}, { OTEL_EXPORTER_OTLP_ENDPOINT: 'collector:4318' })).toThrow(/OTEL_EXPORTER_OTLP_ENDPOINT.*http/);
+    // An empty variable is unset, so the next one counts.
+    expect(tracingFromEnv('s', {}, { SHOAL_OTLP_ENDPOINT: '', OTEL_EXPORTER_OTLP_ENDPOINT: 'http://b:1', SHOAL_TRACE_SAMPLE_RATIO: '', OTEL_TRACES_SAMPLER_ARG: '0.5' })).toMatchObject({ endpoint: 'http://b:1/v1/traces', sampleRatio: 0.5 });
+    expect(() => tracingFromEnv('s', {}, { SHOAL_OTLP_ENDPOINT: 'http://a:1/v1/traces', SHOAL_TRACE_SAMPLE_RATIO: ' ' })).toThrow(/SHOAL_TRACE_SAMPLE_RATIO/);
   });
 });
 

@@ -161,6 +161,9 @@ export class Ingress {
     const url = req.url ?? '/';
     const q = url.indexOf('?');
     const pathname = q < 0 ? url : url.slice(0, q);
+    // Every answer carries the request's id, a 404 or a built-in endpoint's too.
+    const requestId = requestIdOf(req.headers[REQUEST_ID_HEADER]);
+    res.setHeader(REQUEST_ID_HEADER, requestId);
     if (pathname.startsWith('/-/')) { req.resume(); this.builtin(pathname, res); return; }
     const target = this.match(pathname);
     if (target === undefined) {
@@ -168,16 +171,14 @@ export class Ingress {
       sendError(res, new NotFoundError(`no application serves ${pathname}`));
       return;
     }
-    void this.forward(req, res, target, q < 0 ? '' : url.slice(q + 1));
+    void this.forward(req, res, target, q < 0 ? '' : url.slice(q + 1), requestId);
   }
 
-  private async forward(req: IncomingMessage, res: ServerResponse, target: Target, query: string): Promise<void> {
+  private async forward(req: IncomingMessage, res: ServerResponse, target: Target, query: string, requestId: string): Promise<void> {
     const arrived = Date.now();
     const started = performance.now();
     const label = target.kind === 'app' ? target.mount.app : target.route.name;
     this.inflight++;
-    const requestId = requestIdOf(req.headers[REQUEST_ID_HEADER]);
-    res.setHeader(REQUEST_ID_HEADER, requestId);
     const parent = parseTraceparent(req.headers[TRACEPARENT_HEADER]);
     let span: ShoalSpan | undefined;
     if (tracingActive()) {

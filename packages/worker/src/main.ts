@@ -7,7 +7,7 @@
  */
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
-import { createLogger, describeThrown, env, InvalidOptionError, startTracing, stopTracing, tracingFromEnv, type Logger } from '@shoal/core';
+import { applyTracingFlags, createLogger, describeThrown, env, InvalidOptionError, startTracing, stopTracing, tracingFromEnv, type Logger } from '@shoal/core';
 import { IPC_HTTP_SOCKET, IPC_HTTP_SOCKET_REQUEST, isListenError, listenErrorFor, probePort, resolveToken, type DeviceInfo } from '@shoal/protocol';
 import type { ListenTarget } from '@shoal/ingress';
 import { Worker } from './worker.ts';
@@ -123,8 +123,7 @@ export async function runWorker(argv: string[]): Promise<Worker> {
   } else if (values['http-from-parent']) {
     http = socketFromParent();
   }
-  if (values['otlp-endpoint'] !== undefined) process.env.SHOAL_OTLP_ENDPOINT = values['otlp-endpoint'];
-  if (values['trace-sample-ratio'] !== undefined) process.env.SHOAL_TRACE_SAMPLE_RATIO = values['trace-sample-ratio'];
+  applyTracingFlags(values['otlp-endpoint'], values['trace-sample-ratio']);
   const tracing = tracingFromEnv('shoal-worker', { 'shoal.role': 'worker', 'process.pid': String(process.pid) });
   if (tracing !== undefined) await startTracing(tracing);
   const { devices, metrics: nativeMetrics } = await detectDevices(logger);

@@ -7,7 +7,7 @@ import { createServer, type Server } from 'node:http';
 import { WebSocketServer, type WebSocket } from 'ws';
 import {
   CancelledError, DeadlineExceededError, LazyAbortController, isNotRun, processLogRing, ReplicaUnavailableError, realClock, setProcessLogWorker, toWireError, type AppSpec, type Logger,
-  type WireError, type WireHttpResponse,
+  requestIdOf, traceContextOf, type WireError, type WireHttpResponse,
 } from '@shoal/core';
 import {
   acceptHello, attachWebSocketEndpoint, connectPeer, sendWelcome, Peer, type DeviceInfo, type Message, type NewRequest, type ReplyMessage,
@@ -460,9 +460,13 @@ export class Worker {
       if (left <= 0) return Promise.resolve({ t: 'reply', id: 0, ok: false, error: toWireError(new DeadlineExceededError(`deadline passed before "${replica.deployment}" ran the request`)), q: replica.load });
       if (armDeadline) timer = setTimeout(() => controller.abort(new DeadlineExceededError(`deadline exceeded in "${replica.deployment}"`)), left);
     }
+    // From another process they are checked (a malformed trace id would get a whole export refused); this
+    // process's own router made them itself.
+    const tc = !armDeadline || m.tc === undefined ? m.tc : traceContextOf(m.tc);
+    const rid = !armDeadline || m.rid === undefined ? m.rid : requestIdOf(m.rid);
     const running = m.t === 'http'
-      ? replica.http(m.req, controller, m.deadline, m.priority, m.modelId, m.rid, m.tc)
-      : replica.call(m.method, m.args, controller, m.deadline, m.priority, m.modelId, m.rid, m.tc);
+      ? replica.http(m.req, controller, m.deadline, m.priority, m.modelId, rid, tc)
+      : replica.call(m.method, m.args, controller, m.deadline, m.priority, m.modelId, rid, tc);
     const replied = running.then(
       (value): ReplyMessage => {
         if (timer !== undefined) clearTimeout(timer);
