@@ -1,7 +1,8 @@
 /**
  * The dashboard's parts without a cluster: the snapshot's rates from two sets of cumulative counters (ingress
  * requests per worker, batches per size per replica, a replica restarted or gone), the session cookie, the page's
- * script being valid JavaScript, and the feed taking snapshots only while a page is connected (fake clock, real
+ * script being valid JavaScript and, run on a small fake DOM, forgetting deleted deployments and marking partial
+ * burn windows, and the feed taking snapshots only while a page is connected (fake clock, real
  * HTTP server on 127.0.0.1 port 0).
  */
 import { afterEach, describe, expect, it } from 'vitest';
@@ -182,6 +183,94 @@ describe('dashboard session', () => {
 
   it('serves a script that is valid JavaScript', () => {
     expect(() => new Script(DASHBOARD_JS, { filename: 'app.js' })).not.toThrow();
+  });
+});
+
+/** Just enough DOM for the page's script: elements with attributes, children and text. */
+class FakeNode {
+  readonly attrs: Record<string, string> = {};
+  children: FakeNode[] = [];
+  className = '';
+  title = '';
+  readonly style: Record<string, string> = {};
+  private text: string | undefined;
+  constructor(readonly tag: string, text?: string) { this.text = text; }
+  get textContent(): string { return this.text ?? this.children.map((c) => c.textContent).join(''); }
+  set textContent(v: string) { this.text = v; this.children = []; }
+  setAttribute(k: string, v: string): void { this.attrs[k] = v; }
+  appendChild(c: FakeNode): FakeNode { this.children.push(c); return c; }
+  replaceChildren(...c: FakeNode[]): void { this.children = c; }
+  addEventListener(): void { /* no clicks here */ }
+  find(k: string, v: string): FakeNode[] {
+    return [...(this.attrs[k] === v ? [this as FakeNode] : []), ...this.children.flatMap((c) => c.find(k, v))];
+  }
+}
+
+/** Runs the page's script in a sandbox; returns a function that hands it a snapshot event, and the page's main. */
+function runPage(hash = ''): { send: (snap: unknown) => void; main: FakeNode } {
+  const byId = new Map<string, FakeNode>();
+  const listeners = new Map<string, (e: { data: string }) => void>();
+  const document = {
+    createElement: (tag: string) => new FakeNode(tag),
+    createElementNS: (_ns: string, tag: string) => new FakeNode(tag),
+    createTextNode: (text: string) => new FakeNode('#text', text),
+    getElementById: (id: string) => { let n = byId.get(id); if (n === undefined) { n = new FakeNode('div'); byId.set(id, n); } return n; },
+  };
+  class EventSource {
+    static readonly CLOSED = 2;
+    readyState = 1;
+    addEventListener(type: string, f: (e: { data: string }) => void): void { listeners.set(type, f); }
+  }
+  const context = { document, EventSource, window: { addEventListener: () => undefined }, location: { hash } };
+  new Script(DASHBOARD_JS, { filename: 'app.js' }).runInNewContext(context);
+  return { send: (snap) => listeners.get('snapshot')!({ data: JSON.stringify(snap) }), main: document.getElementById('main') };
+}
+
+describe('dashboard page', () => {
+  it('forgets the history of a deployment gone from the snapshot: one deployed again under its name starts afresh', () => {
+    const st = status([['g1', 'Gateway', 'w1'], ['e1', 'Embedder', 'w1']]);
+    const app = st.applications[0]!;
+    const without: DashboardStatusInput = { ...st, applications: [{ ...app, deployments: app.deployments.filter((d) => d.name !== 'Embedder') }], replicas: st.replicas.filter((r) => r.deployment !== 'Embedder') };
+    const withBatches = (counts: Record<number, number>): DashboardStatsInput => stats([{ id: 'w1', ingress: 0, replicas: [replica('e1', 'Embedder', { embed: queue(counts) })] }]);
+    const page = runPage();
+    const mean = (): string[] => page.main.find('data-field', 'batch-mean').map((n) => n.textContent);
+    let prev: ReturnType<typeof buildSnapshot>['counters'] | undefined;
+    const step = (sIn: DashboardStatusInput, stIn: DashboardStatsInput, at: number): void => {
+      const b = buildSnapshot(sIn, stIn, prev, { wallMs: at, monoMs: at });
+      prev = b.counters;
+      page.send(b.snapshot);
+    };
+    // Batches of 8 in the first life of Embedder.
+    step(st, withBatches({ 8: 10 }), 1000);
+    step(st, withBatches({ 8: 12 }), 2000);
+    expect(mean()).toEqual(['8.0']);
+    // Deleted, then deployed again within the minute: its batches are of 1 now, and only those count.
+    step(without, stats([{ id: 'w1', ingress: 0, replicas: [] }]), 3000);
+    expect(mean()).toEqual([]);
+    step(st, withBatches({ 1: 5 }), 4000);
+    step(st, withBatches({ 1: 7 }), 5000);
+    expect(mean()).toEqual(['1.0']);
+  });
+});
+
+describe('dashboard page SLO table', () => {
+  it('marks a burn over a window not yet covered, and says it does not page', () => {
+    const st = status([['g1', 'Gateway', 'w1']]);
+    const g = st.applications[0]!.deployments[0]!;
+    g.slo = {
+      periodMs: 2_592_000_000, alerting: false,
+      objectives: [{ name: 'availability', target: 0.99, attainment: { '5m': 0.8, '1h': 0.8, period: 0.8 }, periodCoveredMs: 400_000, budgetRemaining: -19,
+        burn: { '5m': 20, '30m': 20, '1h': 20, '6h': 20 }, coveredMs: { '5m': 300_000, '30m': 400_000, '1h': 400_000, '6h': 400_000 }, alerting: false }],
+    };
+    const page = runPage('#/shop%2FGateway');
+    page.send(buildSnapshot(st, stats([]), undefined, { wallMs: 0, monoMs: 0 }).snapshot);
+    const row = page.main.find('data-objective', 'availability');
+    expect(row).toHaveLength(1);
+    const cells = row[0]!.children.map((c) => c.textContent);
+    // 5m is covered: no mark; the longer windows are not.
+    expect(cells.filter((t) => t.startsWith('20.00x'))).toEqual(['20.00x', '20.00x*', '20.00x*', '20.00x*']);
+    expect(row[0]!.find('data-partial', 'true')).toHaveLength(3);
+    expect(page.main.find('data-field', 'burn-partial')[0]!.textContent).toMatch(/not yet covered .* does not page/);
   });
 });
 
