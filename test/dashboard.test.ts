@@ -57,7 +57,7 @@ async function signIn(): Promise<string> {
   expect(res.status).toBe(303);
   expect(res.headers.get('location')).toBe('/dashboard');
   const cookie = res.headers.get('set-cookie') ?? '';
-  expect(cookie).toMatch(/^shoal_dashboard=[\w-]+; HttpOnly; SameSite=Strict; Path=\//);
+  expect(cookie).toMatch(/^shoal_dashboard=\d+\.[\w-]+; HttpOnly; SameSite=Strict; Path=\//);
   // The cookie carries a value derived from the token, not the token.
   expect(cookie).not.toContain(head.token);
   return cookie.split(';')[0]!;
