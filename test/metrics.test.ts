@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
 import { env, type AppSpec } from '@shoal/core';
 import type { Head } from '@shoal/head';
-import { deployFixture, startCluster } from './helpers.ts';
+import { deployFixture, samples, startCluster } from './helpers.ts';
 import { METRICS_DOC, definedMetrics, documentedMetrics, exportedMetrics } from './metrics-doc.ts';
 
 let head: Head;
@@ -30,17 +30,6 @@ async function scrape(where: 'public' | 'control' = 'public'): Promise<{ text: s
   return { text: await res.text(), contentType: res.headers.get('content-type') };
 }
 
-/** Values of the series of `name` whose labels include every one of `labels`. */
-function samples(text: string, name: string, labels: Record<string, string> = {}): number[] {
-  const out: number[] = [];
-  for (const line of text.split('\n')) {
-    const m = /^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
-    if (m === null || m[1] !== name) continue;
-    const have = Object.fromEntries([...(m[2] ?? '').matchAll(/(\w+)="([^"]*)"/g)].map((x) => [x[1], x[2]]));
-    if (Object.entries(labels).every(([k, v]) => have[k] === v)) out.push(Number(m[3]));
-  }
-  return out;
-}
 
 function promtoolAvailable(): boolean {
   return spawnSync('promtool', ['--version'], { stdio: 'ignore' }).error === undefined;

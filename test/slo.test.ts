@@ -9,7 +9,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { resolve } from 'node:path';
 import { InvalidOptionError, silentLogger, type AppSpec } from '@shoal/core';
 import { Head, type ClusterStatus } from '@shoal/head';
-import { deployFixture, startCluster, waitFor } from './helpers.ts';
+import { deployFixture, samples, startCluster, waitFor } from './helpers.ts';
 
 const SLO_APP = resolve(import.meta.dirname, 'fixtures/slo-app.ts');
 const BIN = resolve(import.meta.dirname, '../packages/cli/bin/shoal.mjs');
@@ -38,16 +38,6 @@ async function apiStatus(): Promise<Dep> {
   return s.applications.find((a) => a.name === spec.name)!.deployments.find((d) => d.name === 'Api')!;
 }
 
-function samples(text: string, name: string, labels: Record<string, string>): number[] {
-  const out: number[] = [];
-  for (const line of text.split('\n')) {
-    const m = /^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
-    if (m === null || m[1] !== name) continue;
-    const have = Object.fromEntries([...(m[2] ?? '').matchAll(/(\w+)="([^"]*)"/g)].map((x) => [x[1], x[2]]));
-    if (Object.entries(labels).every(([k, v]) => have[k] === v)) out.push(Number(m[3]));
-  }
-  return out;
-}
 
 function shoal(args: string[], env: Record<string, string> = {}): Promise<{ code: number | null; out: string }> {
   const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, SHOAL_LOG_LEVEL: 'warn', ...env }, stdio: 'pipe' });
