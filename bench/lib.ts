@@ -49,8 +49,9 @@ export function hasWrk(): boolean {
 }
 
 /** Runs wrk and parses requests/s and the latency distribution. */
-export async function wrk(url: string, opts: { connections: number; threads?: number; seconds: number; script?: string }): Promise<WrkResult> {
-  const args = ['-t', String(opts.threads ?? 1), '-c', String(opts.connections), '-d', `${opts.seconds}s`, '--latency', ...(opts.script ? ['-s', opts.script] : []), url];
+export async function wrk(url: string, opts: { connections: number; threads?: number; seconds: number; script?: string; headers?: Record<string, string> }): Promise<WrkResult> {
+  const headers = Object.entries(opts.headers ?? {}).flatMap(([k, v]) => ['-H', `${k}: ${v}`]);
+  const args = ['-t', String(opts.threads ?? 1), '-c', String(opts.connections), '-d', `${opts.seconds}s`, '--latency', ...headers, ...(opts.script ? ['-s', opts.script] : []), url];
   const out = await new Promise<string>((resolve, reject) => {
     const child = spawn('wrk', args, { stdio: ['ignore', 'pipe', 'pipe'] });
     let s = '';

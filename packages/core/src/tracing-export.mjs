@@ -3,10 +3,18 @@
 // time, so that serializing and sending never run on the thread that serves requests. Plain JavaScript: a worker
 // thread cannot load TypeScript by itself on Node 20.
 import { parentPort, workerData } from 'node:worker_threads';
+import { setPriority } from 'node:os';
+import { readlinkSync } from 'node:fs';
 import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
 import { resourceFromAttributes } from '@opentelemetry/resources';
 
 const { endpoint, headers, serviceName, attributes, timeOrigin, maxExportBatchSize } = workerData;
+// Serving comes first: on Linux a priority set from a thread applies to that thread alone, so this thread runs
+// at the lowest priority and takes the CPU requests leave. Under sustained saturation its queue then fills, and
+// the recording side drops (and counts) spans rather than slow the event loop's work.
+if (process.platform === 'linux') {
+  try { setPriority(Number(readlinkSync('/proc/thread-self').split('/').pop()), 19); } catch { /* not permitted: normal priority */ }
+}
 const exporter = new OTLPTraceExporter({ url: endpoint, ...(headers ? { headers } : {}) });
 const resource = resourceFromAttributes({ 'service.name': serviceName, ...attributes });
 const scope = { name: 'shoal' };

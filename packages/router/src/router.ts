@@ -69,10 +69,10 @@ export interface RouterOptions {
   onQueued?: (key: string, waitedMs: number) => void;
 }
 
-/** Ends a call's span when its answer settles: ERROR with the error, or what `failed` makes of the value. */
-function endWith<T>(span: ShoalSpan, answer: Promise<T>, failed?: (value: T) => string | undefined): Promise<T> {
+/** Ends a call's span when its answer settles: ERROR with the error. */
+function endWith<T>(span: ShoalSpan, answer: Promise<T>): Promise<T> {
   return answer.then(
-    (value) => { span.end(failed?.(value)); return value; },
+    (value) => { span.end(); return value; },
     (err: unknown) => { span.end(err); throw err; },
   );
 }
@@ -273,12 +273,12 @@ export class Router {
   http(key: string, req: WireHttpRequest, opts: RouteOptions = {}): Promise<WireHttpResponse> {
     const method = req.method === 'GET' || req.method === 'HEAD' ? '*' : 'fetch';
     const sticky = this.traffic.get(key)?.sticky;
-    const span = tracingActive() && opts.trace?.sampled === true ? startSpan(`call ${key}`, opts.trace, SpanKinds.CLIENT) : undefined;
-    const tc = span?.context ?? opts.trace;
+    // No call span: the ingress that routes an HTTP request has its own span for it, and the replica's spans are
+    // that span's children; a call span would only repeat it.
+    const tc = opts.trace;
     const rid = opts.requestId;
     const build = (replicaId: string): NewRequest => ({ t: 'http', replicaId, req, deadline: opts.deadline, priority: opts.priority, modelId: opts.modelId, rid, tc });
-    const answer = sticky === undefined ? this.route(key, opts, build, method, this.pickVersion(key, opts.stickyKey)).then(unwrap) as Promise<WireHttpResponse> : this.experimentHttp(key, req, opts, build, method, sticky);
-    return span === undefined ? answer : endWith(span, answer, (res) => { span.setAttribute('http.response.status_code', res.status); return res.status >= 500 ? `HTTP ${res.status}` : undefined; });
+    return sticky === undefined ? this.route(key, opts, build, method, this.pickVersion(key, opts.stickyKey)).then(unwrap) as Promise<WireHttpResponse> : this.experimentHttp(key, req, opts, build, method, sticky);
   }
 
   /** An HTTP request to a deployment an experiment splits: pinned by its sticky key, answered with its variant. */
