@@ -113,6 +113,8 @@ describe('SLOs and cost on a live cluster', () => {
     expect(c.allocatedDeviceHours).toBe(0);
     expect(c.cost).toBeCloseTo(c.allocatedCoreHours * PRICES.coreHour, 12);
     expect(c.costPer1kRequests).toBeCloseTo((c.cost! / SENT) * 1000, 12);
+    expect(c.busyCostPer1kRequests).toBeCloseTo((c.busyCoreHours * PRICES.coreHour / SENT) * 1000, 12);
+    expect(c.busyCostPer1kRequests!).toBeLessThan(c.costPer1kRequests!);
     expect(c.busyCoreHours).toBeGreaterThan(0);
     expect(c.busyCoreHours).toBeLessThanOrEqual(c.allocatedCoreHours);
     expect(c.idleShare!).toBeGreaterThan(0);

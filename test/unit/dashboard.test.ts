@@ -126,12 +126,12 @@ describe('buildSnapshot', () => {
     const withFigures = status([['g1', 'Gateway', 'w1']]);
     const g = withFigures.applications[0]!.deployments[0]!;
     g.traffic = { windowMs: 60_000, rps: 12.5, errorRate: 0.01, p50Ms: 4, p95Ms: 9, p99Ms: 20 };
-    const figures = { windowMs: 3_600_000, requests: 10, allocatedCoreHours: 1, allocatedDeviceHours: 0, busyCoreHours: 0.5, busyDeviceHours: 0, cost: 2, costPer1kRequests: 200, idleShare: 0.5 };
+    const figures = { windowMs: 3_600_000, requests: 10, allocatedCoreHours: 1, allocatedDeviceHours: 0, busyCoreHours: 0.5, busyDeviceHours: 0, cost: 2, costPer1kRequests: 200, busyCostPer1kRequests: 100, idleShare: 0.5 };
     g.cost = { ...figures, total: figures };
     const { snapshot } = buildSnapshot(withFigures, stats([]), undefined, { wallMs: 0, monoMs: 0 });
     const d = snapshot.applications[0]!.deployments[0]!;
     expect(d.traffic).toEqual(g.traffic);
-    expect(d.cost).toEqual({ windowMs: 3_600_000, cost: 2, costPer1kRequests: 200, idleShare: 0.5 });
+    expect(d.cost).toEqual({ windowMs: 3_600_000, cost: 2, costPer1kRequests: 200, busyCostPer1kRequests: 100, idleShare: 0.5 });
     expect(d.slo).toBeNull();
   });
 });

@@ -551,12 +551,12 @@ function sloLines(s: StatusJson): string[] {
   }
   if (sloRows.length > 1) out.push('', 'SLOS', table(sloRows));
   if (sloRows.some((r) => r.some((c) => c.endsWith('*')))) out.push('  * window not yet covered (the head has watched for less): shown, does not page');
-  const costRows = [['DEPLOYMENT', 'COST/1K REQ', 'IDLE', 'COST', 'CORE-H', 'DEVICE-H', 'REQUESTS', 'OVER']];
+  const costRows = [['DEPLOYMENT', 'COST/1K REQ', 'BUSY COST/1K', 'IDLE', 'COST', 'CORE-H', 'DEVICE-H', 'REQUESTS', 'OVER']];
   for (const { key, d } of deps) {
     const c = d.cost;
     if (c === undefined) continue;
     const money = (x: number | null): string => (x === null ? '-' : x.toPrecision(4));
-    costRows.push([key, money(c.costPer1kRequests), pct(c.idleShare, 1), money(c.cost), c.allocatedCoreHours.toFixed(3), c.allocatedDeviceHours.toFixed(3), String(c.requests), `${Math.round(c.windowMs / 1000)}s`]);
+    costRows.push([key, money(c.costPer1kRequests), money(c.busyCostPer1kRequests), pct(c.idleShare, 1), money(c.cost), c.allocatedCoreHours.toFixed(3), c.allocatedDeviceHours.toFixed(3), String(c.requests), `${Math.round(c.windowMs / 1000)}s`]);
   }
   if (costRows.length > 1) out.push('', 'COST (last hour)', table(costRows));
   return out;

@@ -80,6 +80,10 @@ function registerSloMetrics(status: HeadMetricsOptions['status'], registers: Reg
     collect() { each(this, (l, d) => set(this, l, d.cost?.costPer1kRequests)); },
   });
   new Gauge({
+    name: 'shoal_busy_cost_per_1k_requests', help: 'Cost of the core and device time a deployment\'s replicas were busy (a request in user code) over the last hour per 1,000 requests answered, at the head\'s prices.', labelNames: ['app', 'deployment'], registers,
+    collect() { each(this, (l, d) => set(this, l, d.cost?.busyCostPer1kRequests)); },
+  });
+  new Gauge({
     name: 'shoal_idle_capacity_ratio', help: 'Share of a deployment\'s replica time over the last hour with no request in user code.', labelNames: ['app', 'deployment'], registers,
     collect() { each(this, (l, d) => set(this, l, d.cost?.idleShare)); },
   });

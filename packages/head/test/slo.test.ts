@@ -268,8 +268,10 @@ describe('cost arithmetic', () => {
     expect(c.cost).toBeCloseTo(4 * 0.04 + 2 * 2.5, 12);
     expect(c.costPer1kRequests).toBeCloseTo(((4 * 0.04 + 2 * 2.5) / 36_000) * 1000, 12);
     expect(c.idleShare).toBeCloseTo(0.5, 12);
+    // From busy time only: half the core- and device-hours, so half the cost per request.
+    expect(c.busyCostPer1kRequests).toBeCloseTo(((2 * 0.04 + 1 * 2.5) / 36_000) * 1000, 12);
     // Without prices: no cost, the idle share still.
-    expect(costOf(series.sinceStart(t), undefined)).toMatchObject({ cost: null, costPer1kRequests: null });
+    expect(costOf(series.sinceStart(t), undefined)).toMatchObject({ cost: null, costPer1kRequests: null, busyCostPer1kRequests: null });
     expect(costOf(series.sinceStart(t), undefined).idleShare).toBeCloseTo(0.5, 12);
     // An idle hour on top: allocation doubles, requests do not.
     for (let i = 0; i < 360; i++) { t += FINE_STEP_MS; series.observe(t, 'a', a.sample(), res, 0); series.observe(t, 'b', b.sample(), res, 0); }

@@ -360,6 +360,7 @@ export const DASHBOARD_JS = String.raw`
     cards.push(el('div', { cls: 'card wide' }, [el('h3', { text: 'Service level objectives' }), sloTable(d.slo)]));
     cards.push(el('div', { cls: 'card' }, [el('h3', { text: 'Cost and traffic window' }), el('div', { cls: 'kv' }, [
       el('span', { cls: 'k', text: 'cost per 1k requests' }), el('span', { text: fmtMoney(cost.costPer1kRequests) }),
+      el('span', { cls: 'k', text: 'of which busy time' }), el('span', { text: fmtMoney(cost.busyCostPer1kRequests) }),
       el('span', { cls: 'k', text: 'idle capacity' }), el('span', { text: fmtPct(cost.idleShare, 1) }),
       el('span', { cls: 'k', text: 'traffic window' }), el('span', { text: num(tr.windowMs) === null ? '\u2014' : fmt(tr.windowMs / 1000, 0) + ' s' }),
       el('span', { cls: 'k', text: 'version' }), el('span', { cls: 'mono', text: d.version }),

@@ -73,7 +73,7 @@ export interface DashboardDeployment {
   /** Attainment, budget and burn of its objectives; null when it declares none. */
   slo: NonNullable<StatusDeployment['slo']> | null;
   /** Cost over the status's cost window (the since-start totals left out); null without. */
-  cost: { windowMs: number; cost: number | null; costPer1kRequests: number | null; idleShare: number | null } | null;
+  cost: { windowMs: number; cost: number | null; costPer1kRequests: number | null; busyCostPer1kRequests: number | null; idleShare: number | null } | null;
   batch: DashboardBatch[];
 }
 
@@ -240,7 +240,7 @@ export function buildSnapshot(
         rollout: d.rollout !== undefined ? { phase: d.rollout.phase, percent: d.rollout.percent, to: d.rollout.to } : null,
         states: a?.states ?? zeroStates(), ongoing: a?.ongoing ?? 0, queued: a?.queued ?? 0, routerWaiting: waiting.get(key) ?? 0,
         traffic: d.traffic ?? null, slo: d.slo ?? null,
-        cost: d.cost !== undefined ? { windowMs: d.cost.windowMs, cost: d.cost.cost, costPer1kRequests: d.cost.costPer1kRequests, idleShare: d.cost.idleShare } : null,
+        cost: d.cost !== undefined ? { windowMs: d.cost.windowMs, cost: d.cost.cost, costPer1kRequests: d.cost.costPer1kRequests, busyCostPer1kRequests: d.cost.busyCostPer1kRequests, idleShare: d.cost.idleShare } : null,
         batch,
       };
     }),

@@ -19,6 +19,11 @@ export interface CostFigures {
   cost: number | null;
   /** cost / requests x 1000; null without prices or requests. */
   costPer1kRequests: number | null;
+  /**
+   * The same from measured busy time only (busy core-hours x coreHour + busy device-hours x deviceHour, per 1,000
+   * requests): what the requests themselves used. costPer1kRequests - this = what idle capacity adds to each.
+   */
+  busyCostPer1kRequests: number | null;
   /** 1 - busy replica time / allocated replica time; null before any replica time. */
   idleShare: number | null;
 }
@@ -31,6 +36,7 @@ export function costOf(w: Window, prices: Prices | undefined): CostFigures {
   const allocatedCoreHours = d('allocCoreMs') / HOUR_MS;
   const allocatedDeviceHours = d('allocDeviceMs') / HOUR_MS;
   const cost = prices === undefined ? null : allocatedCoreHours * prices.coreHour + allocatedDeviceHours * prices.deviceHour;
+  const busyCost = prices === undefined ? null : (d('busyCoreMs') / HOUR_MS) * prices.coreHour + (d('busyDeviceMs') / HOUR_MS) * prices.deviceHour;
   const alloc = d('allocMs');
   // Heartbeats are timed on the head and busy time on the worker: at full load a short window may read a few ms
   // busier than allocated; that is 0 idle, not a negative share.
@@ -38,6 +44,7 @@ export function costOf(w: Window, prices: Prices | undefined): CostFigures {
   return {
     windowMs: w.spanMs, requests, allocatedCoreHours, allocatedDeviceHours,
     busyCoreHours: d('busyCoreMs') / HOUR_MS, busyDeviceHours: d('busyDeviceMs') / HOUR_MS,
-    cost, costPer1kRequests: cost !== null && requests > 0 ? (cost / requests) * 1000 : null, idleShare,
+    cost, costPer1kRequests: cost !== null && requests > 0 ? (cost / requests) * 1000 : null,
+    busyCostPer1kRequests: busyCost !== null && requests > 0 ? (busyCost / requests) * 1000 : null, idleShare,
   };
 }
