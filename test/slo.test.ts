@@ -135,7 +135,7 @@ describe('SLOs and cost on a live cluster', () => {
     expect(st.out).not.toMatch(/ALERT/);
     expect(st.out).toMatch(/^slo\/Api\s+p50 <= 100ms\s+50\.000%.*\d\*$/m);
     expect(st.out).toMatch(/^COST \(last hour\)$/m);
-    expect(st.out).toMatch(/^slo\/Api\s+\d[\d.e-]*\s+\d+\.\d%\s/m);
+    expect(st.out).toMatch(/^slo\/Api\s+\d[\d.e-]*\s+\d[\d.e-]*\s+\d+\.\d%\s/m);
 
     const text = await (await fetch(`${head.httpAddress}/-/metrics`)).text();
     const l = { app: 'slo', deployment: 'Api' };
