@@ -1,16 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { buildAppSpec, compileDeploymentOptions, deployment, InvalidOptionError, validateAppSpec, type AppSpec, type DeploymentOptions } from '../src/index.ts';
 import type { AutoscalingOptions } from '../src/options.ts';
+import { errorFor } from './option-error.ts';
 
-function errorFor(input: unknown): InvalidOptionError {
-  try {
-    compileDeploymentOptions(input as DeploymentOptions, 'Model');
-  } catch (err) {
-    expect(err).toBeInstanceOf(InvalidOptionError);
-    return err as InvalidOptionError;
-  }
-  throw new Error(`accepted ${JSON.stringify(input)}`);
-}
 
 const auto = (autoscaling: AutoscalingOptions | Record<string, unknown>): DeploymentOptions => ({ autoscaling } as DeploymentOptions);
 

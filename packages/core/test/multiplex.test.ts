@@ -6,16 +6,8 @@ import {
 } from '../src/index.ts';
 import { BatchQueue, type BatchContext } from '../src/batching/index.ts';
 import { FakeClock } from '../src/clock.ts';
+import { errorFor } from './option-error.ts';
 
-function optionError(input: unknown): InvalidOptionError {
-  try {
-    compileDeploymentOptions(input as DeploymentOptions, 'Model');
-  } catch (err) {
-    expect(err).toBeInstanceOf(InvalidOptionError);
-    return err as InvalidOptionError;
-  }
-  throw new Error(`accepted ${JSON.stringify(input)}`);
-}
 
 class Models {
   async loadModel(modelId: string): Promise<string> { return `model ${modelId}`; }
@@ -40,7 +32,7 @@ describe('multiplex options', () => {
     ['a hot threshold above maxOngoingRequests', { maxOngoingRequests: 4, multiplex: { hotOngoingRequests: 5 } }, 'deployment.multiplex.hotOngoingRequests', 'must be at most maxOngoingRequests (4) (got 5)'],
     ['a hot threshold of 0', { multiplex: { hotOngoingRequests: 0 } }, 'deployment.multiplex.hotOngoingRequests', 'must be between 1 and'],
   ])('refuses %s, naming the option', (_what, input, path, problem) => {
-    const err = optionError(input);
+    const err = errorFor(input);
     expect(err.message).toContain(`invalid option ${path}: ${problem}`);
     expect(err.details).toEqual({ path });
   });

@@ -1,15 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { compileDeploymentOptions, InvalidOptionError, type DeploymentOptions } from '../src/index.ts';
+import { errorFor } from './option-error.ts';
 
-function errorFor(input: unknown): InvalidOptionError {
-  try {
-    compileDeploymentOptions(input as DeploymentOptions, 'Model');
-  } catch (err) {
-    expect(err).toBeInstanceOf(InvalidOptionError);
-    return err as InvalidOptionError;
-  }
-  throw new Error(`accepted ${JSON.stringify(input)}`);
-}
 
 describe('compileDeploymentOptions', () => {
   it('fills every default', () => {
