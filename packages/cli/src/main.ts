@@ -11,7 +11,7 @@ import { randomBytes } from 'node:crypto';
 import { cpus as osCpus, homedir, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { DeployError, applyTracingFlags, buildAppSpec, createLogger, startTracing, stopTracing, tracingFromEnv, describeThrown, env, InvalidOptionError, ReplicaUnavailableError, ShoalError, type AppSpec } from '@shoal/core';
+import { DeployError, applyTracingFlags, buildAppSpec, createLogger, type Logger, startTracing, stopTracing, tracingFromEnv, describeThrown, env, InvalidOptionError, ReplicaUnavailableError, ShoalError, type AppSpec } from '@shoal/core';
 import { FileStateStore, Head, RedisStateStore, StoreLockedError, type ClusterStatus, type ExperimentReport, type StateStore, type WorkerCommand, formatExperimentReport } from '@shoal/head';
 import { isListenError, portError, resolveToken } from '@shoal/protocol';
 import { runWorker, WORKER_ENTRY } from '@shoal/worker/main';
@@ -216,7 +216,7 @@ async function startHead(values: Record<string, string | boolean | undefined>, d
   const { store, dir } = storeOf(values, port, durable);
   if (token === undefined && dir !== undefined) token = dataDirToken(dir);
   const spares = intFlag('warm-spares', values['warm-spares'] as string | undefined, 0, 0);
-  await startProcessTracing(values);
+  await startProcessTracing(values, logger);
   head = new Head({
     ...(token !== undefined ? { token } : {}),
     host,
@@ -270,10 +270,10 @@ function busyPortError(err: unknown, head: Head, at: { host: string; port: numbe
  * --otlp-endpoint / --trace-sample-ratio (or SHOAL_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT): set in
  * this process's environment, which the local workers inherit, and spans of this head's own router and ingress.
  */
-async function startProcessTracing(values: Record<string, string | boolean | undefined>): Promise<void> {
+async function startProcessTracing(values: Record<string, string | boolean | undefined>, logger: Logger): Promise<void> {
   applyTracingFlags(values['otlp-endpoint'] as string | undefined, values['trace-sample-ratio'] as string | undefined);
   const opts = tracingFromEnv('shoal-head', { 'shoal.role': 'head', 'process.pid': String(process.pid) });
-  if (opts !== undefined) await startTracing(opts);
+  if (opts !== undefined) await startTracing(opts, (msg, fields) => logger.warn(msg, fields));
 }
 
 let exiting = false;

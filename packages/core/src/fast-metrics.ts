@@ -51,11 +51,6 @@ abstract class Labelled<L extends string, C> {
     }
     return entry.child;
   }
-
-  /** Forgets every child (a handle kept by a caller keeps counting but is no longer reported). */
-  reset(): void {
-    this.children.clear();
-  }
 }
 
 export class HistogramChild {

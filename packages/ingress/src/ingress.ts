@@ -171,10 +171,10 @@ export class Ingress {
       sendError(res, new NotFoundError(`no application serves ${pathname}`));
       return;
     }
-    void this.forward(req, res, target, q < 0 ? '' : url.slice(q + 1), requestId);
+    void this.forward(req, res, target, pathname, q < 0 ? '' : url.slice(q + 1), requestId);
   }
 
-  private async forward(req: IncomingMessage, res: ServerResponse, target: Target, query: string, requestId: string): Promise<void> {
+  private async forward(req: IncomingMessage, res: ServerResponse, target: Target, pathname: string, query: string, requestId: string): Promise<void> {
     const arrived = Date.now();
     const started = performance.now();
     const label = target.kind === 'app' ? target.mount.app : target.route.name;
@@ -185,7 +185,7 @@ export class Ingress {
       span = startSpan(`${req.method ?? 'GET'} ${target.kind === 'app' ? target.mount.prefix || '/' : target.route.name}`, parent, SpanKinds.SERVER, undefined, started);
       if (span.context.sampled) {
         span.setAttribute('http.request.method', req.method ?? 'GET');
-        span.setAttribute('url.path', pathname(req.url));
+        span.setAttribute('url.path', pathname);
         span.setAttribute('shoal.request_id', requestId);
       } else {
         span = undefined;
@@ -272,12 +272,6 @@ export class Ingress {
     }
     sendError(res, new NotFoundError(`no built-in endpoint ${pathname}`));
   }
-}
-
-function pathname(url: string | undefined): string {
-  const u = url ?? '/';
-  const q = u.indexOf('?');
-  return q < 0 ? u : u.slice(0, q);
 }
 
 /** The request's model id (header x-shoal-model-id), checked; a header given twice is refused, not joined. */

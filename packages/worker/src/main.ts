@@ -125,7 +125,7 @@ export async function runWorker(argv: string[]): Promise<Worker> {
   }
   applyTracingFlags(values['otlp-endpoint'], values['trace-sample-ratio']);
   const tracing = tracingFromEnv('shoal-worker', { 'shoal.role': 'worker', 'process.pid': String(process.pid) });
-  if (tracing !== undefined) await startTracing(tracing);
+  if (tracing !== undefined) await startTracing(tracing, (msg, fields) => logger.warn(msg, fields));
   const { devices, metrics: nativeMetrics } = await detectDevices(logger);
   const worker = new Worker({
     devices,
