@@ -1,20 +1,25 @@
 /**
- * The batched methods of one replica's user instance (fields declared with `batch(...)`): their run-time options
- * from the `batch` key of userConfig, their stats, and closing them when the replica stops.
+ * The batched methods of one replica's user instance (fields declared with `batch(...)` or `continuousBatch(...)`):
+ * their run-time options from the `batch` key of userConfig, their stats, and closing them when the replica stops.
  *
  * userConfig `{ batch: { predict: { maxBatchSize: 32 } } }` overrides the options the code declared for the field
  * `predict`; a later userConfig without that key goes back to the declared options. Every change is checked before
- * any is applied, so an invalid userConfig changes nothing.
+ * any is applied, so an invalid userConfig changes nothing. A continuous method takes continuous batching options
+ * there (`{ batch: { generate: { maxBatchSize: 32 } } }`), and its stats have a batch queue's shape, so the worker's
+ * batch metrics cover its steps too.
  */
 import {
-  InvalidOptionError, batchedMethodsOf, mergeBatchOptions, type BatchObserver, type BatchOptions, type BatchQueueStats,
-  type BatchedMethod, type CompiledBatchOptions,
+  InvalidOptionError, batchedMethodsOf, continuousMethodsOf, mergeBatchOptions, mergeContinuousOptions, type BatchObserver,
+  type BatchOptions, type BatchQueueStats, type ContinuousOptions,
 } from '@shoal/core';
 
+/** One batched or continuous field, behind the few operations this file needs of either. */
 interface Batched {
-  readonly method: BatchedMethod<unknown, unknown>;
-  /** The options the code declared, which userConfig overrides are applied over. */
-  readonly declared: CompiledBatchOptions;
+  /** Checks an override against the declared options; returns the compiled options to apply. Throws InvalidOptionError. */
+  readonly plan: (change: object, path: string) => object;
+  readonly reconfigure: (compiled: object) => void;
+  readonly stats: () => BatchQueueStats;
+  readonly close: (reason: Error) => Promise<void>;
   /** The override in force, as JSON, so an unchanged one does not restart the adaptive controller's window. */
   applied: string;
 }
@@ -30,7 +35,26 @@ export class ReplicaBatching {
     for (const [name, method] of batchedMethodsOf(instance)) {
       method.queue.rename(`${deployment}.${name}`);
       if (observerFor !== undefined) method.queue.setObserver(observerFor(name));
-      this.methods.set(name, { method, declared: method.queue.config, applied: '{}' });
+      const declared = method.queue.config;
+      this.methods.set(name, {
+        plan: (change, path) => mergeBatchOptions(declared, change as BatchOptions, path),
+        reconfigure: (compiled) => method.reconfigure(compiled as BatchOptions),
+        stats: () => method.stats(),
+        close: (reason) => method.close(reason),
+        applied: '{}',
+      });
+    }
+    for (const [name, method] of continuousMethodsOf(instance)) {
+      method.batcher.rename(`${deployment}.${name}`);
+      if (observerFor !== undefined) method.batcher.setObserver(observerFor(name));
+      const declared = method.batcher.config;
+      this.methods.set(name, {
+        plan: (change, path) => mergeContinuousOptions(declared, change as ContinuousOptions, path),
+        reconfigure: (compiled) => method.reconfigure(compiled as ContinuousOptions),
+        stats: () => method.stats(),
+        close: (reason) => method.close(reason),
+        applied: '{}',
+      });
     }
   }
 
@@ -47,7 +71,7 @@ export class ReplicaBatching {
   apply(userConfig: unknown): void {
     const overrides = batchSection(userConfig);
     if (overrides === undefined && this.methods.size === 0) return;
-    const planned: Array<[Batched, CompiledBatchOptions, string]> = [];
+    const planned: Array<[Batched, object, string]> = [];
     for (const name of Object.keys(overrides ?? {})) {
       if (!this.methods.has(name)) {
         const known = [...this.methods.keys()];
@@ -58,17 +82,17 @@ export class ReplicaBatching {
       const change = overrides?.[name] ?? {};
       const json = JSON.stringify(change);
       if (json === b.applied) continue;
-      planned.push([b, mergeBatchOptions(b.declared, change as BatchOptions, `userConfig.batch.${name}`), json]);
+      planned.push([b, b.plan(change as object, `userConfig.batch.${name}`), json]);
     }
     for (const [b, next, json] of planned) {
-      b.method.reconfigure(next as BatchOptions);
+      b.reconfigure(next);
       b.applied = json;
     }
   }
 
   stats(): Record<string, BatchQueueStats> {
     const out: Record<string, BatchQueueStats> = {};
-    for (const [name, b] of this.methods) out[name] = b.method.stats();
+    for (const [name, b] of this.methods) out[name] = b.stats();
     return out;
   }
 
@@ -78,7 +102,7 @@ export class ReplicaBatching {
    */
   async close(timeoutMs: number, reason: Error): Promise<void> {
     if (this.methods.size === 0) return;
-    const closing = Promise.all([...this.methods.values()].map((b) => b.method.close(reason)));
+    const closing = Promise.all([...this.methods.values()].map((b) => b.close(reason)));
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([closing, new Promise<void>((resolve) => { timer = setTimeout(resolve, Math.max(0, timeoutMs)); })]);
     clearTimeout(timer);

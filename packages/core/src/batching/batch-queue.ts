@@ -67,9 +67,10 @@ export type BatchQueueState = 'open' | 'closing' | 'closed';
  * Why a batch left the queue: `full` (it reached maxBatchSize), `preferred` (it reached one of
  * preferredBatchSizes), `timeout` (its oldest item waited maxWaitMs), `adaptive` (the adaptive controller's
  * smaller size or shorter wait released it before the options' own would have), `idle` (it came to an idle
- * queue, so it went at once). A queue that closes releases no batch: it rejects what is queued.
+ * queue, so it went at once), `step` (one step of a continuous batcher, see continuous.ts). A queue that closes
+ * releases no batch: it rejects what is queued.
  */
-export type BatchReleaseReason = 'full' | 'preferred' | 'timeout' | 'adaptive' | 'idle';
+export type BatchReleaseReason = 'full' | 'preferred' | 'timeout' | 'adaptive' | 'idle' | 'step';
 
 /**
  * Receives a queue's measurements, for metrics. Called on the data path: every method must be cheap and must not
