@@ -1,2 +1,10 @@
 export { main, loadAppSpec, control, formatStatus, localWorkerCommand } from './main.ts';
 export { serveRepository, headModelCluster, type ServeOptions } from './serve.ts';
+export { runBatch, errorLine, type RunBatchOptions, type BatchResult, type BatchCall, type BatchCallContext, type ResumeMode } from './batch/run-batch.ts';
+export { ClusterCaller, PeerTransport, argsOf, resolveDeployment, type ClusterCallerOptions } from './batch/cluster-caller.ts';
+export { readLines, DEFAULT_MAX_LINE_BYTES, type InputLine, type ReadLinesOptions } from './batch/line-reader.ts';
+export { OutputWriter, type OutputWriterOptions } from './batch/output-writer.ts';
+export { checkpointPathFor, readCheckpoint, writeCheckpoint, fingerprintOf, checkpointMismatch, CHECKPOINT_SUFFIX, type Checkpoint, type InputFingerprint } from './batch/checkpoint.ts';
+export { BatchProgress, formatBatchProgress, type BatchProgressOptions, type BatchProgressState } from './batch/progress.ts';
+export { BatchError, BatchAbortError, type BatchErrorCode } from './batch/errors.ts';
+export { batchCommand } from './batch/command.ts';

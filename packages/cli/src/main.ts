@@ -11,11 +11,13 @@ import { randomBytes } from 'node:crypto';
 import { cpus as osCpus, homedir, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { DeployError, applyTracingFlags, buildAppSpec, createLogger, type Logger, startTracing, stopTracing, tracingFromEnv, describeThrown, env, InvalidOptionError, ReplicaUnavailableError, ShoalError, type AppSpec } from '@shoal/core';
+import { DeployError, applyTracingFlags, buildAppSpec, createLogger, type Logger, startTracing, stopTracing, tracingFromEnv, describeThrown, env, InvalidOptionError, type AppSpec } from '@shoal/core';
 import { FileStateStore, Head, RedisStateStore, StoreLockedError, type ClusterStatus, type ExperimentReport, type StateStore, type WorkerCommand, formatExperimentReport } from '@shoal/head';
 import { isListenError, portError, resolveToken } from '@shoal/protocol';
 import { runWorker, WORKER_ENTRY } from '@shoal/worker/main';
 import { serveRepository } from './serve.ts';
+import { control, controlUrl } from './control.ts';
+import { batchCommand } from './batch/command.ts';
 import { LOGS_FLAGS, logsPath, printLogs } from './logs.ts';
 import { deploymentSettled, followProgress, formatBytes, loadFraction, watchProgress, type ProgressMode, type ProgressStatus } from './progress.ts';
 
@@ -32,6 +34,8 @@ commands:
   rollback APP/DEP      return a deployment to its previous version (a rollout in progress: its stable version)
   promote APP/DEP       end a shadow, canary or experiment early: the new version rolls out to the full count
   experiment [NAME]     an A/B experiment's report: counts, rates or means, intervals, p-values, verdicts
+  batch APP/DEP         run a JSON-lines file through a deployment at full batch: --input IN --output OUT,
+                        progress, resumable after Ctrl-C (docs/batch.md; shoal batch --help)
   logs                  recent log records of the head and every worker, merged by time (--follow: and new ones)
   shutdown              stop a running head and its local workers
 
@@ -169,6 +173,7 @@ export async function main(argv: string[]): Promise<number | undefined> {
     case 'rollback': return deploymentAction('rollback', rest);
     case 'promote': return deploymentAction('promote', rest);
     case 'experiment': return experiment(rest);
+    case 'batch': return batchCommand(rest);
     case 'logs': return logs(rest);
     case 'shutdown': return shutdown(rest);
     default:
@@ -417,31 +422,7 @@ async function serve(argv: string[]): Promise<number | undefined> {
   return undefined;
 }
 
-function controlUrl(address: string, path: string): string {
-  const base = address.replace(/^ws(s?):\/\//, 'http$1://').replace(/\/+$/, '');
-  if (!/^https?:\/\//.test(base)) throw new InvalidOptionError('--address', 'must look like ws://HOST:PORT', address);
-  return `${base}${path}`;
-}
-
-/** One control API call, with the token (tokenOf's); errors carry the head's message. */
-export async function control(address: string, token: string | undefined, method: string, path: string, body?: unknown): Promise<unknown> {
-  if (token === undefined) throw new InvalidOptionError('--token-file', 'is required to talk to a head (a file holding the token `shoal start` printed), or set SHOAL_TOKEN');
-  let res: Response;
-  try {
-    res = await fetch(controlUrl(address, path), {
-      method,
-      headers: { authorization: `Bearer ${token}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
-      ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
-    });
-  } catch (err) {
-    throw new ReplicaUnavailableError(`cannot reach the head at ${address}: ${((err as Error).cause as Error | undefined)?.message ?? (err as Error).message}`);
-  }
-  const text = await res.text();
-  let json: unknown;
-  try { json = JSON.parse(text); } catch { json = { error: text }; }
-  if (!res.ok) throw new ShoalError(res.status === 401 ? 'ERR_UNAUTHORIZED' : 'ERR_INTERNAL', `head answered ${res.status}: ${(json as { error?: string }).error ?? text}`, { httpStatus: res.status });
-  return json;
-}
+export { control };
 
 function requireAddress(flag: string | undefined): string {
   const a = flag ?? env.address();

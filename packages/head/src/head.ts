@@ -27,6 +27,7 @@ import { HeadLogs } from './logs-api.ts';
 import { Experiment, compileExperimentOptions, type ExperimentOptions } from './experiments/index.ts';
 import type { RolloutDecision } from './rollout.ts';
 import { Dashboard, DASHBOARD_PATH, isDashboardPath } from './dashboard/index.ts';
+import { routesView } from './routes-api.ts';
 
 /** Experiments kept (running or finished) for their reports; past it, the oldest finished one goes. */
 const MAX_EXPERIMENTS = 100;
@@ -749,6 +750,7 @@ export class Head {
         throw new UnauthorizedError(given ? 'wrong cluster token' : 'missing cluster token: send "Authorization: Bearer <token>"');
       }
       if (req.method === 'GET' && url.pathname === '/api/status') { sendJson(res, 200, { ...this.controller.status(), cluster: this.clusterAddress, http: this.httpAddress }); return; }
+      if (req.method === 'GET' && url.pathname === '/api/routes') { sendJson(res, 200, routesView(this.controller)); return; }
       if (req.method === 'GET' && url.pathname === '/api/logs') { await this.logs.serve(url, req, res); return; }
       if (req.method === 'GET' && url.pathname === '/api/stats') { sendJson(res, 200, await this.stats()); return; }
       if (req.method === 'POST' && url.pathname === '/api/apps') {

@@ -5,3 +5,4 @@ export { HeadMetrics, mergeMetrics, METRICS_CONTENT_TYPE, type HeadMetricsOption
 export { LocalWorkers, bindSharedSocket, type WorkerCommand, type SharedListenSocket, type LocalWorkersOptions } from './local-workers.ts';
 export * from './state/index.ts';
 export * from './experiments/index.ts';
+export { routesView, type RoutesView } from './routes-api.ts';
