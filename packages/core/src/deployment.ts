@@ -10,6 +10,7 @@
  */
 import { InvalidOptionError, DeployError } from './errors.ts';
 import { compileDeploymentOptions, type CompiledDeploymentOptions, type DeploymentOptions } from './options.ts';
+import type { CompiledSemanticCache } from './semantic-cache-options.ts';
 
 /** Per-call options of a handle call. */
 export interface CallOptions {
@@ -24,7 +25,25 @@ export interface CallOptions {
    * @default the calling request's model id, if any
    */
   modelId?: string;
+  /**
+   * 'bypass': the target deployment's response cache neither answers nor stores this call (docs/caching.md).
+   * @default the cache is used when the deployment has one
+   */
+  cache?: 'bypass';
+  /**
+   * Take every answer as a stream: each method returns a {@link HandleStream}. Needed only for a method that
+   * returns an async iterable without being an async generator method (`async *m()`), which streams by itself.
+   * @default false
+   */
+  stream?: boolean;
 }
+
+/**
+ * What a handle gives for a streaming method: iterate it (`for await (const tok of handle.generate(p))`), or
+ * await it for an AsyncIterable. The call is sent when iteration (or the await) begins; a `break` cancels it at
+ * the replica, and with it that replica's own downstream calls.
+ */
+export interface HandleStream<C> extends AsyncIterable<C>, PromiseLike<AsyncIterable<C>> {}
 
 type AnyFn = (...args: never[]) => unknown;
 /** Methods the runtime calls on a replica; they are not reachable through handles. */
@@ -34,7 +53,9 @@ type MethodKeys<T> = { [K in keyof T]-?: T[K] extends AnyFn ? (K extends Lifecyc
 
 /** A typed reference to another deployment, usable inside a replica: `await handle.method(...args)`. */
 export type Handle<T> = {
-  readonly [K in MethodKeys<T>]: T[K] extends (...args: infer A) => infer R ? (...args: A) => Promise<Awaited<R>> : never;
+  readonly [K in MethodKeys<T>]: T[K] extends (...args: infer A) => infer R
+    ? ([R] extends [AsyncIterable<infer C>] ? (...args: A) => HandleStream<C> : (...args: A) => Promise<Awaited<R>>)
+    : never;
 } & {
   /** The same handle with per-call options applied to every call made through it. */
   withOptions(opts: CallOptions): Handle<T>;
@@ -81,6 +102,7 @@ export class Deployment<T, A extends readonly unknown[]> {
     const raw = { ...this.rawOptions, ...overrides };
     const compiled = compileDeploymentOptions(raw, this.options.name);
     if (compiled.multiplex !== undefined) checkMultiplexHooks(this.factory, this.kind === 'class', this.options.name);
+    if (compiled.semanticCache !== undefined) checkSemanticCacheMethods(this.factory, this.kind === 'class', this.options.name, compiled.semanticCache);
     return new Deployment(this.kind, this.factory, compiled, raw);
   }
 
@@ -103,9 +125,13 @@ export function deployment(target: unknown, options: DeploymentOptions = {}): De
   const defaultName = (target as { name?: string }).name || 'deployment';
   const compiled = compileDeploymentOptions(options, defaultName);
   if (compiled.multiplex !== undefined) checkMultiplexHooks(target, isClass(target), defaultName);
+  if (compiled.semanticCache !== undefined) checkSemanticCacheMethods(target, isClass(target), defaultName, compiled.semanticCache);
   if (isClass(target)) return new Deployment('class', target as new (...args: never[]) => unknown, compiled, options);
   const fn = target as (...args: unknown[]) => unknown;
-  const Wrapped = class { call(...args: unknown[]): unknown { return fn(...args); } };
+  // An async generator function stays one, so handles know from the class that `call` streams.
+  const Wrapped = isAsyncGeneratorFunction(fn)
+    ? class { async *call(...args: unknown[]): AsyncGenerator<unknown, unknown> { return yield* (fn(...args) as AsyncGenerator<unknown, unknown>); } }
+    : class { call(...args: unknown[]): unknown { return fn(...args); } };
   Object.defineProperty(Wrapped, 'name', { value: defaultName });
   return new Deployment('function', Wrapped as unknown as new (...args: never[]) => unknown, compiled, options);
 }
@@ -116,6 +142,29 @@ function checkMultiplexHooks(target: unknown, cls: boolean, name: string): void 
   const proto = (target as { prototype: Record<string, unknown> }).prototype;
   if (typeof proto.loadModel !== 'function') throw new InvalidOptionError('deployment.multiplex', `needs a loadModel(modelId) method on class "${name}"`);
   if (proto.unloadModel !== undefined && typeof proto.unloadModel !== 'function') throw new InvalidOptionError('deployment.multiplex', `unloadModel of class "${name}" must be a method (modelId, model)`);
+}
+
+/**
+ * A semantic cache needs a class whose `embed` names a method. A method on the prototype is checked here; a name the
+ * prototype lacks may be a field the constructor sets (a batched method, `embed = batch(...)`), so the replica
+ * checks it on the instance when it starts, and a missing one fails the start naming the option.
+ */
+function checkSemanticCacheMethods(target: unknown, cls: boolean, name: string, opts: CompiledSemanticCache): void {
+  if (!cls) throw new InvalidOptionError('deployment.semanticCache', `needs a class with an embedding method "${opts.embed}"; "${name}" is a function`);
+  const proto = (target as { prototype: Record<string, unknown> }).prototype;
+  for (const [path, method] of [['embed', opts.embed] as const, ...(opts.methods ?? []).map((m, i) => [`methods[${i}]`, m] as const)]) {
+    const d = Object.getOwnPropertyDescriptor(proto, method) ?? inheritedDescriptor(proto, method);
+    if (d !== undefined && typeof d.value !== 'function') throw new InvalidOptionError(`deployment.semanticCache.${path}`, `names "${method}" of class "${name}", which is not a method`, method);
+    if (LIFECYCLE_HOOKS.includes(method)) throw new InvalidOptionError(`deployment.semanticCache.${path}`, `names the lifecycle hook "${method}", which is not a request method`, method);
+  }
+}
+
+function inheritedDescriptor(proto: object, key: string): PropertyDescriptor | undefined {
+  for (let o = Object.getPrototypeOf(proto) as object | null; o !== null && o !== Object.prototype; o = Object.getPrototypeOf(o) as object | null) {
+    const d = Object.getOwnPropertyDescriptor(o, key);
+    if (d !== undefined) return d;
+  }
+  return undefined;
 }
 
 /**
@@ -170,6 +219,27 @@ function methodNames(factory: new (...args: never[]) => unknown): string[] {
   while (proto !== null && proto !== Object.prototype) {
     for (const key of Object.getOwnPropertyNames(proto)) {
       if (!LIFECYCLE_HOOKS.includes(key) && typeof Object.getOwnPropertyDescriptor(proto, key)?.value === 'function') names.add(key);
+    }
+    proto = Object.getPrototypeOf(proto) as object | null;
+  }
+  return [...names].sort();
+}
+
+function isAsyncGeneratorFunction(f: unknown): boolean {
+  return typeof f === 'function' && Object.prototype.toString.call(f) === '[object AsyncGeneratorFunction]';
+}
+
+/**
+ * Methods of a deployment class written as async generators (`async *generate()`): handles return a
+ * HandleStream for them. (A method that returns another async iterable streams too; its callers use
+ * `withOptions({ stream: true })`, or await the call.)
+ */
+export function streamMethodNames(factory: new (...args: never[]) => unknown): string[] {
+  const names = new Set<string>();
+  let proto: object | null = factory.prototype as object;
+  while (proto !== null && proto !== Object.prototype) {
+    for (const key of Object.getOwnPropertyNames(proto)) {
+      if (!LIFECYCLE_HOOKS.includes(key) && isAsyncGeneratorFunction(Object.getOwnPropertyDescriptor(proto, key)?.value)) names.add(key);
     }
     proto = Object.getPrototypeOf(proto) as object | null;
   }

@@ -5,6 +5,9 @@
 import { InvalidOptionError } from './errors.ts';
 import { compileRollout, type CompiledRollout, type RolloutOptions } from './rollout-options.ts';
 import { compileSlo, type CompiledSlo, type SloOptions } from './slo-options.ts';
+import { compileCache, type CacheOptions, type CompiledCacheOptions } from './cache-options.ts';
+import { compileSemanticCache, type CompiledSemanticCache, type SemanticCacheOptions } from './semantic-cache-options.ts';
+import { compileConsume, type CompiledConsumeSource, type ConsumeOptions } from './consume-options.ts';
 
 export interface ResourceOptions {
   /** CPU cores one replica reserves on its worker. @default 1 */
@@ -92,6 +95,22 @@ export interface DeploymentOptions {
    * @default undefined (none)
    */
   slo?: SloOptions;
+  /**
+   * Answer repeated requests (same version, method and input) from an exact-match response cache, in each router's
+   * memory or in Redis shared by every worker (docs/caching.md). Changing it restarts no replica.
+   * @default undefined (no cache)
+   */
+  cache?: CacheOptions;
+  /**
+   * Semantic cache: answer a call with the answer to an earlier input whose embedding (computed by the class's
+   * `embed` method) is at least `threshold` cosine-similar (docs/semantic-cache.md). @default undefined (none)
+   */
+  semanticCache?: SemanticCacheOptions;
+  /**
+   * Broker ingress: consume a Redis stream or a NATS JetStream stream, one call of `method` per message, each
+   * answer written once to an output stream (docs/broker.md). One source or a list. @default undefined (none)
+   */
+  consume?: ConsumeOptions;
 }
 
 /**
@@ -187,6 +206,12 @@ export interface CompiledDeploymentOptions {
   multiplex?: CompiledMultiplex;
   /** Set when the deployment declares objectives. */
   slo?: CompiledSlo;
+  /** Set when the deployment caches its answers. */
+  cache?: CompiledCacheOptions;
+  /** Set when the deployment caches answers by embedding similarity. */
+  semanticCache?: CompiledSemanticCache;
+  /** Set when the deployment consumes broker streams. */
+  consume?: CompiledConsumeSource[];
 }
 
 const NAME_RE = /^[A-Za-z_][A-Za-z0-9_.-]{0,127}$/;
@@ -212,7 +237,7 @@ export function checkName(path: string, value: unknown): string {
   return value;
 }
 
-const KNOWN = new Set(['name', 'numReplicas', 'autoscaling', 'maxOngoingRequests', 'maxQueuedRequests', 'maxRequestBytes', 'requestTimeoutMs', 'resources', 'userConfig', 'healthCheckPeriodMs', 'healthCheckTimeoutMs', 'gracefulShutdownTimeoutMs', 'idempotentMethods', 'batch', 'rollout', 'multiplex', 'slo']);
+const KNOWN = new Set(['name', 'numReplicas', 'autoscaling', 'maxOngoingRequests', 'maxQueuedRequests', 'maxRequestBytes', 'requestTimeoutMs', 'resources', 'userConfig', 'healthCheckPeriodMs', 'healthCheckTimeoutMs', 'gracefulShutdownTimeoutMs', 'idempotentMethods', 'batch', 'rollout', 'multiplex', 'slo', 'cache', 'semanticCache', 'consume']);
 
 const RESOURCE_KEYS = ['cpus', 'gpus', 'memory', 'gpuMemory', 'sharedBlobs', 'device'];
 
@@ -352,5 +377,8 @@ export function compileDeploymentOptions(input: DeploymentOptions, defaultName: 
   };
   if (input.multiplex !== undefined) compiled.multiplex = compileMultiplex(input.multiplex, compiled.maxOngoingRequests, `${path}.multiplex`);
   if (input.slo !== undefined) compiled.slo = compileSlo(input.slo, `${path}.slo`);
+  if (input.cache !== undefined) compiled.cache = compileCache(input.cache, `${path}.cache`);
+  if (input.semanticCache !== undefined) compiled.semanticCache = compileSemanticCache(input.semanticCache, `${path}.semanticCache`);
+  if (input.consume !== undefined) compiled.consume = compileConsume(input.consume, name, `${path}.consume`);
   return compiled;
 }

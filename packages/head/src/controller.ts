@@ -229,8 +229,14 @@ export interface DeploymentRolloutStatus {
  * numReplicas, autoscaling, rollout and slo don't. `codeHash`: the module file's content hash, so editing the code
  * and deploying again is a new version too.
  */
+/** A short hash of a deployment's userConfig, for the response cache's keys (RouteCache.config). */
+function configHash(userConfig: unknown): string {
+  return createHash('sha256').update(JSON.stringify(userConfig) ?? '').digest('hex').slice(0, 12);
+}
+
 export function deploymentVersion(app: AppSpec, d: DeploymentSpec): string {
-  const { userConfig: _u, numReplicas: _n, autoscaling: _a, rollout: _r, slo: _s, ...rest } = d.options;
+  // The response cache is the routers' (a cached entry is keyed on this version): changing it restarts nothing.
+  const { userConfig: _u, numReplicas: _n, autoscaling: _a, rollout: _r, slo: _s, cache: _c, ...rest } = d.options;
   // Without a code hash the list is the one versions had before there was one, so their ids stay the same.
   const parts: unknown[] = [app.modulePath, app.exportName, d.kind, d.dependencies, d.methods, rest];
   if (app.codeHash !== undefined) parts.push(app.codeHash);
@@ -1277,6 +1283,7 @@ export class Controller {
           ...(d.spec.options.idempotentMethods.length > 0 ? { idempotentMethods: [...d.spec.options.idempotentMethods] } : {}),
           ...(d.spec.options.multiplex !== undefined ? { hotOngoingRequests: d.spec.options.multiplex.hotOngoingRequests } : {}),
           ...(this.trafficOf(d) !== undefined ? { traffic: this.trafficOf(d)! } : {}),
+          ...(d.spec.options.cache !== undefined ? { cache: { ...d.spec.options.cache, version: d.version, config: configHash(d.spec.options.userConfig) } } : {}),
           // Not for a deployment at zero by choice (autoscaling): its next request must wait for a start, not fail.
           ...(d.status.failures > 0 && d.status.lastError !== undefined && this.target(d) > 0 && !this.hasRunning(appName, depName) ? { unavailable: d.status.lastError } : {}),
         };
@@ -1288,7 +1295,7 @@ export class Controller {
       const w = this.workers.get(r.workerId);
       if (entry === undefined || w === undefined || w.state !== 'ALIVE') continue;
       const models = entry.hotOngoingRequests !== undefined ? this.loads.get(r.workerId)?.models.get(r.replicaId) : undefined;
-      entry.replicas.push({ replicaId: r.replicaId, workerId: r.workerId, dataAddress: w.dataAddress, ...(entry.traffic !== undefined ? { version: r.version } : {}), ...(models !== undefined ? { models } : {}) });
+      entry.replicas.push({ replicaId: r.replicaId, workerId: r.workerId, dataAddress: w.dataAddress, ...(entry.traffic !== undefined || entry.cache !== undefined ? { version: r.version } : {}), ...(models !== undefined ? { models } : {}) });
     }
     for (const e of Object.values(table)) e.replicas.sort((a, b) => a.replicaId.localeCompare(b.replicaId));
     return table;

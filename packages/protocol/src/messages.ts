@@ -3,10 +3,11 @@
  * messages (all messages queued in one event-loop tick travel in one frame). Messages are discriminated by `t`.
  * Requests carry an `id` unique per connection and direction; the answer is a `reply` with the same id.
  */
-import type { AppSpec, BatchQueueStats, LogFilter, ModelCacheStats, TimedLine, TraceContext, WireError, WireHttpRequest, WireHttpResponse } from '@shoal/core';
+import type { ChunkStream, WireStreamWindow } from '@shoal/core';
+import type { AppSpec, BatchQueueStats, CompiledCacheOptions, LogFilter, ModelCacheStats, TimedLine, TraceContext, WireError, WireHttpRequest, WireHttpResponse } from '@shoal/core';
 
-/** Bumped on any incompatible change; checked in `hello`. */
-export const PROTOCOL_VERSION = 3;
+/** Bumped on any incompatible change; checked in `hello`. 4: streamed answers (`s`, `chunk`, `credit`). */
+export const PROTOCOL_VERSION = 4;
 
 export type ReplicaState = 'STARTING' | 'RUNNING' | 'DRAINING' | 'STOPPED' | 'FAILED';
 
@@ -189,6 +190,19 @@ export interface RouteEntry {
    * answer 503 with it at once instead of holding requests for a replica that is not coming.
    */
   unavailable?: string;
+  /** Set when the deployment caches its answers (options.cache): replicas then carry `version` too. */
+  cache?: RouteCache;
+}
+
+/**
+ * A deployment's response cache as routers apply it. Entries are keyed by version: a router stores an answer only
+ * under the version of the replica that gave it, and serves it only to a request pinned to that version.
+ */
+export interface RouteCache extends CompiledCacheOptions {
+  /** The deployment's version (its code and options) that requests not split between versions are keyed on. */
+  version: string;
+  /** A hash of the deployment's userConfig: a reconfigure changes answers without a new version. */
+  config: string;
 }
 
 export interface RouteTraffic {
@@ -216,19 +230,39 @@ export interface CallMessage {
   rid?: string;
   /** The calling span's trace context: the replica's spans are its children. */
   tc?: TraceContext;
+  /**
+   * The caller takes a streamed answer, with this window: [chunks, bytes] it lets the replica send ahead of what
+   * it has taken (see ChunkMessage). Without it, a method that streams is answered with its chunks gathered into
+   * one array (an HTTP body: see docs/streaming.md).
+   */
+  s?: WireStreamWindow;
 }
-export interface HttpMessage { t: 'http'; id: number; replicaId: string; req: WireHttpRequest; deadline?: number; priority?: number; modelId?: string; rid?: string; tc?: TraceContext }
+export interface HttpMessage { t: 'http'; id: number; replicaId: string; req: WireHttpRequest; deadline?: number; priority?: number; modelId?: string; rid?: string; tc?: TraceContext; s?: WireStreamWindow }
+/** Cancels a request; on a stream it also ends the generator (its finally blocks run). */
 export interface CancelMessage { t: 'cancel'; id: number }
+/**
+ * Hosting worker -> caller: chunks of the streamed answer to request `id`, in order; those ready in one tick travel
+ * in one message. The first one starts the stream at the caller (an empty one starts a stream with no chunks); the
+ * normal `reply` ends it (ok, or the error the generator threw). The replica sends no more than the window's
+ * credit allows.
+ */
+export interface ChunkMessage { t: 'chunk'; id: number; v: unknown[] }
+/** Caller -> hosting worker: the consumer took `n` chunks of stream `id`; the replica may send `n` more. */
+export interface CreditMessage { t: 'credit'; id: number; n: number }
 
-/** `q`: the replica's load (running + queued) right after answering, not counting the request answered. */
-export interface ReplyOk { t: 'reply'; id: number; ok: true; value: unknown; q?: number; models?: ModelSet }
+/**
+ * `q`: the replica's load (running + queued) right after answering, not counting the request answered.
+ * `stream`: never on the wire; set by the Peer (or an in-process dispatch) when the answer is a stream that has
+ * started: `value` is then that ChunkStream, and the stream's own end is the answer's end.
+ */
+export interface ReplyOk { t: 'reply'; id: number; ok: true; value: unknown; q?: number; models?: ModelSet; stream?: ChunkStream }
 /** `nr`: the request provably never reached user code (the replica was draining or gone, its queue full): a router may retry it elsewhere. */
 export interface ReplyErr { t: 'reply'; id: number; ok: false; error: WireError; q?: number; nr?: true; models?: ModelSet }
 export type ReplyMessage = ReplyOk | ReplyErr;
 
-export type WorkerToHead = HelloMessage | HeartbeatMessage | ReplicaStateMessage | ScrapeMessage | RepositoryMessage | LogsPushMessage | ReplyMessage;
-export type HeadToWorker = WelcomeMessage | RefuseMessage | StartReplicaMessage | StopReplicaMessage | ReconfigureMessage | HealthMessage | StatsMessage | MetricsMessage | LogsMessage | LogsFollowMessage | LogsUnfollowMessage | RoutesMessage | AppsMessage | CallMessage | HttpMessage | CancelMessage | ReplyMessage;
-export type PeerToWorker = HelloMessage | CallMessage | HttpMessage | CancelMessage | ReplyMessage;
+export type WorkerToHead = HelloMessage | HeartbeatMessage | ReplicaStateMessage | ScrapeMessage | RepositoryMessage | LogsPushMessage | ReplyMessage | ChunkMessage;
+export type HeadToWorker = WelcomeMessage | RefuseMessage | StartReplicaMessage | StopReplicaMessage | ReconfigureMessage | HealthMessage | StatsMessage | MetricsMessage | LogsMessage | LogsFollowMessage | LogsUnfollowMessage | RoutesMessage | AppsMessage | CallMessage | HttpMessage | CancelMessage | CreditMessage | ReplyMessage;
+export type PeerToWorker = HelloMessage | CallMessage | HttpMessage | CancelMessage | CreditMessage | ReplyMessage | ChunkMessage;
 export type Message = WorkerToHead | HeadToWorker | PeerToWorker;
 
 /** Messages that expect a reply. */

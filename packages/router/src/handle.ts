@@ -1,6 +1,7 @@
 /** Handles: typed proxies that turn `handle.method(...args)` into a router call. */
-import { Deadline, InvalidOptionError, checkModelId, type CallOptions, type Handle, type TraceContext } from '@shoal/core';
-import type { Router } from './router.ts';
+import { DEFAULT_STREAM_WINDOW, Deadline, InvalidOptionError, checkModelId, type CallOptions, type Handle, type TraceContext } from '@shoal/core';
+import type { RouteOptions, Router } from './router.ts';
+import { HandleStream } from './stream-handle.ts';
 
 export interface HandleTarget {
   router: Router;
@@ -8,6 +9,8 @@ export interface HandleTarget {
   key: string;
   /** Method names the deployment's prototype defines (informational; instance fields such as batched methods add more). */
   methods: readonly string[];
+  /** Methods that stream (async generator methods, see streamMethodNames): calls to them return a HandleStream. @default none */
+  streams?: readonly string[];
   /** Deadline inherited from the caller's request (wall ms), so cancellation reaches downstream calls. */
   inheritedDeadline?: () => Deadline | undefined;
   inheritedSignal?: () => AbortSignal | undefined;
@@ -21,43 +24,66 @@ export interface HandleTarget {
 
 export function createHandle<T>(target: HandleTarget, opts: CallOptions = {}): Handle<T> {
   const methods = new Set(target.methods);
-  const cache = new Map<string, (...args: unknown[]) => Promise<unknown>>();
+  const streams = new Set(target.streams ?? []);
+  const cache = new Map<string, (...args: unknown[]) => unknown>();
   return new Proxy({} as Handle<T>, {
     get(_obj, prop) {
       if (prop === 'withOptions') return (o: CallOptions) => createHandle<T>(target, { ...opts, ...o });
       if (prop === 'then' || typeof prop === 'symbol') return undefined; // not a thenable
       let fn = cache.get(prop);
       if (fn !== undefined) return fn;
+      if (opts.stream === true || streams.has(prop)) {
+        const method = prop;
+        // A streaming method: its options are read now (the calling request's deadline and signal), the call is
+        // sent once iteration begins, with the stream's own signal beside the caller's.
+        fn = (...args: unknown[]) => {
+          let o: RouteOptions | Error;
+          try { o = routeOptions(target, opts); } catch (err) { o = err as Error; }
+          return new HandleStream((own) => {
+            if (o instanceof Error) return Promise.reject(o);
+            const signal = o.signal === undefined ? own : AbortSignal.any([own, o.signal as AbortSignal]);
+            return target.router.call(target.key, method, args, { ...o, signal, stream: DEFAULT_STREAM_WINDOW });
+          }, `${target.key}.${method}`);
+        };
+        cache.set(prop, fn);
+        return fn;
+      }
       // Names outside the prototype's methods (batched methods are instance fields) go to the replica, which
       // answers NotFoundError listing what it has. TypeScript already rejects unknown names at compile time.
       fn = (...args: unknown[]) => {
-        const timeoutMs = opts.timeoutMs;
-        if (timeoutMs !== undefined && (!Number.isFinite(timeoutMs) || timeoutMs <= 0)) {
-          return Promise.reject(new InvalidOptionError('handle.withOptions.timeoutMs', 'must be a positive number', timeoutMs));
-        }
-        const clock = target.router.clock;
-        let deadline = timeoutMs === undefined ? undefined : Deadline.after(clock, timeoutMs);
-        const inherited = target.inheritedDeadline?.();
-        if (inherited !== undefined) deadline = deadline === undefined ? inherited : Math.min(deadline, inherited);
-        if (deadline === undefined) {
-          const def = target.router.requestTimeoutMs(target.key);
-          if (def > 0) deadline = Deadline.after(clock, def);
-        }
-        const signals = [opts.signal, target.inheritedSignal?.()].filter((s): s is AbortSignal => s !== undefined);
-        const signal = signals.length === 0 ? undefined : signals.length === 1 ? signals[0] : AbortSignal.any(signals);
-        const priority = opts.priority ?? target.inheritedPriority?.();
-        if (opts.modelId !== undefined) {
-          try { checkModelId('handle.withOptions.modelId', opts.modelId); } catch (err) { return Promise.reject(err); }
-        }
-        const modelId = opts.modelId ?? target.inheritedModelId?.();
-        const caller = target.inheritedRequest?.();
-        return target.router.call(target.key, prop, args, {
-          deadline, signal, ...(priority === undefined ? {} : { priority }), ...(modelId === undefined ? {} : { modelId }),
-          ...(caller?.requestId === undefined ? {} : { requestId: caller.requestId }), ...(caller?.trace === undefined ? {} : { trace: caller.trace }),
-        });
+        let o: RouteOptions;
+        try { o = routeOptions(target, opts); } catch (err) { return Promise.reject(err); }
+        return target.router.call(target.key, prop, args, o);
       };
       cache.set(prop, fn);
       return fn;
     },
   });
+}
+
+/** A call's route options: the handle's, else inherited from the calling request; a bad option throws. */
+function routeOptions(target: HandleTarget, opts: CallOptions): RouteOptions {
+  const timeoutMs = opts.timeoutMs;
+  if (timeoutMs !== undefined && (!Number.isFinite(timeoutMs) || timeoutMs <= 0)) {
+    throw new InvalidOptionError('handle.withOptions.timeoutMs', 'must be a positive number', timeoutMs);
+  }
+  const clock = target.router.clock;
+  let deadline = timeoutMs === undefined ? undefined : Deadline.after(clock, timeoutMs);
+  const inherited = target.inheritedDeadline?.();
+  if (inherited !== undefined) deadline = deadline === undefined ? inherited : Math.min(deadline, inherited);
+  if (deadline === undefined) {
+    const def = target.router.requestTimeoutMs(target.key);
+    if (def > 0) deadline = Deadline.after(clock, def);
+  }
+  const signals = [opts.signal, target.inheritedSignal?.()].filter((s): s is AbortSignal => s !== undefined);
+  const signal = signals.length === 0 ? undefined : signals.length === 1 ? signals[0] : AbortSignal.any(signals);
+  const priority = opts.priority ?? target.inheritedPriority?.();
+  if (opts.modelId !== undefined) checkModelId('handle.withOptions.modelId', opts.modelId);
+  const modelId = opts.modelId ?? target.inheritedModelId?.();
+  const caller = target.inheritedRequest?.();
+  return {
+    deadline, signal, ...(priority === undefined ? {} : { priority }), ...(modelId === undefined ? {} : { modelId }),
+    ...(caller?.requestId === undefined ? {} : { requestId: caller.requestId }), ...(caller?.trace === undefined ? {} : { trace: caller.trace }),
+    ...(opts.cache === undefined ? {} : { cache: opts.cache }),
+  };
 }

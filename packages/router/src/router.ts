@@ -6,11 +6,12 @@
  */
 import {
   CancelledError, Deadline, DeadlineExceededError, LazyAbortController, NoReplicaError, QueueFullError, ReplicaUnavailableError, RetryBudget,
-  SpanKinds, isNotRun, pickWeighted, rebuildError, requestIdOf, startSpan, stickyBucket, toWireError, tracingActive, type Clock, type ShoalSpan, type TraceContext, type Logger, type RetryBudgetOptions, type TimerHandle, type WireHttpRequest, type WireHttpResponse,
+  SpanKinds, isNotRun, windowToWire, type ChunkStream, type StreamEndReason, type StreamWindow, type WireStreamWindow, pickWeighted, rebuildError, requestIdOf, startSpan, stickyBucket, toWireError, tracingActive, type Clock, type ShoalSpan, type TraceContext, type Logger, type RetryBudgetOptions, type TimerHandle, type WireHttpRequest, type WireHttpResponse,
 } from '@shoal/core';
-import type { NewRequest, ReplyMessage, RouteTable, RouteTraffic, ShadowCounts } from '@shoal/protocol';
+import type { CallMessage, HttpMessage, NewRequest, ReplyMessage, RouteTable, RouteTraffic, ShadowCounts } from '@shoal/protocol';
 import { ReplicaSet, type ReplicaRef } from './replica-set.ts';
 import { compareAnswers, emptyShadowCounts } from './compare-answers.ts';
+import { CacheHooks, type CacheObserver, type CachePin, type CacheRouter, type CacheStats } from './cache-hook.ts';
 
 /** One request in flight, with a way to cancel it at the replica. */
 export interface Dispatch {
@@ -38,6 +39,24 @@ export interface RouteOptions {
   requestId?: string;
   /** The caller's trace context: the call's span is its child (when tracing records), and the replica's is that span's. @default none */
   trace?: TraceContext;
+  /**
+   * The caller takes a streamed answer with this window (docs/streaming.md): a method that streams then resolves
+   * the call with a ChunkStream once its first chunk arrives, and the deadline and signal bound the whole stream.
+   * Without it, a streamed answer arrives gathered into one array (an HTTP body). @default none
+   */
+  stream?: StreamWindow;
+  /** 'bypass': a deployment's response cache neither answers nor stores this request. @default the cache is used */
+  cache?: 'bypass';
+  /** Set by the response cache on the request it sends on a miss (cache-hook.ts); not for callers. */
+  cachePin?: CachePin;
+}
+
+/** What a router tells about the streamed answers it routed (per deployment key), for metrics. Keep it cheap. */
+export interface RouterStreamObserver {
+  /** A stream's first chunk arrived `firstChunkMs` after this router took the request (retries and waits included). */
+  started(key: string, firstChunkMs: number): void;
+  /** A stream ended: `chunks` it delivered, and how. */
+  ended(key: string, reason: StreamEndReason, chunks: number): void;
 }
 
 export interface RouterOptions {
@@ -67,6 +86,10 @@ export interface RouterOptions {
   onAnswered?: (key: string, elapsedMs: number, ok: boolean) => void;
   /** Told how long a request waited in this router for a replica slot (every replica was full), once it got one, in ms. @default none */
   onQueued?: (key: string, waitedMs: number) => void;
+  /** Told when streamed answers start and end. @default none */
+  onStream?: RouterStreamObserver;
+  /** What the response caches of deployments that have one report to (docs/caching.md). @default none */
+  cacheObserver?: CacheObserver;
 }
 
 /** Ends a call's span when its answer settles: ERROR with the error. */
@@ -113,10 +136,10 @@ interface Waiter {
   armNoReplicaTimer: () => void;
 }
 
-export class Router {
+export class Router implements CacheRouter {
   private readonly sets = new Map<string, ReplicaSet>();
   private readonly waiters = new Map<string, Waiter[]>();
-  private readonly opts: Required<Omit<RouterOptions, 'random' | 'localWorkerId' | 'retryBudget' | 'onNoReplica' | 'onAnswered' | 'onQueued'>> & { random: () => number; localWorkerId: () => string | undefined; onNoReplica: (key: string) => void };
+  private readonly opts: Required<Omit<RouterOptions, 'random' | 'localWorkerId' | 'retryBudget' | 'onNoReplica' | 'onAnswered' | 'onQueued' | 'onStream' | 'cacheObserver'>> & { random: () => number; localWorkerId: () => string | undefined; onNoReplica: (key: string) => void };
   private routesVersion = -1;
   /** The latest route table, for replicas to come back from a quarantine (dropWorker). */
   private lastTable: RouteTable | undefined;
@@ -136,12 +159,17 @@ export class Router {
   private droppedAssignments = 0;
   private readonly onAnswered: RouterOptions['onAnswered'];
   private readonly onQueued: RouterOptions['onQueued'];
+  private readonly onStream: RouterStreamObserver | undefined;
+  /** Response caches of the deployments whose route entries carry `cache`. */
+  private readonly caches: CacheHooks;
 
   constructor(opts: RouterOptions) {
     this.opts = { noReplicaTimeoutMs: 30_000, random: Math.random, localWorkerId: () => undefined, maxNotRunRetries: 3, onNoReplica: () => undefined, ...opts };
     this.budget = new RetryBudget(opts.clock, opts.retryBudget);
     this.onAnswered = opts.onAnswered;
     this.onQueued = opts.onQueued;
+    this.onStream = opts.onStream;
+    this.caches = new CacheHooks({ clock: opts.clock, logger: opts.logger, ...(opts.cacheObserver === undefined ? {} : { observer: opts.cacheObserver }) });
   }
 
   /** Retries made, and retries refused because the budget was spent, since the start. */
@@ -186,6 +214,7 @@ export class Router {
       }
       this.wake(key);
     }
+    this.caches.update(table);
     for (const key of [...this.sets.keys()]) {
       if (!(key in table)) {
         this.sets.delete(key);
@@ -258,10 +287,12 @@ export class Router {
   }
 
   call(key: string, method: string, args: unknown[], opts: RouteOptions = {}): Promise<unknown> {
+    if (this.caches.size !== 0 && opts.cachePin === undefined) { const c = this.caches.get(key); if (c !== undefined) return c.call(this, method, args, opts); }
     const span = tracingActive() && opts.trace?.sampled === true ? startSpan(`call ${key}.${method}`, opts.trace, SpanKinds.CLIENT) : undefined;
     const tc = span?.context ?? opts.trace;
     const rid = opts.requestId;
-    const reply = this.route(key, opts, (replicaId) => ({ t: 'call', replicaId, method, args, deadline: opts.deadline, priority: opts.priority, modelId: opts.modelId, rid, tc }), method, this.pickVersion(key, opts.stickyKey)).then(unwrap);
+    const s = opts.stream === undefined ? undefined : windowToWire(opts.stream);
+    const reply = this.route(key, opts, (replicaId) => withWindow({ t: 'call', replicaId, method, args, deadline: opts.deadline, priority: opts.priority, modelId: opts.modelId, rid, tc }, s), method, this.pickVersion(key, opts.stickyKey)).then(unwrap);
     return span === undefined ? reply : endWith(span, reply);
   }
 
@@ -270,39 +301,46 @@ export class Router {
    * While an experiment splits the deployment, the experiment's header is the sticky key: the answer carries
    * x-request-id (the caller's own, or a new one) and x-shoal-variant, which outcomes are reported against.
    */
-  http(key: string, req: WireHttpRequest, opts: RouteOptions = {}): Promise<WireHttpResponse> {
+  http(key: string, req: WireHttpRequest, opts: RouteOptions & { stream: StreamWindow }): Promise<WireHttpResponse | ChunkStream>;
+  http(key: string, req: WireHttpRequest, opts?: RouteOptions): Promise<WireHttpResponse>;
+  http(key: string, req: WireHttpRequest, opts: RouteOptions = {}): Promise<WireHttpResponse | ChunkStream> {
+    if (this.caches.size !== 0 && opts.cachePin === undefined) { const c = this.caches.get(key); if (c !== undefined) return c.http(this, req, opts); }
     const method = req.method === 'GET' || req.method === 'HEAD' ? '*' : 'fetch';
     const sticky = this.traffic.get(key)?.sticky;
     // No call span: the ingress that routes an HTTP request has its own span for it, and the replica's spans are
     // that span's children; a call span would only repeat it.
     const tc = opts.trace;
     const rid = opts.requestId;
-    const build = (replicaId: string): NewRequest => ({ t: 'http', replicaId, req, deadline: opts.deadline, priority: opts.priority, modelId: opts.modelId, rid, tc });
+    const s = opts.stream === undefined ? undefined : windowToWire(opts.stream);
+    const build = (replicaId: string): NewRequest => withWindow({ t: 'http', replicaId, req, deadline: opts.deadline, priority: opts.priority, modelId: opts.modelId, rid, tc }, s);
     return sticky === undefined ? this.route(key, opts, build, method, this.pickVersion(key, opts.stickyKey)).then(unwrap) as Promise<WireHttpResponse> : this.experimentHttp(key, req, opts, build, method, sticky);
   }
 
   /** An HTTP request to a deployment an experiment splits: pinned by its sticky key, answered with its variant. */
-  private experimentHttp(key: string, req: WireHttpRequest, opts: RouteOptions, build: (replicaId: string) => NewRequest, method: string, sticky: NonNullable<RouteTraffic['sticky']>): Promise<WireHttpResponse> {
+  private experimentHttp(key: string, req: WireHttpRequest, opts: RouteOptions, build: (replicaId: string) => NewRequest, method: string, sticky: NonNullable<RouteTraffic['sticky']>): Promise<WireHttpResponse | ChunkStream> {
     const raw = req.headers[sticky.header];
     const stickyKey = (Array.isArray(raw) ? raw[0] : raw) ?? opts.stickyKey;
     const version = this.pickVersion(key, stickyKey === '' ? undefined : stickyKey);
     const variant = version === undefined ? -1 : this.traffic.get(key)!.weights.findIndex((w) => w.version === version);
     const requestId = opts.requestId ?? requestIdOf(req.headers['x-request-id']);
     return this.route(key, opts, build, method, version).then((reply) => {
-      const res = unwrap(reply) as WireHttpResponse;
-      const headers: Record<string, string> = { ...res.headers, 'x-request-id': requestId };
+      // A streamed answer has no headers to carry the variant: its assignment is still recorded.
+      const streamed = reply.ok ? reply.stream : undefined;
+      const res = streamed === undefined ? unwrap(reply) as WireHttpResponse : undefined;
+      const headers: Record<string, string> = { ...res?.headers, 'x-request-id': requestId };
       // Only a request with a key is in the experiment: one without goes to the control and is not counted.
       if (stickyKey !== undefined && stickyKey !== '' && variant >= 0) {
         headers['x-shoal-variant'] = variantName(variant);
         if (this.assignments.length < MAX_PENDING_ASSIGNMENTS) this.assignments.push([sticky.experiment, requestId, variant]);
         else this.droppedAssignments++;
       }
-      return { ...res, headers };
+      return streamed ?? { ...res!, headers };
     });
   }
 
   close(): void {
     this.closed = true;
+    this.caches.close();
     for (const [key, ws] of this.waiters) {
       this.waiters.delete(key);
       for (const w of ws) w.fail(new NoReplicaError(`router closed while a request for "${key}" waited`));
@@ -318,19 +356,27 @@ export class Router {
     if (opts.signal?.aborted) return Promise.reject(new CancelledError(`call to "${key}" cancelled before it was sent`));
     if (opts.deadline !== undefined && Deadline.expired(opts.deadline, this.opts.clock)) return Promise.reject(new DeadlineExceededError(`deadline passed before the call to "${key}" was sent`));
     this.budget.request();
-    const a: Attempt = { exclude: undefined, tried: undefined, notRunRetries: 0, diedRetried: false, version, canaryRetried: false, split: undefined };
+    const a: Attempt = { exclude: undefined, tried: undefined, notRunRetries: 0, diedRetried: false, version: opts.cachePin?.version ?? version, canaryRetried: false, split: undefined };
+    if (opts.cachePin !== undefined) opts.cachePin.attempt = a;
     const shadow = this.traffic.get(key)?.shadow;
     // The copy is made before the live request goes: a local replica may take its buffers (a transfer to an
     // inference thread detaches them).
     const copy = shadow !== undefined && this.opts.random() * 100 < shadow.percent ? this.mirrorCopy(key, shadow.version, build) : undefined;
     const onAnswered = this.onAnswered;
-    const t0 = onAnswered === undefined ? 0 : this.opts.clock.monoNow();
+    const onStream = this.onStream;
+    const t0 = onAnswered === undefined && onStream === undefined ? 0 : this.opts.clock.monoNow();
     const reply = this.attempt(key, opts, build, method, a);
     if (copy !== undefined) this.mirror(key, shadow!.version, copy, reply);
-    if (onAnswered === undefined) return reply;
+    if (onAnswered === undefined && onStream === undefined) return reply;
     return reply.then(
-      (r) => { onAnswered(key, this.opts.clock.monoNow() - t0, r.ok); return r; },
-      (err: unknown) => { onAnswered(key, this.opts.clock.monoNow() - t0, false); throw err; },
+      (r) => {
+        // For a stream, this is its start: its first chunk.
+        const ms = this.opts.clock.monoNow() - t0;
+        onAnswered?.(key, ms, r.ok);
+        if (r.ok && r.stream !== undefined && onStream !== undefined) observeStream(onStream, key, ms, r.stream);
+        return r;
+      },
+      (err: unknown) => { onAnswered?.(key, this.opts.clock.monoNow() - t0, false); throw err; },
     );
   }
 
@@ -345,7 +391,10 @@ export class Router {
   private mirrorCopy(key: string, version: string, build: (replicaId: string) => NewRequest): NewRequest | undefined {
     if (this.closed || this.sets.get(key)?.choose(undefined, version) === undefined) { this.shadowCountsFor(key, version).dropped++; return undefined; }
     try {
-      return structuredClone(build(''));
+      // The shadow's answer is only compared, never read as a stream: it takes none (a stream arrives gathered).
+      const copy = structuredClone(build('')) as NewRequest & { s?: WireStreamWindow };
+      delete copy.s;
+      return copy;
     } catch {
       this.shadowCountsFor(key, version).shadowErrors++;
       return undefined;
@@ -356,6 +405,20 @@ export class Router {
    * The version a request goes to while the deployment's versions are split: by its sticky key's hash when the
    * split is sticky and it has one (without one, the control: the first version), else at random by weight.
    */
+  /** Entries and bytes of each deployment's response cache in this router (memory stores). */
+  cacheStats(): CacheStats[] {
+    return this.caches.stats();
+  }
+
+  /**
+   * The version the response cache keys a request on: the one it will be pinned to (undefined while versions are
+   * not split), or null for an HTTP request while an experiment runs (its answers are counted per request id).
+   */
+  cacheVersion(key: string, stickyKey: string | undefined, req: WireHttpRequest | undefined): string | undefined | null {
+    if (req !== undefined && this.traffic.get(key)?.sticky !== undefined) return null;
+    return this.pickVersion(key, stickyKey);
+  }
+
   private pickVersion(key: string, stickyKey: string | undefined): string | undefined {
     const t = this.traffic.get(key);
     if (t === undefined || t.weights.length === 0) return undefined;
@@ -372,7 +435,8 @@ export class Router {
   private mirror(key: string, version: string, copy: NewRequest, live: Promise<ReplyMessage>): void {
     const counts = this.shadowCountsFor(key, version);
     // A snapshot of the live answer as it arrives, before its caller can pass its buffers on (and detach them).
-    const liveSnapshot = live.then((l) => (l.ok ? { ...l, value: cloneAnswer(l.value) } : l), () => undefined);
+    // A streamed live answer is not compared (its chunks go to its caller): nothing to snapshot.
+    const liveSnapshot = live.then((l) => (l.ok ? (l.stream !== undefined ? undefined : { ...l, value: cloneAnswer(l.value) }) : l), () => undefined);
     setImmediate(() => {
       const set = this.sets.get(key);
       const ref = this.closed ? undefined : set?.choose(undefined, version);
@@ -561,6 +625,8 @@ export class Router {
     }
     return reply.then(
       (r) => {
+        // A stream holds its replica's slot until it ends: counted in flight here until then.
+        if (r.ok && r.stream !== undefined) { this.holdForStream(key, ref, r.stream); return r; }
         ref.inflight--;
         this.wake(key);
         // `q` is the replica's load after it answered, which no longer counts this request: compare it with what
@@ -579,30 +645,44 @@ export class Router {
     );
   }
 
-  /** Races a dispatched request against its signal and deadline, cancelling it at the replica on either. */
+  /** Until a stream ends, its replica counts it in flight here; a lost worker ends it with ERR_PEER_GONE. */
+  private holdForStream(key: string, ref: ReplicaRef, stream: ChunkStream): void {
+    stream.onEnd((_reason, err) => {
+      ref.inflight--;
+      this.wake(key);
+      if (err !== undefined && toWireError(err).code === 'ERR_PEER_GONE') this.dropWorker(ref.workerId, QUARANTINE_MS);
+    });
+  }
+
+  /**
+   * Races a dispatched request against its signal and deadline, cancelling it at the replica on either. A streamed
+   * answer stays guarded until it ends: the deadline bounds the whole stream, and an abort cancels it mid-way.
+   */
   private guard(key: string, dispatch: Dispatch, opts: RouteOptions): Promise<ReplyMessage> {
     return new Promise<ReplyMessage>((resolve, reject) => {
       let timer: TimerHandle | undefined;
+      let active: ChunkStream | undefined;
       const cleanup = (): void => {
         if (timer !== undefined) this.opts.clock.clearTimeout(timer);
         unlisten(opts.signal, onAbort);
       };
-      const onAbort = (): void => {
+      const stop = (err: Error): void => {
         cleanup();
-        const err = new CancelledError(`call to "${key}" cancelled by the caller`);
+        if (active !== undefined) { active.cancel(err); return; }
         dispatch.cancel(err);
         reject(err);
       };
+      const onAbort = (): void => stop(new CancelledError(`call to "${key}" cancelled by the caller`));
       if (opts.deadline !== undefined) {
         timer = this.opts.clock.setTimeout(() => {
-          cleanup();
-          const err = new DeadlineExceededError(`deadline exceeded waiting for "${key}" to answer`);
-          dispatch.cancel(err);
-          reject(err);
+          stop(new DeadlineExceededError(active === undefined ? `deadline exceeded waiting for "${key}" to answer` : `deadline exceeded while "${key}" streamed its answer (the deadline bounds the whole stream)`));
         }, Deadline.remainingMs(opts.deadline, this.opts.clock));
       }
       listen(opts.signal, onAbort);
-      dispatch.reply.then((r) => { cleanup(); resolve(r); }, (e: unknown) => { cleanup(); reject(e); });
+      dispatch.reply.then((r) => {
+        if (r.ok && r.stream !== undefined) { active = r.stream; r.stream.onEnd(cleanup); } else cleanup();
+        resolve(r);
+      }, (e: unknown) => { cleanup(); reject(e); });
     });
   }
 
@@ -708,6 +788,18 @@ function unlisten(signal: AbortSignal | LazyAbortController | undefined, fn: () 
   if (signal === undefined) return;
   if (signal instanceof LazyAbortController) signal.listen(undefined);
   else signal.removeEventListener('abort', fn);
+}
+
+/** Adds the stream window to a request that takes a streamed answer. */
+function withWindow<M extends Omit<CallMessage, 'id'> | Omit<HttpMessage, 'id'>>(m: M, s: WireStreamWindow | undefined): M {
+  if (s !== undefined) m.s = s;
+  return m;
+}
+
+/** Reports a stream's start (its first chunk, `firstChunkMs` after the router took it) and, later, its end. */
+function observeStream(observer: RouterStreamObserver, key: string, firstChunkMs: number, stream: ChunkStream): void {
+  observer.started(key, firstChunkMs);
+  stream.onEnd((reason, _err, chunks) => observer.ended(key, reason, chunks));
 }
 
 /** A reply's value, or its error rebuilt into its class. */

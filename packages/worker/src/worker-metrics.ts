@@ -12,6 +12,10 @@ import { EventLoopDelayGauge, FastCounter, FastHistogram, type CounterChild, typ
 import type { ReplicaState, WorkerStats } from '@shoal/protocol';
 import { DURATION_BUCKETS, HttpMetrics, RouterMetrics } from '@shoal/ingress';
 import type { ReplicaObserver } from './replica.ts';
+import { CacheMetrics } from './cache-metrics.ts';
+import { SemanticCacheMetrics } from './semantic-cache-metrics.ts';
+import type { SemanticCacheSize } from '@shoal/cache';
+import type { CacheStats } from '@shoal/router';
 
 /** A gauge sample as the native addon reports it (`NativeRuntime.metrics()`). */
 export interface NativeGaugeSample {
@@ -27,6 +31,10 @@ export interface WorkerMetricsOptions {
   /** The native addon's gauges; absent when the addon is not loaded. */
   native?: () => NativeGaugeSample[];
   logger: Logger;
+  /** The router's response caches, for their size gauges. @default none */
+  cacheStats?: () => CacheStats[];
+  /** The replicas' semantic caches, for their entries gauge. @default none */
+  semanticCaches?: () => SemanticCacheSize[];
   /** Event-loop sampling period (Node's minimum is 1). @default 10 */
   eventLoopResolutionMs?: number;
 }
@@ -67,6 +75,10 @@ export class WorkerMetrics {
   private readonly http: HttpMetrics;
   /** This worker's router's series (end-to-end time, wait for a slot): Router's onAnswered and onQueued. */
   readonly routes: RouterMetrics;
+  /** The response caches' series: the router's CacheObserver. */
+  readonly cache: CacheMetrics;
+  /** The semantic caches' series: each replica's SemanticCacheObserver. */
+  readonly semantic: SemanticCacheMetrics;
   private readonly h: {
     queueWait: FastHistogram<typeof DEPLOYMENT[number]>;
     compute: FastHistogram<typeof DEPLOYMENT[number]>;
@@ -129,6 +141,8 @@ export class WorkerMetrics {
       modelLoad: new Histogram({ name: 'shoal_multiplex_model_load_seconds', help: 'Time a multiplexed replica\'s loadModel hook took, per deployment and result (ok or error).', labelNames: [...DEPLOYMENT, 'result'], buckets: LOAD_BUCKETS, registers }),
     };
     this.routes = new RouterMetrics(this.registry);
+    this.cache = new CacheMetrics(this.registry);
+    this.semantic = new SemanticCacheMetrics(this.registry);
     registerProcessMetrics(this.registry);
     this.http = new HttpMetrics(this.registry);
     this.cascades = registerCascadeMetrics(this.registry, { buckets: DURATION_BUCKETS });
@@ -200,6 +214,8 @@ export class WorkerMetrics {
     const g = this.g;
     for (const m of [g.ongoing, g.queued, g.state, g.batchQueued, g.batchRunning, g.batchMaxSize, g.batches, g.items, g.modelsHeld, g.modelEvents, g.routerInflight, g.routerWaiting]) m.reset();
     const stats = this.opts.stats();
+    if (this.opts.cacheStats !== undefined) this.cache.refresh(this.opts.cacheStats());
+    if (this.opts.semanticCaches !== undefined) this.semantic.refresh(this.opts.semanticCaches());
     for (const r of stats.replicas) {
       const labels = { app: r.app, deployment: r.deployment, replica: r.replicaId };
       g.ongoing.set(labels, r.ongoing);

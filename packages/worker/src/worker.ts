@@ -6,7 +6,7 @@ import { hostname, cpus, totalmem } from 'node:os';
 import { createServer, type Server } from 'node:http';
 import { WebSocketServer, type WebSocket } from 'ws';
 import {
-  CancelledError, DeadlineExceededError, LazyAbortController, isNotRun, processLogRing, ReplicaUnavailableError, realClock, setProcessLogWorker, toWireError, type AppSpec, type Logger,
+  CancelledError, ChunkStream, DeadlineExceededError, LazyAbortController, ProtocolError, StreamPump, chunkBytes, isNotRun, windowFromWire, processLogRing, ReplicaUnavailableError, realClock, setProcessLogWorker, toWireError, type AppSpec, type Logger,
   requestIdOf, traceContextOf, type WireError, type WireHttpResponse,
 } from '@shoal/core';
 import {
@@ -15,10 +15,12 @@ import {
   type CallMessage, type HttpMessage,
 } from '@shoal/protocol';
 import { Router } from '@shoal/router';
-import { Ingress, OipRoute, type ListenTarget } from '@shoal/ingress';
+import { Ingress, OipRoute, gatheredBody, type ListenTarget } from '@shoal/ingress';
 import { Replica } from './replica.ts';
+import { WorkerSemanticCaches } from './semantic-caches.ts';
 import { buildInstance } from './module-loader.ts';
 import { WorkerTransport } from './transport.ts';
+import { ChunkBatcher, ReplicaStream } from './stream-replica.ts';
 import { WorkerMetrics, type NativeGaugeSample } from './worker-metrics.ts';
 import { WorkerLogService } from './log-service.ts';
 
@@ -61,11 +63,16 @@ export interface WorkerOptions {
   scrapeTimeoutMs?: number;
 }
 
+/** A caller that sent no window gets the whole stream at once: the pump never waits for credit. */
+const GATHER_WINDOW = { chunks: Number.MAX_SAFE_INTEGER, bytes: Number.MAX_SAFE_INTEGER };
+
 export class Worker {
   readonly name: string;
   workerId = '';
   private readonly replicas = new Map<string, Replica>();
   private readonly inflight = new WeakMap<Peer, Map<number, LazyAbortController>>();
+  /** Streams this worker's replicas are sending to callers on each connection, by request id: credit goes to them. */
+  private readonly pumps = new WeakMap<Peer, Map<number, StreamPump>>();
   private head: Peer | undefined;
   private heartbeat: NodeJS.Timeout | undefined;
   private server: Server | undefined;
@@ -95,6 +102,8 @@ export class Worker {
   private lastDemandAt = Number.NEGATIVE_INFINITY;
   /** Deployment version each replica was started at, reported to a head this worker rejoins. */
   private readonly versions = new Map<string, string>();
+  /** Semantic caches of the deployments that declare one, per version, shared by this worker's replicas of it. */
+  private readonly semanticCaches = new WorkerSemanticCaches();
 
   constructor(private readonly opts: WorkerOptions) {
     this.name = `${hostname()}-${process.pid}`;
@@ -119,9 +128,12 @@ export class Worker {
       },
       onAnswered: (key, elapsedMs, ok) => this.metrics.routes.observeAnswered(key, elapsedMs, ok),
       onQueued: (key, waitedMs) => this.metrics.routes.observeQueued(key, waitedMs),
+      cacheObserver: { deployment: (key) => this.metrics.cache.deployment(key) },
+      onStream: { started: (key, ms) => this.metrics.routes.observeStreamStarted(key, ms), ended: (key, reason, chunks) => this.metrics.routes.observeStreamEnded(key, reason, chunks) },
     });
     this.metrics = new WorkerMetrics({
-      workerId: () => this.workerId, stats: () => this.stats(), logger: opts.logger,
+      workerId: () => this.workerId, stats: () => this.stats(), logger: opts.logger, cacheStats: () => this.router.cacheStats(),
+      semanticCaches: () => this.semanticCaches.sizes(),
       ...(opts.nativeMetrics ? { native: opts.nativeMetrics } : {}),
     });
     this.oip = new OipRoute({
@@ -373,7 +385,11 @@ export class Worker {
       case 'reconfigure': {
         const r = this.replicas.get(m.replicaId);
         if (r === undefined) { peer.replyError(m.id, toWireError(new ReplicaUnavailableError(`no replica ${m.replicaId} on worker ${this.workerId}`))); return; }
-        r.reconfigure(m.userConfig).then(() => peer.reply(m.id, null), (e: unknown) => peer.replyError(m.id, toWireError(e)));
+        r.reconfigure(m.userConfig).then(() => {
+          const semantic = this.semanticCaches.reconfigured(m.replicaId, m.userConfig);
+          if (semantic !== undefined) r.useSemanticCache(semantic);
+          peer.reply(m.id, null);
+        }, (e: unknown) => peer.replyError(m.id, toWireError(e)));
         return;
       }
       case 'health': {
@@ -397,6 +413,9 @@ export class Worker {
     const replica = new Replica({
       replicaId, app: app.name, deployment, options: spec.options, logger: this.opts.logger, ...(devices === undefined ? {} : { devices }),
       observer: this.metrics.replicaObserver(app.name, deployment),
+      ...(spec.options.semanticCache === undefined ? {} : {
+        semanticCache: this.semanticCaches.acquire(replicaId, app.name, deployment, this.versions.get(replicaId) ?? app.codeHash ?? '', spec.options, this.metrics.semantic.observer(app.name, deployment)),
+      }),
       // To whichever head this worker is joined to now: a start asked by a head that since restarted ends at the next.
       onState: (state, error) => { const h = this.head; if (h !== undefined && !h.closed) h.send({ t: 'replicaState', replicaId, state, ...(error ? { error } : {}) }); },
     });
@@ -407,6 +426,7 @@ export class Worker {
     } catch (err) {
       this.replicas.delete(replicaId);
       this.versions.delete(replicaId);
+      this.semanticCaches.release(replicaId);
       head.replyError(id, toWireError(err));
     }
   }
@@ -417,6 +437,7 @@ export class Worker {
     await r.drain(timeoutMs);
     this.replicas.delete(replicaId);
     this.versions.delete(replicaId);
+    this.semanticCaches.release(replicaId);
     head.reply(id, null);
   }
 
@@ -427,6 +448,7 @@ export class Worker {
       c?.abort(new CancelledError('cancelled by the caller'));
       return;
     }
+    if (m.t === 'credit') { this.pumps.get(peer)?.get(m.id)?.credit(m.n); return; }
     if (m.t !== 'call' && m.t !== 'http') return;
     this.traffic.dataIn[m.t]++;
     let table = this.inflight.get(peer);
@@ -434,7 +456,7 @@ export class Worker {
     const controller = new LazyAbortController();
     table.set(m.id, controller);
     const t = table;
-    this.run(m, controller).then((reply) => {
+    this.run(m, controller, true, peer, m.id).then((reply) => {
       t.delete(m.id);
       if (!peer.closed) peer.send({ ...reply, id: m.id });
     });
@@ -449,7 +471,7 @@ export class Worker {
    * Runs a call or HTTP request on a local replica; always resolves with a reply (never rejects). `armDeadline`:
    * enforce the deadline here (a request from another process); a local caller's router already does.
    */
-  private run(m: Omit<CallMessage, 'id'> | Omit<HttpMessage, 'id'>, controller: LazyAbortController, armDeadline = true): Promise<ReplyMessage> {
+  private run(m: Omit<CallMessage, 'id'> | Omit<HttpMessage, 'id'>, controller: LazyAbortController, armDeadline = true, peer?: Peer, id?: number): Promise<ReplyMessage> {
     const replica = this.replicas.get(m.replicaId);
     if (replica === undefined) {
       return Promise.resolve({ t: 'reply', id: 0, ok: false, error: toWireError(new ReplicaUnavailableError(`replica ${m.replicaId} is not on worker ${this.workerId || this.name}`)), nr: true });
@@ -468,7 +490,8 @@ export class Worker {
       ? replica.http(m.req, controller, m.deadline, m.priority, m.modelId, rid, tc)
       : replica.call(m.method, m.args, controller, m.deadline, m.priority, m.modelId, rid, tc);
     const replied = running.then(
-      (value): ReplyMessage => {
+      (value): ReplyMessage | Promise<ReplyMessage> => {
+        if (ReplicaStream.is(value)) return this.stream(m, value, controller, timer, replica, peer, id);
         if (timer !== undefined) clearTimeout(timer);
         // Past the deadline the answer is 504, even when user code returned late.
         if (controller.reason instanceof DeadlineExceededError) return { t: 'reply', id: 0, ok: false, error: toWireError(controller.reason), q: replica.load };
@@ -491,6 +514,106 @@ export class Worker {
       const models = replica.modelSet;
       if (models !== undefined) reply.models = models;
       return reply;
+    });
+  }
+
+  /**
+   * Sends a streamed answer: to a ChunkStream in this process (the caller's router reads it), as `chunk` messages
+   * to another (credit comes back as `credit` messages), or gathered into one answer for a caller that sent no
+   * window. Resolves with the reply that ends it: once the stream is over for a remote caller, at its first chunk
+   * for a local one (whose stream then carries the end). The request's controller (cancel, deadline, the caller
+   * leaving) cancels it.
+   */
+  private stream(m: Omit<CallMessage, 'id'> | Omit<HttpMessage, 'id'>, rs: ReplicaStream, controller: LazyAbortController, timer: NodeJS.Timeout | undefined, replica: Replica, peer: Peer | undefined, id: number | undefined): Promise<ReplyMessage> {
+    const endReply = (err: Error | undefined, value: unknown): ReplyMessage => {
+      if (timer !== undefined) clearTimeout(timer);
+      const reason: unknown = controller.reason;
+      if (reason instanceof DeadlineExceededError) return { t: 'reply', id: 0, ok: false, error: toWireError(reason), q: replica.load };
+      if (err !== undefined) return { t: 'reply', id: 0, ok: false, error: toWireError(err), q: replica.load };
+      return { t: 'reply', id: 0, ok: true, value, q: replica.load };
+    };
+    return new Promise<ReplyMessage>((resolve) => {
+      let pump: StreamPump;
+      rs.stopper = (reason) => controller.abort(reason);
+      if (m.s === undefined) {
+        // A caller that cannot take a stream: the chunks gathered, within the frame bound the answer must fit.
+        const chunks: unknown[] = [];
+        let bytes = 0;
+        const max = this.opts.maxFrameBytes;
+        pump = new StreamPump(rs, GATHER_WINDOW, {
+          chunk: (v) => {
+            chunks.push(v);
+            bytes += chunkBytes(v);
+            if (bytes > max) pump.cancel(new ProtocolError(`stream of "${replica.deployment}" gathered for a caller that takes no streams passed maxFrameBytes=${max} after ${chunks.length} chunks`, 'ERR_FRAME_TOO_LARGE'));
+          },
+          done: (err) => {
+            if (err !== undefined || m.t !== 'http') { resolve(endReply(err, chunks)); return; }
+            const { contentType, body } = gatheredBody(chunks);
+            resolve(endReply(undefined, { status: 200, headers: { 'content-type': contentType }, body } satisfies WireHttpResponse));
+          },
+        });
+      } else {
+        let window;
+        try {
+          window = windowFromWire(`${m.t} message field s`, m.s);
+        } catch (err) {
+          void rs.return();
+          resolve(endReply(err as Error, undefined));
+          return;
+        }
+        if (peer === undefined || id === undefined) {
+          // In process: the caller reads a ChunkStream fed directly, with the same window.
+          let stream: ChunkStream | undefined;
+          const source = { credit: (n: number) => pump.credit(n), cancel: (reason: Error) => controller.abort(reason) };
+          pump = new StreamPump(rs, window, {
+            chunk: (v) => {
+              if (stream !== undefined) { stream.push([v]); return; }
+              stream = new ChunkStream(source, window);
+              stream.push([v]);
+              resolve({ t: 'reply', id: 0, ok: true, value: stream, stream, q: replica.load });
+            },
+            done: (err) => {
+              if (stream !== undefined) {
+                if (timer !== undefined) clearTimeout(timer);
+                const reason: unknown = controller.reason;
+                const e = reason instanceof DeadlineExceededError ? reason : err;
+                if (e === undefined) stream.end(); else stream.fail(e);
+                return;
+              }
+              const reply = endReply(err, undefined);
+              if (!reply.ok) { resolve(reply); return; }
+              stream = new ChunkStream(source, window);
+              stream.end();
+              resolve({ ...reply, value: stream, stream });
+            },
+          });
+        } else {
+          let table = this.pumps.get(peer);
+          if (table === undefined) { table = new Map(); this.pumps.set(peer, table); }
+          const t = table;
+          const batcher = new ChunkBatcher((v) => {
+            if (peer.closed) { pump.cancel(new CancelledError('caller connection closed')); return; }
+            peer.send({ t: 'chunk', id, v });
+          }, window.chunks);
+          pump = new StreamPump(rs, window, {
+            chunk: (v) => batcher.add(v),
+            done: (err) => {
+              t.delete(id);
+              const reply = endReply(err, null);
+              if (!peer.closed) {
+                batcher.flush();
+                // A stream with no chunks still starts at the caller, so the reply that follows ends a stream.
+                if (reply.ok && batcher.sent === 0) peer.send({ t: 'chunk', id, v: [] });
+              }
+              resolve(reply);
+            },
+          });
+          t.set(id, pump);
+        }
+      }
+      controller.listen((reason) => pump.cancel(reason instanceof Error ? reason : new CancelledError(String(reason))));
+      if (controller.aborted) pump.cancel(controller.reason instanceof Error ? controller.reason : new CancelledError('cancelled'));
+      else pump.start();
     });
   }
 
