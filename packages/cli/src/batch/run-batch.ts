@@ -11,7 +11,7 @@
  * under maxWindowBytes. Answers leave the window strictly in input order, so the prefix written is always
  * contiguous, and the checkpoint (checkpoint.ts) records its end exactly.
  */
-import { stat } from 'node:fs/promises';
+import { rm, stat } from 'node:fs/promises';
 import { InvalidOptionError, realClock, toWireError, type Clock } from '@shoal/core';
 import type { ProgressStream } from '../progress.ts';
 import { BatchAbortError, BatchError } from './errors.ts';
@@ -355,7 +355,13 @@ async function execute(p: Plan): Promise<BatchResult> {
     await writer.close();
     // What is covered is in the file (drainReady wrote it in order, nothing after): the checkpoint says exactly
     // that. A finished run needs none.
-    if (stopping) await writeCheckpoint(cpPath, checkpointOf(covered)); else await removeCheckpoint(cpPath);
+    if (stopping && start.line === 0 && covered.line === 0) {
+      // Stopped before its first line was written (an unknown method, Ctrl-C at once): it leaves nothing behind,
+      // so the next run, whatever its target, starts afresh.
+      await removeCheckpoint(cpPath);
+      if ((await outputSize(opts.output)) === 0) await rm(opts.output, { force: true });
+    } else if (stopping) await writeCheckpoint(cpPath, checkpointOf(covered));
+    else await removeCheckpoint(cpPath);
     if (fatal !== undefined) throw fatal;
   } catch (err) {
     if (!closed) await writer.close().catch(() => undefined);
