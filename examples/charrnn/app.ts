@@ -15,7 +15,7 @@
  *   curl -s 'localhost:8000/?mode=static' -d '{"prompt":"The ","maxTokens":64}'    # {"text": "..."}, static
  */
 import { HttpError, batch, continuousBatch, deployment, itemError, type Handle, type ShoalRequest } from '@shoal/core';
-import { generateToCompletion, startSequence, stepSequences, type GenerateInput, type SequenceState } from './src/generate.ts';
+import { checkInput, generateToCompletion, startSequence, stepSequences, type GenerateInput, type SequenceState } from './src/generate.ts';
 import { CharRnn, type CharRnnSessionOptions } from './src/model.ts';
 
 export { CharRnn, buildCharRnnModel, VOCAB, END_TOKEN } from './src/model.ts';
@@ -80,9 +80,10 @@ export class CharRnnApi {
     if (req.method !== 'POST') throw new HttpError(405, `${req.method} is not allowed; ${USAGE}`);
     let input: GenerateInput;
     try {
-      input = JSON.parse(new TextDecoder().decode(req.body)) as GenerateInput;
+      input = checkInput(req.json());
     } catch (err) {
-      throw new HttpError(400, `the body is not JSON (${(err as Error).message}); ${USAGE}`);
+      if (err instanceof TypeError || err instanceof RangeError) throw new HttpError(400, `${err.message}; ${USAGE}`);
+      throw err;
     }
     if (req.query.get('mode') === 'static') return { text: await this.staticBatch.complete(input) };
     return this.continuous.withOptions({ stream: true }).generate(input);

@@ -37,6 +37,7 @@ export function checkInput(input: unknown): GenerateInput {
   if (prompt.length > MAX_PROMPT_CHARS) throw new RangeError(`input.prompt has ${prompt.length} characters; at most ${MAX_PROMPT_CHARS}`);
   if (typeof maxTokens !== 'number' || !Number.isInteger(maxTokens)) throw new TypeError(`input.maxTokens must be an integer, got ${JSON.stringify(maxTokens)}`);
   if (maxTokens < 1 || maxTokens > MAX_TOKENS) throw new RangeError(`input.maxTokens must be in [1, ${MAX_TOKENS}], got ${maxTokens}`);
+  for (const ch of prompt) tokenOf(ch);
   return { prompt, maxTokens };
 }
 
