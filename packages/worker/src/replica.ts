@@ -6,12 +6,14 @@
  */
 import {
   CancelledError, DeadlineExceededError, IllegalStateError, LIFECYCLE_HOOKS, ReplicaUnavailableError, markNotRun, NotFoundError, QueueFullError, ShoalError, ShoalRequest,
-  UserCodeError, LatencyHistogram, contextStorage, clearLoadProgress, describeThrown, loadProgressOf, realClock, toWireResponse, abortableOf, type Abortable, type BatchObserver, type CompiledDeploymentOptions, type Logger, type WireHttpRequest,
+  UserCodeError, LatencyHistogram, contextStorage, isStreamResult, clearLoadProgress, describeThrown, loadProgressOf, realClock, toWireResponse, abortableOf, type Abortable, type BatchObserver, type CompiledDeploymentOptions, type Logger, type WireHttpRequest,
   type WireHttpResponse, SpanKinds, startSpan, tracingActive, type ShoalSpan, type TraceContext,
 } from '@shoal/core';
 import type { ModelSet, ReplicaState, ReplicaStats } from '@shoal/protocol';
 import { ModelCache } from './model-cache.ts';
 import { ReplicaBatching } from './replica-batching.ts';
+import type { SemanticMethods } from '@shoal/cache';
+import { ReplicaStream } from './stream-replica.ts';
 
 const TRANSITIONS: Record<ReplicaState, readonly ReplicaState[]> = {
   STARTING: ['RUNNING', 'FAILED', 'STOPPED'],
@@ -40,6 +42,8 @@ export interface ReplicaInit {
   onState?: (state: ReplicaState, error?: string) => void;
   /** Where its per-request times go (the worker's metrics). @default none */
   observer?: ReplicaObserver;
+  /** The semantic cache of this replica's deployment version on this worker (options.semanticCache). @default none */
+  semanticCache?: SemanticMethods;
 }
 
 /** Receives a replica's per-request times, in monotonic ms, for metrics. Called on the data path: keep it cheap. */
@@ -117,11 +121,16 @@ export class Replica {
   /** Answers since start: requests, errors and latency, for the head to judge a version by (heartbeat `o`). */
   readonly outcomes = new LatencyHistogram();
   private readonly waiting: Waiting[] = [];
+  /** Streamed answers still running (each holds its slot); a drain that times out stops them. */
+  private readonly openStreams = new Set<ReplicaStream>();
   private idleWaiters: Array<() => void> = [];
   private options: CompiledDeploymentOptions;
   private readonly logger: Logger;
   private readonly onState: ((state: ReplicaState, error?: string) => void) | undefined;
   private readonly observer: ReplicaObserver | undefined;
+  private readonly semanticCache: SemanticMethods | undefined;
+  /** The methods the semantic cache wraps, by name; undefined without one (then calls pay one optional chain). */
+  private cachedMethods: Map<string, (...args: unknown[]) => unknown> | undefined;
   private httpMethod: string | undefined;
   private batching: ReplicaBatching | undefined;
   /** The models a multiplexed deployment holds (options.multiplex). */
@@ -139,6 +148,7 @@ export class Replica {
     this.logger = init.logger;
     this.onState = init.onState;
     this.observer = init.observer;
+    this.semanticCache = init.semanticCache;
     this.devices = init.devices;
   }
 
@@ -180,6 +190,8 @@ export class Replica {
       if (typeof instance.init === 'function') await contextStorage.run(ctx, () => instance.init!());
       const batching = new ReplicaBatching(instance, this.deployment, this.observer === undefined ? undefined : (method) => this.observer!.batch(method));
       batching.apply(this.options.userConfig);
+      // The embed method may be a field the constructor set (a batched one), so it is looked for on the instance.
+      const cachedMethods = this.semanticCache?.wrap(instance, callableNames(instance));
       if (typeof instance.reconfigure === 'function' && this.options.userConfig !== undefined) await instance.reconfigure(this.options.userConfig);
       // Readiness: a replica reports RUNNING (and takes traffic) only once its health check has passed once.
       try {
@@ -189,6 +201,7 @@ export class Replica {
       }
       this.instance = instance;
       this.batching = batching;
+      this.cachedMethods = cachedMethods;
       if (this.options.multiplex !== undefined) this.models = this.modelCacheFor(instance, this.options.multiplex.maxModelsPerReplica);
       this.httpMethod = typeof instance.fetch === 'function' ? 'fetch' : typeof instance.call === 'function' ? 'call' : undefined;
       if (this.stopRequested || this.stateValue !== 'STARTING') {
@@ -215,6 +228,11 @@ export class Replica {
     this.batching?.apply(userConfig);
     this.options = { ...this.options, userConfig };
     if (this.instance !== undefined && typeof this.instance.reconfigure === 'function') await this.instance.reconfigure(userConfig);
+  }
+
+  /** Moves to another semantic cache (a reconfigure changed the userConfig its answers depend on). */
+  useSemanticCache(cache: SemanticMethods): void {
+    if (this.instance !== undefined) this.cachedMethods = cache.wrap(this.instance, callableNames(this.instance));
   }
 
   /** The model cache over the instance's loadModel and unloadModel; they run in the replica's context, not a request's. */
@@ -270,7 +288,7 @@ export class Replica {
   call(method: string, args: unknown[], given: Abortable | AbortSignal, deadline: number | undefined, priority?: number, modelId?: string, requestId?: string, trace?: TraceContext): Promise<unknown> {
     const signal = abortableOf(given);
     const instance = this.instance;
-    const fn = instance?.[method];
+    const fn = this.cachedMethods?.get(method) ?? instance?.[method];
     if (typeof fn !== 'function' || method.startsWith('_') || HOOKS.has(method)) {
       return Promise.reject(new NotFoundError(`deployment "${this.deployment}" has no method "${method}" (it has: ${callableNames(instance).join(', ') || 'none'})`));
     }
@@ -314,6 +332,7 @@ export class Replica {
       return Promise.reject(asCallerError(err, this.deployment));
     }
     if (!isThenable(result)) {
+      if (isStreamResult(result)) return this.streamAnswer(ctx, result, t0, started, compute);
       this.release(ctx);
       const t1 = performance.now();
       this.outcomes.record(t1 - t0);
@@ -322,14 +341,43 @@ export class Replica {
       return Promise.resolve(result);
     }
     return Promise.resolve(result).then(
-      (value) => { this.release(ctx); const t1 = performance.now(); this.outcomes.record(t1 - t0); compute?.computed(t1 - started); ctx.span?.end(undefined, t1); return value; },
+      (value) => { if (isStreamResult(value)) return this.streamAnswer(ctx, value, t0, started, compute); this.release(ctx); const t1 = performance.now(); this.outcomes.record(t1 - t0); compute?.computed(t1 - started); ctx.span?.end(undefined, t1); return value; },
       (err: unknown) => { this.release(ctx); const t1 = performance.now(); this.outcomes.record(t1 - t0, !isCallerFault(err)); compute?.computed(t1 - started); ctx.span?.end(err, t1); throw asCallerError(err, this.deployment); },
     );
   }
 
-  http(req: WireHttpRequest, signal: Abortable | AbortSignal, deadline: number | undefined, priority?: number, modelId?: string, requestId?: string, trace?: TraceContext): Promise<WireHttpResponse> {
+  /**
+   * A streamed answer (an async iterable): the request keeps its slot until the stream ends, and its outcome and
+   * compute time are recorded then. Resolves with the ReplicaStream the worker pumps.
+   */
+  private streamAnswer(ctx: CallContext, iterable: AsyncIterable<unknown>, t0: number, started: number, compute: ReplicaObserver | undefined): Promise<ReplicaStream> {
+    const end = (err: unknown, _cancelled: boolean): void => {
+      this.openStreams.delete(stream);
+      this.release(ctx);
+      const t1 = performance.now();
+      this.outcomes.record(t1 - t0, err !== undefined && !isCallerFault(err));
+      compute?.computed(t1 - started);
+      ctx.span?.end(err, t1);
+    };
+    let stream: ReplicaStream;
+    try {
+      stream = ReplicaStream.of(iterable, ctx, end, (err) => asCallerError(err, this.deployment));
+    } catch (err) {
+      this.release(ctx);
+      const t1 = performance.now();
+      this.outcomes.record(t1 - t0, true);
+      ctx.span?.end(err, t1);
+      return Promise.reject(asCallerError(err, this.deployment));
+    }
+    this.openStreams.add(stream);
+    return Promise.resolve(stream);
+  }
+
+  /** An HTTP request to fetch() (or call()); a fetch() that streams resolves with its ReplicaStream. */
+  http(req: WireHttpRequest, signal: Abortable | AbortSignal, deadline: number | undefined, priority?: number, modelId?: string, requestId?: string, trace?: TraceContext): Promise<WireHttpResponse | ReplicaStream> {
     if (this.httpMethod === undefined) return Promise.reject(new NotFoundError(`deployment "${this.deployment}" takes no HTTP requests: define fetch(request)`));
     return this.call(this.httpMethod, [new ShoalRequest(req)], signal, deadline, priority, modelId, requestId, trace).then((value) => {
+      if (ReplicaStream.is(value)) return value;
       const res = toWireResponse(value);
       if (res.status >= 500) this.outcomes.markError();
       return res;
@@ -363,6 +411,8 @@ export class Replica {
       ]);
       clearTimeout(timer);
     }
+    // Streams still running past the timeout are stopped like cancelled ones (their generators' finally blocks run).
+    for (const st of [...this.openStreams]) st.stop(new ReplicaUnavailableError(`replica ${this.replicaId} of "${this.deployment}" stopped while the stream ran`));
     // What still waits never ran: hand it back to its router (a not-run refusal it retries elsewhere), not a 499.
     for (const w of this.waiting.splice(0)) { w.signal.removeEventListener('abort', w.onAbort); w.reject(markNotRun(new ReplicaUnavailableError(`replica ${this.replicaId} of "${this.deployment}" stopped before the request ran`))); }
     await this.batching?.close(end - realClock.monoNow(), markNotRun(new ReplicaUnavailableError(`replica ${this.replicaId} of "${this.deployment}" stopped before the request was batched`)));
