@@ -104,6 +104,11 @@ describe('shoal batch', () => {
       }
     }
 
+    expect(second.err()).toMatch(new RegExp(`bt/Scorer\\.predict resuming after line ${cp.line} \\(byte \\d+ of \\d+\\), 64 calls in flight`));
+    // Straight to the workers' data servers: they took every line as a call from another process.
+    const stats = await head.stats();
+    expect(stats.workers.reduce((sum, w) => sum + (w.traffic?.dataIn.call ?? 0), 0)).toBeGreaterThanOrEqual(n - 1);
+
     // The lines went through the replicas' batch queues in batches, not one by one.
     const after = await batchSizes();
     const items = after.items - before.items;

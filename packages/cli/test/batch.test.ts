@@ -12,7 +12,7 @@ import { BatchAbortError, BatchError } from '../src/batch/errors.ts';
 import { runBatch, type BatchCall } from '../src/batch/run-batch.ts';
 import { checkpointPathFor, readCheckpoint } from '../src/batch/checkpoint.ts';
 import { readLines } from '../src/batch/line-reader.ts';
-import { argsOf } from '../src/batch/cluster-caller.ts';
+import { argsOf, resolveDeployment } from '../src/batch/cluster-caller.ts';
 import { formatBatchProgress } from '../src/batch/progress.ts';
 
 let dir: string;
@@ -196,6 +196,20 @@ describe('runBatch', () => {
   });
 });
 
+describe('progress', () => {
+  it('redraws one line on a terminal and prints plain lines elsewhere, ending at 100%', async () => {
+    const inPath = input(Array.from({ length: 100 }, (_, i) => String(i)));
+    const tty = { isTTY: true, columns: 200, text: '', write(s: string) { this.text += s; return true; } };
+    await runBatch({ input: inPath, output: join(dir, 'a.jsonl'), call: async (x) => x, progress: { stream: tty, redrawEveryMs: 0 } });
+    expect(tty.text).toContain('\x1b[');
+    expect(tty.text).toMatch(/batch 100% \[#{20}\] 100 lines {2}/);
+    const log = { text: '', write(s: string) { this.text += s; return true; } };
+    await runBatch({ input: inPath, output: join(dir, 'b.jsonl'), call: async (x) => (x === 5 ? Promise.reject(new Error('no')) : x), progress: { stream: log } });
+    // A short run: no periodic line came due, only the final one, without escape codes.
+    expect(log.text).toMatch(/^batch 100% 100 lines \(1 failed\) .* ETA \S+ {2}290 B of 290 B\n$/);
+  });
+});
+
 describe('readLines', () => {
   it('reads from an offset, numbers lines, strips CR, and yields a last line without a newline', async () => {
     const p = join(dir, 'x.jsonl');
@@ -213,5 +227,23 @@ describe('formatBatchProgress', () => {
   it('shows lines, failures, rate and the ETA from bytes', () => {
     const text = formatBatchProgress({ done: 1500, failed: 3, bytesRead: 500, totalBytes: 1000, startBytes: 0, startDone: 0, elapsedMs: 10_000 });
     expect(text).toBe('batch 50% [##########----------] 1,500 lines (3 failed)  150/s  ETA 10s  500 B of 1000 B');
+  });
+});
+
+describe('cluster targets', () => {
+  const view = { version: 1, table: {}, deployments: { 'a/Ranker': { methods: ['call'] }, 'b/Ranker': { methods: [] }, 'a/Embed': { methods: [] } } };
+  it('resolves app/deployment, or a deployment one application has; names what exists otherwise', () => {
+    expect(resolveDeployment(view, 'a/Ranker')).toBe('a/Ranker');
+    expect(resolveDeployment(view, 'Embed')).toBe('a/Embed');
+    expect(() => resolveDeployment(view, 'Ranker')).toThrow('"Ranker" is a deployment of a, b: say which, as APP/Ranker');
+    expect(() => resolveDeployment(view, 'c/X')).toThrow('no deployment "c/X" on the cluster (it has: a/Embed, a/Ranker, b/Ranker)');
+    expect(() => resolveDeployment(view, 'Nope')).toThrow(BatchError);
+  });
+  it('spreads {"args": [...]} alone, and passes anything else as the one argument', () => {
+    expect(argsOf({ args: [1, 2] })).toEqual([1, 2]);
+    expect(argsOf({ args: [1], other: 2 })).toEqual([{ args: [1], other: 2 }]);
+    expect(argsOf({ args: 'x' })).toEqual([{ args: 'x' }]);
+    expect(argsOf([1, 2])).toEqual([[1, 2]]);
+    expect(argsOf(null)).toEqual([null]);
   });
 });

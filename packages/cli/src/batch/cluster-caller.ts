@@ -26,6 +26,8 @@ export interface ClusterCallerOptions {
   refreshMs?: number;
   /** The default concurrency (replicas x maxOngoingRequests) at most. @default 1024 */
   maxDefaultConcurrency?: number;
+  /** Times one line is sent again after the cluster refused it as overloaded (ERR_QUEUE_FULL, ERR_BACKPRESSURE). @default 30 */
+  maxOverloadRetries?: number;
   /** @default createLogger('batch') */
   logger?: Logger;
   /** Largest frame on a data connection. @default env SHOAL_MAX_FRAME_BYTES (64 MiB) */
@@ -196,10 +198,28 @@ export class ClusterCaller {
     return first;
   }
 
-  private send(item: unknown, ctx: BatchCallContext): Promise<unknown> {
-    const timeoutMs = this.router.requestTimeoutMs(this.key);
-    return this.router.call(this.key, this.opts.method, argsOf(item), { signal: ctx.signal, ...(timeoutMs > 0 ? { deadline: Deadline.after(realClock, timeoutMs) } : {}) });
+  /**
+   * A call refused as overload (a full queue, backpressure) never ran, and a batch would rather wait than write
+   * the line off: it is sent again after a backoff (25 ms doubling to 1 s), up to maxOverloadRetries times.
+   */
+  private async send(item: unknown, ctx: BatchCallContext): Promise<unknown> {
+    const args = argsOf(item);
+    const maxRetries = this.opts.maxOverloadRetries ?? 30;
+    for (let attempt = 0; ; attempt++) {
+      const timeoutMs = this.router.requestTimeoutMs(this.key);
+      try {
+        return await this.router.call(this.key, this.opts.method, args, { signal: ctx.signal, ...(timeoutMs > 0 ? { deadline: Deadline.after(realClock, timeoutMs) } : {}) });
+      } catch (err) {
+        const code = (err as { code?: unknown }).code;
+        if ((code !== 'ERR_QUEUE_FULL' && code !== 'ERR_BACKPRESSURE') || attempt >= maxRetries || ctx.signal.aborted) throw err;
+        this.overloadRetries++;
+        await new Promise<void>((r) => realClock.setTimeout(r, Math.min(1000, 25 * 2 ** attempt)));
+      }
+    }
   }
+
+  /** Calls sent again after an overload refusal, since the start. */
+  overloadRetries = 0;
 
   private async refresh(): Promise<void> {
     if (this.refreshing) return;

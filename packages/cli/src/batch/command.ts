@@ -78,6 +78,10 @@ export async function batchCommand(argv: string[], io: { stderr: NodeJS.WriteStr
       ...(maxWindowBytes !== undefined ? { maxWindowBytes } : {}), ...(maxLineBytes !== undefined ? { maxLineBytes } : {}),
       ...(checkpointEveryMs !== undefined ? { checkpointEveryMs } : {}),
       ...(values.quiet === true ? {} : { progress: io.stderr }),
+      onStart: (s) => {
+        if (values.quiet === true) return;
+        write(`shoal batch: ${s.target ?? ''} ${s.resumedAfterLine > 0 ? `resuming after line ${s.resumedAfterLine} (byte ${s.offset} of ${s.inputBytes})` : 'from the start'}, ${s.concurrency} calls in flight\n`);
+      },
     });
     const summary = `${r.ok} lines answered, ${r.failed} failed${r.skipped > 0 ? `, ${r.skipped} blank skipped` : ''}${r.resumedAfterLine > 0 ? ` (resumed after line ${r.resumedAfterLine})` : ''}`;
     if (r.interrupted) {

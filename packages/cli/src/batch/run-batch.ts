@@ -72,6 +72,8 @@ export interface RunBatchOptions {
   progress?: ProgressStream | BatchProgressOptions;
   /** Aborting it stops the run: calls in flight are cancelled, a final checkpoint is written, the result says `interrupted`. */
   signal?: AbortSignal;
+  /** Told where the run starts, before the first line is read: after `resumedAfterLine` (0: from the start). @default none */
+  onStart?: (info: { resumedAfterLine: number; offset: number; inputBytes: number; target: string | undefined; concurrency: number }) => void;
   /** @default realClock */
   clock?: Clock;
 }
@@ -213,6 +215,7 @@ async function execute(p: Plan): Promise<BatchResult> {
   });
   // Before the first output byte: a run killed at any point leaves a checkpoint that says how far it got.
   await writeCheckpoint(cpPath, checkpointOf(start));
+  opts.onStart?.({ resumedAfterLine: start.line, offset: start.offset, inputBytes: p.fingerprint.size, target: p.target, concurrency: p.concurrencyOf() });
 
   const progress = opts.progress === undefined ? undefined : new BatchProgress('write' in opts.progress ? { stream: opts.progress, clock } : { clock, ...opts.progress });
   const startedAt = clock.monoNow();
@@ -257,7 +260,9 @@ async function execute(p: Plan): Promise<BatchResult> {
   /** Writes the answers at the head of the window, in order, as far as they are in. */
   const drainReady = (): void => {
     for (let s = slots.get(next); s !== undefined && s.out !== undefined; s = slots.get(next)) {
-      if (s.out !== null) writer.write(s.out);
+      if (s.out !== null) {
+        try { writer.write(s.out); } catch (err) { stop(err); return; }
+      }
       windowBytes -= s.bytes;
       slots.delete(next);
       next++;
