@@ -15,6 +15,7 @@ import {
 } from '@shoal/core';
 import { createKServeHandler, errorResponse, type Feeds, type KServeHandler, type KServeModel, type KServeRegistry, type KServeResponse, type ModelMetadata, type RepositoryIndexEntry } from '@shoal/oip';
 import { tokenMatches } from '@shoal/protocol';
+import { wantsBypass } from '@shoal/cache';
 import type { Router } from '@shoal/router';
 import type { HttpAnswer } from './http-util.ts';
 import type { ExtraRoute, RequestScope } from './ingress.ts';
@@ -43,6 +44,9 @@ interface Served {
 }
 
 const PREFIX = '/v2';
+
+/** A request's scope, and whether its caller asked a response cache to stand aside. */
+type OipScope = RequestScope & { cacheBypass?: boolean };
 
 export class OipRoute implements ExtraRoute {
   readonly name = 'oip';
@@ -121,7 +125,9 @@ export class OipRoute implements ExtraRoute {
         return toAnswer(errorResponse(err));
       }
     }
-    const r = await this.handler({ method: req.method, path: req.path, headers: req.headers, body, context: scope });
+    // x-shoal-cache: bypass (or Cache-Control: no-cache) reaches infer's router call: a cached model computes it.
+    const context: OipScope = wantsBypass(req.headers) ? { ...scope, cacheBypass: true } : scope;
+    const r = await this.handler({ method: req.method, path: req.path, headers: req.headers, body, context });
     return toAnswer(r);
   }
 
@@ -158,14 +164,14 @@ export class OipRoute implements ExtraRoute {
         if (list === undefined) return undefined;
         const s = version === undefined ? (list.find((x) => this.opts.router.replicaCount(x.key) > 0) ?? list[0]) : list.find((x) => x.version === version);
         if (s === undefined) return undefined;
-        return this.model(s, context as RequestScope);
+        return this.model(s, context as OipScope);
       },
       // With a repository the handler's default applies: every model the head lists that is not UNAVAILABLE is READY.
       ...(repository ? {} : { ready: () => entries().every((e) => e.state === 'READY') }),
     };
   }
 
-  private async model(s: Served, scope: RequestScope): Promise<KServeModel> {
+  private async model(s: Served, scope: OipScope): Promise<KServeModel> {
     const router = this.opts.router;
     const ready = router.replicaCount(s.key) > 0;
     let metadata = this.metadata.get(s.key);
@@ -181,7 +187,7 @@ export class OipRoute implements ExtraRoute {
     }
     return {
       name: s.name, version: s.version, versions: s.versions, platform: s.platform, metadata, ready: ready && metadata !== undefined,
-      infer: async (feeds: Feeds) => await router.call(s.key, 'infer', [feeds], { deadline: scope.deadline, signal: scope.signal, requestId: scope.requestId, trace: scope.trace, ...(scope.priority === undefined ? {} : { priority: scope.priority }) }) as Feeds,
+      infer: async (feeds: Feeds) => await router.call(s.key, 'infer', [feeds], { deadline: scope.deadline, signal: scope.signal, requestId: scope.requestId, trace: scope.trace, ...(scope.priority === undefined ? {} : { priority: scope.priority }), ...(scope.cacheBypass === true ? { cache: 'bypass' as const } : {}) }) as Feeds,
     };
   }
 }

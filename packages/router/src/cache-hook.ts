@@ -85,8 +85,9 @@ class DeploymentCache {
   call(router: CacheRouter, method: string, args: unknown[], opts: RouteOptions): Promise<unknown> {
     const version = router.cacheVersion(this.key, opts.stickyKey, undefined);
     const pin: CachePin = { version: version ?? undefined };
-    // A caller that takes a stream gets one, never a cached whole.
-    const hash = opts.cache === 'bypass' || opts.stream !== undefined || version === null || (this.methods !== undefined && !this.methods.has(method)) ? undefined : tryInputHash([method, opts.modelId ?? null, args]);
+    // A streamed answer is never stored; a caller that takes streams is keyed apart from one that takes a streaming
+    // method's answer gathered whole, so neither gets the other's form.
+    const hash = opts.cache === 'bypass' || version === null || (this.methods !== undefined && !this.methods.has(method)) ? undefined : tryInputHash([method, opts.modelId ?? null, opts.stream !== undefined, args]);
     if (hash === undefined) {
       this.cache.bypassed();
       return router.call(this.key, method, args, { ...opts, cachePin: pin });
@@ -103,9 +104,9 @@ class DeploymentCache {
   http(router: CacheRouter, req: WireHttpRequest, opts: RouteOptions): Promise<WireHttpResponse> {
     const version = router.cacheVersion(this.key, opts.stickyKey, req);
     const pin: CachePin = { version: version ?? undefined };
-    const hash = opts.cache === 'bypass' || opts.stream !== undefined || version === null || !this.httpMethods.has(req.method) || wantsBypass(req.headers)
+    const hash = opts.cache === 'bypass' || version === null || !this.httpMethods.has(req.method) || wantsBypass(req.headers)
       ? undefined
-      : tryInputHash([req.method, req.path, req.query, opts.modelId ?? null, this.cfg.varyHeaders.map((h) => req.headers[h] ?? null), req.body]);
+      : tryInputHash([req.method, req.path, req.query, opts.modelId ?? null, opts.stream !== undefined, this.cfg.varyHeaders.map((h) => req.headers[h] ?? null), req.body]);
     if (hash === undefined) {
       this.cache.bypassed();
       return router.http(this.key, req, { ...opts, cachePin: pin }).then((res) => marked(res, 'bypass'));
@@ -114,7 +115,7 @@ class DeploymentCache {
     return this.cache.get(
       `${this.key}:${keyVersion}.${this.cfg.config}:h:${hash}`,
       () => router.http(this.key, req, { ...opts, cachePin: pin }),
-      (res): Disposition => (!storableHttp(res) ? (isStream(res.body) ? 'none' : 'share') : pin.attempt?.tried?.version === keyVersion ? 'store' : 'share'),
+      (res): Disposition => (isStream(res) || isStream(res.body) ? 'none' : !storableHttp(res) ? 'share' : pin.attempt?.tried?.version === keyVersion ? 'store' : 'share'),
       (p) => this.wait(p, opts),
     ).then((a) => marked(a.value, a.result === 'miss' ? 'miss' : 'hit'));
   }
@@ -153,7 +154,9 @@ function storableHttp(res: WireHttpResponse): boolean {
   return true;
 }
 
+/** The answer with its x-shoal-cache header; a streamed one (a ChunkStream) as it is. */
 function marked(res: WireHttpResponse, result: 'hit' | 'miss' | 'bypass'): WireHttpResponse {
+  if (isStream(res)) return res;
   return { ...res, headers: { ...res.headers, [CACHE_HEADER]: result } };
 }
 
