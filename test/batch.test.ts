@@ -127,6 +127,18 @@ describe('shoal batch', () => {
     expect(readFileSync(output, 'utf8')).toBe('{"line":1,"output":5}\n{"line":2,"output":6}\n');
   });
 
+  it('GET /api/routes answers the route table with the workers\' data addresses and the methods, with the token only', async () => {
+    const url = `${head.clusterAddress.replace('ws', 'http')}/api/routes`;
+    expect((await fetch(url)).status).toBe(401);
+    const view = await (await fetch(url, { headers: { authorization: `Bearer ${head.token}` } })).json() as { version: number; table: Record<string, { maxOngoingRequests: number; replicas: Array<{ workerId: string; dataAddress: string }> }>; deployments: Record<string, { methods: string[] }> };
+    expect(view.version).toBeGreaterThan(0);
+    const entry = view.table['bt/Scorer']!;
+    expect(entry.maxOngoingRequests).toBe(32);
+    expect(entry.replicas).toHaveLength(2);
+    for (const r of entry.replicas) expect(r.dataAddress).toMatch(/^ws:\/\/127\.0\.0\.1:\d+$/);
+    expect(view.deployments['bt/Scorer']!.methods).toEqual(['pair']);
+  });
+
   it('refuses an unknown deployment or method before anything runs, leaving no file behind', async () => {
     const input = join(dir, 'few.jsonl');
     writeFileSync(input, '1\n2\n3\n');

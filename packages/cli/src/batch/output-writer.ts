@@ -10,7 +10,7 @@ import { open, type FileHandle } from 'node:fs/promises';
 export interface OutputWriterOptions {
   /** Queued bytes past which write() answers false. @default 4194304 (4 MiB) */
   highWaterBytes?: number;
-  /** Most bytes handed to one write(2). @default 1048576 (1 MiB) */
+  /** Most bytes handed to one write(2). @default 8388608 (8 MiB) */
   maxWriteBytes?: number;
 }
 
@@ -31,7 +31,7 @@ export class OutputWriter {
     this.accepted = length;
     this.written = length;
     this.highWaterBytes = opts.highWaterBytes ?? 4 * 1024 * 1024;
-    this.maxWriteBytes = opts.maxWriteBytes ?? 1024 * 1024;
+    this.maxWriteBytes = opts.maxWriteBytes ?? 8 * 1024 * 1024;
   }
 
   /** Opens (creating) `path` and cuts it to `length` bytes: what follows is written from there. */

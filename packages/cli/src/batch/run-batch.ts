@@ -108,6 +108,8 @@ interface Slot {
 interface Covered { line: number; offset: number; outputBytes: number; ok: number; failed: number }
 
 const DEFAULT_MAX_WINDOW_BYTES = 256 * 1024 * 1024;
+/** Output waiting for the disk past which no line is read (inside maxWindowBytes too): a slow disk slows reading. */
+const OUTPUT_HIGH_WATER_BYTES = 4 * 1024 * 1024;
 const DEFAULT_CALL_CONCURRENCY = 64;
 
 function positiveInt(path: string, v: number | undefined, fallback: number): number {
@@ -337,6 +339,7 @@ async function execute(p: Plan): Promise<BatchResult> {
   try {
     for (;;) {
       while (!stopping && !eof && inflight < p.concurrencyOf() && slots.size < p.windowItemsOf()
+        && writer.pendingBytes < OUTPUT_HIGH_WATER_BYTES
         && (windowBytes + writer.pendingBytes < p.maxWindowBytes || (slots.size === 0 && writer.pendingBytes === 0))) {
         let r: IteratorResult<InputLine>;
         try { r = await reader.next(); } catch (err) { stop(err); break; }
@@ -349,9 +352,8 @@ async function execute(p: Plan): Promise<BatchResult> {
       if (!stopping) checkpoint(false);
       if (stopping ? inflight === 0 : eof && slots.size === 0) break;
       // Held back by output not yet in the file (not by answers still to come, whose arrival wakes the loop).
-      if (!stopping && writer.pendingBytes > 0 && windowBytes < p.maxWindowBytes && windowBytes + writer.pendingBytes >= p.maxWindowBytes) {
-        writer.pendingBelow(p.maxWindowBytes - windowBytes).then(poke, (err: unknown) => stop(err));
-      }
+      const room = Math.min(OUTPUT_HIGH_WATER_BYTES, p.maxWindowBytes - windowBytes);
+      if (!stopping && writer.pendingBytes > 0 && room > 0 && writer.pendingBytes >= room) writer.pendingBelow(room).then(poke, (err: unknown) => stop(err));
       await sleep();
     }
     await checkpointing;
