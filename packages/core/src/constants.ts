@@ -56,6 +56,8 @@ export const env = {
   requirePromtool: (): boolean => readString('SHOAL_REQUIRE_PROMTOOL') === '1',
   /** SHOAL_REQUIRE_REDIS: set to 1 (CI does) so that the Redis state store tests fail, instead of skipping, without redis-server. */
   requireRedis: (): boolean => readString('SHOAL_REQUIRE_REDIS') === '1',
+  /** SHOAL_REQUIRE_NATS: set to 1 (CI does) so that the broker ingress tests fail, instead of skipping, without nats-server. */
+  requireNats: (): boolean => readString('SHOAL_REQUIRE_NATS') === '1',
   /** SHOAL_REQUIRE_NETNS: set to 1 (CI does) so that the multi-host test fails, instead of skipping, without root and ip netns. */
   requireNetns: (): boolean => readString('SHOAL_REQUIRE_NETNS') === '1',
   /** SHOAL_GPU_TESTS: set to 1 to run tests that need a CUDA GPU. */
