@@ -54,7 +54,7 @@ type MethodKeys<T> = { [K in keyof T]-?: T[K] extends AnyFn ? (K extends Lifecyc
 /** A typed reference to another deployment, usable inside a replica: `await handle.method(...args)`. */
 export type Handle<T> = {
   readonly [K in MethodKeys<T>]: T[K] extends (...args: infer A) => infer R
-    ? ([R] extends [AsyncIterable<infer C>] ? (...args: A) => HandleStream<C> : (...args: A) => Promise<Awaited<R>>)
+    ? ([R] extends [never] ? (...args: A) => Promise<never> : [R] extends [AsyncIterable<infer C>] ? (...args: A) => HandleStream<C> : (...args: A) => Promise<Awaited<R>>)
     : never;
 } & {
   /** The same handle with per-call options applied to every call made through it. */

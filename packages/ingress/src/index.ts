@@ -12,3 +12,5 @@ export { Ingress, TIMEOUT_HEADER, PRIORITY_HEADER, type IngressOptions, type Ing
 export { sendError, sendJson, sendResponse, readBody, type HttpAnswer } from './http-util.ts';
 export { HttpMetrics, RouterMetrics, DURATION_BUCKETS } from './http-metrics.ts';
 export { OipRoute, type OipRouteOptions } from './oip-route.ts';
+export { framingFor, chunkedContentType, chunkedBytes, sseEvent, sseError, SSE_END, SSE_CONTENT_TYPE, NDJSON_CONTENT_TYPE, gatheredBody, type StreamFraming } from './stream-framing.ts';
+export { routeStream, pipeChunks, type ChunkWriter, type StreamAnswer, type StreamTarget } from './stream-route.ts';

@@ -10,11 +10,13 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import {
-  CancelledError, InvalidOptionError, LazyAbortController, MODEL_ID_HEADER, NotFoundError, REQUEST_ID_HEADER, SpanKinds, TRACEPARENT_HEADER, checkModelId, newTraceContext,
+  CancelledError, ChunkStream, DEFAULT_STREAM_WINDOW, InvalidOptionError, LazyAbortController, MODEL_ID_HEADER, NotFoundError, REQUEST_ID_HEADER, SpanKinds, TRACEPARENT_HEADER, checkModelId, newTraceContext,
   parseTraceparent, requestIdOf, startSpan, tracingActive, type AppSpec, type Logger, type ShoalSpan, type TraceContext, type WireHttpRequest,
 } from '@shoal/core';
 import type { Router } from '@shoal/router';
 import { readBody, sendError, sendJson, sendResponse, type HttpAnswer } from './http-util.ts';
+import { chunkedBytes, chunkedContentType, framingFor, SSE_CONTENT_TYPE, SSE_END, sseError, sseEvent } from './stream-framing.ts';
+import { pipeChunks, type ChunkWriter } from './stream-route.ts';
 
 interface Mount { prefix: string; key: string; app: string; maxRequestBytes: number; requestTimeoutMs: number }
 
@@ -221,11 +223,14 @@ export class Ingress {
       const socket = req.socket as Socket & { [INFLIGHT]?: LazyAbortController };
       if (socket[INFLIGHT] === undefined) socket.once('close', () => socket[INFLIGHT]?.abort(new CancelledError('HTTP client disconnected')));
       socket[INFLIGHT] = signal;
-      let out: HttpAnswer;
+      let out: HttpAnswer | ChunkStream;
       try {
+        // Every application request can take a streamed answer: a fetch() that streams is sent as SSE or chunked.
         out = target.kind === 'app'
-          ? await this.opts.router.http(target.mount.key, wire, { deadline, signal, priority, requestId, trace, ...(modelId === undefined ? {} : { modelId }) })
+          ? await this.opts.router.http(target.mount.key, wire, { deadline, signal, priority, requestId, trace, stream: DEFAULT_STREAM_WINDOW, ...(modelId === undefined ? {} : { modelId }) })
           : await target.route.serve(wire, { deadline, priority, signal, requestId, trace });
+        // Still the connection's request in flight while it streams: the client leaving cancels the stream.
+        if (ChunkStream.is(out)) { await this.writeStream(req, res, out); return; }
       } finally {
         if (socket[INFLIGHT] === signal) socket[INFLIGHT] = DONE;
       }
@@ -251,6 +256,53 @@ export class Ingress {
         span.setAttribute('http.response.status_code', code);
         span.end(code >= 500 ? `HTTP ${code}` : undefined);
       }
+    }
+  }
+
+  /**
+   * Writes a streamed answer (docs/streaming.md): SSE when the client accepts text/event-stream, else chunked
+   * transfer. Credit is granted only as chunks are written: while res.write() says the socket is full, no chunk is
+   * taken until 'drain', so the generator pauses with at most a window of chunks ahead.
+   */
+  private async writeStream(req: IncomingMessage, res: ServerResponse, stream: ChunkStream): Promise<void> {
+    const sse = framingFor(req.headers.accept) === 'sse';
+    let started = false;
+    const start = (first: unknown): void => {
+      const headers: Record<string, string> = sse
+        ? { 'content-type': SSE_CONTENT_TYPE, 'cache-control': 'no-cache', 'x-accel-buffering': 'no' }
+        : { 'content-type': chunkedContentType(first) };
+      if (this.closing) headers.connection = 'close';
+      res.writeHead(200, headers);
+      started = true;
+    };
+    const writer: ChunkWriter = {
+      write: (chunks) => {
+        if (res.destroyed) return false;
+        if (!started) start(chunks[0]);
+        if (sse) return res.write(chunks.map(sseEvent).join(''));
+        if (chunks.length === 1) return res.write(chunkedBytes(chunks[0]));
+        let ok = true;
+        res.cork();
+        for (const c of chunks) ok = res.write(chunkedBytes(c));
+        res.uncork();
+        return ok;
+      },
+      drained: () => (res.destroyed ? Promise.resolve() : new Promise<void>((resolve) => {
+        const done = (): void => { res.off('drain', done); res.off('close', done); resolve(); };
+        res.once('drain', done);
+        res.once('close', done);
+      })),
+    };
+    try {
+      await pipeChunks(stream, writer);
+      if (res.destroyed) return;
+      if (!started) start(undefined);
+      res.end(sse ? SSE_END : undefined);
+    } catch (err) {
+      if (res.destroyed) return;
+      if (!started) { sendError(res, err); return; }
+      // SSE can say why; a chunked body can only be cut short, so the client cannot take it for complete.
+      if (sse) res.end(sseError(err)); else res.destroy();
     }
   }
 

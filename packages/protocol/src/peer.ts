@@ -9,11 +9,16 @@
  * replies this side owes are past the mark, it stops reading the socket and holds the requests it had already
  * read, so a caller that does not read its answers meets TCP backpressure instead of growing this process; reading
  * resumes once they drain below half the mark.
+ *
+ * Streams: a request sent with a window (`s`) may be answered by `chunk` messages before its `reply`. The first one
+ * resolves the request with a ChunkStream (ReplyOk.stream) and moves it from the pending table to the stream table;
+ * later chunks feed it, the consumer's credit goes back as `credit` messages, and the reply ends it. A closing
+ * connection fails every open stream with the same PeerGoneError as the pending requests.
  */
 import type { WebSocket } from 'ws';
-import { BackpressureError, env, InvalidOptionError, PeerGoneError, ProtocolError, markNotRun, rebuildError, type Logger, type WireError } from '@shoal/core';
+import { BackpressureError, CancelledError, ChunkStream, DEFAULT_STREAM_WINDOW, env, InvalidOptionError, PeerGoneError, ProtocolError, markNotRun, rebuildError, type ChunkSource, type Logger, type StreamWindow, type WireError, type WireStreamWindow } from '@shoal/core';
 import { decodeFrame, encodeMessage, joinedBytes, joinMessages } from './codec.ts';
-import type { Message, ReplyMessage, RequestMessage } from './messages.ts';
+import type { ChunkMessage, Message, ReplyMessage, RequestMessage } from './messages.ts';
 
 export interface PeerOptions {
   /** For messages and logs: "worker w-1", "head". */
@@ -44,6 +49,8 @@ export type NewRequest = DistributiveOmit<RequestMessage, 'id'>;
 interface Pending {
   resolve: (reply: ReplyMessage) => void;
   reject: (err: Error) => void;
+  /** Set when the request takes a streamed answer: the window its ChunkStream grants. */
+  window?: StreamWindow;
 }
 
 /** One encoded message waiting for this tick's frame. */
@@ -78,6 +85,8 @@ export class Peer {
   private pauseCount = 0;
   private refusalCount = 0;
   private readonly pending = new Map<number, Pending>();
+  /** Requests whose streamed answer has started: chunks feed them until their reply. */
+  private readonly streams = new Map<number, ChunkStream>();
   private nextId = 1;
   private closedError: PeerGoneError | undefined;
   private livenessTimer: NodeJS.Timeout | undefined;
@@ -109,6 +118,8 @@ export class Peer {
 
   get closed(): boolean { return this.closedError !== undefined; }
   get pendingCount(): number { return this.pending.size; }
+  /** Streamed answers started and not yet ended. */
+  get streamCount(): number { return this.streams.size; }
   /** Outgoing bytes not yet taken by the kernel: ws's buffer plus this tick's outbox. */
   get bufferedBytes(): number { return this.ws.bufferedAmount + this.outboxBytes; }
   /** True while new requests are refused with ERR_BACKPRESSURE. */
@@ -139,7 +150,8 @@ export class Peer {
     if (data.byteLength > this.opts.maxFrameBytes) { this.failOversized(message, data.byteLength); return; }
     // A large message goes alone: a frame of one part is sent without copying it.
     if (data.byteLength >= EAGER_FLUSH_BYTES && this.outbox.length > 0) this.flush();
-    const reply = message.t === 'reply';
+    // Chunks count as replies: they are what this side owes, and what a caller that does not read holds back.
+    const reply = message.t === 'reply' || message.t === 'chunk';
     this.outbox.push({ data, reply });
     this.outboxBytes += data.byteLength;
     if (reply) {
@@ -180,8 +192,9 @@ export class Peer {
         ))),
       };
     }
+    const s = (message as { s?: WireStreamWindow }).s;
     const reply = new Promise<ReplyMessage>((resolve, reject) => {
-      this.pending.set(id, { resolve, reject });
+      this.pending.set(id, s === undefined ? { resolve, reject } : { resolve, reject, window: { chunks: s[0], bytes: s[1] } });
       try {
         this.send({ ...message, id } as Message);
       } catch (err) {
@@ -346,6 +359,13 @@ export class Peer {
       this.send({ t: 'reply', id: message.id, ok: false, error: { code: 'ERR_FRAME_TOO_LARGE', name: 'ProtocolError', message: text, httpStatus: 413 } });
       return;
     }
+    if (message.t === 'chunk') {
+      // A batch of chunks too large: the caller's stream fails with this error, and the producer stops as if the
+      // caller had cancelled (nothing it sends for this id would be read).
+      this.send({ t: 'reply', id: message.id, ok: false, error: { code: 'ERR_FRAME_TOO_LARGE', name: 'ProtocolError', message: text, httpStatus: 413 } });
+      this.handle({ t: 'cancel', id: message.id });
+      return;
+    }
     if ('id' in message && typeof message.id === 'number') {
       const p = this.pending.get(message.id);
       if (p !== undefined) { this.pending.delete(message.id); p.reject(new ProtocolError(text, 'ERR_FRAME_TOO_LARGE')); }
@@ -367,11 +387,14 @@ export class Peer {
       if (m.t === 'reply') {
         // Replies are taken even while paused: they cost nothing to handle and free the other side.
         const p = this.pending.get(m.id);
-        if (p === undefined) continue; // cancelled or timed out locally; the late answer is dropped.
+        if (p === undefined) { if (this.streams.size > 0) this.endStream(m); continue; } // else cancelled or timed out locally; the late answer is dropped.
         this.pending.delete(m.id);
         p.resolve(m);
         continue;
       }
+      // Chunks, like replies, are answers; credit only lets this side send what the other has room for.
+      if (m.t === 'chunk') { this.onChunk(m); continue; }
+      if (m.t === 'credit') { this.handle(m); continue; }
       // ws may still deliver what it had read before the pause; it waits, in order, with the rest.
       if (this.paused || this.heldNext < this.held.length) { this.held.push(m); continue; }
       this.handle(m);
@@ -386,9 +409,43 @@ export class Peer {
     }
   }
 
-  /** Forgets a pending request (cancelled by the caller); a late reply is dropped. */
+  /** Forgets a pending request (cancelled by the caller); a late reply is dropped. A started stream is cancelled here. */
   forget(id: number): boolean {
-    return this.pending.delete(id);
+    if (this.pending.delete(id)) return true;
+    const st = this.streams.get(id);
+    if (st === undefined) return false;
+    this.streams.delete(id);
+    st.cancel(new CancelledError(`stream ${id} on ${this.name} was cancelled`));
+    return true;
+  }
+
+  /** A chunk message: starts the request's stream (resolving it), or feeds the stream already started. */
+  private onChunk(m: ChunkMessage): void {
+    const st = this.streams.get(m.id);
+    if (st !== undefined) { st.push(m.v); return; }
+    const p = this.pending.get(m.id);
+    if (p === undefined) return; // cancelled: what was in flight is dropped
+    this.pending.delete(m.id);
+    const stream = new ChunkStream(this.sourceFor(m.id), p.window ?? DEFAULT_STREAM_WINDOW);
+    this.streams.set(m.id, stream);
+    stream.push(m.v);
+    p.resolve({ t: 'reply', id: m.id, ok: true, value: stream, stream });
+  }
+
+  /** The reply that ends a started stream: complete, or the generator's error rebuilt into its class. */
+  private endStream(m: ReplyMessage): void {
+    const st = this.streams.get(m.id);
+    if (st === undefined) return;
+    this.streams.delete(m.id);
+    if (m.ok) st.end(); else st.fail(rebuildError(m.error));
+  }
+
+  /** How a stream's consumer talks to the producer across this connection. */
+  private sourceFor(id: number): ChunkSource {
+    return {
+      credit: (n) => { if (this.closedError === undefined && this.streams.has(id)) this.send({ t: 'credit', id, n }); },
+      cancel: () => { if (this.streams.delete(id) && this.closedError === undefined) this.send({ t: 'cancel', id }); },
+    };
   }
 
   private fail(err: PeerGoneError): void {
@@ -403,6 +460,9 @@ export class Peer {
     const pending = [...this.pending.values()];
     this.pending.clear();
     for (const p of pending) p.reject(err);
+    const streams = [...this.streams.values()];
+    this.streams.clear();
+    for (const st of streams) st.fail(err);
     this.opts.onClose?.(err, this);
   }
 }

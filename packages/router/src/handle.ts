@@ -81,9 +81,12 @@ function routeOptions(target: HandleTarget, opts: CallOptions): RouteOptions {
   if (opts.modelId !== undefined) checkModelId('handle.withOptions.modelId', opts.modelId);
   const modelId = opts.modelId ?? target.inheritedModelId?.();
   const caller = target.inheritedRequest?.();
-  return {
-    deadline, signal, ...(priority === undefined ? {} : { priority }), ...(modelId === undefined ? {} : { modelId }),
-    ...(caller?.requestId === undefined ? {} : { requestId: caller.requestId }), ...(caller?.trace === undefined ? {} : { trace: caller.trace }),
-    ...(opts.cache === undefined ? {} : { cache: opts.cache }),
-  };
+  // Fields set one by one rather than spread from conditional literals: a spread costs tens of ns per call.
+  const o: RouteOptions = { deadline, signal };
+  if (priority !== undefined) o.priority = priority;
+  if (modelId !== undefined) o.modelId = modelId;
+  if (caller?.requestId !== undefined) o.requestId = caller.requestId;
+  if (caller?.trace !== undefined) o.trace = caller.trace;
+  if (opts.cache !== undefined) o.cache = opts.cache;
+  return o;
 }

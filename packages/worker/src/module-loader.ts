@@ -3,7 +3,7 @@
  * deployment name, and constructs it with bound deployments replaced by handles.
  */
 import { pathToFileURL } from 'node:url';
-import { Application, DeployError, collectGraph, moduleCodeHash, requestContext, type AppSpec, type Handle } from '@shoal/core';
+import { Application, DeployError, collectGraph, moduleCodeHash, requestContext, streamMethodNames, type AppSpec, type Handle } from '@shoal/core';
 import { createHandle, type Router } from '@shoal/router';
 import type { ReplicaInstance } from './replica.ts';
 
@@ -52,6 +52,7 @@ export async function buildInstance(spec: AppSpec, deploymentName: string, route
     router,
     key: `${spec.name}/${app.deployment.options.name}`,
     methods: methodsOf.get(app.deployment.options.name) ?? [],
+    streams: streamMethodNames(app.deployment.factory as new (...a: never[]) => unknown),
     inheritedDeadline: () => requestContext()?.deadline,
     inheritedSignal: () => requestContext()?.signal,
     inheritedPriority: () => requestContext()?.priority,

@@ -6,7 +6,7 @@ import { hostname, cpus, totalmem } from 'node:os';
 import { createServer, type Server } from 'node:http';
 import { WebSocketServer, type WebSocket } from 'ws';
 import {
-  CancelledError, ChunkStream, DeadlineExceededError, LazyAbortController, ProtocolError, StreamPump, chunkBytes, isNotRun, windowFromWire, processLogRing, ReplicaUnavailableError, realClock, setProcessLogWorker, toWireError, type AppSpec, type Logger,
+  CancelledError, ChunkStream, Deadline, DeadlineExceededError, LazyAbortController, ProtocolError, StreamPump, chunkBytes, isNotRun, windowFromWire, processLogRing, ReplicaUnavailableError, realClock, setProcessLogWorker, toWireError, type AppSpec, type Logger,
   requestIdOf, traceContextOf, type WireError, type WireHttpResponse,
 } from '@shoal/core';
 import {
@@ -15,6 +15,7 @@ import {
   type CallMessage, type HttpMessage,
 } from '@shoal/protocol';
 import { Router } from '@shoal/router';
+import { ConsumerSet } from '@shoal/broker';
 import { Ingress, OipRoute, gatheredBody, type ListenTarget } from '@shoal/ingress';
 import { Replica } from './replica.ts';
 import { WorkerSemanticCaches } from './semantic-caches.ts';
@@ -104,6 +105,8 @@ export class Worker {
   private readonly versions = new Map<string, string>();
   /** Semantic caches of the deployments that declare one, per version, shared by this worker's replicas of it. */
   private readonly semanticCaches = new WorkerSemanticCaches();
+  /** Broker ingress: a consumer per `consume` source of the deployments pushed, calling them through this router. */
+  private readonly consumers: ConsumerSet;
 
   constructor(private readonly opts: WorkerOptions) {
     this.name = `${hostname()}-${process.pid}`;
@@ -134,7 +137,13 @@ export class Worker {
     this.metrics = new WorkerMetrics({
       workerId: () => this.workerId, stats: () => this.stats(), logger: opts.logger, cacheStats: () => this.router.cacheStats(),
       semanticCaches: () => this.semanticCaches.sizes(),
+      brokerConsumers: () => this.consumers.samples(),
       ...(opts.nativeMetrics ? { native: opts.nativeMetrics } : {}),
+    });
+    this.consumers = new ConsumerSet({
+      consumerName: this.name, logger: opts.logger,
+      call: (key, method, arg, o) => this.router.call(key, method, [arg], { deadline: Deadline.after(realClock, o.timeoutMs), signal: o.signal }),
+      observer: (app, deployment, source) => this.metrics.broker.observer(app, deployment, source),
     });
     this.oip = new OipRoute({
       router: this.router, logger: opts.logger.child('oip'), token: opts.token,
@@ -191,6 +200,7 @@ export class Worker {
     this.apps = apps;
     this.ingress.setApps(apps);
     this.oip.setApps(apps, repository);
+    if (!this.stopping) this.consumers.update(apps);
     if (this.opts.http !== undefined && !this.ingressStarted && !this.stopping) {
       this.ingressStarted = true;
       void Promise.resolve(this.opts.http).then((target) => this.ingress.listen(target)).then(
@@ -307,7 +317,8 @@ export class Worker {
     this.metrics.close();
     const drainMs = this.opts.drainTimeoutMs ?? 10_000;
     const end = performance.now() + drainMs;
-    await this.ingress.close(drainMs);
+    // Consumers stop taking messages at once, and finish (or hand back) theirs while the replicas still run.
+    await Promise.all([this.ingress.close(drainMs), this.consumers.stop(drainMs)]);
     const left = Math.max(0, end - performance.now());
     await Promise.all([...this.replicas.values()].map((r) => r.drain(Math.min(left, r.gracefulShutdownTimeoutMs)).catch(() => undefined)));
     clearInterval(this.heartbeat);

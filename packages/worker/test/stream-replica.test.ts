@@ -1,0 +1,101 @@
+/** A replica's streamed answers: the slot is held until the stream ends, user code runs in its request context. */
+import { describe, expect, it } from 'vitest';
+import { CancelledError, StreamPump, compileDeploymentOptions, requestContext, silentLogger, type BatchObserver as BatchObserverType } from '@shoal/core';
+import { Replica, type ReplicaInstance, type ReplicaObserver } from '../src/replica.ts';
+import { ReplicaStream } from '../src/stream-replica.ts';
+
+class Gen {
+  finallyRan = 0;
+  async *tokens(n: number): AsyncGenerator<string> {
+    try {
+      for (let i = 0; i < n; i++) yield `${requestContext()?.requestId ?? 'none'}:${i}`;
+    } finally {
+      this.finallyRan++;
+    }
+  }
+  /** Not an async generator method, but returns an async iterable: it streams too. */
+  indirect(): AsyncIterable<number> {
+    return (async function* () { yield 1; yield 2; })();
+  }
+  async *failing(): AsyncGenerator<number> { yield 1; throw new Error('no more tokens'); }
+  plain(): number[] { return [1, 2]; }
+}
+
+async function start(maxOngoingRequests = 1): Promise<{ replica: Replica; gen: Gen; computed: number[] }> {
+  const computed: number[] = [];
+  const observer: ReplicaObserver = {
+    queueWaited: () => undefined, computed: (ms) => computed.push(ms), modelLoaded: () => undefined,
+    batch: () => ({}) as BatchObserverType,
+  };
+  const replica = new Replica({ replicaId: 'r1', app: 'app', deployment: 'Gen', options: compileDeploymentOptions({ maxOngoingRequests }, 'Gen'), logger: silentLogger, observer });
+  let gen: Gen | undefined;
+  await replica.start(() => (gen = new Gen()) as unknown as ReplicaInstance);
+  return { replica, gen: gen!, computed };
+}
+
+async function drainAll(rs: ReplicaStream): Promise<unknown[]> {
+  const out: unknown[] = [];
+  for (;;) { const r = await rs.next(); if (r.done === true) return out; out.push(r.value); }
+}
+
+describe('replica streams', () => {
+  it('answers an async generator method with a ReplicaStream that runs in the request context', async () => {
+    const { replica } = await start();
+    const rs = await replica.call('tokens', [3], new AbortController().signal, undefined, undefined, undefined, 'req-7');
+    expect(ReplicaStream.is(rs)).toBe(true);
+    expect(await drainAll(rs as ReplicaStream)).toEqual(['req-7:0', 'req-7:1', 'req-7:2']);
+    const ind = await replica.call('indirect', [], new AbortController().signal, undefined);
+    expect(await drainAll(ind as ReplicaStream)).toEqual([1, 2]);
+    // Arrays are answers, not streams.
+    expect(await replica.call('plain', [], new AbortController().signal, undefined)).toEqual([1, 2]);
+    await replica.drain(1000);
+  });
+
+  it('holds the slot until the stream ends; compute is recorded then', async () => {
+    const { replica, computed } = await start(1);
+    const rs = await replica.call('tokens', [2], new AbortController().signal, undefined) as ReplicaStream;
+    expect(replica.ongoingCount).toBe(1);
+    expect(computed).toEqual([]);
+    // A second request waits for the slot the stream holds.
+    let second: unknown;
+    const waiting = replica.call('plain', [], new AbortController().signal, undefined).then((v) => { second = v; });
+    await new Promise((r) => setImmediate(r));
+    expect(second).toBeUndefined();
+    expect(replica.queuedCount).toBe(1);
+    await drainAll(rs);
+    await waiting;
+    expect(second).toEqual([1, 2]);
+    expect(replica.ongoingCount).toBe(0);
+    expect(computed.length).toBe(2);
+    await replica.drain(1000);
+  });
+
+  it('a cancelled stream runs the generator\'s finally and gives the slot back; errors count as errors', async () => {
+    const { replica, gen } = await start(1);
+    const rs = await replica.call('tokens', [1000], new AbortController().signal, undefined) as ReplicaStream;
+    const pump = new StreamPump(rs, { chunks: 2, bytes: 1 << 20 }, { chunk: () => undefined, done: () => undefined });
+    pump.start();
+    await new Promise((r) => setImmediate(r));
+    expect(pump.produced).toBe(2);
+    pump.cancel(new CancelledError('client left'));
+    await new Promise((r) => setImmediate(r));
+    expect(gen.finallyRan).toBe(1);
+    expect(replica.ongoingCount).toBe(0);
+
+    const before = replica.outcomes.errors;
+    const f = await replica.call('failing', [], new AbortController().signal, undefined) as ReplicaStream;
+    await expect(drainAll(f)).rejects.toMatchObject({ code: 'ERR_USER_CODE', message: expect.stringContaining('no more tokens') });
+    expect(replica.outcomes.errors).toBe(before + 1);
+    expect(replica.ongoingCount).toBe(0);
+    await replica.drain(1000);
+  });
+
+  it('a drain that times out stops the streams still running', async () => {
+    const { replica, gen } = await start(1);
+    const rs = await replica.call('tokens', [1000], new AbortController().signal, undefined) as ReplicaStream;
+    await rs.next();
+    await replica.drain(50);
+    expect(gen.finallyRan).toBe(1);
+    expect(replica.state).toBe('STOPPED');
+  });
+});
