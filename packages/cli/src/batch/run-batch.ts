@@ -274,10 +274,10 @@ async function execute(p: Plan): Promise<BatchResult> {
     if (held > peak.windowBytes) peak.windowBytes = held;
   };
 
-  const checkpoint = (force: boolean): Promise<void> | undefined => {
-    if (checkpointing !== undefined) return checkpointing;
-    if (covered.line === lastCp.line) return undefined;
-    if (!force && covered.line - lastCp.line < p.everyItems && clock.monoNow() - lastCpAt < p.everyMs) return undefined;
+  /** Starts a checkpoint when everyItems lines or everyMs have passed since the last one; one at a time. */
+  const checkpoint = (): void => {
+    if (checkpointing !== undefined || covered.line === lastCp.line) return;
+    if (covered.line - lastCp.line < p.everyItems && clock.monoNow() - lastCpAt < p.everyMs) return;
     const c = covered;
     checkpointing = (async () => {
       await writer.writtenUpTo(c.outputBytes);
@@ -286,7 +286,6 @@ async function execute(p: Plan): Promise<BatchResult> {
       lastCp = c;
       lastCpAt = clock.monoNow();
     })().catch((err: unknown) => stop(err)).finally(() => { checkpointing = undefined; poke(); });
-    return checkpointing;
   };
 
   const settle = (slot: Slot, out: Buffer, failed: boolean): void => {
@@ -349,7 +348,7 @@ async function execute(p: Plan): Promise<BatchResult> {
         if (slots.size > peak.windowItems) peak.windowItems = slots.size;
         drainReady();
       }
-      if (!stopping) checkpoint(false);
+      if (!stopping) checkpoint();
       if (stopping ? inflight === 0 : eof && slots.size === 0) break;
       // Held back by output not yet in the file (not by answers still to come, whose arrival wakes the loop).
       const room = Math.min(OUTPUT_HIGH_WATER_BYTES, p.maxWindowBytes - windowBytes);
