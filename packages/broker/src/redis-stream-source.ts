@@ -79,6 +79,8 @@ export class RedisStreamSource implements Source {
       // Another worker (or an earlier run) created it: the group and its pending entries are shared.
       if (!String((err as Error).message).startsWith('BUSYGROUP')) throw err;
     }
+    // Listed in XINFO CONSUMERS from now on, not from its first delivery (Redis 6.2+, as XAUTOCLAIM is).
+    await this.redis.xgroup('CREATECONSUMER', this.o.stream, this.o.group, this.consumer);
   }
 
   async pull(max: number): Promise<BrokerMessage[]> {

@@ -81,3 +81,8 @@ async function start(kind: 'redis' | 'nats'): Promise<TestServer> {
 
 export const startRedisServer = (): Promise<TestServer> => start('redis');
 export const startNatsServer = (): Promise<TestServer> => start('nats');
+
+// The broker clients, for tests outside this package (test/broker-*.test.ts), which resolve packages from the
+// repository root where neither is a dependency.
+export { Redis } from 'ioredis';
+export { connect as connectNats, headers as natsHeaders, type JetStreamManager, type NatsConnection, type StoredMsg } from 'nats';

@@ -14,6 +14,8 @@ import { DURATION_BUCKETS, HttpMetrics, RouterMetrics } from '@shoal/ingress';
 import type { ReplicaObserver } from './replica.ts';
 import { CacheMetrics } from './cache-metrics.ts';
 import { SemanticCacheMetrics } from './semantic-cache-metrics.ts';
+import { BrokerMetrics } from './broker-metrics.ts';
+import type { ConsumerSample } from '@shoal/broker';
 import type { SemanticCacheSize } from '@shoal/cache';
 import type { CacheStats } from '@shoal/router';
 
@@ -35,6 +37,8 @@ export interface WorkerMetricsOptions {
   cacheStats?: () => CacheStats[];
   /** The replicas' semantic caches, for their entries gauge. @default none */
   semanticCaches?: () => SemanticCacheSize[];
+  /** The broker consumers, for their lag and in-flight gauges. @default none */
+  brokerConsumers?: () => ConsumerSample[];
   /** Event-loop sampling period (Node's minimum is 1). @default 10 */
   eventLoopResolutionMs?: number;
 }
@@ -79,6 +83,8 @@ export class WorkerMetrics {
   readonly cache: CacheMetrics;
   /** The semantic caches' series: each replica's SemanticCacheObserver. */
   readonly semantic: SemanticCacheMetrics;
+  /** The broker consumers' series: each consumer's ConsumerObserver. */
+  readonly broker: BrokerMetrics;
   private readonly h: {
     queueWait: FastHistogram<typeof DEPLOYMENT[number]>;
     compute: FastHistogram<typeof DEPLOYMENT[number]>;
@@ -143,6 +149,7 @@ export class WorkerMetrics {
     this.routes = new RouterMetrics(this.registry);
     this.cache = new CacheMetrics(this.registry);
     this.semantic = new SemanticCacheMetrics(this.registry);
+    this.broker = new BrokerMetrics(this.registry);
     registerProcessMetrics(this.registry);
     this.http = new HttpMetrics(this.registry);
     this.cascades = registerCascadeMetrics(this.registry, { buckets: DURATION_BUCKETS });
@@ -216,6 +223,7 @@ export class WorkerMetrics {
     const stats = this.opts.stats();
     if (this.opts.cacheStats !== undefined) this.cache.refresh(this.opts.cacheStats());
     if (this.opts.semanticCaches !== undefined) this.semantic.refresh(this.opts.semanticCaches());
+    if (this.opts.brokerConsumers !== undefined) this.broker.refresh(this.opts.brokerConsumers());
     for (const r of stats.replicas) {
       const labels = { app: r.app, deployment: r.deployment, replica: r.replicaId };
       g.ongoing.set(labels, r.ongoing);
