@@ -157,6 +157,8 @@ export class ContinuousBatcher<I, S, C> {
   private readonly waiting = new Set<Sequence<S, C>>();
   /** Parked sequences whose buffer drained: they rejoin before any waiting one. */
   private readonly resuming = new Set<Sequence<S, C>>();
+  /** Sequences with a chunk of the last step for a reader that is waiting. */
+  private readonly woken = new Set<Sequence<S, C>>();
   private readonly parked = new Set<Sequence<S, C>>();
   private starting = 0;
   private looping = false;
@@ -319,8 +321,13 @@ export class ContinuousBatcher<I, S, C> {
         await new Promise<void>((resolve) => setImmediate(resolve));
         this.boundary();
         if (this.active.length === 0) break;
-        await this.runStep(this.active);
+        const step = this.runStep(this.active);
+        // The previous step's chunks go to waiting readers only now that this step's model call is made, so what
+        // the readers do with them (a stream's encode and send) overlaps the step instead of delaying it.
+        this.wakeReaders();
+        await step;
       }
+      this.wakeReaders();
     } finally {
       this.looping = false;
       this.settleIfIdle();
@@ -333,7 +340,8 @@ export class ContinuousBatcher<I, S, C> {
     const next: Array<Sequence<S, C>> = [];
     for (const seq of this.active) {
       if (seq.leaving !== undefined) this.end(seq, seq.leaving, seq.leaving === null ? 'cancelled' : outcomeOf(seq.leaving));
-      else if (seq.buffer.length >= this.options.maxBufferedChunks) this.park(seq);
+      // Chunks a waiting reader is about to take do not count.
+      else if (seq.buffer.length - seq.pulls.length >= this.options.maxBufferedChunks) this.park(seq);
       else next.push(seq);
     }
     for (const seq of this.resuming) {
@@ -396,10 +404,36 @@ export class ContinuousBatcher<I, S, C> {
     this.active = kept;
   }
 
+  /** Buffers a step's chunk; a reader already waiting for it is woken by {@link wakeReaders}. */
   private deliver(seq: Sequence<S, C>, chunk: C): void {
-    const pull = seq.pulls.shift();
-    if (pull !== undefined) pull.resolve({ value: chunk, done: false });
-    else seq.buffer.push(chunk);
+    seq.buffer.push(chunk);
+    if (seq.pulls.length > 0) this.woken.add(seq);
+  }
+
+  private wakeReaders(): void {
+    if (this.woken.size === 0) return;
+    const woken = [...this.woken];
+    this.woken.clear();
+    for (const seq of woken) this.settleReads(seq);
+  }
+
+  /** Answers waiting reads from the buffer, then, once an ended sequence's buffer is empty, with its end. */
+  private settleReads(seq: Sequence<S, C>): void {
+    while (seq.pulls.length > 0 && seq.buffer.length > 0) seq.pulls.shift()!.resolve({ value: seq.buffer.shift()!, done: false });
+    this.resumeIfDrained(seq);
+    if (seq.phase !== 'ended' || seq.pulls.length === 0) return;
+    const pulls = seq.pulls.splice(0);
+    const err = seq.error;
+    seq.error = undefined;
+    if (err !== undefined) pulls.shift()!.reject(err);
+    for (const p of pulls) p.resolve({ value: undefined, done: true });
+  }
+
+  /** A parked sequence whose reader has taken half its buffer rejoins at the next boundary. */
+  private resumeIfDrained(seq: Sequence<S, C>): void {
+    if (seq.phase !== 'parked' || this.resuming.has(seq) || seq.buffer.length > this.options.maxBufferedChunks >> 1) return;
+    this.resuming.add(seq);
+    this.kick();
   }
 
   private park(seq: Sequence<S, C>): void {
@@ -430,33 +464,27 @@ export class ContinuousBatcher<I, S, C> {
     if (seq.onAbort !== undefined) { seq.signal?.removeEventListener('abort', seq.onAbort); seq.onAbort = undefined; }
     seq.error = err ?? undefined;
     if (err === null) seq.buffer.length = 0;
-    // Pending reads exist only while the buffer is empty.
-    const pulls = seq.pulls.splice(0);
-    const first = pulls.shift();
-    if (first === undefined) return;
-    if (seq.error !== undefined) first.reject(seq.error);
-    else first.resolve({ value: undefined, done: true });
-    for (const p of pulls) p.resolve({ value: undefined, done: true });
-    seq.error = undefined;
+    // One with a chunk for a waiting reader from this step is settled with it, after the next step starts.
+    if (!this.woken.has(seq)) this.settleReads(seq);
   }
 
   private iteratorOf(seq: Sequence<S, C>): AsyncIterableIterator<C> {
     const iterator: AsyncIterableIterator<C> = {
       next: (): Promise<IteratorResult<C>> => {
-        if (seq.buffer.length > 0) {
+        // Reads already waiting go first; this one queues behind them.
+        if (seq.pulls.length === 0 && seq.buffer.length > 0) {
           const value = seq.buffer.shift()!;
-          if (seq.phase === 'parked' && seq.buffer.length <= this.options.maxBufferedChunks >> 1 && !this.resuming.has(seq)) {
-            this.resuming.add(seq);
-            this.kick();
-          }
+          this.resumeIfDrained(seq);
           return Promise.resolve({ value, done: false });
         }
-        if (seq.phase === 'ended') {
+        if (seq.phase === 'ended' && seq.pulls.length === 0) {
           const err = seq.error;
           seq.error = undefined;
           return err === undefined ? Promise.resolve({ value: undefined, done: true }) : Promise.reject(err);
         }
-        return new Promise((resolve, reject) => seq.pulls.push({ resolve, reject }));
+        const read = new Promise<IteratorResult<C>>((resolve, reject) => seq.pulls.push({ resolve, reject }));
+        this.resumeIfDrained(seq);
+        return read;
       },
       return: (): Promise<IteratorResult<C>> => {
         this.leave(seq, null);

@@ -356,6 +356,31 @@ describe('continuous batching: slow consumers', () => {
     expect(Math.max(...model.steps.map((s) => s.length))).toBe(2);
   });
 
+  it('a reader that waits on every chunk is never parked, even with a buffer of one', async () => {
+    const { model, batcher } = setup({ maxBufferedChunks: 1 });
+    const a = collect(batcher.generate({ id: 'A', len: 5 }));
+    const b = collect(batcher.generate({ id: 'B', len: 5 }));
+    let maxParked = 0;
+    for (let k = 1; k <= 5; k++) {
+      await model.untilStep(k);
+      maxParked = Math.max(maxParked, batcher.stats().parked);
+      await model.release();
+    }
+    await model.drain();
+    expect(await a).toEqual(['A0', 'A1', 'A2', 'A3', 'A4']);
+    expect(await b).toEqual(['B0', 'B1', 'B2', 'B3', 'B4']);
+    expect(model.steps).toEqual(Array.from({ length: 5 }, () => ['A', 'B']));
+    expect(maxParked).toBe(0);
+  });
+
+  it('concurrent reads are answered in order', async () => {
+    const { model, batcher } = setup();
+    const it = batcher.generate({ id: 'A', len: 2 });
+    const reads = [it.next(), it.next(), it.next()];
+    await model.drain();
+    expect(await Promise.all(reads)).toEqual([{ value: 'A0', done: false }, { value: 'A1', done: false }, { value: undefined, done: true }]);
+  });
+
   it('a parked sequence whose consumer stops or aborts is dropped at once', async () => {
     const { model, batcher } = setup({ maxBufferedChunks: 1 });
     const ac = new AbortController();
