@@ -9,13 +9,19 @@
  * batching admits waiting sequences at every step boundary and drops finished ones. Time to first chunk is the
  * first character for continuous, the whole answer for static (it has nothing earlier to give).
  *
- * Measured in process: the replica instances are called directly (the streaming transport between processes was
- * not in the tree when this section was written), so the figures are the batching's own, without a wire.
+ * Measured twice: through a cluster (a head in this process, the deployments on one worker process, called with
+ * handles: continuous streams every character over the data path) and in process (the replica instances called
+ * directly: the batching's own figures, without a wire). The goals are the cluster's.
  */
-import { seededRandom } from '@shoal/core';
+import { resolve } from 'node:path';
+import { loadAppSpec, localWorkerCommand } from '@shoal/cli';
+import { seededRandom, silentLogger, type Handle } from '@shoal/core';
+import { Head } from '@shoal/head';
+import { createHandle } from '@shoal/router';
 import { CharRnnContinuous, CharRnnStatic, type GenerateInput } from '../../examples/charrnn/app.ts';
 import { median, percentile, round, type Goal, type Row } from '../lib.ts';
 
+const APP = resolve(import.meta.dirname, '../../examples/charrnn/app.ts');
 const REQUESTS = Number(process.env['BENCH_CONTINUOUS_REQUESTS'] ?? 320);
 const CLIENTS = 32;
 const ROUNDS = 3;
@@ -66,60 +72,119 @@ function summary(rounds: Round[]): Row & { tokensPerSec: number; requestsPerSec:
   };
 }
 
-export async function section(): Promise<{ rows: Row[]; goals: Goal[] }> {
+interface Measured { rows: Row[]; ratio: number; p99Ratio: number }
+
+/** Warm-up, then ROUNDS alternating rounds of each mode; one row per mode. */
+/** `meanStep` reads the continuous deployment's mean sequences per step (warm-up included) once the rounds are done. */
+async function compare(calls: Record<Mode, Call>, where: string, meanStep: () => Promise<number>): Promise<Measured> {
+  const inputs = workload(REQUESTS, 13);
+  // Warm-up: both sessions have run every batch size once before anything is timed.
+  await runRound('continuous', calls.continuous, inputs.slice(0, 64));
+  await runRound('static', calls.static, inputs.slice(0, 64));
+  const rounds: Round[] = [];
+  for (let i = 0; i < ROUNDS; i++) {
+    for (const mode of (i % 2 === 0 ? ['continuous', 'static'] : ['static', 'continuous']) as Mode[]) {
+      rounds.push(await runRound(mode, calls[mode], inputs));
+    }
+  }
+  const c = summary(rounds.filter((r) => r.mode === 'continuous'));
+  const s = summary(rounds.filter((r) => r.mode === 'static'));
+  const setup = `${where}, ${CLIENTS} closed-loop clients, ${REQUESTS} requests/round (${Math.round(LONG_SHARE * 100)}% ${LONG_TOKENS} chars, else ${SHORT_TOKENS}), median of ${ROUNDS} alternating rounds`;
+  return {
+    rows: [
+      { mode: 'continuous', via: where, ...c, meanStepBatch: round(await meanStep(), 1), setup },
+      { mode: 'static', via: where, ...s, setup },
+    ],
+    ratio: round(c.tokensPerSec / s.tokensPerSec, 2),
+    p99Ratio: round(c.latencyP99Ms / s.latencyP99Ms, 2),
+  };
+}
+
+/** Chunks of a stream, timed: first chunk and end, from the call. */
+async function timedStream(t0: number, stream: AsyncIterable<string>): Promise<Sample> {
+  let first = -1;
+  let chars = 0;
+  for await (const c of stream) {
+    if (first < 0) first = performance.now();
+    chars += c.length;
+  }
+  const end = performance.now();
+  return { ttfcMs: (first < 0 ? end : first) - t0, latencyMs: end - t0, chars };
+}
+
+async function timedAnswer(t0: number, answer: Promise<string>): Promise<Sample> {
+  const text = await answer;
+  const ms = performance.now() - t0;
+  return { ttfcMs: ms, latencyMs: ms, chars: text.length };
+}
+
+function meanOf(sizes: Readonly<Record<number, number>>): number {
+  const steps = Object.values(sizes).reduce((a, b) => a + b, 0);
+  return Object.entries(sizes).reduce((a, [size, n]) => a + Number(size) * n, 0) / Math.max(1, steps);
+}
+
+async function inCluster(): Promise<Measured> {
+  const head = new Head({ port: 0, httpPort: 0, workers: 1, workerCommand: localWorkerCommand(), workerCpus: 4, heartbeatMs: 500, workerTimeoutMs: 30_000, logger: silentLogger });
+  try {
+    await head.start();
+    await head.waitForWorkers(1);
+    const spec = await loadAppSpec(APP, { name: 'charrnn-bench' });
+    await head.deploy(spec);
+    await head.waitReady(spec.name, 120_000);
+    const handle = <T>(deployment: string): Handle<T> => {
+      const d = spec.deployments.find((x) => x.name === deployment);
+      if (d === undefined) throw new Error(`examples/charrnn/app.ts has no deployment "${deployment}"`);
+      return createHandle({ router: head.router, key: `${spec.name}/${deployment}`, methods: d.methods }) as Handle<T>;
+    };
+    const cont = handle<CharRnnContinuous>('charrnn').withOptions({ stream: true });
+    const stat = handle<CharRnnStatic>('charrnn-static');
+    const calls: Record<Mode, Call> = {
+      continuous: (input) => timedStream(performance.now(), cont.generate(input)),
+      static: (input) => timedAnswer(performance.now(), stat.complete(input)),
+    };
+    // The step sizes come from the worker's metrics: shoal_batch_batches_total{method="generate",size}.
+    const meanStep = async (): Promise<number> => meanOf(stepSizes(await (await fetch(`${head.httpAddress}/-/metrics`)).text()));
+    return await compare(calls, 'cluster (handles, 1 worker process)', meanStep);
+  } finally {
+    await head.stop();
+  }
+}
+
+function stepSizes(metricsText: string): Record<number, number> {
+  const out: Record<number, number> = {};
+  for (const line of metricsText.split('\n')) {
+    if (!line.startsWith('shoal_batch_batches_total{') || !line.includes('method="generate"')) continue;
+    const size = /size="(\d+)"/.exec(line)?.[1];
+    const value = Number(line.slice(line.lastIndexOf(' ') + 1));
+    if (size !== undefined && Number.isFinite(value)) out[Number(size)] = (out[Number(size)] ?? 0) + value;
+  }
+  return out;
+}
+
+async function inProcess(): Promise<Measured> {
   const cont = new CharRnnContinuous();
   const stat = new CharRnnStatic();
   await Promise.all([cont.init(), stat.init()]);
-  const calls: Record<Mode, Call> = {
-    continuous: async (input) => {
-      const t0 = performance.now();
-      let first = -1;
-      let chars = 0;
-      for await (const c of cont.generate(input)) {
-        if (first < 0) first = performance.now();
-        chars += c.length;
-      }
-      const end = performance.now();
-      return { ttfcMs: (first < 0 ? end : first) - t0, latencyMs: end - t0, chars };
-    },
-    static: async (input) => {
-      const t0 = performance.now();
-      const text = await stat.complete(input);
-      const ms = performance.now() - t0;
-      return { ttfcMs: ms, latencyMs: ms, chars: text.length };
-    },
-  };
   try {
-    const inputs = workload(REQUESTS, 13);
-    // Warm-up: both sessions have run every batch size once before anything is timed.
-    await runRound('continuous', calls.continuous, inputs.slice(0, 64));
-    await runRound('static', calls.static, inputs.slice(0, 64));
-    const rounds: Round[] = [];
-    for (let i = 0; i < ROUNDS; i++) {
-      for (const mode of (i % 2 === 0 ? ['continuous', 'static'] : ['static', 'continuous']) as Mode[]) {
-        rounds.push(await runRound(mode, calls[mode], inputs));
-      }
-    }
-    const c = summary(rounds.filter((r) => r.mode === 'continuous'));
-    const s = summary(rounds.filter((r) => r.mode === 'static'));
-    const stepSizes = cont.generate.stats().batchSizeCounts;
-    const steps = Object.values(stepSizes).reduce((a, b) => a + b, 0);
-    const meanStep = Object.entries(stepSizes).reduce((a, [size, n]) => a + Number(size) * n, 0) / Math.max(1, steps);
-    const where = `in process, ${CLIENTS} closed-loop clients, ${REQUESTS} requests/round (${Math.round(LONG_SHARE * 100)}% ${LONG_TOKENS} chars, else ${SHORT_TOKENS}), median of ${ROUNDS} alternating rounds`;
-    const rows: Row[] = [
-      { mode: 'continuous', ...c, meanStepBatch: round(meanStep, 1), setup: where },
-      { mode: 'static', ...s, setup: where },
-    ];
-    const ratio = round(c.tokensPerSec / s.tokensPerSec, 2);
-    const p99Ratio = round(c.latencyP99Ms / s.latencyP99Ms, 2);
-    const goals: Goal[] = [
-      { goal: 'continuous batching throughput vs static on the mixed workload (tokens/s)', value: ratio, target: '>= 2', unit: 'x', met: ratio >= 2 },
-      { goal: 'continuous batching request latency p99 vs static on the mixed workload', value: p99Ratio, target: '<= 1', unit: 'x', met: p99Ratio <= 1 },
-    ];
-    return { rows, goals };
+    const calls: Record<Mode, Call> = {
+      continuous: (input) => timedStream(performance.now(), cont.generate(input)),
+      static: (input) => timedAnswer(performance.now(), stat.complete(input)),
+    };
+    return await compare(calls, 'in process (instances called directly)', async () => meanOf(cont.generate.stats().batchSizeCounts));
   } finally {
     await cont.generate.close();
     await stat.complete.close();
     await Promise.all([cont.shutdown(), stat.shutdown()]);
   }
+}
+
+export async function section(): Promise<{ rows: Row[]; goals: Goal[] }> {
+  const cluster = await inCluster();
+  const local = await inProcess();
+  const goals: Goal[] = [
+    { goal: 'continuous batching throughput vs static on the mixed workload (tokens/s, cluster)', value: cluster.ratio, target: '>= 2', unit: 'x', met: cluster.ratio >= 2 },
+    { goal: 'continuous batching request latency p99 vs static on the mixed workload (cluster)', value: cluster.p99Ratio, target: '<= 1', unit: 'x', met: cluster.p99Ratio <= 1 },
+  ];
+  const rows = [...cluster.rows, ...local.rows, { mode: 'ratio continuous/static', via: 'in process', tokensPerSec: local.ratio, latencyP99Ms: local.p99Ratio }];
+  return { rows, goals };
 }
