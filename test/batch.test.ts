@@ -127,6 +127,20 @@ describe('shoal batch', () => {
     expect(readFileSync(output, 'utf8')).toBe('{"line":1,"output":5}\n{"line":2,"output":6}\n');
   });
 
+  it('waits out overload: more calls in flight than the deployment queues are sent again, not written off', async () => {
+    await deployFixture(head, { module: APP, exportName: 'tiny', name: 'bt2', routePrefix: '/bt2' });
+    const n = 400;
+    const input = join(dir, 'tiny.jsonl');
+    writeFileSync(input, Array.from({ length: n }, (_, i) => `${i}\n`).join(''));
+    const output = join(dir, 'tiny.out.jsonl');
+    const run = shoalBatch(['Tiny', '--input', input, '--output', output, '--concurrency', '200', '--quiet']);
+    expect(await run.exit, run.err()).toBe(0);
+    // It did meet the bound: 200 in flight against 2 running and 4 queued.
+    expect(run.err()).toMatch(/done: 400 lines answered, 0 failed; [1-9]\d* calls sent again after overload refusals/);
+    const rows = readFileSync(output, 'utf8').split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as { line: number; output: number });
+    expect(rows).toEqual(Array.from({ length: n }, (_, i) => ({ line: i + 1, output: i + 1 })));
+  });
+
   it('GET /api/routes answers the route table with the workers\' data addresses and the methods, with the token only', async () => {
     const url = `${head.clusterAddress.replace('ws', 'http')}/api/routes`;
     expect((await fetch(url)).status).toBe(401);

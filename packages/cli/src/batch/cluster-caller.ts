@@ -200,26 +200,48 @@ export class ClusterCaller {
 
   /**
    * A call refused as overload (a full queue, backpressure) never ran, and a batch would rather wait than write
-   * the line off: it is sent again after a backoff (25 ms doubling to 1 s), up to maxOverloadRetries times.
+   * the line off: it is sent again after a jittered backoff (25 ms doubling to 1 s), up to maxOverloadRetries
+   * times. Each refusal also lowers overloadLimit to half the calls then in flight (and each answer raises it
+   * again, by one per limit's worth of answers): runBatch keeps no more in flight than that, so a client asked
+   * for more than the deployment holds settles near what it holds instead of retrying in a storm.
    */
   private async send(item: unknown, ctx: BatchCallContext): Promise<unknown> {
     const args = argsOf(item);
     const maxRetries = this.opts.maxOverloadRetries ?? 30;
-    for (let attempt = 0; ; attempt++) {
-      const timeoutMs = this.router.requestTimeoutMs(this.key);
-      try {
-        return await this.router.call(this.key, this.opts.method, args, { signal: ctx.signal, ...(timeoutMs > 0 ? { deadline: Deadline.after(realClock, timeoutMs) } : {}) });
-      } catch (err) {
-        const code = (err as { code?: unknown }).code;
-        if ((code !== 'ERR_QUEUE_FULL' && code !== 'ERR_BACKPRESSURE') || attempt >= maxRetries || ctx.signal.aborted) throw err;
-        this.overloadRetries++;
-        await new Promise<void>((r) => realClock.setTimeout(r, Math.min(1000, 25 * 2 ** attempt)));
+    this.inflight++;
+    try {
+      for (let attempt = 0; ; attempt++) {
+        const timeoutMs = this.router.requestTimeoutMs(this.key);
+        try {
+          const value = await this.router.call(this.key, this.opts.method, args, { signal: ctx.signal, ...(timeoutMs > 0 ? { deadline: Deadline.after(realClock, timeoutMs) } : {}) });
+          if (Number.isFinite(this.limit)) this.limit = Math.min(this.maxLimit, this.limit + 1 / this.limit);
+          return value;
+        } catch (err) {
+          const code = (err as { code?: unknown }).code;
+          if ((code !== 'ERR_QUEUE_FULL' && code !== 'ERR_BACKPRESSURE') || attempt >= maxRetries || ctx.signal.aborted) throw err;
+          this.overloadRetries++;
+          this.limit = Math.max(1, Math.min(this.limit, Math.floor(this.inflight / 2)));
+          await new Promise<void>((r) => realClock.setTimeout(r, Math.min(1000, 25 * 2 ** attempt) * (0.5 + Math.random() / 2)));
+        }
       }
+    } finally {
+      this.inflight--;
     }
   }
 
   /** Calls sent again after an overload refusal, since the start. */
   overloadRetries = 0;
+  /** Calls in flight through send() (retries' waits included). */
+  private inflight = 0;
+  /** What overload refusals have shown the deployment holds; Infinity until the first. */
+  private limit = Number.POSITIVE_INFINITY;
+  /** The limit grows back at most to this. */
+  private readonly maxLimit = 1 << 20;
+
+  /** Calls in flight the cluster has shown it takes (see send): runBatch keeps to it whatever its concurrency. */
+  overloadLimit(): number {
+    return Number.isFinite(this.limit) ? Math.floor(this.limit) : Number.POSITIVE_INFINITY;
+  }
 
   private async refresh(): Promise<void> {
     if (this.refreshing) return;

@@ -83,7 +83,8 @@ export async function batchCommand(argv: string[], io: { stderr: NodeJS.WriteStr
         write(`shoal batch: ${s.target ?? ''} ${s.resumedAfterLine > 0 ? `resuming after line ${s.resumedAfterLine} (byte ${s.offset} of ${s.inputBytes})` : 'from the start'}, ${s.concurrency} calls in flight\n`);
       },
     });
-    const summary = `${r.ok} lines answered, ${r.failed} failed${r.skipped > 0 ? `, ${r.skipped} blank skipped` : ''}${r.resumedAfterLine > 0 ? ` (resumed after line ${r.resumedAfterLine})` : ''}`;
+    const summary = `${r.ok} lines answered, ${r.failed} failed${r.skipped > 0 ? `, ${r.skipped} blank skipped` : ''}${r.resumedAfterLine > 0 ? ` (resumed after line ${r.resumedAfterLine})` : ''}`
+      + `${r.overloadRetries > 0 ? `; ${r.overloadRetries} calls sent again after overload refusals (fewer with a lower --concurrency)` : ''}`;
     if (r.interrupted) {
       write(`shoal batch: interrupted after line ${r.line}: ${summary}; run the same command again to resume\n`);
       return signalExit;

@@ -91,6 +91,8 @@ export interface BatchResult {
   /** The run stopped on its signal before the end of the input; its checkpoint stands. */
   interrupted: boolean;
   outputBytes: number;
+  /** Calls the cluster refused as overloaded and that were sent again (0 with `call`). */
+  overloadRetries: number;
   /** Highest values seen of the bounds (for tests, and to size them). */
   peak: { inflight: number; windowItems: number; windowBytes: number };
 }
@@ -155,12 +157,15 @@ export async function runBatch(opts: RunBatchOptions): Promise<BatchResult> {
   try {
     const call: BatchCall = caller !== undefined ? (item, ctx) => caller.call(item, ctx) : opts.call!;
     const target = opts.target ?? caller?.target;
-    const concurrencyOf: () => number = typeof opts.concurrency === 'function'
+    const wanted: () => number = typeof opts.concurrency === 'function'
       ? () => Math.max(1, Math.floor((opts.concurrency as () => number)()))
       : typeof opts.concurrency === 'number' ? () => opts.concurrency as number
         : caller !== undefined ? () => caller.defaultConcurrency() : () => DEFAULT_CALL_CONCURRENCY;
-    const windowItemsOf = opts.maxWindowItems !== undefined ? () => opts.maxWindowItems! : () => Math.max(1024, 4 * concurrencyOf());
-    return await execute({ opts, call, target, fingerprint, resume, maxLineBytes, maxWindowBytes, everyItems, everyMs, concurrencyOf, windowItemsOf });
+    // Against a cluster, never more than it has shown it holds (overload refusals lower that, answers raise it).
+    const concurrencyOf = caller !== undefined ? () => Math.min(wanted(), caller.overloadLimit()) : wanted;
+    const windowItemsOf = opts.maxWindowItems !== undefined ? () => opts.maxWindowItems! : () => Math.max(1024, 4 * wanted());
+    const r = await execute({ opts, call, target, fingerprint, resume, maxLineBytes, maxWindowBytes, everyItems, everyMs, concurrencyOf, windowItemsOf });
+    return { ...r, overloadRetries: caller?.overloadRetries ?? 0 };
   } finally {
     caller?.close();
   }
@@ -206,7 +211,7 @@ async function startingPoint(p: Plan, cpPath: string): Promise<Covered> {
   return { line: cp.line, offset: cp.offset, outputBytes: cp.outputBytes, ok: cp.ok, failed: cp.failed };
 }
 
-async function execute(p: Plan): Promise<BatchResult> {
+async function execute(p: Plan): Promise<Omit<BatchResult, 'overloadRetries'>> {
   const { opts } = p;
   const clock = opts.clock ?? realClock;
   const cpPath = checkpointPathFor(opts.output);
