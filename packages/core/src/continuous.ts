@@ -167,7 +167,8 @@ export class ContinuousBatcher<I, S, C> {
   private readonly sizeCounts = new Map<number, number>();
   private readonly totals = { submitted: 0, succeeded: 0, failed: 0, cancelled: 0, deadlineExceeded: 0, queueTimedOut: 0, delayed: 0, rejectedQueueFull: 0 };
   private readonly idleWaiters: Array<() => void> = [];
-  private closeReason: unknown;
+  /** What sequences that were still starting when the batcher closed fail with. */
+  private closeError: Error | undefined;
   private label: string;
   private readonly clock: Clock;
   private observer: BatchObserver | undefined;
@@ -248,14 +249,14 @@ export class ContinuousBatcher<I, S, C> {
       this.end(seq, err, 'failed');
       return iterator;
     }
-    if (started instanceof Promise) {
+    if (typeof (started as { then?: unknown } | null)?.then === 'function') {
       this.starting++;
-      started.then(
+      Promise.resolve(started).then(
         (state) => { this.starting--; if (seq.phase === 'starting') this.enqueue(seq, state); },
         (err: unknown) => { this.starting--; if (seq.phase === 'starting') this.end(seq, err, 'failed'); },
       );
     } else {
-      this.enqueue(seq, started);
+      this.enqueue(seq, started as S);
     }
     return iterator;
   }
@@ -285,8 +286,9 @@ export class ContinuousBatcher<I, S, C> {
     if (this.lifecycle === 'open') {
       this.lifecycle = 'closing';
       const n = this.waiting.size + this.active.length + this.parked.size + this.starting;
-      this.closeReason = reason ?? new CancelledError(`continuous batcher${this.label} closed with ${n} sequences in flight`);
-      const err = this.closeReason instanceof Error ? this.closeReason : new CancelledError(describe(this.closeReason));
+      const err = reason === undefined ? new CancelledError(`continuous batcher${this.label} closed with ${n} sequences in flight`)
+        : reason instanceof Error ? reason : new CancelledError(describe(reason));
+      this.closeError = err;
       for (const seq of [...this.waiting, ...this.parked]) this.end(seq, err, 'cancelled');
       for (const seq of this.active) seq.leaving ??= err;
       this.settleIfIdle();
@@ -297,7 +299,7 @@ export class ContinuousBatcher<I, S, C> {
 
   private enqueue(seq: Sequence<S, C>, state: S): void {
     if (this.lifecycle !== 'open') {
-      this.end(seq, this.closeReason, 'cancelled');
+      this.end(seq, this.closeError, 'cancelled');
       return;
     }
     seq.state = state;

@@ -423,6 +423,22 @@ describe('continuous batching: close', () => {
     expect(batcher.stats().inFlight).toBe(0);
   });
 
+  it('a sequence whose async start resolves after close fails with the close reason', async () => {
+    let resolveStart: (s: { id: string }) => void = () => undefined;
+    const batcher = new ContinuousBatcher<string, { id: string }, string>({
+      start: () => new Promise((resolve) => { resolveStart = resolve; }),
+      step: (states) => states.map(() => ({ emit: 'x', done: true })),
+    });
+    const a = collect(batcher.generate('A'));
+    expect(batcher.stats().queued).toBe(1);
+    await batcher.close('shutting down');
+    resolveStart({ id: 'A' });
+    const err = await rejection(a);
+    expect(err).toBeInstanceOf(CancelledError);
+    expect((err as Error).message).toContain('shutting down');
+    expect(batcher.stats()).toMatchObject({ queued: 0, inFlight: 0, steps: 0 });
+  });
+
   it('an idle batcher closes at once', async () => {
     const { batcher } = setup();
     await batcher.close();
