@@ -165,6 +165,21 @@ describe('streaming over HTTP and handles', () => {
     await waitFor('the paused stream ended after the client left', async () => (await stats()).model.finished > before.model.finished);
   });
 
+  it('the deadline bounds the whole stream: past it an SSE stream ends with ERR_DEADLINE_EXCEEDED and both generators stop', async () => {
+    const before = await stats();
+    const events: EventSourceMessage[] = [];
+    const parser = createParser({ onEvent: (e) => events.push(e) });
+    const res = await fetch(url('/relay?n=0&delay=20'), { headers: { accept: 'text/event-stream', 'x-shoal-timeout-ms': '400' } });
+    parser.feed(await res.text());
+    expect(events.filter((e) => e.event === undefined).length).toBeGreaterThan(0);
+    expect(events.at(-1)?.event).toBe('error');
+    expect(JSON.parse(events.at(-1)!.data)).toMatchObject({ code: 'ERR_DEADLINE_EXCEEDED' });
+    await waitFor('both generators ended at the deadline', async () => {
+      const s = await stats();
+      return s.front.finished > before.front.finished && s.model.finished > before.model.finished;
+    });
+  });
+
   it('exports time to first chunk, chunks and streams by reason', async () => {
     const text = await (await fetch(`${head.httpAddress}/-/metrics`)).text();
     const ttfc = samples(text, 'shoal_stream_first_chunk_seconds_count', { app: 'streams', deployment: 'Front' });
