@@ -121,6 +121,22 @@ describe('SemanticCache', () => {
         expect(cache.size).toBe(2);
       });
 
+      it('insertMany adds rows at once, keeping the last maxEntries of them', () => {
+        const cache = new SemanticCache({ threshold: 0.99, maxEntries: 40, index });
+        const vs = Array.from({ length: 50 }, (_, i) => randomUnit(500 + i));
+        const rows = new Float32Array(50 * D);
+        vs.forEach((v, i) => rows.set(v, i * D));
+        cache.insertMany(rows, vs.map((_, i) => i));
+        expect(cache.size).toBe(40);
+        expect(cache.evictions).toBe(10);
+        for (let i = 0; i < 10; i++) expect(cache.lookup(vs[i]!)?.value).not.toBe(i);
+        for (let i = 10; i < 50; i++) expect(cache.lookup(vs[i]!)?.value).toBe(i);
+        cache.insertMany(rows.subarray(0, 5 * D), [100, 101, 102, 103, 104]);
+        expect(cache.size).toBe(40);
+        expect(cache.lookup(vs[0]!)?.value).toBe(100);
+        expect(() => cache.insertMany(new Float32Array(7), [1, 2])).toThrow(/7 numbers, not a whole number of vectors for 2 values/);
+      });
+
       it('refuses a vector of another length than the first one', () => {
         const cache = new SemanticCache({ threshold: 0.9, maxEntries: 10, index });
         cache.insert(randomUnit(50, 8), 'x');
