@@ -356,8 +356,9 @@ export class Router implements CacheRouter {
     if (opts.signal?.aborted) return Promise.reject(new CancelledError(`call to "${key}" cancelled before it was sent`));
     if (opts.deadline !== undefined && Deadline.expired(opts.deadline, this.opts.clock)) return Promise.reject(new DeadlineExceededError(`deadline passed before the call to "${key}" was sent`));
     this.budget.request();
-    const a: Attempt = { exclude: undefined, tried: undefined, notRunRetries: 0, diedRetried: false, version: opts.cachePin?.version ?? version, canaryRetried: false, split: undefined };
-    if (opts.cachePin !== undefined) opts.cachePin.attempt = a;
+    const a: Attempt = { exclude: undefined, tried: undefined, notRunRetries: 0, diedRetried: false, version, canaryRetried: false, split: undefined };
+    // A response cache's miss: pinned to the version its key names, and told which replica answered.
+    if (opts.cachePin !== undefined) { a.version = opts.cachePin.version ?? version; opts.cachePin.attempt = a; }
     const shadow = this.traffic.get(key)?.shadow;
     // The copy is made before the live request goes: a local replica may take its buffers (a transfer to an
     // inference thread detaches them).
