@@ -1,0 +1,118 @@
+/** The consumer loop against a fake Source (implements the real interface): bounds, settle rules, graceful stop. */
+import { describe, expect, it } from 'vitest';
+import { BadRequestError, DeadlineExceededError, silentLogger } from '@shoal/core';
+import { Consumer, type BrokerMessage, type DeadLetterReason, type MessageResult, type Source } from '../src/index.ts';
+
+const enc = new TextEncoder();
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** Hands out queued messages; records how each was settled. */
+class FakeSource implements Source {
+  readonly name = 'fake';
+  readonly queue: BrokerMessage[] = [];
+  readonly answered: Array<[string, string]> = [];
+  readonly dead: Array<[string, DeadLetterReason]> = [];
+  readonly released: string[] = [];
+  closed = false;
+  private readonly keys = new Set<string>();
+  add(key: string, body: string, deliveryCount = 1): void {
+    this.queue.push({ key, id: key, payload: enc.encode(body), deliveryCount });
+  }
+  async start(): Promise<void> {}
+  async pull(max: number): Promise<BrokerMessage[]> {
+    if (this.queue.length === 0) await sleep(5);
+    return this.queue.splice(0, max);
+  }
+  async answer(m: BrokerMessage, value: Uint8Array): Promise<'answered' | 'duplicate'> {
+    if (this.keys.has(m.key)) return 'duplicate';
+    this.keys.add(m.key);
+    this.answered.push([m.key, new TextDecoder().decode(value)]);
+    return 'answered';
+  }
+  async deadLetter(m: BrokerMessage, reason: DeadLetterReason): Promise<'dead_lettered' | 'duplicate'> {
+    if (this.keys.has(m.key)) return 'duplicate';
+    this.keys.add(m.key);
+    this.dead.push([m.key, reason]);
+    return 'dead_lettered';
+  }
+  async release(m: BrokerMessage): Promise<void> { this.released.push(m.key); }
+  async lag(): Promise<number> { return this.queue.length; }
+  async close(): Promise<void> { this.closed = true; }
+}
+
+async function until(cond: () => boolean): Promise<void> {
+  const end = Date.now() + 5000;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error('timed out');
+    await sleep(5);
+  }
+}
+
+describe('Consumer', () => {
+  it('never holds more than concurrency messages, and answers each', async () => {
+    const source = new FakeSource();
+    for (let i = 0; i < 50; i++) source.add(`k${i}`, JSON.stringify(i));
+    let running = 0;
+    let most = 0;
+    const results: MessageResult[] = [];
+    const c = new Consumer({
+      source, concurrency: 3, maxDeliveries: 5, encoding: 'json', logger: silentLogger, observer: { settled: (r) => results.push(r) },
+      call: async (x) => { running++; most = Math.max(most, running); await sleep(2); running--; return (x as number) + 1; },
+    });
+    c.start();
+    await until(() => source.answered.length === 50);
+    expect(most).toBe(3);
+    expect(c.inflight).toBe(0);
+    expect(source.answered.find(([k]) => k === 'k7')?.[1]).toBe('8');
+    expect(results.filter((r) => r === 'answered')).toHaveLength(50);
+    await c.stop(1000);
+    expect(source.closed).toBe(true);
+  });
+
+  it('dead-letters a 4xx at once, releases a 5xx or a timeout until the last delivery, and keeps 499/429 retryable', async () => {
+    const source = new FakeSource();
+    source.add('bad', '"bad"');
+    source.add('slow', '"slow"', 1);
+    source.add('boom-1', '"boom"', 1);
+    source.add('boom-5', '"boom"', 5);
+    source.add('limited', '"limited"', 5);
+    source.add('text', 'not json');
+    const c = new Consumer({
+      source, concurrency: 10, maxDeliveries: 5, encoding: 'json', logger: silentLogger,
+      call: async (x) => {
+        if (x === 'bad') throw new BadRequestError('bad item');
+        if (x === 'slow') throw new DeadlineExceededError('too slow');
+        if (x === 'limited') throw Object.assign(new BadRequestError('slow down'), { httpStatus: 429 });
+        throw new Error('boom');
+      },
+    });
+    c.start();
+    await until(() => source.dead.length + source.released.length === 6);
+    await c.stop(1000);
+    expect(Object.fromEntries(source.dead.map(([k, r]) => [k, r.code]))).toEqual({ bad: 'ERR_BAD_REQUEST', 'boom-5': 'ERR_USER_CODE', limited: 'ERR_BAD_REQUEST', text: 'ERR_BAD_REQUEST' });
+    expect(source.dead.find(([k]) => k === 'boom-5')?.[1].message).toBe('boom (delivery 5 of maxDeliveries 5)');
+    expect(source.released.sort()).toEqual(['boom-1', 'slow']);
+  });
+
+  it('on stop, finishes what is in flight within drainMs, and hands back (releases) what is still running after it', async () => {
+    const source = new FakeSource();
+    source.add('quick', '10');
+    source.add('stuck', '100000');
+    const c = new Consumer({
+      source, concurrency: 2, maxDeliveries: 5, encoding: 'json', logger: silentLogger,
+      call: (ms, signal) => new Promise((resolve, reject) => {
+        const t = setTimeout(() => resolve('done'), ms as number);
+        signal.addEventListener('abort', () => { clearTimeout(t); reject(signal.reason); });
+      }),
+    });
+    c.start();
+    await until(() => c.inflight === 2);
+    source.add('later', '1');
+    await c.stop(300);
+    expect(source.answered.map(([k]) => k)).toEqual(['quick']);
+    expect(source.released).toEqual(['stuck']);
+    expect(source.dead).toEqual([]);
+    expect(source.queue.map((m) => m.key)).toEqual(['later']);
+    expect(c.state).toBe('stopped');
+  });
+});
