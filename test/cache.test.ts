@@ -123,7 +123,8 @@ describe.skipIf(!haveRedis && !REQUIRE_REDIS)('response cache on a real cluster'
 
   it('HTTP: GET answers say miss, hit or bypass; x-shoal-cache: bypass and Cache-Control: no-cache compute again', async () => {
     const log = join(dir, 'http.log');
-    await deploy('http', log, { store: 'redis', redisUrl: redis.url, ttlMs: 600_000 }, { store: 'redis', redisUrl: redis.url, ttlMs: 600_000 });
+    // Model with a near cache (memory in front of Redis) in each worker's router.
+    await deploy('http', log, { store: 'redis', redisUrl: redis.url, ttlMs: 600_000, nearCache: true }, { store: 'redis', redisUrl: redis.url, ttlMs: 600_000 });
     const url = `${head.httpAddress}/http/predict?x=4`;
     const first = await get(url);
     expect(first.status).toBe(200);
@@ -152,6 +153,8 @@ describe.skipIf(!haveRedis && !REQUIRE_REDIS)('response cache on a real cluster'
     expect(sum(samples(text, 'shoal_cache_requests_total', { app: 'http', deployment: 'Model', result: 'hit' }))).toBe(2);
     // A Redis store holds its entries in Redis, none in a worker.
     expect(samples(text, 'shoal_cache_entries', { ...front, store: 'redis' })).toEqual([0, 0]);
+    // Model's near copies: x=4 and x=5, in the workers whose routers asked.
+    expect(sum(samples(text, 'shoal_cache_entries', { app: 'http', deployment: 'Model', store: 'near' }))).toBeGreaterThanOrEqual(2);
   });
 
   it('a redeploy with changed options is a new version: its first answer is computed, never the old entry', async () => {

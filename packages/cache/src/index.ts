@@ -12,6 +12,7 @@ export { encodeValue, decodeValue } from './value-codec.ts';
 export { type CacheStore } from './store.ts';
 export { MemoryStore, type MemoryStoreOptions } from './memory-store.ts';
 export { RedisStore, RedisClients, DEFAULT_REDIS_COMMAND_TIMEOUT_MS, type RedisStoreOptions } from './redis-store.ts';
+export { NearStore } from './near-store.ts';
 export { ResponseCache, ErrorLogLimiter, isStream, wantsBypass, type ResponseCacheOptions, type CacheResult, type DeploymentCacheObserver, type Disposition, type Answer, type Outcome } from './response-cache.ts';
 // Semantic cache (docs/semantic-cache.md).
 export { SemanticCache, type SemanticCacheConfig, type SemanticHit } from './semantic-cache.ts';

@@ -35,6 +35,24 @@ export class RedisStore implements CacheStore {
     );
   }
 
+  /** The bytes under `key` and the ms they have left (one round trip: GET and PTTL pipelined), or undefined. */
+  getWithTtl(key: string): Promise<{ bytes: Uint8Array; ttlMs: number } | undefined> {
+    const k = `${this.opts.prefix}:${key}`;
+    return this.opts.client.pipeline().getBuffer(k).pttl(k).exec().then(
+      (res) => {
+        const [g, t] = res ?? [];
+        const err = g?.[0] ?? t?.[0];
+        if (err !== null && err !== undefined) { this.opts.onError(err, 'get'); return undefined; }
+        const bytes = g?.[1] as Buffer | null | undefined;
+        const ttlMs = t?.[1] as number | undefined;
+        // PTTL: -2 gone since the GET, -1 no expiry (not ours: never cached near).
+        if (bytes === null || bytes === undefined || ttlMs === undefined || ttlMs <= 0) return undefined;
+        return { bytes, ttlMs };
+      },
+      (err: unknown) => { this.opts.onError(err as Error, 'get'); return undefined; },
+    );
+  }
+
   set(key: string, bytes: Uint8Array, ttlMs: number): void {
     const value = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     this.opts.client.set(`${this.opts.prefix}:${key}`, value, 'PX', Math.max(1, Math.round(ttlMs))).catch((err: unknown) => this.opts.onError(err as Error, 'set'));

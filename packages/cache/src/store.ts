@@ -1,7 +1,7 @@
 /** Where a response cache keeps its entries: a router's memory, or a Redis server every worker shares. */
 export interface CacheStore {
-  /** 'memory' answers synchronously; 'redis' with a promise. */
-  readonly kind: 'memory' | 'redis';
+  /** 'memory' answers synchronously; 'redis' and 'near' (memory in front of Redis) may answer with a promise. */
+  readonly kind: 'memory' | 'redis' | 'near';
   /**
    * The bytes stored under `key` that have not expired, or undefined. A store that fails answers undefined (the
    * request is computed) and reports the failure; it never throws.

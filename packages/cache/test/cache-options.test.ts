@@ -10,11 +10,11 @@ describe('deployment option cache', () => {
   it('fills defaults, and the compiled form recompiles to itself', () => {
     const c = compileDeploymentOptions({ cache: {} }, 'M').cache!;
     expect(c).toEqual({
-      ttlMs: 60_000, store: 'memory', redisKeyPrefix: 'shoal:cache', maxBytes: 64 * 1024 * 1024, maxEntries: 100_000, maxEntryBytes: 8 * 1024 * 1024,
+      ttlMs: 60_000, store: 'memory', redisKeyPrefix: 'shoal:cache', nearCache: false, maxBytes: 64 * 1024 * 1024, maxEntries: 100_000, maxEntryBytes: 8 * 1024 * 1024,
       methods: ['*'], httpMethods: ['GET', 'HEAD'], varyHeaders: ['accept', 'authorization', 'content-type'],
     });
     expect(compileCache(c, 'cache')).toEqual(c);
-    const r = compileCache({ store: 'redis', redisUrl: 'redis://127.0.0.1:6379', httpMethods: ['GET', 'POST'], varyHeaders: [] }, 'cache');
+    const r = compileCache({ store: 'redis', redisUrl: 'redis://127.0.0.1:6379', httpMethods: ['GET', 'POST'], varyHeaders: [], nearCache: true }, 'cache');
     expect(compileCache(r, 'cache')).toEqual(r);
     expect(compileDeploymentOptions({}, 'M').cache).toBeUndefined();
   });
@@ -41,6 +41,8 @@ describe('deployment option cache', () => {
     [{ varyHeaders: ['Accept'] }, 'deployment.cache.varyHeaders[0]', 'lower-case'],
     [{ redisKeyPrefix: 'has space' }, 'deployment.cache.redisKeyPrefix', 'letters, digits'],
     [{ tll: 5 }, 'deployment.cache.tll', 'is not a cache option'],
+    [{ nearCache: true }, 'deployment.cache.nearCache', "only for store 'redis'"],
+    [{ store: 'redis', redisUrl: 'redis://x', nearCache: 'yes' }, 'deployment.cache.nearCache', 'true or false'],
   ])('refuses %j naming %s', (cache, path, words) => {
     const err = errorFor(() => compileDeploymentOptions({ cache } as never, 'M'));
     expect(err.message).toContain(path);

@@ -7,6 +7,8 @@ import { Redis } from 'ioredis';
 import { env } from '@shoal/core';
 import { redisServerAvailable, startRedisServer, type RedisServer } from '../../head/test/redis-server.ts';
 import { RedisClients, RedisStore } from '../src/redis-store.ts';
+import { MemoryStore } from '../src/memory-store.ts';
+import { NearStore } from '../src/near-store.ts';
 import { ResponseCache } from '../src/response-cache.ts';
 
 const REQUIRE_REDIS = env.requireRedis();
@@ -82,6 +84,28 @@ describe.skipIf(!haveRedis && !REQUIRE_REDIS)('RedisStore', () => {
     await until('the failed sets to be reported', () => errors.filter((e) => e.op === 'set').length === 3);
     expect(errors.filter((e) => e.op === 'get')).toHaveLength(3);
     dead.close();
+  });
+
+  it('near cache: a Redis hit is kept in memory for what its Redis entry has left, never longer', async () => {
+    const a = new NearStore(new MemoryStore({ maxBytes: 1 << 20, maxEntries: 100 }), store());
+    const bMemory = new MemoryStore({ maxBytes: 1 << 20, maxEntries: 100 });
+    const b = new NearStore(bMemory, store());
+    a.set('near:k', Buffer.from('answer'), 400);
+    await until('the entry to reach Redis', async () => (await admin.exists('shoal:cache:near:k')) === 1);
+    // b: not near yet; Redis answers, and b keeps it near.
+    expect(Buffer.from((await b.get('near:k'))!).toString()).toBe('answer');
+    expect(bMemory.keys()).toEqual(['near:k']);
+    // Gone from Redis (someone flushed it): b still answers from memory, without a round trip...
+    await admin.del('shoal:cache:near:k');
+    const near = b.get('near:k');
+    expect(near).toBeInstanceOf(Uint8Array);
+    // ...but only until the Redis entry would have expired.
+    await until('the near copy to expire with the Redis TTL', () => bMemory.get('near:k') === undefined, 5000);
+    expect(await b.get('near:k')).toBeUndefined();
+    // A key with no expiry (not ours) is never kept near.
+    await admin.set('shoal:cache:near:forever', 'x');
+    expect(await b.get('near:forever')).toBeUndefined();
+    expect(bMemory.keys()).toEqual([]);
   });
 
   it('clients are shared per URL and closed with their last user', async () => {

@@ -17,6 +17,12 @@ export interface CacheOptions {
   store?: CacheStoreKind;
   /** The Redis server of store 'redis' (redis:// or rediss://). Required with it, refused without it. */
   redisUrl?: string;
+  /**
+   * With store 'redis': keep a memory store (bounded by maxBytes and maxEntries) in front of Redis in each router,
+   * so a repeated hit costs no round trip. An entry it takes from Redis expires when the Redis entry does.
+   * @default false
+   */
+  nearCache?: boolean;
   /** Prefix of every Redis key (`<prefix>:<app>/<deployment>:<version>:...`), so clusters can share a server. @default 'shoal:cache' */
   redisKeyPrefix?: string;
   /** Encoded bytes of answers the memory store of one router holds; the least recently used go past it. @default 67108864 (64 MiB) */
@@ -39,6 +45,7 @@ export interface CompiledCacheOptions {
   /** Set with store 'redis'. */
   redisUrl?: string;
   redisKeyPrefix: string;
+  nearCache: boolean;
   maxBytes: number;
   maxEntries: number;
   maxEntryBytes: number;
@@ -47,7 +54,7 @@ export interface CompiledCacheOptions {
   varyHeaders: string[];
 }
 
-const CACHE_KEYS: ReadonlyArray<keyof CacheOptions> = ['ttlMs', 'store', 'redisUrl', 'redisKeyPrefix', 'maxBytes', 'maxEntries', 'maxEntryBytes', 'methods', 'httpMethods', 'varyHeaders'];
+const CACHE_KEYS: ReadonlyArray<keyof CacheOptions> = ['ttlMs', 'store', 'redisUrl', 'redisKeyPrefix', 'nearCache', 'maxBytes', 'maxEntries', 'maxEntryBytes', 'methods', 'httpMethods', 'varyHeaders'];
 const HTTP_METHODS: readonly string[] = ['GET', 'HEAD', 'POST'];
 const METHOD_RE = /^[A-Za-z_$][A-Za-z0-9_$]{0,127}$/;
 const HEADER_RE = /^[a-z0-9!#$%&'*+.^_`|~-]{1,256}$/;
@@ -99,6 +106,9 @@ export function compileCache(input: unknown, path: string): CompiledCacheOptions
   if (typeof redisKeyPrefix !== 'string' || !PREFIX_RE.test(redisKeyPrefix)) {
     throw new InvalidOptionError(`${path}.redisKeyPrefix`, 'must be 1-128 characters of letters, digits, _ . : / -', redisKeyPrefix);
   }
+  const nearCache = c.nearCache ?? false;
+  if (typeof nearCache !== 'boolean') throw new InvalidOptionError(`${path}.nearCache`, 'must be true or false', nearCache);
+  if (nearCache && store !== 'redis') throw new InvalidOptionError(`${path}.nearCache`, "is only for store 'redis' (a memory store is near already)", nearCache);
   const maxBytes = int(`${path}.maxBytes`, c.maxBytes, 1024, MAX_BYTES, 64 * 1024 * 1024);
   const maxEntryBytes = int(`${path}.maxEntryBytes`, c.maxEntryBytes, 1, MAX_BYTES, Math.min(MAX_ENTRY_BYTES, maxBytes));
   if (maxEntryBytes > maxBytes) throw new InvalidOptionError(`${path}.maxEntryBytes`, `must be at most maxBytes (${maxBytes})`, maxEntryBytes);
@@ -106,6 +116,7 @@ export function compileCache(input: unknown, path: string): CompiledCacheOptions
     ttlMs: int(`${path}.ttlMs`, c.ttlMs, 1, MAX_TTL_MS, 60_000),
     store,
     redisKeyPrefix,
+    nearCache,
     maxBytes,
     maxEntries: int(`${path}.maxEntries`, c.maxEntries, 1, 100_000_000, 100_000),
     maxEntryBytes,

@@ -13,7 +13,7 @@ import {
 } from '@shoal/core';
 import type { RouteCache, RouteTable } from '@shoal/protocol';
 import {
-  ErrorLogLimiter, MemoryStore, RedisClients, RedisStore, ResponseCache, isStream, tryInputHash, wantsBypass, type CacheStore, type DeploymentCacheObserver,
+  ErrorLogLimiter, MemoryStore, NearStore, RedisClients, RedisStore, ResponseCache, isStream, tryInputHash, wantsBypass, type CacheStore, type DeploymentCacheObserver,
   type Disposition, type Outcome,
 } from '@shoal/cache';
 import type { ReplicaRef } from './replica-set.ts';
@@ -58,7 +58,7 @@ export interface CacheHooksOptions {
 }
 
 /** What a cached deployment's entries cost in this router (memory stores; a Redis store holds none here). */
-export interface CacheStats { key: string; store: 'memory' | 'redis'; entries: number; bytes: number }
+export interface CacheStats { key: string; store: CacheStore['kind']; entries: number; bytes: number }
 
 /** An error that is its caller's own: a waiter for the same key computes again instead of sharing it. */
 function callerOnly(err: unknown): boolean {
@@ -219,15 +219,18 @@ export class CacheHooks {
     };
     let store: CacheStore;
     if (this.opts.makeStore !== undefined) store = this.opts.makeStore(key, cfg, onError);
-    else if (cfg.store === 'redis') store = new RedisStore({ client: this.redis.acquire(cfg.redisUrl!), prefix: cfg.redisKeyPrefix, onError });
-    else store = new MemoryStore({ maxBytes: cfg.maxBytes, maxEntries: cfg.maxEntries, now: () => this.opts.clock.monoNow() });
+    else {
+      const memory = (): MemoryStore => new MemoryStore({ maxBytes: cfg.maxBytes, maxEntries: cfg.maxEntries, now: () => this.opts.clock.monoNow() });
+      const redis = (): RedisStore => new RedisStore({ client: this.redis.acquire(cfg.redisUrl!), prefix: cfg.redisKeyPrefix, onError });
+      store = cfg.store === 'memory' ? memory() : cfg.nearCache ? new NearStore(memory(), redis()) : redis();
+    }
     return new DeploymentCache(key, cfg, store, observer, this.opts.clock);
   }
 
   private drop(key: string, d: DeploymentCache): void {
     this.byKey.delete(key);
     d.store.close();
-    if (d.store.kind === 'redis' && this.opts.makeStore === undefined && d.cfg.redisUrl !== undefined) this.redis.release(d.cfg.redisUrl);
+    if (d.store.kind !== 'memory' && this.opts.makeStore === undefined && d.cfg.redisUrl !== undefined) this.redis.release(d.cfg.redisUrl);
   }
 }
 
