@@ -30,6 +30,8 @@ export interface ConsumerSetOptions {
   createSource?: (spec: CompiledConsumeSource, consumer: string, logger: Logger) => Source;
   /** How long a consumer whose source was removed or changed may finish its messages. @default 10000 */
   drainMs?: number;
+  /** Whether the deployment `key` has a running replica (see ConsumerOptions.ready). @default always */
+  ready?: (key: string) => boolean;
 }
 
 interface Entry {
@@ -74,6 +76,7 @@ export class ConsumerSet {
         encoding: c.encoding,
         call: (arg, signal) => this.opts.call(key, c.method, arg, { timeoutMs: c.timeoutMs, signal }),
         logger,
+        ...(this.opts.ready !== undefined ? { ready: () => this.opts.ready!(key) } : {}),
         ...(this.opts.observer !== undefined ? { observer: this.opts.observer(w.app, w.deployment, c.name) } : {}),
       });
       this.entries.set(id, { app: w.app, deployment: w.deployment, config: JSON.stringify(w.spec), consumer });

@@ -32,6 +32,12 @@ export interface ConsumerOptions {
   observer?: ConsumerObserver;
   /** How often the source's lag is sampled. @default 1000 */
   lagIntervalMs?: number;
+  /**
+   * Whether the deployment has a running replica. While it has none, one message at a time is taken: its call
+   * waits for a replica (and makes the demand known, as a request to a scaled-to-zero deployment does) rather
+   * than many calls using up deliveries. @default always ready
+   */
+  ready?: () => boolean;
 }
 
 /** One warning per this many ms at most, per kind: a broker that is down, or poison messages, must not flood the log. */
@@ -114,12 +120,17 @@ export class Consumer {
           this.o.logger.info('broker consumer started', { source: this.name, concurrency });
           this.sampleLag();
         }
-        if (this.inflightNow >= concurrency) {
-          await new Promise<void>((r) => { this.slotWaiter = r; });
+        const cap = this.o.ready === undefined || this.o.ready() ? concurrency : 1;
+        if (this.inflightNow >= cap) {
+          // Woken by a settle; when held to one message for want of a replica, also to look again soon.
+          await new Promise<void>((r) => {
+            this.slotWaiter = r;
+            if (cap < concurrency) setTimeout(r, 100);
+          });
           this.slotWaiter = undefined;
           continue;
         }
-        const batch = await source.pull(concurrency - this.inflightNow);
+        const batch = await source.pull(cap - this.inflightNow);
         if (this.stateNow !== 'running') {
           // Taken while the stop began: hand them back rather than start them.
           await Promise.all(batch.map((m) => source.release(m).catch(() => undefined)));

@@ -163,12 +163,26 @@ export class JetStreamSource implements Source {
   async close(): Promise<void> {
     const nc = this.nc;
     this.nc = undefined;
+    await this.handBack();
     // stop(), not close(): close() resolves only once the iterator is read to its end, which a pull left waiting is not.
     this.messages?.stop();
     this.messages = undefined;
     this.iterator = undefined;
     this.pendingNext = undefined;
     if (nc !== undefined && !nc.isClosed()) await nc.close();
+  }
+
+  /** Naks what the client prefetched and nobody took, so it goes to another worker now rather than after ack_wait. */
+  private async handBack(): Promise<void> {
+    const it = this.iterator;
+    if (it === undefined) return;
+    let next = this.pendingNext ?? it.next();
+    for (;;) {
+      const r = await Promise.race([next, new Promise<'empty'>((resolve) => setImmediate(() => resolve('empty')))]);
+      if (r === 'empty' || r.done === true) return;
+      r.value.nak();
+      next = it.next();
+    }
   }
 
   private client(): JetStreamClient {

@@ -69,6 +69,25 @@ describe('Consumer', () => {
     expect(source.closed).toBe(true);
   });
 
+  it('takes one message at a time while the deployment has no running replica, then up to concurrency', async () => {
+    const source = new FakeSource();
+    for (let i = 0; i < 40; i++) source.add(`k${i}`, '1');
+    let ready = false;
+    let running = 0;
+    const most: number[] = [];
+    const c = new Consumer({
+      source, concurrency: 4, maxDeliveries: 5, encoding: 'json', logger: silentLogger, ready: () => ready,
+      call: async () => { running++; most.push(running); await sleep(5); running--; return 1; },
+    });
+    c.start();
+    await until(() => source.answered.length >= 5);
+    expect(Math.max(...most)).toBe(1);
+    ready = true;
+    await until(() => source.answered.length === 40);
+    expect(Math.max(...most)).toBe(4);
+    await c.stop(1000);
+  });
+
   it('dead-letters a 4xx at once, releases a 5xx or a timeout until the last delivery, and keeps 499/429 retryable', async () => {
     const source = new FakeSource();
     source.add('bad', '"bad"');

@@ -109,7 +109,7 @@ describe.skipIf(missing && !REQUIRE)('JetStreamSource', () => {
     expect(m?.key).toBe('order-7');
   });
 
-  it('redelivers the messages a consumer held when it died, and a consumer answers each once', async () => {
+  it('redelivers the messages a consumer held and did not settle when it closed, and a consumer answers each once', async () => {
     o = await setup();
     const dead = await source('dead', 8);
     await publish(20);

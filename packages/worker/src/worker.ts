@@ -143,6 +143,7 @@ export class Worker {
     this.consumers = new ConsumerSet({
       consumerName: this.name, logger: opts.logger,
       call: (key, method, arg, o) => this.router.call(key, method, [arg], { deadline: Deadline.after(realClock, o.timeoutMs), signal: o.signal }),
+      ready: (key) => this.router.replicaCount(key) > 0,
       observer: (app, deployment, source) => this.metrics.broker.observer(app, deployment, source),
     });
     this.oip = new OipRoute({
@@ -602,20 +603,20 @@ export class Worker {
           let table = this.pumps.get(peer);
           if (table === undefined) { table = new Map(); this.pumps.set(peer, table); }
           const t = table;
+          let sendError: Error | undefined;
           const batcher = new ChunkBatcher((v) => {
-            if (peer.closed) { pump.cancel(new CancelledError('caller connection closed')); return; }
-            peer.send({ t: 'chunk', id, v });
+            if (peer.closed) { pump.cancel(new CancelledError('caller connection closed')); return false; }
+            // A chunk the codec cannot encode (a cycle) fails the stream with ERR_ENCODE, never the worker.
+            try { peer.send({ t: 'chunk', id, v }); return true; } catch (err) { sendError = err as Error; pump.cancel(sendError); return false; }
           }, window.chunks);
           pump = new StreamPump(rs, window, {
             chunk: (v) => batcher.add(v),
             done: (err) => {
               t.delete(id);
-              const reply = endReply(err, null);
-              if (!peer.closed) {
-                batcher.flush();
-                // A stream with no chunks still starts at the caller, so the reply that follows ends a stream.
-                if (reply.ok && batcher.sent === 0) peer.send({ t: 'chunk', id, v: [] });
-              }
+              if (!peer.closed) batcher.flush();
+              const reply = endReply(err ?? sendError, null);
+              // A stream with no chunks still starts at the caller, so the reply that follows ends a stream.
+              if (!peer.closed && reply.ok && batcher.sent === 0) peer.send({ t: 'chunk', id, v: [] });
               resolve(reply);
             },
           });
