@@ -2,6 +2,7 @@
  * Broker ingress from a Redis stream, with real processes: a cluster of two workers consumes a stream (a consumer
  * group, each worker one consumer), one worker is SIGKILLed while it holds messages, and every message is answered
  * exactly once in the output stream: as many entries as messages, one per idempotency key, none dead-lettered.
+ * Then another worker is SIGTERMed mid-stream: it finishes the messages it holds before it exits.
  *
  * Starts its own redis-server on a free port (stopped by its pid). Without redis-server it is skipped with a
  * logged reason, unless SHOAL_REQUIRE_REDIS=1 (CI sets it).
@@ -49,7 +50,7 @@ describe.skipIf(missing && !REQUIRE)('broker ingress: Redis stream', () => {
     await server?.stop();
   });
 
-  it('answers every message exactly once although a worker holding messages is SIGKILLed mid-stream', async () => {
+  it('answers every message exactly once although a worker holding messages is SIGKILLed mid-stream, and another SIGTERMed', async () => {
     const h = await startCluster({ workers: 2 });
     head = h;
     const pids = (): number[] => h.controller.status().workers.filter((w) => w.state === 'ALIVE' && w.pid !== undefined).map((w) => w.pid!);
@@ -109,5 +110,29 @@ describe.skipIf(missing && !REQUIRE)('broker ingress: Redis stream', () => {
     expect(count('dead_lettered')).toBe(0);
     // Counted by the workers alive now (the killed one's counts died with it).
     process.stdout.write(`[broker] redis ${JSON.stringify({ messages: MESSAGES, answeredAtKill, survivors: { answered: count('answered'), duplicate: count('duplicate'), failed: count('failed') } })}\n`);
-  }, 120_000);
+
+    // Then a graceful stop mid-stream: the SIGTERMed worker finishes what it holds before it exits, leaving
+    // nothing pending for a claim, and still every message has one answer.
+    await waitFor('two consumers again', async () => pids().length === 2 && (await consumers()).filter((c) => pids().some((p) => String(c.name).endsWith(`-${p}`))).length === 2, 30_000);
+    for (let i = MESSAGES; i < 2 * MESSAGES; i++) await redis.xadd('jobs', '*', 'id', `job-${i}`, 'payload', JSON.stringify({ i }));
+    let stopped: number | undefined;
+    await waitFor('a worker holding messages mid-stream, again', async () => {
+      if ((await redis.xlen('answers')) < MESSAGES + 40) return false;
+      const holder = (await consumers()).find((c) => Number(c.pending) > 0 && pids().some((p) => String(c.name).endsWith(`-${p}`)));
+      stopped = holder === undefined ? undefined : Number(String(holder.name).split('-').pop());
+      return stopped !== undefined;
+    }, 30_000);
+    process.kill(stopped!, 'SIGTERM');
+    await waitFor('the stopped worker to exit', () => !isAlive(stopped!), 30_000);
+    const left = (await consumers()).find((c) => String(c.name).endsWith(`-${stopped}`));
+    expect(Number(left?.pending)).toBe(0);
+    await waitFor('every message answered, again', async () => {
+      for (const p of pids()) workerPids.add(p);
+      return (await redis.xlen('answers')) >= 2 * MESSAGES && Number((await redis.xpending('jobs', group) as [number])[0]) === 0;
+    }, 60_000);
+    const all = (await redis.xrange('answers', '-', '+')).map(([, f]) => fields(f));
+    expect(all).toHaveLength(2 * MESSAGES);
+    expect(new Set(all.map((e) => e.id)).size).toBe(2 * MESSAGES);
+    expect(await redis.xlen('jobs:dead')).toBe(0);
+  }, 180_000);
 });
