@@ -188,7 +188,7 @@ export class Head {
     });
     if ((opts.workers ?? 0) > 0 && opts.workerCommand === undefined) throw new InvalidOptionError('workerCommand', `is required to spawn ${opts.workers} local workers (the CLI's localWorkerCommand() gives it)`);
     if ((opts.workers ?? 0) === 0) {
-      const metrics = { observeHttp: this.metrics.observeHttp.bind(this.metrics), scrape: () => this.metrics.scrape(), contentType: METRICS_CONTENT_TYPE };
+      const metrics = { observeHttp: this.metrics.observeHttp.bind(this.metrics), scrape: () => this.metrics.scrape(), contentType: METRICS_CONTENT_TYPE, websocket: this.metrics.websocket };
       this.oip = new OipRoute({ router: this.router, logger: opts.logger.child('oip'), token: this.token, forwardRepository: (req) => this.repositoryCall(req) });
       this.ingress = new Ingress({ router: this.router, logger: opts.logger.child('ingress'), isReady: () => this.isReady(), metrics, extraRoutes: [...(opts.extraRoutes ?? []), this.oip] });
     } else if (opts.extraRoutes !== undefined && opts.extraRoutes.length > 0) {

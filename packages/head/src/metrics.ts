@@ -7,7 +7,7 @@
  * never waits on a stuck worker.
  */
 import { AggregatorRegistry, Counter, Gauge, Histogram, Registry, type MetricObjectWithValues, type MetricValue } from 'prom-client';
-import { HttpMetrics, RouterMetrics } from '@shoal/ingress';
+import { HttpMetrics, RouterMetrics, WebSocketMetrics } from '@shoal/ingress';
 import { EventLoopDelayGauge, registerProcessMetrics, type Logger, type MetricsJson } from '@shoal/core';
 import type { ReplicaState } from '@shoal/protocol';
 import type { ClusterStatus } from './controller.ts';
@@ -92,6 +92,8 @@ function registerSloMetrics(status: HeadMetricsOptions['status'], registers: Reg
 export class HeadMetrics {
   readonly registry = new Registry();
   private readonly http: HttpMetrics;
+  /** The WebSocket series of the head's own ingress (no local workers). */
+  readonly websocket: WebSocketMetrics;
   /** The head router's series (end-to-end time, wait for a slot): Router's onAnswered and onQueued. */
   readonly routes: RouterMetrics;
   private readonly timeoutMs: number;
@@ -110,6 +112,7 @@ export class HeadMetrics {
     const registers = [this.registry];
     const status = (): ReturnType<HeadMetricsOptions['status']> => this.scrapeStatus ?? opts.status();
     this.http = new HttpMetrics(this.registry);
+    this.websocket = new WebSocketMetrics(this.registry);
     this.routes = new RouterMetrics(this.registry);
     this.loop = new EventLoopDelayGauge(opts.eventLoopResolutionMs ?? 10);
     // The head's own names (the workers' are shoal_worker_event_loop_delay_*): one gauge per percentile, as there.

@@ -14,3 +14,6 @@ export { HttpMetrics, RouterMetrics, DURATION_BUCKETS } from './http-metrics.ts'
 export { OipRoute, type OipRouteOptions } from './oip-route.ts';
 export { framingFor, chunkedContentType, chunkedBytes, sseEvent, sseError, SSE_END, SSE_CONTENT_TYPE, NDJSON_CONTENT_TYPE, gatheredBody, type StreamFraming } from './stream-framing.ts';
 export { routeStream, pipeChunks, type ChunkWriter, type StreamAnswer, type StreamTarget } from './stream-route.ts';
+export { compileWebSocketOptions, type WebSocketOptions, type CompiledWebSocketOptions } from './ws-options.ts';
+export { WebSocketMetrics } from './ws-metrics.ts';
+export type { WebSocketObserver, WebSocketAppObserver } from './ws-session.ts';

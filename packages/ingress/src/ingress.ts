@@ -17,8 +17,11 @@ import type { Router } from '@shoal/router';
 import { readBody, sendError, sendJson, sendResponse, type HttpAnswer } from './http-util.ts';
 import { chunkedBytes, chunkedContentType, framingFor, SSE_CONTENT_TYPE, SSE_END, sseError, sseEvent } from './stream-framing.ts';
 import { pipeChunks, type ChunkWriter } from './stream-route.ts';
+import { refuseUpgrade, WsGateway } from './ws-gateway.ts';
+import { compileWebSocketOptions, type CompiledWebSocketOptions, type WebSocketOptions } from './ws-options.ts';
+import type { WebSocketObserver } from './ws-session.ts';
 
-interface Mount { prefix: string; key: string; app: string; maxRequestBytes: number; requestTimeoutMs: number }
+interface Mount { prefix: string; key: string; app: string; maxRequestBytes: number; requestTimeoutMs: number; methods: readonly string[] }
 
 /** What an extra route learns about a request that went through the pipeline's first steps. */
 export interface RequestScope {
@@ -57,6 +60,8 @@ export interface IngressOptions {
   metrics?: IngressMetrics;
   /** Connections idle longer than this are closed. @default 65000 */
   keepAliveTimeoutMs?: number;
+  /** Bounds of WebSocket upgrades on application routes (docs/streaming.md, "WebSocket"). @default see WebSocketOptions */
+  websocket?: WebSocketOptions;
 }
 
 export interface IngressMetrics {
@@ -64,6 +69,8 @@ export interface IngressMetrics {
   /** The Prometheus text exposition. */
   scrape(): Promise<string>;
   contentType: string;
+  /** Told of WebSocket connections and messages. @default none */
+  websocket?: WebSocketObserver;
 }
 
 /** Where to serve: a port and interface, or a listening handle passed in by a parent process. */
@@ -92,9 +99,13 @@ export class Ingress {
   /** Set by close(): answers say `connection: close`, so keep-alive clients move to another process. */
   private closing = false;
   private readonly opts: IngressOptions;
+  private readonly wsLimits: CompiledWebSocketOptions;
+  /** Made at the first WebSocket upgrade. */
+  private ws: WsGateway | undefined;
 
   constructor(opts: IngressOptions) {
     this.opts = opts;
+    this.wsLimits = compileWebSocketOptions(opts.websocket);
   }
 
   /** Re-mounts every application (longest prefix first). */
@@ -104,7 +115,7 @@ export class Ingress {
       if (a.routePrefix === null) continue;
       const ingress = a.deployments.find((d) => d.name === a.ingress);
       if (ingress === undefined) continue;
-      mounts.push({ prefix: a.routePrefix.replace(/\/+$/, ''), key: `${a.name}/${a.ingress}`, app: a.name, maxRequestBytes: ingress.options.maxRequestBytes, requestTimeoutMs: ingress.options.requestTimeoutMs });
+      mounts.push({ prefix: a.routePrefix.replace(/\/+$/, ''), key: `${a.name}/${a.ingress}`, app: a.name, maxRequestBytes: ingress.options.maxRequestBytes, requestTimeoutMs: ingress.options.requestTimeoutMs, methods: ingress.methods });
     }
     mounts.sort((x, y) => y.prefix.length - x.prefix.length);
     this.mounts = mounts;
@@ -113,6 +124,8 @@ export class Ingress {
   /** Starts serving; resolves with the port (the handle's own port when given one). */
   listen(target: ListenTarget): Promise<{ port: number; host: string }> {
     const server = createServer({ keepAliveTimeout: this.opts.keepAliveTimeoutMs ?? 65_000 }, (req, res) => this.handle(req, res));
+    // Upgrades arrive on their own event, off the request path.
+    server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => this.upgrade(req, socket, head));
     this.server = server;
     return new Promise((resolve, reject) => {
       server.once('error', reject);
@@ -144,6 +157,7 @@ export class Ingress {
       server.closeIdleConnections();
     }
     server.closeAllConnections();
+    await this.ws?.close(Math.max(0, end - performance.now()));
     await closed;
   }
 
@@ -304,6 +318,21 @@ export class Ingress {
       // SSE can say why; a chunked body can only be cut short, so the client cannot take it for complete.
       if (sse) res.end(sseError(err)); else res.destroy();
     }
+  }
+
+  /** A WebSocket upgrade: on an application's route prefix, to its ingress deployment; anywhere else, 404. */
+  private upgrade(req: IncomingMessage, socket: Socket, head: Buffer): void {
+    const url = req.url ?? '/';
+    const q = url.indexOf('?');
+    const pathname = q < 0 ? url : url.slice(0, q);
+    const target = pathname.startsWith('/-/') ? undefined : this.match(pathname);
+    if (target?.kind !== 'app') { refuseUpgrade(socket, new NotFoundError(`no application takes WebSocket upgrades at ${pathname}`)); return; }
+    this.ws ??= new WsGateway({
+      router: this.opts.router, logger: this.opts.logger, limits: this.wsLimits,
+      mountOf: (key) => this.mounts.find((m) => m.key === key),
+      ...(this.opts.metrics?.websocket === undefined ? {} : { observer: this.opts.metrics.websocket }),
+    });
+    this.ws.upgrade(req, socket, head, target.mount);
   }
 
   private builtin(pathname: string, res: ServerResponse): void {

@@ -10,7 +10,7 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { EventLoopDelayGauge, FastCounter, FastHistogram, type CounterChild, type HistogramChild, registerCascadeMetrics, registerProcessMetrics, type BatchObserver, type BatchReleaseReason, type Logger, type MetricsJson } from '@shoal/core';
 import type { ReplicaState, WorkerStats } from '@shoal/protocol';
-import { DURATION_BUCKETS, HttpMetrics, RouterMetrics } from '@shoal/ingress';
+import { DURATION_BUCKETS, HttpMetrics, RouterMetrics, WebSocketMetrics } from '@shoal/ingress';
 import type { ReplicaObserver } from './replica.ts';
 import { CacheMetrics } from './cache-metrics.ts';
 import { SemanticCacheMetrics } from './semantic-cache-metrics.ts';
@@ -77,6 +77,8 @@ export class WorkerMetrics {
   private readonly native = new Map<string, Gauge>();
   private nativeFailed = false;
   private readonly http: HttpMetrics;
+  /** The ingress's WebSocket series (connections, messages). */
+  readonly websocket: WebSocketMetrics;
   /** This worker's router's series (end-to-end time, wait for a slot): Router's onAnswered and onQueued. */
   readonly routes: RouterMetrics;
   /** The response caches' series: the router's CacheObserver. */
@@ -152,6 +154,7 @@ export class WorkerMetrics {
     this.broker = new BrokerMetrics(this.registry);
     registerProcessMetrics(this.registry);
     this.http = new HttpMetrics(this.registry);
+    this.websocket = new WebSocketMetrics(this.registry);
     this.cascades = registerCascadeMetrics(this.registry, { buckets: DURATION_BUCKETS });
     this.loop = new EventLoopDelayGauge(opts.eventLoopResolutionMs ?? 10);
   }

@@ -163,6 +163,7 @@ export class Worker {
         observeHttp: (app, code, seconds) => { this.traffic.ingressRequests++; this.metrics.observeHttp(app, code, seconds); },
         scrape: () => this.scrape(),
         contentType: this.metrics.contentType,
+        websocket: this.metrics.websocket,
       },
     });
   }
@@ -604,10 +605,18 @@ export class Worker {
           if (table === undefined) { table = new Map(); this.pumps.set(peer, table); }
           const t = table;
           let sendError: Error | undefined;
+          const send = (v: unknown[]): boolean => {
+            try { peer.send({ t: 'chunk', id, v }); return true; } catch (err) { sendError = err as Error; return false; }
+          };
           const batcher = new ChunkBatcher((v) => {
-            if (peer.closed) { pump.cancel(new CancelledError('caller connection closed')); return false; }
-            // A chunk the codec cannot encode (a cycle) fails the stream with ERR_ENCODE, never the worker.
-            try { peer.send({ t: 'chunk', id, v }); return true; } catch (err) { sendError = err as Error; pump.cancel(sendError); return false; }
+            if (peer.closed) { pump.cancel(new CancelledError('caller connection closed')); return 0; }
+            if (send(v)) return v.length;
+            // A chunk the codec cannot encode (a cycle) fails the stream with ERR_ENCODE, never the worker; the
+            // chunks before it in the batch still go, one by one.
+            let n = 0;
+            if (v.length > 1) while (n < v.length && send([v[n]])) n++;
+            pump.cancel(sendError!);
+            return n;
           }, window.chunks);
           pump = new StreamPump(rs, window, {
             chunk: (v) => batcher.add(v),
