@@ -90,6 +90,18 @@ describe('streaming over HTTP and handles', () => {
     expect(JSON.parse(failed[2]!.data)).toMatchObject({ code: 'ERR_USER_CODE', message: expect.stringContaining('generator failed after 2 chunks') });
   });
 
+  it('a chunk that cannot cross the wire (a cycle) fails the stream with ERR_ENCODE after the chunks before it', async () => {
+    const events: EventSourceMessage[] = [];
+    const parser = createParser({ onEvent: (e) => events.push(e) });
+    const res = await fetch(url('/cyclic'), { headers: { accept: 'text/event-stream' } });
+    const body = await res.text();
+    parser.feed(body);
+    expect(JSON.parse(events[0]!.data)).toBe('fine');
+    expect(events.at(-1)?.event).toBe('error');
+    expect(JSON.parse(events.at(-1)!.data)).toMatchObject({ code: 'ERR_ENCODE' });
+    expect((await fetch(url('/stats'))).status).toBe(200);
+  });
+
   it('chunked transfer without SSE: strings raw (text/plain), other values as NDJSON, bytes raw; an error cuts the body', async () => {
     const text = await fetch(url('/local?n=4'));
     expect(text.headers.get('transfer-encoding')).toBe('chunked');

@@ -106,10 +106,11 @@ function nextOf(it: AsyncIterator<unknown>): Promise<IteratorResult<unknown>> {
 export class ChunkBatcher {
   private pending: unknown[] = [];
   private scheduled = false;
-  /** Chunks handed to send() so far. */
+  /** Chunks send() took so far. */
   sent = 0;
 
-  constructor(private readonly send: (chunks: unknown[]) => void, private readonly maxBatch: number) {}
+  /** `send` returns how many of the chunks it sent (fewer when the stream is failing). */
+  constructor(private readonly send: (chunks: unknown[]) => number, private readonly maxBatch: number) {}
 
   add(chunk: unknown): void {
     this.pending.push(chunk);
@@ -122,7 +123,6 @@ export class ChunkBatcher {
     const chunks = this.pending;
     if (chunks.length === 0) return;
     this.pending = [];
-    this.sent += chunks.length;
-    this.send(chunks);
+    this.sent += this.send(chunks);
   };
 }
