@@ -492,6 +492,9 @@ export class ContinuousBatcher<I, S, C> {
         this.leave(seq, null);
         seq.buffer.length = 0;
         seq.error = undefined;
+        // Reads still waiting end now: the consumer is done, even while the step it is in runs on.
+        for (const p of seq.pulls.splice(0)) p.resolve({ value: undefined, done: true });
+        this.woken.delete(seq);
         return Promise.resolve({ value: undefined, done: true });
       },
       [Symbol.asyncIterator]: () => iterator,

@@ -180,6 +180,19 @@ describe('continuous batching: cancellation', () => {
     expect(batcher.stats().inFlight).toBe(0);
   });
 
+  it('return() ends a read that is waiting at once, while the step it is in still runs', async () => {
+    const { model, batcher } = setup();
+    const it = batcher.generate({ id: 'A', len: 5 });
+    const read = it.next();
+    await model.untilStep(1);
+    await it.return!();
+    expect(await read).toEqual({ value: undefined, done: true });
+    expect(batcher.stats().running).toBe(1);
+    await model.drain();
+    expect(model.steps).toEqual([['A']]);
+    expect(batcher.stats()).toMatchObject({ running: 0, inFlight: 0 });
+  });
+
   it('breaking out of for-await is a return()', async () => {
     const { model, batcher } = setup();
     const got: string[] = [];
