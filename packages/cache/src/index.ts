@@ -20,3 +20,4 @@ export { SemanticMethods, type SemanticCacheObserver, type SemanticResult } from
 export { SemanticCacheRegistry, type SemanticCacheKey, type SemanticCacheSize } from './semantic-registry.ts';
 export { FlatIndex, HnswIndex, normalize, type HnswOptions, type Nearest, type VectorIndex } from './semantic-index.ts';
 export { hashedTextEmbedding, tokenize, type TextEmbeddingOptions } from './text-embedding.ts';
+export { evaluatePairwise, evaluateShared, readPairs, sweep, type LabelledPair, type SemanticRates } from './semantic-eval.ts';
