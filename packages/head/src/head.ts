@@ -171,6 +171,7 @@ export class Head {
       transport, clock, logger: opts.logger.child('router'), onNoReplica: () => this.schedulePass(),
       onAnswered: (key, elapsedMs, ok) => this.metrics.routes.observeAnswered(key, elapsedMs, ok),
       onQueued: (key, waitedMs) => this.metrics.routes.observeQueued(key, waitedMs),
+      onStream: { started: (key, ms) => this.metrics.routes.observeStreamStarted(key, ms), ended: (key, reason, chunks) => this.metrics.routes.observeStreamEnded(key, reason, chunks) },
     });
     this.metrics = new HeadMetrics({
       status: () => this.controller.status(), router: () => this.router.stats(), logger: opts.logger.child('metrics'),
