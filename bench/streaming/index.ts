@@ -5,8 +5,9 @@
  *   - continuous.ts: continuous against static batching of one step-wise model on a mix of short and long sequences;
  *   - cache-exact.ts: exact response cache lookups at 100,000 entries (memory, Redis);
  *   - cache-semantic.ts: semantic cache lookups at 100,000 entries (flat scan, HNSW).
+ *   - broker.ts: broker ingress (Redis Streams, NATS JetStream) under a worker kill: messages lost, duplicated, redelivered.
  *
- *   pnpm bench streaming [--only ttfc,continuous,cache-exact,cache-semantic] [--out FILE]
+ *   pnpm bench streaming [--only ttfc,continuous,cache-exact,cache-semantic,broker] [--out FILE]
  */
 import { parseArgs } from 'node:util';
 import { printGoals, printTable, writeResult, type Goal, type Row } from '../lib.ts';
@@ -17,6 +18,7 @@ const SECTIONS: Record<string, () => Promise<Section>> = {
   continuous: async () => (await import('./continuous.ts')).section,
   'cache-exact': async () => (await import('./cache-exact.ts')).section,
   'cache-semantic': async () => (await import('./cache-semantic.ts')).section,
+  broker: async () => (await import('./broker.ts')).section,
 };
 
 const { values } = parseArgs({ options: { only: { type: 'string' }, out: { type: 'string' } } });

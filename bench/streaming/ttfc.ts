@@ -4,8 +4,8 @@
  * process; the client here reads with fetch and eventsource-parser), CLIENTS closed-loop clients at a time, at
  * concurrency 1 and 16. Each figure is a percentile over every request of the level (after a warm-up).
  *
- * The point of streaming: the first chunk arrives after one chunk's work, not CHUNKS chunks'. The goal says so:
- * at each concurrency, p50 time to first chunk is at most an eighth of p50 time to the full answer.
+ * The point of streaming: the first chunk arrives after one chunk's work, not CHUNKS chunks'; ttfc_over_full_p50
+ * says how much sooner. (The issue sets no target for it: it is reported, not judged.)
  */
 import { createHash } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
@@ -100,7 +100,6 @@ export async function section(): Promise<{ rows: Row[]; goals: Goal[] }> {
         full_p50_ms: round(percentile(full, 50), 2), full_p99_ms: round(percentile(full, 99), 2),
         ttfc_over_full_p50: round(ratio, 3),
       });
-      goals.push({ goal: `p50 time to first chunk / p50 time to full answer, concurrency ${c}`, value: round(ratio, 3), target: '<= 0.125', unit: 'ratio', met: ratio <= 0.125 });
     }
     return { rows, goals };
   } finally {
