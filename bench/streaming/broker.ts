@@ -15,16 +15,17 @@
  *     (a Redis entry id's milliseconds, a JetStream message's time), on this machine's clock as the kill's; and
  *     first_delivery_answers_per_s_after: the same after the kill for the messages that were not redelivered
  *     (what the remaining workers kept answering while the redeliveries waited);
- *   - redelivered: messages answered on a later delivery after the kill, and the time from the kill to the first
- *     and the last of their answers. Redis: the entries pending for the killed worker's consumer right after the
- *     kill (claimed by another once idle for claimIdleMs), and those seen pending with a delivery count above 1
- *     (polled every 20 ms: a failed call's entry, claimed again after claimIdleMs). JetStream: the messages acknowledged with a delivery
- *     count above 1, seen by a subscription of this process on the consumer's ack subjects
- *     ($JS.ACK.<stream>.<durable>.<delivered>.<seq>...): the killed worker's (after ackWaitMs), and also those whose
- *     call went to the killed worker's replica and were released by their consumer (a nak of 250 ms);
- *     redelivered_already_answered: those of them whose answer was in the output before the kill (the worker
- *     died between writing the answer and acknowledging the message), so the later delivery's answer was dropped;
- *     kill_to_first/last_redelivered_ms: JetStream, from the acknowledgement seen; Redis, from the answer's entry;
+ *   - redelivered: messages settled on a later delivery after the kill. Redis: the entries pending for the killed
+ *     worker's consumer right after the kill (claimed by another once idle for claimIdleMs), and those seen pending
+ *     with a delivery count above 1 (polled every 20 ms: the entry of a failed call, say one that went to the
+ *     killed worker's replica, claimed again after claimIdleMs; one answered between two looks is missed).
+ *     JetStream: the messages acknowledged with a delivery count above 1, seen by a subscription of this process
+ *     on the consumer's ack subjects ($JS.ACK.<stream>.<durable>.<delivered>.<seq>...): the killed worker's (after
+ *     ackWaitMs), and those whose call went to the killed worker's replica (released with a nak of 250 ms);
+ *   - redelivered_already_answered: those whose answer was in the output before the kill (the worker died between
+ *     writing the answer and acknowledging the message), so the later delivery's answer was not written again;
+ *   - kill_to_first/last_redelivered_ms: from the kill to the first and the last of their settles (JetStream: the
+ *     acknowledgement seen; Redis: the answer's entry, written with the acknowledgement in one script);
  *   - kill_to_all_answered_ms: from the kill until the last answer.
  *
  * Goals: "<broker>: messages lost under a worker kill" and "... duplicated ...", both 0.
