@@ -11,7 +11,7 @@ describe('deployment option cache', () => {
     const c = compileDeploymentOptions({ cache: {} }, 'M').cache!;
     expect(c).toEqual({
       ttlMs: 60_000, store: 'memory', redisKeyPrefix: 'shoal:cache', nearCache: false, maxBytes: 64 * 1024 * 1024, maxEntries: 100_000, maxEntryBytes: 8 * 1024 * 1024,
-      methods: ['*'], httpMethods: ['GET', 'HEAD'], varyHeaders: ['accept', 'authorization', 'content-type'],
+      methods: ['*'], httpMethods: ['GET', 'HEAD'], varyHeaders: ['accept', 'authorization', 'content-type', 'cookie'],
     });
     expect(compileCache(c, 'cache')).toEqual(c);
     const r = compileCache({ store: 'redis', redisUrl: 'redis://127.0.0.1:6379', httpMethods: ['GET', 'POST'], varyHeaders: [], nearCache: true }, 'cache');

@@ -23,7 +23,7 @@ export interface CacheOptions {
    * @default false
    */
   nearCache?: boolean;
-  /** Prefix of every Redis key (`<prefix>:<app>/<deployment>:<version>:...`), so clusters can share a server. @default 'shoal:cache' */
+  /** Prefix of every Redis key (`<prefix>:<app>/<deployment>:<version>.<config>:<c|h>:<input hash>`), so clusters can share a server. @default 'shoal:cache' */
   redisKeyPrefix?: string;
   /** Encoded bytes of answers the memory store of one router holds; the least recently used go past it. @default 67108864 (64 MiB) */
   maxBytes?: number;
@@ -35,7 +35,7 @@ export interface CacheOptions {
   methods?: string[];
   /** HTTP methods whose 2xx answers are cached: GET and HEAD, and POST only when listed. @default ['GET', 'HEAD'] */
   httpMethods?: CacheHttpMethod[];
-  /** Request headers whose values are part of an HTTP request's key (lower case). @default ['accept', 'authorization', 'content-type'] */
+  /** Request headers whose values are part of an HTTP request's key (lower case). @default ['accept', 'authorization', 'content-type', 'cookie'] */
   varyHeaders?: string[];
 }
 
@@ -122,7 +122,7 @@ export function compileCache(input: unknown, path: string): CompiledCacheOptions
     maxEntryBytes,
     methods: names(`${path}.methods`, c.methods, ['*'], (m) => m === '*' || METHOD_RE.test(m), "method names or '*'"),
     httpMethods: names(`${path}.httpMethods`, c.httpMethods, ['GET', 'HEAD'], (m) => HTTP_METHODS.includes(m), `one of ${HTTP_METHODS.join(', ')}`) as CacheHttpMethod[],
-    varyHeaders: names(`${path}.varyHeaders`, c.varyHeaders, ['accept', 'authorization', 'content-type'], (h) => HEADER_RE.test(h), 'lower-case header names', true),
+    varyHeaders: names(`${path}.varyHeaders`, c.varyHeaders, ['accept', 'authorization', 'content-type', 'cookie'], (h) => HEADER_RE.test(h), 'lower-case header names', true),
   };
   if (redisUrl !== undefined) out.redisUrl = redisUrl;
   return out;

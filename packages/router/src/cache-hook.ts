@@ -115,7 +115,8 @@ class DeploymentCache {
     return this.cache.get(
       `${this.key}:${keyVersion}.${this.cfg.config}:h:${hash}`,
       () => router.http(this.key, req, { ...opts, cachePin: pin }),
-      (res): Disposition => (isStream(res) || isStream(res.body) ? 'none' : !storableHttp(res) ? 'share' : pin.attempt?.tried?.version === keyVersion ? 'store' : 'share'),
+      // A private answer (it sets a cookie, or says private / no-store) is its caller's alone: waiters compute their own.
+      (res): Disposition => (isStream(res) || isStream(res.body) || privateHttp(res) ? 'none' : !storableHttp(res) ? 'share' : pin.attempt?.tried?.version === keyVersion ? 'store' : 'share'),
       (p) => this.wait(p, opts),
     ).then((a) => marked(a.value, a.result === 'miss' ? 'miss' : 'hit'));
   }
@@ -143,15 +144,19 @@ class DeploymentCache {
   }
 }
 
-/** An HTTP answer that may be stored: 2xx, no cookie set, and not marked private or no-store by the application. */
+/** An HTTP answer that may be stored: 2xx and not private (privateHttp); a private one is checked first. */
 function storableHttp(res: WireHttpResponse): boolean {
-  if (res.status < 200 || res.status > 299 || isStream(res.body)) return false;
+  return res.status >= 200 && res.status <= 299 && !isStream(res.body);
+}
+
+/** An answer for its caller only, neither stored nor shared: it sets a cookie, or the application marked it private or no-store. */
+function privateHttp(res: WireHttpResponse): boolean {
   for (const [name, value] of Object.entries(res.headers)) {
     const n = name.toLowerCase();
-    if (n === 'set-cookie') return false;
-    if (n === 'cache-control' && /(^|,)\s*(no-store|private)\s*(,|$)/i.test(String(value))) return false;
+    if (n === 'set-cookie') return true;
+    if (n === 'cache-control' && /(^|,)\s*(no-store|private)\s*(,|$)/i.test(String(value))) return true;
   }
-  return true;
+  return false;
 }
 
 /** The answer with its x-shoal-cache header; a streamed one (a ChunkStream) as it is. */

@@ -171,6 +171,52 @@ describe('Router response cache', () => {
     expect(r.transport.sent).toHaveLength(7);
   });
 
+  it('HTTP: an answer that sets a cookie (or is private) is not shared with coalesced waiters; cookie is a default varyHeader', async () => {
+    const o = observed();
+    const r = rig({ cacheObserver: o.observer });
+    r.routes({ 'a/M': entry([['r1', 'v1']], cache('v1')), 'a/N': entry([['n1', 'v1']], cache('v1', { varyHeaders: ['accept'] })) });
+    const get = (key: string, cookie: string): Promise<WireHttpResponse> => r.router.http(key, { method: 'GET', path: '/me', query: '', headers: { cookie }, body: Buffer.alloc(0) });
+    const answerAs = (i: number, user: string, headers: Record<string, string>): void => {
+      r.transport.sent[i]!.answer({ status: 200, headers: { ...headers }, body: Buffer.from(`profile of ${user}`) } satisfies WireHttpResponse);
+    };
+    // By default the cookie is part of the key: two users' requests are two keys, each computed.
+    const a = get('a/M', 'sid=alice');
+    const b = get('a/M', 'sid=bob');
+    await flush();
+    expect(r.transport.sent).toHaveLength(2);
+    answerAs(0, 'alice', {});
+    answerAs(1, 'bob', {});
+    expect(Buffer.from((await a).body).toString()).toBe('profile of alice');
+    expect(Buffer.from((await b).body).toString()).toBe('profile of bob');
+    // Without cookie in varyHeaders both are one key and coalesce, but an answer with Set-Cookie is the leader's
+    // alone: the waiter sends its own request and gets its own body and cookie.
+    const c = get('a/N', 'sid=carol');
+    const d = get('a/N', 'sid=dave');
+    await flush();
+    expect(r.transport.sent).toHaveLength(3);
+    answerAs(2, 'carol', { 'set-cookie': 'sid=carol2' });
+    expect(Buffer.from((await c).body).toString()).toBe('profile of carol');
+    await flush();
+    expect(r.transport.sent).toHaveLength(4);
+    expect(r.transport.sent[3]!.message.t === 'http' && r.transport.sent[3]!.message.req.headers.cookie).toBe('sid=dave');
+    answerAs(3, 'dave', { 'set-cookie': 'sid=dave2' });
+    const dv = await d;
+    expect(Buffer.from(dv.body).toString()).toBe('profile of dave');
+    expect(dv.headers['set-cookie']).toBe('sid=dave2');
+    // Cache-Control private: not shared either, and nothing was stored.
+    const e = get('a/N', 'sid=erin');
+    const f = get('a/N', 'sid=frank');
+    await flush();
+    expect(r.transport.sent).toHaveLength(5);
+    answerAs(4, 'erin', { 'cache-control': 'private, max-age=60' });
+    expect(Buffer.from((await e).body).toString()).toBe('profile of erin');
+    await flush();
+    expect(r.transport.sent).toHaveLength(6);
+    answerAs(5, 'frank', { 'cache-control': 'private, max-age=60' });
+    expect(Buffer.from((await f).body).toString()).toBe('profile of frank');
+    expect(o.counts['a/N:hit']).toBeUndefined();
+  });
+
   it('HTTP POST is cached when httpMethods lists it, keyed by its body', async () => {
     const r = rig();
     r.routes({ 'a/M': entry([['r1', 'v1']], cache('v1', { httpMethods: ['GET', 'POST'] })) });
