@@ -1,6 +1,6 @@
 export { main, loadAppSpec, control, formatStatus, localWorkerCommand } from './main.ts';
 export { serveRepository, headModelCluster, type ServeOptions } from './serve.ts';
-export { runBatch, errorLine, type RunBatchOptions, type BatchResult, type BatchCall, type BatchCallContext, type ResumeMode } from './batch/run-batch.ts';
+export { runBatch, errorLine, isTransientError, TRANSIENT_ERROR_CODES, type RunBatchOptions, type BatchResult, type BatchCall, type BatchCallContext, type ResumeMode } from './batch/run-batch.ts';
 export { ClusterCaller, PeerTransport, argsOf, resolveDeployment, type ClusterCallerOptions } from './batch/cluster-caller.ts';
 export { readLines, DEFAULT_MAX_LINE_BYTES, type InputLine, type ReadLinesOptions } from './batch/line-reader.ts';
 export { OutputWriter, type OutputWriterOptions } from './batch/output-writer.ts';

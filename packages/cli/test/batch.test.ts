@@ -9,7 +9,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { once } from 'node:events';
 import { BatchAbortError, BatchError } from '../src/batch/errors.ts';
-import { runBatch, type BatchCall } from '../src/batch/run-batch.ts';
+import { runBatch, isTransientError, type BatchCall } from '../src/batch/run-batch.ts';
+import { BadRequestError, DeadlineExceededError, NoReplicaError, NotFoundError, PeerGoneError, QueueFullError, ReplicaUnavailableError, UserCodeError } from '@shoal/core';
 import { checkpointPathFor, readCheckpoint } from '../src/batch/checkpoint.ts';
 import { readLines } from '../src/batch/line-reader.ts';
 import { argsOf, resolveDeployment } from '../src/batch/cluster-caller.ts';
@@ -193,6 +194,107 @@ describe('runBatch', () => {
     await expect(runBatch({ input: inPath, output: join(dir, 'o'), call: async (x) => x, concurrency: 0 })).rejects.toThrow(/invalid option concurrency: must be an integer >= 1/);
     await expect(runBatch({ input: join(dir, 'missing.jsonl'), output: join(dir, 'o'), call: async (x) => x })).rejects.toThrow(/invalid option input: no such file/);
     await expect(runBatch({ input: inPath, output: join(dir, 'o') } as never)).rejects.toThrow(/exactly one of `call`/);
+  });
+});
+
+describe('transient failures', () => {
+  const fast = { initialMs: 1, maxMs: 4 };
+
+  it('calls a line again after transient failures: every line answered once, in input order', async () => {
+    const n = 400;
+    const inPath = input(Array.from({ length: n }, (_, i) => String(i)));
+    const out = join(dir, 'out.jsonl');
+    const attempts = new Map<number, number>();
+    const answered = new Map<number, number>();
+    // Line i fails (i % 4) times, with the errors a dead worker, a rollout and an overloaded replica give.
+    const kinds = [(m: string) => new PeerGoneError(m), (m: string) => new NoReplicaError(m), (m: string) => new ReplicaUnavailableError(m), (m: string) => new QueueFullError(m)];
+    const call: BatchCall = async (x, ctx) => {
+      const i = x as number;
+      const a = (attempts.get(i) ?? 0) + 1;
+      attempts.set(i, a);
+      await sleep(i % 3);
+      if (a <= i % 4) throw kinds[(i + a) % kinds.length]!(`line ${ctx.line}, attempt ${a}`);
+      answered.set(i, (answered.get(i) ?? 0) + 1);
+      return i * 10;
+    };
+    const r = await runBatch({ input: inPath, output: out, call, concurrency: 32, maxWindowItems: 64, retryBackoff: fast, checkpointEveryItems: 50 });
+    const rows = outputOf(out);
+    expect(rows).toEqual(Array.from({ length: n }, (_, i) => ({ line: i + 1, output: i * 10 })));
+    expect(r).toMatchObject({ ok: n, failed: 0, interrupted: false });
+    for (let i = 0; i < n; i++) {
+      expect(attempts.get(i)).toBe(i % 4 + 1);
+      expect(answered.get(i)).toBe(1);
+    }
+    expect(r.retries).toBe(Array.from({ length: n }, (_, i) => i % 4).reduce((a, b) => a + b, 0));
+    // Lines waiting to retry kept their slots: the bounds held.
+    expect(r.peak.inflight).toBeLessThanOrEqual(32);
+    expect(r.peak.windowItems).toBeLessThanOrEqual(64);
+  });
+
+  it('writes the error line naming the attempts once the retries run out; caller errors are final at once', async () => {
+    const inPath = input(['0', '1', '2', '3', '4']);
+    const out = join(dir, 'out.jsonl');
+    const calls = new Map<number, number>();
+    const call: BatchCall = async (x) => {
+      const i = x as number;
+      calls.set(i, (calls.get(i) ?? 0) + 1);
+      if (i === 1) throw new NoReplicaError('no running replica of "a/A" within 30000 ms');
+      if (i === 2) throw new BadRequestError('field "text" is required');
+      if (i === 3) throw new NotFoundError('deployment "a/A" has no method "nope"');
+      if (i === 4) throw new RangeError('the model threw');
+      return i;
+    };
+    const r = await runBatch({ input: inPath, output: out, call, concurrency: 5, retries: 3, retryBackoff: fast });
+    const rows = outputOf(out);
+    expect(rows.map((x) => x.line)).toEqual([1, 2, 3, 4, 5]);
+    expect(rows[0]).toEqual({ line: 1, output: 0 });
+    expect(rows[1]).toEqual({ line: 2, error: { code: 'ERR_NO_REPLICA', message: 'no running replica of "a/A" within 30000 ms (gave up after 4 attempts)', attempts: 4 } });
+    expect(rows[2]).toEqual({ line: 3, error: { code: 'ERR_BAD_REQUEST', message: 'field "text" is required' } });
+    expect(rows[3]!.error!.code).toBe('ERR_NOT_FOUND');
+    expect(rows[4]).toEqual({ line: 5, error: { code: 'ERR_USER_CODE', message: 'the model threw' } });
+    expect([...calls.entries()].sort((a, b) => a[0] - b[0])).toEqual([[0, 1], [1, 4], [2, 1], [3, 1], [4, 1]]);
+    expect(r).toMatchObject({ ok: 1, failed: 4, retries: 3 });
+
+    // retries: 0 writes the transient error at once; a custom isTransient decides for a `call` of its own.
+    const once = await runBatch({ input: inPath, output: join(dir, 'o0.jsonl'), call, retries: 0 });
+    expect(once.retries).toBe(0);
+    expect(outputOf(join(dir, 'o0.jsonl'))[1]!.error).toEqual({ code: 'ERR_NO_REPLICA', message: 'no running replica of "a/A" within 30000 ms' });
+    let flaky = 0;
+    const custom = await runBatch({
+      input: input(['1'], 'one.jsonl'), output: join(dir, 'o1.jsonl'), retryBackoff: fast,
+      isTransient: (err) => (err as Error).message === 'HTTP 503',
+      call: async () => { if (++flaky < 3) throw new Error('HTTP 503'); return 'ok'; },
+    });
+    expect(custom).toMatchObject({ ok: 1, retries: 2 });
+  });
+
+  it('a stop ends the waits between retries: the run ends interrupted, the line not written, resumable', async () => {
+    const inPath = input(['0', '1', '2']);
+    const out = join(dir, 'out.jsonl');
+    const ac = new AbortController();
+    let failedOnce = false;
+    const r = await runBatch({
+      input: inPath, output: out, concurrency: 1, signal: ac.signal, retryBackoff: { initialMs: 3_600_000, maxMs: 3_600_000 },
+      call: async (x) => {
+        if (x === 1) { failedOnce = true; setTimeout(() => ac.abort(), 5); throw new PeerGoneError('worker went away'); }
+        return x;
+      },
+    });
+    expect(failedOnce).toBe(true);
+    expect(r).toMatchObject({ interrupted: true, line: 1, ok: 1, failed: 0, retries: 1 });
+    expect(outputOf(out)).toEqual([{ line: 1, output: 0 }]);
+    expect(await readCheckpoint(checkpointPathFor(out))).toMatchObject({ line: 1 });
+  });
+
+  it('classifies by error code: cluster-side transient errors only', () => {
+    for (const e of [new PeerGoneError('x'), new NoReplicaError('x'), new ReplicaUnavailableError('x'), new QueueFullError('x'), new DeadlineExceededError('x'), { code: 'ERR_BACKPRESSURE' }]) expect(isTransientError(e)).toBe(true);
+    for (const e of [new BadRequestError('x'), new NotFoundError('x'), new UserCodeError('x'), new Error('x'), new BatchAbortError('x'), null, 'ERR_PEER_GONE']) expect(isTransientError(e)).toBe(false);
+  });
+
+  it('rejects bad retry options naming them', async () => {
+    const inPath = input(['1']);
+    await expect(runBatch({ input: inPath, output: join(dir, 'o'), call: async (x) => x, retries: -1 })).rejects.toThrow(/invalid option retries: must be an integer >= 0/);
+    await expect(runBatch({ input: inPath, output: join(dir, 'o'), call: async (x) => x, retryBackoff: { initialMs: 100, maxMs: 10 } })).rejects.toThrow(/invalid option retryBackoff\.maxMs: must be a number of ms >= retryBackoff\.initialMs \(100\)/);
   });
 });
 

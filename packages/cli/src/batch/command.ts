@@ -20,15 +20,18 @@ export const BATCH_USAGE = `batch options (shoal batch APP/DEPLOYMENT --input IN
                                       between read and written, at most
   --max-line-bytes B                  longest input line (default 64 MiB)
   --checkpoint-ms MS                  checkpoint at least this often (default 1000; also every 10000 lines)
+  --retries N                         a line failing transiently (worker gone, no replica, overload, deadline)
+                                      is called again up to N times, backing off 100 ms to 5 s (default 5; 0:
+                                      never); a call that may have run is run again
   --quiet                             no progress on stderr
   exit: 0 all lines ok, 1 some lines failed, 2 refused (usage, unknown target, checkpoint mismatch),
         3 stopped on an error (resumable), 130 interrupted (resumable)
 `;
 
-function intOf(name: string, raw: string | undefined): number | undefined {
+function intOf(name: string, raw: string | undefined, min = 1): number | undefined {
   if (raw === undefined) return undefined;
   const n = Number(raw);
-  if (raw.trim() === '' || !Number.isSafeInteger(n) || n < 1) throw new InvalidOptionError(`--${name}`, 'must be an integer >= 1', raw);
+  if (raw.trim() === '' || !Number.isSafeInteger(n) || n < min) throw new InvalidOptionError(`--${name}`, `must be an integer >= ${min}`, raw);
   return n;
 }
 
@@ -49,7 +52,7 @@ export async function batchCommand(argv: string[], io: { stderr: NodeJS.WriteStr
       options: {
         input: { type: 'string', short: 'i' }, output: { type: 'string', short: 'o' }, method: { type: 'string' }, concurrency: { type: 'string' },
         resume: { type: 'boolean' }, restart: { type: 'boolean' }, window: { type: 'string' }, 'window-bytes': { type: 'string' },
-        'max-line-bytes': { type: 'string' }, 'checkpoint-ms': { type: 'string' }, quiet: { type: 'boolean' },
+        'max-line-bytes': { type: 'string' }, 'checkpoint-ms': { type: 'string' }, retries: { type: 'string' }, quiet: { type: 'boolean' },
         address: { type: 'string' }, token: { type: 'string' }, 'token-file': { type: 'string' }, help: { type: 'boolean', short: 'h' },
       },
     });
@@ -68,6 +71,7 @@ export async function batchCommand(argv: string[], io: { stderr: NodeJS.WriteStr
     const maxWindowBytes = intOf('window-bytes', values['window-bytes']);
     const maxLineBytes = intOf('max-line-bytes', values['max-line-bytes']);
     const checkpointEveryMs = intOf('checkpoint-ms', values['checkpoint-ms']);
+    const retries = intOf('retries', values.retries, 0);
     controller = new AbortController();
     process.on('SIGINT', onSignal);
     process.on('SIGTERM', onSignal);
@@ -76,7 +80,7 @@ export async function batchCommand(argv: string[], io: { stderr: NodeJS.WriteStr
       cluster: { address, token, deployment: positionals[0]!, ...(values.method !== undefined ? { method: values.method } : {}) },
       ...(concurrency !== undefined ? { concurrency } : {}), ...(maxWindowItems !== undefined ? { maxWindowItems } : {}),
       ...(maxWindowBytes !== undefined ? { maxWindowBytes } : {}), ...(maxLineBytes !== undefined ? { maxLineBytes } : {}),
-      ...(checkpointEveryMs !== undefined ? { checkpointEveryMs } : {}),
+      ...(checkpointEveryMs !== undefined ? { checkpointEveryMs } : {}), ...(retries !== undefined ? { retries } : {}),
       ...(values.quiet === true ? {} : { progress: io.stderr }),
       onStart: (s) => {
         if (values.quiet === true) return;
@@ -84,7 +88,8 @@ export async function batchCommand(argv: string[], io: { stderr: NodeJS.WriteStr
       },
     });
     const summary = `${r.ok} lines answered, ${r.failed} failed${r.skipped > 0 ? `, ${r.skipped} blank skipped` : ''}${r.resumedAfterLine > 0 ? ` (resumed after line ${r.resumedAfterLine})` : ''}`
-      + `${r.overloadRetries > 0 ? `; ${r.overloadRetries} calls sent again after overload refusals (fewer with a lower --concurrency)` : ''}`;
+      + `${r.overloadRetries > 0 ? `; ${r.overloadRetries} calls sent again after overload refusals (fewer with a lower --concurrency)` : ''}`
+      + `${r.retries > 0 ? `; ${r.retries} calls made again after transient failures` : ''}`;
     if (r.interrupted) {
       write(`shoal batch: interrupted after line ${r.line}: ${summary}; run the same command again to resume\n`);
       return signalExit;

@@ -10,6 +10,10 @@
  * written, and their bytes (input lines, answers waiting for an earlier line, output not yet in the file) are
  * under maxWindowBytes. Answers leave the window strictly in input order, so the prefix written is always
  * contiguous, and the checkpoint (checkpoint.ts) records its end exactly.
+ *
+ * Transient failures (a worker gone mid-call, no replica for now, a full queue, a deadline: isTransientError) are
+ * not written off: the line's call is made again after a jittered exponential backoff, up to `retries` times. The
+ * line keeps its slot meanwhile (and counts as in flight), so order, bounds and checkpoints are as for any slow line.
  */
 import { rm, stat } from 'node:fs/promises';
 import { InvalidOptionError, realClock, toWireError, type Clock } from '@shoal/core';
@@ -76,6 +80,34 @@ export interface RunBatchOptions {
   onStart?: (info: { resumedAfterLine: number; offset: number; inputBytes: number; target: string | undefined; concurrency: number }) => void;
   /** @default realClock */
   clock?: Clock;
+  /**
+   * Times a line's call is made again after a transient failure (isTransient) before its error line is written;
+   * 0 writes it at once. The call may have run (a worker that died mid-call): the deployment should be idempotent.
+   * @default 5
+   */
+  retries?: number;
+  /** The backoff before a retry: `initialMs` doubling up to `maxMs`, each wait jittered to 50-100% of it. @default { initialMs: 100, maxMs: 5000 } */
+  retryBackoff?: { initialMs?: number; maxMs?: number };
+  /** Which errors are worth a retry. @default isTransientError */
+  isTransient?: (err: unknown) => boolean;
+}
+
+/**
+ * Errors that say nothing about the line itself, only about the cluster at that moment, so the same call may well
+ * succeed a little later: the connection to the worker was lost (ERR_PEER_GONE: it died or restarted mid-call), no
+ * replica is running (ERR_NO_REPLICA: a rollout, a restart, scaling), the chosen replica could not be reached
+ * (ERR_REPLICA_UNAVAILABLE), the deployment refused it as overloaded (ERR_QUEUE_FULL, ERR_BACKPRESSURE), and the
+ * call ran past its deadline (ERR_DEADLINE_EXCEEDED: a batch run sets no per-call timeout of its own, so this is the
+ * deployment's requestTimeoutMs, most often met by a replica stalled or overloaded for a while). Anything else, the
+ * caller's errors above all (bad input, an unknown method, the model's own exception), is final at once.
+ */
+export const TRANSIENT_ERROR_CODES: ReadonlySet<string> = new Set(['ERR_PEER_GONE', 'ERR_NO_REPLICA', 'ERR_REPLICA_UNAVAILABLE', 'ERR_QUEUE_FULL', 'ERR_BACKPRESSURE', 'ERR_DEADLINE_EXCEEDED']);
+
+/** An error whose `code` is one of TRANSIENT_ERROR_CODES (a BatchAbortError never is). */
+export function isTransientError(err: unknown): boolean {
+  if (typeof err !== 'object' || err === null || err instanceof BatchAbortError) return false;
+  const code = (err as { code?: unknown }).code;
+  return typeof code === 'string' && TRANSIENT_ERROR_CODES.has(code);
 }
 
 export interface BatchResult {
@@ -91,8 +123,10 @@ export interface BatchResult {
   /** The run stopped on its signal before the end of the input; its checkpoint stands. */
   interrupted: boolean;
   outputBytes: number;
-  /** Calls the cluster refused as overloaded and that were sent again (0 with `call`). */
+  /** Calls the cluster refused as overloaded and that were sent again at once by the cluster client (0 with `call`). */
   overloadRetries: number;
+  /** Calls made again after a transient failure (isTransient), this run. */
+  retries: number;
   /** Highest values seen of the bounds (for tests, and to size them). */
   peak: { inflight: number; windowItems: number; windowBytes: number };
 }
@@ -120,10 +154,11 @@ function positiveInt(path: string, v: number | undefined, fallback: number): num
   return v;
 }
 
-/** `{"line":N,"error":{"code","message"}}` */
-export function errorLine(line: number, err: unknown, code?: string): Buffer {
+/** `{"line":N,"error":{"code","message"}}`; with `attempts` over 1 (a transient error retried until the retries ran out), `"attempts":N` too. */
+export function errorLine(line: number, err: unknown, code?: string, attempts = 1): Buffer {
   const w = toWireError(err);
-  return Buffer.from(`${JSON.stringify({ line, error: { code: code ?? w.code, message: w.message } })}\n`);
+  const error = attempts > 1 ? { code: code ?? w.code, message: `${w.message} (gave up after ${attempts} attempts)`, attempts } : { code: code ?? w.code, message: w.message };
+  return Buffer.from(`${JSON.stringify({ line, error })}\n`);
 }
 
 function isBlank(text: Buffer): boolean {
@@ -143,6 +178,13 @@ export async function runBatch(opts: RunBatchOptions): Promise<BatchResult> {
   const everyMs = positiveInt('checkpointEveryMs', opts.checkpointEveryMs, 1000);
   if (typeof opts.concurrency === 'number') positiveInt('concurrency', opts.concurrency, 1);
   if (opts.maxWindowItems !== undefined) positiveInt('maxWindowItems', opts.maxWindowItems, 1);
+  const retries = opts.retries ?? 5;
+  if (!Number.isSafeInteger(retries) || retries < 0) throw new InvalidOptionError('retries', 'must be an integer >= 0', opts.retries);
+  const initialMs = opts.retryBackoff?.initialMs ?? 100;
+  const maxMs = opts.retryBackoff?.maxMs ?? 5000;
+  if (!Number.isFinite(initialMs) || initialMs < 0) throw new InvalidOptionError('retryBackoff.initialMs', 'must be a number of ms >= 0', initialMs);
+  if (!Number.isFinite(maxMs) || maxMs < initialMs) throw new InvalidOptionError('retryBackoff.maxMs', `must be a number of ms >= retryBackoff.initialMs (${initialMs})`, maxMs);
+  if (opts.isTransient !== undefined && typeof opts.isTransient !== 'function') throw new InvalidOptionError('isTransient', 'must be a function (err) => boolean', opts.isTransient);
   let fingerprint: InputFingerprint;
   try {
     if (!(await stat(opts.input)).isFile()) throw new InvalidOptionError('input', 'is not a file', opts.input);
@@ -164,7 +206,7 @@ export async function runBatch(opts: RunBatchOptions): Promise<BatchResult> {
     // Against a cluster, never more than it has shown it holds (overload refusals lower that, answers raise it).
     const concurrencyOf = caller !== undefined ? () => Math.min(wanted(), caller.overloadLimit()) : wanted;
     const windowItemsOf = opts.maxWindowItems !== undefined ? () => opts.maxWindowItems! : () => Math.max(1024, 4 * wanted());
-    const r = await execute({ opts, call, target, fingerprint, resume, maxLineBytes, maxWindowBytes, everyItems, everyMs, concurrencyOf, windowItemsOf });
+    const r = await execute({ opts, call, target, fingerprint, resume, maxLineBytes, maxWindowBytes, everyItems, everyMs, concurrencyOf, windowItemsOf, retries, initialMs, maxMs, isTransient: opts.isTransient ?? isTransientError });
     return { ...r, overloadRetries: caller?.overloadRetries ?? 0 };
   } finally {
     caller?.close();
@@ -183,6 +225,10 @@ interface Plan {
   everyMs: number;
   concurrencyOf: () => number;
   windowItemsOf: () => number;
+  retries: number;
+  initialMs: number;
+  maxMs: number;
+  isTransient: (err: unknown) => boolean;
 }
 
 async function outputSize(path: string): Promise<number | undefined> {
@@ -237,6 +283,7 @@ async function execute(p: Plan): Promise<Omit<BatchResult, 'overloadRetries'>> {
   let inflight = 0;
   let bytesRead = start.offset;
   let skipped = 0;
+  let retried = 0;
   let eof = false;
   let stopping = false;
   let fatal: unknown;
@@ -249,11 +296,14 @@ async function execute(p: Plan): Promise<Omit<BatchResult, 'overloadRetries'>> {
     if (poked) { poked = false; return Promise.resolve(); }
     return new Promise((r) => { waiter = () => { poked = false; r(); }; });
   };
+  /** The ends of the retry waits under way (backoff): a stop ends them at once. */
+  const backingOff = new Set<() => void>();
   const stop = (err?: unknown): void => {
     if (err !== undefined && fatal === undefined) fatal = err;
     if (stopping) return;
     stopping = true;
     stopper.abort(err ?? new Error('batch run interrupted'));
+    for (const done of [...backingOff]) done();
     poke();
   };
   const onAbort = (): void => stop();
@@ -321,22 +371,48 @@ async function execute(p: Plan): Promise<Omit<BatchResult, 'overloadRetries'>> {
     }
     inflight++;
     if (inflight > peak.inflight) peak.inflight = inflight;
-    let answer: Promise<unknown>;
-    try { answer = p.call(item, { line: l.line, signal: stopper.signal }); } catch (err) { answer = Promise.reject(err); }
-    Promise.resolve(answer).then((value) => {
-      let out: Buffer;
-      try {
-        out = Buffer.from(`${JSON.stringify({ line: l.line, output: value ?? null })}\n`);
-      } catch (err) {
-        settle(slot, errorLine(l.line, new Error(`line ${l.line}: the answer cannot be written as JSON: ${(err as Error).message}`), 'ERR_ENCODE'), true);
-        return;
-      }
-      settle(slot, out, false);
-    }, (err: unknown) => {
-      if (err instanceof BatchAbortError) { stop(err); inflight--; poke(); return; }
-      settle(slot, errorLine(l.line, err), true);
-    });
+    const ctx: BatchCallContext = { line: l.line, signal: stopper.signal };
+    const attempt = (n: number): void => {
+      let answer: Promise<unknown>;
+      try { answer = p.call(item, ctx); } catch (err) { answer = Promise.reject(err); }
+      Promise.resolve(answer).then((value) => {
+        let out: Buffer;
+        try {
+          out = Buffer.from(`${JSON.stringify({ line: l.line, output: value ?? null })}\n`);
+        } catch (err) {
+          settle(slot, errorLine(l.line, new Error(`line ${l.line}: the answer cannot be written as JSON: ${(err as Error).message}`), 'ERR_ENCODE'), true);
+          return;
+        }
+        settle(slot, out, false);
+      }, (err: unknown) => {
+        if (err instanceof BatchAbortError) { stop(err); inflight--; poke(); return; }
+        if (n <= p.retries && !stopping && safeIsTransient(err)) {
+          // The slot stays in the window and the call in flight while it waits: no line overtakes it in the output.
+          retried++;
+          backoff(n).then(() => { if (stopping) settle(slot, errorLine(l.line, err, undefined, n), true); else attempt(n + 1); });
+          return;
+        }
+        settle(slot, errorLine(l.line, err, undefined, n), true);
+      });
+    };
+    attempt(1);
   };
+
+  const safeIsTransient = (err: unknown): boolean => {
+    try { return p.isTransient(err) === true; } catch { return false; }
+  };
+
+  /**
+   * The wait before attempt n + 1: initialMs x 2^(n-1), at most maxMs, jittered to 50-100% (calls that failed
+   * together, as a dead worker's do, do not come back together). Ends at once when the run stops. A plain
+   * (ref'd) timer: a run whose every line is waiting to retry stays alive.
+   */
+  const backoff = (n: number): Promise<void> => new Promise((resolve) => {
+    const ms = Math.min(p.maxMs, p.initialMs * 2 ** Math.min(n - 1, 30)) * (0.5 + Math.random() / 2);
+    const done = (): void => { clearTimeout(timer); backingOff.delete(done); resolve(); };
+    const timer = setTimeout(done, ms);
+    backingOff.add(done);
+  });
 
   let closed = false;
   const reader = readLines(opts.input, { start: start.offset, firstLine: start.line + 1, maxLineBytes: p.maxLineBytes });
@@ -381,5 +457,5 @@ async function execute(p: Plan): Promise<Omit<BatchResult, 'overloadRetries'>> {
     opts.signal?.removeEventListener('abort', onAbort);
     await reader.return(undefined);
   }
-  return { ok: covered.ok, failed: covered.failed, skipped, line: covered.line, resumedAfterLine: start.line, interrupted: stopping, outputBytes: covered.outputBytes, peak };
+  return { ok: covered.ok, failed: covered.failed, skipped, line: covered.line, resumedAfterLine: start.line, interrupted: stopping, outputBytes: covered.outputBytes, retries: retried, peak };
 }
