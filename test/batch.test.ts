@@ -2,7 +2,8 @@
  * `shoal batch` as a user runs it: a child process against a real cluster (a head and two worker processes),
  * calling a batched deployment's replicas straight over the workers' data servers. Interrupted with SIGINT part
  * way, then run again: the output holds every line's answer exactly once, in input order, and the deployment's
- * batch metrics show the lines were batched.
+ * batch metrics show the lines were batched. And one of the two workers SIGKILLed mid-run: the calls it held are
+ * made again elsewhere, and the run ends with every line answered once, no error lines.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
@@ -168,5 +169,33 @@ describe('shoal batch', () => {
     const usage = shoalBatch(['bt/Scorer', '--input', input]);
     expect(await usage.exit).toBe(2);
     expect(usage.err()).toMatch(/--output/);
+  });
+
+  // Last: it kills a worker of the cluster the other tests share.
+  it('survives SIGKILL of a worker mid-run: the calls it held are made again, every line answered once, no error lines', async () => {
+    const n = 6000;
+    const input = join(dir, 'kill.jsonl');
+    writeFileSync(input, Array.from({ length: n }, (_, i) => `${JSON.stringify({ x: i })}\n`).join(''));
+    const output = join(dir, 'kill.out.jsonl');
+    const api = async (path: string): Promise<unknown> => (await fetch(`${head.clusterAddress.replace('ws', 'http')}${path}`, { headers: { authorization: `Bearer ${head.token}` } })).json();
+    const routes = await api('/api/routes') as { table: Record<string, { replicas: Array<{ workerId: string }> }> };
+    const victimId = routes.table['bt/Scorer']!.replicas[0]!.workerId;
+    const status = await api('/api/status') as { workers: Array<{ workerId: string; pid?: number; state: string }> };
+    expect(status.workers.filter((w) => w.state === 'ALIVE')).toHaveLength(2);
+    const victim = status.workers.find((w) => w.workerId === victimId)!;
+    expect(victim.pid).toBeTypeOf('number');
+
+    const run = shoalBatch(['bt/Scorer', '--method', 'predict', '--input', input, '--output', output, '--checkpoint-ms', '50', '--quiet']);
+    await waitFor('a checkpoint past line 1000', async () => {
+      if (run.child.exitCode !== null) throw new Error(`shoal batch ended before the worker was killed (exit ${run.child.exitCode}):\n${run.err()}`);
+      return ((await readCheckpoint(checkpointPathFor(output)).catch(() => undefined))?.line ?? 0) > 1000;
+    }, 60_000);
+    process.kill(victim.pid!, 'SIGKILL');
+    expect(await run.exit, run.err()).toBe(0);
+    // The kill did catch calls in flight on that worker (64 in flight over two replicas), and they were made again.
+    expect(run.err()).toMatch(new RegExp(`done: ${n} lines answered, 0 failed; [1-9]\\d* calls made again after transient failures`));
+    const rows = readFileSync(output, 'utf8').split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as unknown);
+    expect(rows).toEqual(Array.from({ length: n }, (_, i) => ({ line: i + 1, output: { y: i * 2 } })));
+    expect(existsSync(checkpointPathFor(output))).toBe(false);
   });
 });

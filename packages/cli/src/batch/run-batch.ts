@@ -16,6 +16,7 @@
  * line keeps its slot meanwhile (and counts as in flight), so order, bounds and checkpoints are as for any slow line.
  */
 import { rm, stat } from 'node:fs/promises';
+import { setMaxListeners } from 'node:events';
 import { InvalidOptionError, realClock, toWireError, type Clock } from '@shoal/core';
 import type { ProgressStream } from '../progress.ts';
 import { BatchAbortError, BatchError } from './errors.ts';
@@ -273,6 +274,8 @@ async function execute(p: Plan): Promise<Omit<BatchResult, 'overloadRetries'>> {
   const progress = opts.progress === undefined ? undefined : new BatchProgress('write' in opts.progress ? { stream: opts.progress, clock } : { clock, ...opts.progress });
   const startedAt = clock.monoNow();
   const stopper = new AbortController();
+  // One signal for every call in flight (up to `concurrency` listeners, the Router's among them): no leak warning.
+  setMaxListeners(0, stopper.signal);
   let covered: Covered = { ...start };
   let lastCp: Covered = { ...start };
   let lastCpAt = clock.monoNow();
