@@ -203,7 +203,9 @@ export class ClusterCaller {
    * the line off: it is sent again after a jittered backoff (25 ms doubling to 1 s), up to maxOverloadRetries
    * times. Each refusal also lowers overloadLimit to half the calls then in flight (and each answer raises it
    * again, by one per limit's worth of answers): runBatch keeps no more in flight than that, so a client asked
-   * for more than the deployment holds settles near what it holds instead of retrying in a storm.
+   * for more than the deployment holds settles near what it holds instead of retrying in a storm. Every other
+   * failure goes back to runBatch, which makes the transient ones (a worker gone mid-call, no replica, a deadline,
+   * an overload these retries did not outlast: isTransientError) again with its own backoff, up to `retries` times.
    */
   private async send(item: unknown, ctx: BatchCallContext): Promise<unknown> {
     const args = argsOf(item);
