@@ -9,8 +9,9 @@
  */
 import { resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { env } from '@shoal/core';
+import { compileConsume, env, type AppSpec, type DeploymentSpec } from '@shoal/core';
 import type { Head } from '@shoal/head';
+import { deploymentVersion } from '../packages/head/src/controller.ts';
 import { Redis, available, startRedisServer, type TestServer } from '../packages/broker/test/servers.ts';
 import { deployFixture, isAlive, samples, startCluster, waitFor } from './helpers.ts';
 
@@ -135,4 +136,17 @@ describe.skipIf(missing && !REQUIRE)('broker ingress: Redis stream', () => {
     expect(new Set(all.map((e) => e.id)).size).toBe(2 * MESSAGES);
     expect(await redis.xlen('jobs:dead')).toBe(0);
   }, 180_000);
+});
+
+describe('broker ingress: consume options are the workers\', not part of the deployment version', () => {
+  it('gives a deployment whose `consume` alone changed the same version (no replica restarts), and another for other options', () => {
+    const consume = (concurrency: number) => compileConsume({ redis: { url: 'redis://127.0.0.1:6379', stream: 'jobs', output: 'answers', concurrency } }, 'd', 'consume');
+    const d = (options: Record<string, unknown>): DeploymentSpec => ({ name: 'd', kind: 'class', dependencies: [], methods: ['call'], options }) as unknown as DeploymentSpec;
+    const app = { name: 'a', modulePath: '/x/app.ts', exportName: 'app', routePrefix: null, ingress: 'd', deployments: [] } as unknown as AppSpec;
+    const base = { maxOngoingRequests: 8 };
+    const v = deploymentVersion(app, d({ ...base, consume: consume(4) }));
+    expect(deploymentVersion(app, d({ ...base, consume: consume(16) }))).toBe(v);
+    expect(deploymentVersion(app, d({ ...base }))).toBe(v);
+    expect(deploymentVersion(app, d({ maxOngoingRequests: 9, consume: consume(4) }))).not.toBe(v);
+  });
 });

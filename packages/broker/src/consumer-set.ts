@@ -27,7 +27,7 @@ export interface ConsumerSetOptions {
   /** Where each consumer reports its outcomes. @default none */
   observer?: (app: string, deployment: string, source: string) => ConsumerObserver;
   /** How a source is made (tests pass fakes). @default createSource */
-  createSource?: (spec: CompiledConsumeSource, consumer: string, logger: Logger) => Source;
+  createSource?: (spec: CompiledConsumeSource, consumer: string, logger: Logger, path: string) => Source;
   /** How long a consumer whose source was removed or changed may finish its messages. @default 10000 */
   drainMs?: number;
   /** Whether the deployment `key` has a running replica (see ConsumerOptions.ready). @default always */
@@ -52,10 +52,15 @@ export class ConsumerSet {
   /** Starts the consumers the applications declare and are not running; stops those no longer declared or changed. */
   update(apps: readonly AppSpec[]): void {
     if (this.closed) return;
-    const want = new Map<string, { app: string; deployment: string; spec: CompiledConsumeSource }>();
+    const want = new Map<string, { app: string; deployment: string; spec: CompiledConsumeSource; path: string }>();
     for (const app of apps) {
       for (const d of app.deployments) {
-        for (const spec of d.options.consume ?? []) want.set(`${app.name}/${d.name}#${commonOf(spec).name}`, { app: app.name, deployment: d.name, spec });
+        const list = d.options.consume ?? [];
+        list.forEach((spec, i) => {
+          // The option path in warnings: `app/deployment consume[1].nats`, as the user wrote it when one source.
+          const path = `${app.name}/${d.name} consume${list.length === 1 ? '' : `[${i}]`}.${'redis' in spec ? 'redis' : 'nats'}`;
+          want.set(`${app.name}/${d.name}#${commonOf(spec).name}`, { app: app.name, deployment: d.name, spec, path });
+        });
       }
     }
     for (const [id, e] of this.entries) {
@@ -70,12 +75,14 @@ export class ConsumerSet {
       const logger = this.opts.logger.child('broker');
       const key = `${w.app}/${w.deployment}`;
       const consumer = new Consumer({
-        source: (this.opts.createSource ?? createSource)(w.spec, this.opts.consumerName, logger),
+        source: (this.opts.createSource ?? createSource)(w.spec, this.opts.consumerName, logger, w.path),
         concurrency: c.concurrency,
         maxDeliveries: c.maxDeliveries,
         encoding: c.encoding,
         call: (arg, signal) => this.opts.call(key, c.method, arg, { timeoutMs: c.timeoutMs, signal }),
         logger,
+        method: c.method,
+        methodOption: `${w.path}.method`,
         ...(this.opts.ready !== undefined ? { ready: () => this.opts.ready!(key) } : {}),
         ...(this.opts.observer !== undefined ? { observer: this.opts.observer(w.app, w.deployment, c.name) } : {}),
       });

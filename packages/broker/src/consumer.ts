@@ -7,7 +7,7 @@
  */
 import { toWireError, type ConsumeEncoding, type Logger } from '@shoal/core';
 import { decodePayload, encodeAnswer } from './codec.ts';
-import type { BrokerMessage, DeadLetterReason, Source } from './source.ts';
+import { SourceConfigError, SourceGoneError, type BrokerMessage, type DeadLetterReason, type Source } from './source.ts';
 
 /** What became of one message: SettleResult, or 'failed' (released for redelivery, or the broker refused the settle). */
 export type MessageResult = 'answered' | 'duplicate' | 'dead_lettered' | 'failed';
@@ -38,6 +38,17 @@ export interface ConsumerOptions {
    * than many calls using up deliveries. @default always ready
    */
   ready?: () => boolean;
+  /**
+   * The method called, and the option that names it (`consume[0].redis.method`), for the warning a call to a
+   * method the deployment does not have logs. @default 'call', 'consume.method'
+   */
+  method?: string;
+  methodOption?: string;
+  /**
+   * While the deployment has no such method, how long the consumer pauses its pulls, and how often the messages
+   * it holds try the call again. @default 5000
+   */
+  methodRetryMs?: number;
 }
 
 /** One warning per this many ms at most, per kind: a broker that is down, or poison messages, must not flood the log. */
@@ -49,8 +60,24 @@ function callerFault(status: number | undefined): boolean {
   return status !== undefined && status >= 400 && status < 500 && status !== 408 && status !== 429 && status !== 499;
 }
 
+/**
+ * The NotFoundError of a call to a method the deployment does not have (packages/worker/src/replica.ts words it
+ * `deployment "a/d" has no method "m" (it has: x, y)`): the operator's mistake (a wrong or default `method`), not
+ * the payload's, so no message is dead-lettered for it. The methods it has, or undefined when it is not that error.
+ */
+function missingMethod(status: number | undefined, message: string, method: string): string | undefined {
+  if (status !== 404 || !message.includes(`has no method "${method}"`)) return undefined;
+  return /\(it has: ([^)]*)\)/.exec(message)?.[1] ?? 'unknown';
+}
+
 export class Consumer {
   private readonly o: ConsumerOptions;
+  /** The messages being called (pulled, not settled): what keepAlive tells the broker about. */
+  private readonly held = new Set<BrokerMessage>();
+  private keepAliveTimer: NodeJS.Timeout | undefined;
+  private keepingAlive = false;
+  /** No pull before this (performance.now()): set while the deployment lacks the method. */
+  private pausedUntil = 0;
   private stateNow: ConsumerState = 'idle';
   private started = false;
   private inflightNow = 0;
@@ -81,6 +108,20 @@ export class Consumer {
     this.loopDone = this.loop();
     this.lagTimer = setInterval(() => this.sampleLag(), this.o.lagIntervalMs ?? 1000);
     this.lagTimer.unref();
+    const every = this.o.source.keepAliveMs;
+    if (this.o.source.keepAlive !== undefined && every !== undefined) {
+      this.keepAliveTimer = setInterval(() => this.keepAlive(), Math.max(1, every));
+      this.keepAliveTimer.unref();
+    }
+  }
+
+  /** One keepAlive at a time for every message held; a failure only logs (the broker may be away a moment). */
+  private keepAlive(): void {
+    if (this.held.size === 0 || this.keepingAlive || this.o.source.keepAlive === undefined) return;
+    this.keepingAlive = true;
+    this.o.source.keepAlive([...this.held]).catch((err: unknown) => {
+      this.warn('keepalive', 'broker consumer could not tell the broker its messages are still being worked on; a slow one may be delivered again', { source: this.name, held: this.held.size, error: (err as Error).message });
+    }).finally(() => { this.keepingAlive = false; });
   }
 
   /**
@@ -105,6 +146,7 @@ export class Consumer {
         await this.within(new Promise<void>((r) => { this.idleWaiter = r; }), 2000);
       }
     }
+    clearInterval(this.keepAliveTimer);
     await this.o.source.close().catch(() => undefined);
     this.stateNow = 'stopped';
   }
@@ -119,6 +161,12 @@ export class Consumer {
           this.started = true;
           this.o.logger.info('broker consumer started', { source: this.name, concurrency });
           this.sampleLag();
+        }
+        const pause = this.pausedUntil - performance.now();
+        if (pause > 0) {
+          // The deployment lacks the method: the messages held retry it; no new ones are taken meanwhile.
+          await this.sleep(pause);
+          continue;
         }
         const cap = this.o.ready === undefined || this.o.ready() ? concurrency : 1;
         if (this.inflightNow >= cap) {
@@ -139,7 +187,15 @@ export class Consumer {
         for (const m of batch) void this.process(m);
         backoff = 100;
       } catch (err) {
-        this.warn('broker', 'broker consumer cannot reach its broker; retrying', { source: this.name, error: (err as Error).message, retryInMs: backoff });
+        if (err instanceof SourceGoneError) {
+          // start() again on the next turn: it creates the group / durable consumer anew.
+          this.started = false;
+          this.warn('gone', 'broker consumer lost its consumer group or durable consumer; creating it again', { source: this.name, error: err.message, retryInMs: backoff });
+        } else if (err instanceof SourceConfigError) {
+          this.warn('config', 'broker consumer cannot start: the broker is not set up for its options', { source: this.name, error: err.message, retryInMs: backoff });
+        } else {
+          this.warn('broker', 'broker consumer cannot reach its broker; retrying', { source: this.name, error: (err as Error).message, retryInMs: backoff });
+        }
         await this.sleep(backoff);
         backoff = Math.min(MAX_BACKOFF_MS, backoff * 2);
       }
@@ -150,6 +206,7 @@ export class Consumer {
     this.inflightNow++;
     const controller = new AbortController();
     this.controllers.add(controller);
+    this.held.add(m);
     let result: MessageResult;
     try {
       result = await this.settle(m, controller.signal);
@@ -160,6 +217,7 @@ export class Consumer {
       this.warn('settle', 'broker consumer could not settle a message; it will be delivered again', { source: this.name, message: m.id, error: (err as Error).message });
       await this.o.source.release(m).catch(() => undefined);
     } finally {
+      this.held.delete(m);
       this.controllers.delete(controller);
       this.inflightNow--;
       this.slotWaiter?.();
@@ -179,9 +237,13 @@ export class Consumer {
     }
     let value: unknown;
     try {
-      value = await this.o.call(decodePayload(this.o.encoding, m.payload), signal);
+      value = await this.callUntilMethod(m, signal);
     } catch (err) {
       const wire = toWireError(err);
+      if (signal.aborted && missingMethod(wire.httpStatus, wire.message, this.o.method ?? 'call') !== undefined) {
+        await source.release(m);
+        return 'failed';
+      }
       if (callerFault(wire.httpStatus)) return await this.deadLetter(m, { code: wire.code, message: wire.message });
       if (m.deliveryCount >= maxDeliveries && !signal.aborted) {
         return await this.deadLetter(m, { code: wire.code, message: `${wire.message} (delivery ${m.deliveryCount} of maxDeliveries ${maxDeliveries})` });
@@ -196,6 +258,41 @@ export class Consumer {
       return await this.deadLetter(m, { code: 'ERR_ENCODE', message: `the answer cannot be written as JSON: ${(err as Error).message}` });
     }
     return await source.answer(m, bytes);
+  }
+
+  /**
+   * The call; while it fails because the deployment has no such method, the message is kept (keepAlive goes on,
+   * so it is neither redelivered nor dead-lettered, and uses up no delivery: a release would count one, in
+   * JetStream at least), pulls pause, and the call is tried again every methodRetryMs, until a deploy adds the
+   * method, a changed `method` replaces this consumer, or a stop releases the message.
+   */
+  private async callUntilMethod(m: BrokerMessage, signal: AbortSignal): Promise<unknown> {
+    const arg = decodePayload(this.o.encoding, m.payload);
+    const method = this.o.method ?? 'call';
+    const every = this.o.methodRetryMs ?? 5000;
+    for (;;) {
+      try {
+        return await this.o.call(arg, signal);
+      } catch (err) {
+        const wire = toWireError(err);
+        const has = missingMethod(wire.httpStatus, wire.message, method);
+        if (has === undefined || signal.aborted) throw err;
+        this.pausedUntil = Math.max(this.pausedUntil, performance.now() + every);
+        this.warn('method', `broker consumer: the deployment has no method "${method}"; fix ${this.o.methodOption ?? 'consume.method'}. Its messages wait (not dead-lettered) and pulls pause until it has`, {
+          source: this.name, option: this.o.methodOption ?? 'consume.method', method, has, held: this.held.size, retryInMs: every,
+        });
+        await this.abortableSleep(every, signal);
+        if (signal.aborted) throw err;
+      }
+    }
+  }
+
+  private abortableSleep(ms: number, signal: AbortSignal): Promise<void> {
+    return new Promise((resolve) => {
+      const done = (): void => { clearTimeout(timer); signal.removeEventListener('abort', done); resolve(); };
+      const timer = setTimeout(done, ms);
+      signal.addEventListener('abort', done);
+    });
   }
 
   private async deadLetter(m: BrokerMessage, reason: DeadLetterReason): Promise<MessageResult> {

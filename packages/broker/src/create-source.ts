@@ -4,12 +4,10 @@ import { JetStreamSource } from './jetstream-source.ts';
 import { RedisStreamSource } from './redis-stream-source.ts';
 import type { Source } from './source.ts';
 
-/** `consumer`: this consumer's name (the worker's), unique in the group. */
-export function createSource(spec: CompiledConsumeSource, consumer: string, logger: Logger): Source {
+/** `consumer`: this consumer's name (the worker's), unique in the group; `path`: the entry's option path, for errors. */
+export function createSource(spec: CompiledConsumeSource, consumer: string, logger: Logger, path?: string): Source {
   if ('redis' in spec) return new RedisStreamSource({ options: spec.redis, consumer, logger });
-  const source = new JetStreamSource({ options: spec.nats, consumer, logger });
-  source.setBuffer(spec.nats.concurrency);
-  return source;
+  return new JetStreamSource({ options: spec.nats, consumer, logger, ...(path !== undefined ? { path } : {}) });
 }
 
 /** The options both kinds share, whichever this entry is. */

@@ -8,6 +8,7 @@
  *   await set.stop(10_000);      // on SIGTERM: finish or hand back what is in flight
  */
 export type { BrokerMessage, DeadLetterReason, SettleResult, Source } from './source.ts';
+export { SourceConfigError, SourceGoneError } from './source.ts';
 export { RedisStreamSource, type RedisStreamSourceOptions } from './redis-stream-source.ts';
 export { JetStreamSource, type JetStreamSourceOptions } from './jetstream-source.ts';
 export { Consumer, MESSAGE_RESULTS, type ConsumerObserver, type ConsumerOptions, type ConsumerState, type MessageResult } from './consumer.ts';

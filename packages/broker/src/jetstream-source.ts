@@ -3,13 +3,36 @@
  * worker shares. An answer is published to the output subject with Nats-Msg-Id = the idempotency key, so the
  * output stream's duplicate window drops a second answer for a redelivered message (the publish ack says
  * `duplicate`); the input message is acknowledged (and the acknowledgement confirmed) only after that publish.
+ * Messages are pulled with fetch requests no larger than the consumer loop's free slots, so no more than
+ * `concurrency` are ever delivered to this client at once (none waits in a client buffer while its ack_wait runs).
  */
-import { AckPolicy, DeliverPolicy, connect, headers, nanos, type ConsumerMessages, type JetStreamClient, type JetStreamManager, type JsMsg, type NatsConnection } from 'nats';
+import { AckPolicy, DeliverPolicy, connect, headers, millis, nanos, type Consumer as JsConsumer, type ConsumerMessages, type JetStreamClient, type JetStreamManager, type JsMsg, type NatsConnection } from 'nats';
 import type { CompiledNatsConsume, Logger } from '@shoal/core';
-import type { BrokerMessage, DeadLetterReason, Source } from './source.ts';
+import { SourceConfigError, SourceGoneError, type BrokerMessage, type DeadLetterReason, type Source } from './source.ts';
 
 /** How long pull() waits for a first message. */
 const PULL_WAIT_MS = 1000;
+/** How long one fetch request stays open at the server (nats.js takes no less than 1 s). */
+const FETCH_EXPIRES_MS = 1000;
+
+/** The JetStream API error code, or the status code of a pull (409 consumer deleted, 503 no responders). */
+function errorCode(err: unknown): string {
+  const e = err as { api_error?: { err_code?: number }; code?: string };
+  return String(e?.api_error?.err_code ?? e?.code ?? '');
+}
+
+/**
+ * The durable consumer is gone: 10014 / "consumer not found" (an info or a get), 409 "consumer deleted" (a pull
+ * open when it was deleted), 503 no responders (a pull to a consumer, or a stream, that no longer exists).
+ */
+function gone(err: unknown): unknown {
+  const msg = String((err as Error)?.message ?? err).toLowerCase();
+  const code = errorCode(err);
+  if (code === '10014' || code === '409' || code === '503' || msg.includes('consumer not found') || msg.includes('consumer deleted') || msg.includes('no responders')) {
+    return new SourceGoneError(`the durable consumer is gone (${(err as Error)?.message ?? String(err)})`);
+  }
+  return err;
+}
 /** The longest delay of a nak (a failed call's redelivery), doubling from 250 ms per delivery. */
 const MAX_NAK_DELAY_MS = 5000;
 
@@ -18,6 +41,8 @@ export interface JetStreamSourceOptions {
   /** This worker's name (the connection's name, for `nats server report connections`). */
   consumer: string;
   logger: Logger;
+  /** The entry's option path (`app/d consume.nats`), in the errors of a broker not set up for it. @default 'consume.nats' */
+  path?: string;
 }
 
 type Next = Promise<IteratorResult<JsMsg>>;
@@ -30,25 +55,36 @@ export class JetStreamSource implements Source {
   private nc: NatsConnection | undefined;
   private js: JetStreamClient | undefined;
   private jsm: JetStreamManager | undefined;
+  private readonly path: string;
+  private consumer: JsConsumer | undefined;
+  /** The fetch request open at the server: it delivers no more than the free slots it was sized to. */
   private messages: ConsumerMessages | undefined;
   private iterator: AsyncIterator<JsMsg> | undefined;
   /** A next() that a pull gave up waiting on: the following pull takes its message. */
   private pendingNext: Next | undefined;
   private readonly raw = new WeakMap<BrokerMessage, JsMsg>();
-  private buffer = 1;
+  private warnedWindow = false;
+  /** A third of ackWaitMs: a message being called gets a +WPI before its ack_wait runs out. */
+  readonly keepAliveMs: number;
 
   constructor(opts: JetStreamSourceOptions) {
     this.o = opts.options;
     this.name = opts.options.name;
     this.consumerName = opts.consumer;
     this.logger = opts.logger;
+    this.path = opts.path ?? 'consume.nats';
+    this.keepAliveMs = Math.max(1, Math.floor(this.o.ackWaitMs / 3));
   }
 
+  /** Again after a failure or a SourceGoneError (the consumer loop retries start): what was pulled through is dropped. */
   async start(): Promise<void> {
-    // Again after a failure (the consumer loop retries start): a connection made stays, and reconnects by itself.
+    this.dropFetch();
+    this.consumer = undefined;
+    // A connection made stays, and reconnects by itself.
     this.nc ??= await connect({ servers: this.o.servers, name: `shoal-broker:${this.consumerName}`, maxReconnectAttempts: -1 });
     this.jsm = await this.nc.jetstreamManager();
     this.js = this.nc.jetstream();
+    await this.checkStreams(this.jsm);
     const config = {
       ack_policy: AckPolicy.Explicit,
       ack_wait: nanos(this.o.ackWaitMs),
@@ -71,40 +107,99 @@ export class JetStreamSource implements Source {
     }
   }
 
-  /** Sizes the client's prefetch: the consumer loop's concurrency (set before the first pull). */
-  setBuffer(n: number): void {
-    this.buffer = n;
+  /**
+   * The input stream exists, and a stream captures `output` and `deadLetter` (else their publishes fail, or, with
+   * no stream, are dropped); warns once when the output stream's duplicate window is shorter than the longest time
+   * a message can take from its first delivery to its last answer, past which a second answer would be kept.
+   */
+  private async checkStreams(jsm: JetStreamManager): Promise<void> {
+    try {
+      await jsm.streams.info(this.o.stream);
+    } catch (err) {
+      if (errorCode(err) !== '10059' && !/stream not found/i.test((err as Error).message)) throw err;
+      throw new SourceConfigError(`${this.path}.stream: JetStream has no stream "${this.o.stream}" (create it, e.g. \`nats stream add ${this.o.stream} --subjects ...\`)`);
+    }
+    for (const [option, subject] of [['output', this.o.output], ['deadLetter', this.o.deadLetter]] as const) {
+      let stream: string;
+      try {
+        stream = await jsm.streams.find(subject);
+      } catch (err) {
+        if (!/no stream matches subject/i.test((err as Error).message)) throw err;
+        throw new SourceConfigError(`${this.path}.${option}: no JetStream stream captures the subject "${subject}" (add it to a stream's subjects, e.g. \`nats stream add OUT --subjects '${subject}'\`)`);
+      }
+      if (option !== 'output' || this.warnedWindow) continue;
+      const windowMs = millis((await jsm.streams.info(stream)).config.duplicate_window ?? 0);
+      const neededMs = this.o.ackWaitMs * (this.o.maxDeliveries + 1) + this.o.timeoutMs;
+      if (windowMs < neededMs) {
+        this.warnedWindow = true;
+        this.logger.warn(`the stream capturing ${this.path}.output has a duplicate_window shorter than ackWaitMs x (maxDeliveries + 1) + timeoutMs: a late redelivery could write a second answer`, {
+          source: this.name, stream, subject, duplicateWindowMs: windowMs, neededMs, ackWaitMs: this.o.ackWaitMs, maxDeliveries: this.o.maxDeliveries, timeoutMs: this.o.timeoutMs,
+        });
+      }
+    }
   }
 
+  /**
+   * Up to `max` messages. A fetch request is sized to `max` (the loop's free slots) and read across pulls until
+   * it ends (filled, or expired after FETCH_EXPIRES_MS); only then is the next one sent, so the messages delivered
+   * and not settled never exceed the free slots the request was made for.
+   */
   async pull(max: number): Promise<BrokerMessage[]> {
-    const it = await this.openIterator();
+    try {
+      return await this.pullOnce(max);
+    } catch (err) {
+      this.dropFetch();
+      throw gone(err);
+    }
+  }
+
+  private async pullOnce(max: number): Promise<BrokerMessage[]> {
+    const it = await this.openFetch(max);
     const out: BrokerMessage[] = [];
     let timer: NodeJS.Timeout | undefined;
     const first = this.pendingNext ?? it.next();
     this.pendingNext = undefined;
     const waited = await Promise.race([first, new Promise<'timeout'>((r) => { timer = setTimeout(() => r('timeout'), PULL_WAIT_MS); })]);
     clearTimeout(timer);
-    if (waited === 'timeout') { this.pendingNext = first; return out; }
-    if (waited.done === true) { this.iterator = undefined; return out; }
+    if (waited === 'timeout') { this.keep(first); return out; }
+    if (waited.done === true) { this.dropFetch(); return out; }
     out.push(this.wrap(waited.value));
-    // Then whatever the client has already buffered, without waiting for more.
+    // Then whatever has already arrived, without waiting for more.
     while (out.length < max) {
       const next = it.next();
       const r = await Promise.race([next, new Promise<'empty'>((resolve) => setImmediate(() => resolve('empty')))]);
-      if (r === 'empty') { this.pendingNext = next; break; }
-      if (r.done === true) { this.iterator = undefined; break; }
+      if (r === 'empty') { this.keep(next); break; }
+      if (r.done === true) { this.dropFetch(); break; }
       out.push(this.wrap(r.value));
     }
     return out;
   }
 
-  private async openIterator(): Promise<AsyncIterator<JsMsg>> {
+  /** A next() kept for the following pull: handled now, so a fetch that fails meanwhile is no unhandled rejection. */
+  private keep(next: Next): void {
+    next.catch(() => undefined);
+    this.pendingNext = next;
+  }
+
+  private async openFetch(max: number): Promise<AsyncIterator<JsMsg>> {
     if (this.iterator !== undefined) return this.iterator;
     if (this.js === undefined) throw new Error(`source ${this.name} is not started`);
-    const consumer = await this.js.consumers.get(this.o.stream, this.o.durable);
-    this.messages = await consumer.consume({ max_messages: this.buffer });
+    this.consumer ??= await this.js.consumers.get(this.o.stream, this.o.durable);
+    this.messages = await this.consumer.fetch({ max_messages: max, expires: FETCH_EXPIRES_MS });
     this.iterator = this.messages[Symbol.asyncIterator]();
     return this.iterator;
+  }
+
+  private dropFetch(): void {
+    this.messages?.stop();
+    this.messages = undefined;
+    this.iterator = undefined;
+    this.pendingNext = undefined;
+  }
+
+  /** +WPI for each message being called: its ack_wait starts over, and no delivery is counted. */
+  async keepAlive(messages: readonly BrokerMessage[]): Promise<void> {
+    for (const m of messages) this.raw.get(m)?.working();
   }
 
   private wrap(jm: JsMsg): BrokerMessage {
@@ -163,16 +258,13 @@ export class JetStreamSource implements Source {
   async close(): Promise<void> {
     const nc = this.nc;
     this.nc = undefined;
-    await this.handBack();
+    await this.handBack().catch(() => undefined);
     // stop(), not close(): close() resolves only once the iterator is read to its end, which a pull left waiting is not.
-    this.messages?.stop();
-    this.messages = undefined;
-    this.iterator = undefined;
-    this.pendingNext = undefined;
+    this.dropFetch();
     if (nc !== undefined && !nc.isClosed()) await nc.close();
   }
 
-  /** Naks what the client prefetched and nobody took, so it goes to another worker now rather than after ack_wait. */
+  /** Naks what the open fetch delivered and nobody took, so it goes to another worker now rather than after ack_wait. */
   private async handBack(): Promise<void> {
     const it = this.iterator;
     if (it === undefined) return;

@@ -7,7 +7,7 @@
  */
 import { Redis } from 'ioredis';
 import type { CompiledRedisConsume, Logger } from '@shoal/core';
-import type { BrokerMessage, DeadLetterReason, Source } from './source.ts';
+import { SourceGoneError, type BrokerMessage, type DeadLetterReason, type Source } from './source.ts';
 
 /**
  * KEYS: idempotency key, output stream, input stream. ARGV: group, entry id, TTL in ms, then the output entry's
@@ -35,8 +35,16 @@ export interface RedisStreamSourceOptions {
   logger: Logger;
 }
 
+/** NOGROUP: the stream or its group is gone (Redis restarted without persistence, DEL, XGROUP DESTROY). */
+function gone(err: unknown): unknown {
+  const msg = String((err as Error)?.message ?? err);
+  return msg.startsWith('NOGROUP') ? new SourceGoneError(`the stream or its consumer group is gone (${msg})`) : err;
+}
+
 export class RedisStreamSource implements Source {
   readonly name: string;
+  /** A third of claimIdleMs: a held entry is never idle long enough to be claimed. */
+  readonly keepAliveMs: number;
   private readonly o: CompiledRedisConsume;
   private readonly consumer: string;
   private readonly logger: Logger;
@@ -68,10 +76,19 @@ export class RedisStreamSource implements Source {
     this.settle = (keys, args) => command(...keys, ...args);
     this.claimEveryMs = Math.min(5000, Math.max(50, Math.floor(this.o.claimIdleMs / 2)));
     this.blockMs = Math.min(MAX_BLOCK_MS, this.claimEveryMs);
+    this.keepAliveMs = Math.max(1, Math.floor(this.o.claimIdleMs / 3));
   }
 
+  /**
+   * Again after a failure or a SourceGoneError (the consumer loop retries start): a connection already tried
+   * reconnects by itself. A group made anew starts at the stream's beginning ('0'): after a Redis restart or a DEL
+   * that is every entry; after an XGROUP DESTROY alone, entries already answered are called again, and their
+   * answers are not written twice (the idempotency keys, for idempotencyTtlMs).
+   */
   async start(): Promise<void> {
-    // Again after a failure (the consumer loop retries start): a connection already tried reconnects by itself.
+    this.held.clear();
+    this.claimCursor = '0-0';
+    this.nextClaimAt = 0;
     await Promise.all([this.redis, this.blocking].map((r) => (r.status === 'wait' ? r.connect() : undefined)));
     try {
       await this.redis.xgroup('CREATE', this.o.stream, this.o.group, '0', 'MKSTREAM');
@@ -84,6 +101,14 @@ export class RedisStreamSource implements Source {
   }
 
   async pull(max: number): Promise<BrokerMessage[]> {
+    try {
+      return await this.pullOnce(max);
+    } catch (err) {
+      throw gone(err);
+    }
+  }
+
+  private async pullOnce(max: number): Promise<BrokerMessage[]> {
     if (performance.now() >= this.nextClaimAt) {
       const claimed = await this.claim(max);
       if (claimed.length > 0) return claimed;
@@ -100,7 +125,12 @@ export class RedisStreamSource implements Source {
     return out;
   }
 
-  /** XAUTOCLAIM of entries idle past claimIdleMs, from any consumer; their delivery counts from XPENDING. */
+  /**
+   * XAUTOCLAIM of entries idle past claimIdleMs, from any consumer; their delivery counts from XPENDING. It takes
+   * this consumer's own pending entries too, counting a delivery for each: those are never the ones held (being
+   * called), whose keepAlive XCLAIMs every claimIdleMs/3 keep them from going idle that long. Should one be (the
+   * keepAlive failed), it is in `held` and skipped here, so it is never processed twice by this consumer.
+   */
   private async claim(max: number): Promise<BrokerMessage[]> {
     const res = await this.redis.callBuffer('XAUTOCLAIM', this.o.stream, this.o.group, this.consumer, this.o.claimIdleMs, this.claimCursor, 'COUNT', max) as [Buffer, Array<[Buffer, Buffer[] | null] | null>, Buffer[]?];
     this.claimCursor = res[0].toString();
@@ -155,6 +185,20 @@ export class RedisStreamSource implements Source {
     ]);
     this.held.delete(m.id);
     return won === 1 ? 'dead_lettered' : 'duplicate';
+  }
+
+  /**
+   * XCLAIM of the held entries to this consumer with min-idle 0 and JUSTID: it resets their idle time and, JUSTID,
+   * does not count a delivery. An entry another consumer claimed meanwhile (a keepAlive failed) comes back here,
+   * and the one answer written per key keeps the output right.
+   */
+  async keepAlive(messages: readonly BrokerMessage[]): Promise<void> {
+    if (messages.length === 0) return;
+    try {
+      await this.redis.xclaim(this.o.stream, this.o.group, this.consumer, 0, ...messages.map((m) => m.id), 'JUSTID');
+    } catch (err) {
+      throw gone(err);
+    }
   }
 
   /** The entry stays pending; once idle past claimIdleMs, a claim (this consumer's or another's) delivers it again. */

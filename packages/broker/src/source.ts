@@ -56,4 +56,30 @@ export interface Source {
   lag(): Promise<number>;
   /** Disconnects. Messages it held and did not settle stay pending in the broker and are redelivered. */
   close(): Promise<void>;
+  /**
+   * Tells the broker that these messages (pulled, not settled: their calls are running) are still being worked on,
+   * so none is redelivered meanwhile and none uses up a delivery: a Redis XCLAIM of them to this consumer (JUSTID,
+   * which resets their idle time without counting a delivery), a JetStream `+WPI` (working). The consumer loop
+   * calls it every keepAliveMs while it holds messages. A source without it redelivers a call that runs past its
+   * redelivery delay.
+   */
+  keepAlive?(messages: readonly BrokerMessage[]): Promise<void>;
+  /** How often keepAlive is called: a third of the redelivery delay (claimIdleMs, ackWaitMs). */
+  readonly keepAliveMs?: number;
+}
+
+/**
+ * The group or the durable consumer is gone (Redis restarted without persistence, the stream was deleted, the
+ * durable was deleted): the consumer loop calls start() again, which creates it anew.
+ */
+export class SourceGoneError extends Error {
+  override readonly name = 'SourceGoneError';
+}
+
+/**
+ * The broker is reachable but set up so that this source cannot work (the input stream is missing, no stream
+ * captures the output subject). The message names the option and the value; the loop retries start() with backoff.
+ */
+export class SourceConfigError extends Error {
+  override readonly name = 'SourceConfigError';
 }

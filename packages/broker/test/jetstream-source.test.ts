@@ -5,8 +5,8 @@
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { connect, headers, type JetStreamManager, type NatsConnection, type StoredMsg } from 'nats';
-import { BadRequestError, compileConsume, env, silentLogger, type CompiledNatsConsume } from '@shoal/core';
-import { Consumer, JetStreamSource, type MessageResult } from '../src/index.ts';
+import { BadRequestError, compileConsume, env, silentLogger, type CompiledNatsConsume, type Logger } from '@shoal/core';
+import { Consumer, JetStreamSource, SourceConfigError, SourceGoneError, type MessageResult } from '../src/index.ts';
 import { available, startNatsServer, type TestServer } from './servers.ts';
 
 const REQUIRE = env.requireNats();
@@ -47,9 +47,8 @@ describe.skipIf(missing && !REQUIRE)('JetStreamSource', () => {
     const [s] = compileConsume({ nats: { servers: server.url, stream: `IN${n}`, output: `out${n}`, ackWaitMs: 300, ...extra } }, 'd', 'consume');
     return (s as { nats: CompiledNatsConsume }).nats;
   };
-  const source = async (name: string, concurrency = 4): Promise<JetStreamSource> => {
-    const s = new JetStreamSource({ options: o, consumer: name, logger: silentLogger });
-    s.setBuffer(concurrency);
+  const source = async (name: string, _concurrency = 4, logger: Logger = silentLogger): Promise<JetStreamSource> => {
+    const s = new JetStreamSource({ options: o, consumer: name, logger });
     open.push(s);
     await s.start();
     return s;
@@ -172,6 +171,100 @@ describe.skipIf(missing && !REQUIRE)('JetStreamSource', () => {
     expect(await s.lag()).toBe(10);
     for (const m of got) await s.answer(m, enc.encode('1'));
     expect(await s.lag()).toBe(10 - got.length);
+  });
+
+  it('keeps a slow call\'s message from redelivery: +WPI every ackWaitMs/3, so it is called once', async () => {
+    o = await setup();
+    let calls = 0;
+    const c = new Consumer({
+      source: await source('a'), concurrency: 2, maxDeliveries: 5, encoding: 'json', logger: silentLogger,
+      // Five times ackWaitMs (300): without keepAlive the server redelivers it and it is called again.
+      call: async () => { calls++; await sleep(1500); return 'done'; },
+    });
+    open.push(c);
+    c.start();
+    await publish(1);
+    await waitFor(async () => (await stored(`OUT${n}`, `out${n}`)).length === 1);
+    expect(calls).toBe(1);
+    expect((await jsm.consumers.info(`IN${n}`, o.durable)).num_redelivered).toBe(0);
+  });
+
+  it('has no more than concurrency messages delivered to it at once (fetch sized to the free slots)', async () => {
+    o = await setup({ ackWaitMs: 5000 });
+    let running = 0;
+    let unblock!: () => void;
+    const gate = new Promise<void>((r) => { unblock = r; });
+    const c = new Consumer({
+      source: await source('a'), concurrency: 2, maxDeliveries: 5, encoding: 'json', logger: silentLogger,
+      call: async (x) => { running++; await gate; return x; },
+    });
+    open.push(c);
+    c.start();
+    await publish(10);
+    await waitFor(async () => running === 2);
+    // Past a fetch's expiry, so a further request would have been made by now.
+    await sleep(1500);
+    const info = await jsm.consumers.info(`IN${n}`, o.durable);
+    expect(info.num_ack_pending).toBe(2);
+    expect(info.num_pending).toBe(8);
+    unblock();
+    await waitFor(async () => (await stored(`OUT${n}`, `out${n}`)).length === 10);
+  });
+
+  it('recovers when its durable consumer is deleted under it: created again, and new messages answered', async () => {
+    o = await setup();
+    const c = new Consumer({ source: await source('a'), concurrency: 2, maxDeliveries: 5, encoding: 'json', logger: silentLogger, call: async (x) => x });
+    open.push(c);
+    c.start();
+    await publish(1);
+    await waitFor(async () => (await stored(`OUT${n}`, `out${n}`)).length === 1);
+    await jsm.consumers.delete(`IN${n}`, o.durable);
+    await publish(1, () => '"after"', () => 'k-after');
+    await waitFor(async () => (await stored(`OUT${n}`, `out${n}`)).some((m) => m.header.get('Nats-Msg-Id') === 'k-after'), 20_000);
+    expect(await stored(`OUT${n}`, `out${n}.dead`)).toHaveLength(0);
+  });
+
+  it('classifies a pull on a deleted durable as SourceGoneError', async () => {
+    o = await setup();
+    const s = await source('a');
+    await jsm.consumers.delete(`IN${n}`, o.durable);
+    await expect(s.pull(1)).rejects.toBeInstanceOf(SourceGoneError);
+  });
+
+  it('fails start() naming the option and subject when no stream captures output or deadLetter, or the input stream is missing', async () => {
+    n++;
+    await jsm.streams.add({ name: `IN${n}`, subjects: [`in${n}`] });
+    await jsm.streams.add({ name: `OUT${n}`, subjects: [`out${n}`] });
+    const compile = (extra: Record<string, unknown>): CompiledNatsConsume =>
+      (compileConsume({ nats: { servers: server.url, stream: `IN${n}`, output: `out${n}`, ...extra } }, 'd', 'consume')[0] as { nats: CompiledNatsConsume }).nats;
+    const startWith = async (opts: CompiledNatsConsume): Promise<unknown> => {
+      const s = new JetStreamSource({ options: opts, consumer: 'a', logger: silentLogger, path: 'app/d consume.nats' });
+      open.push(s);
+      return await s.start().then(() => undefined, (err: unknown) => err);
+    };
+    const noOutput = await startWith(compile({ output: `nowhere${n}` }));
+    expect(noOutput).toBeInstanceOf(SourceConfigError);
+    expect((noOutput as Error).message).toContain(`app/d consume.nats.output: no JetStream stream captures the subject "nowhere${n}"`);
+    // out<n>.dead, the default deadLetter, is not captured by OUT<n> here.
+    const noDead = await startWith(compile({}));
+    expect((noDead as Error).message).toContain(`app/d consume.nats.deadLetter: no JetStream stream captures the subject "out${n}.dead"`);
+    const noInput = await startWith(compile({ stream: `MISSING${n}` }));
+    expect(noInput).toBeInstanceOf(SourceConfigError);
+    expect((noInput as Error).message).toContain(`app/d consume.nats.stream: JetStream has no stream "MISSING${n}"`);
+  });
+
+  it('warns once when the output stream\'s duplicate_window is shorter than ackWaitMs x (maxDeliveries + 1) + timeoutMs', async () => {
+    n++;
+    await jsm.streams.add({ name: `IN${n}`, subjects: [`in${n}`] });
+    await jsm.streams.add({ name: `OUT${n}`, subjects: [`out${n}`, `out${n}.>`], duplicate_window: 2_000_000_000 });
+    o = (compileConsume({ nats: { servers: server.url, stream: `IN${n}`, output: `out${n}`, ackWaitMs: 1000, maxDeliveries: 4, timeoutMs: 3000 } }, 'd', 'consume')[0] as { nats: CompiledNatsConsume }).nats;
+    const warnings: Array<[string, Record<string, unknown> | undefined]> = [];
+    const logger: Logger = { ...silentLogger, warn: (msg, fields) => { warnings.push([msg, fields]); }, child: () => logger };
+    const s = await source('a', 1, logger);
+    await s.start();
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]![0]).toContain('duplicate_window');
+    expect(warnings[0]![1]).toMatchObject({ stream: `OUT${n}`, duplicateWindowMs: 2000, neededMs: 8000 });
   });
 });
 

@@ -187,6 +187,45 @@ describe.skipIf(missing && !REQUIRE)('RedisStreamSource', () => {
     for (const m of got) await s.answer(m, enc.encode('1'));
     expect(await s.lag()).toBe(6);
   });
+
+  it('keeps a slow call\'s entry from being claimed: keepAlive (XCLAIM JUSTID) every claimIdleMs/3, no delivery counted', async () => {
+    o = options({ claimIdleMs: 300 });
+    let calls = 0;
+    const consumer = (name: string): Consumer => {
+      const c = new Consumer({
+        source: source(name), concurrency: 2, maxDeliveries: 5, encoding: 'json', logger: silentLogger,
+        // Five times claimIdleMs: without keepAlive the other consumer claims it and calls it again.
+        call: async () => { calls++; await sleep(1500); return 'done'; },
+      });
+      sources.push(c);
+      c.start();
+      return c;
+    };
+    consumer('a');
+    consumer('b');
+    await publish(1);
+    await waitFor(async () => (await redis.xlen(o.output)) === 1);
+    expect(calls).toBe(1);
+    expect(await pending()).toBe(0);
+  });
+
+  it('recovers when its stream and group disappear under it (DEL, XGROUP DESTROY): the group is made again and new entries answered', async () => {
+    o = options();
+    const c = new Consumer({ source: source('a'), concurrency: 2, maxDeliveries: 5, encoding: 'json', logger: silentLogger, call: async (x) => x });
+    sources.push(c);
+    c.start();
+    await publish(1);
+    await waitFor(async () => (await redis.xlen(o.output)) === 1);
+    await redis.del(o.stream);
+    await publish(1, () => ['payload', '"after del"', 'id', 'k-del']);
+    await waitFor(async () => (await entries(o.output)).some((e) => e.id === 'k-del'));
+    await redis.xgroup('DESTROY', o.stream, o.group);
+    await publish(1, () => ['payload', '"after destroy"', 'id', 'k-destroy']);
+    await waitFor(async () => (await entries(o.output)).some((e) => e.id === 'k-destroy'));
+    // The entry answered before the DESTROY is called again by the new group, and not answered twice.
+    expect((await entries(o.output)).filter((e) => e.id === 'k-del')).toHaveLength(1);
+    expect(await redis.xlen(o.deadLetter)).toBe(0);
+  });
 });
 
 async function waitFor(cond: () => Promise<boolean>, timeoutMs = 15_000): Promise<void> {

@@ -29,7 +29,10 @@ export interface ConsumeCommonOptions {
    * (non-bytes) answer is written as JSON in every encoding. @default 'json'
    */
   encoding?: ConsumeEncoding;
-  /** Deadline of each call, from when the worker took the message. @default 60000 */
+  /**
+   * Deadline of each call, from when the worker took the message. It may exceed claimIdleMs / ackWaitMs: while a
+   * call runs, its message is kept alive (every claimIdleMs/3, ackWaitMs/3), so it is not redelivered. @default 60000
+   */
   timeoutMs?: number;
 }
 
@@ -47,8 +50,8 @@ export interface RedisConsumeOptions extends ConsumeCommonOptions {
   deadLetter?: string;
   /**
    * A delivered message idle this long (its consumer died, or its call failed) is claimed by another consumer
-   * (XAUTOCLAIM): the redelivery delay. Longer than the slowest call, or a slow call is run twice (and answered once).
-   * @default 30000
+   * (XAUTOCLAIM): the redelivery delay. Not a bound on a call: the consumer running one resets its message's idle
+   * time every claimIdleMs/3 (XCLAIM ... JUSTID, no delivery counted). At least 100. @default 30000
    */
   claimIdleMs?: number;
   /** How long an answered idempotency key is remembered, so a redelivery of its message writes no second answer. @default 86400000 (one day) */
@@ -73,7 +76,11 @@ export interface NatsConsumeOptions extends ConsumeCommonOptions {
   output: string;
   /** The dead-letter subject (a stream must capture it). @default `<output>.dead` */
   deadLetter?: string;
-  /** The consumer's ack_wait: an unacknowledged message is redelivered after it. Longer than the slowest call. @default 30000 */
+  /**
+   * The consumer's ack_wait: an unacknowledged message is redelivered after it (its consumer died, or the +WPI
+   * keep-alive sent every ackWaitMs/3 while its call runs stopped). Not a bound on a call. The output stream's
+   * duplicate_window should exceed ackWaitMs x (maxDeliveries + 1) + timeoutMs (start() warns otherwise). @default 30000
+   */
   ackWaitMs?: number;
 }
 
@@ -160,7 +167,8 @@ function compileRedis(path: string, raw: unknown, deployment: string): CompiledR
     group: text(`${path}.group`, o.group, `shoal:${deployment}`),
     output,
     deadLetter,
-    claimIdleMs: checkInt(`${path}.claimIdleMs`, o.claimIdleMs, 10, 30_000),
+    // At least 100: a running call's entry is kept alive every claimIdleMs/3.
+    claimIdleMs: checkInt(`${path}.claimIdleMs`, o.claimIdleMs, 100, 30_000),
     idempotencyTtlMs: checkInt(`${path}.idempotencyTtlMs`, o.idempotencyTtlMs, 1000, 86_400_000),
     payloadField,
     idField,

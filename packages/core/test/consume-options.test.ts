@@ -42,6 +42,8 @@ describe('consume options', () => {
       [{ redis: { ...redis, method: 'not a name' } }, 'deployment.consume.redis.method: must be 1-128 characters'],
       [{ redis: { ...redis, idField: 'payload' } }, 'deployment.consume.redis.idField: must differ from payloadField'],
       [{ redis: { ...redis, ackWaitMs: 5 } }, 'deployment.consume.redis.ackWaitMs: is not a redis consume option'],
+      [{ redis: { ...redis, claimIdleMs: 50 } }, 'deployment.consume.redis.claimIdleMs: must be between 100 and 9007199254740991 (got 50)'],
+      [{ nats: { ...nats, ackWaitMs: 50 } }, 'deployment.consume.nats.ackWaitMs: must be between 100 and 9007199254740991 (got 50)'],
       [[{ nats }, { nats: { ...nats, servers: [] } }], 'deployment.consume[1].nats.servers: is required'],
       [{ nats: { ...nats, servers: ['redis://x'] } }, 'deployment.consume.nats.servers[0]: must be a nats:// or tls:// URL'],
       [{ nats: { ...nats, stream: 'a.b' } }, 'deployment.consume.nats.stream: must be a JetStream name'],

@@ -24,7 +24,8 @@ import { SloTracker, type DeploymentCost, type Prices, type SloStatus, type Traf
 /** What the controller asks of the cluster. Implemented over worker connections by the head; faked in tests. */
 export interface ClusterOps {
   /** `version`: the deployment version it is started at; the worker reports it back when it rejoins a new head. */
-  startReplica(workerId: string, replicaId: string, app: AppSpec, deployment: string, devices?: number[], version?: string): Promise<void>;
+  /** Resolves with the worker's start reply: the instance's streaming fields, when it has any. */
+  startReplica(workerId: string, replicaId: string, app: AppSpec, deployment: string, devices?: number[], version?: string): Promise<{ streams?: string[] } | null | void>;
   stopReplica(workerId: string, replicaId: string, timeoutMs: number): Promise<void>;
   reconfigure(workerId: string, replicaId: string, userConfig: unknown): Promise<void>;
   checkHealth(workerId: string, replicaId: string, timeoutMs: number): Promise<void>;
@@ -61,6 +62,8 @@ export interface ReplicaRecord {
   version: string;
   workerId: string;
   state: ReplicaState;
+  /** The instance's streaming fields, as its start reply said (the route entry's `streams`). */
+  streams?: string[];
   /** Monotonic ms (clock.monoNow()), as is nextHealthAt. */
   startedAt: number;
   nextHealthAt: number;
@@ -236,7 +239,8 @@ function configHash(userConfig: unknown): string {
 
 export function deploymentVersion(app: AppSpec, d: DeploymentSpec): string {
   // The response cache is the routers' (a cached entry is keyed on this version): changing it restarts nothing.
-  const { userConfig: _u, numReplicas: _n, autoscaling: _a, rollout: _r, slo: _s, cache: _c, ...rest } = d.options;
+  // Nor does `consume`: the consumers are the workers', which restart theirs when the applications pushed change.
+  const { userConfig: _u, numReplicas: _n, autoscaling: _a, rollout: _r, slo: _s, cache: _c, consume: _b, ...rest } = d.options;
   // Without a code hash the list is the one versions had before there was one, so their ids stay the same.
   const parts: unknown[] = [app.modulePath, app.exportName, d.kind, d.dependencies, d.methods, rest];
   if (app.codeHash !== undefined) parts.push(app.codeHash);
@@ -1129,8 +1133,10 @@ export class Controller {
 
   private async start(r: ReplicaRecord, spec: AppSpec, status: DeploymentStatus): Promise<void> {
     try {
-      await this.opts.ops.startReplica(r.workerId, r.replicaId, spec, r.deployment, r.devices, r.version);
+      const started = await this.opts.ops.startReplica(r.workerId, r.replicaId, spec, r.deployment, r.devices, r.version);
       if (this.replicas.get(r.replicaId) !== r || r.state !== 'STARTING') return; // lost or stopped meanwhile
+      const streams = typeof started === 'object' && started !== null ? started.streams : undefined;
+      if (Array.isArray(streams) && streams.length > 0) r.streams = streams.filter((x): x is string => typeof x === 'string');
       r.state = 'RUNNING';
       status.failures = 0;
       status.message = '';
@@ -1296,6 +1302,7 @@ export class Controller {
       if (entry === undefined || w === undefined || w.state !== 'ALIVE') continue;
       const models = entry.hotOngoingRequests !== undefined ? this.loads.get(r.workerId)?.models.get(r.replicaId) : undefined;
       entry.replicas.push({ replicaId: r.replicaId, workerId: r.workerId, dataAddress: w.dataAddress, ...(entry.traffic !== undefined || entry.cache !== undefined ? { version: r.version } : {}), ...(models !== undefined ? { models } : {}) });
+      if (r.streams !== undefined) entry.streams = entry.streams === undefined ? [...r.streams] : [...new Set([...entry.streams, ...r.streams])];
     }
     for (const e of Object.values(table)) e.replicas.sort((a, b) => a.replicaId.localeCompare(b.replicaId));
     return table;
