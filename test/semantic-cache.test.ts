@@ -1,7 +1,8 @@
 /**
  * Integration: the semantic cache on a real head with a real worker process (one, so the replica of every version
  * lands where the previous one's cache lives): a paraphrase of an earlier question is answered without running
- * the method, over HTTP and through a handle; a dissimilar question is computed; x-shoal-cache: bypass computes;
+ * the method, over HTTP and through a handle; a dissimilar question is computed; x-shoal-cache: bypass and a handle's
+ * cache: 'bypass' compute; each method has its own entries;
  * a new version and a changed userConfig never serve the old entries; the metrics count hits, misses and bypasses.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -87,6 +88,24 @@ describe('semantic cache on a cluster', () => {
     expect(sum(samples(text, 'shoal_semantic_cache_embed_seconds_count', labels))).toBe(7);
     // password, router, Australia, Everest (the bypassed call stores nothing).
     expect(sum(samples(text, 'shoal_semantic_cache_entries', labels))).toBe(4);
+  });
+
+  it('each method has its own entries, and a handle with cache: "bypass" computes and stores nothing', { timeout: 60_000 }, async () => {
+    const h = handleFor<Answerer>(head, s1, 'Answerer');
+    const runs = await h.runs();
+    // fetch holds this question; answer does not: it computes.
+    expect(await h.answer('What is the capital of Australia?')).toMatchObject({ run: runs + 1 });
+    const held = await h.answer('how tall is mount everest');
+    expect(await h.runs()).toBe(runs + 1);
+    // The bypass reaches the replica: a question the cache holds is computed, and the answer is not stored.
+    const bypassing = h.withOptions({ cache: 'bypass' });
+    expect(await bypassing.answer('How tall is Mount Everest?')).toMatchObject({ run: runs + 2 });
+    expect(await bypassing.answer('Why is the sky blue?')).toMatchObject({ run: runs + 3 });
+    expect(await h.answer('How tall is Mount Everest?')).toEqual(held);
+    expect(await h.answer('why is the sky blue')).toMatchObject({ run: runs + 4 });
+    expect(await h.runs()).toBe(runs + 4);
+    const text = await scrape();
+    expect(sum(samples(text, 'shoal_semantic_cache_requests_total', { app: 'qa', deployment: 'Answerer', result: 'bypass' }))).toBe(3);
   });
 
   it('a changed userConfig (reconfigured in place) does not serve the entries made under the old one', { timeout: 60_000 }, async () => {

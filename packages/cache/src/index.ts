@@ -17,7 +17,7 @@ export { ResponseCache, ErrorLogLimiter, isStream, wantsBypass, type ResponseCac
 // Semantic cache (docs/semantic-cache.md).
 export { SemanticCache, type SemanticCacheConfig, type SemanticHit } from './semantic-cache.ts';
 export { SemanticMethods, type SemanticCacheObserver, type SemanticResult } from './semantic-methods.ts';
-export { SemanticCacheRegistry, type SemanticCacheKey, type SemanticCacheSize } from './semantic-registry.ts';
+export { SemanticCacheRegistry, SemanticCacheSet, MAX_MODEL_CACHES, type SemanticCacheKey, type SemanticCacheSize } from './semantic-registry.ts';
 export { FlatIndex, HnswIndex, normalize, type HnswOptions, type Nearest, type VectorIndex } from './semantic-index.ts';
 export { hashedTextEmbedding, tokenize, type TextEmbeddingOptions } from './text-embedding.ts';
 export { evaluatePairwise, evaluateShared, readPairs, sweep, type LabelledPair, type SemanticRates } from './semantic-eval.ts';

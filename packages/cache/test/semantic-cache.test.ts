@@ -190,7 +190,7 @@ describe('flat and HNSW indexes', () => {
 describe('SemanticCacheRegistry', () => {
   const opts = { embed: 'embed', threshold: 0.9, maxEntries: 10, ttlMs: 0 };
 
-  it('shares one cache between the replicas of a version, never between versions', () => {
+  it('shares one cache set between the replicas of a version, never between versions or methods', () => {
     const reg = new SemanticCacheRegistry();
     const v1a = reg.acquire({ app: 'a', deployment: 'd', version: 'v1' }, opts);
     const v1b = reg.acquire({ app: 'a', deployment: 'd', version: 'v1' }, opts);
@@ -198,9 +198,10 @@ describe('SemanticCacheRegistry', () => {
     expect(v1a).toBe(v1b);
     expect(v2).not.toBe(v1a);
     const v = randomUnit(70);
-    v1a.insert(v, 'from v1');
-    expect(v1b.lookup(v)?.value).toBe('from v1');
-    expect(v2.lookup(v)).toBeUndefined();
+    v1a.cacheFor('answer').insert(v, 'from v1');
+    expect(v1b.cacheFor('answer').lookup(v)?.value).toBe('from v1');
+    expect(v1b.cacheFor('other').lookup(v)).toBeUndefined();
+    expect(v2.cacheFor('answer').lookup(v)).toBeUndefined();
     expect(reg.sizes()).toEqual([{ app: 'a', deployment: 'd', entries: 1 }]);
   });
 
@@ -209,7 +210,9 @@ describe('SemanticCacheRegistry', () => {
     const key = { app: 'a', deployment: 'd', version: 'v1' };
     const c = reg.acquire(key, opts);
     reg.acquire(key, opts);
-    c.insert(randomUnit(80), 'x');
+    c.cacheFor('answer').insert(randomUnit(80), 'x');
+    c.cacheFor('answer', 'model-a').insert(randomUnit(80), 'y');
+    expect(reg.sizes()).toEqual([{ app: 'a', deployment: 'd', entries: 2 }]);
     reg.release(key);
     expect(reg.versions).toBe(1);
     reg.release(key);

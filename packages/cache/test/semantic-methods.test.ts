@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { ShoalRequest, response, type CompiledSemanticCache } from '@shoal/core';
-import { SemanticCache } from '../src/semantic-cache.ts';
+import { ShoalRequest, contextStorage, response, type CompiledSemanticCache, type RequestContext } from '@shoal/core';
+import { SemanticCacheSet } from '../src/semantic-registry.ts';
 import { SemanticMethods, type SemanticCacheObserver, type SemanticResult } from '../src/semantic-methods.ts';
 import { hashedTextEmbedding } from '../src/text-embedding.ts';
 
@@ -29,12 +29,13 @@ class Answerer {
 
 const CALLABLE = ['answer', 'answerAsync', 'embed', 'fail', 'fetch', 'status', 'stream'];
 
-function setup(opts: Partial<CompiledSemanticCache> = {}): { inst: Answerer; m: Map<string, (...a: unknown[]) => unknown>; obs: Recorder; cache: SemanticCache } {
+function setup(opts: Partial<CompiledSemanticCache> = {}): { inst: Answerer; m: Map<string, (...a: unknown[]) => unknown>; obs: Recorder; cache: SemanticCacheSet; methods: SemanticMethods } {
   const compiled: CompiledSemanticCache = { embed: 'embed', threshold: 0.9, maxEntries: 100, ttlMs: 0, ...opts };
-  const cache = new SemanticCache({ threshold: compiled.threshold, maxEntries: compiled.maxEntries });
+  const cache = new SemanticCacheSet({ threshold: compiled.threshold, maxEntries: compiled.maxEntries });
   const obs = new Recorder();
   const inst = new Answerer();
-  return { inst, m: new SemanticMethods(cache, compiled, 'qa', obs).wrap(inst, CALLABLE), obs, cache };
+  const methods = new SemanticMethods(cache, compiled, 'qa', obs);
+  return { inst, m: methods.wrap(inst, CALLABLE), obs, cache, methods };
 }
 
 function request(q: string, headers: Record<string, string> = {}): ShoalRequest {
@@ -67,7 +68,7 @@ describe('SemanticMethods', () => {
   it('awaits an async embed method (a batched one returns a promise)', async () => {
     const inst = new Answerer();
     inst.embed = ((q: string) => Promise.resolve(hashedTextEmbedding(q))) as unknown as Answerer['embed'];
-    const wrapped = new SemanticMethods(new SemanticCache({ threshold: 0.9, maxEntries: 10 }), { embed: 'embed', threshold: 0.9, maxEntries: 10, ttlMs: 0 }, 'qa').wrap(inst, CALLABLE);
+    const wrapped = new SemanticMethods(new SemanticCacheSet({ threshold: 0.9, maxEntries: 10 }), { embed: 'embed', threshold: 0.9, maxEntries: 10, ttlMs: 0 }, 'qa').wrap(inst, CALLABLE);
     expect(await wrapped.get('answer')!('where is my order')).toBe('answer to where is my order #1');
     expect(await wrapped.get('answer')!('Where is my order?')).toBe('answer to where is my order #1');
     expect(inst.runs).toBe(1);
@@ -116,7 +117,7 @@ describe('SemanticMethods', () => {
     const inst = new Answerer();
     let vector: unknown = [1, 2];
     inst.embed = (() => vector) as unknown as Answerer['embed'];
-    const cache = new SemanticCache({ threshold: 0.9, maxEntries: 10 });
+    const cache = new SemanticCacheSet({ threshold: 0.9, maxEntries: 10 });
     const m = new SemanticMethods(cache, { embed: 'embed', threshold: 0.9, maxEntries: 10, ttlMs: 0 }, 'qa').wrap(inst, CALLABLE);
     m.get('answer')!('first');
     vector = [1, 2, 3];
@@ -126,8 +127,84 @@ describe('SemanticMethods', () => {
     expect(inst.runs).toBe(1);
   });
 
+  it('each method has its own entries: one method\'s answer is never served for another on the same input', () => {
+    class TwoTasks {
+      runs = 0;
+      embed(q: string): Float32Array { return hashedTextEmbedding(q); }
+      summarize(q: string): string { this.runs++; return `summary of ${q}`; }
+      translate(q: string): string { this.runs++; return `translation of ${q}`; }
+    }
+    const inst = new TwoTasks();
+    const cache = new SemanticCacheSet({ threshold: 0.9, maxEntries: 10 });
+    const m = new SemanticMethods(cache, { embed: 'embed', threshold: 0.9, maxEntries: 10, ttlMs: 0 }, 'nlp').wrap(inst, ['embed', 'summarize', 'translate']);
+    expect(m.get('summarize')!('the quick brown fox')).toBe('summary of the quick brown fox');
+    expect(m.get('translate')!('the quick brown fox')).toBe('translation of the quick brown fox');
+    expect(inst.runs).toBe(2);
+    // Each is a hit for its own method.
+    expect(m.get('summarize')!('The quick brown fox!')).toBe('summary of the quick brown fox');
+    expect(m.get('translate')!('The quick brown fox!')).toBe('translation of the quick brown fox');
+    expect(inst.runs).toBe(2);
+    expect(cache.size).toBe(2);
+    expect(cache.count).toBe(2);
+  });
+
+  it('each model a request names has its own entries (a multiplexed deployment)', () => {
+    const { inst, m, cache } = setup();
+    const answer = m.get('answer')!;
+    const as = (modelId: string | undefined, q: string): unknown => contextStorage.run({ signal: new AbortController().signal, deadline: undefined, app: 'a', deployment: 'qa', replicaId: 'r1', modelId } satisfies RequestContext, () => answer(q));
+    expect(as('model-a', 'where is my order')).toBe('answer to where is my order #1');
+    expect(as('model-b', 'where is my order')).toBe('answer to where is my order #2');
+    expect(as('model-a', 'Where is my order?')).toBe('answer to where is my order #1');
+    expect(as('model-b', 'Where is my order?')).toBe('answer to where is my order #2');
+    // A request naming no model is apart from both.
+    expect(as(undefined, 'where is my order')).toBe('answer to where is my order #3');
+    expect(inst.runs).toBe(3);
+    expect(cache.count).toBe(3);
+  });
+
+  it('keeps only the most recent models\' caches past its bound', () => {
+    const set = new SemanticCacheSet({ threshold: 0.9, maxEntries: 10 }, 2);
+    const a = set.cacheFor('answer', 'a');
+    set.cacheFor('answer', 'b');
+    expect(set.cacheFor('answer', 'a')).toBe(a);
+    set.cacheFor('answer', 'c'); // evicts b, the least recently used
+    expect(set.cacheFor('answer', 'a')).toBe(a);
+    expect(set.count).toBe(2);
+  });
+
+  it('requestContext().cacheBypass (a handle\'s cache: "bypass") runs the method and caches nothing', () => {
+    const { inst, m, obs, cache } = setup();
+    const answer = m.get('answer')!;
+    const bypassing = (q: string): unknown => contextStorage.run({ signal: new AbortController().signal, deadline: undefined, app: 'a', deployment: 'qa', replicaId: 'r1', cacheBypass: true } satisfies RequestContext, () => answer(q));
+    answer('how do I reset my password');
+    expect(bypassing('how do I reset my password')).toBe('answer to how do I reset my password #2');
+    expect(cache.size).toBe(1);
+    expect(bypassing('a question never asked')).toBe('answer to a question never asked #3');
+    expect(cache.size).toBe(1);
+    expect(inst.runs).toBe(3);
+    expect(obs.results).toEqual(['miss', 'bypass', 'bypass']);
+  });
+
+  it('after stopInserting() (a reconfigure started) it still answers hits but stores no new answer, not even of calls in flight', async () => {
+    const { inst, m, cache, methods } = setup();
+    m.get('answer')!('old question');
+    const inFlight = m.get('answerAsync')!('slow question') as Promise<string>;
+    methods.stopInserting();
+    await inFlight;
+    expect(m.get('answer')!('Old question?')).toBe('answer to old question #1');
+    m.get('answer')!('new question');
+    m.get('answer')!('new question');
+    expect(inst.runs).toBe(4);
+    expect(cache.size).toBe(1);
+    methods.resumeInserting();
+    m.get('answer')!('new question');
+    m.get('answer')!('new question');
+    expect(inst.runs).toBe(5);
+    expect(cache.size).toBe(2);
+  });
+
   it('refuses an instance without the embed method or a listed method, naming the option', () => {
-    const cache = new SemanticCache({ threshold: 0.9, maxEntries: 10 });
+    const cache = new SemanticCacheSet({ threshold: 0.9, maxEntries: 10 });
     expect(() => new SemanticMethods(cache, { embed: 'vectorize', threshold: 0.9, maxEntries: 10, ttlMs: 0 }, 'qa').wrap(new Answerer(), CALLABLE))
       .toThrow(/deployment.semanticCache.embed names "vectorize", but the instance of "qa" has no such method \(it has: answer, /);
     expect(() => new SemanticMethods(cache, { embed: 'embed', threshold: 0.9, maxEntries: 10, ttlMs: 0, methods: ['answer', 'predict'] }, 'qa').wrap(new Answerer(), CALLABLE))

@@ -29,6 +29,8 @@ export interface RequestContext {
   readonly requestId?: string | undefined;
   /** The W3C trace context of this call's span (see tracing.ts); present on every request, sampled or not. */
   readonly trace?: TraceContext | undefined;
+  /** The caller asked not to use caches (a handle's `cache: 'bypass'`): the semantic cache neither answers nor stores it. */
+  readonly cacheBypass?: true | undefined;
 }
 
 /** A W3C trace context (traceparent): 32 hex digits of trace id, 16 of span id, and the sampled flag. */

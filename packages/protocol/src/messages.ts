@@ -192,6 +192,11 @@ export interface RouteEntry {
   unavailable?: string;
   /** Set when the deployment caches its answers (options.cache): replicas then carry `version` too. */
   cache?: RouteCache;
+  /**
+   * Instance fields that stream (continuous methods, async generator fields), as its replicas reported at start:
+   * handles call them as streams, as they do the prototype's `async *` methods. @default none
+   */
+  streams?: string[];
 }
 
 /**
@@ -236,6 +241,11 @@ export interface CallMessage {
    * one array (an HTTP body: see docs/streaming.md).
    */
   s?: WireStreamWindow;
+  /**
+   * No cache: the caller asked to skip caches (CallOptions.cache 'bypass'), so the replica's semantic cache neither
+   * answers nor stores this call. Absent otherwise; a peer that does not know it ignores it.
+   */
+  nc?: true;
 }
 export interface HttpMessage { t: 'http'; id: number; replicaId: string; req: WireHttpRequest; deadline?: number; priority?: number; modelId?: string; rid?: string; tc?: TraceContext; s?: WireStreamWindow }
 /** Cancels a request; on a stream it also ends the generator (its finally blocks run). */

@@ -153,6 +153,8 @@ export class Router implements CacheRouter {
   private shadowWarnedAt = Number.NEGATIVE_INFINITY;
   /** How each deployment's requests are split between versions, while they are (RouteEntry.traffic). */
   private readonly traffic = new Map<string, RouteTraffic>();
+  /** Instance fields that stream, per deployment key (RouteEntry.streams). */
+  private readonly streamFields = new Map<string, Set<string>>();
   /** Shadow comparisons, cumulative, keyed `${key}@${version}` (reported in the worker's heartbeat). */
   private readonly shadow = new Map<string, ShadowCounts>();
   private assignments: Array<[string, string, number]> = [];
@@ -208,6 +210,7 @@ export class Router implements CacheRouter {
       if (set === undefined) { set = new ReplicaSet(key, this.opts.random, this.opts.localWorkerId); this.sets.set(key, set); }
       set.update(entry);
       if (entry.traffic === undefined) this.traffic.delete(key); else this.traffic.set(key, entry.traffic);
+      if (entry.streams === undefined || entry.streams.length === 0) this.streamFields.delete(key); else this.streamFields.set(key, new Set(entry.streams));
       if (set.replicas.length === 0 && set.unavailable !== undefined) {
         // Its starts keep failing: what waits for a replica would wait for nothing.
         for (const w of [...this.waiters.get(key) ?? []]) w.fail(this.unavailableError(key, set.unavailable));
@@ -219,6 +222,7 @@ export class Router implements CacheRouter {
       if (!(key in table)) {
         this.sets.delete(key);
         this.traffic.delete(key);
+        this.streamFields.delete(key);
         const queue = this.waiters.get(key) ?? [];
         for (const w of [...queue]) w.fail(new NoReplicaError(`deployment "${key}" was removed while a request waited for it`));
       }
@@ -286,13 +290,22 @@ export class Router implements CacheRouter {
     return this.sets.get(key)?.requestTimeoutMs ?? 0;
   }
 
+  /**
+   * The deployment's instance fields that stream (continuous methods), as its replicas reported them (the route
+   * entry's `streams`): handles call these as streams. Undefined when it has none, or before a replica started.
+   */
+  streamFieldsOf(key: string): ReadonlySet<string> | undefined {
+    return this.streamFields.get(key);
+  }
+
   call(key: string, method: string, args: unknown[], opts: RouteOptions = {}): Promise<unknown> {
     if (this.caches.size !== 0 && opts.cachePin === undefined) { const c = this.caches.get(key); if (c !== undefined) return c.call(this, method, args, opts); }
     const span = tracingActive() && opts.trace?.sampled === true ? startSpan(`call ${key}.${method}`, opts.trace, SpanKinds.CLIENT) : undefined;
     const tc = span?.context ?? opts.trace;
     const rid = opts.requestId;
     const s = opts.stream === undefined ? undefined : windowToWire(opts.stream);
-    const reply = this.route(key, opts, (replicaId) => withWindow({ t: 'call', replicaId, method, args, deadline: opts.deadline, priority: opts.priority, modelId: opts.modelId, rid, tc }, s), method, this.pickVersion(key, opts.stickyKey)).then(unwrap);
+    const nc = opts.cache === 'bypass';
+    const reply = this.route(key, opts, (replicaId) => noCache(withWindow({ t: 'call', replicaId, method, args, deadline: opts.deadline, priority: opts.priority, modelId: opts.modelId, rid, tc }, s), nc), method, this.pickVersion(key, opts.stickyKey)).then(unwrap);
     return span === undefined ? reply : endWith(span, reply);
   }
 
@@ -794,6 +807,12 @@ function unlisten(signal: AbortSignal | LazyAbortController | undefined, fn: () 
 /** Adds the stream window to a request that takes a streamed answer. */
 function withWindow<M extends Omit<CallMessage, 'id'> | Omit<HttpMessage, 'id'>>(m: M, s: WireStreamWindow | undefined): M {
   if (s !== undefined) m.s = s;
+  return m;
+}
+
+/** A call whose caller skips caches (CallOptions.cache 'bypass') carries `nc`, for the replica's semantic cache. */
+function noCache(m: Omit<CallMessage, 'id'>, nc: boolean): Omit<CallMessage, 'id'> {
+  if (nc) m.nc = true;
   return m;
 }
 

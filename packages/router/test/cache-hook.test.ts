@@ -70,6 +70,9 @@ describe('Router response cache', () => {
     await answerAll(r.transport, 1);
     await Promise.all([b, s]);
     expect(r.transport.sent).toHaveLength(3);
+    // The bypass travels on to the replica (its semantic cache honours it); other calls carry no flag.
+    expect(r.transport.sent.map((x) => x.message.t === 'call' ? x.message.nc : 'http')).toEqual([undefined, true, undefined]);
+    expect('nc' in r.transport.sent[0]!.message).toBe(false);
     const s2 = r.router.call('a/M', 'score', [1]);
     await answerAll(r.transport, 3);
     await s2;

@@ -5,7 +5,7 @@
  * `batch(...)`) take their run-time options from userConfig.batch and are closed when the replica stops.
  */
 import {
-  CancelledError, DeadlineExceededError, IllegalStateError, LIFECYCLE_HOOKS, ReplicaUnavailableError, markNotRun, NotFoundError, QueueFullError, ShoalError, ShoalRequest,
+  CancelledError, DeadlineExceededError, streamFieldNames, IllegalStateError, LIFECYCLE_HOOKS, ReplicaUnavailableError, markNotRun, NotFoundError, QueueFullError, ShoalError, ShoalRequest,
   UserCodeError, LatencyHistogram, contextStorage, isStreamResult, clearLoadProgress, describeThrown, loadProgressOf, realClock, toWireResponse, abortableOf, type Abortable, type BatchObserver, type CompiledDeploymentOptions, type Logger, type WireHttpRequest,
   type WireHttpResponse, SpanKinds, startSpan, tracingActive, type ShoalSpan, type TraceContext,
 } from '@shoal/core';
@@ -84,6 +84,8 @@ class CallContext {
 
   /** The compute span, while tracing records. */
   span: ShoalSpan | undefined = undefined;
+  /** The caller asked to skip caches (handle `cache: 'bypass'`): the semantic cache reads it. */
+  cacheBypass: true | undefined = undefined;
 
   get signal(): AbortSignal { return this.abort.signal; }
 }
@@ -164,6 +166,8 @@ export class Replica {
   get loadProgress(): readonly [number, number] | undefined { return this.stateValue === 'STARTING' ? loadProgressOf(this.replicaId) : undefined; }
   /** The models held, for routers (heartbeats, and replies to requests naming a model); undefined unless multiplexed. */
   get modelSet(): ModelSet | undefined { return this.models?.modelSet(); }
+  /** The instance's own fields that stream (continuous methods, async generator functions), once it is built. */
+  streamFields: readonly string[] = [];
 
   transition(to: ReplicaState, error?: string): void {
     const from = this.stateValue;
@@ -200,6 +204,7 @@ export class Replica {
         throw new Error(`its readiness check (checkHealth) failed: ${describeThrown(err)}`);
       }
       this.instance = instance;
+      this.streamFields = streamFieldNames(instance);
       this.batching = batching;
       this.cachedMethods = cachedMethods;
       if (this.options.multiplex !== undefined) this.models = this.modelCacheFor(instance, this.options.multiplex.maxModelsPerReplica);
@@ -285,7 +290,7 @@ export class Replica {
    * request that finds a free slot runs at once, and a synchronous method answers with one settled promise, so the
    * in-process path costs few promises (each one also pays the context-propagation hook).
    */
-  call(method: string, args: unknown[], given: Abortable | AbortSignal, deadline: number | undefined, priority?: number, modelId?: string, requestId?: string, trace?: TraceContext): Promise<unknown> {
+  call(method: string, args: unknown[], given: Abortable | AbortSignal, deadline: number | undefined, priority?: number, modelId?: string, requestId?: string, trace?: TraceContext, cacheBypass?: boolean): Promise<unknown> {
     const signal = abortableOf(given);
     const instance = this.instance;
     const fn = this.cachedMethods?.get(method) ?? instance?.[method];
@@ -293,6 +298,7 @@ export class Replica {
       return Promise.reject(new NotFoundError(`deployment "${this.deployment}" has no method "${method}" (it has: ${callableNames(instance).join(', ') || 'none'})`));
     }
     const ctx = new CallContext(signal, deadline, priority, this.app, this.deployment, this.replicaId, this.devices, modelId, this.models, requestId, trace);
+    if (cacheBypass === true) ctx.cacheBypass = true;
     const t0 = performance.now();
     const traced = trace !== undefined && tracingActive();
     const observer = this.observer;

@@ -257,7 +257,13 @@ export class Worker {
         this.headSession = w.session;
       },
       onMessage: (m, p) => this.onHeadMessage(m, p),
-      onClose: (err, p) => { this.logs.closePeer(p); if (this.head === p) this.onHeadClosed(err.message); },
+      onClose: (err, p) => {
+        this.logs.closePeer(p);
+        // The head's router reads streams over this connection too: a pump out of credit or waiting in next() would
+        // never notice the caller is gone and hold its replica slot, so end what the head had in flight, as for a data peer.
+        this.abortAll(p, 'head connection closed');
+        if (this.head === p) this.onHeadClosed(err.message);
+      },
     });
     if (this.stopping) { peer.close(1000, 'worker stopping'); return; }
     this.head = peer;
@@ -398,6 +404,8 @@ export class Worker {
       case 'reconfigure': {
         const r = this.replicas.get(m.replicaId);
         if (r === undefined) { peer.replyError(m.id, toWireError(new ReplicaUnavailableError(`no replica ${m.replicaId} on worker ${this.workerId}`))); return; }
+        // Answers computed from here on may be the new userConfig's: none goes into the old config's semantic cache.
+        this.semanticCaches.reconfiguring(m.replicaId);
         r.reconfigure(m.userConfig).then(() => {
           const semantic = this.semanticCaches.reconfigured(m.replicaId, m.userConfig);
           if (semantic !== undefined) r.useSemanticCache(semantic);
@@ -435,7 +443,8 @@ export class Worker {
     this.replicas.set(replicaId, replica);
     try {
       await replica.start(() => buildInstance(app, deployment, this.router));
-      head.reply(id, null);
+      // The instance's streaming fields (continuous methods): the head puts them on the route entry for handles.
+      head.reply(id, replica.streamFields.length > 0 ? { streams: replica.streamFields } : null);
     } catch (err) {
       this.replicas.delete(replicaId);
       this.versions.delete(replicaId);
@@ -501,7 +510,7 @@ export class Worker {
     const rid = !armDeadline || m.rid === undefined ? m.rid : requestIdOf(m.rid);
     const running = m.t === 'http'
       ? replica.http(m.req, controller, m.deadline, m.priority, m.modelId, rid, tc)
-      : replica.call(m.method, m.args, controller, m.deadline, m.priority, m.modelId, rid, tc);
+      : replica.call(m.method, m.args, controller, m.deadline, m.priority, m.modelId, rid, tc, m.nc === true);
     const replied = running.then(
       (value): ReplyMessage | Promise<ReplyMessage> => {
         if (ReplicaStream.is(value)) return this.stream(m, value, controller, timer, replica, peer, id);
