@@ -177,13 +177,16 @@ describe.skipIf(!haveRedis && !REQUIRE_REDIS)('response cache on a real cluster'
 
   it('entries expire after ttlMs', async () => {
     const log = join(dir, 'ttl.log');
-    const spec = await deploy('ttl', log, { store: 'memory', ttlMs: 300 });
+    const spec = await deploy('ttl', log, { store: 'memory', ttlMs: 1000 });
     const model = handleFor<Model>(head, spec, 'Model');
     await model.predict([1]);
     expect(count(log, 'predict')).toBe(1);
-    // Hits until the entry expires, then one computation.
-    await waitFor('the entry to expire', async () => { await model.predict([1]); return count(log, 'predict') >= 2; });
+    // Hits until the entry expires (calls every 50 ms or so over its 1000 ms), then one computation.
+    let calls = 0;
+    await waitFor('the entry to expire', async () => { await model.predict([1]); calls++; return count(log, 'predict') >= 2; });
     expect(count(log, 'predict')).toBe(2);
+    // Every call but the last was answered from the cache: without caching the first would have computed.
+    expect(calls).toBeGreaterThan(1);
   });
 
   it('fails open: with Redis stopped, requests are computed and answered', async () => {
