@@ -25,11 +25,11 @@ function errorCode(err: unknown): string {
  * The durable consumer is gone: 10014 / "consumer not found" (an info or a get), 409 "consumer deleted" (a pull
  * open when it was deleted), 503 no responders (a pull to a consumer, or a stream, that no longer exists).
  */
-function gone(err: unknown): unknown {
+function gone(err: unknown, what: string): unknown {
   const msg = String((err as Error)?.message ?? err).toLowerCase();
   const code = errorCode(err);
   if (code === '10014' || code === '409' || code === '503' || msg.includes('consumer not found') || msg.includes('consumer deleted') || msg.includes('no responders')) {
-    return new SourceGoneError(`the durable consumer is gone (${(err as Error)?.message ?? String(err)})`);
+    return new SourceGoneError(`${what} is gone (${(err as Error)?.message ?? String(err)})`);
   }
   return err;
 }
@@ -149,7 +149,7 @@ export class JetStreamSource implements Source {
       return await this.pullOnce(max);
     } catch (err) {
       this.dropFetch();
-      throw gone(err);
+      throw gone(err, `the durable consumer "${this.o.durable}" (${this.path}.durable) of stream "${this.o.stream}" (${this.path}.stream)`);
     }
   }
 

@@ -36,9 +36,9 @@ export interface RedisStreamSourceOptions {
 }
 
 /** NOGROUP: the stream or its group is gone (Redis restarted without persistence, DEL, XGROUP DESTROY). */
-function gone(err: unknown): unknown {
+function gone(err: unknown, o: CompiledRedisConsume): unknown {
   const msg = String((err as Error)?.message ?? err);
-  return msg.startsWith('NOGROUP') ? new SourceGoneError(`the stream or its consumer group is gone (${msg})`) : err;
+  return msg.startsWith('NOGROUP') ? new SourceGoneError(`the stream "${o.stream}" or its consumer group "${o.group}" is gone (${msg})`) : err;
 }
 
 export class RedisStreamSource implements Source {
@@ -104,7 +104,7 @@ export class RedisStreamSource implements Source {
     try {
       return await this.pullOnce(max);
     } catch (err) {
-      throw gone(err);
+      throw gone(err, this.o);
     }
   }
 
@@ -197,7 +197,7 @@ export class RedisStreamSource implements Source {
     try {
       await this.redis.xclaim(this.o.stream, this.o.group, this.consumer, 0, ...messages.map((m) => m.id), 'JUSTID');
     } catch (err) {
-      throw gone(err);
+      throw gone(err, this.o);
     }
   }
 
