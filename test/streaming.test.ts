@@ -177,6 +177,36 @@ describe('streaming over HTTP and handles', () => {
     await waitFor('the paused stream ended after the client left', async () => (await stats()).model.finished > before.model.finished);
   });
 
+  it('a client that stopped reading is cut off at the deadline: its response is destroyed, not left waiting for drain', async () => {
+    const before = await stats();
+    const size = 256 * 1024;
+    let res: IncomingMessage | undefined;
+    let closed = false;
+    let tail = '';
+    const req = httpRequest(url(`/relay?n=0&size=${size}`), { headers: { accept: 'text/event-stream', 'x-shoal-timeout-ms': '1500' } }, (r) => {
+      res = r;
+      r.pause();
+      r.on('close', () => { closed = true; });
+      r.on('error', () => undefined);
+    });
+    req.on('error', () => undefined);
+    req.end();
+    await waitFor('the stream started', () => res !== undefined);
+    await waitFor('both generators ended at the deadline', async () => {
+      const s = await stats();
+      return s.front.finished > before.front.finished && s.model.finished > before.model.finished;
+    });
+    // A paused socket sees nothing of how the server ended it; reading again shows it. The server destroyed the
+    // response when the deadline came (its socket freed then): the body is cut, never ended with an error event
+    // (which is what a server still waiting for drain would write once the client read again).
+    res!.on('data', (c: Buffer) => { tail = (tail + c.toString('latin1')).slice(-4096); });
+    res!.resume();
+    await waitFor('the response closed', () => closed);
+    expect(res!.complete).toBe(false);
+    expect(tail).not.toContain('event: error');
+    req.destroy();
+  });
+
   it('the deadline bounds the whole stream: past it an SSE stream ends with ERR_DEADLINE_EXCEEDED and both generators stop', async () => {
     const before = await stats();
     const events: EventSourceMessage[] = [];
@@ -190,6 +220,24 @@ describe('streaming over HTTP and handles', () => {
       const s = await stats();
       return s.front.finished > before.front.finished && s.model.finished > before.model.finished;
     });
+  });
+
+  it('a stream the head reads, paused out of credit, ends at its replica when the head connection drops', async () => {
+    const model = createHandle({ router: head.router, key: 'streams/Model', methods: spec.deployments.find((d) => d.name === 'Model')!.methods, streams: streamMethodNames(Model) }) as Handle<Model>;
+    const before = (await stats()).model;
+    const it = model.generate(0)[Symbol.asyncIterator]();
+    expect((await it.next()).value).toBe('tok0');
+    // Not reading: the pump runs out of credit and waits for it, with the generator parked at a yield.
+    const stalled = await steady(async () => (await stats()).model.produced - before.produced);
+    expect(stalled).toBeGreaterThan(0);
+    expect((await stats()).model.finished).toBe(before.finished);
+    const wid = workerOf('Model')!;
+    const peers = (head as unknown as { peers: Map<string, { closed: boolean; terminate(reason: string): void }> }).peers;
+    peers.get(wid)!.terminate('test: cutting the head connection');
+    // The chunks already here stay readable (then the error); the replica's end is what matters.
+    await waitFor('Model\'s finally after the head connection dropped', async () => (await stats()).model.finished > before.finished);
+    await it.return?.();
+    await waitFor('the worker rejoined', () => peers.get(wid)?.closed === false && head.controller.status().replicas.some((r) => r.deployment === 'Model' && r.state === 'RUNNING'));
   });
 
   it('exports time to first chunk, chunks and streams by reason', async () => {

@@ -63,6 +63,16 @@ describe('examples/charrnn on a cluster', () => {
     expect(chunks.join('')).toBe(await expected(x));
   });
 
+  it('a continuousBatch field streams through a plain handle (no withOptions): the replica reported it, the route entry carries it', async () => {
+    expect(head.router.streamFieldsOf('charrnn/charrnn')?.has('generate')).toBe(true);
+    const h = handleFor<CharRnnContinuous>(head, spec, 'charrnn');
+    const x = { prompt: 'The ', maxTokens: 24 };
+    const chunks: string[] = [];
+    for await (const c of h.generate(x)) chunks.push(c);
+    expect(chunks.length).toBe(24);
+    expect(chunks.join('')).toBe(await expected(x));
+  });
+
   it('streams over HTTP as SSE, and the static deployment answers the same text', async () => {
     const x = { prompt: 'The ', maxTokens: 64 };
     const streamed = await sse(x);

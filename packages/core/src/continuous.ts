@@ -562,3 +562,17 @@ export function continuousMethodsOf(instance: object): Map<string, ContinuousMet
   }
   return out;
 }
+
+/**
+ * The instance's own fields that stream: continuous methods and async generator functions. streamMethodNames sees
+ * only the prototype's `async *` methods; a replica reports these once its instance exists (its start reply), the
+ * head carries them on the route entry, and handles stream calls to them as they do to prototype generators.
+ */
+export function streamFieldNames(instance: object): string[] {
+  const out: string[] = [];
+  for (const k of Object.getOwnPropertyNames(instance)) {
+    const v = (instance as Record<string, unknown>)[k];
+    if (isContinuous(v) || (typeof v === 'function' && Object.prototype.toString.call(v) === '[object AsyncGeneratorFunction]')) out.push(k);
+  }
+  return out.sort();
+}

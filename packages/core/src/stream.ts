@@ -65,6 +65,8 @@ export class ChunkStream<T = unknown> implements AsyncIterableIterator<T> {
   private listeners: StreamEndListener[] = [];
   /** Chunks pushed so far. */
   received = 0;
+  /** Chunks credited back to the producer so far: received - credited is what it has out, at most its window. */
+  private credited = 0;
 
   constructor(private readonly source: ChunkSource, readonly window: StreamWindow = DEFAULT_STREAM_WINDOW) {
     // Credit goes back in batches (half a window), and whenever the buffer runs dry, so the producer never waits
@@ -86,6 +88,9 @@ export class ChunkStream<T = unknown> implements AsyncIterableIterator<T> {
   /** Producer: chunks arrived. Ignored once the stream was cancelled. */
   push(chunks: readonly unknown[]): void {
     if (this.phase !== 'open' || chunks.length === 0) return;
+    // A producer never has more than the window out (sent, not credited back): one message of slack, then this
+    // stream fails and the producer is told to stop, rather than buffering whatever a broken peer sends.
+    if (this.received - this.credited > this.window.chunks) { this.overrun(chunks.length); return; }
     this.received += chunks.length;
     let from = 0;
     const w = this.waiter;
@@ -192,14 +197,28 @@ export class ChunkStream<T = unknown> implements AsyncIterableIterator<T> {
   private took(n: number): void {
     if (this.phase !== 'open') return;
     this.untaken += n;
-    if (this.untaken >= this.creditEvery || this.head === this.buffer.length) this.flushCredit();
+    if (this.untaken >= this.creditEvery) { this.flushCredit(); return; }
+    // The buffer ran dry: credit goes back at the end of this tick, one message for every chunk taken in it (a
+    // consumer that waits meanwhile flushes at once, in wait()).
+    if (this.head === this.buffer.length && !this.flushQueued) { this.flushQueued = true; queueMicrotask(this.queuedFlush); }
   }
+
+  private flushQueued = false;
+  private readonly queuedFlush = (): void => { this.flushQueued = false; this.flushCredit(); };
 
   private flushCredit(): void {
     const n = this.untaken;
     if (n === 0 || this.phase !== 'open') return;
     this.untaken = 0;
+    this.credited += n;
     this.source.credit(n);
+  }
+
+  private overrun(incoming: number): void {
+    const out = this.received - this.credited;
+    const err = new ProtocolError(`stream producer overran its window of ${this.window.chunks} chunks: ${out + incoming} sent and not credited back (${out} before this message of ${incoming})`);
+    this.fail(err);
+    try { this.source.cancel(err); } catch { /* the producer's end is its own; this stream already failed */ }
   }
 
   private emit(reason: StreamEndReason, error: Error | undefined): void {
@@ -335,8 +354,18 @@ export function chunkBytes(v: unknown): number {
 /** A window as it travels in `call` and `http` messages: [chunks, bytes]. */
 export type WireStreamWindow = [chunks: number, bytes: number];
 
+/** The default window on the wire: one frozen tuple, so a request taking the default allocates none. */
+export const DEFAULT_WIRE_STREAM_WINDOW: WireStreamWindow = Object.freeze([DEFAULT_STREAM_WINDOW.chunks, DEFAULT_STREAM_WINDOW.bytes]) as unknown as WireStreamWindow;
+
 export function windowToWire(w: StreamWindow): WireStreamWindow {
+  if (w === DEFAULT_STREAM_WINDOW) return DEFAULT_WIRE_STREAM_WINDOW;
   return [w.chunks, w.bytes];
+}
+
+/** The window a request's `s` grants, unchecked (this process sent it): built only when its stream starts. */
+export function windowOfWire(s: WireStreamWindow): StreamWindow {
+  if (s === DEFAULT_WIRE_STREAM_WINDOW || (s[0] === DEFAULT_STREAM_WINDOW.chunks && s[1] === DEFAULT_STREAM_WINDOW.bytes)) return DEFAULT_STREAM_WINDOW;
+  return { chunks: s[0], bytes: s[1] };
 }
 
 /**

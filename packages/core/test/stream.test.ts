@@ -131,6 +131,39 @@ describe('StreamPump and ChunkStream', () => {
   });
 });
 
+describe('ChunkStream enforces the window it granted', () => {
+  it('a producer past its window (plus one message) fails the stream with a ProtocolError naming it, and is cancelled', async () => {
+    const cancels: Error[] = [];
+    const credits: number[] = [];
+    const stream = new ChunkStream({ credit: (n) => credits.push(n), cancel: (r) => cancels.push(r) }, { chunks: 4, bytes: 1 << 20 });
+    stream.push([0, 1, 2, 3]);
+    // One message of slack past the window: still taken.
+    stream.push([4]);
+    expect(stream.buffered).toBe(5);
+    expect(cancels).toEqual([]);
+    stream.push([5, 6]);
+    expect(cancels).toHaveLength(1);
+    expect(cancels[0]).toBeInstanceOf(ProtocolError);
+    expect(cancels[0]!.message).toMatch(/window of 4 chunks: 7 sent and not credited back/);
+    // The chunks within the window are still read, then the error.
+    const got: unknown[] = [];
+    const err = await (async () => { try { for await (const v of stream) got.push(v); } catch (e) { return e; } return undefined; })();
+    expect(got).toEqual([0, 1, 2, 3, 4]);
+    expect(err).toBe(cancels[0]);
+  });
+
+  it('credit given back makes room: a producer that keeps within its window is never refused', async () => {
+    const cancels: Error[] = [];
+    const stream = new ChunkStream({ credit: () => undefined, cancel: (r) => cancels.push(r) }, { chunks: 2, bytes: 1 << 20 });
+    for (let i = 0; i < 50; i++) {
+      stream.push([i, i]);
+      expect((await stream.next()).value).toBe(i);
+      expect((await stream.next()).value).toBe(i);
+    }
+    expect(cancels).toEqual([]);
+  });
+});
+
 describe('stream helpers', () => {
   it('isStreamResult: async iterables other than arrays, strings and bytes', () => {
     async function* g(): AsyncGenerator<number> { yield 1; }

@@ -138,8 +138,8 @@ export class Head {
     const ops: ClusterOps = {
       startReplica: (w, r, app, d, devices, version) => {
         const t0 = performance.now();
-        return this.callWorker(w, { t: 'start', replicaId: r, app, deployment: d, ...(devices === undefined ? {} : { devices }), ...(version === undefined ? {} : { version }) }, this.opts.startTimeoutMs, `start of replica ${r}`)
-          .then(() => { this.metrics.observeReplicaStart(`${app.name}/${d}`, (performance.now() - t0) / 1000); });
+        return this.askWorker(w, { t: 'start', replicaId: r, app, deployment: d, ...(devices === undefined ? {} : { devices }), ...(version === undefined ? {} : { version }) }, this.opts.startTimeoutMs, `start of replica ${r}`)
+          .then((started) => { this.metrics.observeReplicaStart(`${app.name}/${d}`, (performance.now() - t0) / 1000); return started as { streams?: string[] } | null; });
       },
       stopReplica: (w, r, timeoutMs) => this.callWorker(w, { t: 'stop', replicaId: r, timeoutMs }, timeoutMs + WORKER_GRACE_MS, `stop of replica ${r}`),
       reconfigure: (w, r, userConfig) => this.callWorker(w, { t: 'reconfigure', replicaId: r, userConfig }, WORKER_CALL_TIMEOUT_MS, `reconfigure of replica ${r}`),
@@ -553,9 +553,14 @@ export class Head {
   }
 
   private async callWorker(workerId: string, message: NewRequest, timeoutMs: number, what: string): Promise<void> {
+    await this.askWorker(workerId, message, timeoutMs, what);
+  }
+
+  /** As callWorker, resolving with the worker's answer (a start's: the instance's streaming fields, or null). */
+  private async askWorker(workerId: string, message: NewRequest, timeoutMs: number, what: string): Promise<unknown> {
     const peer = this.peers.get(workerId);
     if (peer === undefined || peer.closed) throw new ReplicaUnavailableError(`worker ${workerId} is not connected (${what})`);
-    await this.callPeer(peer, message, timeoutMs, `${what} on worker ${workerId}`);
+    return await this.callPeer(peer, message, timeoutMs, `${what} on worker ${workerId}`);
   }
 
   /** A request to a worker with a deadline: past it, DeadlineExceededError naming the operation and the time. */

@@ -21,7 +21,7 @@ import { refuseUpgrade, WsGateway } from './ws-gateway.ts';
 import { compileWebSocketOptions, type CompiledWebSocketOptions, type WebSocketOptions } from './ws-options.ts';
 import type { WebSocketObserver } from './ws-session.ts';
 
-interface Mount { prefix: string; key: string; app: string; maxRequestBytes: number; requestTimeoutMs: number; methods: readonly string[] }
+interface Mount { prefix: string; key: string; app: string; maxRequestBytes: number; requestTimeoutMs: number; methods: readonly string[]; websocketMethods: readonly string[] | undefined }
 
 /** What an extra route learns about a request that went through the pipeline's first steps. */
 export interface RequestScope {
@@ -115,7 +115,7 @@ export class Ingress {
       if (a.routePrefix === null) continue;
       const ingress = a.deployments.find((d) => d.name === a.ingress);
       if (ingress === undefined) continue;
-      mounts.push({ prefix: a.routePrefix.replace(/\/+$/, ''), key: `${a.name}/${a.ingress}`, app: a.name, maxRequestBytes: ingress.options.maxRequestBytes, requestTimeoutMs: ingress.options.requestTimeoutMs, methods: ingress.methods });
+      mounts.push({ prefix: a.routePrefix.replace(/\/+$/, ''), key: `${a.name}/${a.ingress}`, app: a.name, maxRequestBytes: ingress.options.maxRequestBytes, requestTimeoutMs: ingress.options.requestTimeoutMs, methods: ingress.methods, websocketMethods: ingress.options.websocketMethods });
     }
     mounts.sort((x, y) => y.prefix.length - x.prefix.length);
     this.mounts = mounts;
@@ -315,6 +315,9 @@ export class Ingress {
     } catch (err) {
       if (res.destroyed) return;
       if (!started) { sendError(res, err); return; }
+      // Cancelled (a deadline) while the client had stopped reading: what is written would wait for it forever, so
+      // the socket is freed now rather than holding it.
+      if (res.writableNeedDrain) { res.destroy(); return; }
       // SSE can say why; a chunked body can only be cut short, so the client cannot take it for complete.
       if (sse) res.end(sseError(err)); else res.destroy();
     }

@@ -19,7 +19,10 @@ export interface ChunkWriter {
    * credit is then granted (no chunk taken) until drained() resolves, so the generator pauses.
    */
   write(chunks: readonly unknown[]): boolean;
-  /** Resolves once the client can take more (HTTP 'drain', a WebSocket's bufferedAmount low again), or it closed. */
+  /**
+   * Resolves once the client can take more (HTTP 'drain', a WebSocket's bufferedAmount low again), or it closed.
+   * pipeChunks also stops waiting when the stream ends, so a drained() that never resolves cannot hold it.
+   */
   drained(): Promise<void>;
 }
 
@@ -49,6 +52,9 @@ export async function routeStream(router: Router, key: string, target: StreamTar
  * Resolves when the stream completes; rejects with its error (the generator's, a deadline, a cancellation).
  */
 export async function pipeChunks(stream: ChunkStream, writer: ChunkWriter): Promise<void> {
+  // A writer stalled by a client that stopped reading may never drain: the stream ending (a deadline, a cancel)
+  // ends the wait too, so the caller learns how it ended and can free the client's connection.
+  let ended: Promise<void> | undefined;
   for (;;) {
     const batch = await stream.nextBatch();
     if (batch === undefined) return;
@@ -60,6 +66,9 @@ export async function pipeChunks(stream: ChunkStream, writer: ChunkWriter): Prom
       stream.cancel(err as Error);
       throw err;
     }
-    if (!ok) await writer.drained();
+    if (!ok) {
+      ended ??= new Promise<void>((resolve) => stream.onEnd(() => resolve()));
+      await Promise.race([writer.drained(), ended]);
+    }
   }
 }

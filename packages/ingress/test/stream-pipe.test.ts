@@ -54,6 +54,16 @@ describe('pipeChunks', () => {
     await expect(piping).rejects.toThrow('client left');
   });
 
+  it('a writer that never drains does not hold the pipe past the stream\'s end (a deadline): it rejects with the stream\'s error', async () => {
+    const { it: gen } = infinite();
+    const stream = local(gen, 4);
+    // Full at once, and never drains (a client that stopped reading).
+    const piping = pipeChunks(stream, { write: () => false, drained: () => new Promise<void>(() => undefined) });
+    await settle();
+    stream.cancel(new Error('deadline exceeded'));
+    await expect(piping).rejects.toThrow('deadline exceeded');
+  });
+
   it('resolves at the end; a writer that throws cancels the stream (its generator stops) and rejects', async () => {
     async function* three(): AsyncGenerator<number> { yield 1; yield 2; yield 3; }
     const out: unknown[] = [];

@@ -16,7 +16,7 @@
  * connection fails every open stream with the same PeerGoneError as the pending requests.
  */
 import type { WebSocket } from 'ws';
-import { BackpressureError, CancelledError, ChunkStream, DEFAULT_STREAM_WINDOW, env, InvalidOptionError, PeerGoneError, ProtocolError, markNotRun, rebuildError, type ChunkSource, type Logger, type StreamWindow, type WireError, type WireStreamWindow } from '@shoal/core';
+import { BackpressureError, CancelledError, ChunkStream, DEFAULT_STREAM_WINDOW, env, InvalidOptionError, PeerGoneError, ProtocolError, markNotRun, rebuildError, windowOfWire, type ChunkSource, type Logger, type StreamWindow, type WireError, type WireStreamWindow } from '@shoal/core';
 import { decodeFrame, encodeMessage, joinedBytes, joinMessages } from './codec.ts';
 import type { ChunkMessage, Message, ReplyMessage, RequestMessage } from './messages.ts';
 
@@ -49,8 +49,8 @@ export type NewRequest = DistributiveOmit<RequestMessage, 'id'>;
 interface Pending {
   resolve: (reply: ReplyMessage) => void;
   reject: (err: Error) => void;
-  /** Set when the request takes a streamed answer: the window its ChunkStream grants. */
-  window?: StreamWindow;
+  /** Set when the request takes a streamed answer: the window its ChunkStream grants, as sent (built at its first chunk). */
+  s?: WireStreamWindow;
 }
 
 /** One encoded message waiting for this tick's frame. */
@@ -194,7 +194,7 @@ export class Peer {
     }
     const s = (message as { s?: WireStreamWindow }).s;
     const reply = new Promise<ReplyMessage>((resolve, reject) => {
-      this.pending.set(id, s === undefined ? { resolve, reject } : { resolve, reject, window: { chunks: s[0], bytes: s[1] } });
+      this.pending.set(id, s === undefined ? { resolve, reject } : { resolve, reject, s });
       try {
         this.send({ ...message, id } as Message);
       } catch (err) {
@@ -426,7 +426,7 @@ export class Peer {
     const p = this.pending.get(m.id);
     if (p === undefined) return; // cancelled: what was in flight is dropped
     this.pending.delete(m.id);
-    const stream = new ChunkStream(this.sourceFor(m.id), p.window ?? DEFAULT_STREAM_WINDOW);
+    const stream = new ChunkStream(this.sourceFor(m.id), p.s === undefined ? DEFAULT_STREAM_WINDOW : windowOfWire(p.s));
     this.streams.set(m.id, stream);
     stream.push(m.v);
     p.resolve({ t: 'reply', id: m.id, ok: true, value: stream, stream });

@@ -36,21 +36,16 @@ export function createHandle<T>(target: HandleTarget, opts: CallOptions = {}): H
         const method = prop;
         // A streaming method: its options are read now (the calling request's deadline and signal), the call is
         // sent once iteration begins, with the stream's own signal beside the caller's.
-        fn = (...args: unknown[]) => {
-          let o: RouteOptions | Error;
-          try { o = routeOptions(target, opts); } catch (err) { o = err as Error; }
-          return new HandleStream((own) => {
-            if (o instanceof Error) return Promise.reject(o);
-            const signal = o.signal === undefined ? own : AbortSignal.any([own, o.signal as AbortSignal]);
-            return target.router.call(target.key, method, args, { ...o, signal, stream: DEFAULT_STREAM_WINDOW });
-          }, `${target.key}.${method}`);
-        };
+        fn = (...args: unknown[]) => streamCall(target, opts, method, args);
         cache.set(prop, fn);
         return fn;
       }
       // Names outside the prototype's methods (batched methods are instance fields) go to the replica, which
       // answers NotFoundError listing what it has. TypeScript already rejects unknown names at compile time.
+      // An instance field that streams (a continuousBatch method) is known only once a replica built its instance:
+      // the route entry says so (one lookup per call).
       fn = (...args: unknown[]) => {
+        if (target.router.streamFieldsOf(target.key)?.has(prop) === true) return streamCall(target, opts, prop, args);
         let o: RouteOptions;
         try { o = routeOptions(target, opts); } catch (err) { return Promise.reject(err); }
         return target.router.call(target.key, prop, args, o);
@@ -59,6 +54,17 @@ export function createHandle<T>(target: HandleTarget, opts: CallOptions = {}): H
       return fn;
     },
   });
+}
+
+/** A call to a streaming method: a HandleStream that sends it once iteration begins. */
+function streamCall(target: HandleTarget, opts: CallOptions, method: string, args: unknown[]): HandleStream {
+  let o: RouteOptions | Error;
+  try { o = routeOptions(target, opts); } catch (err) { o = err as Error; }
+  return new HandleStream((own) => {
+    if (o instanceof Error) return Promise.reject(o);
+    const signal = o.signal === undefined ? own : AbortSignal.any([own, o.signal as AbortSignal]);
+    return target.router.call(target.key, method, args, { ...o, signal, stream: DEFAULT_STREAM_WINDOW });
+  }, `${target.key}.${method}`);
 }
 
 /** A call's route options: the handle's, else inherited from the calling request; a bad option throws. */

@@ -640,7 +640,12 @@ export class Router implements CacheRouter {
     return reply.then(
       (r) => {
         // A stream holds its replica's slot until it ends: counted in flight here until then.
-        if (r.ok && r.stream !== undefined) { this.holdForStream(key, ref, r.stream); return r; }
+        if (r.ok && r.stream !== undefined) {
+          // Its first reply's load counts the stream, as ref.inflight still does: comparable as they are.
+          set.report(ref, r.q, r.models);
+          this.holdForStream(key, ref, r.stream);
+          return r;
+        }
         ref.inflight--;
         this.wake(key);
         // `q` is the replica's load after it answered, which no longer counts this request: compare it with what

@@ -18,7 +18,7 @@ interface Sent {
   credits: number;
   sourceCancels: Error[];
   stream: ChunkStream | undefined;
-  start(chunks: unknown[]): ChunkStream;
+  start(chunks: unknown[], q?: number): ChunkStream;
   refuse(err: Error): void;
   die(err: Error): void;
   answer(value: unknown): void;
@@ -32,11 +32,11 @@ class StreamTransport implements Transport {
     const reply = new Promise<ReplyMessage>((res, rej) => { resolve = res; reject = rej; });
     const s: Sent = {
       replica, message, cancels: 0, credits: 0, sourceCancels: [], stream: undefined,
-      start: (chunks) => {
+      start: (chunks, q) => {
         const stream = new ChunkStream({ credit: (n) => { s.credits += n; }, cancel: (r) => { s.sourceCancels.push(r); } }, WINDOW);
         stream.push(chunks);
         s.stream = stream;
-        resolve({ t: 'reply', id: 0, ok: true, value: stream, stream });
+        resolve({ t: 'reply', id: 0, ok: true, value: stream, stream, ...(q === undefined ? {} : { q }) });
         return stream;
       },
       refuse: (err) => resolve({ t: 'reply', id: 0, ok: false, error: toWireError(err), nr: true }),
@@ -76,6 +76,22 @@ describe('router: streamed answers', () => {
     expect(got).toEqual(['a', 'b']);
     expect(router.stats()[KEY]!.inflight).toBe(0);
     expect(seen).toEqual([[KEY, 'started', 0], [KEY, 'complete', 2]]);
+  });
+
+  it('learns the replica\'s load from a stream\'s first reply, as from a unary one', async () => {
+    const { transport, router } = streamRig();
+    void track(router.call(KEY, 'gen', [], { stream: WINDOW }));
+    await flush();
+    const first = transport.sent[0]!;
+    // The replica says it runs 10 (this stream among them): 9 from other routers.
+    first.start(['a'], 10);
+    await flush();
+    const other = first.replica.replicaId === 'r1' ? 'r2' : 'r1';
+    for (let i = 0; i < 5; i++) void track(router.call(KEY, 'unary', []));
+    await flush();
+    // Without the report, the busy replica would look as loaded as one stream and take some of these.
+    expect(transport.sent.slice(1).map((x) => x.replica.replicaId)).toEqual([other, other, other, other, other]);
+    first.stream!.end();
   });
 
   it('a unary call sends no window field at all', async () => {
