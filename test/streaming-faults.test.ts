@@ -12,7 +12,7 @@ import { streamMethodNames, type AppSpec, type Handle } from '@shoal/core';
 import type { Head } from '@shoal/head';
 import { createHandle } from '@shoal/router';
 import { Flaky } from './fixtures/stream-app.ts';
-import { deployFixture, startCluster } from './helpers.ts';
+import { deployFixture, startCluster, waitFor } from './helpers.ts';
 
 const STREAM_APP = resolve(import.meta.dirname, 'fixtures/stream-app.ts');
 
@@ -53,8 +53,7 @@ describe('streams and dying workers', () => {
 
   it('never retries after the first chunk: the caller gets it, then ERR_PEER_GONE', async () => {
     // The dead worker of the last test is being replaced: wait until both replicas run again.
-    const end = Date.now() + 30_000;
-    while (head.router.replicaCount('flaky/Flaky') < 2 && Date.now() < end) await new Promise((r) => setTimeout(r, 100));
+    await waitFor('two Flaky replicas running again', () => head.router.replicaCount('flaky/Flaky') >= 2, 30_000);
     const got: string[] = [];
     const err = await (async () => { try { for await (const v of flaky().crashLate(dir)) got.push(v); } catch (e) { return e; } return undefined; })();
     expect(got).toEqual(['first']);
