@@ -235,8 +235,8 @@ export interface PumpSource {
 }
 
 export interface StreamPumpHooks {
-  /** Chunks to deliver (one at a time; a sink that sends messages batches them). */
-  chunk(value: unknown): void;
+  /** Chunks to deliver (one at a time; a sink that sends messages batches them), with their estimated bytes. */
+  chunk(value: unknown, bytes: number): void;
   /** The stream is over: complete (no error), failed with the generator's error, or cancelled with the reason. */
   done(error: Error | undefined, reason: StreamEndReason): void;
 }
@@ -306,7 +306,7 @@ export class StreamPump {
     this.outBytes += bytes;
     this.sizes.push(bytes);
     this.produced++;
-    this.hooks.chunk(r.value);
+    this.hooks.chunk(r.value, bytes);
     this.pull();
   };
 
@@ -370,12 +370,14 @@ export function windowOfWire(s: WireStreamWindow): StreamWindow {
 
 /**
  * Reads a window a caller sent (field `path` of its message): positive integers within MAX_STREAM_WINDOW; anything
- * else is a ProtocolError naming the field and the value.
+ * else is a ProtocolError naming the field and the value. `maxBytes` (half the connection's frame bound, say) caps
+ * its bytes, so what the producer may send ahead always fits the frames that carry it.
  */
-export function windowFromWire(path: string, s: unknown): StreamWindow {
+export function windowFromWire(path: string, s: unknown, maxBytes = MAX_STREAM_WINDOW.bytes): StreamWindow {
   if (!Array.isArray(s) || s.length !== 2) throw new ProtocolError(`${path} must be [chunks, bytes], got ${JSON.stringify(s)}`);
   const [chunks, bytes] = s as unknown[];
   if (!Number.isSafeInteger(chunks) || (chunks as number) < 1 || (chunks as number) > MAX_STREAM_WINDOW.chunks) throw new ProtocolError(`${path}[0] (chunks) must be an integer in [1, ${MAX_STREAM_WINDOW.chunks}], got ${String(chunks)}`);
   if (!Number.isSafeInteger(bytes) || (bytes as number) < 1 || (bytes as number) > MAX_STREAM_WINDOW.bytes) throw new ProtocolError(`${path}[1] (bytes) must be an integer in [1, ${MAX_STREAM_WINDOW.bytes}], got ${String(bytes)}`);
-  return { chunks: chunks as number, bytes: bytes as number };
+  const cap = Math.max(1, Math.floor(maxBytes));
+  return { chunks: chunks as number, bytes: Math.min(bytes as number, cap) };
 }

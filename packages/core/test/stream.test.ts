@@ -181,6 +181,8 @@ describe('stream helpers', () => {
 
   it('windowFromWire names the field and the bad value', () => {
     expect(windowFromWire('s', [16, 1024])).toEqual({ chunks: 16, bytes: 1024 });
+    // Capped below the connection's frame bound, so what is sent ahead fits the frames carrying it.
+    expect(windowFromWire('s', [16, 8 << 20], 1 << 20)).toEqual({ chunks: 16, bytes: 1 << 20 });
     expect(() => windowFromWire('call message field s', [0, 1024])).toThrow(/call message field s\[0\] \(chunks\) must be an integer in \[1, 4096\], got 0/);
     expect(() => windowFromWire('s', [16, -1])).toThrow(/s\[1\] \(bytes\).*got -1/);
     expect(() => windowFromWire('s', { chunks: 1 })).toThrow(/s must be \[chunks, bytes\]/);

@@ -101,20 +101,23 @@ function nextOf(it: AsyncIterator<unknown>): Promise<IteratorResult<unknown>> {
 
 /**
  * Chunks of one stream on their way to another process: those produced in one event-loop turn go in one `chunk`
- * message (coalescing under load), or at once when a window's worth has gathered.
+ * message (coalescing under load), or at once when a window's worth has gathered, or about `maxBytes` of them
+ * (by the pump's estimate: a quarter of the frame bound, say), so a message of large chunks stays well within a frame.
  */
 export class ChunkBatcher {
   private pending: unknown[] = [];
+  private pendingBytes = 0;
   private scheduled = false;
   /** Chunks send() took so far. */
   sent = 0;
 
   /** `send` returns how many of the chunks it sent (fewer when the stream is failing). */
-  constructor(private readonly send: (chunks: unknown[]) => number, private readonly maxBatch: number) {}
+  constructor(private readonly send: (chunks: unknown[]) => number, private readonly maxBatch: number, private readonly maxBytes = Number.POSITIVE_INFINITY) {}
 
-  add(chunk: unknown): void {
+  add(chunk: unknown, bytes = 0): void {
     this.pending.push(chunk);
-    if (this.pending.length >= this.maxBatch) { this.flush(); return; }
+    this.pendingBytes += bytes;
+    if (this.pending.length >= this.maxBatch || this.pendingBytes >= this.maxBytes) { this.flush(); return; }
     if (!this.scheduled) { this.scheduled = true; setImmediate(this.flush); }
   }
 
@@ -123,6 +126,7 @@ export class ChunkBatcher {
     const chunks = this.pending;
     if (chunks.length === 0) return;
     this.pending = [];
+    this.pendingBytes = 0;
     this.sent += this.send(chunks);
   };
 }

@@ -577,7 +577,8 @@ export class Worker {
       } else {
         let window;
         try {
-          window = windowFromWire(`${m.t} message field s`, m.s);
+          // Capped at half the frame bound: a window's bytes (and so one message of chunks) always fit a frame.
+          window = windowFromWire(`${m.t} message field s`, m.s, this.opts.maxFrameBytes / 2);
         } catch (err) {
           void rs.return();
           resolve(endReply(err as Error, undefined));
@@ -626,9 +627,9 @@ export class Worker {
             if (v.length > 1) while (n < v.length && send([v[n]])) n++;
             pump.cancel(sendError!);
             return n;
-          }, window.chunks);
+          }, window.chunks, this.opts.maxFrameBytes / 4);
           pump = new StreamPump(rs, window, {
-            chunk: (v) => batcher.add(v),
+            chunk: (v, bytes) => batcher.add(v, bytes),
             done: (err) => {
               t.delete(id);
               if (!peer.closed) batcher.flush();

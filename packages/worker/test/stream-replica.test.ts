@@ -2,7 +2,7 @@
 import { describe, expect, it } from 'vitest';
 import { CancelledError, StreamPump, compileDeploymentOptions, requestContext, silentLogger, type BatchObserver as BatchObserverType } from '@shoal/core';
 import { Replica, type ReplicaInstance, type ReplicaObserver } from '../src/replica.ts';
-import { ReplicaStream } from '../src/stream-replica.ts';
+import { ChunkBatcher, ReplicaStream } from '../src/stream-replica.ts';
 
 class Gen {
   finallyRan = 0;
@@ -97,5 +97,24 @@ describe('replica streams', () => {
     await replica.drain(50);
     expect(gen.finallyRan).toBe(1);
     expect(replica.state).toBe('STOPPED');
+  });
+});
+
+describe('ChunkBatcher', () => {
+  it('splits a turn\'s chunks by count and by estimated bytes, whichever comes first', () => {
+    const sent: unknown[][] = [];
+    const b = new ChunkBatcher((cs) => { sent.push(cs); return cs.length; }, 8, 1000);
+    // Four chunks of 300 bytes: the fourth passes 1000 bytes, so they go as one message at once.
+    for (let i = 0; i < 4; i++) b.add(i, 300);
+    expect(sent).toEqual([[0, 1, 2, 3]]);
+    // Small ones go by count.
+    for (let i = 0; i < 8; i++) b.add(i, 1);
+    expect(sent.at(-1)).toEqual([0, 1, 2, 3, 4, 5, 6, 7]);
+    // What is left goes at the end of the turn, or on flush().
+    b.add('x', 10);
+    expect(sent).toHaveLength(2);
+    b.flush();
+    expect(sent.at(-1)).toEqual(['x']);
+    expect(b.sent).toBe(13);
   });
 });
