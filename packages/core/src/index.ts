@@ -31,7 +31,7 @@ export { seededRandom } from './random.ts';
 export { readRequestBody } from './read-body.ts';
 export { registerProcessMetrics, type MetricsJson } from './process-metrics.ts';
 export { LazyAbortController, abortableOf, type Abortable } from './lazy-abort.ts';
-export { ChunkStream, StreamPump, DEFAULT_STREAM_WINDOW, DEFAULT_WIRE_STREAM_WINDOW, MAX_STREAM_WINDOW, isStreamResult, chunkBytes, windowToWire, windowFromWire, windowOfWire, type StreamWindow, type WireStreamWindow, type StreamEndReason, type ChunkSource, type StreamEndListener, type PumpSource, type StreamPumpHooks } from './stream.ts';
+export { ChunkStream, StreamPump, STREAM_OWNER, isStreamOwner, type StreamOwner, type OpenedStream, DEFAULT_STREAM_WINDOW, DEFAULT_WIRE_STREAM_WINDOW, MAX_STREAM_WINDOW, isStreamResult, chunkBytes, windowToWire, windowFromWire, windowOfWire, type StreamWindow, type WireStreamWindow, type StreamEndReason, type ChunkSource, type StreamEndListener, type PumpSource, type StreamPumpHooks } from './stream.ts';
 export { markNotRun, isNotRun } from './not-run.ts';
 export { RetryBudget, type RetryBudgetOptions } from './retry-budget.ts';
 export { compileRollout, resolveCount, type RolloutOptions, type CompiledRollout, type ShadowOptions, type CanaryOptions, type ExperimentRolloutOptions, type CompiledShadow, type CompiledCanary, type CompiledExperimentRollout } from './rollout-options.ts';

@@ -381,3 +381,21 @@ export function windowFromWire(path: string, s: unknown, maxBytes = MAX_STREAM_W
   const cap = Math.max(1, Math.floor(maxBytes));
   return { chunks: chunks as number, bytes: Math.min(bytes as number, cap) };
 }
+
+/** What a request's context tracks of the streams opened under it: ending one ends it at its replica. */
+export interface OpenedStream { return(): unknown }
+
+/**
+ * A request context that owns the streams its code opens (the replica's, per request): it ends those still open
+ * when the request ends, so a method that starts `handle.gen()`, or reads a few chunks and returns, does not leave
+ * the stream below it running until its deadline. A HandleStream registers itself when its call is sent.
+ */
+export const STREAM_OWNER = Symbol.for('shoal.streamOwner');
+export interface StreamOwner {
+  /** Tracks `stream` until the returned function is called (the stream ended by itself). */
+  [STREAM_OWNER](stream: OpenedStream): () => void;
+}
+
+export function isStreamOwner(ctx: unknown): ctx is StreamOwner {
+  return typeof ctx === 'object' && ctx !== null && typeof (ctx as Record<symbol, unknown>)[STREAM_OWNER] === 'function';
+}

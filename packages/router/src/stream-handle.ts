@@ -4,7 +4,7 @@
  * after it cancels the stream; either way the replica's generator ends and its request signal aborts, which
  * cancels its own downstream calls.
  */
-import { CancelledError, ChunkStream, type HandleStream as HandleStreamType } from '@shoal/core';
+import { CancelledError, ChunkStream, contextStorage, isStreamOwner, STREAM_OWNER, type HandleStream as HandleStreamType, type StreamOwner } from '@shoal/core';
 
 const DONE: IteratorReturnResult<undefined> = Object.freeze({ done: true, value: undefined });
 
@@ -17,7 +17,13 @@ export class HandleStream<T = unknown> implements HandleStreamType<T>, AsyncIter
    * `start` sends the call with `signal` among its signals and resolves with the router's answer (a ChunkStream, or
    * a value when the method did not stream after all).
    */
-  constructor(private readonly start: (signal: AbortSignal) => Promise<unknown>, private readonly method: string) {}
+  constructor(private readonly start: (signal: AbortSignal) => Promise<unknown>, private readonly method: string) {
+    const ctx = contextStorage.getStore();
+    if (isStreamOwner(ctx)) this.owner = ctx;
+  }
+
+  /** The request this stream was opened under (a replica's): it ends this stream, if still open, when it ends. */
+  private owner: StreamOwner | undefined;
 
   private readonly own = new AbortController();
 
@@ -46,11 +52,16 @@ export class HandleStream<T = unknown> implements HandleStreamType<T>, AsyncIter
   }
 
   private begin(): Promise<AsyncIterator<T>> {
-    this.started ??= this.start(this.own.signal).then((answer) => {
-      const it = ChunkStream.is(answer) ? answer as unknown as AsyncIterator<T> : valueIterator<T>(answer, this.method);
+    if (this.started !== undefined) return this.started;
+    // Sent under a request: tracked by it until this stream ends, so the request ending ends it.
+    const untrack = this.owner?.[STREAM_OWNER](this);
+    this.started = this.start(this.own.signal).then((answer) => {
+      const stream = ChunkStream.is(answer);
+      const it = stream ? answer as unknown as AsyncIterator<T> : valueIterator<T>(answer, this.method);
       this.iterator = it;
+      if (untrack !== undefined) { if (stream) answer.onEnd(untrack); else untrack(); }
       return it;
-    });
+    }, (err: unknown) => { untrack?.(); throw err; });
     return this.started;
   }
 }

@@ -5,7 +5,7 @@
  * `batch(...)`) take their run-time options from userConfig.batch and are closed when the replica stops.
  */
 import {
-  CancelledError, DeadlineExceededError, streamFieldNames, IllegalStateError, LIFECYCLE_HOOKS, ReplicaUnavailableError, markNotRun, NotFoundError, QueueFullError, ShoalError, ShoalRequest,
+  CancelledError, DeadlineExceededError, streamFieldNames, STREAM_OWNER, type OpenedStream, IllegalStateError, LIFECYCLE_HOOKS, ReplicaUnavailableError, markNotRun, NotFoundError, QueueFullError, ShoalError, ShoalRequest,
   UserCodeError, LatencyHistogram, contextStorage, isStreamResult, clearLoadProgress, describeThrown, loadProgressOf, realClock, toWireResponse, abortableOf, type Abortable, type BatchObserver, type CompiledDeploymentOptions, type Logger, type WireHttpRequest,
   type WireHttpResponse, SpanKinds, startSpan, tracingActive, type ShoalSpan, type TraceContext,
 } from '@shoal/core';
@@ -88,6 +88,24 @@ class CallContext {
   cacheBypass: true | undefined = undefined;
 
   get signal(): AbortSignal { return this.abort.signal; }
+
+  /** Handle streams user code opened under this request and that are still open (made at the first). */
+  private opened: Set<OpenedStream> | undefined = undefined;
+
+  [STREAM_OWNER](stream: OpenedStream): () => void {
+    (this.opened ??= new Set()).add(stream);
+    return () => { this.opened?.delete(stream); };
+  }
+
+  /** The request ended (its slot is given back): streams it opened and left open are ended at their replicas. */
+  closeOpenedStreams(): void {
+    const opened = this.opened;
+    if (opened === undefined || opened.size === 0) return;
+    this.opened = undefined;
+    for (const s of opened) {
+      try { void Promise.resolve(s.return()).catch(() => undefined); } catch { /* ending a stream never fails the request */ }
+    }
+  }
 }
 
 /**
@@ -462,7 +480,10 @@ export class Replica {
   }
 
   private release(ctx?: CallContext): void {
-    if (ctx?.modelId !== undefined) this.models?.unpin(ctx.modelId);
+    if (ctx !== undefined) {
+      ctx.closeOpenedStreams();
+      if (ctx.modelId !== undefined) this.models?.unpin(ctx.modelId);
+    }
     // The clock is read only where the replica turns busy or idle, not per request.
     if (--this.ongoing === 0) this.busyClosedMs += performance.now() - this.busySince;
     const next = this.waiting.shift();

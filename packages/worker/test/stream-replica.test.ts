@@ -1,8 +1,9 @@
 /** A replica's streamed answers: the slot is held until the stream ends, user code runs in its request context. */
 import { describe, expect, it } from 'vitest';
-import { CancelledError, StreamPump, compileDeploymentOptions, requestContext, silentLogger, type BatchObserver as BatchObserverType } from '@shoal/core';
+import { CancelledError, ChunkStream, StreamPump, compileDeploymentOptions, requestContext, silentLogger, type BatchObserver as BatchObserverType } from '@shoal/core';
 import { Replica, type ReplicaInstance, type ReplicaObserver } from '../src/replica.ts';
 import { ChunkBatcher, ReplicaStream } from '../src/stream-replica.ts';
+import { HandleStream } from '@shoal/router';
 
 class Gen {
   finallyRan = 0;
@@ -116,5 +117,54 @@ describe('ChunkBatcher', () => {
     b.flush();
     expect(sent.at(-1)).toEqual(['x']);
     expect(b.sent).toBe(13);
+  });
+});
+
+describe('streams a request opened below it end with the request', () => {
+  /** A downstream stream as a handle would open it: its call is a ChunkStream whose producer records a cancel. */
+  class Opener {
+    readonly cancels: string[] = [];
+    private downstream(label: string): HandleStream<number> {
+      return new HandleStream<number>(async () => {
+        const s = new ChunkStream({ credit: () => undefined, cancel: () => { this.cancels.push(label); } }, { chunks: 4, bytes: 1 << 20 });
+        s.push([1, 2, 3]);
+        return s;
+      }, `down.${label}`);
+    }
+
+    /** Reads one chunk of a downstream stream, then returns without ending it. */
+    async peek(): Promise<number> {
+      const it = this.downstream('peek');
+      return (await it.next()).value as number;
+    }
+
+    /** A streaming method that opens one below it and stops after its first chunk. */
+    async *relayOne(): AsyncGenerator<number> {
+      const it = this.downstream('relay');
+      yield (await it.next()).value as number;
+    }
+
+    /** Reads a downstream stream to its end: nothing is left to cancel. */
+    async full(): Promise<number> {
+      let n = 0;
+      const s = new HandleStream<number>(async () => { const c = new ChunkStream({ credit: () => undefined, cancel: () => { this.cancels.push('full'); } }); c.push([1, 2]); c.end(); return c; }, 'down.full');
+      for await (const v of s) n += v;
+      return n;
+    }
+  }
+
+  it('a unary method that left a stream open, and a streaming one that ended early, cancel it when their slot is given back', async () => {
+    const replica = new Replica({ replicaId: 'r1', app: 'app', deployment: 'Opener', options: compileDeploymentOptions({ maxOngoingRequests: 2 }, 'Opener'), logger: silentLogger });
+    let op!: Opener;
+    await replica.start(() => (op = new Opener()) as unknown as ReplicaInstance);
+    expect(await replica.call('peek', [], new AbortController().signal, undefined)).toBe(1);
+    expect(op.cancels).toEqual(['peek']);
+    const rs = await replica.call('relayOne', [], new AbortController().signal, undefined) as ReplicaStream;
+    expect(op.cancels).toEqual(['peek']);
+    expect(await drainAll(rs)).toEqual([1]);
+    expect(op.cancels).toEqual(['peek', 'relay']);
+    expect(await replica.call('full', [], new AbortController().signal, undefined)).toBe(3);
+    expect(op.cancels).toEqual(['peek', 'relay']);
+    await replica.drain(1000);
   });
 });
