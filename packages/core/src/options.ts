@@ -82,6 +82,12 @@ export interface DeploymentOptions {
    * so. (A request that provably never ran is retried whatever its method.) @default []
    */
   idempotentMethods?: string[];
+  /**
+   * When this deployment is an application's ingress: the only methods its WebSocket clients may call
+   * (docs/streaming.md, "Over WebSocket"). Without it they may call any method but fetch, the lifecycle hooks and
+   * names starting with `_`, instance fields (continuousBatch(), batch()) included. @default undefined (all those)
+   */
+  websocketMethods?: string[];
   /** Scale the replica count with load instead of keeping `numReplicas`. @default undefined (a fixed count) */
   autoscaling?: AutoscalingOptions;
   /**
@@ -201,6 +207,8 @@ export interface CompiledDeploymentOptions {
   /** Set when the count autoscales; numReplicas is then the initial count. */
   autoscaling: CompiledAutoscaling | undefined;
   idempotentMethods: string[];
+  /** Set when the deployment restricts what its WebSocket clients may call. */
+  websocketMethods?: string[];
   rollout: CompiledRollout;
   /** Set when the deployment multiplexes models. */
   multiplex?: CompiledMultiplex;
@@ -237,7 +245,7 @@ export function checkName(path: string, value: unknown): string {
   return value;
 }
 
-const KNOWN = new Set(['name', 'numReplicas', 'autoscaling', 'maxOngoingRequests', 'maxQueuedRequests', 'maxRequestBytes', 'requestTimeoutMs', 'resources', 'userConfig', 'healthCheckPeriodMs', 'healthCheckTimeoutMs', 'gracefulShutdownTimeoutMs', 'idempotentMethods', 'batch', 'rollout', 'multiplex', 'slo', 'cache', 'semanticCache', 'consume']);
+const KNOWN = new Set(['name', 'numReplicas', 'autoscaling', 'maxOngoingRequests', 'maxQueuedRequests', 'maxRequestBytes', 'requestTimeoutMs', 'resources', 'userConfig', 'healthCheckPeriodMs', 'healthCheckTimeoutMs', 'gracefulShutdownTimeoutMs', 'idempotentMethods', 'websocketMethods', 'batch', 'rollout', 'multiplex', 'slo', 'cache', 'semanticCache', 'consume']);
 
 const RESOURCE_KEYS = ['cpus', 'gpus', 'memory', 'gpuMemory', 'sharedBlobs', 'device'];
 
@@ -335,6 +343,16 @@ function compileMethodNames(path: string, value: unknown): string[] {
   return value.map((m: unknown, i) => (m === '*' ? m : checkName(`${path}[${i}]`, m)));
 }
 
+function compileWebSocketMethods(path: string, value: unknown): string[] {
+  if (!Array.isArray(value)) throw new InvalidOptionError(path, 'must be an array of method names', value);
+  return value.map((m: unknown, i) => {
+    const name = checkName(`${path}[${i}]`, m);
+    if (name === 'fetch') throw new InvalidOptionError(`${path}[${i}]`, 'names fetch(), which takes HTTP requests, not WebSocket messages', name);
+    if (name.startsWith('_')) throw new InvalidOptionError(`${path}[${i}]`, 'starts with "_": such names are never callable', name);
+    return name;
+  });
+}
+
 export function compileDeploymentOptions(input: DeploymentOptions, defaultName: string, path = 'deployment'): CompiledDeploymentOptions {
   if (typeof input !== 'object' || input === null) throw new InvalidOptionError(path, 'must be an object', input);
   for (const key of Object.keys(input)) if (!KNOWN.has(key)) throw new InvalidOptionError(`${path}.${key}`, 'is not a deployment option');
@@ -375,6 +393,7 @@ export function compileDeploymentOptions(input: DeploymentOptions, defaultName: 
     idempotentMethods: compileMethodNames(`${path}.idempotentMethods`, input.idempotentMethods),
     rollout: compileRollout(input.rollout, `${path}.rollout`),
   };
+  if (input.websocketMethods !== undefined) compiled.websocketMethods = compileWebSocketMethods(`${path}.websocketMethods`, input.websocketMethods);
   if (input.multiplex !== undefined) compiled.multiplex = compileMultiplex(input.multiplex, compiled.maxOngoingRequests, `${path}.multiplex`);
   if (input.slo !== undefined) compiled.slo = compileSlo(input.slo, `${path}.slo`);
   if (input.cache !== undefined) compiled.cache = compileCache(input.cache, `${path}.cache`);

@@ -14,7 +14,7 @@ import {
 } from '@shoal/core';
 import type { Router } from '@shoal/router';
 import type { CompiledWebSocketOptions } from './ws-options.ts';
-import { WsSession, type WebSocketObserver, type WsConnectionDefaults, type WsMount } from './ws-session.ts';
+import { WsSession, type WebSocketObserver, type WsConnectionDefaults, type WsMount, type WsSessionStats } from './ws-session.ts';
 
 /** The headers an upgrade shares with HTTP requests (ingress.ts defines them; repeated to keep this file below it). */
 const TIMEOUT_HEADER = 'x-shoal-timeout-ms';
@@ -40,6 +40,8 @@ export class WsGateway {
   private readonly servers = new Map<number, WebSocketServer>();
   private readonly sessions = new Set<WsSession>();
   private closing = false;
+  /** One timer pings every socket (pingIntervalMs); running while any is open. */
+  private heartbeat: NodeJS.Timeout | undefined;
 
   constructor(private readonly opts: WsGatewayOptions) {}
 
@@ -51,6 +53,11 @@ export class WsGateway {
     let n = 0;
     for (const s of this.sessions) n += s.inflight;
     return n;
+  }
+
+  /** Each open socket's state now (a test and debugging hook). */
+  stats(): WsSessionStats[] {
+    return [...this.sessions].map((s) => s.stats());
   }
 
   /** Completes the handshake of an upgrade to `mount`, or answers it with an HTTP error and closes the socket. */
@@ -73,7 +80,11 @@ export class WsGateway {
         ...(this.opts.observer === undefined ? {} : { observer: this.opts.observer }),
       });
       this.sessions.add(session);
-      ws.once('close', () => this.sessions.delete(session));
+      this.startHeartbeat();
+      ws.once('close', () => {
+        this.sessions.delete(session);
+        if (this.sessions.size === 0) this.stopHeartbeat();
+      });
     });
   }
 
@@ -83,6 +94,7 @@ export class WsGateway {
    */
   async close(drainMs = 0): Promise<void> {
     this.closing = true;
+    this.stopHeartbeat();
     const end = performance.now() + drainMs;
     while (this.inflight > 0 && performance.now() < end) await new Promise((r) => setTimeout(r, 20));
     for (const s of this.sessions) s.close(1001, 'server shutting down');
@@ -91,6 +103,19 @@ export class WsGateway {
     for (const s of this.sessions) s.terminate();
     for (const wss of this.servers.values()) wss.close();
     this.servers.clear();
+  }
+
+  private startHeartbeat(): void {
+    const ms = this.opts.limits.pingIntervalMs;
+    if (ms === 0 || this.heartbeat !== undefined || this.closing) return;
+    this.heartbeat = setInterval(() => { for (const s of this.sessions) s.heartbeat(); }, ms);
+    this.heartbeat.unref();
+  }
+
+  private stopHeartbeat(): void {
+    if (this.heartbeat === undefined) return;
+    clearInterval(this.heartbeat);
+    this.heartbeat = undefined;
   }
 
   private serverFor(maxPayload: number): WebSocketServer {

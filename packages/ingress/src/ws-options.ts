@@ -8,9 +8,15 @@ export interface WebSocketOptions {
   maxInflightPerSocket?: number;
   /**
    * Bytes a socket may hold unsent (ws's bufferedAmount) before its streams stop taking chunks, so their
-   * generators pause: the slow reader's bound. @default 1048576 (1 MiB)
+   * generators pause, and the socket stops being read until it drains, so a client that sends and never reads
+   * cannot pile up answers: the slow reader's bound. @default 1048576 (1 MiB)
    */
   maxBufferedBytes?: number;
+  /**
+   * Every this many ms the server pings each socket; one that has not answered the previous ping by the next is
+   * taken for dead and cut, which cancels its requests as a close does. 0: no pings. @default 30000
+   */
+  pingIntervalMs?: number;
   /** The window each stream asks of its replica (chunks and bytes produced ahead of what was sent). @default 16 chunks, 1 MiB */
   window?: StreamWindow;
 }
@@ -19,13 +25,16 @@ export interface CompiledWebSocketOptions {
   maxConnections: number;
   maxInflightPerSocket: number;
   maxBufferedBytes: number;
+  pingIntervalMs: number;
   window: StreamWindow;
 }
+
+const KEYS = ['maxConnections', 'maxInflightPerSocket', 'maxBufferedBytes', 'pingIntervalMs', 'window'];
 
 export function compileWebSocketOptions(o: WebSocketOptions = {}, path = 'websocket'): CompiledWebSocketOptions {
   if (typeof o !== 'object' || o === null) throw new InvalidOptionError(path, 'must be an object', o);
   for (const k of Object.keys(o)) {
-    if (!['maxConnections', 'maxInflightPerSocket', 'maxBufferedBytes', 'window'].includes(k)) throw new InvalidOptionError(`${path}.${k}`, 'is not an option (options: maxConnections, maxInflightPerSocket, maxBufferedBytes, window)');
+    if (!KEYS.includes(k)) throw new InvalidOptionError(`${path}.${k}`, `is not an option (options: ${KEYS.join(', ')})`);
   }
   if (o.window !== undefined && (typeof o.window !== 'object' || o.window === null)) throw new InvalidOptionError(`${path}.window`, 'must be {chunks, bytes}', o.window);
   const w = o.window ?? DEFAULT_STREAM_WINDOW;
@@ -33,9 +42,18 @@ export function compileWebSocketOptions(o: WebSocketOptions = {}, path = 'websoc
     maxConnections: checkInt(`${path}.maxConnections`, o.maxConnections, 1, 10_000),
     maxInflightPerSocket: checkInt(`${path}.maxInflightPerSocket`, o.maxInflightPerSocket, 1, 64),
     maxBufferedBytes: checkInt(`${path}.maxBufferedBytes`, o.maxBufferedBytes, 1, 1024 * 1024),
+    // Below 10 ms a ping would race its own answer on a busy loop; a day is past any useful dead-peer check.
+    pingIntervalMs: checkPingInterval(`${path}.pingIntervalMs`, o.pingIntervalMs),
     window: Object.freeze({
       chunks: checkInt(`${path}.window.chunks`, w.chunks, 1, DEFAULT_STREAM_WINDOW.chunks, MAX_STREAM_WINDOW.chunks),
       bytes: checkInt(`${path}.window.bytes`, w.bytes, 1, DEFAULT_STREAM_WINDOW.bytes, MAX_STREAM_WINDOW.bytes),
     }),
   };
+}
+
+function checkPingInterval(path: string, v: unknown): number {
+  if (v === undefined) return 30_000;
+  if (v === 0) return 0;
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 10 || v > 86_400_000) throw new InvalidOptionError(path, 'must be 0 (no pings) or an integer number of ms between 10 and 86400000', v);
+  return v;
 }

@@ -7,11 +7,15 @@
  * no chunk and so grant no credit, and their generators stop with at most a window produced ahead. A cancel
  * message or the socket closing aborts the request's signal, which the router turns into a cancel at the replica
  * (the generator's finally blocks run, its downstream calls are cancelled through its own request's signal).
+ *
+ * Answers are bounded too: once the socket holds more than maxBufferedBytes unsent, it is no longer read (ws
+ * pause(), so TCP pushes back on the client) until it drains; messages ws had already parsed wait in a backlog
+ * (at most one read's worth) and are handled, in order, once it has. A cancel is acted on at once.
  */
 import type { Duplex } from 'node:stream';
 import { WebSocket, type RawData } from 'ws';
 import {
-  BadRequestError, CancelledError, LazyAbortController, NotFoundError, QueueFullError, newTraceContext, type Logger, type TraceContext,
+  BadRequestError, CancelledError, LIFECYCLE_HOOKS, LazyAbortController, NotFoundError, QueueFullError, newTraceContext, type Logger, type TraceContext,
 } from '@shoal/core';
 import type { Router } from '@shoal/router';
 import { pipeChunks, routeStream } from './stream-route.ts';
@@ -23,8 +27,13 @@ export interface WsMount {
   /** `app/ingressDeployment`, the router key. */
   key: string;
   app: string;
-  /** The ingress deployment's callable methods. */
-  methods: readonly string[];
+  /**
+   * The deployment's websocketMethods allow-list, or undefined: then every method name but fetch, the lifecycle
+   * hooks, Object.prototype's and names starting with `_` is sent to the replica (prototype methods and
+   * function-valued instance fields such as continuousBatch() or batch() ones; the replica answers
+   * ERR_NOT_FOUND for one it does not have).
+   */
+  websocketMethods?: readonly string[] | undefined;
   /** The deployment's default deadline (0: none). */
   requestTimeoutMs: number;
 }
@@ -76,12 +85,31 @@ interface Pending {
   wake: (() => void) | undefined;
 }
 
+/** Never sent to a replica from a WebSocket: an HTTP entry point, lifecycle hooks, Object.prototype's members. */
+const REFUSED: ReadonlySet<string> = new Set(['fetch', ...LIFECYCLE_HOOKS, ...Object.getOwnPropertyNames(Object.prototype)]);
+
+/** What a socket holds now (a test and debugging hook). */
+export interface WsSessionStats {
+  inflight: number;
+  /** ws's bufferedAmount: bytes written and not yet sent. */
+  bufferedBytes: number;
+  /** True while the socket is not read because it holds more than maxBufferedBytes unsent. */
+  readPaused: boolean;
+  /** Messages read and not yet handled (they wait for the socket to drain). */
+  backlog: number;
+}
+
 export class WsSession {
   private readonly pending = new Map<WsRequestId, Pending>();
   private readonly waiting = new Set<Pending>();
   private closed = false;
   private readonly app: string;
   private readonly observer: WebSocketAppObserver | undefined;
+  /** Set while reads are paused: messages ws had parsed already, handled once the socket drains. */
+  private backlog: Array<[RawData, boolean]> | undefined;
+  private readPaused = false;
+  /** A ping went out and its pong has not come back. */
+  private awaitingPong = false;
 
   constructor(private readonly ws: WebSocket, private readonly socket: Duplex, app: string, private readonly opts: WsSessionOptions) {
     this.app = app;
@@ -90,17 +118,41 @@ export class WsSession {
     ws.on('close', () => this.onClose());
     // A frame over maxPayload or a protocol violation: ws closes the socket (1009, 1002) and 'close' follows.
     ws.on('error', (err) => this.opts.logger.debug('WebSocket error', { app, error: err.message }));
+    ws.on('pong', () => { this.awaitingPong = false; });
     // 'drain' comes once the socket's buffer empties after a write that found it full.
-    socket.on('drain', () => this.wakeAll());
+    socket.on('drain', () => this.onDrain());
     this.observer?.opened();
   }
 
   /** Requests in flight on this socket. */
   get inflight(): number { return this.pending.size; }
 
+  stats(): WsSessionStats {
+    return { inflight: this.pending.size, bufferedBytes: this.ws.bufferedAmount, readPaused: this.readPaused, backlog: this.backlog?.length ?? 0 };
+  }
+
   /** Closes the socket (its requests are cancelled once it has closed). */
   close(code: number, reason: string): void {
+    // Reads resume so the client's closing frame is read; what it sent before is no longer handled.
+    this.backlog = undefined;
+    if (this.readPaused) { this.readPaused = false; this.ws.resume(); }
     this.ws.close(code, reason);
+  }
+
+  /**
+   * The gateway's heartbeat, every pingIntervalMs: a socket that did not answer the previous ping is cut (its
+   * requests are cancelled, as when it closes), any other is pinged. A client that reads nothing for a whole
+   * interval gets its ping behind what it did not read, and is cut too.
+   */
+  heartbeat(): void {
+    if (this.ws.readyState !== WebSocket.OPEN) return;
+    if (this.awaitingPong) {
+      this.opts.logger.debug('WebSocket peer missed a ping: closing it', { app: this.app, inflight: this.pending.size });
+      this.ws.terminate();
+      return;
+    }
+    this.awaitingPong = true;
+    this.ws.ping();
   }
 
   /** Closes the socket at once, without a closing handshake. */
@@ -110,11 +162,25 @@ export class WsSession {
 
   private onMessage(data: RawData, isBinary: boolean): void {
     this.observer?.received();
+    if (this.ws.readyState !== WebSocket.OPEN) return;
+    if (this.backlog !== undefined) {
+      // A cancel is acted on at once; anything else waits its turn behind what was read before it.
+      if (!isBinary) {
+        const m = parseClientMessage(text(data));
+        if (m.kind === 'cancel') { this.cancel(m.id); return; }
+      }
+      this.backlog.push([data, isBinary]);
+      return;
+    }
+    this.handle(data, isBinary);
+  }
+
+  private handle(data: RawData, isBinary: boolean): void {
     if (isBinary) {
       this.sendError('null', new BadRequestError('WebSocket binary messages are not read: send each request as a JSON text message'));
       return;
     }
-    const m = parseClientMessage(Array.isArray(data) ? Buffer.concat(data).toString() : Buffer.isBuffer(data) ? data.toString() : Buffer.from(data).toString());
+    const m = parseClientMessage(text(data));
     if (m.kind === 'bad') { this.sendError(idJson(m.id), m.error); return; }
     if (m.kind === 'cancel') { this.cancel(m.id); return; }
     this.call(m);
@@ -130,9 +196,11 @@ export class WsSession {
     }
     const mount = this.opts.mount();
     if (mount === undefined) { this.sendError(id, new NotFoundError(`application "${this.app}" is no longer served here`)); return; }
-    // fetch() takes an HTTP request, which a JSON message does not carry.
-    if (m.method === 'fetch' || !mount.methods.includes(m.method)) {
-      this.sendError(id, new NotFoundError(`deployment "${mount.key}" has no method "${m.method}" callable over a WebSocket (it has: ${mount.methods.filter((x) => x !== 'fetch').join(', ') || 'none'})`));
+    const allowed = mount.websocketMethods;
+    if (allowed !== undefined ? !allowed.includes(m.method) : REFUSED.has(m.method) || m.method.startsWith('_')) {
+      // fetch() takes an HTTP request, which a JSON message does not carry; hooks and private names are not requests.
+      const why = allowed !== undefined ? `its websocketMethods are: ${allowed.join(', ') || 'none'}` : 'fetch, lifecycle hooks, Object.prototype members and names starting with "_" are not';
+      this.sendError(id, new NotFoundError(`deployment "${mount.key}" has no method "${m.method}" callable over a WebSocket (${why})`));
       return;
     }
     const p: Pending = { id: m.id, idJson: id, signal: new LazyAbortController(), cancelled: undefined, wake: undefined };
@@ -173,12 +241,45 @@ export class WsSession {
     if (this.ws.readyState !== WebSocket.OPEN || p.cancelled !== undefined) return false;
     for (const c of chunks) this.ws.send(chunkMessage(p.idJson, c));
     this.observer?.sent(chunks.length);
+    // Reads go on past the bound (the streams wait, so a cancel is read at once); results, ends and errors pause them.
     return this.ws.bufferedAmount <= this.opts.limits.maxBufferedBytes;
+  }
+
+  /**
+   * Stops reading a socket past its bound. Only while its own buffer is past its high-water mark, which
+   * guarantees the 'drain' that resumes it; below that mark the bytes are about to go anyway.
+   */
+  private pauseReads(): void {
+    if (this.readPaused || !this.socket.writableNeedDrain || this.ws.readyState !== WebSocket.OPEN) return;
+    this.readPaused = true;
+    this.backlog ??= [];
+    this.ws.pause();
+  }
+
+  /** The socket drained: streams go on, the backlog is handled (until the socket is past its bound again), reads resume. */
+  private onDrain(): void {
+    this.wakeAll();
+    if (!this.readPaused) return;
+    this.readPaused = false;
+    const backlog = this.backlog;
+    if (backlog !== undefined) {
+      let i = 0;
+      while (i < backlog.length && !this.readPaused && this.ws.readyState === WebSocket.OPEN) {
+        const [data, isBinary] = backlog[i++]!;
+        this.handle(data, isBinary);
+      }
+      backlog.splice(0, i);
+      if (this.readPaused) return;
+      this.backlog = undefined;
+    }
+    if (this.ws.readyState === WebSocket.OPEN) this.ws.resume();
   }
 
   /**
    * Resolves when the socket drained, the request was cancelled, or the socket closed. A socket past the bound
    * whose own buffer is below its high-water mark (a bound set under it) has no 'drain' to wait for: go on.
+   * A stream that ends meanwhile (the router's deadline cancels it) stops pipeChunks waiting on this, so its error
+   * is sent and it leaves `pending` while the client still reads nothing.
    */
   private drained(p: Pending): Promise<void> {
     if (this.closed || p.cancelled !== undefined) return Promise.resolve();
@@ -219,13 +320,18 @@ export class WsSession {
     this.observer?.closed();
   }
 
-  private send(text: string): void {
+  private send(message: string): void {
     if (this.ws.readyState !== WebSocket.OPEN) return;
-    this.ws.send(text);
+    this.ws.send(message);
     this.observer?.sent(1);
+    if (this.ws.bufferedAmount > this.opts.limits.maxBufferedBytes) this.pauseReads();
   }
 
   private sendError(id: string, err: unknown): void {
     this.send(errorMessage(id, err));
   }
+}
+
+function text(data: RawData): string {
+  return Array.isArray(data) ? Buffer.concat(data).toString() : Buffer.isBuffer(data) ? data.toString() : Buffer.from(data).toString();
 }

@@ -6,11 +6,12 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
-import { ChunkStream, compileDeploymentOptions, FakeClock, silentLogger, type AppSpec, type StreamWindow } from '@shoal/core';
+import { ChunkStream, compileDeploymentOptions, FakeClock, realClock, silentLogger, type AppSpec, type Clock, type DeploymentOptions, type StreamWindow } from '@shoal/core';
 import type { NewRequest, ReplyMessage } from '@shoal/protocol';
 import { Router, type Dispatch, type ReplicaRef, type Transport } from '@shoal/router';
 import { Ingress } from '../src/index.ts';
 import type { WebSocketOptions } from '../src/ws-options.ts';
+import type { WsGateway } from '../src/ws-gateway.ts';
 
 /** One dispatched request, which the test answers as a stream or with a value. */
 interface Sent {
@@ -27,6 +28,8 @@ class StreamTransport implements Transport {
   readonly sent: Sent[] = [];
   /** Told of every credit a stream grants. */
   onCredit: ((s: Sent, n: number) => void) | undefined;
+  /** Answers every request at once with this value's result, when set. */
+  autoAnswer: ((message: NewRequest) => unknown) | undefined;
 
   dispatch(_replica: ReplicaRef, message: NewRequest): Dispatch {
     let resolve!: (r: ReplyMessage) => void;
@@ -44,14 +47,17 @@ class StreamTransport implements Transport {
       answer: (value) => resolve({ t: 'reply', id: 0, ok: true, value }),
     };
     this.sent.push(s);
+    if (this.autoAnswer !== undefined) s.answer(this.autoAnswer(message));
     return { reply, cancel: () => { s.cancels++; } };
   }
 }
 
-const APP: AppSpec = {
-  name: 'chat', routePrefix: '/chat', ingress: 'Chat', modulePath: '/nowhere/chat.ts', exportName: 'default',
-  deployments: [{ name: 'Chat', kind: 'class', options: compileDeploymentOptions({ maxRequestBytes: 4096 }, 'Chat'), dependencies: [], methods: ['add', 'fetch', 'gen'] }],
-};
+function app(options: DeploymentOptions = {}): AppSpec {
+  return {
+    name: 'chat', routePrefix: '/chat', ingress: 'Chat', modulePath: '/nowhere/chat.ts', exportName: 'default',
+    deployments: [{ name: 'Chat', kind: 'class', options: compileDeploymentOptions({ maxRequestBytes: 4096, ...options }, 'Chat'), dependencies: [], methods: ['add', 'fetch', 'gen'] }],
+  };
+}
 
 let ingress: Ingress | undefined;
 const clients: WebSocket[] = [];
@@ -61,20 +67,23 @@ afterEach(async () => {
   ingress = undefined;
 });
 
-async function rig(websocket: WebSocketOptions = {}): Promise<{ transport: StreamTransport; url: string }> {
+async function rig(websocket: WebSocketOptions = {}, opts: { clock?: Clock; deployment?: DeploymentOptions } = {}): Promise<{ transport: StreamTransport; url: string }> {
   const transport = new StreamTransport();
-  const router = new Router({ transport, clock: new FakeClock(), logger: silentLogger });
+  const router = new Router({ transport, clock: opts.clock ?? new FakeClock(), logger: silentLogger });
   router.updateRoutes({ 'chat/Chat': { maxOngoingRequests: 100, maxQueuedRequests: 100, requestTimeoutMs: 0, replicas: [{ replicaId: 'r1', workerId: 'w1', dataAddress: 'ws://w1' }] } }, 1);
   ingress = new Ingress({ router, logger: silentLogger, isReady: () => true, websocket });
-  ingress.setApps([APP]);
+  ingress.setApps([app(opts.deployment)]);
   const { port } = await ingress.listen({ port: 0, host: '127.0.0.1' });
   return { transport, url: `ws://127.0.0.1:${port}/chat/ws` };
 }
 
 interface Msg { id: unknown; chunk?: unknown; result?: unknown; end?: true; error?: { code: string; message: string } }
 
-async function open(url: string): Promise<{ ws: WebSocket; got: Msg[]; closed: Promise<number> }> {
-  const ws = new WebSocket(url);
+/** The ingress's WebSocket gateway, for its per-socket stats. */
+const gateway = (): WsGateway => (ingress as unknown as { ws: WsGateway }).ws;
+
+async function open(url: string, options: WebSocket.ClientOptions = {}): Promise<{ ws: WebSocket; got: Msg[]; closed: Promise<number> }> {
+  const ws = new WebSocket(url, options);
   clients.push(ws);
   const got: Msg[] = [];
   ws.on('message', (d) => got.push(JSON.parse(String(d)) as Msg));
@@ -208,8 +217,153 @@ describe('WebSocket front', () => {
     await until('the stream cancelled', () => transport.sent[0]!.sourceCancels.length === 1);
   });
 
+  it('a client that sends calls and never reads stops being read: the answers it did not read stay bounded, and all come once it reads', async () => {
+    const max = 64 * 1024;
+    // In flight per socket past what this test keeps in flight, so every call gets its result.
+    const { transport, url } = await rig({ maxBufferedBytes: max, maxInflightPerSocket: 1000 });
+    // Each answer is 2 KiB: 10k of them are 20 MiB, far past what the kernel's socket buffers take.
+    const answer = 'a'.repeat(2048);
+    transport.autoAnswer = () => answer;
+    const c = await open(url);
+    c.ws.pause();
+    const n = 10_000;
+    const batch = 16;
+    let sent = 0;
+    const sendBatch = (): void => { for (const end = Math.min(n, sent + batch); sent < end;) { c.ws.send(JSON.stringify({ id: sent, method: 'add', args: [sent] })); sent++; } };
+    const paused = (): boolean => gateway().stats()[0]!.readPaused;
+    // A batch at a time, each once the server has read the one before, until the server stops reading.
+    while (sent < n && !paused()) {
+      sendBatch();
+      await until('the batch read', () => transport.sent.length >= sent || paused());
+    }
+    expect(paused()).toBe(true);
+    for (let k = 0; k < 10; k++) sendBatch();
+    let last = -1;
+    let same = 0;
+    await until('the server to stop reading', () => {
+      if (transport.sent.length === last) same++; else { same = 0; last = transport.sent.length; }
+      return same >= 40;
+    }, 30_000);
+    const st = gateway().stats()[0]!;
+    expect(st.readPaused).toBe(true);
+    expect(transport.sent.length).toBeLessThan(sent);
+    // The bound, plus the answers to one read's worth of calls (a batch) and a message.
+    expect(st.bufferedBytes).toBeGreaterThan(max);
+    expect(st.bufferedBytes).toBeLessThan(max + 2 * batch * 2100);
+    c.ws.resume();
+    while (sent < n) {
+      sendBatch();
+      await until('the batch read', () => transport.sent.length >= sent);
+    }
+    await until('every call answered', () => c.got.length === n, 30_000);
+    expect(c.got.every((m, i) => m.id === i && m.result === answer)).toBe(true);
+    expect(gateway().stats()[0]).toMatchObject({ readPaused: false, backlog: 0, inflight: 0 });
+  }, 120_000);
+
+  it('a bad message flood from a client that never reads is bounded the same way', async () => {
+    const max = 16 * 1024;
+    const { url } = await rig({ maxBufferedBytes: max });
+    const c = await open(url);
+    c.ws.pause();
+    // Each one is answered with an ERR_BAD_REQUEST naming the unknown field (a few hundred bytes).
+    const bad = JSON.stringify({ id: 'x', method: 'add', [`f${'y'.repeat(200)}`]: 1 });
+    const n = 20_000;
+    for (let i = 0; i < n; i++) c.ws.send(bad);
+    let last = -1;
+    let same = 0;
+    await until('the buffer to stop growing', () => {
+      const b = gateway().stats()[0]!.bufferedBytes;
+      if (b === last) same++; else { same = 0; last = b; }
+      return same >= 40 && gateway().stats()[0]!.readPaused;
+    }, 60_000);
+    expect(gateway().stats()[0]!.readPaused).toBe(true);
+    expect(last).toBeLessThan(max + 1024);
+    c.ws.resume();
+    await until('every message answered', () => c.got.length === n, 60_000);
+    expect(c.got.every((m) => m.error?.code === 'ERR_BAD_REQUEST')).toBe(true);
+  });
+
+  it('sends any method but fetch, hooks, Object.prototype\'s and _names to the replica; websocketMethods restricts them', async () => {
+    const { transport, url } = await rig();
+    transport.autoAnswer = (m) => (m as { method: string }).method;
+    const c = await open(url);
+    // `generate` is no prototype method (the spec lists add, fetch, gen): an instance field such as continuousBatch().
+    c.ws.send(JSON.stringify({ id: 1, method: 'generate' }));
+    for (const [id, method] of [[2, 'fetch'], [3, 'init'], [4, 'constructor'], [5, 'toString'], [6, '_secret'], [7, 'checkHealth']] as const) c.ws.send(JSON.stringify({ id, method }));
+    await until('7 answers', () => c.got.length === 7);
+    expect(c.got.find((m) => m.id === 1)).toEqual({ id: 1, result: 'generate' });
+    for (const id of [2, 3, 4, 5, 6, 7]) {
+      expect(c.got.find((m) => m.id === id)!.error).toMatchObject({ code: 'ERR_NOT_FOUND', message: expect.stringContaining('callable over a WebSocket (fetch, lifecycle hooks, Object.prototype members and names starting with "_" are not)') });
+    }
+    expect(transport.sent.map((s) => (s.message as { method: string }).method)).toEqual(['generate']);
+    await ingress!.close();
+
+    const r = await rig({}, { deployment: { websocketMethods: ['add', 'generate'] } });
+    r.transport.autoAnswer = (m) => (m as { method: string }).method;
+    const d = await open(r.url);
+    d.ws.send(JSON.stringify({ id: 'a', method: 'generate' }));
+    d.ws.send(JSON.stringify({ id: 'b', method: 'gen' }));
+    await until('2 answers', () => d.got.length === 2);
+    expect(d.got.find((m) => m.id === 'a')).toEqual({ id: 'a', result: 'generate' });
+    expect(d.got.find((m) => m.id === 'b')!.error).toEqual({ code: 'ERR_NOT_FOUND', message: 'deployment "chat/Chat" has no method "gen" callable over a WebSocket (its websocketMethods are: add, generate)' });
+    expect(r.transport.sent).toHaveLength(1);
+  });
+
+  it('pings every pingIntervalMs and cuts a peer that stops answering, cancelling its streams', async () => {
+    const { transport, url } = await rig({ pingIntervalMs: 50 });
+    const live = await open(url);
+    let pings = 0;
+    live.ws.on('ping', () => { pings++; });
+    const dead = await open(url, { autoPong: false });
+    dead.ws.send(JSON.stringify({ id: 1, method: 'gen' }));
+    await until('dispatched', () => transport.sent.length === 1);
+    transport.sent[0]!.start(['a']);
+    await until('a chunk', () => dead.got.length === 1);
+    // The peer that answers no ping is cut (no closing handshake: 1006), which cancels its stream at the replica.
+    expect(await dead.closed).toBe(1006);
+    await until('its stream cancelled', () => transport.sent[0]!.sourceCancels.length === 1);
+    // The one that answers stays open through many pings.
+    await until('5 pings', () => pings >= 5);
+    expect(live.ws.readyState).toBe(WebSocket.OPEN);
+    expect(gateway().connections).toBe(1);
+  });
+
+  it('a router-side deadline ends a stream waiting for its socket to drain: its error goes out and it leaves the in-flight count', async () => {
+    const { transport, url } = await rig({ maxBufferedBytes: 16 * 1024 }, { clock: realClock });
+    const c = await open(url);
+    c.ws.send(JSON.stringify({ id: 'd', method: 'gen', timeoutMs: 4000 }));
+    await until('the dispatch', () => transport.sent.length === 1);
+    c.ws.pause();
+    // A producer that pushes a 64 KiB chunk for each credit, until the socket's buffers are full and it waits.
+    const big = 'x'.repeat(64 * 1024);
+    const s = transport.sent[0]!;
+    transport.onCredit = (x, n) => { x.stream!.push(Array.from({ length: n }, () => big)); };
+    s.start(Array.from({ length: 16 }, () => big));
+    // Past the kernel's buffers (they grow for a while on loopback), the stream waits for a drain that never comes.
+    let last = -1;
+    let same = 0;
+    await until('credit to stop', () => {
+      if (s.credits === last) same++; else { same = 0; last = s.credits; }
+      return same >= 40;
+    }, 30_000);
+    expect(s.sourceCancels).toHaveLength(0);
+    expect(gateway().stats()[0]!.inflight).toBe(1);
+    await until('the deadline to cancel the stream', () => s.sourceCancels.length === 1);
+    expect(s.sourceCancels[0]!.name).toBe('DeadlineExceededError');
+    // It no longer counts in flight while the client still reads nothing: its error was written.
+    await until('the request to leave the in-flight count', () => gateway().stats()[0]!.inflight === 0);
+    c.ws.resume();
+    await until('the error', () => c.got.some((m) => m.error !== undefined), 30_000);
+    expect(c.got.at(-1)).toMatchObject({ id: 'd', error: { code: 'ERR_DEADLINE_EXCEEDED' } });
+  });
+
   it('rejects bad options with their path', () => {
     const router = new Router({ transport: new StreamTransport(), clock: new FakeClock(), logger: silentLogger });
     expect(() => new Ingress({ router, logger: silentLogger, isReady: () => true, websocket: { maxBufferedBytes: 0 } })).toThrow(/websocket\.maxBufferedBytes: must be between 1 and/);
+    expect(() => new Ingress({ router, logger: silentLogger, isReady: () => true, websocket: { pingIntervalMs: 5 } })).toThrow('websocket.pingIntervalMs: must be 0 (no pings) or an integer number of ms between 10 and 86400000');
+    expect(() => new Ingress({ router, logger: silentLogger, isReady: () => true, websocket: { pingIntervalMs: 0 } })).not.toThrow();
+    expect(() => compileDeploymentOptions({ websocketMethods: ['add', 'fetch'] }, 'Chat')).toThrow(/deployment\.websocketMethods\[1\]: names fetch\(\)/);
+    expect(() => compileDeploymentOptions({ websocketMethods: ['_x'] }, 'Chat')).toThrow(/websocketMethods\[0\]: starts with "_"/);
+    expect(() => compileDeploymentOptions({ websocketMethods: 'add' as unknown as string[] }, 'Chat')).toThrow(/websocketMethods: must be an array/);
   });
 });

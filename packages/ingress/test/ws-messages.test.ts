@@ -100,7 +100,7 @@ describe('server messages', () => {
 
 describe('compileWebSocketOptions', () => {
   it('fills every default', () => {
-    expect(compileWebSocketOptions()).toEqual({ maxConnections: 10_000, maxInflightPerSocket: 64, maxBufferedBytes: 1024 * 1024, window: { chunks: 16, bytes: 1024 * 1024 } });
+    expect(compileWebSocketOptions()).toEqual({ maxConnections: 10_000, maxInflightPerSocket: 64, maxBufferedBytes: 1024 * 1024, pingIntervalMs: 30_000, window: { chunks: 16, bytes: 1024 * 1024 } });
     expect(compileWebSocketOptions({ maxInflightPerSocket: 2, window: { chunks: 4, bytes: 4096 } })).toMatchObject({ maxInflightPerSocket: 2, window: { chunks: 4, bytes: 4096 } });
   });
 
