@@ -137,6 +137,23 @@ describe('streaming over a WebSocket', () => {
     await c.close();
   });
 
+  it('calls continuousBatch() and batch() fields of the ingress class, never a _name or a lifecycle hook', async () => {
+    const c = await Client.open();
+    c.send({ id: 'cd', method: 'countdown', args: [4] });
+    c.send({ id: 'cd2', method: 'countdown', args: [2] });
+    c.send({ id: 'db', method: 'double', args: [21] });
+    c.send({ id: 'sec', method: '_secret' });
+    c.send({ id: 'hook', method: 'checkHealth' });
+    const [cd, cd2, db, sec, hook] = await Promise.all(['cd', 'cd2', 'db', 'sec', 'hook'].map((id) => c.answer(id)));
+    expect(cd!.chunks).toEqual([4, 3, 2, 1]);
+    expect(cd!.last).toEqual({ id: 'cd', end: true });
+    expect(cd2!.chunks).toEqual([2, 1]);
+    expect(db!.last).toEqual({ id: 'db', result: 42 });
+    expect(sec!.last.error).toMatchObject({ code: 'ERR_NOT_FOUND', message: expect.stringContaining('has no method "_secret" callable over a WebSocket') });
+    expect(hook!.last.error).toMatchObject({ code: 'ERR_NOT_FOUND', message: expect.stringContaining('has no method "checkHealth" callable over a WebSocket') });
+    await c.close();
+  });
+
   it('multiplexes two streams on one socket by id, each in order', async () => {
     const c = await Client.open();
     c.send({ id: 'x', method: 'relay', args: [8, 5] });
@@ -210,8 +227,9 @@ describe('streaming over a WebSocket', () => {
     expect(nulls[0]!.error).toMatchObject({ code: 'ERR_BAD_REQUEST', message: expect.stringMatching(/^WebSocket message is not JSON/) });
     expect(nulls[1]!.error?.message).toContain('has no "id"');
     expect(nulls[2]!.error?.message).toContain('binary messages are not read');
-    expect(c.of('u')[0]!.error).toMatchObject({ code: 'ERR_NOT_FOUND', message: expect.stringContaining('has no method "nope" callable over a WebSocket (it has: add, bytes, fail, generate, relay, stats)') });
-    expect(c.of('v')[0]!.error?.code).toBe('ERR_NOT_FOUND');
+    // An unknown method reaches the replica, which lists what it has (fields such as continuousBatch() ones too).
+    expect(c.of('u')[0]!.error).toMatchObject({ code: 'ERR_NOT_FOUND', message: expect.stringMatching(/has no method "nope" \(it has: add, bytes, countdown, double, fail, fetch, generate, .*relay, stats\)/) });
+    expect(c.of('v')[0]!.error).toMatchObject({ code: 'ERR_NOT_FOUND', message: expect.stringContaining('has no method "fetch" callable over a WebSocket') });
     expect(c.of('w')[0]!.error?.message).toContain('field "args" must be an array');
     expect(c.of('t')[0]!.error?.message).toContain('unknown field "timeout"');
 
