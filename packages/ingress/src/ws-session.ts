@@ -197,9 +197,10 @@ export class WsSession {
     const mount = this.opts.mount();
     if (mount === undefined) { this.sendError(id, new NotFoundError(`application "${this.app}" is no longer served here`)); return; }
     const allowed = mount.websocketMethods;
-    if (allowed !== undefined ? !allowed.includes(m.method) : REFUSED.has(m.method) || m.method.startsWith('_')) {
+    const refused = REFUSED.has(m.method) || m.method.startsWith('_');
+    if (refused || (allowed !== undefined && !allowed.includes(m.method))) {
       // fetch() takes an HTTP request, which a JSON message does not carry; hooks and private names are not requests.
-      const why = allowed !== undefined ? `its websocketMethods are: ${allowed.join(', ') || 'none'}` : 'fetch, lifecycle hooks, Object.prototype members and names starting with "_" are not';
+      const why = !refused && allowed !== undefined ? `its websocketMethods are: ${allowed.join(', ') || 'none'}` : 'fetch, lifecycle hooks, Object.prototype members and names starting with "_" are not';
       this.sendError(id, new NotFoundError(`deployment "${mount.key}" has no method "${m.method}" callable over a WebSocket (${why})`));
       return;
     }
@@ -314,6 +315,7 @@ export class WsSession {
   private onClose(): void {
     if (this.closed) return;
     this.closed = true;
+    this.backlog = undefined;
     const reason = new CancelledError('WebSocket client disconnected');
     for (const p of this.pending.values()) this.abort(p, reason);
     this.wakeAll();

@@ -298,14 +298,17 @@ describe('WebSocket front', () => {
     expect(transport.sent.map((s) => (s.message as { method: string }).method)).toEqual(['generate']);
     await ingress!.close();
 
-    const r = await rig({}, { deployment: { websocketMethods: ['add', 'generate'] } });
+    const r = await rig({}, { deployment: { websocketMethods: ['add', 'generate', 'init'] } });
     r.transport.autoAnswer = (m) => (m as { method: string }).method;
     const d = await open(r.url);
     d.ws.send(JSON.stringify({ id: 'a', method: 'generate' }));
     d.ws.send(JSON.stringify({ id: 'b', method: 'gen' }));
-    await until('2 answers', () => d.got.length === 2);
+    // A hook stays refused even when listed.
+    d.ws.send(JSON.stringify({ id: 'c', method: 'init' }));
+    await until('3 answers', () => d.got.length === 3);
+    expect(d.got.find((m) => m.id === 'c')!.error?.message).toContain('lifecycle hooks');
     expect(d.got.find((m) => m.id === 'a')).toEqual({ id: 'a', result: 'generate' });
-    expect(d.got.find((m) => m.id === 'b')!.error).toEqual({ code: 'ERR_NOT_FOUND', message: 'deployment "chat/Chat" has no method "gen" callable over a WebSocket (its websocketMethods are: add, generate)' });
+    expect(d.got.find((m) => m.id === 'b')!.error).toEqual({ code: 'ERR_NOT_FOUND', message: 'deployment "chat/Chat" has no method "gen" callable over a WebSocket (its websocketMethods are: add, generate, init)' });
     expect(r.transport.sent).toHaveLength(1);
   });
 
