@@ -13,7 +13,7 @@ import { streamMethodNames, UserCodeError, type AppSpec, type Handle } from '@sh
 import type { Head } from '@shoal/head';
 import { createHandle } from '@shoal/router';
 import { resolve } from 'node:path';
-import { Model } from './fixtures/stream-app.ts';
+import { Idle, Model } from './fixtures/stream-app.ts';
 import { deployFixture, samples, startCluster, waitFor } from './helpers.ts';
 
 const STREAM_APP = resolve(import.meta.dirname, 'fixtures/stream-app.ts');
@@ -238,6 +238,18 @@ describe('streaming over HTTP and handles', () => {
     await waitFor('Model\'s finally after the head connection dropped', async () => (await stats()).model.finished > before.finished);
     await it.return?.();
     await waitFor('the worker rejoined', () => peers.get(wid)?.closed === false && head.controller.status().replicas.some((r) => r.deployment === 'Model' && r.state === 'RUNNING'));
+  });
+
+  it('streamIdleTimeoutMs: a consumer that stops reading has its stream cancelled, with an error naming the option', async () => {
+    const idleSpec = await deployFixture(head, { module: STREAM_APP, exportName: 'idle', name: 'idle', routePrefix: '/idle' });
+    const h = createHandle({ router: head.router, key: 'idle/Idle', methods: idleSpec.deployments[0]!.methods, streams: streamMethodNames(Idle) }) as Handle<Idle>;
+    const it = h.generate()[Symbol.asyncIterator]();
+    expect((await it.next()).value).toBe(0);
+    // Not reading: the generator waits for credit, and the bound ends it (its finally runs).
+    await waitFor('Idle\'s finally after the idle bound', async () => (await h.stats()).finished === 1);
+    let err: unknown;
+    try { for (;;) { const r = await it.next(); if (r.done === true) break; } } catch (e) { err = e; }
+    expect((err as Error | undefined)?.message).toMatch(/streamIdleTimeoutMs=300/);
   });
 
   it('exports time to first chunk, chunks and streams by reason', async () => {

@@ -59,6 +59,12 @@ export interface DeploymentOptions {
    * @default 0
    */
   requestTimeoutMs?: number;
+  /**
+   * A streamed answer whose consumer grants no credit (takes no chunk) for this long while the generator waits for
+   * it is cancelled, with an error naming this option: a stalled client then frees its replica slot before its
+   * deadline. 0 = no bound (the stream waits until its deadline or its consumer leaves). @default 0
+   */
+  streamIdleTimeoutMs?: number;
   /** Resources one replica reserves on its worker. */
   resources?: ResourceOptions;
   /**
@@ -199,6 +205,8 @@ export interface CompiledDeploymentOptions {
   maxQueuedRequests: number;
   maxRequestBytes: number;
   requestTimeoutMs: number;
+  /** Set when above 0 (see DeploymentOptions.streamIdleTimeoutMs). */
+  streamIdleTimeoutMs?: number;
   resources: CompiledDeploymentResources;
   userConfig: unknown;
   healthCheckPeriodMs: number;
@@ -245,7 +253,7 @@ export function checkName(path: string, value: unknown): string {
   return value;
 }
 
-const KNOWN = new Set(['name', 'numReplicas', 'autoscaling', 'maxOngoingRequests', 'maxQueuedRequests', 'maxRequestBytes', 'requestTimeoutMs', 'resources', 'userConfig', 'healthCheckPeriodMs', 'healthCheckTimeoutMs', 'gracefulShutdownTimeoutMs', 'idempotentMethods', 'websocketMethods', 'batch', 'rollout', 'multiplex', 'slo', 'cache', 'semanticCache', 'consume']);
+const KNOWN = new Set(['name', 'numReplicas', 'autoscaling', 'maxOngoingRequests', 'maxQueuedRequests', 'maxRequestBytes', 'requestTimeoutMs', 'streamIdleTimeoutMs', 'resources', 'userConfig', 'healthCheckPeriodMs', 'healthCheckTimeoutMs', 'gracefulShutdownTimeoutMs', 'idempotentMethods', 'websocketMethods', 'batch', 'rollout', 'multiplex', 'slo', 'cache', 'semanticCache', 'consume']);
 
 const RESOURCE_KEYS = ['cpus', 'gpus', 'memory', 'gpuMemory', 'sharedBlobs', 'device'];
 
@@ -393,6 +401,8 @@ export function compileDeploymentOptions(input: DeploymentOptions, defaultName: 
     idempotentMethods: compileMethodNames(`${path}.idempotentMethods`, input.idempotentMethods),
     rollout: compileRollout(input.rollout, `${path}.rollout`),
   };
+  const streamIdle = checkInt(`${path}.streamIdleTimeoutMs`, input.streamIdleTimeoutMs, 0, 0);
+  if (streamIdle > 0) compiled.streamIdleTimeoutMs = streamIdle;
   if (input.websocketMethods !== undefined) compiled.websocketMethods = compileWebSocketMethods(`${path}.websocketMethods`, input.websocketMethods);
   if (input.multiplex !== undefined) compiled.multiplex = compileMultiplex(input.multiplex, compiled.maxOngoingRequests, `${path}.multiplex`);
   if (input.slo !== undefined) compiled.slo = compileSlo(input.slo, `${path}.slo`);

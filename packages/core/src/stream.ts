@@ -257,7 +257,14 @@ export class StreamPump {
   /** Chunks produced so far. */
   produced = 0;
 
-  constructor(private readonly source: PumpSource, private readonly window: StreamWindow, private readonly hooks: StreamPumpHooks) {}
+  /** Armed while the pump waits for credit, when an idle bound was given. */
+  private idleTimer: ReturnType<typeof setTimeout> | undefined;
+
+  /**
+   * `idle`: a consumer that grants no credit for `ms` while the pump waits for it (it stopped reading) calls
+   * `expired`, which ends the stream (the deployment's streamIdleTimeoutMs). @default none
+   */
+  constructor(private readonly source: PumpSource, private readonly window: StreamWindow, private readonly hooks: StreamPumpHooks, private readonly idle?: { ms: number; expired: () => void }) {}
 
   start(): void { this.pull(); }
 
@@ -272,12 +279,14 @@ export class StreamPump {
     for (let i = 0; i < k; i++) this.outBytes -= this.sizes[this.sizesHead++]!;
     if (this.sizesHead > 1024 && this.sizesHead * 2 > this.sizes.length) { this.sizes = this.sizes.slice(this.sizesHead); this.sizesHead = 0; }
     this.outChunks -= k;
+    this.clearIdle();
     this.pull();
   }
 
   cancel(reason: Error): void {
     if (this.finished) return;
     this.finished = true;
+    this.clearIdle();
     try {
       const r = this.source.return?.();
       if (r !== undefined && typeof (r as Promise<unknown>).then === 'function') (r as Promise<unknown>).then(undefined, () => undefined);
@@ -289,8 +298,21 @@ export class StreamPump {
     return this.outChunks < this.window.chunks && (this.outChunks === 0 || this.outBytes < this.window.bytes);
   }
 
+  private clearIdle(): void {
+    if (this.idleTimer !== undefined) { clearTimeout(this.idleTimer); this.idleTimer = undefined; }
+  }
+
   private pull(): void {
-    if (this.pulling || this.finished || !this.hasCredit) return;
+    if (this.pulling || this.finished) return;
+    if (!this.hasCredit) {
+      // Waiting for a consumer that may have stopped reading: bounded when the deployment says so.
+      if (this.idle !== undefined && this.idleTimer === undefined) {
+        const idle = this.idle;
+        this.idleTimer = setTimeout(() => { this.idleTimer = undefined; if (!this.finished) idle.expired(); }, idle.ms);
+        this.idleTimer.unref?.();
+      }
+      return;
+    }
     this.pulling = true;
     let p: Promise<IteratorResult<unknown>>;
     try { p = this.source.next(); } catch (err) { this.pulling = false; this.fail(err); return; }
@@ -300,7 +322,7 @@ export class StreamPump {
   private readonly onResult = (r: IteratorResult<unknown>): void => {
     this.pulling = false;
     if (this.finished) return;
-    if (r.done === true) { this.finished = true; this.hooks.done(undefined, 'complete'); return; }
+    if (r.done === true) { this.finished = true; this.clearIdle(); this.hooks.done(undefined, 'complete'); return; }
     const bytes = chunkBytes(r.value);
     this.outChunks++;
     this.outBytes += bytes;
@@ -315,6 +337,7 @@ export class StreamPump {
   private fail(err: unknown): void {
     if (this.finished) return;
     this.finished = true;
+    this.clearIdle();
     this.hooks.done(err instanceof Error ? err : new Error(String(err)), 'error');
   }
 }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { CancelledError, ChunkStream, ProtocolError, StreamPump, chunkBytes, isStreamResult, windowFromWire, type StreamEndReason, type StreamWindow } from '../src/index.ts';
+import { CancelledError, ChunkStream, ProtocolError, compileDeploymentOptions, StreamPump, chunkBytes, isStreamResult, windowFromWire, type StreamEndReason, type StreamWindow } from '../src/index.ts';
 
 /** Runs queued promise callbacks and one macrotask turn. */
 const settle = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
@@ -128,6 +128,34 @@ describe('StreamPump and ChunkStream', () => {
     const got: unknown[] = [];
     for await (const v of stream) got.push(v);
     expect(got).toEqual([0, 1, 2, 3, 4]);
+  });
+});
+
+describe('StreamPump idle bound (streamIdleTimeoutMs)', () => {
+  it('a consumer that grants no credit while the pump waits for it gets expired(); credit in time disarms it', async () => {
+    const { state, it: gen } = counting();
+    let expired = 0;
+    let stream!: ChunkStream;
+    const pump = new StreamPump(gen, { chunks: 2, bytes: 1 << 20 }, {
+      chunk: (v) => stream.push([v]),
+      done: (error, reason) => { if (reason === 'cancelled') stream.cancel(error!); },
+    }, { ms: 30, expired: () => { expired++; pump.cancel(new CancelledError('idle')); } });
+    stream = new ChunkStream({ credit: (n) => pump.credit(n), cancel: (r) => pump.cancel(r) }, { chunks: 2, bytes: 1 << 20 });
+    pump.start();
+    // Read steadily for a while: each take gives credit back, so the bound never fires.
+    for (let i = 0; i < 20; i++) expect((await stream.next()).value).toBe(i);
+    expect(expired).toBe(0);
+    // Then stop reading: out of credit, the pump waits; the bound ends it and the generator's finally runs.
+    await new Promise<void>((resolve) => { const t = setInterval(() => { if (expired > 0) { clearInterval(t); resolve(); } }, 5); });
+    expect(pump.over).toBe(true);
+    await settle();
+    expect(state.finallyRan).toBe(true);
+  });
+
+  it('the deployment option is validated with its path and set only when above 0', () => {
+    expect(compileDeploymentOptions({ streamIdleTimeoutMs: 5000 }, 'D').streamIdleTimeoutMs).toBe(5000);
+    expect('streamIdleTimeoutMs' in compileDeploymentOptions({}, 'D')).toBe(false);
+    expect(() => compileDeploymentOptions({ streamIdleTimeoutMs: -1 }, 'D')).toThrow(/streamIdleTimeoutMs/);
   });
 });
 

@@ -184,6 +184,8 @@ export class Replica {
   get loadProgress(): readonly [number, number] | undefined { return this.stateValue === 'STARTING' ? loadProgressOf(this.replicaId) : undefined; }
   /** The models held, for routers (heartbeats, and replies to requests naming a model); undefined unless multiplexed. */
   get modelSet(): ModelSet | undefined { return this.models?.modelSet(); }
+  /** The deployment's streamIdleTimeoutMs, when set: the worker bounds how long a stream waits for credit. */
+  get streamIdleTimeoutMs(): number | undefined { return this.options.streamIdleTimeoutMs; }
   /** The instance's own fields that stream (continuous methods, async generator functions), once it is built. */
   streamFields: readonly string[] = [];
 

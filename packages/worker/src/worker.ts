@@ -556,6 +556,7 @@ export class Worker {
     };
     return new Promise<ReplyMessage>((resolve) => {
       let pump: StreamPump;
+      let idle: { ms: number; expired: () => void } | undefined;
       rs.stopper = (reason) => controller.abort(reason);
       if (m.s === undefined) {
         // A caller that cannot take a stream: the chunks gathered, within the frame bound the answer must fit.
@@ -584,6 +585,10 @@ export class Worker {
           resolve(endReply(err as Error, undefined));
           return;
         }
+        const idleMs = replica.streamIdleTimeoutMs;
+        if (idleMs !== undefined) {
+          idle = { ms: idleMs, expired: () => controller.abort(new CancelledError(`stream of "${replica.deployment}" cancelled: its consumer took no chunk for streamIdleTimeoutMs=${idleMs} ms`)) };
+        }
         if (peer === undefined || id === undefined) {
           // In process: the caller reads a ChunkStream fed directly, with the same window.
           let stream: ChunkStream | undefined;
@@ -609,7 +614,7 @@ export class Worker {
               stream.end();
               resolve({ ...reply, value: stream, stream });
             },
-          });
+          }, idle);
         } else {
           let table = this.pumps.get(peer);
           if (table === undefined) { table = new Map(); this.pumps.set(peer, table); }
@@ -638,7 +643,7 @@ export class Worker {
               if (!peer.closed && reply.ok && batcher.sent === 0) peer.send({ t: 'chunk', id, v: [] });
               resolve(reply);
             },
-          });
+          }, idle);
           t.set(id, pump);
         }
       }
