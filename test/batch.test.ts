@@ -171,6 +171,30 @@ describe('shoal batch', () => {
     expect(usage.err()).toMatch(/--output/);
   });
 
+  it('wakes a deployment scaled to zero: the run tells the head its lines wait, a replica starts, every line is answered', async () => {
+    await deployFixture(head, { module: APP, exportName: 'sleeper', name: 'zero', routePrefix: '/zero' });
+    const running = async (): Promise<number> => (await head.stats()).workers.flatMap((w) => w.replicas).filter((r) => r.deployment === 'Sleeper' && r.state === 'RUNNING').length;
+    expect(await running()).toBe(0);
+    const n = 200;
+    const input = join(dir, 'zero-in.jsonl');
+    writeFileSync(input, `${Array.from({ length: n }, (_, i) => String(i)).join('\n')}\n`);
+    const output = join(dir, 'zero-out.jsonl');
+    const run = shoalBatch(['zero/Sleeper', '--input', input, '--output', output, '--quiet']);
+    expect(await run.exit, run.err()).toBe(0);
+    const rows = readFileSync(output, 'utf8').split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as { line: number; output?: number });
+    expect(rows, run.err()).toEqual(Array.from({ length: n }, (_, i) => ({ line: i + 1, output: i * 3 })));
+    expect(await running()).toBe(1);
+    // A bad report is refused with what was wrong.
+    const post = (body: unknown): Promise<Response> => fetch(`${head.clusterAddress.replace('ws', 'http')}/api/demand`, { method: 'POST', headers: { authorization: `Bearer ${head.token}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    const unknown = await post({ deployment: 'zero/Nope', waiting: 1 });
+    expect(unknown.status).toBe(404);
+    expect((await unknown.json() as { error: string }).error).toContain('no deployment "zero/Nope"');
+    const badCount = await post({ deployment: 'zero/Sleeper', waiting: 0 });
+    expect(badCount.status).toBe(400);
+    expect((await badCount.json() as { error: string }).error).toContain('demand.waiting must be an integer');
+    expect((await fetch(`${head.clusterAddress.replace('ws', 'http')}/api/demand`, { method: 'POST', body: '{}' })).status).toBe(401);
+  });
+
   // Last: it kills a worker of the cluster the other tests share.
   it('survives SIGKILL of a worker mid-run: the calls it held are made again, every line answered once, no error lines', async () => {
     const n = 6000;

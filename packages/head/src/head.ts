@@ -98,6 +98,8 @@ export class Head {
   readonly token: string;
   readonly controller: Controller;
   readonly router: Router;
+  /** Requests waiting outside the cluster (POST /api/demand), per deployment key, until they go stale. */
+  private readonly demand = new Map<string, { waiting: number; until: number }>();
   readonly metrics: HeadMetrics;
   /** GET /api/logs: this process's log ring and every live worker's, merged or followed. */
   readonly logs = new HeadLogs({ ring: processLogRing(), workers: () => [...this.peers.entries()].filter(([, p]) => !p.closed) });
@@ -154,6 +156,12 @@ export class Head {
       localWaiting: () => {
         const out: Record<string, number> = {};
         for (const [key, st] of Object.entries(this.router.stats())) if (st.waiting > 0) out[key] = st.waiting;
+        // Demand that clients outside the cluster reported (POST /api/demand: `shoal batch`), while it is fresh.
+        const now = clock.monoNow();
+        for (const [key, d] of this.demand) {
+          if (d.until <= now) this.demand.delete(key);
+          else out[key] = (out[key] ?? 0) + d.waiting;
+        }
         return out;
       },
       localShadow: () => this.router.shadowCounts(),
@@ -321,6 +329,12 @@ export class Head {
   private runPass(): void {
     if (this.stopped) return;
     for (const w of this.controller.pass()) w.catch((err: unknown) => this.opts.logger.error('reconcile work failed', { error: toWireError(err).message }));
+  }
+
+  /** Whether `app/name` is a deployment of a deployed application. */
+  private knowsDeployment(key: string): boolean {
+    const [app, name] = key.split('/');
+    return this.controller.appSpec(app!)?.deployments.some((d) => d.name === name) === true;
   }
 
   private schedulePass(): void {
@@ -757,6 +771,13 @@ export class Head {
       }
       if (req.method === 'GET' && url.pathname === '/api/status') { sendJson(res, 200, { ...this.controller.status(), cluster: this.clusterAddress, http: this.httpAddress }); return; }
       if (req.method === 'GET' && url.pathname === '/api/routes') { sendJson(res, 200, routesView(this.controller)); return; }
+      if (req.method === 'POST' && url.pathname === '/api/demand') {
+        const { deployment, waiting } = parseDemand(JSON.parse((await readBody(req, 64 * 1024, 'the demand API')).toString()), (key) => this.knowsDeployment(key));
+        this.demand.set(deployment, { waiting, until: (this.opts.clock ?? realClock).monoNow() + DEMAND_TTL_MS });
+        this.schedulePass();
+        sendJson(res, 200, { ok: true, deployment, waiting });
+        return;
+      }
       if (req.method === 'GET' && url.pathname === '/api/logs') { await this.logs.serve(url, req, res); return; }
       if (req.method === 'GET' && url.pathname === '/api/stats') { sendJson(res, 200, await this.stats()); return; }
       if (req.method === 'POST' && url.pathname === '/api/apps') {
@@ -845,4 +866,17 @@ function checkExperimentOptions(spec: AppSpec): void {
 
 function processAlive(pid: number): boolean {
   try { process.kill(pid, 0); return true; } catch (err) { return (err as NodeJS.ErrnoException).code === 'EPERM'; }
+}
+
+/** How long a reported demand counts: a client that still waits reports again (`shoal batch`: at most every second). */
+const DEMAND_TTL_MS = 5000;
+
+/** The body of POST /api/demand: `{ deployment: "app/name", waiting: n }`, for a deployment the head knows. */
+export function parseDemand(body: unknown, known: (key: string) => boolean): { deployment: string; waiting: number } {
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new BadRequestError('the demand API takes a JSON object { "deployment": "app/name", "waiting": n }');
+  const { deployment, waiting } = body as { deployment?: unknown; waiting?: unknown };
+  if (typeof deployment !== 'string' || !/^[^/]+\/[^/]+$/.test(deployment)) throw new BadRequestError(`demand.deployment must be "app/name", got ${JSON.stringify(deployment)}`);
+  if (typeof waiting !== 'number' || !Number.isInteger(waiting) || waiting < 1 || waiting > 1_000_000) throw new BadRequestError(`demand.waiting must be an integer in [1, 1000000], got ${JSON.stringify(waiting)}`);
+  if (!known(deployment)) throw new NotFoundError(`no deployment "${deployment}"`);
+  return { deployment, waiting };
 }

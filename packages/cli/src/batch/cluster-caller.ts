@@ -35,6 +35,8 @@ export interface ClusterCallerOptions {
 }
 
 /** How long a worker whose data connection closed stays out of the choices, unless a new table comes first. */
+/** How often at most a run tells the head that its lines wait for a deployment with no replica. */
+const DEMAND_EVERY_MS = 1000;
 const QUARANTINE_MS = 1000;
 
 /** Reaches replicas over data connections to their workers, one per worker, opened on first use. */
@@ -148,9 +150,23 @@ export class ClusterCaller {
       token: opts.token, name: `shoal-batch-${process.pid}`, maxFrameBytes: opts.maxFrameBytes ?? env.maxFrameBytes(), logger,
       onLost: (workerId) => this.router.dropWorker(workerId, QUARANTINE_MS),
     });
-    this.router = new Router({ transport: this.transport, clock: realClock, logger });
+    // A deployment with no replica (scaled to zero) starts only on demand the head sees: tell it, at most once a
+    // second, how many lines wait, as a worker's heartbeat would.
+    this.router = new Router({ transport: this.transport, clock: realClock, logger, onNoReplica: (k) => this.reportDemand(k) });
     this.router.updateRoutes(view.table, view.version);
     this.schedule();
+  }
+
+  private demandAt = Number.NEGATIVE_INFINITY;
+
+  private reportDemand(key: string): void {
+    const now = realClock.monoNow();
+    if (this.closed || now - this.demandAt < DEMAND_EVERY_MS) return;
+    this.demandAt = now;
+    const waiting = Math.max(1, this.router.stats()[key]?.waiting ?? 1);
+    control(this.opts.address, this.opts.token, 'POST', '/api/demand', { deployment: key, waiting }).catch((err: unknown) => {
+      this.logger.warn('could not tell the head that lines wait for a replica', { deployment: key, error: (err as Error).message });
+    });
   }
 
   private schedule(): void {

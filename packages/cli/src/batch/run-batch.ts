@@ -197,6 +197,9 @@ export async function runBatch(opts: RunBatchOptions): Promise<BatchResult> {
 
   // The target first: an unknown deployment or method is refused before any file is touched.
   const caller = opts.cluster !== undefined ? await ClusterCaller.connect(opts.cluster) : undefined;
+  // The run holds the process open: calls waiting for a replica that does not exist yet (a deployment scaled to
+  // zero) wait on unref'd timers only, and Node would exit 0 under them with nothing written.
+  const keepAlive = setInterval(() => undefined, 1 << 30);
   try {
     const call: BatchCall = caller !== undefined ? (item, ctx) => caller.call(item, ctx) : opts.call!;
     const target = opts.target ?? caller?.target;
@@ -210,6 +213,7 @@ export async function runBatch(opts: RunBatchOptions): Promise<BatchResult> {
     const r = await execute({ opts, call, target, fingerprint, resume, maxLineBytes, maxWindowBytes, everyItems, everyMs, concurrencyOf, windowItemsOf, retries, initialMs, maxMs, isTransient: opts.isTransient ?? isTransientError });
     return { ...r, overloadRetries: caller?.overloadRetries ?? 0 };
   } finally {
+    clearInterval(keepAlive);
     caller?.close();
   }
 }
