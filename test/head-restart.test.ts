@@ -101,12 +101,10 @@ describe('head restart', () => {
       expect(pids.every(isAlive)).toBe(true);
 
       const head2 = shoal(args);
-      const restartedAt = Date.now();
       await waitFor('the new head to adopt every replica', async () => {
         const s = await status(port);
         return s !== undefined && s.replicas.filter((r) => r.state === 'RUNNING').map((r) => r.replicaId).sort().join() === replicaIds.join();
       }, 15_000);
-      const adoptedInMs = Date.now() - restartedAt;
       await new Promise((r) => setTimeout(r, 1000));
       const after = (await status(port))!;
       expect(after.workers.map((w) => w.pid!).sort()).toEqual(pids);
@@ -127,8 +125,6 @@ describe('head restart', () => {
       expect(counts.ok).toBeGreaterThan(100);
       expect({ failed: counts.failed, errors: [...new Set(counts.errors)].slice(0, 5) }).toEqual({ failed: 0, errors: [] });
       expect((await status(port))!.workers.map((w) => w.pid!).sort()).toEqual(pids);
-      // Adoption within a few seconds of the restart (the bench measures it; this only bounds it loosely).
-      expect(adoptedInMs).toBeLessThan(10_000);
 
       // SIGTERM: drains and exits 0, taking the workers with it.
       head3.child.kill('SIGTERM');
