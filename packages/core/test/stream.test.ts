@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { CancelledError, ChunkStream, ProtocolError, compileDeploymentOptions, StreamPump, chunkBytes, isStreamResult, windowFromWire, type StreamEndReason, type StreamWindow } from '../src/index.ts';
+import { CancelledError, ChunkStream, DEFAULT_STREAM_WINDOW, DEFAULT_WIRE_STREAM_WINDOW, ProtocolError, compileDeploymentOptions, windowOfWire, windowToWire, StreamPump, chunkBytes, isStreamResult, windowFromWire, type StreamEndReason, type StreamWindow } from '../src/index.ts';
 
 /** Runs queued promise callbacks and one macrotask turn. */
 const settle = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
@@ -128,6 +128,29 @@ describe('StreamPump and ChunkStream', () => {
     const got: unknown[] = [];
     for await (const v of stream) got.push(v);
     expect(got).toEqual([0, 1, 2, 3, 4]);
+  });
+});
+
+describe('per-request costs', () => {
+  it('the default window travels as one frozen tuple, and reads back as the default object', () => {
+    expect(windowToWire(DEFAULT_STREAM_WINDOW)).toBe(DEFAULT_WIRE_STREAM_WINDOW);
+    expect(Object.isFrozen(DEFAULT_WIRE_STREAM_WINDOW)).toBe(true);
+    expect(windowOfWire(DEFAULT_WIRE_STREAM_WINDOW)).toBe(DEFAULT_STREAM_WINDOW);
+    expect(windowToWire({ chunks: 3, bytes: 9 })).toEqual([3, 9]);
+    expect(windowOfWire([3, 9])).toEqual({ chunks: 3, bytes: 9 });
+  });
+
+  it('credit for a buffer that runs dry goes back once per tick, not once per chunk taken', async () => {
+    const credits: number[] = [];
+    const stream = new ChunkStream({ credit: (n) => credits.push(n), cancel: () => undefined }, { chunks: 64, bytes: 1 << 20 });
+    // A chunk at a time, each taken at once (a fast consumer): the buffer runs dry after every take.
+    // Within one tick (as a relay taking from chunk messages of one read does):
+    const taken: Array<Promise<IteratorResult<unknown>>> = [];
+    for (let i = 0; i < 5; i++) { stream.push([i]); taken.push(stream.next()); }
+    expect(credits).toEqual([]);
+    expect((await Promise.all(taken)).map((r) => r.value)).toEqual([0, 1, 2, 3, 4]);
+    await settle();
+    expect(credits).toEqual([5]);
   });
 });
 
