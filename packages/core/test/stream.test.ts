@@ -159,7 +159,7 @@ describe('StreamPump idle bound (streamIdleTimeoutMs)', () => {
     const { state, it: gen } = counting();
     let expired = 0;
     let stream!: ChunkStream;
-    const pump = new StreamPump(gen, { chunks: 2, bytes: 1 << 20 }, {
+    const pump = new StreamPump(gen as AsyncIterator<unknown>, { chunks: 2, bytes: 1 << 20 }, {
       chunk: (v) => stream.push([v]),
       done: (error, reason) => { if (reason === 'cancelled') stream.cancel(error!); },
     }, { ms: 30, expired: () => { expired++; pump.cancel(new CancelledError('idle')); } });
