@@ -6,6 +6,37 @@ import { LazyAbortController, PeerGoneError, ReplicaUnavailableError, markNotRun
 import { connectPeer, type NewRequest, type Peer, type ReplyMessage } from '@shoal/protocol';
 import type { Dispatch, ReplicaRef, Transport } from '@shoal/router';
 
+/**
+ * Sends `message` to `replica` over the data connection `peer` resolves to. A cancel before the connection is
+ * ready stops the send; after it, the request is forgotten and a cancel goes to the worker. A connection that
+ * fails means the request was never sent: the error is marked not-run, so the router may try another replica.
+ */
+export function dispatchOverPeer(peer: Promise<Peer>, replica: ReplicaRef, message: NewRequest): Dispatch {
+  let id: number | undefined;
+  let peerRef: Peer | undefined;
+  let cancelled = false;
+  const reply = peer.then((p) => {
+    if (cancelled) throw new PeerGoneError('cancelled before the connection was ready');
+    peerRef = p;
+    const sent = p.requestWithId(message);
+    id = sent.id;
+    return sent.reply;
+  }, (err: unknown) => {
+    // Not connected, so not sent: another replica may take it.
+    throw markNotRun(new ReplicaUnavailableError(`cannot reach worker ${replica.workerId} at ${replica.dataAddress} for replica ${replica.replicaId}: ${toWireError(err).message}`));
+  });
+  return {
+    reply,
+    cancel: () => {
+      cancelled = true;
+      if (peerRef !== undefined && id !== undefined && !peerRef.closed) {
+        peerRef.forget(id);
+        peerRef.send({ t: 'cancel', id });
+      }
+    },
+  };
+}
+
 export interface LocalDispatcher {
   /** Runs a request against a replica in this process. */
   dispatchLocal(message: NewRequest, controller: LazyAbortController): Promise<ReplyMessage>;
@@ -34,29 +65,7 @@ export class WorkerTransport implements Transport {
       const controller = new LazyAbortController();
       return new LocalDispatch(this.opts.local.dispatchLocal(message, controller), controller);
     }
-    let id: number | undefined;
-    let peerRef: Peer | undefined;
-    let cancelled = false;
-    const reply = this.peer(replica.dataAddress).then((peer) => {
-      if (cancelled) throw new PeerGoneError('cancelled before the connection was ready');
-      peerRef = peer;
-      const sent = peer.requestWithId(message);
-      id = sent.id;
-      return sent.reply;
-    }, (err: unknown) => {
-      // Not connected, so not sent: another replica may take it.
-      throw markNotRun(new ReplicaUnavailableError(`cannot reach worker ${replica.workerId} at ${replica.dataAddress} for replica ${replica.replicaId}: ${toWireError(err).message}`));
-    });
-    return {
-      reply,
-      cancel: () => {
-        cancelled = true;
-        if (peerRef !== undefined && id !== undefined && !peerRef.closed) {
-          peerRef.forget(id);
-          peerRef.send({ t: 'cancel', id });
-        }
-      },
-    };
+    return dispatchOverPeer(this.peer(replica.dataAddress), replica, message);
   }
 
   private peer(address: string): Promise<Peer> {

@@ -5,9 +5,10 @@
  * server, as a peer (hello role 'peer'). Power-of-two choices, retries of requests that never ran, the bounded
  * wait for a free replica and the cancellation of calls all come with the Router.
  */
-import { Deadline, InvalidOptionError, PeerGoneError, ReplicaUnavailableError, createLogger, env, markNotRun, realClock, toWireError, type Logger, type TimerHandle } from '@shoal/core';
+import { Deadline, InvalidOptionError, PeerGoneError, createLogger, env, realClock, toWireError, type Logger, type TimerHandle } from '@shoal/core';
 import { connectPeer, type NewRequest, type Peer } from '@shoal/protocol';
 import { Router, type Dispatch, type ReplicaRef, type Transport } from '@shoal/router';
+import { dispatchOverPeer } from '@shoal/worker';
 import type { RoutesView } from '@shoal/head';
 import { control } from '../control.ts';
 import type { BatchCallContext } from './run-batch.ts';
@@ -47,29 +48,7 @@ export class PeerTransport implements Transport {
   constructor(private readonly opts: { token: string; name: string; maxFrameBytes: number; logger: Logger; onLost: (workerId: string) => void }) {}
 
   dispatch(replica: ReplicaRef, message: NewRequest): Dispatch {
-    let id: number | undefined;
-    let peerRef: Peer | undefined;
-    let cancelled = false;
-    const reply = this.peer(replica).then((peer) => {
-      if (cancelled) throw new PeerGoneError('cancelled before the connection was ready');
-      peerRef = peer;
-      const sent = peer.requestWithId(message);
-      id = sent.id;
-      return sent.reply;
-    }, (err: unknown) => {
-      // Not connected, so not sent: another replica may take it.
-      throw markNotRun(new ReplicaUnavailableError(`cannot reach worker ${replica.workerId} at ${replica.dataAddress} for replica ${replica.replicaId}: ${toWireError(err).message}`));
-    });
-    return {
-      reply,
-      cancel: () => {
-        cancelled = true;
-        if (peerRef !== undefined && id !== undefined && !peerRef.closed) {
-          peerRef.forget(id);
-          peerRef.send({ t: 'cancel', id });
-        }
-      },
-    };
+    return dispatchOverPeer(this.peer(replica), replica, message);
   }
 
   private peer(replica: ReplicaRef): Promise<Peer> {
