@@ -9,6 +9,7 @@
  * msgpack. Hits ask for held keys in a seeded random order; misses for keys never stored.
  */
 import { once } from 'node:events';
+import { seededRandom } from '@shoal/core';
 import {
   MemoryStore, RedisClients, RedisStore, ResponseCache, decodeValue, encodeValue, inputHash, type CacheStore,
 } from '../../packages/cache/src/index.ts';
@@ -19,17 +20,6 @@ const N = 100_000;
 const MEMORY_LOOKUPS = 50_000;
 const REDIS_LOOKUPS = 10_000;
 const PREFIX = 'app/Model:0123456789ab.fedcba987654:c:';
-
-function seeded(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
-}
 
 function request(i: number): unknown[] {
   return ['predict', null, false, [{ prompt: `question number ${i}: what does the cache hold?`, temperature: 0.2, maxTokens: 64, stop: ['\n'], user: { id: i % 977, tier: 'pro' } }]];
@@ -76,7 +66,7 @@ async function fill(store: CacheStore): Promise<void> {
 export async function section(): Promise<{ rows: Row[]; goals: Goal[] }> {
   const rows: Row[] = [];
   const goals: Goal[] = [];
-  const rand = seeded(13);
+  const rand = seededRandom(13);
   const hitIds = Array.from({ length: MEMORY_LOOKUPS }, () => Math.floor(rand() * N));
   const missIds = Array.from({ length: MEMORY_LOOKUPS }, (_, i) => N + 1 + i);
 
