@@ -5,6 +5,8 @@ import {
   type BatchObserver, type ContinuousOptions, type StepOutput, type Stepper,
 } from '../src/index.ts';
 import { contextStorage } from '../src/context.ts';
+import { optionErrorOf } from './option-error.ts';
+import { rejection } from './rejection.ts';
 
 interface Input { id: string; len: number }
 interface State { id: string; left: number; n: number }
@@ -77,15 +79,6 @@ function collect<C>(it: AsyncIterable<C>): Promise<C[]> {
   })();
   read.catch(() => undefined);
   return read;
-}
-
-async function rejection(p: Promise<unknown>): Promise<unknown> {
-  try {
-    await p;
-  } catch (err) {
-    return err;
-  }
-  throw new Error('expected a rejection');
 }
 
 function setup(options: ContinuousOptions = {}, clock?: FakeClock) {
@@ -460,15 +453,8 @@ describe('continuous batching: close', () => {
 });
 
 describe('continuous batching: options and observer', () => {
-  const optionError = (input: unknown): InvalidOptionError => {
-    try {
-      compileContinuousOptions(input as ContinuousOptions, 'userConfig.batch.generate');
-    } catch (err) {
-      expect(err).toBeInstanceOf(InvalidOptionError);
-      return err as InvalidOptionError;
-    }
-    throw new Error(`accepted ${JSON.stringify(input)}`);
-  };
+  const optionError = (input: unknown): InvalidOptionError =>
+    optionErrorOf((x: ContinuousOptions) => compileContinuousOptions(x, 'userConfig.batch.generate'), input);
 
   it('fills defaults and names the option path of a bad value', () => {
     expect(compileContinuousOptions(undefined)).toEqual({ maxBatchSize: 16, maxQueued: 1024, maxBufferedChunks: 64 });

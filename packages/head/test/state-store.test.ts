@@ -21,6 +21,7 @@ import {
 } from '../src/state/index.ts';
 import { redisServerAvailable, startRedisServer, type RedisServer } from './redis-server.ts';
 import { appSpec, meta, workers } from './state-store-fixtures.ts';
+import { rejection } from '../../core/test/rejection.ts';
 
 const HEAD_DIR = join(dirname(fileURLToPath(import.meta.url)), '..');
 const CHILD = join(HEAD_DIR, 'test', 'state-store-child.ts');
@@ -33,15 +34,6 @@ function capturingLogger(): Logger & { lines: string[] } {
   const at = (level: string) => (msg: string, fields?: Record<string, unknown>): void => { lines.push(`${level} ${msg} ${JSON.stringify(fields ?? {})}`); };
   const logger = { lines, debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error'), child: () => logger };
   return logger;
-}
-
-async function rejection(p: Promise<unknown>): Promise<unknown> {
-  try {
-    await p;
-  } catch (err) {
-    return err;
-  }
-  throw new Error('expected a rejection');
 }
 
 /** Whether `p` is still pending after `ms`. */
