@@ -11,32 +11,14 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
 import type { Head } from '@shoal/head';
 import { deployFixture, samples, startCluster, waitFor } from './helpers.ts';
+import { statsAt, steady, type Counts } from './stream-helpers.ts';
 
 const WS_APP = resolve(import.meta.dirname, 'fixtures/ws-app.ts');
 
 let head: Head;
 const wsUrl = (p: string): string => `${head.httpAddress.replace(/^http/, 'ws')}${p}`;
 
-interface Counts { started: number; produced: number; finished: number; aborted: number }
-async function stats(): Promise<{ chat: Counts; model: Counts }> {
-  const res = await fetch(`${head.httpAddress}/w/stats`);
-  expect(res.status).toBe(200);
-  return await res.json() as { chat: Counts; model: Counts };
-}
-
-/** Waits until `read` gives the same value `times` polls in a row, and returns it. */
-async function steady(read: () => Promise<number>, times = 5): Promise<number> {
-  let last = await read();
-  let same = 0;
-  await waitFor('a steady value', async () => {
-    await new Promise((r) => setTimeout(r, 150));
-    const v = await read();
-    same = v === last ? same + 1 : 0;
-    last = v;
-    return same >= times;
-  }, 30_000);
-  return last;
-}
+const stats = (): Promise<{ chat: Counts; model: Counts }> => statsAt(`${head.httpAddress}/w/stats`);
 
 interface Msg { id: string | number | null; chunk?: unknown; result?: unknown; end?: true; error?: { code: string; message: string } }
 const terminal = (m: Msg): boolean => 'end' in m || 'result' in m || 'error' in m;

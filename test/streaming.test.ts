@@ -15,6 +15,7 @@ import { createHandle } from '@shoal/router';
 import { resolve } from 'node:path';
 import { Idle, Model } from './fixtures/stream-app.ts';
 import { deployFixture, samples, startCluster, waitFor } from './helpers.ts';
+import { statsAt, steady, type Counts } from './stream-helpers.ts';
 
 const STREAM_APP = resolve(import.meta.dirname, 'fixtures/stream-app.ts');
 
@@ -22,26 +23,7 @@ let head: Head;
 let spec: AppSpec;
 const url = (p: string): string => `${head.httpAddress}/s${p}`;
 
-interface Counts { started: number; produced: number; finished: number; aborted: number }
-async function stats(): Promise<{ front: Counts; model: Counts }> {
-  const res = await fetch(url('/stats'));
-  expect(res.status).toBe(200);
-  return await res.json() as { front: Counts; model: Counts };
-}
-
-/** Waits until `read` gives the same value `times` polls in a row, and returns it. */
-async function steady(read: () => Promise<number>, times = 5): Promise<number> {
-  let last = await read();
-  let same = 0;
-  await waitFor('a steady value', async () => {
-    await new Promise((r) => setTimeout(r, 150));
-    const v = await read();
-    same = v === last ? same + 1 : 0;
-    last = v;
-    return same >= times;
-  }, 30_000);
-  return last;
-}
+const stats = (): Promise<{ front: Counts; model: Counts }> => statsAt(url('/stats'));
 
 beforeAll(async () => {
   head = await startCluster({ workers: 2 });
