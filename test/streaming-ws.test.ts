@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
 import type { Head } from '@shoal/head';
 import { deployFixture, samples, startCluster, waitFor } from './helpers.ts';
-import { statsAt, steady, type Counts } from './stream-helpers.ts';
+import { expectRelayCancelled, statsAt, steady, type Counts } from './stream-helpers.ts';
 
 const WS_APP = resolve(import.meta.dirname, 'fixtures/ws-app.ts');
 
@@ -160,16 +160,7 @@ describe('streaming over a WebSocket', () => {
     c.send({ id: 'c', cancel: true });
     const a = await c.answer('c');
     expect(a.last.error).toMatchObject({ code: 'ERR_CANCELLED', message: 'WebSocket request "c" cancelled by the client' });
-    await waitFor('both generators ended', async () => {
-      const s = await stats();
-      return s.chat.finished > before.chat.finished && s.model.finished > before.model.finished;
-    });
-    const after = await stats();
-    expect(after.chat.aborted).toBeGreaterThan(before.chat.aborted);
-    expect(after.model.aborted).toBeGreaterThan(before.model.aborted);
-    const produced = after.model.produced;
-    await new Promise((r) => setTimeout(r, 300));
-    expect((await stats()).model.produced).toBe(produced);
+    await expectRelayCancelled(stats, 'chat', before);
     // A cancel for an id not in flight (its answer crossed the cancel) is ignored; the socket still serves.
     c.send({ id: 'gone', cancel: true });
     c.send({ id: 'after', method: 'add', args: [1, 1] });

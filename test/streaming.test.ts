@@ -15,7 +15,7 @@ import { createHandle } from '@shoal/router';
 import { resolve } from 'node:path';
 import { Idle, Model } from './fixtures/stream-app.ts';
 import { deployFixture, samples, startCluster, waitFor } from './helpers.ts';
-import { statsAt, steady, type Counts } from './stream-helpers.ts';
+import { expectRelayCancelled, statsAt, steady, type Counts } from './stream-helpers.ts';
 
 const STREAM_APP = resolve(import.meta.dirname, 'fixtures/stream-app.ts');
 
@@ -124,17 +124,7 @@ describe('streaming over HTTP and handles', () => {
     let seen = 0;
     await new Promise<void>((resolveP) => { es.onmessage = () => { if (++seen === 3) resolveP(); }; });
     es.close();
-    await waitFor('both generators ended', async () => {
-      const s = await stats();
-      return s.front.finished > before.front.finished && s.model.finished > before.model.finished;
-    });
-    const after = await stats();
-    expect(after.front.aborted).toBeGreaterThan(before.front.aborted);
-    expect(after.model.aborted).toBeGreaterThan(before.model.aborted);
-    // And nothing is produced any more.
-    const produced = after.model.produced;
-    await new Promise((r) => setTimeout(r, 300));
-    expect((await stats()).model.produced).toBe(produced);
+    await expectRelayCancelled(stats, 'front', before);
   });
 
   it('backpressure: a client that does not read pauses both generators with a bounded number of chunks ahead', async () => {
