@@ -15,6 +15,7 @@
  * average is in the rows), which the CPU time leaves out.
  */
 import { loadavg } from 'node:os';
+import { seededRandom } from '@shoal/core';
 import { HnswIndex, SemanticCache, normalize, type VectorIndex } from '@shoal/cache';
 import { percentile, round, type Goal, type Row } from '../lib.ts';
 
@@ -26,17 +27,10 @@ const HNSW_QUERIES = 5000;
 /** A flat scan of 100,000 x 384 takes about 100 ms: fewer queries keep the section short. */
 const FLAT_QUERIES = 60;
 
-/** mulberry32, and Box-Muller normals from it. */
+/** Box-Muller normals from core's seeded generator (1 - u keeps log's argument in (0, 1]). */
 function rng(seed: number): { normal(): number } {
-  let s = seed >>> 0;
-  const u = (): number => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (((t ^ (t >>> 14)) >>> 0) + 1) / (2 ** 32 + 1);
-  };
-  return { normal: () => Math.sqrt(-2 * Math.log(u())) * Math.cos(2 * Math.PI * u()) };
+  const u = seededRandom(seed);
+  return { normal: () => Math.sqrt(-2 * Math.log(1 - u())) * Math.cos(2 * Math.PI * u()) };
 }
 
 function unit(v: Float32Array): Float32Array { return normalize(v, v.length, 'bench vector')!; }

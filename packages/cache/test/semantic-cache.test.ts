@@ -1,22 +1,15 @@
 import { describe, expect, it } from 'vitest';
-import { FakeClock } from '@shoal/core';
+import { FakeClock, seededRandom } from '@shoal/core';
 import { SemanticCache } from '../src/semantic-cache.ts';
 import { FlatIndex, HnswIndex, normalize } from '../src/semantic-index.ts';
 import { SemanticCacheRegistry } from '../src/semantic-registry.ts';
 
 const D = 16;
 
-/** A deterministic pseudo-random unit vector (mulberry32). */
+/** A deterministic pseudo-random unit vector. */
 function randomUnit(seed: number, d = D): Float32Array {
-  let s = seed >>> 0;
-  const next = (): number => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32 - 0.5;
-  };
-  return normalize(Array.from({ length: d }, next), d, 'test')!;
+  const next = seededRandom(seed);
+  return normalize(Array.from({ length: d }, () => next() - 0.5), d, 'test')!;
 }
 
 /** `base` moved towards `other` so that its cosine similarity with base is exactly `cos`. */
