@@ -771,6 +771,8 @@ export class Head {
       }
       if (req.method === 'GET' && url.pathname === '/api/status') { sendJson(res, 200, { ...this.controller.status(), cluster: this.clusterAddress, http: this.httpAddress }); return; }
       if (req.method === 'GET' && url.pathname === '/api/routes') { sendJson(res, 200, routesView(this.controller)); return; }
+      // The deployed specs as the head holds them (codeHash filled): what `shoal deploy CONFIG` diffs its file against.
+      if (req.method === 'GET' && url.pathname === '/api/apps') { sendJson(res, 200, { applications: this.controller.appSpecs() }); return; }
       if (req.method === 'POST' && url.pathname === '/api/demand') {
         const { deployment, waiting } = parseDemand(JSON.parse((await readBody(req, 64 * 1024, 'the demand API')).toString()), (key) => this.knowsDeployment(key));
         this.demand.set(deployment, { waiting, until: (this.opts.clock ?? realClock).monoNow() + DEMAND_TTL_MS });
