@@ -1,10 +1,15 @@
 #!/usr/bin/env node
-// The shoal command. Registers tsx so that shoal's own sources and users' TypeScript app files run without a
-// build step, then hands over to src/main.ts.
-import { register } from 'tsx/esm/api';
+// The shoal command: runs the compiled CLI (dist/). TypeScript app files load through tsx, registered only when one
+// is imported (see registerTypeScript in @shoal/worker), so shoal's own modules never pass through a transpiler.
+import { existsSync } from 'node:fs';
 
-register();
-const { main } = await import('../src/main.ts');
+const entry = new URL('../dist/main.js', import.meta.url);
+if (!existsSync(entry)) {
+  // Only in a checkout that was never built: an installed package always ships dist/.
+  process.stderr.write('shoal: the CLI is not built (no dist/main.js); run `npx -y pnpm@10 build` in the repository first\n');
+  process.exit(1);
+}
+const { main } = await import(entry.href);
 main(process.argv.slice(2)).then(
   (code) => { if (typeof code === 'number') process.exitCode = code; },
   (err) => {

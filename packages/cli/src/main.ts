@@ -15,6 +15,7 @@ import { DeployError, applyTracingFlags, buildAppSpec, createLogger, type Logger
 import { FileStateStore, Head, RedisStateStore, StoreLockedError, type ClusterStatus, type ExperimentReport, type StateStore, type WorkerCommand, formatExperimentReport } from '@shoal/head';
 import { isListenError, portError, resolveToken } from '@shoal/protocol';
 import { runWorker, WORKER_ENTRY } from '@shoal/worker/main';
+import { registerTypeScript } from '@shoal/worker';
 import { serveRepository } from './serve.ts';
 import { control, controlUrl } from './control.ts';
 import { batchCommand } from './batch/command.ts';
@@ -203,9 +204,17 @@ function pricesOf(values: Record<string, string | boolean | undefined>): { coreH
   return { ...(coreHour !== undefined ? { coreHour } : {}), ...(deviceHour !== undefined ? { deviceHour } : {}) };
 }
 
-/** How the head starts a local worker: this Node with tsx (workers import TypeScript app modules as they are). */
+/**
+ * How the head starts a local worker: this Node on the worker's compiled entry (dist/main.js; it registers tsx
+ * itself when an app module is TypeScript). From a source checkout (vitest imports src/), the compiled entry next
+ * to the sources is used once built; SHOAL_WORKER_FROM_SOURCE=1, or no build, runs the sources through tsx.
+ */
 export function localWorkerCommand(): WorkerCommand {
-  return { command: process.execPath, args: ['--import', import.meta.resolve('tsx'), WORKER_ENTRY] };
+  const compiled = WORKER_ENTRY.endsWith('.ts') ? WORKER_ENTRY.replace(/([\\/])src([\\/])main\.ts$/, '$1dist$2main.js') : WORKER_ENTRY;
+  const fromSource = process.env.SHOAL_WORKER_FROM_SOURCE === '1' || !existsSync(compiled);
+  if (!fromSource) return { command: process.execPath, args: [compiled] };
+  const sourceEntry = WORKER_ENTRY.endsWith('.ts') ? WORKER_ENTRY : WORKER_ENTRY.replace(/([\\/])dist([\\/])main\.js$/, '$1src$2main.ts');
+  return { command: process.execPath, args: ['--conditions=source', '--import', import.meta.resolve('tsx'), sourceEntry] };
 }
 
 /** Starts a head with the given token (a generated one when undefined). */
@@ -333,11 +342,13 @@ async function start(argv: string[]): Promise<number | undefined> {
   return undefined; // keeps serving until a signal or `shoal shutdown`
 }
 
-/** Imports an app module (TypeScript is fine: tsx is registered) and builds the spec the head deploys. */
+/** Imports an app module (TypeScript is fine: tsx is registered first) and builds the spec the head deploys. */
 export async function loadAppSpec(file: string, opts: { exportName?: string; name?: string; routePrefix?: string }): Promise<AppSpec> {
   const modulePath = resolve(file);
   if (!existsSync(modulePath)) throw new InvalidOptionError('APP', 'no such file', file);
-  const mod = await import(pathToFileURL(modulePath).href) as Record<string, unknown>;
+  const url = pathToFileURL(modulePath).href;
+  await registerTypeScript(url);
+  const mod = await import(url) as Record<string, unknown>;
   const exportName = opts.exportName ?? 'default';
   if (!(exportName in mod)) {
     throw new InvalidOptionError('--export', `${basename(file)} has no export "${exportName}" (exports: ${Object.keys(mod).join(', ') || 'none'})`);

@@ -6,6 +6,7 @@ import { pathToFileURL } from 'node:url';
 import { Application, DeployError, collectGraph, moduleCodeHash, requestContext, streamMethodNames, type AppSpec, type Handle } from '@shoal/core';
 import { createHandle, type Router } from '@shoal/router';
 import type { ReplicaInstance } from './replica.ts';
+import { registerTypeScript } from './typescript-loader.ts';
 
 const modules = new Map<string, Promise<Record<string, unknown>>>();
 
@@ -20,6 +21,7 @@ export async function importAppModule(modulePath: string, codeHash?: string): Pr
   if (p === undefined) {
     const base = /^[a-z]+:/i.test(modulePath) ? modulePath : pathToFileURL(modulePath).href;
     p = (async () => {
+      await registerTypeScript(base);
       if (codeHash !== undefined && /^file:/i.test(base)) {
         const found = await moduleCodeHash(base);
         if (found !== codeHash) {
