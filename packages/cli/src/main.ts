@@ -20,6 +20,9 @@ import { serveRepository } from './serve.ts';
 import { control, controlUrl } from './control.ts';
 import { batchCommand } from './batch/command.ts';
 import { LOGS_FLAGS, logsPath, printLogs } from './logs.ts';
+import { CONFIG_DEPLOY_FLAGS, deployConfig, refuseAppFlags, runConfig } from './config/apply.ts';
+import { configCommand } from './config/generate.ts';
+import { isConfigFile } from './config/schema.ts';
 import { deploymentSettled, followProgress, formatBytes, loadFraction, watchProgress, type ProgressMode, type ProgressStatus } from './progress.ts';
 
 const USAGE = `usage: shoal <command> [options]
@@ -30,6 +33,11 @@ commands:
   run APP.ts            start a head (or use --address), deploy the module's application, serve until Ctrl-C
   serve DIR             start a head and serve a model repository (DIR/MODEL/VERSION/model.onnx) over KServe v2 at /v2
   deploy APP.ts         deploy an application to a running head
+  run CONFIG.yaml       the same for every application of a config file (docs/config.md): import paths, route
+                        prefixes, deployment options; .yaml, .yml or .json
+  deploy CONFIG.yaml    apply a config file to a running head: prints per application and deployment what changes
+                        (created, updated: fields, unchanged, deleted) and rolls out only that
+  config generate APP.ts  write a config file from an application's code (-o FILE, --force; --export, --name, --route-prefix)
   status                applications, deployments (versions, rollouts and their decisions), traffic, SLOs and
                         cost per 1,000 requests (docs/slo.md), replicas and workers
   rollback APP/DEP      return a deployment to its previous version (a rollout in progress: its stable version)
@@ -75,6 +83,9 @@ run/deploy options:
   --export NAME (default: default)  --name APP (default: default)  --route-prefix /PATH (default: /)
   --wait MS                           how long to wait for the application to be ready (default 120000); on a
                                       terminal, progress shows meanwhile: replicas ready, rollout, model load
+deploy CONFIG.yaml options:
+  --dry-run                           print what would change against the running cluster; change nothing
+  --prune                             delete running applications the file does not list (else left alone, listed)
 rollback/promote options:
   --wait MS                           on a terminal, show the rollout's progress until it has played out, at most MS
                                       (default 120000); elsewhere the command returns once the head has the order
@@ -170,6 +181,7 @@ export async function main(argv: string[]): Promise<number | undefined> {
     case 'run': return run(rest);
     case 'serve': return serve(rest);
     case 'deploy': return deploy(rest);
+    case 'config': return configCommand(rest);
     case 'status': return status(rest);
     case 'rollback': return deploymentAction('rollback', rest);
     case 'promote': return deploymentAction('promote', rest);
@@ -361,6 +373,15 @@ async function run(argv: string[]): Promise<number | undefined> {
   if (values.help) { process.stdout.write(USAGE); return 0; }
   const file = positionals[0];
   if (file === undefined) throw new InvalidOptionError('APP', 'shoal run needs an application file, e.g. shoal run examples/hello/app.ts');
+  if (isConfigFile(file)) {
+    refuseAppFlags(values);
+    const token = tokenOf(values);
+    return runConfig(file, {
+      values, address: values.address ?? env.address(), token, waitMs: intFlag('wait', values.wait, 120_000, 0),
+      maxFailures: intFlag('max-start-failures', values['max-start-failures'] as string | undefined, 5, 1),
+      startHead: (v) => startHead(v, 2, token), printHead: (h) => printHead(h, token !== undefined), waitReady: waitReadyOrFailing, stopAndExit,
+    });
+  }
   const spec = await loadAppSpec(file, { ...(values.export ? { exportName: values.export } : {}), ...(values.name ? { name: values.name } : {}), ...(values['route-prefix'] ? { routePrefix: values['route-prefix'] } : {}) });
   const address = values.address ?? env.address();
   const token = tokenOf(values);
@@ -442,10 +463,15 @@ function requireAddress(flag: string | undefined): string {
 }
 
 async function deploy(argv: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({ args: argv, options: { ...appFlags, ...tokenFlags }, allowPositionals: true });
+  const { values, positionals } = parseArgs({ args: argv, options: { ...appFlags, ...tokenFlags, ...CONFIG_DEPLOY_FLAGS }, allowPositionals: true });
   const address = requireAddress(values.address);
   const file = positionals[0];
-  if (file === undefined) throw new InvalidOptionError('APP', 'shoal deploy needs an application file');
+  if (file === undefined) throw new InvalidOptionError('APP', 'shoal deploy needs an application file or a config file');
+  if (isConfigFile(file)) {
+    refuseAppFlags(values);
+    return deployConfig(file, { address, token: tokenOf(values), waitMs: intFlag('wait', values.wait, 120_000, 0), dryRun: values['dry-run'] === true, prune: values.prune === true });
+  }
+  for (const flag of ['dry-run', 'prune'] as const) if (values[flag] !== undefined) throw new InvalidOptionError(`--${flag}`, 'applies to a config file (shoal deploy config.yaml)');
   const spec = await loadAppSpec(file, { ...(values.export ? { exportName: values.export } : {}), ...(values.name ? { name: values.name } : {}), ...(values['route-prefix'] ? { routePrefix: values['route-prefix'] } : {}) });
   const token = tokenOf(values);
   const res = await withProgress(spec.name, () => control(address, token, 'GET', '/api/status') as Promise<ProgressStatus>, 'redraw',

@@ -1,0 +1,141 @@
+/**
+ * `shoal deploy CONFIG` and `shoal run CONFIG`. Deploy diffs the file against the running cluster (diff.ts),
+ * prints the diff per application and deployment, and applies only what changed: an unchanged application is not
+ * sent at all; a changed one is sent whole and the head keeps every deployment whose version is the same (no
+ * replica restarts; a new userConfig reaches its replicas through reconfigure()). Applications the file does not
+ * list are left alone, or deleted with --prune. `--dry-run` prints the diff and changes nothing.
+ */
+import type { ParseArgsConfig } from 'node:util';
+import { DeployError, InvalidOptionError, moduleCodeHash, type AppSpec } from '@shoal/core';
+import type { Head } from '@shoal/head';
+import { control } from '../control.ts';
+import { watchProgress, type ProgressMode, type ProgressStatus } from '../progress.ts';
+import { formatPlan, planConfig, type ConfigPlan } from './diff.ts';
+import { loadConfig, type LoadedConfig } from './load.ts';
+
+/** The flags `shoal deploy CONFIG` adds to deploy's. */
+export const CONFIG_DEPLOY_FLAGS = {
+  'dry-run': { type: 'boolean' },
+  prune: { type: 'boolean' },
+} satisfies ParseArgsConfig['options'];
+
+/** --export, --name and --route-prefix say what the file says; with a config file they are refused. */
+export function refuseAppFlags(values: Record<string, unknown>): void {
+  for (const [flag, field] of [['export', 'importPath (./app.ts:NAME)'], ['name', 'name'], ['route-prefix', 'routePrefix']] as const) {
+    if (values[flag] !== undefined) throw new InvalidOptionError(`--${flag}`, `cannot be given with a config file: set applications[].${field} in the file`);
+  }
+}
+
+/** The file's specs with the module hashes the head would compute, so versions compare as the head's do. */
+async function withCodeHashes(specs: readonly AppSpec[]): Promise<AppSpec[]> {
+  return Promise.all(specs.map(async (s) => ({ ...s, codeHash: await moduleCodeHash(s.modulePath) })));
+}
+
+/** Refuses a file whose route prefix an application it does not list serves (left running, it would clash). */
+function checkPrefixes(loaded: LoadedConfig, running: readonly AppSpec[], plan: ConfigPlan): void {
+  loaded.config.applications.forEach((a, i) => {
+    const holder = running.find((r) => plan.notInConfig.includes(r.name) && a.routePrefix !== null && r.routePrefix === a.routePrefix);
+    if (holder !== undefined) throw loaded.error(['applications', i, 'routePrefix'], `route prefix "${a.routePrefix}" is served by application "${holder.name}", which the file does not list (--prune deletes it)`);
+  });
+}
+
+async function withProgress<T>(app: string, status: () => ProgressStatus | Promise<ProgressStatus>, mode: ProgressMode, work: () => Promise<T>): Promise<T> {
+  const progress = watchProgress({ stream: process.stdout, app, status, mode });
+  try {
+    return await work();
+  } finally {
+    await progress.stop();
+  }
+}
+
+export interface DeployConfigOptions {
+  address: string;
+  token: string | undefined;
+  /** How long to wait for each sent application to be ready. */
+  waitMs: number;
+  dryRun: boolean;
+  prune: boolean;
+}
+
+/** `shoal deploy CONFIG`: prints the diff, then (unless dry) applies it; resolves the exit code. */
+export async function deployConfig(file: string, opts: DeployConfigOptions): Promise<number> {
+  const loaded = await loadConfig(file);
+  const { address, token } = opts;
+  const specs = await withCodeHashes(loaded.specs);
+  const running = (await control(address, token, 'GET', '/api/apps') as { applications?: AppSpec[] }).applications;
+  if (!Array.isArray(running)) throw new DeployError(`the head at ${address} does not answer GET /api/apps (an older head?): cannot diff the file against it`);
+  const plan = planConfig(specs, running, opts.prune);
+  checkPrefixes(loaded, running, plan);
+  process.stdout.write(`${opts.dryRun ? 'dry run, nothing applied: ' : ''}${file} against ${address}\n${formatPlan(plan)}`);
+  if (loaded.config.http !== undefined) process.stdout.write('note: http is used by `shoal run CONFIG` only; a running head keeps its HTTP address\n');
+  if (opts.dryRun) return 0;
+
+  // An application to delete that holds a route prefix the file gives another goes first, or the deploy would clash.
+  const claimed = new Set(specs.map((s) => s.routePrefix).filter((p): p is string => p !== null));
+  const first = plan.deleted.filter((n) => claimed.has(running.find((r) => r.name === n)?.routePrefix ?? ''));
+  for (const name of first) await deleteApp(address, token, name);
+  let http = '';
+  for (const a of plan.applications) {
+    if (a.spec === undefined) continue;
+    const spec = a.spec;
+    const res = await withProgress(spec.name, () => control(address, token, 'GET', '/api/status') as Promise<ProgressStatus>, 'redraw',
+      () => control(address, token, 'POST', `/api/apps?wait=${opts.waitMs}`, spec)) as { http?: string };
+    http = res.http ?? http;
+    process.stdout.write(`application "${spec.name}": ${a.action}, ready${spec.routePrefix === null ? '' : ` at ${http}${spec.routePrefix}`}\n`);
+  }
+  for (const name of plan.deleted.filter((n) => !first.includes(n))) await deleteApp(address, token, name);
+  const count = (action: string): number => plan.applications.filter((a) => a.action === action).length;
+  process.stdout.write(`applied: ${count('created')} created, ${count('updated')} updated, ${count('unchanged')} unchanged, ${plan.deleted.length} deleted\n`);
+  return 0;
+}
+
+async function deleteApp(address: string, token: string | undefined, name: string): Promise<void> {
+  await control(address, token, 'DELETE', `/api/apps/${encodeURIComponent(name)}`);
+  process.stdout.write(`application "${name}": deleted\n`);
+}
+
+/** What `shoal run CONFIG` needs of main.ts's embedded head. */
+export interface RunConfigOptions {
+  /** The run's flags; the file's http fills --http-host and --http-port when they are not given. */
+  values: Record<string, string | boolean | undefined>;
+  /** A running head to deploy to instead of starting one (--address / SHOAL_ADDRESS). */
+  address: string | undefined;
+  token: string | undefined;
+  waitMs: number;
+  maxFailures: number;
+  startHead(values: Record<string, string | boolean | undefined>): Promise<Head>;
+  printHead(head: Head): void;
+  waitReady(head: Head, app: string, timeoutMs: number, maxFailures: number): Promise<void>;
+  stopAndExit(head: Head, code: number): Promise<void>;
+}
+
+/**
+ * `shoal run CONFIG`: the file is loaded and checked before anything starts; then a head with local workers (or the
+ * head at --address, as `shoal deploy CONFIG` would) gets every application. Resolves undefined while serving.
+ */
+export async function runConfig(file: string, opts: RunConfigOptions): Promise<number | undefined> {
+  if (opts.address !== undefined) return deployConfig(file, { address: opts.address, token: opts.token, waitMs: opts.waitMs, dryRun: false, prune: false });
+  const loaded = await loadConfig(file);
+  const values = { ...opts.values };
+  const http = loaded.config.http;
+  if (http?.host !== undefined) values['http-host'] ??= http.host;
+  if (http?.port !== undefined) values['http-port'] ??= String(http.port);
+  const head = await opts.startHead(values);
+  opts.printHead(head);
+  try {
+    for (const spec of loaded.specs) await head.deploy(spec);
+    for (const spec of loaded.specs) {
+      // Line by line: the local workers write their logs to this terminal too (see progress.ts).
+      await withProgress(spec.name, () => head.controller.status(), 'lines', () => opts.waitReady(head, spec.name, opts.waitMs, opts.maxFailures));
+    }
+  } catch (err) {
+    process.stderr.write(`shoal: ${(err as Error).message}\n`);
+    await opts.stopAndExit(head, 1);
+    return 1;
+  }
+  for (const spec of loaded.specs) {
+    process.stdout.write(`application "${spec.name}" ready: ${spec.routePrefix === null ? '(no HTTP route)' : `${head.httpAddress}${spec.routePrefix}`}\n`);
+  }
+  process.stdout.write(`${loaded.specs.length} application${loaded.specs.length === 1 ? '' : 's'} from ${file} serving   (Ctrl-C stops everything)\n`);
+  return undefined;
+}
