@@ -1,0 +1,205 @@
+/**
+ * `shoal run CONFIG` and `shoal deploy CONFIG` as a user runs them: the CLI as child processes, a head with real
+ * local workers. Re-applying a file restarts no replica; a new numReplicas touches only its deployment; a new
+ * userConfig reaches the running replicas without a restart; --dry-run changes nothing; --prune deletes an
+ * application the file does not list, and without it that application is left alone.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, relative, resolve } from 'node:path';
+
+const BIN = resolve(import.meta.dirname, '../bin/shoal.mjs');
+const FIXTURE = resolve(import.meta.dirname, 'fixtures/config/app.ts');
+const TOKEN = 'config-test-token-0123456789';
+
+function shoal(args: string[]): { child: ChildProcessWithoutNullStreams; out: () => string } {
+  const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, SHOAL_LOG_LEVEL: 'warn' }, stdio: 'pipe' });
+  let out = '';
+  child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
+  child.stderr.on('data', (d: Buffer) => { out += d.toString(); });
+  return { child, out: () => out };
+}
+
+async function exitOf(child: ChildProcessWithoutNullStreams): Promise<number | null> {
+  if (child.exitCode !== null) return child.exitCode;
+  return new Promise((r) => child.once('exit', (code) => r(code)));
+}
+
+/** Runs a shoal command to its end: its exit code and what it printed. */
+async function shoalToEnd(args: string[]): Promise<{ code: number | null; out: string }> {
+  const c = shoal(args);
+  const code = await exitOf(c.child);
+  return { code, out: c.out() };
+}
+
+async function waitFor(what: string, cond: () => boolean | Promise<boolean>, timeoutMs = 60_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!(await cond())) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+interface Status {
+  applications: Array<{ name: string; deployments: Array<{ name: string; numReplicas: number; version: string }> }>;
+  replicas: Array<{ replicaId: string; app: string; deployment: string; state: string }>;
+  workers: Array<{ pid?: number }>;
+}
+
+let dir: string;
+let run: { child: ChildProcessWithoutNullStreams; out: () => string };
+let cluster: string;
+let http: string;
+
+async function status(): Promise<Status> {
+  const res = await fetch(`${cluster.replace('ws', 'http')}/api/status`, { headers: { authorization: `Bearer ${TOKEN}` } });
+  return await res.json() as Status;
+}
+
+/** Running replica ids per app/deployment, sorted. */
+async function replicaIds(): Promise<Record<string, string[]>> {
+  const out: Record<string, string[]> = {};
+  for (const r of (await status()).replicas) if (r.state === 'RUNNING') (out[`${r.app}/${r.deployment}`] ??= []).push(r.replicaId);
+  for (const k of Object.keys(out)) out[k]!.sort();
+  return out;
+}
+
+/** A config file in the test's directory: `main` (the fixture's default export) and, unless left out, `side`. */
+function writeConfig(name: string, opts: { modelReplicas?: number; tag?: string; side?: boolean } = {}): string {
+  const imp = relative(dir, FIXTURE);
+  const lines = [
+    'applications:',
+    '  - name: main',
+    `    importPath: ${imp}`,
+    '    routePrefix: /main',
+    '    deployments:',
+    '      - name: Model',
+    `        numReplicas: ${opts.modelReplicas ?? 2}`,
+    `        userConfig: { tag: ${opts.tag ?? 'first'} }`,
+  ];
+  if (opts.side !== false) lines.push('  - name: side', `    importPath: "${imp}:side"`, '    routePrefix: /side');
+  const file = join(dir, name);
+  writeFileSync(file, `${lines.join('\n')}\n`);
+  return file;
+}
+
+const deployArgs = (file: string, ...more: string[]): string[] => ['deploy', file, '--address', cluster, '--token', TOKEN, ...more];
+
+describe('shoal deploy CONFIG', () => {
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'shoal-config-deploy-'));
+    const file = writeConfig('config.yaml');
+    run = shoal(['run', file, '--port', '0', '--http-port', '0', '--workers', '2', '--token', TOKEN]);
+    await waitFor('shoal run CONFIG to serve both applications', () => /applications from .* serving/.test(run.out()) || run.child.exitCode !== null, 90_000);
+    const c = /cluster:\s+(ws:\/\/[\d.:]+)/.exec(run.out())?.[1];
+    const h = /application "main" ready: (http:\/\/[\d.:]+)\/main/.exec(run.out())?.[1];
+    if (c === undefined || h === undefined) throw new Error(`shoal run CONFIG did not start:\n${run.out()}`);
+    cluster = c;
+    http = h;
+  }, 120_000);
+
+  afterAll(async () => {
+    if (run !== undefined && run.child.exitCode === null) {
+      run.child.kill('SIGTERM');
+      await exitOf(run.child);
+    }
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('shoal run CONFIG serves every application with the options of the file', async () => {
+    const s = await status();
+    const main = s.applications.find((a) => a.name === 'main')!;
+    expect(main.deployments.find((d) => d.name === 'Model')!.numReplicas).toBe(2);
+    expect(s.applications.map((a) => a.name).sort()).toEqual(['main', 'side']);
+    const answer = await (await fetch(`${http}/main`)).json() as { config: unknown };
+    expect(answer.config).toEqual({ tag: 'first' });
+    expect((await fetch(`${http}/side`)).status).toBe(200);
+  });
+
+  it('re-applying the same file restarts nothing; a new numReplicas touches only that deployment, --dry-run nothing', async () => {
+    const before = await replicaIds();
+    expect(before['main/Model']).toHaveLength(2);
+    const again = await shoalToEnd(deployArgs(writeConfig('config.yaml')));
+    expect(again.code).toBe(0);
+    expect(again.out).toContain('application "main": unchanged\n  Front: unchanged\n  Model: unchanged\n');
+    expect(again.out).toContain('application "side": unchanged\n');
+    expect(again.out).toContain('applied: 0 created, 0 updated, 2 unchanged, 0 deleted');
+    expect(await replicaIds()).toEqual(before);
+
+    const scaled = writeConfig('scaled.yaml', { modelReplicas: 3 });
+    const dry = await shoalToEnd(deployArgs(scaled, '--dry-run'));
+    expect(dry.code).toBe(0);
+    expect(dry.out).toMatch(/^dry run, nothing applied: /);
+    expect(dry.out).toContain('  Model: updated: numReplicas 2 -> 3 (same version: no replica restarts)');
+    expect(dry.out).not.toMatch(/^applied:/m);
+    const afterDry = await status();
+    expect(afterDry.applications.find((a) => a.name === 'main')!.deployments.find((d) => d.name === 'Model')!.numReplicas).toBe(2);
+    expect(await replicaIds()).toEqual(before);
+
+    const versions = Object.fromEntries(afterDry.applications.flatMap((a) => a.deployments.map((d) => [`${a.name}/${d.name}`, d.version])));
+    const applied = await shoalToEnd(deployArgs(scaled));
+    expect(applied.code).toBe(0);
+    expect(applied.out).toContain('application "main": updated\n  Front: unchanged\n  Model: updated: numReplicas 2 -> 3 (same version: no replica restarts)\n');
+    expect(applied.out).toContain('application "side": unchanged');
+    const after = await replicaIds();
+    expect(after['main/Model']).toHaveLength(3);
+    // The two that ran still run; everything else is exactly as it was.
+    expect(after['main/Model']!.filter((id) => before['main/Model']!.includes(id))).toEqual(before['main/Model']);
+    expect({ ...after, 'main/Model': undefined }).toEqual({ ...before, 'main/Model': undefined });
+    const s = await status();
+    expect(Object.fromEntries(s.applications.flatMap((a) => a.deployments.map((d) => [`${a.name}/${d.name}`, d.version])))).toEqual(versions);
+  });
+
+  it('a new userConfig reaches the running replicas through reconfigure, with no restart', async () => {
+    const before = await replicaIds();
+    const res = await shoalToEnd(deployArgs(writeConfig('tagged.yaml', { modelReplicas: 3, tag: 'second' })));
+    expect(res.code).toBe(0);
+    expect(res.out).toContain('  Model: updated: userConfig {"tag":"first"} -> {"tag":"second"} (same version: no replica restarts)');
+    await waitFor('every Model replica to hold the new userConfig', async () => {
+      for (let i = 0; i < 12; i++) {
+        if (((await (await fetch(`${http}/main`)).json()) as { config: { tag: string } }).config.tag !== 'second') return false;
+      }
+      return true;
+    }, 20_000);
+    // The same replicas (a restarted one would have a new id), reconfigured in place.
+    expect(await replicaIds()).toEqual(before);
+  });
+
+  it('an application the file does not list is left alone, and deleted with --prune', async () => {
+    const before = await replicaIds();
+    const file = writeConfig('no-side.yaml', { modelReplicas: 3, tag: 'second', side: false });
+    const kept = await shoalToEnd(deployArgs(file));
+    expect(kept.code).toBe(0);
+    expect(kept.out).toContain('not in config: side; --prune deletes them');
+    expect((await status()).applications.map((a) => a.name).sort()).toEqual(['main', 'side']);
+    expect(await replicaIds()).toEqual(before);
+
+    const dry = await shoalToEnd(deployArgs(file, '--prune', '--dry-run'));
+    expect(dry.out).toContain('application "side": deleted (not in config, --prune)');
+    expect((await status()).applications.map((a) => a.name).sort()).toEqual(['main', 'side']);
+
+    const pruned = await shoalToEnd(deployArgs(file, '--prune'));
+    expect(pruned.code).toBe(0);
+    expect(pruned.out).toContain('application "side": deleted\n');
+    expect(pruned.out).toContain('applied: 0 created, 0 updated, 1 unchanged, 1 deleted');
+    expect((await status()).applications.map((a) => a.name)).toEqual(['main']);
+    await waitFor('side replicas to stop', async () => (await status()).replicas.every((r) => r.app !== 'side'), 30_000);
+    const after = await replicaIds();
+    expect(after).toEqual({ 'main/Front': before['main/Front'], 'main/Model': before['main/Model'] });
+  });
+
+  it('refuses a bad file before it touches the cluster, naming the path', async () => {
+    const bad = join(dir, 'bad.yaml');
+    writeFileSync(bad, `applications:\n  - name: main\n    importPath: ${relative(dir, FIXTURE)}\n    routePrefix: /main\n    deployments:\n      - name: Modle\n`);
+    const before = await replicaIds();
+    const res = await shoalToEnd(deployArgs(bad));
+    expect(res.code).toBe(2);
+    expect(res.out).toContain(`${bad}: applications[0].deployments[0].name: app ${relative(dir, FIXTURE)} has no deployment "Modle" (deployments: Front, Model) (line 6, column 15)`);
+    const flags = await shoalToEnd(deployArgs(bad, '--name', 'x'));
+    expect(flags.code).toBe(1);
+    expect(flags.out).toContain('--name: cannot be given with a config file');
+    expect(await replicaIds()).toEqual(before);
+  });
+});
