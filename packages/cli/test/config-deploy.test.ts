@@ -167,6 +167,21 @@ describe('shoal deploy CONFIG', () => {
     expect(await replicaIds()).toEqual(before);
   });
 
+  it('shoal config generate writes a file that deploys what the code declares', async () => {
+    const out = join(dir, 'generated.yaml');
+    const gen = await shoalToEnd(['config', 'generate', FIXTURE, '--export', 'side', '--name', 'side', '--route-prefix', '/side', '-o', out]);
+    expect(gen.code).toBe(0);
+    expect(gen.out).toBe(`wrote ${out}: application "side" from ${FIXTURE}\n`);
+    const again = await shoalToEnd(['config', 'generate', FIXTURE, '-o', out]);
+    expect(again.code).toBe(1);
+    expect(again.out).toContain(`invalid option -o: ${out} exists; --force overwrites it`);
+    // `side` runs as the first file deployed it, which sets none of its options: the generated file changes nothing.
+    const dry = await shoalToEnd(deployArgs(out, '--dry-run'));
+    expect(dry.code).toBe(0);
+    expect(dry.out).toContain('application "side": unchanged\n  SideFront: unchanged\n  SideModel: unchanged\n');
+    expect(dry.out).toContain('not in config: main; --prune deletes them');
+  });
+
   it('an application the file does not list is left alone, and deleted with --prune', async () => {
     const before = await replicaIds();
     const file = writeConfig('no-side.yaml', { modelReplicas: 3, tag: 'second', side: false });

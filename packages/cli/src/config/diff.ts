@@ -109,7 +109,7 @@ export function planConfig(desired: readonly AppSpec[], running: readonly AppSpe
   };
 }
 
-/** A value in a diff line: short JSON, or "(changed)" for a long one. */
+/** A value in a diff line: short JSON, or {…} for a long one (the field name says what changed). */
 function show(v: unknown): string {
   if (v === undefined) return '(unset)';
   const s = JSON.stringify(v);
