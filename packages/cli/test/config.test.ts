@@ -4,7 +4,7 @@
  * code's options, the diff against a running cluster's specs, and generate -> load round trips.
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative, resolve } from 'node:path';
 import { buildAppSpec, moduleCodeHash, validateAppSpec, type AppSpec, type Application } from '@shoal/core';
@@ -123,6 +123,16 @@ describe('config schema', () => {
     expect(parseError('applications:\n  - name: a\n     importPath: ./x.ts\n').split('\n')[0])
       .toBe('config.yaml: YAML syntax error: Nested mappings are not allowed in compact mappings (line 2, column 11)');
     expect(parseError('applications:\n  - name: a\n    name: b\n    importPath: ./x.ts\n')).toBe('config.yaml: YAML syntax error: Map keys must be unique (line 3, column 5)');
+  });
+
+  it('reads JSON the same way, positions included; checks http', () => {
+    expect(parseError('{\n  "applications": [\n    { "name": "a", "importPath": "./x.ts", "deployments": [{ "name": "M", "numReplicas": -1 }] }\n  ]\n}\n'))
+      .toBe('config.yaml: applications[0].deployments[0].numReplicas: expected a non-negative integer, got -1 (line 3, column 90)');
+    expect(parseError('applications:\n  - { name: a, importPath: ./x.ts }\nhttp: { port: 70000, tls: true }\n').split('\n')).toEqual([
+      'config.yaml: http.port: expected a port, 0..65535, got 70000 (line 3, column 15)',
+      'config.yaml: http.tls: is not a field here (fields: host, port) (line 3, column 27)',
+    ]);
+    expect(parseConfig('applications:\n  - { name: a, importPath: ./x.ts }\nhttp: { host: 0.0.0.0, port: 8080 }\n', 'c.yaml', dir).config.http).toEqual({ host: '0.0.0.0', port: 8080 });
   });
 
   it('splits an import path into the module and the export', () => {
@@ -258,8 +268,6 @@ describe('config generate', () => {
     it(`round-trips ${label}: the generated file deploys the options and versions the code declares`, async () => {
       const out = join(dir, 'sub', 'config.yaml');
       const text = await generateConfig(module, { exportName, name: 'gen', outFile: out });
-      rmSync(join(dir, 'sub'), { recursive: true, force: true });
-      const { mkdirSync } = await import('node:fs');
       mkdirSync(join(dir, 'sub'));
       writeFileSync(out, text);
       expect(text).toContain(`importPath: ${relative(join(dir, 'sub'), module)}${exportName === 'default' ? '' : `:${exportName}`}`);

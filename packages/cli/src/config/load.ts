@@ -11,7 +11,7 @@ import { basename } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Application, buildAppSpec, collectGraph, compileDeploymentOptions, InvalidOptionError, ShoalError, type AppSpec, type CompiledDeploymentOptions, type Deployment, type DeploymentOptions } from '@shoal/core';
 import { registerTypeScript } from '@shoal/worker';
-import { pathSegments } from './errors.ts';
+import { pathSegments, pathString } from './errors.ts';
 import { readConfig, type ConfigApplication, type ConfigDeployment, type ParsedConfig } from './schema.ts';
 
 /** A config file with its applications built. */
@@ -91,7 +91,7 @@ export function overridesOf(d: ConfigDeployment): DeploymentOptions {
 /** Compiles the code's options with the file's over them; errors name the path in the file. */
 function applyOverrides(parsed: ParsedConfig, dep: Deployment<unknown, never[]>, d: ConfigDeployment, at: Array<string | number>): CompiledDeploymentOptions {
   const overrides = overridesOf(d);
-  const prefix = at.map((s) => (typeof s === 'number' ? `[${s}]` : `.${s}`)).join('').slice(1);
+  const prefix = pathString(at);
   try {
     // With the file's path, so an error names the field as the file spells it; then withOptions, which also checks
     // what needs the class (multiplex hooks, the semantic cache's embedding method).
