@@ -211,7 +211,7 @@ describe.skipIf(NPM_MISSING)('installing the packed tarballs into a project of i
     expect([...native].filter((f) => f.startsWith('cpp/tests/') || f.startsWith('build/'))).toEqual([]);
     // The copy exists only while a pack runs: the repository's addon build keeps using native/.
     expect(existsSync(join(ROOT, 'packages/native/cpp'))).toBe(false);
-  });
+  }, 30_000);
 
   it('resolves shoal and every @shoal/* package from the project\'s own node_modules, all from the tarballs', async () => {
     const script = `console.log(JSON.stringify(['shoal', 'shoal/native', '@shoal/core', '@shoal/worker'].map((s) => import.meta.resolve(s))))`;
@@ -233,7 +233,7 @@ describe.skipIf(NPM_MISSING)('installing the packed tarballs into a project of i
     // The umbrella's own bin runs the CLI too (npm links one of the two "shoal" bins into node_modules/.bin).
     const help = expectOk('shoal --help', await exec(process.execPath, [join(project, 'node_modules/shoal/bin/shoal.mjs'), '--help'], project, userEnv(), 30_000));
     expect(help).toMatch(/^usage: shoal <command>/);
-  });
+  }, 60_000);
 
   it('typechecks the app against the shipped declarations (npx tsc --noEmit)', async () => {
     expectOk('npx tsc --noEmit', await exec('npx', ['--no-install', 'tsc', '--noEmit', '-p', '.'], project, userEnv(), 120_000));
@@ -246,7 +246,7 @@ describe.skipIf(NPM_MISSING)('installing the packed tarballs into a project of i
     } finally {
       rmSync(join(project, 'bad.ts'));
     }
-  });
+  }, 240_000);
 
   it('builds the native addon from source on install, or logs why not', async () => {
     const log = join(project, 'node_modules/@shoal/native/build/install.log');
@@ -264,7 +264,7 @@ describe.skipIf(NPM_MISSING)('installing the packed tarballs into a project of i
     const report = JSON.parse(out.trim().split('\n').at(-1) as string) as { backend: string; devices: string[] };
     expect(['host', 'cuda']).toContain(report.backend);
     expect(report.devices.length).toBeGreaterThan(0);
-  });
+  }, 90_000);
 
   it('without cmake or a compiler the install skips the build and says so; a feature needing the addon names the remedy', async () => {
     // A PATH with node alone (and then node and cmake): the script must stop before touching the build.
@@ -294,7 +294,7 @@ catch (e) { console.log(JSON.stringify({ notBuilt: e instanceof AddonNotBuiltErr
     expect(err.notBuilt).toBe(true);
     expect(err.message).toContain(`host addon not built: ${join(empty, 'shoal_native_host.node')}`);
     expect(err.message).toMatch(/build it with: .*(cmake|rebuild)/);
-  });
+  }, 90_000);
 
   it('npx shoal run app.ts answers over HTTP, batches, and Ctrl-C leaves nothing behind', async () => {
     const httpPort = await freePort();
@@ -337,5 +337,5 @@ catch (e) { console.log(JSON.stringify({ notBuilt: e instanceof AddonNotBuiltErr
       .catch(() => { throw new Error(`left behind after Ctrl-C:\n${processesMentioning(project).join('\n')}\n--- output:\n${out}`); });
     expect(await portIsFree(httpPort), `port ${httpPort} is free again`).toBe(true);
     expect(out).not.toMatch(/"level":"(error|fatal)"/);
-  });
+  }, 180_000);
 });
