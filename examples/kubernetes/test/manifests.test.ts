@@ -19,7 +19,9 @@ import { tmpdir } from 'node:os';
 import { delimiter, join, resolve } from 'node:path';
 import { parse as parseYaml, parseAllDocuments } from 'yaml';
 import { parseConfig } from '../../../packages/cli/src/config/schema.ts';
+import { env } from '@shoal/core';
 import { freePort, isAlive, waitFor } from '../../../test/helpers.ts';
+import { redisServerAvailable, startRedisServer } from '../../../packages/head/test/redis-server.ts';
 import { KustomizeError, podSpecOf, readYamlDocuments, render, type K8sObject } from './kustomize.ts';
 
 const HERE = resolve(import.meta.dirname, '..');
@@ -195,7 +197,7 @@ describe('schemas', () => {
 });
 
 describe('what the manifests mean in shoal', () => {
-  const secret = /kubectl create secret generic (\S+) --from-literal=([A-Za-z0-9_.-]+)=/.exec(DOC);
+  const secret = /kubectl (?:-n \S+ )?create secret generic (\S+) --from-literal=([A-Za-z0-9_.-]+)=/.exec(DOC);
 
   it.each(DIRS)('%s: every shoal container reads SHOAL_TOKEN from the Secret and key docs/KUBERNETES.md creates', (d) => {
     expect(secret, 'docs/KUBERNETES.md shows `kubectl create secret generic NAME --from-literal=KEY=...`').not.toBeNull();
@@ -241,6 +243,17 @@ describe('what the manifests mean in shoal', () => {
       expect(targets.length, `${o.kind}/${o.metadata.name} selects its pods`).toBe(1);
       expect(selects(sel, podLabels(targets[0]!))).toBe(true);
     }
+  });
+
+  it.each(DIRS)('%s: the workers\' init container waits for the head\'s liveness path through the head Service', (d) => {
+    const objs = objectsOf(d);
+    const init = (pod(workerOf(objs)) as PodSpec & { initContainers?: Container[] }).initContainers ?? [];
+    expect(init.map((c) => c.name)).toEqual(['wait-for-head']);
+    const url = new URL(init[0]!.command!.at(-1)!);
+    const target = resolveAddress(objs, `ws://${url.host}`);
+    expect(commandOf(target.c)).toBe('start');
+    expect(target.containerPort).toBe(Number(flag(target.c, '--port')));
+    expect(url.pathname).toBe(target.c.livenessProbe?.httpGet?.path);
   });
 
   it.each(DIRS)('%s: the head is one pod, replaced by Recreate, scraped on its control port; its preStop stops only the head', (d) => {
@@ -412,13 +425,18 @@ describe('Dockerfile', () => {
 });
 
 // ---------- the base, run here ----------
-describe('base manifests, run as local processes', () => {
-  const objs = (): K8sObject[] => objectsOf('base');
+describe('base and redis manifests, run as local processes', () => {
+  /** The rendering the running test takes its args from. */
+  let current = 'base';
+  const objs = (): K8sObject[] => objectsOf(current);
   const TOKEN = 'manifest-test-token-0123456789';
   const procs: ChildProcess[] = [];
   const dirs: string[] = [];
+  const stops: Array<() => Promise<void>> = [];
   let logs = '';
-  const ports = new Map<string, number>();
+  let ports = new Map<string, number>();
+  /** The local Redis that stands in for the Service shoal-redis. */
+  let redisUrl: string | undefined;
 
   afterAll(async () => {
     for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGTERM');
@@ -426,6 +444,7 @@ describe('base manifests, run as local processes', () => {
       for (const p of procs) if (p.exitCode === null) p.kill('SIGKILL');
     });
     for (const d of dirs) rmSync(d, { recursive: true, force: true });
+    for (const stop of stops) await stop();
   });
 
   /** A container's args as kubelet would expand them, with ports, hosts and paths rewritten to local ones. */
@@ -462,6 +481,13 @@ describe('base manifests, run as local processes', () => {
         const t = resolveAddress(objs(), next!);
         const key = `${t.owner.metadata.name}:${t.containerPort}`;
         out.push(a, `ws://127.0.0.1:${ports.get(key)!}`);
+        i++;
+      } else if (a === '--store') {
+        // The URL must name a Service of the rendering with that port; the local Redis stands in for it.
+        const url = new URL(next!);
+        const svc = find(objs(), 'Service', url.hostname);
+        expect((svc.spec as { ports: ServicePort[] }).ports.map((p) => p.port)).toContain(Number(url.port));
+        out.push(a, redisUrl!);
         i++;
       } else if (a === '--data-dir') {
         const d = mkdtempSync(join(tmpdir(), 'shoal-k8s-head-'));
@@ -510,12 +536,35 @@ describe('base manifests, run as local processes', () => {
     return seen;
   }
 
-  it('head, worker and deploy Job: every probe answers 200, the app serves, the head restarts under its serving worker', async () => {
+  const redis = redisServerAvailable();
+  if (!redis && env.requireRedis()) throw new Error('SHOAL_REQUIRE_REDIS=1 but redis-server is not installed: the redis overlay cannot be run');
+  const runs = redis ? ['base', 'overlays/redis'] : ['base'];
+  if (!redis) console.log('redis-server not found: overlays/redis was not run locally (its rendering is still checked above)');
+
+  it.each(runs)('%s: head, worker and deploy Job: every probe answers 200, the app serves, the head restarts under its serving worker', async (dir) => {
+    current = dir;
+    ports = new Map();
+    logs = '';
+    if (dir === 'overlays/redis') {
+      const server = await startRedisServer();
+      stops.push(() => server.stop());
+      redisUrl = server.url;
+    }
     const head = headOf(objs());
     const hc = pod(head).containers[0]!;
     const headArgs = await localArgs(head, hc);
-    spawnShoal(headArgs);
+    const first = spawnShoal(headArgs);
     const worker = workerOf(objs());
+    // The init container first, as kubelet runs it: it must end (0) once the head answers.
+    const [init] = (pod(worker) as PodSpec & { initContainers: Container[] }).initContainers;
+    const [node, ...initArgs] = init!.command!;
+    expect(node).toBe('node');
+    const initUrl = new URL(initArgs.at(-1)!);
+    const target = resolveAddress(objs(), `ws://${initUrl.host}`);
+    initUrl.host = `127.0.0.1:${ports.get(`${target.owner.metadata.name}:${target.containerPort}`)!}`;
+    const initProc = spawn(process.execPath, [...initArgs.slice(0, -1), initUrl.href], { stdio: 'ignore' });
+    procs.push(initProc);
+    expect(await exitOf(initProc, 'the wait-for-head init container', 30_000)).toBe(0);
     const wc = pod(worker).containers[0]!;
     spawnShoal(await localArgs(worker, wc));
     expect(await probesPass(head, hc)).toEqual(['startup /-/healthz', 'liveness /-/healthz', 'readiness /-/ready']);
@@ -545,7 +594,6 @@ describe('base manifests, run as local processes', () => {
     expect(cmd).toBe('shoal');
     const hook = spawnShoal(hookArgs.map((a) => a.replace(`:${flag(hc, '--port')}`, `:${headPort}`)));
     expect(await exitOf(hook, 'the preStop hook'), logs).toBe(0);
-    const first = procs[0]!;
     expect(await exitOf(first, 'the head after its preStop hook', 30_000), logs).toBe(0);
     expect((await fetch(`http://127.0.0.1:${workerHttp}/?text=awful`)).status).toBe(200);
     // Same data dir, same ports: as the Recreate rollout's new pod on the same volume.
