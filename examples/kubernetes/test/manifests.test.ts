@@ -409,7 +409,7 @@ describe('Dockerfile', () => {
   it('runs scripts the root package.json has, and ends in the CLI\'s bin', () => {
     const scripts = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { scripts: Record<string, string> }).scripts;
     const run = ins.filter((x) => x.op === 'RUN').flatMap((x) => [...x.rest.matchAll(/pnpm(?:@\d+)? run (\S+)/g)].map((m) => m[1]!));
-    expect(run).toEqual(expect.arrayContaining(['build', 'pack']));
+    expect(run).toContain('pack');
     for (const s of run) expect(Object.keys(scripts), `pnpm run ${s}`).toContain(s);
     const bins = Object.keys((JSON.parse(readFileSync(join(ROOT, 'packages/cli/package.json'), 'utf8')) as { bin: Record<string, string> }).bin);
     const entry = ins.filter((x) => x.op === 'ENTRYPOINT').at(-1);
