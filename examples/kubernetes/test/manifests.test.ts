@@ -7,9 +7,10 @@
  *  - what the objects mean holds in shoal: ports in the args are the probe and Service ports, addresses name
  *    Services that lead to those ports, the token Secret's key is the documented one, the autoscalers target the
  *    worker Deployment on documented metrics, the GPU overlay asks for one GPU per worker;
- *  - the base's head, worker and deploy Job run here with the manifests' own args (ports and paths rewritten to
- *    free local ones), every probe path answers 200 on its port, the application answers on the worker's HTTP
- *    port, and the head's preStop hook stops only the head while the worker keeps serving;
+ *  - the head, worker (after its init container) and deploy Job of the base, and of the redis overlay against a
+ *    local redis-server, run here with the manifests' own args (ports and paths rewritten to free local ones):
+ *    every probe path answers 200 on its port, the application answers on the worker's HTTP port, and the head's
+ *    preStop hook stops only the head while the worker keeps serving and rejoins the next head;
  *  - the Dockerfile's COPY sources and scripts exist, its entrypoint is the CLI's bin, its base images are pinned.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -424,7 +425,7 @@ describe('Dockerfile', () => {
   });
 });
 
-// ---------- the base, run here ----------
+// ---------- the base and the redis overlay, run here ----------
 describe('base and redis manifests, run as local processes', () => {
   /** The rendering the running test takes its args from. */
   let current = 'base';
