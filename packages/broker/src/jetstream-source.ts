@@ -6,9 +6,16 @@
  * Messages are pulled with fetch requests no larger than the consumer loop's free slots, so no more than
  * `concurrency` are ever delivered to this client at once (none waits in a client buffer while its ack_wait runs).
  */
-import { AckPolicy, DeliverPolicy, connect, headers, millis, nanos, type Consumer as JsConsumer, type ConsumerMessages, type JetStreamClient, type JetStreamManager, type JsMsg, type NatsConnection } from 'nats';
+import { createRequire } from 'node:module';
+import type { Consumer as JsConsumer, ConsumerMessages, JetStreamClient, JetStreamManager, JsMsg, NatsConnection } from 'nats';
 import type { CompiledNatsConsume, Logger } from '@shoal/core';
 import { SourceConfigError, SourceGoneError, type BrokerMessage, type DeadLetterReason, type Source } from './source.ts';
+
+/** The nats client, loaded on first use: a process that consumes no JetStream stream does not pay for its ~65 modules. */
+let natsLoaded: typeof import('nats') | undefined;
+function nats(): typeof import('nats') {
+  return natsLoaded ??= createRequire(import.meta.url)('nats') as typeof import('nats');
+}
 
 /** How long pull() waits for a first message. */
 const PULL_WAIT_MS = 1000;
@@ -81,20 +88,20 @@ export class JetStreamSource implements Source {
     this.dropFetch();
     this.consumer = undefined;
     // A connection made stays, and reconnects by itself.
-    this.nc ??= await connect({ servers: this.o.servers, name: `shoal-broker:${this.consumerName}`, maxReconnectAttempts: -1 });
+    this.nc ??= await nats().connect({ servers: this.o.servers, name: `shoal-broker:${this.consumerName}`, maxReconnectAttempts: -1 });
     this.jsm = await this.nc.jetstreamManager();
     this.js = this.nc.jetstream();
     await this.checkStreams(this.jsm);
     const config = {
-      ack_policy: AckPolicy.Explicit,
-      ack_wait: nanos(this.o.ackWaitMs),
+      ack_policy: nats().AckPolicy.Explicit,
+      ack_wait: nats().nanos(this.o.ackWaitMs),
       // One delivery more than maxDeliveries: a message whose every attempt killed its worker gets one last
       // delivery, which dead-letters it without calling.
       max_deliver: this.o.maxDeliveries + 1,
     };
     try {
       await this.jsm.consumers.add(this.o.stream, {
-        durable_name: this.o.durable, deliver_policy: DeliverPolicy.All, ...config,
+        durable_name: this.o.durable, deliver_policy: nats().DeliverPolicy.All, ...config,
         ...(this.o.subject !== undefined ? { filter_subject: this.o.subject } : {}),
       });
     } catch (err) {
@@ -128,7 +135,7 @@ export class JetStreamSource implements Source {
         throw new SourceConfigError(`${this.path}.${option}: no JetStream stream captures the subject "${subject}" (add it to a stream's subjects, e.g. \`nats stream add OUT --subjects '${subject}'\`)`);
       }
       if (option !== 'output' || this.warnedWindow) continue;
-      const windowMs = millis((await jsm.streams.info(stream)).config.duplicate_window ?? 0);
+      const windowMs = nats().millis((await jsm.streams.info(stream)).config.duplicate_window ?? 0);
       const neededMs = this.o.ackWaitMs * (this.o.maxDeliveries + 1) + this.o.timeoutMs;
       if (windowMs < neededMs) {
         this.warnedWindow = true;
@@ -222,7 +229,7 @@ export class JetStreamSource implements Source {
 
   async answer(m: BrokerMessage, value: Uint8Array): Promise<'answered' | 'duplicate'> {
     const jm = this.jsMsg(m);
-    const h = headers();
+    const h = nats().headers();
     h.set('Shoal-Source', `${this.o.stream}:${m.id}`);
     const ack = await this.client().publish(this.o.output, value, { msgID: m.key, headers: h });
     await jm.ackAck();
@@ -231,7 +238,7 @@ export class JetStreamSource implements Source {
 
   async deadLetter(m: BrokerMessage, reason: DeadLetterReason): Promise<'dead_lettered' | 'duplicate'> {
     const jm = this.jsMsg(m);
-    const h = headers();
+    const h = nats().headers();
     h.set('Shoal-Source', `${this.o.stream}:${m.id}`);
     h.set('Shoal-Error-Code', reason.code);
     // Header values are one line.

@@ -5,9 +5,16 @@
  * only when that SET won, then XACK, so two consumers racing on one message (a claim of a slow one) write one
  * answer. A dead letter goes through the same script to the dead-letter stream.
  */
-import { Redis } from 'ioredis';
+import { createRequire } from 'node:module';
+import type { Redis } from 'ioredis';
 import type { CompiledRedisConsume, Logger } from '@shoal/core';
 import { SourceGoneError, type BrokerMessage, type DeadLetterReason, type Source } from './source.ts';
+
+/** ioredis, loaded on first use: a process that never reads a Redis stream does not pay for its ~40 modules at start-up. */
+let RedisClass: typeof Redis | undefined;
+function redisClass(): typeof Redis {
+  return RedisClass ??= (createRequire(import.meta.url)('ioredis') as typeof import('ioredis')).Redis;
+}
 
 /**
  * KEYS: idempotency key, output stream, input stream. ARGV: group, entry id, TTL in ms, then the output entry's
@@ -67,8 +74,9 @@ export class RedisStreamSource implements Source {
     this.consumer = opts.consumer;
     this.logger = opts.logger;
     const connection = { lazyConnect: true, maxRetriesPerRequest: 2, connectionName: `shoal-broker:${opts.consumer}` };
-    this.redis = new Redis(this.o.url, connection);
-    this.blocking = new Redis(this.o.url, connection);
+    const RedisClient = redisClass();
+    this.redis = new RedisClient(this.o.url, connection);
+    this.blocking = new RedisClient(this.o.url, connection);
     // A broker that is down is reported by the calls that fail (rate-limited); these events would repeat it.
     for (const r of [this.redis, this.blocking]) r.on('error', (err: Error) => this.logError('redis connection error', err));
     this.redis.defineCommand('shoalSettle', { numberOfKeys: 3, lua: SETTLE_LUA });

@@ -8,8 +8,15 @@
  * is down (enableOfflineQueue off) and time out after commandTimeoutMs; a failed get is a miss, a failed set is an
  * answer not cached, and each is reported (counted, and logged by the owner at most every few seconds).
  */
-import { Redis } from 'ioredis';
+import { createRequire } from 'node:module';
+import type { Redis } from 'ioredis';
 import type { CacheStore } from './store.ts';
+
+/** ioredis, loaded on first use: a process that never caches in Redis does not pay for its ~40 modules at start-up. */
+let RedisClass: typeof Redis | undefined;
+function redisClass(): typeof Redis {
+  return RedisClass ??= (createRequire(import.meta.url)('ioredis') as typeof import('ioredis')).Redis;
+}
 
 /** How long one Redis command may take before the request goes on without the cache. */
 export const DEFAULT_REDIS_COMMAND_TIMEOUT_MS = 250;
@@ -80,7 +87,7 @@ export class RedisClients {
     const held = this.clients.get(url);
     if (held !== undefined) { held.users++; return held.client; }
     const timeout = this.opts.commandTimeoutMs ?? DEFAULT_REDIS_COMMAND_TIMEOUT_MS;
-    const client = new Redis(url, {
+    const client = new (redisClass())(url, {
       commandTimeout: timeout,
       connectTimeout: Math.max(1000, timeout),
       // A request never waits for a reconnect: with the connection down, commands fail at once (a miss).

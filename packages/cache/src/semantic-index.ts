@@ -6,7 +6,14 @@
  * sizes HNSW finds the exact nearest anyway. Every vector given here is already L2-normalised (see normalize()), so
  * cosine similarity is a dot product.
  */
-import usearch from 'usearch';
+import { createRequire } from 'node:module';
+import type usearchModule from 'usearch';
+
+/** usearch (a native module), loaded when the first HNSW index is made: only semantic caches need it. */
+let usearchLoaded: typeof usearchModule | undefined;
+function usearchLib(): typeof usearchModule {
+  return usearchLoaded ??= createRequire(import.meta.url)('usearch') as typeof usearchModule;
+}
 
 /** The nearest entry to a query and its cosine similarity (1: same direction). */
 export interface Nearest { key: number; similarity: number }
@@ -144,10 +151,11 @@ export interface HnswOptions {
  * the graph as a tombstone (its size() still counts it), so this class counts the live entries itself.
  */
 export class HnswIndex implements VectorIndex {
-  private readonly index: InstanceType<typeof usearch.Index>;
+  private readonly index: InstanceType<typeof usearchModule.Index>;
   private live = 0;
 
   constructor(readonly dimensions: number, opts: HnswOptions = {}) {
+    const usearch = usearchLib();
     this.index = new usearch.Index({
       dimensions, metric: usearch.MetricKind.Cos, quantization: usearch.ScalarKind.F32,
       connectivity: opts.connectivity ?? 16, expansion_add: opts.expansionAdd ?? 64, expansion_search: opts.expansionSearch ?? 32, multi: false,

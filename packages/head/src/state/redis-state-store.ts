@@ -23,12 +23,19 @@
  */
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
-import { Redis } from 'ioredis';
+import { createRequire } from 'node:module';
+import type { Redis } from 'ioredis';
 import { InvalidOptionError, checkInt, type TimerHandle } from '@shoal/core';
 import { StoreCorruptError, StoreIoError, StoreLeaseLostError, StoreLockedError, describeHolder, type LeaseHolder } from './errors.ts';
 import { LeasedStateStore, compileStoreOptions, sleep, type CompiledStoreOptions } from './leased-state-store.ts';
 import { checkSchemaVersion, checkStoredApp, checkWorkers, corruptAt, emptyState, type StateChange } from './state-document.ts';
 import { STATE_SCHEMA_VERSION, type ClusterState, type StateStoreOptions, type StoredApp } from './state-store.ts';
+
+/** ioredis, loaded on first use: a process that never keeps its state in Redis does not pay for its ~40 modules at start-up. */
+let RedisClass: typeof Redis | undefined;
+function redisClass(): typeof Redis {
+  return RedisClass ??= (createRequire(import.meta.url)('ioredis') as typeof import('ioredis')).Redis;
+}
 
 export interface RedisStateStoreOptions extends StateStoreOptions {
   /** `redis://[user:password@]host:port[/db]` or `rediss://...`. */
@@ -130,7 +137,7 @@ export class RedisStateStore extends LeasedStateStore {
     this.r = r;
     this.description = `redis ${redactUrl(r.url)} prefix ${r.prefix}`;
     this.keys = { lease: `${r.prefix}lease`, schema: `${r.prefix}schema`, apps: `${r.prefix}apps`, workers: `${r.prefix}workers` };
-    this.redis = new Redis(r.url, {
+    this.redis = new (redisClass())(r.url, {
       lazyConnect: true,
       commandTimeout: r.commandTimeoutMs,
       connectTimeout: r.commandTimeoutMs,
