@@ -3,6 +3,8 @@
  * (ERR_OUT_OF_MEMORY, ERR_INVALID_HANDLE, ...); {@link fromNativeError} rebuilds them into shoal classes so
  * callers can `instanceof` them and read the numbers that caused them.
  */
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { BackendError, IllegalStateError, NotFoundError, OutOfMemoryError } from '@shoal/core';
 
 const BRAND = Symbol.for('shoal.error');
@@ -43,8 +45,12 @@ export class AddonNotBuiltError extends BackendError {
 }
 brand(AddonNotBuiltError);
 
-/** How to build the addon; quoted by {@link AddonNotBuiltError}. */
-export const BUILD_COMMAND = 'pnpm --filter @shoal/native build   (needs cmake and a C++17 compiler; nvcc adds the CUDA backend)';
+/**
+ * How to build the addon; quoted by {@link AddonNotBuiltError}. In shoal's own repository (the package sits in a
+ * pnpm workspace: the C++ sources are ../../native) the workspace command; in a user's project, where the package
+ * was installed from the registry or a tarball, npm's rebuild.
+ */
+export const BUILD_COMMAND = `${existsSync(fileURLToPath(new URL('../../../native/CMakeLists.txt', import.meta.url))) ? 'pnpm --filter @shoal/native build' : 'npm rebuild @shoal/native'}   (needs cmake and a C++17 compiler; nvcc adds the CUDA backend)`;
 
 interface NativeErrorShape {
   message: string;
