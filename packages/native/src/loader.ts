@@ -2,13 +2,15 @@
  * The one loader of the native addon. It tries the built variants in a fixed order, CUDA then host, and
  * logs every fallback with its reason:
  *   1. shoal_native_cuda.node: skipped when not built (no nvcc at build time); loaded first in a child
- *      process (probeCuda) so a crashing driver cannot take this process down; once loaded, the runtime
+ *      process (probeCuda) so a crashing driver cannot take this process down (a passed probe is remembered
+ *      for the same addon build, Node and driver, beside the addon); once loaded, the runtime
  *      itself falls back to its host backend when no CUDA device or driver works, and says why.
  *   2. shoal_native_host.node.
  * When neither loads, AddonNotBuiltError names the build command.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { appendFileSync, existsSync, readFileSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -45,8 +47,46 @@ export function addonPath(dir: string, variant: AddonVariant): string {
   return join(dir, `shoal_native_${variant}.node`);
 }
 
-/** Loads the addon in a throwaway process; returns why it failed, or undefined when it loads. */
+/**
+ * What a passed probe of `path` is valid for: the addon file as built, this Node, and the GPU driver (its version
+ * file changes when a driver is installed or upgraded). A probe costs a Node process (~140 ms at every worker start,
+ * measured by bench/startup's profile); once one passed for the same key, loading is as safe as it was then.
+ */
+function probeKey(path: string): string | undefined {
+  try {
+    const st = statSync(path);
+    let driver = 'no driver';
+    try { driver = readFileSync('/proc/driver/nvidia/version', 'utf8'); } catch { /* no NVIDIA driver here */ }
+    return createHash('sha256').update(JSON.stringify([path, st.size, st.mtimeMs, process.version, ADDON_ABI_VERSION, driver])).digest('hex');
+  } catch {
+    return undefined;
+  }
+}
+
+/** Where passed probes are remembered: beside the addon (dropped with a rebuild), one key per line. */
+const probeCacheFile = (path: string): string => `${path}.probe-ok`;
+
+function probePassedBefore(path: string, key: string | undefined): boolean {
+  if (key === undefined) return false;
+  try { return readFileSync(probeCacheFile(path), 'utf8').split('\n').includes(key); } catch { return false; }
+}
+
+function rememberProbe(path: string, key: string | undefined): void {
+  if (key === undefined) return;
+  try { appendFileSync(probeCacheFile(path), `${key}\n`); } catch { /* a read-only install probes every time */ }
+}
+
+/** Loads the addon in a throwaway process (unless one passed before for the same addon, Node and driver). */
 function probe(path: string): string | undefined {
+  const key = probeKey(path);
+  if (probePassedBefore(path, key)) return undefined;
+  const why = probeInChild(path);
+  if (why === undefined) rememberProbe(path, key);
+  return why;
+}
+
+/** Loads the addon in a throwaway process; returns why it failed, or undefined when it loads. */
+function probeInChild(path: string): string | undefined {
   const script = `const a = require(${JSON.stringify(path)}); if (a.abiVersion !== ${ADDON_ABI_VERSION}) { console.error('abi ' + a.abiVersion); process.exit(3); }`;
   const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 30_000 });
   if (r.error !== undefined) return `probe process failed: ${r.error.message}`;

@@ -1,4 +1,5 @@
-import { copyFileSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { copyFileSync, existsSync, readFileSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { InvalidOptionError } from '@shoal/core';
 import { describe, expect, it } from 'vitest';
@@ -72,5 +73,27 @@ describe.skipIf(!addonBuilt)(`loader with a build${skipReason}`, () => {
     expect(rt.report.fallbacks).toEqual([]);
     const auto = openNativeRuntime({ logger: recordingLogger() });
     if (auto.backend === 'host') expect(() => openNativeRuntime({ backend: 'cuda', logger: recordingLogger() })).toThrow(/CUDA/);
+  });
+});
+
+const cudaBuilt = existsSync(join(DEFAULT_ADDON_DIR, 'shoal_native_cuda.node'));
+describe.skipIf(!cudaBuilt)(`the CUDA probe${cudaBuilt ? '' : ' (skipped: no CUDA addon was built here, nvcc missing at install)'}`, () => {
+  it('runs once per addon build, Node and driver: a passed probe is remembered, a rebuilt addon is probed again', () => {
+    const dir = tempDir('probe');
+    const addon = join(dir, 'shoal_native_cuda.node');
+    copyFileSync(join(DEFAULT_ADDON_DIR, 'shoal_native_cuda.node'), addon);
+    copyFileSync(join(DEFAULT_ADDON_DIR, 'shoal_native_host.node'), join(dir, 'shoal_native_host.node'));
+    // Each load in a process of its own (a process loads an addon once); every probe that passes appends its key.
+    const loader = new URL('../dist/loader.js', import.meta.url).href;
+    const script = `const m = await import(${JSON.stringify(loader)}); const r = m.loadAddon({ addonDir: ${JSON.stringify(dir)}, backend: 'auto', probeCuda: true, logger: { info() {}, warn() {}, error() {}, debug() {} } }); console.log(r.variant);`;
+    const load = (): string => execFileSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8' }).trim();
+    const probes = (): number => (existsSync(`${addon}.probe-ok`) ? readFileSync(`${addon}.probe-ok`, 'utf8').split('\n').filter(Boolean).length : 0);
+    expect(load()).toBe('cuda');
+    expect(probes()).toBe(1);
+    expect(load()).toBe('cuda');
+    expect(probes()).toBe(1); // remembered: a second probe would have appended the same key again
+    utimesSync(addon, new Date(), new Date(Date.now() + 5_000)); // a rebuild changes the file
+    expect(load()).toBe('cuda');
+    expect(probes()).toBe(2);
   });
 });
