@@ -50,6 +50,13 @@ export const env = {
   heartbeatMs: (): number => readInt('SHOAL_HEARTBEAT_MS', 500, 10),
   /** SHOAL_WORKER_TIMEOUT_MS: silence after which the head declares a worker dead (default 3000). */
   workerTimeoutMs: (): number => readInt('SHOAL_WORKER_TIMEOUT_MS', 3000, 50),
+  /**
+   * SHOAL_TEST_HOST_DEVICES: for tests only. A worker reports this many host pseudo devices (indices 0..N-1, each
+   * the size of the addon's host device, or 1 GiB without the addon) in place of the devices it found, so that
+   * placement on a device other than 0 can be tested on a machine without GPUs. Only the addon's own devices have
+   * native memory behind them: a native pool on a faked index fails (default: unset, the devices found).
+   */
+  testHostDevices: (): number | undefined => readString('SHOAL_TEST_HOST_DEVICES') === undefined ? undefined : readInt('SHOAL_TEST_HOST_DEVICES', 1, 1),
   /** SHOAL_REQUIRE_NATIVE: set to 1 (CI does) so that tests fail, instead of skipping, when the N-API addon is not built. */
   requireNative: (): boolean => readString('SHOAL_REQUIRE_NATIVE') === '1',
   /** SHOAL_REQUIRE_PROMTOOL: set to 1 (CI does) so that the metrics test fails, instead of skipping its lint, without promtool. */

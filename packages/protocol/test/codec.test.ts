@@ -24,7 +24,7 @@ const samples = {
   replicaState: { t: 'replicaState', replicaId: 'r1', state: 'FAILED', error: 'boom' },
   welcome: { t: 'welcome', v: PROTOCOL_VERSION, workerId: 'w1', heartbeatMs: 500 },
   refuse: { t: 'refuse', code: 'ERR_UNAUTHORIZED', message: 'wrong cluster token' },
-  start: { t: 'start', id: 1, replicaId: 'r1', app, deployment: 'I' },
+  start: { t: 'start', id: 1, replicaId: 'r1', app, deployment: 'I', devices: [1, 3], version: 'v2' },
   stop: { t: 'stop', id: 2, replicaId: 'r1', timeoutMs: 20_000 },
   reconfigure: { t: 'reconfigure', id: 3, replicaId: 'r1', userConfig: { nested: { list: [1, 2, null] } } },
   health: { t: 'health', id: 4, replicaId: 'r1', timeoutMs: 30_000 },

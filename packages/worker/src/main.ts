@@ -15,9 +15,23 @@ import type { NativeGaugeSample } from './worker-metrics.ts';
 
 /**
  * Devices from the native addon (CUDA GPUs, else the host backend's pseudo device) and its gauges for metrics;
- * no devices and no gauges when it is not built.
+ * no devices and no gauges when it is not built. SHOAL_TEST_HOST_DEVICES replaces the devices with faked host ones.
  */
 async function detectDevices(logger: Logger): Promise<{ devices: DeviceInfo[]; metrics?: () => NativeGaugeSample[] }> {
+  const found = await nativeDevices(logger);
+  const fake = env.testHostDevices();
+  if (fake === undefined) return found;
+  const like = found.devices.find((d) => d.kind === 'host');
+  const bytes = like?.totalBytes ?? 2 ** 30;
+  logger.warn('SHOAL_TEST_HOST_DEVICES: reporting faked host devices (for tests only)', { count: fake, found: found.devices.length });
+  return {
+    ...found,
+    // All alike and all free, so that placement among them depends only on what the head placed there.
+    devices: Array.from({ length: fake }, (_, index): DeviceInfo => ({ index, name: `host (test ${index})`, kind: 'host', totalBytes: bytes, freeBytes: bytes })),
+  };
+}
+
+async function nativeDevices(logger: Logger): Promise<{ devices: DeviceInfo[]; metrics?: () => NativeGaugeSample[] }> {
   try {
     // The process's one runtime: replicas of family deployments share it, and with it their weight blobs.
     const { processRuntime } = await import('@shoal/native');
