@@ -51,6 +51,11 @@ export const env = {
   /** SHOAL_WORKER_TIMEOUT_MS: silence after which the head declares a worker dead (default 3000). */
   workerTimeoutMs: (): number => readInt('SHOAL_WORKER_TIMEOUT_MS', 3000, 50),
   /**
+   * SHOAL_CONNECT_TIMEOUT_MS: how long `shoal worker` keeps retrying to reach the head it has not joined yet
+   * (the head may start after it), 0 for ever (default 0; local workers of a head: 30000).
+   */
+  connectTimeoutMs: (): number => readInt('SHOAL_CONNECT_TIMEOUT_MS', 0, 0),
+  /**
    * SHOAL_TEST_HOST_DEVICES: for tests only. A worker reports this many host pseudo devices (indices 0..N-1, each
    * the size of the addon's host device, or 1 GiB without the addon) in place of the devices it found, so that
    * placement on a device other than 0 can be tested on a machine without GPUs. Only the addon's own devices have

@@ -47,6 +47,9 @@ async function nativeDevices(logger: Logger): Promise<{ devices: DeviceInfo[]; m
   }
 }
 
+/** How long a local worker (spawned by its head) tries to reach that head before it exits. */
+const LOCAL_CONNECT_TIMEOUT_MS = 30_000;
+
 /** This file: what a parent runs (under tsx) to start a worker process. */
 export const WORKER_ENTRY = fileURLToPath(import.meta.url);
 
@@ -152,6 +155,9 @@ export async function runWorker(argv: string[]): Promise<Worker> {
     ...(memory !== undefined ? { memory } : {}),
     ...(http !== undefined ? { http } : {}),
     local: values.local === true,
+    // A local worker's head is up before it spawns it: one that cannot be reached for long is gone, and so is the
+    // point of waiting. A remote worker may start before its head (pods start in any order) and waits for it.
+    connectTimeoutMs: values.local === true ? LOCAL_CONNECT_TIMEOUT_MS : env.connectTimeoutMs(),
   });
   let stopping = false;
   const stop = (): void => {

@@ -6,7 +6,7 @@ import { hostname, cpus, totalmem } from 'node:os';
 import { createServer, type Server } from 'node:http';
 import { WebSocketServer, type WebSocket } from 'ws';
 import {
-  CancelledError, ChunkStream, Deadline, DeadlineExceededError, LazyAbortController, ProtocolError, StreamPump, chunkBytes, isNotRun, windowFromWire, processLogRing, ReplicaUnavailableError, realClock, setProcessLogWorker, toWireError, type AppSpec, type Logger,
+  CancelledError, ChunkStream, Deadline, DeadlineExceededError, LazyAbortController, PeerGoneError, ProtocolError, StreamPump, UnauthorizedError, chunkBytes, isNotRun, windowFromWire, processLogRing, ReplicaUnavailableError, realClock, setProcessLogWorker, toWireError, type AppSpec, type Logger,
   requestIdOf, traceContextOf, type WireError, type WireHttpResponse,
 } from '@shoal/core';
 import {
@@ -48,6 +48,12 @@ export interface WorkerOptions {
    * worker among its local ones. @default false
    */
   local?: boolean;
+  /**
+   * How long start() keeps trying to reach the head for the first time (it may not be up yet: pods start in any
+   * order), retrying 200 ms after a failure and then with doubling waits up to 5 s; 0 tries for ever. A wrong
+   * token or protocol version is not retried. @default 0 (for ever; `shoal worker`: $SHOAL_CONNECT_TIMEOUT_MS)
+   */
+  connectTimeoutMs?: number;
   /** Longest wait between attempts to reach a head that was lost (the first waits 100 ms, then doubling). @default 250 */
   maxReconnectDelayMs?: number;
   /** How long a graceful stop (SIGTERM) waits for work in flight before it closes what is left. @default 10000 */
@@ -63,6 +69,10 @@ export interface WorkerOptions {
   /** How long /-/metrics on this worker waits for the head's cluster-wide scrape before answering its own. @default 2000 */
   scrapeTimeoutMs?: number;
 }
+
+/** The first retry of a head not reached yet comes after this; each next one after twice the last, up to the max. */
+const FIRST_CONNECT_DELAY_MS = 200;
+const MAX_FIRST_CONNECT_DELAY_MS = 5000;
 
 /** A caller that sent no window gets the whole stream at once: the pump never waits for credit. */
 const GATHER_WINDOW = { chunks: Number.MAX_SAFE_INTEGER, bytes: Number.MAX_SAFE_INTEGER };
@@ -218,10 +228,44 @@ export class Worker {
   }
 
 
-  /** Joins the head; the first attempt's failure is thrown (a wrong address or token is the caller's to fix). */
+  /**
+   * Joins the head, retrying while it cannot be reached (see connectTimeoutMs). A refusal that retrying cannot
+   * change (a wrong token, another protocol version) is thrown at once, as is the last failure once
+   * connectTimeoutMs has passed. A stop() meanwhile ends the wait.
+   */
   async start(): Promise<void> {
     await this.listenData();
-    await this.joinHead();
+    await this.firstJoin();
+  }
+
+  private async firstJoin(): Promise<void> {
+    const timeoutMs = this.opts.connectTimeoutMs ?? 0;
+    const startedAt = performance.now();
+    let delay = FIRST_CONNECT_DELAY_MS;
+    let lastLog = -Infinity;
+    for (let attempts = 1; ; attempts++) {
+      try {
+        await this.joinHead();
+        if (attempts > 1) this.opts.logger.info('reached the head', { head: this.opts.address, attempts });
+        return;
+      } catch (err) {
+        // A stop (SIGTERM) while waiting for the head ends the wait: stop() does the rest.
+        if (this.stopping) return;
+        if (err instanceof UnauthorizedError || err instanceof ProtocolError) throw err;
+        const elapsed = performance.now() - startedAt;
+        if (timeoutMs > 0 && elapsed + delay > timeoutMs) {
+          throw new PeerGoneError(`could not reach the head at ${this.opts.address} within connectTimeoutMs=${timeoutMs} (SHOAL_CONNECT_TIMEOUT_MS for shoal worker; ${attempts} attempts): ${(err as Error).message}`);
+        }
+        // The first failure, then one line per 10 s at most: a head that takes minutes to come must not flood the log.
+        if (performance.now() - lastLog >= 10_000) {
+          lastLog = performance.now();
+          this.opts.logger.warn('cannot reach the head yet; retrying', { head: this.opts.address, attempts, error: (err as Error).message, nextInMs: delay, ...(timeoutMs > 0 ? { giveUpInMs: Math.round(timeoutMs - elapsed) } : {}) });
+        }
+        await new Promise((r) => setTimeout(r, delay));
+        if (this.stopping) return;
+        delay = Math.min(MAX_FIRST_CONNECT_DELAY_MS, delay * 2);
+      }
+    }
   }
 
   private async joinHead(): Promise<void> {
