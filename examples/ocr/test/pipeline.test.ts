@@ -73,8 +73,15 @@ describe('ocr with in-process runners', () => {
 
   it('reads upright lines the same without cls and in rec batches of one, but needs cls for upside-down text', async () => {
     const opts = { useCls: false, rec: { maxBatchSize: 1 } };
-    expect((await ocr(read('two-lines.png'), runners, opts)).map((l) => l.text)).toEqual(EXPECTED['two-lines.png']);
-    expect((await ocr(read('upside-down.png'), runners, opts)).map((l) => l.text)).not.toEqual(EXPECTED['upside-down.png']);
+    const calls: { model: OcrModelName; batch: number | undefined }[] = [];
+    const spy: OcrRunners = { run: (model, feeds) => { calls.push({ model, batch: feeds['x']!.dims[0] }); return runners.run(model, feeds); } };
+    expect((await ocr(read('two-lines.png'), spy, opts)).map((l) => l.text)).toEqual(EXPECTED['two-lines.png']);
+    expect(calls).toEqual([{ model: 'det', batch: 1 }, { model: 'rec', batch: 1 }, { model: 'rec', batch: 1 }]);
+    // Upside down, the line is still found, but read as something else and with low confidence.
+    const flipped = await ocr(read('upside-down.png'), runners, opts);
+    expect(flipped).toHaveLength(1);
+    expect(flipped[0]!.text).not.toBe(EXPECTED['upside-down.png']![0]);
+    expect(flipped[0]!.score).toBeLessThan(0.9);
   });
 
   it('returns no lines for a blank page and a typed error for bytes that are not an image', async () => {
