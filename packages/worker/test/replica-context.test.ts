@@ -29,7 +29,11 @@ describe('replica context', () => {
 
   it('leaves devices unset for a replica placed without devices', async () => {
     const { replica, seer } = await start();
-    expect(seer.atConstruct?.devices).toBeUndefined();
+    // The context is there (identity set), only its devices are not.
+    expect(seer.atConstruct).toMatchObject({ app: 'app', deployment: 'Seer', replicaId: 'r1' });
+    expect(seer.atConstruct!.devices).toBeUndefined();
+    expect(seer.atInit).toMatchObject({ replicaId: 'r1' });
+    expect(seer.atInit!.devices).toBeUndefined();
     expect(await replica.call('devices', [], new AbortController().signal, undefined)).toBeNull();
     await replica.drain(1000);
   });
