@@ -18,6 +18,7 @@ let child: ChildProcessWithoutNullStreams;
 let out = '';
 let http = '';
 let pids: number[] = [];
+let control = '';
 
 function put(rel: string, content: string | Uint8Array): void {
   const path = join(root, rel);
@@ -35,6 +36,13 @@ async function call(method: string, path: string, body?: unknown, headers: Recor
 }
 
 const auth = { authorization: `Bearer ${TOKEN}` };
+
+/** Requests run and batches dispatched so far by the infer batchers of model `model`'s replicas (the head's /api/stats). */
+async function batchTotals(model: string): Promise<{ items: number; batches: number }> {
+  const stats = await (await fetch(`${control}/api/stats`, { headers: auth })).json() as { workers: Array<{ replicas: Array<{ deployment: string; batch: Record<string, { batchSizeCounts: Record<string, number> }> }> }> };
+  const counts = stats.workers.flatMap((w) => w.replicas).filter((r) => r.deployment === model).flatMap((r) => Object.entries(r.batch['infer']?.batchSizeCounts ?? {}));
+  return { items: counts.reduce((n, [size, k]) => n + Number(size) * k, 0), batches: counts.reduce((n, [, k]) => n + k, 0) };
+}
 const infer = (model: string, inputs: unknown[], extra: Record<string, unknown> = {}) => call('POST', `/v2/models/${model}/infer`, { inputs, ...extra });
 
 beforeAll(async () => {
@@ -53,7 +61,8 @@ beforeAll(async () => {
   if (m === null) throw new Error(`shoal serve did not start:\n${out}`);
   http = m[1]!;
   const cluster = /cluster:\s+(ws:\/\/[\d.:]+)/.exec(out)![1]!;
-  const st = await fetch(`${cluster.replace('ws', 'http')}/api/status`, { headers: { authorization: `Bearer ${TOKEN}` } });
+  control = cluster.replace('ws', 'http');
+  const st = await fetch(`${control}/api/status`, { headers: { authorization: `Bearer ${TOKEN}` } });
   pids = (await st.json() as { workers: Array<{ pid: number }> }).workers.map((w) => w.pid);
 }, 90_000);
 
@@ -86,6 +95,7 @@ describe('shoal serve DIR', () => {
 
   it('JSON inference, concurrent requests batched on the replica', async () => {
     const rows = (k: number): number[] => [k, -k, 2 * k, 0.5];
+    const before = await batchTotals('m');
     const results = await Promise.all(Array.from({ length: 24 }, (_, k) => infer('m', [{ name: 'x', shape: [1, 4], datatype: 'FP32', data: rows(k) }], { id: `r${k}` })));
     results.forEach((r, k) => {
       expect(r.status).toBe(200);
@@ -96,6 +106,10 @@ describe('shoal serve DIR', () => {
       expect(r.json.outputs[0]).toEqual({ name: 'y', datatype: 'FP32', shape: [1, 4], data: Array.from(ref.y) });
       expect(r.json.outputs[1]).toEqual({ name: 'sum', datatype: 'FP32', shape: [1], data: Array.from(ref.sum) });
     });
+    // Each request ran once, and some runs carried more than one request: fewer batches than requests.
+    const after = await batchTotals('m');
+    expect(after.items - before.items).toBe(24);
+    expect(after.batches - before.batches).toBeLessThan(24);
     const only = await infer('m', [{ name: 'x', shape: [1, 4], datatype: 'FP32', data: rows(3) }], { outputs: [{ name: 'sum' }] });
     expect(only.json.outputs.map((o: { name: string }) => o.name)).toEqual(['sum']);
   });
