@@ -48,9 +48,26 @@ describe('examples/ocr/app.ts on a cluster', () => {
   }
 
   it('serves concurrent requests (batched on the model replicas) with the same answers', async () => {
+    /** Model calls run and batches dispatched so far by each model deployment's infer batcher. */
+    const totals = async (): Promise<Record<string, { items: number; batches: number }>> => {
+      const replicas = (await head.stats()).workers.flatMap((w) => w.replicas);
+      return Object.fromEntries(['det', 'cls', 'rec'].map((model) => {
+        const counts = replicas.filter((r) => r.deployment === model).flatMap((r) => Object.entries(r.batch['infer']?.batchSizeCounts ?? {}));
+        return [model, { items: counts.reduce((n, [size, k]) => n + Number(size) * k, 0), batches: counts.reduce((n, [, k]) => n + k, 0) }];
+      }));
+    };
     const files = Object.keys(EXPECTED);
+    const before = await totals();
     const results = await Promise.all([...files, ...files].map(async (f) => ({ f, r: await post(readFileSync(resolve(FIXTURES, f))) })));
-    for (const { f, r } of results) expect((r.json.lines as Line[]).map((l) => l.text)).toEqual(EXPECTED[f]);
+    for (const { f, r } of results) expect([f, r.status, (r.json.lines as Line[]).map((l) => l.text)]).toEqual([f, 200, EXPECTED[f]]);
+    const after = await totals();
+    const delta = (m: string, k: 'items' | 'batches'): number => after[m]![k] - before[m]![k];
+    // One det call and one cls call per image (every fixture has text); requests shared runs: fewer batches than calls.
+    expect([delta('det', 'items'), delta('cls', 'items')]).toEqual([2 * files.length, 2 * files.length]);
+    expect(delta('rec', 'items')).toBeGreaterThanOrEqual(2 * files.length);
+    const calls = ['det', 'cls', 'rec'].reduce((n, m) => n + delta(m, 'items'), 0);
+    const batches = ['det', 'cls', 'rec'].reduce((n, m) => n + delta(m, 'batches'), 0);
+    expect(batches).toBeLessThan(calls);
   });
 
   it('answers 400 with a message for bytes that are not an image, and usage on GET', async () => {
