@@ -36,7 +36,7 @@ async function workerStats(replicaId: string): Promise<WorkerStats> {
 }
 
 function workerMetrics(workerId: string, stats: WorkerStats, native?: () => NativeGaugeSample[]): WorkerMetrics {
-  return new WorkerMetrics({ workerId: () => workerId, stats: () => stats, logger: silentLogger, ...(native ? { native } : {}) });
+  return new WorkerMetrics({ workerId: () => workerId, stats: () => stats, logger: silentLogger, eventLoopResolutionMs: 1, ...(native ? { native } : {}) });
 }
 
 function source(workerId: string, metrics: WorkerMetrics): WorkerMetricsSource {
@@ -94,6 +94,12 @@ describe('metrics merge', () => {
     head.observeHttp('shop', 200, 0.01);
     head.observeHttp('shop', 200, 0.02);
     head.observeHttp('shop', 503, 0.001);
+    // Block the event loop (both workers' gauges sample this process) for 30 ms on purpose, so the delay gauges
+    // have one known delay to report.
+    await new Promise((r) => setTimeout(r, 5)); // the gauge's first tick only sets its baseline
+    const until = performance.now() + 30;
+    while (performance.now() < until) { /* spin */ }
+    await new Promise((r) => setTimeout(r, 5));
     const text = await head.scrape();
     w1.close();
     w2.close();
@@ -115,7 +121,10 @@ describe('metrics merge', () => {
       expect(sample(text, 'shoal_batch_items_total', { worker, replica, method: 'predict', result: 'succeeded' })).toBe(3);
       expect(sample(text, 'shoal_batch_max_size', { worker, replica, method: 'predict' })).toBe(4);
       expect(sample(text, 'shoal_worker_router_inflight_requests', { worker, deployment: 'shop/Model' })).toBe(3);
-      expect(sample(text, 'shoal_worker_event_loop_delay_p99_seconds', { worker })).toBeGreaterThanOrEqual(0);
+      const [p50, p99, max] = ['p50', 'p99', 'max'].map((q) => sample(text, `shoal_worker_event_loop_delay_${q}_seconds`, { worker })!);
+      expect(max).toBeGreaterThanOrEqual(0.025);
+      expect(p50).toBeLessThanOrEqual(p99!);
+      expect(p99).toBeLessThanOrEqual(max!);
       expect(sample(text, 'process_resident_memory_bytes', { worker })).toBeGreaterThan(0);
     }
     // Three items, maxBatchSize 4: however they were grouped, the batches hold all three.

@@ -50,7 +50,7 @@ describe('onnxModel()', () => {
   });
 
   test('with batching, concurrent infer() calls share stacked runs; stats report batches and event-loop delay', async () => {
-    const m = new (onnxModel({ model: tinyPath, threads: 1, intraOpThreads: 1, batching: { maxBatchSize: 8, maxWaitMs: 20 } }))();
+    const m = new (onnxModel({ model: tinyPath, threads: 1, intraOpThreads: 1, batching: { maxBatchSize: 8, maxWaitMs: 20 }, eventLoopResolutionMs: 1 }))();
     expect(isBatched(m.infer)).toBe(true);
     await m.init();
     try {
@@ -58,11 +58,20 @@ describe('onnxModel()', () => {
       const want = inputs.map((f) => Array.from(tinyReference(f.x!.data as Float32Array).y));
       const outs = await Promise.all(inputs.map((f) => m.infer(f)));
       outs.forEach((o, k) => expect(values(o.y)).toEqual(want[k]));
+      // Block this event loop for 30 ms on purpose: the gauge (1 ms ticks) must see one delay of at least ~29 ms.
+      await new Promise((r) => setTimeout(r, 5)); // the gauge's first tick only sets its baseline
+      const until = performance.now() + 30;
+      while (performance.now() < until) { /* spin */ }
+      await new Promise((r) => setTimeout(r, 5));
       const st = m.stats(true);
       expect(st.runs).toBe(1);
       expect(st.batching?.batchSizeCounts).toEqual({ 8: 1 });
-      expect(st.eventLoopDelay.count).toBeGreaterThanOrEqual(0);
-      expect(st.eventLoopDelay.p99Ms).toBeGreaterThanOrEqual(0);
+      expect(st.eventLoopDelay.count).toBeGreaterThan(0);
+      expect(st.eventLoopDelay.maxMs).toBeGreaterThanOrEqual(25);
+      expect(st.eventLoopDelay.p50Ms).toBeLessThanOrEqual(st.eventLoopDelay.p99Ms);
+      expect(st.eventLoopDelay.p99Ms).toBeLessThanOrEqual(st.eventLoopDelay.maxMs);
+      // stats(true) started a new window: nothing sampled in it yet.
+      expect(m.stats().eventLoopDelay).toEqual({ count: 0, meanMs: 0, p50Ms: 0, p99Ms: 0, maxMs: 0 });
       // Different non-batch dims never share a run: the bad one fails alone.
       const [ok, bad] = await Promise.allSettled([m.infer(rows(1)), m.infer({ x: { type: 'float32', dims: [1, 3], data: new Float32Array(3) } })]);
       expect(ok.status).toBe('fulfilled');
