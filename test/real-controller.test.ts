@@ -56,6 +56,17 @@ async function hostedBy(app: string): Promise<string[]> {
   return st!.workers.flatMap((w) => w.replicas).filter((r) => r.app === app).map((r) => r.replicaId).sort();
 }
 
+/**
+ * What the workers host once a stop the head asked for has reached them: polled until it equals `expected` (or
+ * 5 s passed), then returned for the test to compare.
+ */
+async function hostedOnceSettled(app: string, expected: readonly string[]): Promise<string[]> {
+  let hosted: string[] = [];
+  const want = JSON.stringify([...expected].sort());
+  await waitFor(`the workers to host exactly ${want}`, async () => JSON.stringify(hosted = await hostedBy(app)) === want, 5000).catch(() => undefined);
+  return hosted;
+}
+
 async function get<T>(url: string): Promise<T> {
   const res = await fetch(url, { signal: AbortSignal.timeout(5000) });
   expect(res.status, await res.clone().text()).toBe(200);
@@ -95,7 +106,7 @@ describe('health checks of real replicas', () => {
     const okAtReplace = load.ok;
     await waitFor('the load to go on after the replacement', () => load.ok >= okAtReplace + 40, 10_000);
     const summary = await load.stop();
-    const hosted = await hostedBy(name);
+    const hosted = await hostedOnceSettled(name, afterIds);
     const replaced = headLog.filter((l) => l.msg === 'health check failed; replacing replica' && l.fields.replica === victim);
     const why = replaced[0];
     report(flip, { victim, fresh, requests: summary.requests, failures: summary.failures, why: why?.fields.error });
@@ -191,7 +202,7 @@ describe('rolling update of real replicas', () => {
     await waitFor('the load to go on after the rollout', () => load.ok >= okAtDone + 40, 10_000);
     const summary = await load.stop();
     const after = replicasOf(name);
-    const hosted = await hostedBy(name);
+    const hosted = await hostedOnceSettled(name, after.map((r) => r.replicaId));
     report('rolling', { v1: v1Version, v2: v2Version, requests: summary.requests, failures: summary.failures, decisions: status().decisions.map((x) => x.action) });
 
     expect({ failures: summary.failures, examples: summary.examples }).toEqual({ failures: {}, examples: [] });
