@@ -62,6 +62,11 @@ start/run options:
                                       shoal run and serve, or --port 0: a fresh temporary directory)
   --store redis://HOST:PORT[/DB]      keep the state in Redis instead (--store-prefix shoal:), e.g. for a standby head
   --standby                           when another head holds the store, wait and take over when it goes
+  --on-sigterm keep-workers|stop      what SIGTERM does (what Kubernetes sends a pod it replaces): keep-workers stops
+                                      only the head, its workers serve on and rejoin the next head on the store
+                                      (as shutdown --keep-workers); stop drains and stops the head and its local
+                                      workers. Default: keep-workers with --workers 0 and a lasting store (a
+                                      --data-dir or --store), else stop. Ctrl-C and SIGHUP always stop
   --price-core-hour P  --price-device-hour P   prices per core-hour and device-hour (default $SHOAL_PRICE_CORE_HOUR,
                                       $SHOAL_PRICE_DEVICE_HOUR): status then shows cost per 1,000 requests
   --otlp-endpoint URL                 export OpenTelemetry spans over OTLP/HTTP (e.g. http://localhost:4318/v1/traces);
@@ -104,6 +109,7 @@ const headFlags = {
   store: { type: 'string' },
   'store-prefix': { type: 'string' },
   standby: { type: 'boolean' },
+  'on-sigterm': { type: 'string' },
   'price-core-hour': { type: 'string' },
   'price-device-hour': { type: 'string' },
   token: { type: 'string' },
@@ -240,6 +246,13 @@ async function startHead(values: Record<string, string | boolean | undefined>, d
   const httpHost = (values['http-host'] as string | undefined) ?? '127.0.0.1';
   const httpPort = intFlag('http-port', values['http-port'] as string | undefined, 8000, 0);
   const { store, dir } = storeOf(values, port, durable);
+  let onSigterm: SigtermMode;
+  try {
+    onSigterm = sigtermModeOf(values['on-sigterm'] as string | undefined, workers, dir !== undefined && dir === ephemeralDir);
+  } catch (err) {
+    if (ephemeralDir !== undefined) rmSync(ephemeralDir, { recursive: true, force: true });
+    throw err;
+  }
   if (token === undefined && dir !== undefined) token = dataDirToken(dir);
   const spares = intFlag('warm-spares', values['warm-spares'] as string | undefined, 0, 0);
   await startProcessTracing(values, logger);
@@ -272,8 +285,23 @@ async function startHead(values: Record<string, string | boolean | undefined>, d
     if (err instanceof StoreLockedError) throw new DeployError(`${err.message} (--standby), or give this head its own ${values.store !== undefined ? '--store-prefix' : '--data-dir'}`);
     throw busyPortError(err, head, { host, port, httpHost, httpPort }) ?? err;
   }
-  installSignalHandlers(head);
+  installSignalHandlers(head, onSigterm);
   return head;
+}
+
+type SigtermMode = 'keep-workers' | 'stop';
+
+/**
+ * --on-sigterm (see USAGE). Only the workers a next head can find are worth keeping: with a temporary data
+ * directory (shoal run, serve, --port 0) no head will ever open this one's state again.
+ */
+function sigtermModeOf(raw: string | undefined, workers: number, ephemeral: boolean): SigtermMode {
+  if (raw === undefined) return workers === 0 && !ephemeral ? 'keep-workers' : 'stop';
+  if (raw !== 'keep-workers' && raw !== 'stop') throw new InvalidOptionError('--on-sigterm', 'must be keep-workers or stop', raw);
+  if (raw === 'keep-workers' && ephemeral) {
+    throw new InvalidOptionError('--on-sigterm', 'keep-workers needs a state store a next head can open (--data-dir or --store): this head keeps its state in a temporary directory', raw);
+  }
+  return raw;
 }
 
 /**
@@ -322,15 +350,18 @@ async function stopAndExit(head: Head, code: number, keepWorkers = false): Promi
   }
 }
 
-/** SIGTERM is the orderly stop (drain, exit 0); Ctrl-C and SIGHUP drain too, with their conventional codes. */
-function installSignalHandlers(head: Head): void {
+/**
+ * SIGTERM is the orderly stop (exit 0): of the head and its local workers (drained), or with keep-workers of the
+ * head only; Ctrl-C and SIGHUP stop both, with their conventional codes.
+ */
+function installSignalHandlers(head: Head, onSigterm: SigtermMode): void {
   // A promise no code awaited is logged, not fatal: the head's loop and its workers go on. (A thrown exception
   // still ends the process; its workers keep serving and a restarted head adopts them.)
   process.on('unhandledRejection', (reason: unknown) => {
     process.stderr.write(`shoal: unhandled promise rejection in the head (going on): ${describeThrown(reason)}\n`);
   });
   process.once('SIGINT', () => { void stopAndExit(head, 130); });
-  process.once('SIGTERM', () => { void stopAndExit(head, 0); });
+  process.once('SIGTERM', () => { void stopAndExit(head, 0, onSigterm === 'keep-workers'); });
   process.once('SIGHUP', () => { void stopAndExit(head, 129); });
 }
 
