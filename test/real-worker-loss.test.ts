@@ -105,9 +105,9 @@ describe('a worker lost', () => {
     // Spread by deployment: one Front and one Model on each worker.
     expect(before.replicas.filter((r) => r.workerId === victim.workerId).map((r) => r.deployment).sort()).toEqual(['Front', 'Model']);
     const victimReplicas = before.replicas.filter((r) => r.workerId === victim.workerId).map((r) => r.replicaId);
-    // Every reason: a silence cut by the connection's liveness check is labelled apart from the controller's own
-    // heartbeat timeout (see the report's `lostBy`).
-    const lostBefore = metric(await scrape(h), 'shoal_workers_lost_total');
+    // A silence is a timeout whichever check notices it first: the controller's heartbeat timeout or the
+    // connection's liveness timeout.
+    const lostBefore = metric(await scrape(h), 'shoal_workers_lost_total', { reason: 'timeout' });
     const dataInBefore = (await stats(h))!.workers.find((w) => w.workerId === victim.workerId)!.traffic!.dataIn;
 
     const load = closedLoop<PairAnswer>(`${h.httpAddress}/?text=hello`, { loops: 6 });
@@ -142,7 +142,7 @@ describe('a worker lost', () => {
     const { hosted, listed } = await hostedOnceSettled(h, 2);
     const after = h.controller.status();
     const text = await scrape(h);
-    const lostAfter = metric(text, 'shoal_workers_lost_total');
+    const lostAfter = metric(text, 'shoal_workers_lost_total', { reason: 'timeout' });
     const lostBy = Object.fromEntries(['timeout', 'disconnected', 'exited', 'other'].map((reason) => [reason, metric(text, 'shoal_workers_lost_total', { reason })]));
     const rejoined = after.workers.find((w) => w.pid === remote.pid)!;
     const adoptedKept = after.replicas.filter((r) => victimReplicas.includes(r.replicaId)).map((r) => r.replicaId);

@@ -592,7 +592,7 @@ export class Head {
 
   /** The controller declared a worker dead: cut its connection, and end a local worker's process (it is replaced). */
   private dropWorker(workerId: string, reason: string): void {
-    this.metrics.observeWorkerLost(/no heartbeat/.test(reason) ? 'timeout' : /not back/.test(reason) ? 'disconnected' : /exited/.test(reason) ? 'exited' : 'other');
+    this.metrics.observeWorkerLost(/no heartbeat|liveness timeout/.test(reason) ? 'timeout' : /not back/.test(reason) ? 'disconnected' : /exited/.test(reason) ? 'exited' : 'other');
     const peer = this.peers.get(workerId);
     this.peers.delete(workerId);
     this.router.dropWorker(workerId);
