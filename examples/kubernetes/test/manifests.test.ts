@@ -7,10 +7,10 @@
  *  - what the objects mean holds in shoal: ports in the args are the probe and Service ports, addresses name
  *    Services that lead to those ports, the token Secret's key is the documented one, the autoscalers target the
  *    worker Deployment on documented metrics, the GPU overlay asks for one GPU per worker;
- *  - the head, worker (after its init container) and deploy Job of the base, and of the redis overlay against a
- *    local redis-server, run here with the manifests' own args (ports and paths rewritten to free local ones):
- *    every probe path answers 200 on its port, the application answers on the worker's HTTP port, and the head's
- *    preStop hook stops only the head while the worker keeps serving and rejoins the next head;
+ *  - the worker, head (started after the worker, which waits for it) and deploy Job of the base, and of the redis
+ *    overlay against a local redis-server, run here with the manifests' own args (ports and paths rewritten to free
+ *    local ones): every probe path answers 200 on its port, the application answers on the worker's HTTP port, and
+ *    SIGTERM to the head (what kubelet sends) stops only the head while the worker keeps serving and rejoins the next;
  *  - the Dockerfile's COPY sources and scripts exist, its entrypoint is the CLI's bin, its base images are pinned.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -246,18 +246,17 @@ describe('what the manifests mean in shoal', () => {
     }
   });
 
-  it.each(DIRS)('%s: the workers\' init container waits for the head\'s liveness path through the head Service', (d) => {
+  it.each(DIRS)('%s: no init container and no pod-level workarounds: shoal waits for the head and restarts on its lock by itself', (d) => {
     const objs = objectsOf(d);
-    const init = (pod(workerOf(objs)) as PodSpec & { initContainers?: Container[] }).initContainers ?? [];
-    expect(init.map((c) => c.name)).toEqual(['wait-for-head']);
-    const url = new URL(init[0]!.command!.at(-1)!);
-    const target = resolveAddress(objs, `ws://${url.host}`);
-    expect(commandOf(target.c)).toBe('start');
-    expect(target.containerPort).toBe(Number(flag(target.c, '--port')));
-    expect(url.pathname).toBe(target.c.livenessProbe?.httpGet?.path);
+    // A worker retries its first connection until the head answers (test/worker-first-connect.test.ts).
+    expect((pod(workerOf(objs)) as PodSpec & { initContainers?: Container[] }).initContainers).toBeUndefined();
+    // The file store's lock is taken over from a dead head in another pod or container (file-lock-takeover.test.ts).
+    const head = pod(headOf(objs)) as PodSpec & { hostname?: string; shareProcessNamespace?: boolean };
+    expect(head.hostname).toBeUndefined();
+    expect(head.shareProcessNamespace).toBeUndefined();
   });
 
-  it.each(DIRS)('%s: the head is one pod, replaced by Recreate, scraped on its control port; its preStop stops only the head', (d) => {
+  it.each(DIRS)('%s: the head is one pod, replaced by Recreate, scraped on its control port; SIGTERM stops only the head', (d) => {
     const head = headOf(objectsOf(d));
     const spec = head.spec as { replicas: number; strategy: { type: string }; template: { metadata: { annotations: Record<string, string> } } };
     expect(spec.replicas).toBe(1);
@@ -267,7 +266,8 @@ describe('what the manifests mean in shoal', () => {
     const ann = spec.template.metadata.annotations;
     expect(ann['prometheus.io/port']).toBe(flag(c, '--port'));
     expect(ann['prometheus.io/path']).toBe('/-/metrics');
-    expect(c.lifecycle?.preStop?.exec?.command).toEqual(['shoal', 'shutdown', '--keep-workers', '--address', `ws://127.0.0.1:${flag(c, '--port')}`]);
+    expect(flag(c, '--on-sigterm')).toBe('keep-workers');
+    expect(c.lifecycle?.preStop).toBeUndefined();
   });
 
   it.each(DIRS)('%s: grace periods cover shoal\'s graceful stops', (d) => {
@@ -554,20 +554,13 @@ describe('base and redis manifests, run as local processes', () => {
     const head = headOf(objs());
     const hc = pod(head).containers[0]!;
     const headArgs = await localArgs(head, hc);
-    const first = spawnShoal(headArgs);
     const worker = workerOf(objs());
-    // The init container first, as kubelet runs it: it must end (0) once the head answers.
-    const [init] = (pod(worker) as PodSpec & { initContainers: Container[] }).initContainers;
-    const [node, ...initArgs] = init!.command!;
-    expect(node).toBe('node');
-    const initUrl = new URL(initArgs.at(-1)!);
-    const target = resolveAddress(objs(), `ws://${initUrl.host}`);
-    initUrl.host = `127.0.0.1:${ports.get(`${target.owner.metadata.name}:${target.containerPort}`)!}`;
-    const initProc = spawn(process.execPath, [...initArgs.slice(0, -1), initUrl.href], { stdio: 'ignore' });
-    procs.push(initProc);
-    expect(await exitOf(initProc, 'the wait-for-head init container', 30_000)).toBe(0);
     const wc = pod(worker).containers[0]!;
-    spawnShoal(await localArgs(worker, wc));
+    // Pods start in any order: the worker first, which waits for the head, then the head.
+    const workerProc = spawnShoal(await localArgs(worker, wc));
+    await waitFor(`the worker to wait for the head\n${logs}`, () => logs.includes('cannot reach the head yet; retrying'));
+    expect(workerProc.exitCode).toBeNull();
+    const first = spawnShoal(headArgs);
     expect(await probesPass(head, hc)).toEqual(['startup /-/healthz', 'liveness /-/healthz', 'readiness /-/ready']);
     expect(await probesPass(worker, wc)).toEqual(['startup /-/healthz', 'liveness /-/healthz', 'readiness /-/ready']);
     const headPort = ports.get(`${head.metadata.name}:${flag(hc, '--port')}`)!;
@@ -590,12 +583,10 @@ describe('base and redis manifests, run as local processes', () => {
     expect(answer.status).toBe(200);
     expect(await answer.json()).toMatchObject({ label: 'positive' });
 
-    // The head's preStop: only the head stops; the worker serves on, and rejoins the head that replaces it.
-    const [cmd, ...hookArgs] = hc.lifecycle!.preStop!.exec!.command;
-    expect(cmd).toBe('shoal');
-    const hook = spawnShoal(hookArgs.map((a) => a.replace(`:${flag(hc, '--port')}`, `:${headPort}`)));
-    expect(await exitOf(hook, 'the preStop hook'), logs).toBe(0);
-    expect(await exitOf(first, 'the head after its preStop hook', 30_000), logs).toBe(0);
+    // SIGTERM, as kubelet stops the head pod: only the head stops; the worker serves on, and rejoins the next head.
+    first.kill('SIGTERM');
+    expect(await exitOf(first, 'the head after SIGTERM', 30_000), logs).toBe(0);
+    expect(logs).toContain('stopping the head; its workers keep serving');
     expect((await fetch(`http://127.0.0.1:${workerHttp}/?text=awful`)).status).toBe(200);
     // Same data dir, same ports: as the Recreate rollout's new pod on the same volume.
     spawnShoal(headArgs);
