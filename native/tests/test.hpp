@@ -2,6 +2,7 @@
 #pragma once
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <functional>
 #include <string>
 #include <vector>
@@ -11,6 +12,15 @@ struct Case { const char* name; std::function<void()> fn; };
 inline std::vector<Case>& cases() { static std::vector<Case> c; return c; }
 struct Reg { Reg(const char* n, std::function<void()> f) { cases().push_back({n, std::move(f)}); } };
 struct Failure { std::string what; };
+
+// The exit status of a binary that cannot run here (a CUDA test without a device): native/CMakeLists.txt gives it
+// to ctest as SKIP_RETURN_CODE, so ctest reports the test as skipped instead of passed.
+constexpr int kSkipExitCode = 77;
+[[noreturn]] inline void skipAll(const std::string& why) {
+  std::printf("SKIP %s\n", why.c_str());
+  std::fflush(stdout);
+  std::exit(kSkipExitCode);
+}
 }  // namespace t
 
 #define TEST(name) static void name(); static t::Reg reg_##name(#name, name); static void name()

@@ -87,16 +87,13 @@ std::vector<double> reference(const Made& m, const float* x, int v) {
   return y;
 }
 
-// SHOAL_TEST_CUDA builds run every case on the CUDA backend and skip the whole binary without a device.
+// SHOAL_TEST_CUDA builds run every case on the CUDA backend; without a device the whole binary is skipped.
 RuntimeOptions options() {
   RuntimeOptions o;
 #ifdef SHOAL_TEST_CUDA
   o.backend = "cuda";
   std::string reason;
-  if (!makeCudaBackend(&reason)) {
-    std::printf("SKIP cuda family tests: %s\n", reason.c_str());
-    std::exit(0);
-  }
+  if (!makeCudaBackend(&reason)) t::skipAll("cuda family tests: " + reason);
 #else
   o.backend = "host";
 #endif

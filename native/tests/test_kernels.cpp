@@ -1,5 +1,6 @@
 // Kernels against a float64 reference: batched GEMM with bias and activation, layer norm, softmax, LoRA.
-// Built twice: for the host backend, and (SHOAL_TEST_CUDA) for the CUDA backend, which skips without a device.
+// Built twice: for the host backend, and (SHOAL_TEST_CUDA) for the CUDA backend, which ctest shows as skipped
+// without a device.
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
@@ -17,10 +18,7 @@ Backend& backend() {
 #ifdef SHOAL_TEST_CUDA
     std::string reason;
     auto b = makeCudaBackend(&reason);
-    if (!b) {
-      std::printf("SKIP cuda kernel tests: %s\n", reason.c_str());
-      std::exit(0);
-    }
+    if (!b) t::skipAll("cuda kernel tests: " + reason);
     return b;
 #else
     return makeHostBackend(1ull << 30, 2);

@@ -29,8 +29,20 @@ TEST(backend_report_names_the_fallback) {
   o.threads = 1;
   Runtime rt(o);
   const BackendReport& r = rt.report();
-  if (r.active == "host") CHECK(!r.cudaFallbackReason.empty());
   CHECK_EQ(r.cudaCompiledIn, cudaCompiledIn());
+  if (r.active == "host") {
+    CHECK(!r.cudaFallbackReason.empty());  // auto fell back: the report says why
+  } else {
+    // auto found a device: only a CUDA build can, nothing is reported as a fallback, and the devices are GPUs.
+    CHECK(r.active == "cuda");
+    CHECK(r.cudaCompiledIn);
+    CHECK(r.cudaFallbackReason.empty());
+    auto gpus = rt.backend().devices();
+    CHECK(!gpus.empty());
+    CHECK(gpus[0].backend == "cuda");
+    CHECK(gpus[0].totalBytes > 0);
+    CHECK_EQ(rt.deviceCount(), int(gpus.size()));
+  }
   Runtime host = hostRuntime();
   CHECK(host.report().active == "host");
   CHECK(host.report().cudaFallbackReason == "host backend requested");
@@ -40,10 +52,21 @@ TEST(backend_report_names_the_fallback) {
   RuntimeOptions bad;
   bad.backend = "tpu";
   CHECK_THROWS(Runtime{bad}, Error);
-  if (!cudaCompiledIn()) {
-    RuntimeOptions cuda;
-    cuda.backend = "cuda";
-    CHECK_THROWS(Runtime{cuda}, Error);  // asked for CUDA explicitly: no silent fallback
+  // Asked for CUDA explicitly: the device auto found, or an error, never a silent fallback to the host.
+  RuntimeOptions cuda;
+  cuda.backend = "cuda";
+  cuda.threads = 1;
+  if (r.active == "cuda") {
+    Runtime explicitCuda(cuda);
+    CHECK(explicitCuda.report().active == "cuda");
+    CHECK(explicitCuda.report().cudaFallbackReason.empty());
+  } else {
+    try {
+      Runtime{cuda};
+      CHECK(false);
+    } catch (const Error& e) {
+      CHECK(std::string(e.what()).find(r.cudaFallbackReason) != std::string::npos);  // the same reason, named
+    }
   }
 }
 
