@@ -3,6 +3,7 @@
  * worker reports two host devices (SHOAL_TEST_HOST_DEVICES, read by the worker process this test spawns).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { spawnSync } from 'node:child_process';
 import { resolve } from 'node:path';
 import type { Head } from '@shoal/head';
 import { deployFixture, handleFor, startCluster } from './helpers.ts';
@@ -37,5 +38,16 @@ describe('device placement reaches the replica', () => {
     expect(onSecond).toMatchObject({ constructed: [1], request: [1] });
     // Both on the one worker: the device, not the process, tells them apart.
     expect(onSecond.pid).toBe(onFirst.pid);
+  });
+});
+
+describe('SHOAL_TEST_HOST_DEVICES', () => {
+  it('a value that is not a positive integer stops the worker with the variable named', () => {
+    const bin = resolve(import.meta.dirname, '../packages/cli/bin/shoal.mjs');
+    const run = spawnSync(process.execPath, [bin, 'worker', '--address', 'ws://127.0.0.1:1', '--token', 'x'], {
+      env: { ...process.env, SHOAL_TEST_HOST_DEVICES: '0', SHOAL_LOG_LEVEL: 'error' }, encoding: 'utf8', timeout: 30_000,
+    });
+    expect(run.status).toBe(1);
+    expect(run.stderr).toContain('env SHOAL_TEST_HOST_DEVICES: must be an integer >= 1');
   });
 });
