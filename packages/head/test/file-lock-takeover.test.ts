@@ -110,6 +110,12 @@ describe.skipIf(!procfs)('file store lock after a container restart', () => {
     await takesOver(dir, /has not refreshed it for \d+ ms \(it refreshes every 50 ms\)/);
   });
 
+  it('takes over a lock of another boot (before a reboot, or a machine of the same host name) that nobody refreshes', async () => {
+    const dir = await freshDir();
+    await writeLock(dir, { pid: process.pid, bootId: '00000000-0000-0000-0000-000000000000', refreshMs: 50 });
+    await takesOver(dir, /has not refreshed it for \d+ ms/);
+  });
+
   it('refuses a lock held by a live head, here and as seen from another container', async () => {
     const dir = await freshDir();
     const proc = await holder(dir);

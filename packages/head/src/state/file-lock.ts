@@ -7,9 +7,10 @@
  *   no such pid, when the pid is this process's own but the token is not one this process holds (a new container
  *   often gets its dead predecessor's pid, pid 1 included), or when the process with that pid started at another
  *   time than the holder did (the pid was reused).
- * - A holder in another container (another pid namespace) or on another host, whose pid means nothing here: by
- *   its refreshes. The lock is watched for five of its refresh periods; one that does not change meanwhile is
- *   stale. A lock that never declared a refresh period (an older shoal) from another host is never taken over.
+ * - A holder in another container (another pid namespace), on another host, or of another boot (before a reboot,
+ *   or another machine with the same host name), whose pid means nothing here: by its refreshes. The lock is
+ *   watched for five of its refresh periods; one that does not change meanwhile is stale. A lock that never
+ *   declared a refresh period (an older shoal) from another host or container is never taken over.
  * A holder that was only paused and wakes after a takeover finds the lock no longer its own at its next write
  * (verify: StoreLeaseLostError) and stops.
  *
@@ -28,7 +29,7 @@ import { sleep } from './leased-state-store.ts';
 interface LockContent extends LeaseHolder {
   /** Random per acquisition: tells this holder's lock from a later one with the same pid. */
   token: string;
-  /** /proc/sys/kernel/random/boot_id where readable: a lock from before a reboot is stale whatever its pid. */
+  /** /proc/sys/kernel/random/boot_id where readable: a lock of another boot cannot be checked by its pid. */
   bootId?: string;
   /** The holder's start time in clock ticks since boot (/proc/self/stat field 22): tells a reused pid from it. */
   startTicks?: number;
@@ -279,12 +280,14 @@ export class FileLock {
   /** Whether `seen` (a lock this process does not hold unless its token says so) is stale; see the file's top. */
   private static judge(seen: LockContent, mine: LockContent): Verdict {
     const sameHost = seen.host === mine.host;
-    if (sameHost && mine.bootId !== undefined && seen.bootId !== undefined && seen.bootId !== mine.bootId) {
-      return { stale: true, reason: 'it was written before the last reboot' };
-    }
-    // Another pid namespace (another container), or another host: its pid cannot be checked from here.
-    const elsewhere = !sameHost || (seen.pidNs !== undefined && mine.pidNs !== undefined && seen.pidNs !== mine.pidNs);
-    if (elsewhere) return { stale: false, watch: typeof seen.refreshMs === 'number' && Number.isFinite(seen.refreshMs) };
+    const refreshes = typeof seen.refreshMs === 'number' && Number.isFinite(seen.refreshMs);
+    // Another boot id: written before the last reboot, or on another machine that has the same host name (pods
+    // given one hostname). Only its refreshes can tell those apart; a lock of an older shoal has none.
+    const otherBoot = mine.bootId !== undefined && seen.bootId !== undefined && seen.bootId !== mine.bootId;
+    if (sameHost && otherBoot && !refreshes) return { stale: true, reason: 'it was written before the last reboot' };
+    // Another pid namespace (another container), boot or host: its pid cannot be checked from here.
+    const elsewhere = !sameHost || otherBoot || (seen.pidNs !== undefined && mine.pidNs !== undefined && seen.pidNs !== mine.pidNs);
+    if (elsewhere) return { stale: false, watch: refreshes };
     if (seen.pid === process.pid) {
       return heldHere.has(seen.token) ? { stale: false, watch: false } : { stale: true, reason: `it names this process's pid ${seen.pid}, which has not taken it: its holder is dead` };
     }
