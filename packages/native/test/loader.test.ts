@@ -52,6 +52,16 @@ describe.skipIf(!addonBuilt)(`loader with a build${skipReason}`, () => {
       expect(logger.lines.some((l) => l.includes('cuda'))).toBe(true);
       const [dev] = rt.devices();
       expect(dev).toMatchObject({ index: 0, backend: 'host', computeCapability: null, totalBytes: 1 << 20 });
+    } else {
+      // A GPU host (not run where these tests were written, which has no GPU): the CUDA addon with its devices,
+      // and no fallback taken. hostCapacityBytes does not apply to GPU memory.
+      expect(rt.report).toMatchObject({ active: 'cuda', addon: 'cuda', cudaCompiledIn: true, fallbacks: [] });
+      const devices = rt.devices();
+      expect(devices.length).toBeGreaterThan(0);
+      devices.forEach((d, i) => {
+        expect(d).toMatchObject({ index: i, backend: 'cuda', computeCapability: expect.stringMatching(/^\d+\.\d+$/) });
+        expect(d.totalBytes).toBeGreaterThan(1 << 20);
+      });
     }
     expect(logger.lines.some((l) => l.includes(`${rt.backend} backend active`))).toBe(true);
   });
@@ -72,7 +82,14 @@ describe.skipIf(!addonBuilt)(`loader with a build${skipReason}`, () => {
     expect(rt.backend).toBe('host');
     expect(rt.report.fallbacks).toEqual([]);
     const auto = openNativeRuntime({ logger: recordingLogger() });
-    if (auto.backend === 'host') expect(() => openNativeRuntime({ backend: 'cuda', logger: recordingLogger() })).toThrow(/CUDA/);
+    if (auto.backend === 'host') {
+      expect(() => openNativeRuntime({ backend: 'cuda', logger: recordingLogger() })).toThrow(/CUDA/);
+    } else {
+      // A GPU host (untested where these tests were written): asking for CUDA gets it, with nothing to fall back from.
+      const cuda = openNativeRuntime({ backend: 'cuda', logger: recordingLogger() });
+      expect(cuda.report).toMatchObject({ active: 'cuda', addon: 'cuda', fallbacks: [] });
+      expect(cuda.devices().map((d) => d.backend)).toEqual(auto.devices().map(() => 'cuda'));
+    }
   });
 });
 
