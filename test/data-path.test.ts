@@ -1,14 +1,22 @@
 /**
  * Handle calls between deployments: in process when the replica is local (the argument object itself arrives, so no
- * message carried it), and worker to worker over the data connection, which goes on with the head stopped.
+ * message carried it, and no data connection exists), and worker to worker over the data connection, which goes on
+ * with the head stopped.
  */
 import { describe, expect, it } from 'vitest';
+import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { deployFixture, isAlive, startCluster, waitFor } from './helpers.ts';
 
 const APP = resolve(import.meta.dirname, 'fixtures/data-path-app.ts');
 
 interface Answer { frontPid: number; backPid: number; sameObject: boolean; tag: string }
+
+/** Established TCP connections accepted on `port` of this machine (Linux /proc/net/tcp): data connections to a worker. */
+function connectionsTo(port: number): number {
+  const rows = readFileSync('/proc/net/tcp', 'utf8').split('\n').slice(1).map((l) => l.trim().split(/\s+/));
+  return rows.filter((r) => r.length > 3 && parseInt(r[1]!.split(':')[1]!, 16) === port && r[3] === '01').length;
+}
 
 async function ask(http: string, tag: string): Promise<Answer> {
   const res = await fetch(`${http}/?tag=${tag}`);
@@ -17,14 +25,16 @@ async function ask(http: string, tag: string): Promise<Answer> {
 }
 
 describe('handle calls on the data path', () => {
-  it('a local replica is called in process: the same object reaches it, in the same pid', async () => {
+  it('a local replica is called in process: the same object reaches it, in the same pid, and no data connection is opened', async () => {
     const head = await startCluster({ workers: 1 });
     try {
       await deployFixture(head, { module: APP, exportName: 'together', name: 'together' });
-      const pid = head.controller.status().workers[0]!.pid;
+      const [worker] = head.controller.status().workers;
       for (let i = 0; i < 5; i++) {
-        expect(await ask(head.httpAddress, `t${i}`)).toEqual({ frontPid: pid, backPid: pid, sameObject: true, tag: `t${i}` });
+        expect(await ask(head.httpAddress, `t${i}`)).toEqual({ frontPid: worker!.pid, backPid: worker!.pid, sameObject: true, tag: `t${i}` });
       }
+      // Nothing dialled the worker's data server, not even the worker itself.
+      expect(connectionsTo(Number(new URL(worker!.dataAddress).port))).toBe(0);
     } finally {
       await head.stop();
     }
@@ -42,6 +52,9 @@ describe('handle calls on the data path', () => {
       const pidOf = (workerId: string | undefined): number | undefined => st.workers.find((w) => w.workerId === workerId)?.pid;
       const want = { frontPid: pidOf(workerOf.Front), backPid: pidOf(workerOf.Back), sameObject: false };
       expect(await ask(head.httpAddress, 'before')).toEqual({ ...want, tag: 'before' });
+      // Front's worker holds a data connection to Back's (the count the local test finds at 0).
+      const backData = Number(new URL(st.workers.find((w) => w.workerId === workerOf.Back)!.dataAddress).port);
+      expect(connectionsTo(backData)).toBeGreaterThanOrEqual(1);
 
       const http = head.httpAddress;
       const control = head.clusterAddress.replace(/^ws/, 'http');
