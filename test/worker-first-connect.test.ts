@@ -50,7 +50,8 @@ describe('a worker\'s first connection to the head', () => {
     const head = shoal(['start', '--workers', '0', '--port', String(port), '--http-port', '0', '--data-dir', dir], { SHOAL_LOG_LEVEL: 'warn' });
     await waitFor('the head to start', () => head.out().includes('shoal head running'));
     await waitFor('the worker to join the head', async () => (await workersOf(port)).some((w) => w.pid === worker.child.pid), 30_000);
-    expect(worker.out()).toContain('"msg":"joined head"');
+    // The head lists the worker once it accepted the hello; the worker logs once it has the welcome.
+    await waitFor('the worker to log that it joined', () => worker.out().includes('"msg":"joined head"'));
     expect(worker.child.exitCode).toBeNull();
   });
 
