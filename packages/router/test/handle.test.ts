@@ -1,5 +1,7 @@
+import { resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { CancelledError, InvalidOptionError, type Handle } from '@shoal/core';
+import { CancelledError, InvalidOptionError } from '@shoal/core';
+import { checkTypeFixture } from '../../../test/type-fixture.mjs';
 import { createHandle } from '../src/index.ts';
 import { entry, errorOf, flush, rig, track } from './fakes.ts';
 
@@ -96,13 +98,18 @@ describe('createHandle', () => {
     expect(transport.sent.map((s) => s.cancels)).toEqual([1, 1]);
   });
 
-  it('has the types of the deployment\'s methods, with results wrapped in a promise', () => {
-    const { handle } = handleRig();
-    const check = (h: Handle<Model>): void => {
-      const p: Promise<number> = h.predict(1);
-      const q: Promise<number[]> = h.embed('x');
-      void p.catch(() => {}); void q.catch(() => {});
-    };
-    check(handle);
+  describe('has the types of the deployment\'s methods, with results wrapped in a promise (fixtures/handle-types.ts)', () => {
+    // Type-checked here, so a wrong type fails vitest and not only tsc: no error as written, and each refused use
+    // an error of the kind its @ts-expect-error names once the directive is disabled.
+    const here = import.meta.dirname;
+    const result = checkTypeFixture(resolve(here, 'fixtures/handle-types.ts'), resolve(here, 'tsconfig.json'));
+    it('compiles as written', () => {
+      expect(result.errors).toEqual([]);
+    });
+    it('refuses what it must, each with the error its directive names', () => {
+      expect(result.expectations.map((e) => [e.text, e.got])).toEqual(result.expectations.map((e) => [e.text, [e.code]]));
+      expect(result.expectations.map((e) => e.code)).toEqual([2345, 2322, 2339, 2561]);
+      expect(result.stray).toEqual([]);
+    });
   });
 });
