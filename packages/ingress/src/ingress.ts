@@ -3,7 +3,7 @@
  * them as a listening socket); the head runs one only when it has no local workers. Each application mounts at
  * its route prefix; a request goes through this process's router to a replica of the application's ingress
  * deployment: in process when the chosen replica is local (no hop), else over one data-plane connection.
- * Also /-/healthz (liveness), /-/ready (readiness), /-/routes, and /-/metrics (Prometheus) when a metrics source is
+ * Also /-/healthz (liveness), /-/ready (readiness; /-/ready/worker: this process's own, where given), /-/routes, and /-/metrics (Prometheus) when a metrics source is
  * given. Extra routes (the Open Inference Protocol) run inside the same pipeline: deadline, cancellation when the
  * client leaves, priority, request metrics.
  */
@@ -54,6 +54,11 @@ export interface IngressOptions {
   logger: Logger;
   /** /-/ready answers 200 when this is true. */
   isReady: () => boolean;
+  /**
+   * /-/ready/worker answers 200 when this is true: this process can take requests itself, whatever the rest of the
+   * cluster's state (a pod's readiness; /-/ready is the cluster's). @default none (/-/ready/worker answers 404)
+   */
+  isWorkerReady?: () => boolean;
   /** Routes tried before application prefixes. @default none */
   extraRoutes?: ExtraRoute[];
   /** Told of every answered application request; serves /-/metrics. @default none (no /-/metrics) */
@@ -342,6 +347,12 @@ export class Ingress {
     if (pathname === '/-/healthz') { sendJson(res, 200, { status: 'ok' }); return; }
     if (pathname === '/-/ready') {
       const ready = this.opts.isReady();
+      sendJson(res, ready ? 200 : 503, { status: ready ? 'ready' : 'not ready' });
+      return;
+    }
+    const workerReady = this.opts.isWorkerReady;
+    if (pathname === '/-/ready/worker' && workerReady !== undefined) {
+      const ready = workerReady();
       sendJson(res, ready ? 200 : 503, { status: ready ? 'ready' : 'not ready' });
       return;
     }

@@ -100,6 +100,8 @@ export class Worker {
   private appsVersion = -1;
   /** The head has sent applications at least once (a later head's may replace them). */
   private appsSeen = false;
+  /** The head has sent a route table at least once: requests can be routed from it, head or no head. */
+  private routesSeen = false;
   private apps: AppSpec[] = [];
   /** Where the ingress listens, once it does. */
   httpAddress = '';
@@ -168,6 +170,7 @@ export class Worker {
       router: this.router,
       logger: opts.logger.child('ingress'),
       isReady: () => this.isReady(),
+      isWorkerReady: () => this.isWorkerReady(),
       extraRoutes: [this.oip],
       metrics: {
         observeHttp: (app, code, seconds) => { this.traffic.ingressRequests++; this.metrics.observeHttp(app, code, seconds); },
@@ -181,6 +184,16 @@ export class Worker {
   /** Ready when the head has sent the applications and every deployment of each has a running replica. */
   isReady(): boolean {
     return this.appsSeen && this.apps.every((a) => a.deployments.every((d) => this.router.replicaCount(`${a.name}/${d.name}`) > 0));
+  }
+
+  /**
+   * This worker can route requests itself (/-/ready/worker, a pod's readiness): it has joined a head once and has
+   * the applications and a route table, and is not stopping. Unlike isReady, a deployment with no replica anywhere
+   * (scaled to zero, or failing to start) does not make it false, nor does the head being away: requests still
+   * arrive, wait for a replica or get a clear error, and ask the head to scale up.
+   */
+  isWorkerReady(): boolean {
+    return this.appsSeen && this.routesSeen && !this.stopping;
   }
 
   /** The cluster's metrics from the head; this worker's own when the head does not answer in time. */
@@ -466,7 +479,7 @@ export class Worker {
       case 'stats': peer.reply(m.id, this.stats()); return;
       case 'metrics': this.metrics.json().then((v) => peer.reply(m.id, v), (e: unknown) => peer.replyError(m.id, toWireError(e))); return;
       case 'logs': case 'logsFollow': case 'logsUnfollow': this.logs.handle(m, peer); return;
-      case 'routes': this.router.updateRoutes(m.table, m.version); return;
+      case 'routes': this.routesSeen = true; this.router.updateRoutes(m.table, m.version); return;
       case 'apps': this.setApps(m.version, m.apps, m.repository === true); return;
       default: this.onDataMessage(m, peer);
     }
