@@ -175,9 +175,53 @@ const appFlags = {
   'max-start-failures': { type: 'string' },
 } satisfies ParseArgsConfig['options'];
 
+/** The sections of USAGE each command's --help shows after its own lines (batch and config have their own help). */
+const COMMAND_OPTIONS: Record<string, readonly string[]> = {
+  start: ['common options', 'start/run options'],
+  worker: ['common options', 'worker options'],
+  run: ['common options', 'start/run options', 'run options', 'run/deploy options'],
+  serve: ['common options', 'start/run options', 'serve options'],
+  deploy: ['common options', 'run/deploy options', 'deploy CONFIG.yaml options'],
+  status: ['common options'],
+  rollback: ['common options', 'rollback/promote options'],
+  promote: ['common options', 'rollback/promote options'],
+  experiment: ['common options'],
+  logs: ['common options', 'logs options'],
+  shutdown: ['common options', 'shutdown options'],
+};
+
+/** `shoal COMMAND --help`: the command's lines of USAGE and the option sections that apply to it. */
+export function commandUsage(command: string): string {
+  const sections = new Map<string, string[]>();
+  let current: string[] = [];
+  for (const line of USAGE.split('\n')) {
+    if (/^[a-z].*:$/.test(line)) sections.set(line.slice(0, -1), current = []);
+    else current.push(line);
+  }
+  const own: string[] = [];
+  let mine = false;
+  for (const line of sections.get('commands') ?? []) {
+    const entry = /^ {2}(\S+)/.exec(line);
+    if (entry !== null) mine = entry[1] === command;
+    if (mine && line.trim() !== '') own.push(line);
+  }
+  const options = (COMMAND_OPTIONS[command] ?? []).map((name) => `${name}:\n${(sections.get(name) ?? []).filter((l) => l.trim() !== '').join('\n')}`);
+  return `usage: shoal ${command} [options]\n${own.join('\n')}\n\n${options.join('\n')}\n`;
+}
+
+/** Whether the arguments ask for help (before a `--`, after which everything is an operand). */
+function wantsHelp(args: readonly string[]): boolean {
+  const end = args.indexOf('--');
+  return (end === -1 ? args : args.slice(0, end)).some((a) => a === '--help' || a === '-h');
+}
+
 /** Exit code for a command; a thrown error prints its message and exits 1. */
 export async function main(argv: string[]): Promise<number | undefined> {
   const [command, ...rest] = argv;
+  if (command !== undefined && Object.hasOwn(COMMAND_OPTIONS, command) && wantsHelp(rest)) {
+    process.stdout.write(commandUsage(command));
+    return 0;
+  }
   switch (command) {
     case undefined: case '-h': case '--help': case 'help':
       process.stdout.write(USAGE);

@@ -14,6 +14,7 @@ import { parseConfig, splitImportPath } from '../src/config/schema.ts';
 import { loadConfig } from '../src/config/load.ts';
 import { canonical, formatPlan, planConfig } from '../src/config/diff.ts';
 import { generateConfig } from '../src/config/generate.ts';
+import { formatSteps, orderSteps } from '../src/config/order.ts';
 
 const FIXTURE = resolve(import.meta.dirname, 'fixtures/config/app.ts');
 const HELLO = resolve(import.meta.dirname, '../../../examples/hello/app.ts');
@@ -172,6 +173,33 @@ describe('config loading', () => {
       .toMatch(/^config\.yaml: applications\[0\]\.deployments\[0\]\.rollout\.maxSurg: /);
   });
 
+  it('lists every unknown deployment and broken option rule of the file together, across applications', async () => {
+    const imp = fixtureImport();
+    expect((await loadError([
+      'applications:',
+      '  - name: main',
+      `    importPath: ${imp}`,
+      '    deployments:',
+      '      - name: Modle',
+      '      - name: Model',
+      '        numReplicas: 20000',
+      '  - name: scaled',
+      `    importPath: ${imp}:scaled`,
+      '    routePrefix: /scaled',
+      '    deployments:',
+      '      - name: ScaledModel',
+      '        autoscaling: { minReplicas: 5, maxReplicas: 2 }',
+      '  - name: gone',
+      '    importPath: ./nope.ts',
+      '    routePrefix: /gone',
+    ].join('\n'))).split('\n')).toEqual([
+      `config.yaml: applications[0].deployments[0].name: app ${imp} has no deployment "Modle" (deployments: Front, Model) (line 5, column 15)`,
+      'config.yaml: applications[0].deployments[1].numReplicas: must be between 0 and 10000 (got 20000) (line 7, column 22)',
+      'config.yaml: applications[1].deployments[0].autoscaling.minReplicas: must be at most maxReplicas (2) (got 5) (line 13, column 37)',
+      `config.yaml: applications[2].importPath: no such file: ${join(dir, 'nope.ts')} (line 15, column 17)`,
+    ]);
+  });
+
   it('names a missing module, a missing export and an export that is no application', async () => {
     expect(await loadError('applications:\n  - { name: a, importPath: ./nope.ts }\n'))
       .toBe(`config.yaml: applications[0].importPath: no such file: ${join(dir, 'nope.ts')} (line 2, column 28)`);
@@ -260,6 +288,42 @@ describe('config diff', () => {
       action: 'updated', fields: [{ field: 'code' }], deployments: [{ action: 'updated', newVersion: {} }, { action: 'updated', newVersion: {} }],
     });
     expect(planConfig([running], [], false).applications[0]).toMatchObject({ action: 'created', deployments: [{ action: 'created' }, { action: 'created' }] });
+  });
+});
+
+describe('config apply order', () => {
+  const app = async (name: string, routePrefix: string | null): Promise<AppSpec> => ({ ...await specOf(FIXTURE, 'default', name, routePrefix), codeHash: await moduleCodeHash(FIXTURE) });
+
+  it('deletes pruned applications first, frees a route prefix before another application takes it', async () => {
+    const running = [await app('old', '/x'), await app('a', '/a'), await app('b', '/b')];
+    // b moves to /c, then a can take /b; new takes /x once old is deleted, though the file lists it first.
+    const plan = planConfig([await app('new', '/x'), await app('a', '/b'), await app('b', '/c')], running, true);
+    const steps = orderSteps(plan, running);
+    expect(formatSteps(steps)).toBe([
+      '  1. delete application "old" (not in config, --prune)',
+      '  2. application "new": created',
+      '  3. application "b": updated (route prefix "/b" -> "/c")',
+      '  4. application "a": updated (route prefix "/a" -> "/b")',
+      '',
+    ].join('\n'));
+  });
+
+  it('breaks a swap of route prefixes by parking one application with no route prefix first', async () => {
+    const running = [await app('a', '/a'), await app('b', '/b'), await app('c', '/c')];
+    const plan = planConfig([await app('a', '/b'), await app('b', '/a'), await app('c', '/c')], running, false);
+    const steps = orderSteps(plan, running);
+    expect(formatSteps(steps)).toBe([
+      '  1. application "a": no route prefix for now, so that "b" can take "/a"',
+      '  2. application "b": updated (route prefix "/b" -> "/a")',
+      '  3. application "a": updated (route prefix "/a" -> "/b")',
+      '',
+    ].join('\n'));
+    // The parked spec is the running one with no route: same deployments, hence the same versions.
+    const park = steps[0]!;
+    expect(park.kind === 'park' && park.spec).toEqual({ ...running[0]!, routePrefix: null });
+    // A three-way rotation needs one park too; the rest follow one another.
+    const rotate = planConfig([await app('a', '/b'), await app('b', '/c'), await app('c', '/a')], running, false);
+    expect(orderSteps(rotate, running).map((s) => `${s.kind} ${s.name}`)).toEqual(['park a', 'send c', 'send b', 'send a']);
   });
 });
 

@@ -3,7 +3,9 @@
  * prints the diff per application and deployment, and applies only what changed: an unchanged application is not
  * sent at all; a changed one is sent whole and the head keeps every deployment whose version is the same (no
  * replica restarts; a new userConfig reaches its replicas through reconfigure()). Applications the file does not
- * list are left alone, or deleted with --prune. `--dry-run` prints the diff and changes nothing.
+ * list are left alone, or deleted with --prune. The steps go in the order order.ts gives (deletions first, a route
+ * prefix freed before another application takes it); a step that fails ends the deploy with what was applied and
+ * what was not. `--dry-run` prints the diff and the steps, and changes nothing.
  */
 import type { ParseArgsConfig } from 'node:util';
 import { DeployError, InvalidOptionError, moduleCodeHash, type AppSpec } from '@shoal/core';
@@ -12,6 +14,7 @@ import { control } from '../control.ts';
 import { watchProgress, type ProgressMode, type ProgressStatus } from '../progress.ts';
 import { formatPlan, planConfig, type ConfigPlan } from './diff.ts';
 import { loadConfig, type LoadedConfig } from './load.ts';
+import { describeStep, formatSteps, orderSteps, type Step } from './order.ts';
 
 /** The flags `shoal deploy CONFIG` adds to deploy's. */
 export const CONFIG_DEPLOY_FLAGS = {
@@ -66,32 +69,55 @@ export async function deployConfig(file: string, opts: DeployConfigOptions): Pro
   if (!Array.isArray(running)) throw new DeployError(`the head at ${address} does not answer GET /api/apps (an older head?): cannot diff the file against it`);
   const plan = planConfig(specs, running, opts.prune);
   checkPrefixes(loaded, running, plan);
+  const steps = orderSteps(plan, running);
   process.stdout.write(`${opts.dryRun ? 'dry run, nothing applied: ' : ''}${file} against ${address}\n${formatPlan(plan)}`);
   if (loaded.config.http !== undefined) process.stdout.write('note: http is used by `shoal run CONFIG` only; a running head keeps its HTTP address\n');
+  if (steps.length > 0) process.stdout.write(`${opts.dryRun ? 'would apply, in this order' : 'applying, in this order'}:\n${formatSteps(steps)}`);
   if (opts.dryRun) return 0;
 
-  // An application to delete that holds a route prefix the file gives another goes first, or the deploy would clash.
-  const claimed = new Set(specs.map((s) => s.routePrefix).filter((p): p is string => p !== null));
-  const first = plan.deleted.filter((n) => claimed.has(running.find((r) => r.name === n)?.routePrefix ?? ''));
-  for (const name of first) await deleteApp(address, token, name);
   let http = '';
-  for (const a of plan.applications) {
-    if (a.spec === undefined) continue;
-    const spec = a.spec;
-    const res = await withProgress(spec.name, () => control(address, token, 'GET', '/api/status') as Promise<ProgressStatus>, 'redraw',
-      () => control(address, token, 'POST', `/api/apps?wait=${opts.waitMs}`, spec)) as { http?: string };
-    http = res.http ?? http;
-    process.stdout.write(`application "${spec.name}": ${a.action}, ready${spec.routePrefix === null ? '' : ` at ${http}${spec.routePrefix}`}\n`);
+  for (const [i, step] of steps.entries()) {
+    try {
+      http = await applyStep(step, opts) ?? http;
+    } catch (err) {
+      reportFailure(steps, i, err);
+      return 1;
+    }
+    if (step.kind === 'send') {
+      const at = step.spec.routePrefix === null ? '' : ` at ${http}${step.spec.routePrefix}`;
+      process.stdout.write(`application "${step.name}": ${step.change.action}, ready${at}\n`);
+    } else if (step.kind === 'delete') {
+      process.stdout.write(`application "${step.name}": deleted\n`);
+    } else {
+      process.stdout.write(`application "${step.name}": no route prefix for now ("${step.from}" is free)\n`);
+    }
   }
-  for (const name of plan.deleted.filter((n) => !first.includes(n))) await deleteApp(address, token, name);
   const count = (action: string): number => plan.applications.filter((a) => a.action === action).length;
   process.stdout.write(`applied: ${count('created')} created, ${count('updated')} updated, ${count('unchanged')} unchanged, ${plan.deleted.length} deleted\n`);
   return 0;
 }
 
-async function deleteApp(address: string, token: string | undefined, name: string): Promise<void> {
-  await control(address, token, 'DELETE', `/api/apps/${encodeURIComponent(name)}`);
-  process.stdout.write(`application "${name}": deleted\n`);
+/** Sends one step to the head; the head's HTTP address when it says it. */
+async function applyStep(step: Step, opts: DeployConfigOptions): Promise<string | undefined> {
+  const { address, token } = opts;
+  if (step.kind === 'delete') {
+    await control(address, token, 'DELETE', `/api/apps/${encodeURIComponent(step.name)}`);
+    return undefined;
+  }
+  const spec = step.spec;
+  const res = await withProgress(spec.name, () => control(address, token, 'GET', '/api/status') as Promise<ProgressStatus>, 'redraw',
+    () => control(address, token, 'POST', `/api/apps?wait=${opts.waitMs}`, spec)) as { http?: string };
+  return res.http;
+}
+
+/** What was applied and what was not, when step `failed` did not go through (the command then exits 1). */
+function reportFailure(steps: readonly Step[], failed: number, err: unknown): void {
+  const step = steps[failed]!;
+  process.stderr.write(`shoal: step ${failed + 1} of ${steps.length} failed: ${describeStep(step)}: ${(err as Error)?.message ?? String(err)}\n`);
+  const lines = [failed === 0 ? 'applied: nothing' : `applied:\n${formatSteps(steps.slice(0, failed))}`.trimEnd(), `not applied:\n${formatSteps(steps.slice(failed), failed)}`.trimEnd()];
+  const stranded = steps.slice(0, failed).filter((s): s is Extract<Step, { kind: 'park' }> => s.kind === 'park');
+  for (const p of stranded) lines.push(`application "${p.name}" is left with no route prefix (it had "${p.from}"): deploy the file again once the failure is fixed`);
+  process.stdout.write(`${lines.join('\n')}\n`);
 }
 
 /** What `shoal run CONFIG` needs of main.ts's embedded head. */

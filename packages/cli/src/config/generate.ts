@@ -111,18 +111,35 @@ export async function generateConfig(file: string, opts: GenerateOptions = {}): 
   return doc.toString({ lineWidth: 0 });
 }
 
+export const CONFIG_USAGE = `usage: shoal config generate APP.ts [options]
+  write a config file (docs/config.md) holding the application's deployments with the options its code declares;
+  apply it with shoal deploy FILE --address ws://HOST:PORT, or run it here with shoal run FILE
+
+options:
+  -o, --output FILE         write the file there (importPath relative to its directory); default: print it
+  --force                   overwrite FILE when it exists
+  --export NAME             the module's export that is the application (default: default)
+  --name APP                the application's name in the file (default: default)
+  --route-prefix /PATH      its route prefix (default: /)
+`;
+
 /** `shoal config generate APP.ts [-o FILE] [--force] [--export NAME] [--name APP] [--route-prefix /PATH]`. */
 export async function configCommand(argv: string[]): Promise<number> {
   const [sub, ...rest] = argv;
+  if (sub === '--help' || sub === '-h' || sub === 'help') { process.stdout.write(CONFIG_USAGE); return 0; }
   if (sub !== 'generate') {
-    process.stderr.write(`shoal config: ${sub === undefined ? 'needs a subcommand' : `unknown subcommand "${sub}"`}: shoal config generate APP.ts [-o FILE]\n`);
+    process.stderr.write(`shoal config: ${sub === undefined ? 'needs a subcommand' : `unknown subcommand "${sub}"`}\n${CONFIG_USAGE}`);
     return 2;
   }
   const { values, positionals } = parseArgs({
     args: rest,
-    options: { output: { type: 'string', short: 'o' }, force: { type: 'boolean' }, export: { type: 'string' }, name: { type: 'string' }, 'route-prefix': { type: 'string' } },
+    options: {
+      output: { type: 'string', short: 'o' }, force: { type: 'boolean' }, export: { type: 'string' }, name: { type: 'string' }, 'route-prefix': { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
     allowPositionals: true,
   });
+  if (values.help === true) { process.stdout.write(CONFIG_USAGE); return 0; }
   const file = positionals[0];
   if (file === undefined || positionals.length > 1) throw new InvalidOptionError('APP', 'shoal config generate takes one application file, e.g. shoal config generate app.ts -o config.yaml');
   const out = values.output;

@@ -11,7 +11,7 @@ import { basename } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Application, buildAppSpec, collectGraph, compileDeploymentOptions, InvalidOptionError, ShoalError, type AppSpec, type CompiledDeploymentOptions, type Deployment, type DeploymentOptions } from '@shoal/core';
 import { registerTypeScript } from '@shoal/worker';
-import { pathSegments, pathString } from './errors.ts';
+import { ConfigError, pathSegments, pathString, type ConfigProblem } from './errors.ts';
 import { readConfig, type ConfigApplication, type ConfigDeployment, type ParsedConfig } from './schema.ts';
 
 /** A config file with its applications built. */
@@ -20,11 +20,24 @@ export interface LoadedConfig extends ParsedConfig {
   specs: AppSpec[];
 }
 
-/** Reads, checks and builds a config file; ConfigError naming the path of the first problem. */
+/**
+ * Reads, checks and builds a config file. ConfigError: the file's shape problems (readConfig's, all together), or
+ * else every problem of building its applications together: each module that fails to load or lacks its export, and
+ * in the others each deployment name the graph does not have and each option rule an override breaks.
+ */
 export async function loadConfig(file: string): Promise<LoadedConfig> {
   const parsed = readConfig(file);
   const specs: AppSpec[] = [];
-  for (const [i, app] of parsed.config.applications.entries()) specs.push(await buildApplication(parsed, app, i));
+  const problems: ConfigProblem[] = [];
+  for (const [i, app] of parsed.config.applications.entries()) {
+    try {
+      specs.push(await buildApplication(parsed, app, i, problems));
+    } catch (err) {
+      if (!(err instanceof ConfigError)) throw err;
+      problems.push(...err.problems);
+    }
+  }
+  if (problems.length > 0) throw new ConfigError(parsed.file, problems);
   return { ...parsed, specs };
 }
 
@@ -46,7 +59,8 @@ async function importModule(parsed: ParsedConfig, app: ConfigApplication, i: num
   }
 }
 
-async function buildApplication(parsed: ParsedConfig, app: ConfigApplication, i: number): Promise<AppSpec> {
+/** The application's spec with the file's overrides; a problem of one deployment is added to `problems` and the others are still checked. */
+async function buildApplication(parsed: ParsedConfig, app: ConfigApplication, i: number, problems: ConfigProblem[]): Promise<AppSpec> {
   const mod = await importModule(parsed, app, i);
   const root = mod[app.exportName];
   if (!(app.exportName in mod)) {
@@ -68,9 +82,15 @@ async function buildApplication(parsed: ParsedConfig, app: ConfigApplication, i:
   for (const [k, d] of app.deployments.entries()) {
     const node = graph.get(d.name);
     if (node === undefined) {
-      throw parsed.error(['applications', i, 'deployments', k, 'name'], `app ${app.importPath} has no deployment "${d.name}" (deployments: ${names.join(', ')})`);
+      problems.push(...parsed.error(['applications', i, 'deployments', k, 'name'], `app ${app.importPath} has no deployment "${d.name}" (deployments: ${names.join(', ')})`).problems);
+      continue;
     }
-    overridden.set(d.name, applyOverrides(parsed, node.deployment, d, ['applications', i, 'deployments', k]));
+    try {
+      overridden.set(d.name, applyOverrides(parsed, node.deployment, d, ['applications', i, 'deployments', k]));
+    } catch (err) {
+      if (!(err instanceof ConfigError)) throw err;
+      problems.push(...err.problems);
+    }
   }
   return { ...spec, deployments: spec.deployments.map((d) => (overridden.has(d.name) ? { ...d, options: overridden.get(d.name)! } : d)) };
 }
