@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # CI for the native core: host build + ctest, ASan/UBSan build + ctest, ThreadSanitizer build + ctest (the
 # concurrency test runs families while other threads alloc, evict and release), and a CUDA build when nvcc
-# exists (compile and link only where there is no GPU: the CUDA test binaries print SKIP and pass).
+# exists (compile and link only where there is no GPU: the CUDA test binaries exit 77, shown by ctest as skipped).
 #   native/scripts/ci.sh            # all four
 #   BUILD_ROOT=/tmp/shoal-native native/scripts/ci.sh
 set -euo pipefail
