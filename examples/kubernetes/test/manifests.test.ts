@@ -20,6 +20,7 @@ import { tmpdir } from 'node:os';
 import { delimiter, join, resolve } from 'node:path';
 import { parse as parseYaml, parseAllDocuments } from 'yaml';
 import { parseConfig } from '../../../packages/cli/src/config/schema.ts';
+import { ConfigError } from '../../../packages/cli/src/config/errors.ts';
 import { env } from '@shoal/core';
 import { freePort, isAlive, waitFor } from '../../../test/helpers.ts';
 import { redisServerAvailable, startRedisServer } from '../../../packages/head/test/redis-server.ts';
@@ -32,6 +33,8 @@ const OVERLAYS = readdirSync(join(HERE, 'overlays')).sort();
 const DIRS = ['base', ...OVERLAYS.map((o) => `overlays/${o}`)];
 const DOC = readFileSync(join(ROOT, 'docs/KUBERNETES.md'), 'utf8');
 const METRICS_DOC = readFileSync(join(ROOT, 'docs/METRICS.md'), 'utf8');
+/** What `shoal deploy CONFIG` exits with for a config it refuses, nothing applied (ConfigError.exitCode). */
+const CONFIG_EXIT_CODE = new ConfigError('config.yaml', []).exitCode;
 
 // ---------- what the objects hold, typed as far as these checks read them ----------
 interface EnvVar { name: string; value?: string; valueFrom?: { secretKeyRef?: { name: string; key: string }; fieldRef?: { fieldPath: string }; resourceFieldRef?: { resource: string; divisor?: string } } }
@@ -222,7 +225,7 @@ describe('what the manifests mean in shoal', () => {
       for (const probe of [c.startupProbe, c.livenessProbe, c.readinessProbe]) {
         if (probe === undefined) continue;
         expect(probe.httpGet, `${where}: probes are HTTP GETs on shoal's endpoints`).toBeDefined();
-        expect(['/-/healthz', '/-/ready']).toContain(probe.httpGet!.path);
+        expect(['/-/healthz', '/-/ready', '/-/ready/worker']).toContain(probe.httpGet!.path);
         expect(listened).toContain(containerPort(c, probe.httpGet!.port));
       }
       if (commandOf(c) !== 'start') {
@@ -254,6 +257,65 @@ describe('what the manifests mean in shoal', () => {
     const head = pod(headOf(objs)) as PodSpec & { hostname?: string; shareProcessNamespace?: boolean };
     expect(head.hostname).toBeUndefined();
     expect(head.shareProcessNamespace).toBeUndefined();
+  });
+
+  it.each(DIRS)('%s: a worker pod is Ready on its own readiness, not the cluster\'s; the PDB lets unready pods be evicted', (d) => {
+    const objs = objectsOf(d);
+    const c = pod(workerOf(objs)).containers[0]!;
+    // /-/ready is 503 while any deployment anywhere has no running replica (test/worker-readiness.test.ts): as the
+    // pod's readiness it would take every worker out of the Service at once.
+    expect(c.readinessProbe?.httpGet?.path).toBe('/-/ready/worker');
+    for (const probe of [c.startupProbe, c.livenessProbe]) expect(probe?.httpGet?.path).toBe('/-/healthz');
+    const pdbs = byKind(objs, 'PodDisruptionBudget');
+    expect(pdbs).toHaveLength(1);
+    expect((pdbs[0]!.spec as { unhealthyPodEvictionPolicy?: string }).unhealthyPodEvictionPolicy).toBe('AlwaysAllow');
+  });
+
+  it.each(DIRS)('%s: every pod and container meets Pod Security "restricted" (non-root, seccomp RuntimeDefault, no privilege escalation, no capabilities)', (d) => {
+    interface SecurityContext { runAsNonRoot?: boolean; allowPrivilegeEscalation?: boolean; privileged?: boolean; capabilities?: { drop?: string[]; add?: string[] }; seccompProfile?: { type: string } }
+    const pods = objectsOf(d).filter((o) => podSpecOf(o) !== undefined);
+    expect(pods.length).toBeGreaterThan(0);
+    for (const o of pods) {
+      const spec = podSpecOf(o) as unknown as PodSpec & { securityContext?: SecurityContext; initContainers?: Container[]; hostNetwork?: boolean; hostPID?: boolean };
+      const where = `${d}: ${o.kind}/${o.metadata.name}`;
+      expect(spec.securityContext?.runAsNonRoot, where).toBe(true);
+      expect(spec.securityContext?.seccompProfile, where).toEqual({ type: 'RuntimeDefault' });
+      expect(spec.hostNetwork ?? false, where).toBe(false);
+      expect(spec.hostPID ?? false, where).toBe(false);
+      for (const v of spec.volumes ?? []) expect(Object.keys(v), `${where}: volume ${v.name}`).not.toContain('hostPath');
+      for (const c of [...(spec.initContainers ?? []), ...spec.containers] as Array<Container & { securityContext?: SecurityContext }>) {
+        const sc = c.securityContext;
+        expect(sc, `${where}: container ${c.name}`).toBeDefined();
+        expect(sc!.runAsNonRoot, `${where}: container ${c.name}`).toBe(true);
+        expect(sc!.allowPrivilegeEscalation, `${where}: container ${c.name}`).toBe(false);
+        expect(sc!.privileged ?? false, `${where}: container ${c.name}`).toBe(false);
+        expect(sc!.capabilities?.drop, `${where}: container ${c.name}`).toEqual(['ALL']);
+        expect(sc!.capabilities?.add ?? [], `${where}: container ${c.name}`).toEqual([]);
+        expect(sc!.seccompProfile, `${where}: container ${c.name}`).toEqual({ type: 'RuntimeDefault' });
+      }
+    }
+  });
+
+  it.each(DIRS)('%s: the deploy Job fails at once on a bad config (exit 2), retries other failures, and goes away once finished', (d) => {
+    const job = find(objectsOf(d), 'Job', 'shoal-deploy');
+    const spec = job.spec as { backoffLimit: number; ttlSecondsAfterFinished?: number; podFailurePolicy?: { rules: Array<{ action: string; onExitCodes?: { containerName?: string; operator: string; values: number[] }; onPodConditions?: Array<{ type: string }> }> } };
+    // A podFailurePolicy is only allowed with restartPolicy Never (the API server refuses it otherwise).
+    expect(pod(job) as PodSpec & { restartPolicy?: string }).toMatchObject({ restartPolicy: 'Never' });
+    expect(spec.backoffLimit).toBeGreaterThan(0);
+    expect(spec.ttlSecondsAfterFinished).toBeGreaterThan(0);
+    const failJob = spec.podFailurePolicy?.rules.find((r) => r.action === 'FailJob');
+    expect(failJob?.onExitCodes).toEqual({ containerName: 'deploy', operator: 'In', values: [CONFIG_EXIT_CODE] });
+    expect(pod(job).containers.map((c) => c.name)).toContain(failJob!.onExitCodes!.containerName);
+    // An upgrade (a new image tag) changes the immutable pod template: the documented steps delete the Job first.
+    expect(DOC).toContain('kubectl -n shoal delete job shoal-deploy --ignore-not-found');
+  });
+
+  it('the documented token is hex (a base64 "+" would become a space in the dashboard\'s ?token= query)', () => {
+    const kust = readFileSync(join(HERE, 'base/kustomization.yaml'), 'utf8');
+    for (const [file, text] of [['docs/KUBERNETES.md', DOC], ['base/kustomization.yaml', kust]] as const) {
+      expect(text, file).not.toMatch(/openssl rand -base64/);
+      expect(text, file).toMatch(/--from-literal=token="\$\(openssl rand -hex 32\)"/);
+    }
   });
 
   it.each(DIRS)('%s: the head is one pod, replaced by Recreate, scraped on its control port; SIGTERM stops only the head', (d) => {
@@ -320,8 +382,11 @@ describe('what the manifests mean in shoal', () => {
     expect(byKind(objs, 'PersistentVolumeClaim').map((p) => p.metadata.name)).not.toContain('shoal-head-data');
   });
 
-  it('gpu: each worker pod asks for exactly one GPU and goes to GPU nodes', () => {
+  it('gpu: each worker pod asks for exactly one GPU and goes to GPU nodes; a rollout replaces pods without a surge pod', () => {
     const objs = objectsOf('overlays/gpu');
+    // Sized to the GPUs, the Deployment has none free for a surge pod: it would stay Pending and the rollout stall.
+    expect((workerOf(objs).spec as { strategy: unknown }).strategy).toEqual({ type: 'RollingUpdate', rollingUpdate: { maxSurge: 0, maxUnavailable: 1 } });
+    expect((workerOf(objectsOf('base')).spec as { strategy: unknown }).strategy).toEqual({ type: 'RollingUpdate', rollingUpdate: { maxSurge: 1, maxUnavailable: 0 } });
     const w = pod(workerOf(objs));
     const r = w.containers[0]!.resources!;
     expect(r.limits!['nvidia.com/gpu']).toBe(1);
@@ -562,7 +627,7 @@ describe('base and redis manifests, run as local processes', () => {
     expect(workerProc.exitCode).toBeNull();
     const first = spawnShoal(headArgs);
     expect(await probesPass(head, hc)).toEqual(['startup /-/healthz', 'liveness /-/healthz', 'readiness /-/ready']);
-    expect(await probesPass(worker, wc)).toEqual(['startup /-/healthz', 'liveness /-/healthz', 'readiness /-/ready']);
+    expect(await probesPass(worker, wc)).toEqual(['startup /-/healthz', 'liveness /-/healthz', 'readiness /-/ready/worker']);
     const headPort = ports.get(`${head.metadata.name}:${flag(hc, '--port')}`)!;
     const annotations = (head.spec as { template: { metadata: { annotations: Record<string, string> } } }).template.metadata.annotations;
     expect(await status(`http://127.0.0.1:${headPort}${annotations['prometheus.io/path']}`)).toBe(200);
@@ -575,6 +640,15 @@ describe('base and redis manifests, run as local processes', () => {
     dirs.push(confDir);
     const text = cm[file.split('/').at(-1)!]!.replace(/importPath: \/app\/app\.ts/g, `importPath: ${join(ROOT, 'examples/hello/app.ts')}`);
     writeFileSync(join(confDir, 'config.yaml'), text);
+    // The CLI imports the application where it runs (docs/KUBERNETES.md): an importPath only the image has is a bad
+    // config here, exit 2 with nothing applied, which the Job's podFailurePolicy fails at once instead of retrying.
+    writeFileSync(join(confDir, 'elsewhere.yaml'), cm[file.split('/').at(-1)!]!.replace(/importPath: \/app\/app\.ts/g, `importPath: ${join(confDir, 'not-here/app.ts')}`));
+    const bad = spawnShoal(await localArgs(job.owner, job.c, { [file]: join(confDir, 'elsewhere.yaml') }));
+    expect(await exitOf(bad, 'shoal deploy of a config whose importPath is not on this machine', 60_000), logs).toBe(CONFIG_EXIT_CODE);
+    expect(logs).toMatch(/applications\[0\]\.importPath: no such file: \S*not-here\/app\.ts/);
+    const failOn = (find(objs(), 'Job', job.owner.metadata.name).spec as { podFailurePolicy: { rules: Array<{ action: string; onExitCodes?: { values: number[] } }> } })
+      .podFailurePolicy.rules.filter((r) => r.action === 'FailJob').flatMap((r) => r.onExitCodes?.values ?? []);
+    expect(failOn).toContain(bad.exitCode);
     const deploy = spawnShoal(await localArgs(job.owner, job.c, { [file]: join(confDir, 'config.yaml') }));
     expect(await exitOf(deploy, 'shoal deploy (the Job)', 120_000), logs).toBe(0);
     const workerHttp = ports.get(`${worker.metadata.name}:${flag(wc, '--http-port')}`)!;
