@@ -89,8 +89,10 @@ run/deploy options:
   --wait MS                           how long to wait for the application to be ready (default 120000); on a
                                       terminal, progress shows meanwhile: replicas ready, rollout, model load
 deploy CONFIG.yaml options:
-  --dry-run                           print what would change against the running cluster; change nothing
-  --prune                             delete running applications the file does not list (else left alone, listed)
+  --dry-run                           print what would change against the running cluster, and in which order;
+                                      change nothing
+  --prune                             delete running applications the file does not list, first (else left
+                                      alone, listed)
 rollback/promote options:
   --wait MS                           on a terminal, show the rollout's progress until it has played out, at most MS
                                       (default 120000); elsewhere the command returns once the head has the order

@@ -6,12 +6,14 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative, resolve } from 'node:path';
 
 const BIN = resolve(import.meta.dirname, '../bin/shoal.mjs');
 const FIXTURE = resolve(import.meta.dirname, 'fixtures/config/app.ts');
+/** @shoal/core's compiled entry, for an app outside the repository's packages. */
+const CORE = resolve(import.meta.dirname, '../../core/dist/index.js');
 const TOKEN = 'config-test-token-0123456789';
 
 function shoal(args: string[]): { child: ChildProcessWithoutNullStreams; out: () => string } {
@@ -45,7 +47,7 @@ async function waitFor(what: string, cond: () => boolean | Promise<boolean>, tim
 interface Status {
   applications: Array<{ name: string; deployments: Array<{ name: string; numReplicas: number; version: string }> }>;
   replicas: Array<{ replicaId: string; app: string; deployment: string; state: string }>;
-  workers: Array<{ pid?: number }>;
+  workers: Array<{ pid?: number; resources: { cpus: number } }>;
 }
 
 let dir: string;
@@ -64,6 +66,20 @@ async function replicaIds(): Promise<Record<string, string[]>> {
   for (const r of (await status()).replicas) if (r.state === 'RUNNING') (out[`${r.app}/${r.deployment}`] ??= []).push(r.replicaId);
   for (const k of Object.keys(out)) out[k]!.sort();
   return out;
+}
+
+/**
+ * A config file of `main` (the fixture's default export, as writeConfig's no-side.yaml has it) and more applications
+ * of the fixture's `side` export, each `[name, routePrefix, SideModel's cpus]` with two SideModel replicas.
+ */
+function writeApps(file: string, mainPrefix: string, sides: Array<[string, string, number]>): string {
+  const imp = relative(dir, FIXTURE);
+  const lines = ['applications:', '  - name: main', `    importPath: ${imp}`, `    routePrefix: ${mainPrefix}`, '    deployments:', '      - name: Model', '        numReplicas: 3', '        userConfig: { tag: second }'];
+  for (const [name, prefix, cpus] of sides) {
+    lines.push(`  - name: ${name}`, `    importPath: "${imp}:side"`, `    routePrefix: ${prefix}`, '    deployments:', '      - name: SideModel', '        numReplicas: 2', `        resources: { cpus: ${cpus} }`);
+  }
+  writeFileSync(join(dir, file), `${lines.join('\n')}\n`);
+  return join(dir, file);
 }
 
 /** A config file in the test's directory: `main` (the fixture's default export) and, unless left out, `side`. */
@@ -216,5 +232,80 @@ describe('shoal deploy CONFIG', () => {
     expect(flags.code).toBe(1);
     expect(flags.out).toContain('--name: cannot be given with a config file');
     expect(await replicaIds()).toEqual(before);
+  });
+
+  it('--prune deletes first: new applications get the capacity the pruned ones held; a failed step says what was applied', async () => {
+    // Two SideModel replicas of a whole worker's CPUs each: together they fill both workers.
+    const cpus = (await status()).workers[0]!.resources.cpus;
+    const big = await shoalToEnd(deployArgs(writeApps('big.yaml', '/main', [['big', '/big', cpus]])));
+    expect(big.code, big.out).toBe(0);
+    const swapped = await shoalToEnd(deployArgs(writeApps('big2.yaml', '/main', [['big2', '/big2', cpus]]), '--prune', '--wait', '30000'));
+    expect(swapped.code, swapped.out).toBe(0);
+    expect(swapped.out).toContain('applying, in this order:\n  1. delete application "big" (not in config, --prune)\n  2. application "big2": created\n');
+    expect(swapped.out).toContain('applied: 1 created, 0 updated, 1 unchanged, 1 deleted');
+    expect((await status()).applications.map((a) => a.name).sort()).toEqual(['big2', 'main']);
+
+    // Without --prune big2 keeps its CPUs and big3 cannot be placed: the wait ends, and the output says what happened.
+    const failed = await shoalToEnd(deployArgs(writeApps('big3.yaml', '/main', [['big2', '/big2', cpus], ['big3', '/big3', cpus]]), '--wait', '2000'));
+    expect(failed.code).toBe(1);
+    expect(failed.out).toMatch(/shoal: step 1 of 1 failed: application "big3": created: .+/);
+    expect(failed.out).toContain('applied: nothing\nfailed:\n  1. application "big3": created\nnot applied: nothing else\n');
+    expect(failed.out).not.toMatch(/^applied: \d/m);
+  }, 90_000);
+
+  it('swaps two route prefixes: --dry-run shows the order, one application parked with no route first; nothing restarts', async () => {
+    const before = await replicaIds();
+    const file = writeApps('swap.yaml', '/big2', [['big2', '/main', (await status()).workers[0]!.resources.cpus]]);
+    const dry = await shoalToEnd(deployArgs(file, '--prune', '--dry-run'));
+    expect(dry.code, dry.out).toBe(0);
+    expect(dry.out).toContain([
+      'would apply, in this order:',
+      '  1. delete application "big3" (not in config, --prune)',
+      '  2. application "main": no route prefix for now, so that "big2" can take "/main"',
+      '  3. application "big2": updated (route prefix "/big2" -> "/main")',
+      '  4. application "main": updated (route prefix "/main" -> "/big2")',
+    ].join('\n'));
+    const applied = await shoalToEnd(deployArgs(file, '--prune'));
+    expect(applied.code, applied.out).toBe(0);
+    expect(applied.out).toContain('application "main": no route prefix for now ("/main" is free)\n');
+    expect(applied.out).toContain('applied: 0 created, 2 updated, 0 unchanged, 1 deleted');
+    // main's Front answers with its Model's userConfig; big2's SideModel has none.
+    await waitFor('the routes to follow the swap', async () => {
+      const atBig2 = await (await fetch(`${http}/big2`)).json() as { config: unknown };
+      const atMain = await (await fetch(`${http}/main`)).json() as { config: unknown };
+      return JSON.stringify(atBig2.config) === '{"tag":"second"}' && atMain.config === null;
+    }, 20_000);
+    const after = await replicaIds();
+    expect({ main: after['main/Model'], big2: after['big2/SideModel'] }).toEqual({ main: before['main/Model'], big2: before['big2/SideModel'] });
+  });
+
+  it('answers --help with the usage of the command', async () => {
+    const deploy = await shoalToEnd(['deploy', '--help']);
+    expect(deploy.code).toBe(0);
+    expect(deploy.out).toMatch(/^usage: shoal deploy \[options\]\n {2}deploy APP\.ts/);
+    expect(deploy.out).toContain('--prune');
+    for (const args of [['config', '--help'], ['config', 'generate', '-h']]) {
+      const r = await shoalToEnd(args);
+      expect(r.code, args.join(' ')).toBe(0);
+      expect(r.out).toMatch(/^usage: shoal config generate APP\.ts \[options\]\n/);
+    }
+    const status = await shoalToEnd(['status', '-h']);
+    expect(status.code).toBe(0);
+    expect(status.out).toMatch(/^usage: shoal status \[options\]\n {2}status /);
+  });
+
+  it('a .ts app in a package that is not "type": "module" fails before the import, naming the file and the fix', async () => {
+    const project = join(dir, 'cjs-project');
+    mkdirSync(project);
+    writeFileSync(join(project, 'package.json'), '{ "name": "x", "version": "1.0.0", "type": "commonjs" }\n');
+    writeFileSync(join(project, 'app.ts'), `import { deployment } from ${JSON.stringify(CORE)};\nclass A { fetch() { return 'hi'; } }\nexport default deployment(A).bind();\n`);
+    const r = await shoalToEnd(['config', 'generate', join(project, 'app.ts')]);
+    expect(r.code).toBe(1);
+    expect(r.out).toBe(`shoal: cannot load ${join(project, 'app.ts')} as an ES module: ${join(project, 'package.json')} has "type": "commonjs", so Node loads it as CommonJS (npm init -y writes "type": "commonjs"). An app module is an ES module: run \`npm pkg set type=module\` in ${project}, or rename it to app.mts\n`);
+    // The fix it names works.
+    writeFileSync(join(project, 'package.json'), '{ "name": "x", "version": "1.0.0", "type": "module" }\n');
+    const fixed = await shoalToEnd(['config', 'generate', join(project, 'app.ts')]);
+    expect(fixed.code, fixed.out).toBe(0);
+    expect(fixed.out).toContain('  - name: default\n');
   });
 });

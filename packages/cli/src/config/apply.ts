@@ -112,11 +112,16 @@ async function applyStep(step: Step, opts: DeployConfigOptions): Promise<string 
 
 /** What was applied and what was not, when step `failed` did not go through (the command then exits 1). */
 function reportFailure(steps: readonly Step[], failed: number, err: unknown): void {
-  const step = steps[failed]!;
-  process.stderr.write(`shoal: step ${failed + 1} of ${steps.length} failed: ${describeStep(step)}: ${(err as Error)?.message ?? String(err)}\n`);
-  const lines = [failed === 0 ? 'applied: nothing' : `applied:\n${formatSteps(steps.slice(0, failed))}`.trimEnd(), `not applied:\n${formatSteps(steps.slice(failed), failed)}`.trimEnd()];
-  const stranded = steps.slice(0, failed).filter((s): s is Extract<Step, { kind: 'park' }> => s.kind === 'park');
-  for (const p of stranded) lines.push(`application "${p.name}" is left with no route prefix (it had "${p.from}"): deploy the file again once the failure is fixed`);
+  const message = (err as Error)?.message ?? String(err);
+  process.stderr.write(`shoal: step ${failed + 1} of ${steps.length} failed: ${describeStep(steps[failed]!)}: ${message}\n`);
+  const lines = [
+    failed === 0 ? 'applied: nothing' : `applied:\n${formatSteps(steps.slice(0, failed))}`.trimEnd(),
+    `failed:\n${formatSteps(steps.slice(failed, failed + 1), failed)}`.trimEnd(),
+    failed + 1 === steps.length ? 'not applied: nothing else' : `not applied:\n${formatSteps(steps.slice(failed + 1), failed + 1)}`.trimEnd(),
+  ];
+  for (const p of steps.slice(0, failed)) {
+    if (p.kind === 'park') lines.push(`application "${p.name}" is left with no route prefix (it had "${p.from}"): apply the file again once the failure is fixed`);
+  }
   process.stdout.write(`${lines.join('\n')}\n`);
 }
 
