@@ -65,9 +65,13 @@ describe('a worker\'s own readiness, /-/ready/worker', () => {
 
     const dir = mkdtempSync(join(tmpdir(), 'shoal-worker-readiness-'));
     dirs.push(dir);
-    const head = shoal(['start', '--workers', '0', '--port', String(headPort), '--http-port', '0', '--data-dir', dir, '--on-sigterm', 'keep-workers']);
+    const headHttp = await freePort();
+    const head = shoal(['start', '--workers', '0', '--port', String(headPort), '--http-port', String(headHttp), '--data-dir', dir, '--on-sigterm', 'keep-workers']);
     await waitFor(`the worker to be ready once joined\n${worker.out()}`, async () => (await status(`${base}/-/ready/worker`)) === 200, 30_000);
     expect(await (await fetch(`${base}/-/ready/worker`)).json()).toEqual({ status: 'ready' });
+    // A worker's endpoint: the head's own ingress has no worker readiness to give.
+    await waitFor('the head\'s ingress to listen', async () => (await status(`http://127.0.0.1:${headHttp}/-/healthz`)) === 200);
+    expect(await status(`http://127.0.0.1:${headHttp}/-/ready/worker`)).toBe(404);
 
     await control(headPort, 'POST', '/api/apps?wait=30000', await loadAppSpec(APP, { exportName: 'ok', name: 'ok', routePrefix: '/ok' }));
     expect(await status(`${base}/-/ready`)).toBe(200);
