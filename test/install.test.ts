@@ -2,7 +2,9 @@
  * Installing shoal as a user does: the packed tarballs (`pnpm run pack`) go with npm into a fresh project outside
  * the repository, a TypeScript app there typechecks against the shipped declarations, `npx shoal run app.ts`
  * answers over HTTP with batching, and Ctrl-C (SIGINT to the process group, as a terminal sends it) leaves no
- * process and no bound port behind. The native addon builds from source on install, or says why it did not.
+ * process and no bound port behind; `npx shoal config generate app.ts -o config.yaml` writes a file that
+ * `npx shoal run config.yaml` serves, with a plain JavaScript app as its second application, Ctrl-C again clean.
+ * The native addon builds from source on install, or says why it did not.
  *
  * Third-party dependencies come from the npm registry (npm's cache after the first run); every @shoal/* package
  * comes from a tarball ("overrides"), which the lockfile confirms. Skipped, with the reason logged, only when npm
@@ -47,6 +49,18 @@ export class Api {
 }
 
 export default deployment(Api).bind(deployment(Model, { numReplicas: 1 }).bind());
+`;
+
+/** A plain ESM JavaScript app (no TypeScript, no build step): one deployment that answers in capitals. */
+const JS_APP = `import { deployment } from 'shoal';
+
+export class Echo {
+  fetch(req) {
+    return { echo: req.text().toUpperCase(), pid: process.pid };
+  }
+}
+
+export default deployment(Echo, { resources: { cpus: 0 } }).bind();
 `;
 
 const TSCONFIG = {
@@ -296,10 +310,12 @@ catch (e) { console.log(JSON.stringify({ notBuilt: e instanceof AddonNotBuiltErr
     expect(err.message).toMatch(/build it with: .*(cmake|rebuild)/);
   }, 90_000);
 
-  it('npx shoal run app.ts answers over HTTP, batches, and Ctrl-C leaves nothing behind', async () => {
-    const httpPort = await freePort();
-    // Its own process group, like a job a shell starts: Ctrl-C is SIGINT to the whole group.
-    run = spawn('npx', ['--no-install', 'shoal', 'run', 'app.ts', '--port', '0', '--http-port', String(httpPort)], {
+  /**
+   * Starts `npx shoal ARGS` in the project in a process group of its own, like a job a shell starts (Ctrl-C is
+   * SIGINT to the whole group), and waits until its output matches `ready`.
+   */
+  async function startShoal(args: string[], ready: RegExp): Promise<{ out: () => string; ctrlC: (httpPort: number) => Promise<void> }> {
+    run = spawn('npx', ['--no-install', 'shoal', ...args], {
       cwd: project, env: userEnv({ SHOAL_LOG_LEVEL: 'warn' }), stdio: ['ignore', 'pipe', 'pipe'], detached: true,
     });
     const child = run;
@@ -307,9 +323,25 @@ catch (e) { console.log(JSON.stringify({ notBuilt: e instanceof AddonNotBuiltErr
     child.stdout?.on('data', (d: Buffer) => { out += d.toString(); });
     child.stderr?.on('data', (d: Buffer) => { out += d.toString(); });
     const exited = new Promise<void>((r) => child.once('exit', () => r()));
-    await waitFor('shoal run to report ready', () => /ready: http:\/\/\S+/.test(out) || child.exitCode !== null, 90_000).catch((err: Error) => { throw new Error(`${err.message}:\n${out}`); });
+    await waitFor(`shoal ${args.join(' ')} to report ready`, () => ready.test(out) || child.exitCode !== null, 90_000).catch((err: Error) => { throw new Error(`${err.message}:\n${out}`); });
     expect(child.exitCode, out).toBeNull();
-    expect(out).toContain(`http://127.0.0.1:${httpPort}`);
+    return {
+      out: () => out,
+      ctrlC: async (httpPort: number) => {
+        process.kill(-(child.pid as number), 'SIGINT');
+        await exited;
+        await waitFor('every process of the project to exit', () => processesMentioning(project).length === 0, 20_000)
+          .catch(() => { throw new Error(`left behind after Ctrl-C:\n${processesMentioning(project).join('\n')}\n--- output:\n${out}`); });
+        expect(await portIsFree(httpPort), `port ${httpPort} is free again`).toBe(true);
+        expect(out).not.toMatch(/"level":"(error|fatal)"/);
+      },
+    };
+  }
+
+  it('npx shoal run app.ts answers over HTTP, batches, and Ctrl-C leaves nothing behind', async () => {
+    const httpPort = await freePort();
+    const shoal = await startShoal(['run', 'app.ts', '--port', '0', '--http-port', String(httpPort)], /ready: http:\/\/\S+/);
+    expect(shoal.out()).toContain(`http://127.0.0.1:${httpPort}`);
 
     const texts = Array.from({ length: 8 }, (_, i) => `request number ${i}${'!'.repeat(i)}`);
     const answers = await Promise.all(texts.map(async (text) => {
@@ -330,12 +362,28 @@ catch (e) { console.log(JSON.stringify({ notBuilt: e instanceof AddonNotBuiltErr
     const bad = await fetch(`http://127.0.0.1:${httpPort}/`, { method: 'POST', body: '' });
     expect(bad.status).toBe(400);
 
-    const pid = child.pid as number;
-    process.kill(-pid, 'SIGINT');
-    await exited;
-    await waitFor('every process of the project to exit', () => processesMentioning(project).length === 0, 20_000)
-      .catch(() => { throw new Error(`left behind after Ctrl-C:\n${processesMentioning(project).join('\n')}\n--- output:\n${out}`); });
-    expect(await portIsFree(httpPort), `port ${httpPort} is free again`).toBe(true);
-    expect(out).not.toMatch(/"level":"(error|fatal)"/);
+    await shoal.ctrlC(httpPort);
+  }, 180_000);
+
+  it('npx shoal config generate app.ts, then npx shoal run config.yaml with a plain JavaScript app beside it', async () => {
+    writeFileSync(join(project, 'echo.js'), JS_APP);
+    const gen = expectOk('npx shoal config generate', await exec('npx', ['--no-install', 'shoal', 'config', 'generate', 'app.ts', '-o', 'config.yaml'], project, userEnv(), 60_000));
+    expect(gen).toBe('wrote config.yaml: application "default" from app.ts\n');
+    const generated = readFileSync(join(project, 'config.yaml'), 'utf8');
+    expect(generated).toMatch(/^applications:\n {2}- name: default\n {4}importPath: \.\/app\.ts\n {4}routePrefix: \/\n/m);
+    // The JavaScript app is a second application of the same file: one head serves both (one start, not two).
+    writeFileSync(join(project, 'config.yaml'), `${generated.trimEnd()}\n  - name: echo\n    importPath: ./echo.js\n    routePrefix: /echo\n`);
+
+    const httpPort = await freePort();
+    const shoal = await startShoal(['run', 'config.yaml', '--port', '0', '--http-port', String(httpPort)], /2 applications from config\.yaml serving/);
+    expect(shoal.out()).toContain(`application "echo" ready: http://127.0.0.1:${httpPort}/echo`);
+    const ts = await fetch(`http://127.0.0.1:${httpPort}/`, { method: 'POST', body: 'from the file' });
+    expect(ts.status).toBe(200);
+    expect(await ts.json()).toMatchObject({ text: 'from the file', length: 13, batchSize: 1 });
+    const js = await fetch(`http://127.0.0.1:${httpPort}/echo`, { method: 'POST', body: 'plain js' });
+    expect(js.status).toBe(200);
+    expect(await js.json()).toEqual({ echo: 'PLAIN JS', pid: expect.any(Number) });
+
+    await shoal.ctrlC(httpPort);
   }, 180_000);
 });
