@@ -200,6 +200,32 @@ describe('config loading', () => {
     ]);
   });
 
+  it('checks the well-formed applications of a file whose shape is wrong elsewhere: every problem at once', async () => {
+    const imp = fixtureImport();
+    expect((await loadError([
+      'applications:',
+      '  - name: main',
+      `    importPath: ${imp}`,
+      '    deployments:',
+      '      - name: Modle',
+      '  - name: side',
+      `    importPath: "${imp}:side"`,
+      '    routePrefix: /side',
+      '    deployments:',
+      '      - name: SideModel',
+      '        numReplicas: two',
+      '  - name: main',
+      `    importPath: "${imp}:scaled"`,
+      '    routePrefix: /scaled',
+      'http: { port: x }',
+    ].join('\n'))).split('\n')).toEqual([
+      'config.yaml: applications[1].deployments[0].numReplicas: expected a non-negative integer, got "two" (line 11, column 22)',
+      'config.yaml: http.port: expected a non-negative integer, got "x" (line 15, column 15)',
+      'config.yaml: applications[2].name: "main" is also the name of applications[0] (line 12, column 11)',
+      `config.yaml: applications[0].deployments[0].name: app ${imp} has no deployment "Modle" (deployments: Front, Model) (line 5, column 15)`,
+    ]);
+  });
+
   it('names a missing module, a missing export and an export that is no application', async () => {
     expect(await loadError('applications:\n  - { name: a, importPath: ./nope.ts }\n'))
       .toBe(`config.yaml: applications[0].importPath: no such file: ${join(dir, 'nope.ts')} (line 2, column 28)`);

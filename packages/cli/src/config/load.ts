@@ -12,7 +12,7 @@ import { pathToFileURL } from 'node:url';
 import { Application, buildAppSpec, collectGraph, compileDeploymentOptions, InvalidOptionError, ShoalError, type AppSpec, type CompiledDeploymentOptions, type Deployment, type DeploymentOptions } from '@shoal/core';
 import { registerTypeScript } from '@shoal/worker';
 import { ConfigError, pathSegments, pathString, type ConfigProblem } from './errors.ts';
-import { readConfig, type ConfigApplication, type ConfigDeployment, type ParsedConfig } from './schema.ts';
+import { checkConfigFile, type ConfigApplication, type ConfigDeployment, type ParsedConfig } from './schema.ts';
 
 /** A config file with its applications built. */
 export interface LoadedConfig extends ParsedConfig {
@@ -21,17 +21,16 @@ export interface LoadedConfig extends ParsedConfig {
 }
 
 /**
- * Reads, checks and builds a config file. ConfigError: the file's shape problems (readConfig's, all together), or
- * else every problem of building its applications together: each module that fails to load or lacks its export, and
- * in the others each deployment name the graph does not have and each option rule an override breaks.
+ * Reads, checks and builds a config file; ConfigError listing every problem together: those of the file's shape and
+ * names (checkConfig), and those of building each application whose entry is well-formed: a module that fails to
+ * load or lacks its export, each deployment name the graph does not have, each option rule an override breaks.
  */
 export async function loadConfig(file: string): Promise<LoadedConfig> {
-  const parsed = readConfig(file);
+  const { parsed, problems } = checkConfigFile(file);
   const specs: AppSpec[] = [];
-  const problems: ConfigProblem[] = [];
-  for (const [i, app] of parsed.config.applications.entries()) {
+  for (const app of parsed.config.applications) {
     try {
-      specs.push(await buildApplication(parsed, app, i, problems));
+      specs.push(await buildApplication(parsed, app, app.index, problems));
     } catch (err) {
       if (!(err instanceof ConfigError)) throw err;
       problems.push(...err.problems);

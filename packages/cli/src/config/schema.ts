@@ -123,6 +123,8 @@ export interface ConfigDeployment {
 }
 
 export interface ConfigApplication {
+  /** Its position in the file's applications list (errors name it: applications[index]). */
+  index: number;
   name: string;
   /** As written: `./app.ts` or `./app.ts:exportName`. */
   importPath: string;
@@ -152,8 +154,15 @@ export interface ParsedConfig {
   error(path: ReadonlyArray<string | number>, message: string): ConfigError;
 }
 
-/** Reads and checks a config file; ConfigError naming every problem found. */
-export function readConfig(file: string): ParsedConfig {
+/** A file's shape and names checked: every problem found, and the applications whose own entries are well-formed. */
+export interface CheckedConfig {
+  /** Its applications: those whose entries are well-formed (all of them when `problems` is empty). */
+  parsed: ParsedConfig;
+  problems: ConfigProblem[];
+}
+
+/** Reads a config file and checks its shape and names (checkConfig); ConfigError when it cannot be read. */
+export function checkConfigFile(file: string): CheckedConfig {
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
@@ -161,7 +170,7 @@ export function readConfig(file: string): ParsedConfig {
     const code = (err as NodeJS.ErrnoException).code;
     throw new ConfigError(file, [{ path: '', message: code === 'ENOENT' ? 'no such file' : `cannot be read (${code ?? (err as Error).message})` }]);
   }
-  return parseConfig(text, file, dirname(resolve(file)));
+  return checkConfig(text, file, dirname(resolve(file)));
 }
 
 /** `./app.ts:exportName` into the file and the export; a Windows drive letter (`C:\\x.ts`) is not an export. */
@@ -171,8 +180,20 @@ export function splitImportPath(importPath: string): { module: string; exportNam
   return { module: m[1]!, exportName: m[2]! };
 }
 
-/** Parses config text (`dir`: what relative import paths resolve against). */
+/** Parses and checks config text (`dir`: what relative import paths resolve against); ConfigError naming every problem. */
 export function parseConfig(text: string, file: string, dir: string): ParsedConfig {
+  const checked = checkConfig(text, file, dir);
+  if (checked.problems.length > 0) throw new ConfigError(file, checked.problems);
+  return checked.parsed;
+}
+
+/**
+ * Parses config text and checks it in two passes: the shape (types, unknown and missing fields) of the whole file,
+ * then the names (applications, route prefixes and deployments given twice; application names) among the
+ * applications whose entries are well-formed, which are also the applications it returns, for loading to check
+ * further. A YAML syntax error or an empty file: ConfigError, with those problems alone.
+ */
+export function checkConfig(text: string, file: string, dir: string): CheckedConfig {
   const lines = new LineCounter();
   const doc = parseDocument(text, { lineCounter: lines, prettyErrors: true, uniqueKeys: true });
   const locate = (path: ReadonlyArray<string | number>): { line: number; column: number } | undefined => {
@@ -197,10 +218,10 @@ export function parseConfig(text: string, file: string, dir: string): ParsedConf
   }
   const raw: unknown = doc.toJS({ maxAliasCount: 100 });
   if (raw === null || raw === undefined) throw new ConfigError(file, [{ path: '', message: 'is empty (expected applications: [...])' }]);
-  const parsed = CONFIG.safeParse(raw, { reportInput: true });
-  if (!parsed.success) {
-    const problems: ConfigProblem[] = [];
-    for (const iss of parsed.error.issues) {
+  const problems: ConfigProblem[] = [];
+  const whole = CONFIG.safeParse(raw, { reportInput: true });
+  if (!whole.success) {
+    for (const iss of whole.error.issues) {
       const path = iss.path.filter((s): s is string | number => typeof s !== 'symbol');
       if (iss.code === 'unrecognized_keys') {
         for (const key of iss.keys) problems.push(problem([...path, key], iss.message));
@@ -210,13 +231,22 @@ export function parseConfig(text: string, file: string, dir: string): ParsedConf
       const missing = iss.code === 'invalid_type' && input === undefined;
       problems.push(problem(path, missing ? `is missing (${iss.message})` : `${iss.message}, got ${describeValue(input)}`));
     }
-    throw new ConfigError(file, problems);
+  }
+  // With the shape wrong somewhere, the applications whose own entries are right are still checked, here and when loaded.
+  type Entry = z.infer<typeof APPLICATION>;
+  const rawApps = (raw as { applications?: unknown }).applications;
+  const entries: Array<{ index: number; a: Entry }> = [];
+  if (whole.success) whole.data.applications.forEach((a, index) => entries.push({ index, a }));
+  else if (Array.isArray(rawApps)) {
+    rawApps.forEach((e: unknown, index) => {
+      const r = APPLICATION.safeParse(e);
+      if (r.success) entries.push({ index, a: r.data });
+    });
   }
 
-  const problems: ConfigProblem[] = [];
   const names = new Map<string, number>();
   const prefixes = new Map<string, number>();
-  const applications = parsed.data.applications.map((a, i): ConfigApplication => {
+  const applications = entries.map(({ index: i, a }): ConfigApplication => {
     try {
       checkAppName(a.name);
     } catch (err) {
@@ -241,13 +271,15 @@ export function parseConfig(text: string, file: string, dir: string): ParsedConf
       return { name, options };
     });
     const { module, exportName } = splitImportPath(a.importPath);
-    return { name: a.name, importPath: a.importPath, modulePath: resolve(dir, module), exportName, routePrefix, deployments };
+    return { index: i, name: a.name, importPath: a.importPath, modulePath: resolve(dir, module), exportName, routePrefix, deployments };
   });
-  if (problems.length > 0) throw new ConfigError(file, problems);
-  const http = parsed.data.http;
+  const http = whole.success ? whole.data.http : undefined;
   return {
-    file, dir, locate, error,
-    config: { applications, ...(http !== undefined ? { http: { ...(http.host !== undefined ? { host: http.host } : {}), ...(http.port !== undefined ? { port: http.port } : {}) } } : {}) },
+    problems,
+    parsed: {
+      file, dir, locate, error,
+      config: { applications, ...(http !== undefined ? { http: { ...(http.host !== undefined ? { host: http.host } : {}), ...(http.port !== undefined ? { port: http.port } : {}) } } : {}) },
+    },
   };
 }
 
