@@ -301,7 +301,7 @@ describe('shoal deploy CONFIG', () => {
     writeFileSync(join(project, 'app.ts'), `import { deployment } from ${JSON.stringify(CORE)};\nclass A { fetch() { return 'hi'; } }\nexport default deployment(A).bind();\n`);
     const r = await shoalToEnd(['config', 'generate', join(project, 'app.ts')]);
     expect(r.code).toBe(1);
-    expect(r.out).toBe(`shoal: cannot load ${join(project, 'app.ts')} as an ES module: ${join(project, 'package.json')} has "type": "commonjs", so Node loads it as CommonJS (npm init -y writes "type": "commonjs"). An app module is an ES module: run \`npm pkg set type=module\` in ${project}, or rename it to app.mts\n`);
+    expect(r.out).toBe(`shoal: cannot load ${join(project, 'app.ts')} as an ES module: ${join(project, 'package.json')} has "type": "commonjs", so Node loads it as CommonJS (npm init -y writes that). An app module is an ES module: run \`npm pkg set type=module\` in ${project}, or rename it to app.mts\n`);
     // The fix it names works.
     writeFileSync(join(project, 'package.json'), '{ "name": "x", "version": "1.0.0", "type": "module" }\n');
     const fixed = await shoalToEnd(['config', 'generate', join(project, 'app.ts')]);

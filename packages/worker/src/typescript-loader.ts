@@ -59,14 +59,15 @@ export function assertTypeScriptLoadsAsModule(specifier: string): void {
   if (!TYPED_BY_PACKAGE.test(file)) return;
   const pkg = packageTypeOf(file);
   if (pkg?.type === 'module') return;
-  const mts = basename(file).replace(/\.tsx?$/i, '.mts');
+  // .tsx has no module-only twin (.mts cannot hold JSX): for it the package's type is the fix.
+  const rename = /\.ts$/i.test(file) ? `, or rename it to ${basename(file).replace(/\.ts$/i, '.mts')}` : '';
   const why = pkg === undefined
     ? 'no package.json is above it, so Node loads it as CommonJS'
     : `${pkg.packageJson} has ${pkg.type === undefined ? 'no "type"' : `"type": ${JSON.stringify(pkg.type)}`}, so Node loads it as CommonJS`;
   const fix = pkg === undefined
     ? `add one with "type": "module" in the project's directory (npm init -y && npm pkg set type=module)`
     : `run \`npm pkg set type=module\` in ${dirname(pkg.packageJson)}`;
-  throw new DeployError(`cannot load ${file} as an ES module: ${why} (npm init -y writes "type": "commonjs"). An app module is an ES module: ${fix}, or rename it to ${mts}`);
+  throw new DeployError(`cannot load ${file} as an ES module: ${why}${pkg?.type === 'commonjs' ? ' (npm init -y writes that)' : ''}. An app module is an ES module: ${fix}${rename}`);
 }
 
 /** Registers tsx once, before the first TypeScript module is imported; a no-op for JavaScript modules. */

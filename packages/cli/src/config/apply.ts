@@ -36,9 +36,9 @@ async function withCodeHashes(specs: readonly AppSpec[]): Promise<AppSpec[]> {
 
 /** Refuses a file whose route prefix an application it does not list serves (left running, it would clash). */
 function checkPrefixes(loaded: LoadedConfig, running: readonly AppSpec[], plan: ConfigPlan): void {
-  loaded.config.applications.forEach((a, i) => {
+  loaded.config.applications.forEach((a) => {
     const holder = running.find((r) => plan.notInConfig.includes(r.name) && a.routePrefix !== null && r.routePrefix === a.routePrefix);
-    if (holder !== undefined) throw loaded.error(['applications', i, 'routePrefix'], `route prefix "${a.routePrefix}" is served by application "${holder.name}", which the file does not list (--prune deletes it)`);
+    if (holder !== undefined) throw loaded.error(['applications', a.index, 'routePrefix'], `route prefix "${a.routePrefix}" is served by application "${holder.name}", which the file does not list (--prune deletes it)`);
   });
 }
 
