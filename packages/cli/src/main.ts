@@ -23,7 +23,7 @@ import { LOGS_FLAGS, logsPath, printLogs } from './logs.ts';
 import { CONFIG_DEPLOY_FLAGS, deployConfig, refuseAppFlags, runConfig } from './config/apply.ts';
 import { configCommand } from './config/generate.ts';
 import { isConfigFile } from './config/schema.ts';
-import { deploymentSettled, followProgress, formatBytes, loadFraction, watchProgress, type ProgressMode, type ProgressStatus } from './progress.ts';
+import { deploymentSettled, followProgress, formatBytes, loadFraction, withProgress, type ProgressStatus } from './progress.ts';
 
 const USAGE = `usage: shoal <command> [options]
 
@@ -502,15 +502,6 @@ async function waitReadyOrFailing(head: Head, app: string, timeoutMs: number, ma
   }
 }
 
-/** Runs `work` while the deploy progress of `app` shows on stdout, when stdout is a terminal (nothing otherwise). */
-async function withProgress<T>(app: string, status: () => ProgressStatus | Promise<ProgressStatus>, mode: ProgressMode, work: () => Promise<T>): Promise<T> {
-  const progress = watchProgress({ stream: process.stdout, app, status, mode });
-  try {
-    return await work();
-  } finally {
-    await progress.stop();
-  }
-}
 
 async function serve(argv: string[]): Promise<number | undefined> {
   const { values, positionals } = parseArgs({ args: argv, options: { ...headFlags, load: { type: 'string' }, wait: { type: 'string' } }, allowPositionals: true });

@@ -279,3 +279,13 @@ export async function followProgress(opts: WatchOptions & { until: (s: ProgressS
   await w.stop();
   return held;
 }
+
+/** Runs `work` while the deploy progress of `app` shows on stdout, when stdout is a terminal (nothing otherwise). */
+export async function withProgress<T>(app: string, status: () => ProgressStatus | Promise<ProgressStatus>, mode: ProgressMode, work: () => Promise<T>): Promise<T> {
+  const progress = watchProgress({ stream: process.stdout, app, status, mode });
+  try {
+    return await work();
+  } finally {
+    await progress.stop();
+  }
+}

@@ -11,7 +11,7 @@ import type { ParseArgsConfig } from 'node:util';
 import { DeployError, InvalidOptionError, moduleCodeHash, type AppSpec } from '@shoal/core';
 import type { Head } from '@shoal/head';
 import { control } from '../control.ts';
-import { watchProgress, type ProgressMode, type ProgressStatus } from '../progress.ts';
+import { withProgress, type ProgressStatus } from '../progress.ts';
 import { formatPlan, planConfig, type ConfigPlan } from './diff.ts';
 import { loadConfig, type LoadedConfig } from './load.ts';
 import { describeStep, formatSteps, orderSteps, type Step } from './order.ts';
@@ -42,14 +42,6 @@ function checkPrefixes(loaded: LoadedConfig, running: readonly AppSpec[], plan: 
   });
 }
 
-async function withProgress<T>(app: string, status: () => ProgressStatus | Promise<ProgressStatus>, mode: ProgressMode, work: () => Promise<T>): Promise<T> {
-  const progress = watchProgress({ stream: process.stdout, app, status, mode });
-  try {
-    return await work();
-  } finally {
-    await progress.stop();
-  }
-}
 
 export interface DeployConfigOptions {
   address: string;
