@@ -1,29 +1,17 @@
 /** The shoal command as a user runs it: a child process, real workers, signals. */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { chmodSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { createServer, type AddressInfo, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { FIXTURE_APP, isAlive, startCluster, waitFor } from './helpers.ts';
+import { startShoal, type ShoalProcess } from './fixtures/cli-process.ts';
 
-const BIN = resolve(import.meta.dirname, '../packages/cli/bin/shoal.mjs');
 const TOKEN = 'cli-test-token-0123456789';
 
-function shoal(args: string[], env: Record<string, string> = {}): { child: ChildProcessWithoutNullStreams; out: () => string } {
-  const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, SHOAL_LOG_LEVEL: 'warn', ...env }, stdio: 'pipe' });
-  let out = '';
-  child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
-  child.stderr.on('data', (d: Buffer) => { out += d.toString(); });
-  return { child, out: () => out };
-}
+const shoal = (args: string[], env: Record<string, string> = {}): ShoalProcess => startShoal(args, { env: { SHOAL_LOG_LEVEL: 'warn', ...env } });
 
-async function exitOf(child: ChildProcessWithoutNullStreams): Promise<number | null> {
-  if (child.exitCode !== null) return child.exitCode;
-  return new Promise((r) => child.once('exit', (code) => r(code)));
-}
-
-async function startRun(): Promise<{ child: ChildProcessWithoutNullStreams; out: () => string; http: string; cluster: string; pids: number[] }> {
+async function startRun(): Promise<ShoalProcess & { http: string; cluster: string; pids: number[] }> {
   const run = shoal(['run', FIXTURE_APP, '--port', '0', '--http-port', '0', '--workers', '2', '--token', TOKEN]);
   await waitFor('shoal run to report ready', () => /ready: http:\/\/\S+/.test(run.out()) || run.child.exitCode !== null, 40_000);
   const http = /ready: (http:\/\/[\d.:]+)/.exec(run.out())?.[1];
@@ -42,24 +30,24 @@ describe('shoal CLI', () => {
     expect(await res.json()).toMatchObject({ n: 5 });
 
     const status = shoal(['status', '--address', run.cluster, '--token', TOKEN]);
-    expect(await exitOf(status.child)).toBe(0);
+    expect(await status.exited).toBe(0);
     expect(status.out()).toMatch(/Counter\s+HEALTHY\s+2\/2/);
     expect(status.out()).toMatch(/RUNNING/);
 
     run.child.kill('SIGINT');
-    await exitOf(run.child);
+    await run.exited;
     await waitFor('workers to exit', () => run.pids.every((p) => !isAlive(p)), 10_000);
   });
 
   it('shutdown stops a head; a wrong token is refused with a clear error', async () => {
     const run = await startRun();
     const wrong = shoal(['shutdown', '--address', run.cluster, '--token', 'wrong']);
-    expect(await exitOf(wrong.child)).toBe(1);
+    expect(await wrong.exited).toBe(1);
     expect(wrong.out()).toMatch(/401: wrong cluster token/);
     expect(run.child.exitCode).toBeNull();
     const ok = shoal(['shutdown', '--address', run.cluster], { SHOAL_TOKEN: TOKEN });
-    expect(await exitOf(ok.child)).toBe(0);
-    await exitOf(run.child);
+    expect(await ok.exited).toBe(0);
+    await run.exited;
     await waitFor('workers to exit', () => run.pids.every((p) => !isAlive(p)), 10_000);
   });
 
@@ -67,26 +55,26 @@ describe('shoal CLI', () => {
     const run = await startRun();
     try {
       const dep = shoal(['deploy', FIXTURE_APP, '--export', 'fn', '--name', 'adder', '--route-prefix', '/add', '--address', run.cluster, '--token', TOKEN]);
-      expect(await exitOf(dep.child)).toBe(0);
+      expect(await dep.exited).toBe(0);
       expect(dep.out()).toMatch(/deployed "adder"/);
       const bad = shoal(['deploy', FIXTURE_APP, '--export', 'nope', '--address', run.cluster, '--token', TOKEN]);
-      expect(await exitOf(bad.child)).toBe(1);
+      expect(await bad.exited).toBe(1);
       expect(bad.out()).toMatch(/has no export "nope"/);
     } finally {
       run.child.kill('SIGTERM');
-      await exitOf(run.child);
+      await run.exited;
     }
   });
 
   it('explains a missing file, a bad flag and an unknown command', async () => {
     const missing = shoal(['run', 'no/such/app.ts']);
-    expect(await exitOf(missing.child)).toBe(1);
+    expect(await missing.exited).toBe(1);
     expect(missing.out()).toMatch(/no such file/);
     const badFlag = shoal(['run', FIXTURE_APP, '--workers', 'two']);
-    expect(await exitOf(badFlag.child)).toBe(1);
+    expect(await badFlag.exited).toBe(1);
     expect(badFlag.out()).toMatch(/--workers.*integer/);
     const unknown = shoal(['frobnicate']);
-    expect(await exitOf(unknown.child)).toBe(2);
+    expect(await unknown.exited).toBe(2);
     expect(unknown.out()).toMatch(/unknown command "frobnicate"/);
   });
 });
@@ -96,15 +84,12 @@ describe('shoal CLI', () => {
  * where it should have refused) is stopped with SIGTERM, so that it and its workers do not outlive the test.
  */
 async function shoalToEnd(args: string[], env: Record<string, string> = {}, limitMs = 30_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, SHOAL_LOG_LEVEL: 'warn', ...env }, stdio: 'pipe' });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (d: Buffer) => { stdout += d.toString(); });
-  child.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
-  const timer = setTimeout(() => { stderr += `[still running after ${limitMs} ms: stopped]\n`; child.kill('SIGTERM'); }, limitMs);
-  const code = await exitOf(child);
+  const p = shoal(args, env);
+  let stopped = '';
+  const timer = setTimeout(() => { stopped = `[still running after ${limitMs} ms: stopped]\n`; p.child.kill('SIGTERM'); }, limitMs);
+  const code = await p.exited;
   clearTimeout(timer);
-  return { code, stdout, stderr };
+  return { code, stdout: p.stdout(), stderr: p.stderr() + stopped };
 }
 
 describe('shoal CLI: busy ports', () => {

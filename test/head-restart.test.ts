@@ -5,17 +5,16 @@
  * failures.
  */
 import { afterAll, describe, expect, it } from 'vitest';
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { env } from '@shoal/core';
 import { FIXTURE_APP, freePort, isAlive, waitFor } from './helpers.ts';
 import { redisServerAvailable, startRedisServer } from '../packages/head/test/redis-server.ts';
+import { clusterStatus, ShoalProcesses, type ShoalProcess } from './fixtures/cli-process.ts';
 
-const BIN = resolve(import.meta.dirname, '../packages/cli/bin/shoal.mjs');
 const TOKEN = 'head-restart-token-0123456789';
-const started: number[] = [];
+const cli = new ShoalProcesses({ SHOAL_TOKEN: TOKEN, SHOAL_LOG_LEVEL: 'warn', SHOAL_HEARTBEAT_MS: '200', SHOAL_WORKER_TIMEOUT_MS: '1500' });
 
 interface Status {
   applications: Array<{ deployments: Array<{ name: string; running: number; numReplicas: number }> }>;
@@ -23,28 +22,7 @@ interface Status {
   workers: Array<{ workerId: string; pid?: number; state: string }>;
 }
 
-function shoal(args: string[]): { child: ChildProcessWithoutNullStreams; out: () => string } {
-  const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, SHOAL_TOKEN: TOKEN, SHOAL_LOG_LEVEL: 'warn', SHOAL_HEARTBEAT_MS: '200', SHOAL_WORKER_TIMEOUT_MS: '1500' }, stdio: 'pipe' });
-  if (child.pid !== undefined) started.push(child.pid);
-  let out = '';
-  child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
-  child.stderr.on('data', (d: Buffer) => { out += d.toString(); });
-  return { child, out: () => out };
-}
-
-function exitOf(child: ChildProcessWithoutNullStreams): Promise<number | null> {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(child.exitCode);
-  return new Promise((r) => child.once('exit', (code) => r(code)));
-}
-
-async function status(port: number): Promise<Status | undefined> {
-  try {
-    const res = await fetch(`http://127.0.0.1:${port}/api/status`, { headers: { authorization: `Bearer ${TOKEN}` } });
-    return res.ok ? await res.json() as Status : undefined;
-  } catch {
-    return undefined;
-  }
-}
+const status = (port: number): Promise<Status | undefined> => clusterStatus<Status>(port, TOKEN);
 
 /** Client loops of GET requests; counts answers that are not 200. */
 function load(httpPort: number, loops: number): { stop: () => Promise<{ ok: number; failed: number; errors: string[] }> } {
@@ -67,20 +45,18 @@ function load(httpPort: number, loops: number): { stop: () => Promise<{ ok: numb
 }
 
 /** Starts a head with 2 local workers, deploys the fixture app, and returns its worker pids and replica ids. */
-async function startDeployed(args: string[], port: number): Promise<{ head: ReturnType<typeof shoal>; pids: number[]; replicaIds: string[] }> {
-  const head = shoal(args);
+async function startDeployed(args: string[], port: number): Promise<{ head: ShoalProcess; pids: number[]; replicaIds: string[] }> {
+  const head = cli.start(args);
   await waitFor('the head and its workers', async () => ((await status(port))?.workers.length ?? 0) === 2, 30_000);
-  const dep = shoal(['deploy', FIXTURE_APP, '--address', `ws://127.0.0.1:${port}`]);
-  expect(await exitOf(dep.child), dep.out()).toBe(0);
+  const dep = cli.start(['deploy', FIXTURE_APP, '--address', `ws://127.0.0.1:${port}`]);
+  expect(await dep.exited, dep.out()).toBe(0);
   const before = (await status(port))!;
   const pids = before.workers.map((w) => w.pid!).sort();
-  for (const pid of pids) started.push(pid);
+  for (const pid of pids) cli.adopt(pid);
   return { head, pids, replicaIds: before.replicas.map((r) => r.replicaId).sort() };
 }
 
-afterAll(() => {
-  for (const pid of started) { try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ } }
-});
+afterAll(() => cli.stopAll());
 
 describe('head restart', () => {
   it('SIGKILL the head under load, start it again: 0 failed requests, the same replica processes are adopted', async () => {
@@ -95,12 +71,12 @@ describe('head restart', () => {
       const traffic = load(httpPort, 8);
       await new Promise((r) => setTimeout(r, 1000));
       head1.child.kill('SIGKILL');
-      await exitOf(head1.child);
+      await head1.exited;
       // No head: the workers keep serving (counted by the load loops).
       await new Promise((r) => setTimeout(r, 1500));
       expect(pids.every(isAlive)).toBe(true);
 
-      const head2 = shoal(args);
+      const head2 = cli.start(args);
       await waitFor('the new head to adopt every replica', async () => {
         const s = await status(port);
         return s !== undefined && s.replicas.filter((r) => r.state === 'RUNNING').map((r) => r.replicaId).sort().join() === replicaIds.join();
@@ -111,11 +87,11 @@ describe('head restart', () => {
       expect(after.replicas.map((r) => r.replicaId).sort()).toEqual(replicaIds);
 
       // A planned restart: the head goes, the workers stay.
-      const stopOnly = shoal(['shutdown', '--keep-workers', '--address', `ws://127.0.0.1:${port}`]);
-      expect(await exitOf(stopOnly.child)).toBe(0);
-      expect(await exitOf(head2.child)).toBe(0);
+      const stopOnly = cli.start(['shutdown', '--keep-workers', '--address', `ws://127.0.0.1:${port}`]);
+      expect(await stopOnly.exited).toBe(0);
+      expect(await head2.exited).toBe(0);
       await new Promise((r) => setTimeout(r, 500));
-      const head3 = shoal(args);
+      const head3 = cli.start(args);
       await waitFor('the third head to adopt every replica', async () => {
         const s = await status(port);
         return s !== undefined && s.replicas.filter((r) => r.state === 'RUNNING').map((r) => r.replicaId).sort().join() === replicaIds.join() && s.workers.length === 2;
@@ -128,7 +104,7 @@ describe('head restart', () => {
 
       // SIGTERM: drains and exits 0, taking the workers with it.
       head3.child.kill('SIGTERM');
-      expect(await exitOf(head3.child), head3.out()).toBe(0);
+      expect(await head3.exited, head3.out()).toBe(0);
       await waitFor('workers to exit', () => pids.every((p) => !isAlive(p)), 20_000);
     } finally {
       rmSync(dataDir, { recursive: true, force: true });
@@ -146,16 +122,16 @@ describe('head restart', () => {
       const { head: head1, pids, replicaIds } = await startDeployed(args, port);
 
       // Two heads on one store never split: the second refuses, naming the first.
-      const second = shoal(['start', '--workers', '0', '--port', String(await freePort()), '--http-port', String(await freePort()), '--store', redis.url, '--store-prefix', 'restart-test:']);
-      expect(await exitOf(second.child)).toBe(1);
+      const second = cli.start(['start', '--workers', '0', '--port', String(await freePort()), '--http-port', String(await freePort()), '--store', redis.url, '--store-prefix', 'restart-test:']);
+      expect(await second.exited).toBe(1);
       expect(second.out()).toMatch(new RegExp(`held by another head: .*pid=${head1.child.pid}.*--standby`));
 
       const traffic = load(httpPort, 4);
       head1.child.kill('SIGKILL');
-      await exitOf(head1.child);
+      await head1.exited;
       await new Promise((r) => setTimeout(r, 500));
       // The lease of a SIGKILLed head expires (10 s TTL); the next head waits for it as a standby.
-      const head2 = shoal([...args, '--standby']);
+      const head2 = cli.start([...args, '--standby']);
       await waitFor('the new head to adopt every replica', async () => {
         const s = await status(port);
         return s !== undefined && s.replicas.filter((r) => r.state === 'RUNNING').map((r) => r.replicaId).sort().join() === replicaIds.join();
@@ -165,7 +141,7 @@ describe('head restart', () => {
       expect(counts.ok).toBeGreaterThan(50);
       expect((await status(port))!.workers.map((w) => w.pid!).sort()).toEqual(pids);
       head2.child.kill('SIGTERM');
-      expect(await exitOf(head2.child)).toBe(0);
+      expect(await head2.exited).toBe(0);
       await waitFor('workers to exit', () => pids.every((p) => !isAlive(p)), 20_000);
     } finally {
       await redis.stop();

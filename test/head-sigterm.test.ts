@@ -4,45 +4,21 @@
  * replicas. --on-sigterm chooses otherwise, and is checked. Real processes: `shoal start`, `shoal worker`, `shoal deploy`.
  */
 import { afterAll, describe, expect, it } from 'vitest';
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { FIXTURE_APP, freePort, isAlive, waitFor } from './helpers.ts';
+import { clusterStatus, ShoalProcesses } from './fixtures/cli-process.ts';
 
-const BIN = resolve(import.meta.dirname, '../packages/cli/bin/shoal.mjs');
 const TOKEN = 'head-sigterm-token-0123456789';
-const started: ChildProcessWithoutNullStreams[] = [];
-const dirs: string[] = [];
-
-afterAll(() => {
-  for (const c of started) if (c.exitCode === null && c.signalCode === null) process.kill(c.pid!, 'SIGKILL');
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
-});
-
-function shoal(args: string[]): { child: ChildProcessWithoutNullStreams; out: () => string; exited: Promise<number | null> } {
-  const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, SHOAL_TOKEN: TOKEN, SHOAL_LOG_LEVEL: 'warn', SHOAL_HEARTBEAT_MS: '200', SHOAL_WORKER_TIMEOUT_MS: '1500' }, stdio: 'pipe' });
-  started.push(child);
-  let out = '';
-  child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
-  child.stderr.on('data', (d: Buffer) => { out += d.toString(); });
-  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
-  return { child, out: () => out, exited };
-}
+const cli = new ShoalProcesses({ SHOAL_TOKEN: TOKEN, SHOAL_LOG_LEVEL: 'warn', SHOAL_HEARTBEAT_MS: '200', SHOAL_WORKER_TIMEOUT_MS: '1500' });
+afterAll(() => cli.stopAll());
 
 interface Status {
   replicas: Array<{ replicaId: string; state: string; workerId: string }>;
   workers: Array<{ workerId: string; pid?: number; state: string }>;
 }
 
-async function status(port: number): Promise<Status | undefined> {
-  try {
-    const res = await fetch(`http://127.0.0.1:${port}/api/status`, { headers: { authorization: `Bearer ${TOKEN}` } });
-    return res.ok ? await res.json() as Status : undefined;
-  } catch {
-    return undefined;
-  }
-}
+const status = (port: number): Promise<Status | undefined> => clusterStatus<Status>(port, TOKEN);
 
 async function incr(httpPort: number): Promise<number> {
   const res = await fetch(`http://127.0.0.1:${httpPort}/incr?by=1`, { headers: { 'x-shoal-timeout-ms': '5000' }, signal: AbortSignal.timeout(6000) });
@@ -55,13 +31,12 @@ const running = (s: Status | undefined): string => (s?.replicas ?? []).filter((r
 describe('SIGTERM to a head', () => {
   it('with --workers 0: only the head stops; the remote worker serves on and rejoins the next head with its replicas', async () => {
     const [port, headHttp, workerHttp] = [await freePort(), await freePort(), await freePort()];
-    const dir = mkdtempSync(join(tmpdir(), 'shoal-sigterm-'));
-    dirs.push(dir);
+    const dir = cli.tempDir('shoal-sigterm-');
     const args = ['start', '--workers', '0', '--port', String(port), '--http-port', String(headHttp), '--data-dir', dir];
-    const head1 = shoal(args);
-    const worker = shoal(['worker', '--address', `ws://127.0.0.1:${port}`, '--http-port', String(workerHttp), '--cpus', '8']);
+    const head1 = cli.start(args);
+    const worker = cli.start(['worker', '--address', `ws://127.0.0.1:${port}`, '--http-port', String(workerHttp), '--cpus', '8']);
     await waitFor('the worker to join', async () => (await status(port))?.workers.length === 1, 30_000);
-    const dep = shoal(['deploy', FIXTURE_APP, '--address', `ws://127.0.0.1:${port}`]);
+    const dep = cli.start(['deploy', FIXTURE_APP, '--address', `ws://127.0.0.1:${port}`]);
     expect(await dep.exited, dep.out()).toBe(0);
     const before = (await status(port))!;
     const replicaIds = running(before);
@@ -78,7 +53,7 @@ describe('SIGTERM to a head', () => {
     for (let i = 0; i < 5; i++) expect(await incr(workerHttp)).toBe(200);
     expect(isAlive(worker.child.pid!)).toBe(true);
 
-    const head2 = shoal(args);
+    const head2 = cli.start(args);
     await waitFor('the next head to get the worker and its replicas back', async () => running(await status(port)) === replicaIds, 30_000);
     const after = (await status(port))!;
     expect(after.workers.map((w) => w.pid)).toEqual([worker.child.pid]);
@@ -88,7 +63,7 @@ describe('SIGTERM to a head', () => {
     // --on-sigterm stop: the full stop, as with local workers.
     head2.child.kill('SIGKILL');
     await head2.exited;
-    const head3 = shoal([...args, '--on-sigterm', 'stop']);
+    const head3 = cli.start([...args, '--on-sigterm', 'stop']);
     await waitFor('the third head to get the worker back', async () => running(await status(port)) === replicaIds, 30_000);
     head3.child.kill('SIGTERM');
     expect(await head3.exited, head3.out()).toBe(0);
@@ -98,10 +73,10 @@ describe('SIGTERM to a head', () => {
   }, 120_000);
 
   it('rejects a bad --on-sigterm, and keep-workers for a head whose state is a temporary directory, naming the flag', async () => {
-    const bad = shoal(['start', '--workers', '0', '--port', String(await freePort()), '--http-port', '0', '--on-sigterm', 'linger']);
+    const bad = cli.start(['start', '--workers', '0', '--port', String(await freePort()), '--http-port', '0', '--on-sigterm', 'linger']);
     expect(await bad.exited).toBe(1);
     expect(bad.out()).toContain('--on-sigterm: must be keep-workers or stop');
-    const temp = shoal(['start', '--workers', '0', '--port', '0', '--http-port', '0', '--on-sigterm', 'keep-workers']);
+    const temp = cli.start(['start', '--workers', '0', '--port', '0', '--http-port', '0', '--on-sigterm', 'keep-workers']);
     expect(await temp.exited).toBe(1);
     expect(temp.out()).toContain('--on-sigterm: keep-workers needs a state store a next head can open (--data-dir or --store)');
   });

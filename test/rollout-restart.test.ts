@@ -4,78 +4,54 @@
  * and `shoal status` shows the versions and the decisions. Real processes, real SIGKILL, the real CLI.
  */
 import { afterAll, describe, expect, it } from 'vitest';
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import { freePort, waitFor } from './helpers.ts';
+import { clusterStatus, ShoalProcesses } from './fixtures/cli-process.ts';
 
-const BIN = resolve(import.meta.dirname, '../packages/cli/bin/shoal.mjs');
 const MODULE = resolve(import.meta.dirname, 'fixtures/rollout-app.ts');
 const TOKEN = 'rollout-restart-token-0123456789';
-const started: ChildProcessWithoutNullStreams[] = [];
-const dirs: string[] = [];
-
-function shoal(args: string[]): { child: ChildProcessWithoutNullStreams; out: () => string; exit: Promise<number | null> } {
-  const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, SHOAL_TOKEN: TOKEN, SHOAL_LOG_LEVEL: 'warn', SHOAL_HEARTBEAT_MS: '200', SHOAL_WORKER_TIMEOUT_MS: '1500' }, stdio: 'pipe' });
-  started.push(child);
-  let out = '';
-  child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
-  child.stderr.on('data', (d: Buffer) => { out += d.toString(); });
-  const exit = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
-  return { child, out: () => out, exit };
-}
+const cli = new ShoalProcesses({ SHOAL_TOKEN: TOKEN, SHOAL_LOG_LEVEL: 'warn', SHOAL_HEARTBEAT_MS: '200', SHOAL_WORKER_TIMEOUT_MS: '1500' });
 
 interface Dep { version: string; versions: Array<{ id: string; running: number; current: boolean }>; rollout?: { phase: string; from: string; to: string; percent: number }; decisions: Array<{ action: string }> }
 
 async function deploymentOf(port: number): Promise<Dep | undefined> {
-  try {
-    const res = await fetch(`http://127.0.0.1:${port}/api/status`, { headers: { authorization: `Bearer ${TOKEN}` } });
-    if (!res.ok) return undefined;
-    const st = await res.json() as { applications: Array<{ name: string; deployments: Dep[] }> };
-    return st.applications.find((a) => a.name === 'r')?.deployments[0];
-  } catch {
-    return undefined;
-  }
+  const st = await clusterStatus<{ applications: Array<{ name: string; deployments: Dep[] }> }>(port, TOKEN);
+  return st?.applications.find((a) => a.name === 'r')?.deployments[0];
 }
 
-afterAll(() => {
-  for (const c of started) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
-});
+afterAll(() => cli.stopAll());
 
 describe('a rollout across a head restart', () => {
   it('resumes the canary after SIGKILL of the head, then shoal rollback returns to the stable version', { timeout: 120_000 }, async () => {
     const port = await freePort();
     const httpPort = await freePort();
-    const dataDir = mkdtempSync(join(tmpdir(), 'shoal-rollout-'));
-    dirs.push(dataDir);
+    const dataDir = cli.tempDir('shoal-rollout-');
     const args = ['start', '--port', String(port), '--http-port', String(httpPort), '--workers', '2', '--data-dir', dataDir];
     const address = ['--address', `ws://127.0.0.1:${port}`];
-    let head = shoal(args);
+    let head = cli.start(args);
     await waitFor('the head', async () => (await fetch(`http://127.0.0.1:${port}/api/healthz`).then((r) => r.ok, () => false)), 30_000);
-    const d1 = shoal(['deploy', MODULE, '--export', 'canaryV1', '--name', 'r', ...address]);
-    expect(await d1.exit, d1.out()).toBe(0);
-    const d2 = shoal(['deploy', MODULE, '--export', 'canaryV2', '--name', 'r', ...address]);
-    expect(await d2.exit, d2.out()).toBe(0);
+    const d1 = cli.start(['deploy', MODULE, '--export', 'canaryV1', '--name', 'r', ...address]);
+    expect(await d1.exited, d1.out()).toBe(0);
+    const d2 = cli.start(['deploy', MODULE, '--export', 'canaryV2', '--name', 'r', ...address]);
+    expect(await d2.exited, d2.out()).toBe(0);
     const before = (await deploymentOf(port))!;
     expect(before.rollout).toMatchObject({ phase: 'canary', percent: 25 });
 
     head.child.kill('SIGKILL');
-    await head.exit;
-    head = shoal(args);
+    await head.exited;
+    head = cli.start(args);
     await waitFor('the new head to resume the canary', async () => (await deploymentOf(port))?.rollout?.phase === 'canary', 30_000);
     const after = (await deploymentOf(port))!;
     expect(after.rollout).toMatchObject({ phase: 'canary', from: before.rollout!.from, to: before.rollout!.to, percent: 25 });
     expect(after.versions.map((v) => v.id)).toEqual(before.versions.map((v) => v.id));
 
-    const status = shoal(['status', ...address]);
-    expect(await status.exit).toBe(0);
+    const status = cli.start(['status', ...address]);
+    expect(await status.exited).toBe(0);
     expect(status.out()).toContain('VERSIONS');
     expect(status.out()).toMatch(/ROLLOUTS\n {2}r\/Model: canary/);
 
-    const rb = shoal(['rollback', 'Model', ...address]);
-    expect(await rb.exit, rb.out()).toBe(0);
+    const rb = cli.start(['rollback', 'Model', ...address]);
+    expect(await rb.exited, rb.out()).toBe(0);
     expect(rb.out()).toContain(`rolling back from ${before.rollout!.to} to ${before.rollout!.from}`);
     await waitFor('the stable version alone', async () => {
       const d = await deploymentOf(port);
@@ -83,12 +59,12 @@ describe('a rollout across a head restart', () => {
     }, 30_000);
     const body = await (await fetch(`http://127.0.0.1:${httpPort}/?x=3`)).json() as { version: string };
     expect(body.version).toBe('v1');
-    const none = shoal(['promote', 'r/Model', ...address]);
-    expect(await none.exit).toBe(1);
+    const none = cli.start(['promote', 'r/Model', ...address]);
+    expect(await none.exited).toBe(1);
     expect(none.out()).toContain('no shadow, canary or experiment to promote');
 
-    const stop = shoal(['shutdown', ...address]);
-    expect(await stop.exit).toBe(0);
-    await head.exit;
+    const stop = cli.start(['shutdown', ...address]);
+    expect(await stop.exited).toBe(0);
+    await head.exited;
   });
 });

@@ -5,44 +5,16 @@
  * `shoal worker`, started before its head, and `shoal start --workers 0`.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import { loadAppSpec } from '../packages/cli/src/main.ts';
 import { freePort, waitFor } from './helpers.ts';
+import { httpStatus, ShoalProcesses } from './fixtures/cli-process.ts';
 
-const BIN = resolve(import.meta.dirname, '../packages/cli/bin/shoal.mjs');
 const APP = resolve(import.meta.dirname, 'fixtures/worker-readiness-app.ts');
 const TOKEN = 'worker-readiness-token-0123456789';
 
-const children: ChildProcessWithoutNullStreams[] = [];
-const dirs: string[] = [];
-afterEach(() => {
-  for (const c of children.splice(0)) if (c.exitCode === null && c.signalCode === null) process.kill(c.pid!, 'SIGKILL');
-  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
-});
-
-function shoal(args: string[]): { child: ChildProcessWithoutNullStreams; out: () => string; exited: Promise<number | null> } {
-  const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, SHOAL_TOKEN: TOKEN, SHOAL_HEARTBEAT_MS: '200' }, stdio: 'pipe' });
-  children.push(child);
-  let out = '';
-  child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
-  child.stderr.on('data', (d: Buffer) => { out += d.toString(); });
-  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
-  return { child, out: () => out, exited };
-}
-
-/** The HTTP status, or 0 when nothing listens (a probe that fails all the same). */
-async function status(url: string): Promise<number> {
-  try {
-    const res = await fetch(url, { signal: AbortSignal.timeout(2000) });
-    await res.arrayBuffer();
-    return res.status;
-  } catch {
-    return 0;
-  }
-}
+const cli = new ShoalProcesses({ SHOAL_TOKEN: TOKEN, SHOAL_HEARTBEAT_MS: '200' });
+afterEach(() => cli.stopAll());
 
 async function control(port: number, method: string, path: string, body?: unknown): Promise<unknown> {
   const res = await fetch(`http://127.0.0.1:${port}${path}`, {
@@ -57,33 +29,32 @@ describe('a worker\'s own readiness, /-/ready/worker', () => {
   it('is not ready before joining, ready once joined while an application cannot start (/-/ready: 503), and stays ready while the head is away', async () => {
     const headPort = await freePort();
     const httpPort = await freePort();
-    const worker = shoal(['worker', '--address', `ws://127.0.0.1:${headPort}`, '--http-port', String(httpPort), '--data-port', '0']);
+    const worker = cli.start(['worker', '--address', `ws://127.0.0.1:${headPort}`, '--http-port', String(httpPort), '--data-port', '0']);
     const base = `http://127.0.0.1:${httpPort}`;
     await waitFor('the worker to wait for its head', () => worker.out().includes('cannot reach the head yet; retrying'));
     // Before it has joined, a worker has no applications and no route table: its HTTP port is not open yet.
-    expect(await status(`${base}/-/ready/worker`)).toBe(0);
+    expect(await httpStatus(`${base}/-/ready/worker`)).toBe(0);
 
-    const dir = mkdtempSync(join(tmpdir(), 'shoal-worker-readiness-'));
-    dirs.push(dir);
+    const dir = cli.tempDir('shoal-worker-readiness-');
     const headHttp = await freePort();
-    const head = shoal(['start', '--workers', '0', '--port', String(headPort), '--http-port', String(headHttp), '--data-dir', dir, '--on-sigterm', 'keep-workers']);
-    await waitFor(`the worker to be ready once joined\n${worker.out()}`, async () => (await status(`${base}/-/ready/worker`)) === 200, 30_000);
+    const head = cli.start(['start', '--workers', '0', '--port', String(headPort), '--http-port', String(headHttp), '--data-dir', dir, '--on-sigterm', 'keep-workers']);
+    await waitFor(`the worker to be ready once joined\n${worker.out()}`, async () => (await httpStatus(`${base}/-/ready/worker`)) === 200, 30_000);
     expect(await (await fetch(`${base}/-/ready/worker`)).json()).toEqual({ status: 'ready' });
     // A worker's endpoint: the head's own ingress has no worker readiness to give.
-    await waitFor('the head\'s ingress to listen', async () => (await status(`http://127.0.0.1:${headHttp}/-/healthz`)) === 200);
-    expect(await status(`http://127.0.0.1:${headHttp}/-/ready/worker`)).toBe(404);
+    await waitFor('the head\'s ingress to listen', async () => (await httpStatus(`http://127.0.0.1:${headHttp}/-/healthz`)) === 200);
+    expect(await httpStatus(`http://127.0.0.1:${headHttp}/-/ready/worker`)).toBe(404);
 
     await control(headPort, 'POST', '/api/apps?wait=30000', await loadAppSpec(APP, { exportName: 'ok', name: 'ok', routePrefix: '/ok' }));
-    expect(await status(`${base}/-/ready`)).toBe(200);
+    expect(await httpStatus(`${base}/-/ready`)).toBe(200);
     // No wait: its one deployment never starts.
     await control(headPort, 'POST', '/api/apps', await loadAppSpec(APP, { exportName: 'broken', name: 'broken', routePrefix: '/broken' }));
     await waitFor('the broken deployment to have failed to start', () => worker.out().includes('this deployment never starts'), 30_000);
     await waitFor('the worker to have the broken application', async () => ((await (await fetch(`${base}/-/routes`)).json()) as Record<string, string>)['/broken'] === 'broken');
     // The cluster is not ready (a deployment has no running replica anywhere); this worker is, and serves `ok`.
     for (let i = 0; i < 3; i++) {
-      expect(await status(`${base}/-/ready`)).toBe(503);
-      expect(await status(`http://127.0.0.1:${headPort}/-/ready`)).toBe(503);
-      expect(await status(`${base}/-/ready/worker`)).toBe(200);
+      expect(await httpStatus(`${base}/-/ready`)).toBe(503);
+      expect(await httpStatus(`http://127.0.0.1:${headPort}/-/ready`)).toBe(503);
+      expect(await httpStatus(`${base}/-/ready/worker`)).toBe(200);
       const res = await fetch(`${base}/ok/x`);
       expect(res.status).toBe(200);
       expect(await res.json()).toMatchObject({ ok: true, path: '/x' });
@@ -94,8 +65,8 @@ describe('a worker\'s own readiness, /-/ready/worker', () => {
     head.child.kill('SIGTERM');
     expect(await head.exited).toBe(0);
     await waitFor('the worker to notice the head is gone', () => worker.out().includes('lost the head; still serving'), 20_000);
-    expect(await status(`${base}/-/ready/worker`)).toBe(200);
-    expect(await status(`${base}/ok/y`)).toBe(200);
+    expect(await httpStatus(`${base}/-/ready/worker`)).toBe(200);
+    expect(await httpStatus(`${base}/ok/y`)).toBe(200);
 
     worker.child.kill('SIGTERM');
     expect(await worker.exited).toBe(0);

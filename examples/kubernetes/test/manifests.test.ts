@@ -14,7 +14,7 @@
  *  - the Dockerfile's COPY sources and scripts exist, its entrypoint is the CLI's bin, its base images are pinned.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { delimiter, join, resolve } from 'node:path';
@@ -22,13 +22,13 @@ import { parse as parseYaml, parseAllDocuments } from 'yaml';
 import { parseConfig } from '../../../packages/cli/src/config/schema.ts';
 import { ConfigError } from '../../../packages/cli/src/config/errors.ts';
 import { env } from '@shoal/core';
-import { freePort, isAlive, waitFor } from '../../../test/helpers.ts';
+import { freePort, waitFor } from '../../../test/helpers.ts';
+import { httpStatus, ShoalProcesses } from '../../../test/fixtures/cli-process.ts';
 import { redisServerAvailable, startRedisServer } from '../../../packages/head/test/redis-server.ts';
 import { KustomizeError, podSpecOf, readYamlDocuments, render, type K8sObject } from './kustomize.ts';
 
 const HERE = resolve(import.meta.dirname, '..');
 const ROOT = resolve(HERE, '../..');
-const BIN = join(ROOT, 'packages/cli/bin/shoal.mjs');
 const OVERLAYS = readdirSync(join(HERE, 'overlays')).sort();
 const DIRS = ['base', ...OVERLAYS.map((o) => `overlays/${o}`)];
 const DOC = readFileSync(join(ROOT, 'docs/KUBERNETES.md'), 'utf8');
@@ -496,20 +496,17 @@ describe('base and redis manifests, run as local processes', () => {
   let current = 'base';
   const objs = (): K8sObject[] => objectsOf(current);
   const TOKEN = 'manifest-test-token-0123456789';
-  const procs: ChildProcess[] = [];
-  const dirs: string[] = [];
   const stops: Array<() => Promise<void>> = [];
+  /** What every process this test started printed, in one log. */
   let logs = '';
+  const cli = new ShoalProcesses({ SHOAL_TOKEN: TOKEN, SHOAL_LOG_LEVEL: 'warn' }, { onOutput: (text) => { logs += text; } });
   let ports = new Map<string, number>();
   /** The local Redis that stands in for the Service shoal-redis. */
   let redisUrl: string | undefined;
 
   afterAll(async () => {
-    for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGTERM');
-    await waitFor('the processes this test started to exit', () => procs.every((p) => p.pid === undefined || !isAlive(p.pid)), 20_000).catch(() => {
-      for (const p of procs) if (p.exitCode === null) p.kill('SIGKILL');
-    });
-    for (const d of dirs) rmSync(d, { recursive: true, force: true });
+    // SIGTERM first, so that a head stops its local workers too.
+    await cli.stopAll(20_000);
     for (const stop of stops) await stop();
   });
 
@@ -556,9 +553,7 @@ describe('base and redis manifests, run as local processes', () => {
         out.push(a, redisUrl!);
         i++;
       } else if (a === '--data-dir') {
-        const d = mkdtempSync(join(tmpdir(), 'shoal-k8s-head-'));
-        dirs.push(d);
-        out.push(a, d);
+        out.push(a, cli.tempDir('shoal-k8s-head-'));
         i++;
       } else out.push(files[a] ?? a);
     }
@@ -566,27 +561,13 @@ describe('base and redis manifests, run as local processes', () => {
   }
 
   function spawnShoal(args: string[]): ChildProcess {
-    const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, SHOAL_TOKEN: TOKEN, SHOAL_LOG_LEVEL: 'warn' }, stdio: ['ignore', 'pipe', 'pipe'] });
-    child.stdout!.on('data', (d: Buffer) => { logs += d.toString(); });
-    child.stderr!.on('data', (d: Buffer) => { logs += d.toString(); });
-    procs.push(child);
-    return child;
+    return cli.start(args).child;
   }
 
   /** The exit code, or a failure naming the command and its output once `timeoutMs` passes. */
   async function exitOf(child: ChildProcess, what: string, timeoutMs = 60_000): Promise<number | null> {
     await waitFor(`${what} to exit\n${logs}`, () => child.exitCode !== null || child.signalCode !== null, timeoutMs);
     return child.exitCode;
-  }
-
-  async function status(url: string): Promise<number> {
-    try {
-      const res = await fetch(url, { signal: AbortSignal.timeout(2000) });
-      await res.arrayBuffer();
-      return res.status;
-    } catch {
-      return 0;
-    }
   }
 
   /** Waits until every probe of the container answers 200 on the port it names (mapped to the local port). */
@@ -596,7 +577,7 @@ describe('base and redis manifests, run as local processes', () => {
       if (probe?.httpGet === undefined) continue;
       const local = ports.get(`${owner.metadata.name}:${containerPort(c, probe.httpGet.port)}`)!;
       const url = `http://127.0.0.1:${local}${probe.httpGet.path}`;
-      await waitFor(`${owner.metadata.name} ${kind} probe ${url} to answer 200\n${logs}`, async () => (await status(url)) === 200, 30_000);
+      await waitFor(`${owner.metadata.name} ${kind} probe ${url} to answer 200\n${logs}`, async () => (await httpStatus(url)) === 200, 30_000);
       seen.push(`${kind} ${probe.httpGet.path}`);
     }
     return seen;
@@ -630,14 +611,13 @@ describe('base and redis manifests, run as local processes', () => {
     expect(await probesPass(worker, wc)).toEqual(['startup /-/healthz', 'liveness /-/healthz', 'readiness /-/ready/worker']);
     const headPort = ports.get(`${head.metadata.name}:${flag(hc, '--port')}`)!;
     const annotations = (head.spec as { template: { metadata: { annotations: Record<string, string> } } }).template.metadata.annotations;
-    expect(await status(`http://127.0.0.1:${headPort}${annotations['prometheus.io/path']}`)).toBe(200);
+    expect(await httpStatus(`http://127.0.0.1:${headPort}${annotations['prometheus.io/path']}`)).toBe(200);
 
     // The Job, with its ConfigMap's config.yaml as the file it names and the application where the image has it.
     const job = shoalContainers(objs()).find(({ c }) => commandOf(c) === 'deploy')!;
     const file = job.c.args![1]!;
     const cm = (find(objs(), 'ConfigMap', 'shoal-config') as unknown as { data: Record<string, string> }).data;
-    const confDir = mkdtempSync(join(tmpdir(), 'shoal-k8s-config-'));
-    dirs.push(confDir);
+    const confDir = cli.tempDir('shoal-k8s-config-');
     const text = cm[file.split('/').at(-1)!]!.replace(/importPath: \/app\/app\.ts/g, `importPath: ${join(ROOT, 'examples/hello/app.ts')}`);
     writeFileSync(join(confDir, 'config.yaml'), text);
     // The CLI imports the application where it runs (docs/KUBERNETES.md): an importPath only the image has is a bad
@@ -652,7 +632,7 @@ describe('base and redis manifests, run as local processes', () => {
     const deploy = spawnShoal(await localArgs(job.owner, job.c, { [file]: join(confDir, 'config.yaml') }));
     expect(await exitOf(deploy, 'shoal deploy (the Job)', 120_000), logs).toBe(0);
     const workerHttp = ports.get(`${worker.metadata.name}:${flag(wc, '--http-port')}`)!;
-    await waitFor(`the worker to be ready with the application\n${logs}`, async () => (await status(`http://127.0.0.1:${workerHttp}/-/ready`)) === 200, 60_000);
+    await waitFor(`the worker to be ready with the application\n${logs}`, async () => (await httpStatus(`http://127.0.0.1:${workerHttp}/-/ready`)) === 200, 60_000);
     const answer = await fetch(`http://127.0.0.1:${workerHttp}/?text=a+great+day`);
     expect(answer.status).toBe(200);
     expect(await answer.json()).toMatchObject({ label: 'positive' });

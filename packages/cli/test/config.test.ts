@@ -319,13 +319,15 @@ describe('config diff', () => {
 
 describe('config apply order', () => {
   const app = async (name: string, routePrefix: string | null): Promise<AppSpec> => ({ ...await specOf(FIXTURE, 'default', name, routePrefix), codeHash: await moduleCodeHash(FIXTURE) });
+  /** Applications of the fixture, each `[name, routePrefix]`. */
+  const apps = async (list: Array<[string, string]>): Promise<AppSpec[]> => { const out: AppSpec[] = []; for (const [name, prefix] of list) out.push(await app(name, prefix)); return out; };
+  /** The steps that take the cluster from `running` to `wanted`, in the order `shoal deploy` applies them. */
+  const stepsOf = (wanted: AppSpec[], running: AppSpec[], prune: boolean): ReturnType<typeof orderSteps> => orderSteps(planConfig(wanted, running, prune), running);
 
   it('deletes pruned applications first, frees a route prefix before another application takes it', async () => {
-    const running = [await app('old', '/x'), await app('a', '/a'), await app('b', '/b')];
+    const running = await apps([['old', '/x'], ['a', '/a'], ['b', '/b']]);
     // b moves to /c, then a can take /b; new takes /x once old is deleted, though the file lists it first.
-    const plan = planConfig([await app('new', '/x'), await app('a', '/b'), await app('b', '/c')], running, true);
-    const steps = orderSteps(plan, running);
-    expect(formatSteps(steps)).toBe([
+    expect(formatSteps(stepsOf(await apps([['new', '/x'], ['a', '/b'], ['b', '/c']]), running, true))).toBe([
       '  1. delete application "old" (not in config, --prune)',
       '  2. application "new": created',
       '  3. application "b": updated (route prefix "/b" -> "/c")',
@@ -335,9 +337,8 @@ describe('config apply order', () => {
   });
 
   it('breaks a swap of route prefixes by parking one application with no route prefix first', async () => {
-    const running = [await app('a', '/a'), await app('b', '/b'), await app('c', '/c')];
-    const plan = planConfig([await app('a', '/b'), await app('b', '/a'), await app('c', '/c')], running, false);
-    const steps = orderSteps(plan, running);
+    const running = await apps([['a', '/a'], ['b', '/b'], ['c', '/c']]);
+    const steps = stepsOf(await apps([['a', '/b'], ['b', '/a'], ['c', '/c']]), running, false);
     expect(formatSteps(steps)).toBe([
       '  1. application "a": no route prefix for now, so that "b" can take "/a"',
       '  2. application "b": updated (route prefix "/b" -> "/a")',
@@ -348,8 +349,8 @@ describe('config apply order', () => {
     const park = steps[0]!;
     expect(park.kind === 'park' && park.spec).toEqual({ ...running[0]!, routePrefix: null });
     // A three-way rotation needs one park too; the rest follow one another.
-    const rotate = planConfig([await app('a', '/b'), await app('b', '/c'), await app('c', '/a')], running, false);
-    expect(orderSteps(rotate, running).map((s) => `${s.kind} ${s.name}`)).toEqual(['park a', 'send c', 'send b', 'send a']);
+    const rotate = stepsOf(await apps([['a', '/b'], ['b', '/c'], ['c', '/a']]), running, false);
+    expect(rotate.map((s) => `${s.kind} ${s.name}`)).toEqual(['park a', 'send c', 'send b', 'send a']);
   });
 });
 
