@@ -3,7 +3,8 @@
  * Written here rather than prom-client's collectDefaultMetrics: several of those are gauges whose names end in
  * `_total`, which `promtool check metrics` rejects, and they would start a second event-loop monitor.
  */
-import { Counter, Gauge, type MetricObjectWithValues, type MetricValue, type Registry } from 'prom-client';
+import type { MetricObjectWithValues, MetricValue, Registry } from 'prom-client';
+import { Counter, Gauge } from './prom.ts';
 
 /** What a registry's getMetricsAsJSON() gives: what a worker sends the head, and what the head merges. */
 export type MetricsJson = Array<MetricObjectWithValues<MetricValue<string>>>;

@@ -2,7 +2,8 @@
  * The WebSocket series of an ingress (docs/METRICS.md): open sockets and messages each way, per application.
  * A stream's chunks are also counted by the router's shoal_stream_* series, like an HTTP stream's.
  */
-import { Gauge, type Registry } from 'prom-client';
+import type { Registry } from 'prom-client';
+import { Gauge } from '@shoal/core/prom';
 import { FastCounter, type CounterChild } from '@shoal/core';
 import type { WebSocketAppObserver, WebSocketObserver } from './ws-session.ts';
 

@@ -3,7 +3,8 @@
  * in-flight messages, read at each scrape from the lag the consumer samples every second. Label objects are bound
  * once per source.
  */
-import { Gauge, type Registry } from 'prom-client';
+import type { Registry } from 'prom-client';
+import { Gauge } from '@shoal/core/prom';
 import { FastCounter, type CounterChild } from '@shoal/core';
 import { MESSAGE_RESULTS, type ConsumerObserver, type ConsumerSample, type MessageResult } from '@shoal/broker';
 

@@ -2,7 +2,8 @@
  * The exact-match response cache's series (docs/caching.md): what this worker's router reports through its
  * CacheObserver, and the memory stores' sizes, read at each scrape. Label objects are bound once per deployment.
  */
-import { Gauge, type Registry } from 'prom-client';
+import type { Registry } from 'prom-client';
+import { Gauge } from '@shoal/core/prom';
 import { FastCounter, type CounterChild } from '@shoal/core';
 import type { CacheResult, DeploymentCacheObserver } from '@shoal/cache';
 import type { CacheObserver, CacheStats } from '@shoal/router';

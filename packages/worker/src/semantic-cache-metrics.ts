@@ -2,7 +2,8 @@
  * The semantic cache's series (docs/semantic-cache.md): what this worker's replicas report through their
  * SemanticCacheObserver, and the caches' sizes, read at each scrape. Label objects are bound once per deployment.
  */
-import { Gauge, type Registry } from 'prom-client';
+import type { Registry } from 'prom-client';
+import { Gauge } from '@shoal/core/prom';
 import { FastCounter, FastHistogram } from '@shoal/core';
 import type { SemanticCacheObserver, SemanticCacheSize, SemanticResult } from '@shoal/cache';
 

@@ -7,7 +7,7 @@
  * and size, batch release reasons, model load time, and end-to-end time (see docs/METRICS.md). The head asks for it
  * with a `metrics` message and merges every worker's answer into one exposition (see the head's metrics.ts).
  */
-import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry } from '@shoal/core/prom';
 import { EventLoopDelayGauge, FastCounter, FastHistogram, type CounterChild, type HistogramChild, registerCascadeMetrics, registerProcessMetrics, type BatchObserver, type BatchReleaseReason, type Logger, type MetricsJson } from '@shoal/core';
 import type { ReplicaState, WorkerStats } from '@shoal/protocol';
 import { DURATION_BUCKETS, HttpMetrics, RouterMetrics, WebSocketMetrics } from '@shoal/ingress';

@@ -9,7 +9,8 @@
  *   audit agreement      rate(shoal_cascade_audit_agreements_total[5m]) / rate(shoal_cascade_audits_total[5m])
  *   net latency saved    shoal_cascade_latency_saved_seconds_total - shoal_cascade_latency_added_seconds_total
  */
-import { Counter, Histogram, type Registry } from 'prom-client';
+import type { Registry } from 'prom-client';
+import { Counter, Histogram } from '../prom.ts';
 import type { EscalationReason } from './options.ts';
 import type { AuditResult, CascadeCallPurpose, CascadeModel, CascadeObserver } from './stats.ts';
 
